@@ -1,0 +1,59 @@
+# qwatch: `make demo` and `make test` set up everything they need on Debian 12 / Raspberry Pi OS.
+# Both are idempotent: Debian packages are installed only when missing, the venv only when
+# pyproject.toml changed. Services run as child processes on free loopback ports.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SYSTEM_PYTHON ?= $(shell command -v python3)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+# mosquitto + victoria-metrics: broker and time-series store. gstreamer + python3-gi: the RTSP
+# test server, run by the system python. ffmpeg: test videos. chromium: dashboard tests.
+APT_PACKAGES := mosquitto victoria-metrics python3-venv python3-gi ffmpeg \
+	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav \
+	chromium fonts-dejavu-core
+
+.PHONY: all demo test deps venv lint typecheck unit bench clean
+
+all: test
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: deps $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest -q -m "not slow and not integration and not faults" $(PYTEST_ARGS)
+
+test: venv lint typecheck
+	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) -m edge.demo
+
+bench: venv
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

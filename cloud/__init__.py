@@ -1,0 +1,1 @@
+"""qwatch cloud package."""

@@ -1,0 +1,382 @@
+"""The cloud alert store: idempotent by ``(alert_id, state)``, order-independent, SQL kept portable.
+
+Every MQTT delivery of an alert is appended to ``alert_events`` once per ``(alert_id, state)``;
+a redelivered copy hits the unique key and is reported as a duplicate. The ``alerts`` table holds
+one row per alert with its lifecycle (PROTOCOL.md §4): raised → acknowledged → cleared, or
+raised → cleared → acknowledged. ``state`` is the latest transition. A ``cleared`` that arrives
+before its ``raised`` (possible after redelivery) creates the row as cleared; the late ``raised``
+only fills in the raise time and detail, so the final state is right whatever the arrival order.
+
+The SQL is plain (``INSERT … ON CONFLICT``, no SQLite-only functions) so the same statements run
+on PostgreSQL when the province outgrows one machine; only the DDL's ``INTEGER PRIMARY KEY``
+would become ``BIGSERIAL`` there.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocols.payloads import Alert
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_events (
+    seq INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    site TEXT NOT NULL,
+    node TEXT NOT NULL,
+    ts REAL NOT NULL,
+    received_at REAL NOT NULL,
+    payload TEXT NOT NULL,
+    UNIQUE (alert_id, state)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    node TEXT NOT NULL,
+    type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    state TEXT NOT NULL,
+    raised_ts REAL,
+    cleared_ts REAL,
+    first_received REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    acked_at REAL,
+    acked_by TEXT,
+    ack_note TEXT,
+    escalated_at REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_site_received ON alerts (site, first_received);
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
+CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (site, node, seq);
+CREATE TABLE IF NOT EXISTS nodes (
+    site TEXT NOT NULL,
+    node TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    online INTEGER NOT NULL,
+    status_ts REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    version TEXT NOT NULL,
+    offline_alert_id TEXT,
+    offline_cause TEXT,
+    PRIMARY KEY (site, node)
+);
+CREATE TABLE IF NOT EXISTS camera_events (
+    seq INTEGER PRIMARY KEY,
+    site TEXT NOT NULL,
+    node TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ts REAL NOT NULL,
+    payload TEXT NOT NULL,
+    UNIQUE (site, node, camera, kind, ts)
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    alert_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    site TEXT NOT NULL,
+    node TEXT NOT NULL,
+    jpeg BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (alert_id, camera)
+);
+"""
+
+ALERT_COLUMNS = (
+    "alert_id, site, node, type, severity, subject, detail, state, raised_ts, cleared_ts, "
+    "first_received, updated_at, acked_at, acked_by, ack_note, escalated_at"
+)
+
+
+class AckError(Exception):
+    """An acknowledgement was refused. ``code`` is ``not_found`` or ``already_acknowledged``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """What one alert delivery did: ``inserted`` (new alert), ``updated`` (new state) or ``duplicate``."""
+
+    outcome: str
+    alert: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertQuery:
+    """Filters for :meth:`AlertStore.list_alerts`."""
+
+    site: str | None = None
+    state: str | None = None
+    type: str | None = None
+    since: float | None = None
+    unacknowledged: bool = False
+    limit: int = 200
+
+
+def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["subject"] = json.loads(d["subject"])
+    d["detail"] = json.loads(d["detail"])
+    d["acknowledged"] = d["acked_at"] is not None
+    d["escalated"] = d["escalated_at"] is not None
+    return d
+
+
+class AlertStore:
+    """SQLite-backed alert store and node registry persistence (thread-safe, one connection)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # An alert is acknowledged to the broker only after this commit reaches the disk.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def ping(self) -> bool:
+        """True if the database answers a trivial query."""
+        try:
+            with self._lock:
+                self._conn.execute("SELECT 1").fetchone()
+            return True
+        except sqlite3.Error:
+            return False
+
+    # --- alerts -------------------------------------------------------------------------------
+
+    def upsert(self, alert: Alert, *, now: float | None = None) -> UpsertResult:
+        """Store one delivery of ``alert`` durably; duplicates of ``(alert_id, state)`` are no-ops."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO alert_events (alert_id, state, site, node, ts, received_at, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, state) DO NOTHING",
+                (alert.alert_id, alert.state, alert.site, alert.node, alert.ts, now, alert.to_json()),
+            )
+            if cur.rowcount == 0:
+                return UpsertResult("duplicate", None)
+            row = db.execute("SELECT state FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            if row is None:
+                self._insert_alert(db, alert, now)
+                outcome = "inserted"
+            elif alert.state == "raised":
+                # A late raised (its cleared came first): keep the state, fill in the raise facts.
+                db.execute(
+                    "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ? WHERE alert_id = ?",
+                    (alert.ts, json.dumps(alert.detail), alert.severity, now, alert.alert_id),
+                )
+                outcome = "updated"
+            else:
+                db.execute(
+                    "UPDATE alerts SET state = 'cleared', cleared_ts = ?, updated_at = ? WHERE alert_id = ?",
+                    (alert.ts, now, alert.alert_id),
+                )
+                outcome = "updated"
+            stored = self._get(db, alert.alert_id)
+        return UpsertResult(outcome, stored)
+
+    @staticmethod
+    def _insert_alert(db: sqlite3.Connection, alert: Alert, now: float) -> None:
+        raised_ts = alert.ts if alert.state == "raised" else None
+        cleared_ts = alert.ts if alert.state == "cleared" else None
+        db.execute(
+            f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",
+            (alert.alert_id, alert.site, alert.node, alert.type, alert.severity,
+             json.dumps(alert.subject.model_dump()), json.dumps(alert.detail), alert.state,
+             raised_ts, cleared_ts, now, now),
+        )
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
+        row = db.execute(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        return _row_to_dict(row) if row is not None else None
+
+    def get(self, alert_id: str) -> dict[str, Any] | None:
+        """One alert with its lifecycle, or None."""
+        with self._lock:
+            return self._get(self._conn, alert_id)
+
+    def acknowledge(self, alert_id: str, *, by: str, note: str, now: float | None = None) -> dict[str, Any]:
+        """Record a guard's acknowledgement. Raises :class:`AckError` if unknown or already acked."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            current = self._get(db, alert_id)
+            if current is None:
+                raise AckError("not_found", f"alert {alert_id} not found")
+            if current["acked_at"] is not None:
+                raise AckError("already_acknowledged", f"alert {alert_id} was acknowledged by {current['acked_by']}")
+            # raised → acknowledged (cleared may follow), or cleared → acknowledged (the end).
+            db.execute(
+                "UPDATE alerts SET state = 'acknowledged', acked_at = ?, acked_by = ?, ack_note = ?, "
+                "updated_at = ? WHERE alert_id = ?",
+                (now, by, note, now, alert_id),
+            )
+            stored = self._get(db, alert_id)
+        assert stored is not None
+        return stored
+
+    def list_alerts(self, q: AlertQuery) -> list[dict[str, Any]]:
+        """Alerts newest first, filtered."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("site", q.site), ("state", q.state), ("type", q.type)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if q.since is not None:
+            where.append("updated_at >= ?")
+            args.append(q.since)
+        if q.unacknowledged:
+            where.append("acked_at IS NULL")
+        sql = f"SELECT {ALERT_COLUMNS} FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY first_received DESC, alert_id DESC LIMIT ?"
+        args.append(q.limit)
+        with self._lock:
+            return [_row_to_dict(r) for r in self._conn.execute(sql, args).fetchall()]
+
+    def events(self, *, site: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
+        """Every stored delivery in arrival order (for audits and the fault-injection invariants)."""
+        sql = "SELECT seq, alert_id, state, site, node, ts, received_at FROM alert_events"
+        where, args = [], []
+        if site is not None:
+            where.append("site = ?")
+            args.append(site)
+        if node is not None:
+            where.append("node = ?")
+            args.append(node)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            return [dict(r) for r in self._conn.execute(sql + " ORDER BY seq", args).fetchall()]
+
+    def escalate_due(
+        self, now: float, *, default_after_s: float, per_site: Mapping[str, float] | None = None
+    ) -> list[dict[str, Any]]:
+        """Mark raised, unacknowledged, not yet escalated alerts older than their site's limit.
+
+        Age counts from the edge's decision time, so an alert that sat in an outbox during an
+        outage escalates at once. Returns the alerts escalated now.
+        """
+        per_site = per_site or {}
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT alert_id, site, raised_ts, first_received FROM alerts "
+                "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL"
+            ).fetchall()
+            due = [
+                r["alert_id"] for r in rows
+                if now - min(r["raised_ts"] or r["first_received"], r["first_received"])
+                >= per_site.get(r["site"], default_after_s)
+            ]
+            for alert_id in due:
+                db.execute(
+                    "UPDATE alerts SET escalated_at = ?, updated_at = ? WHERE alert_id = ?", (now, now, alert_id)
+                )
+            escalated = [self._get(db, a) for a in due]
+        return [a for a in escalated if a is not None]
+
+    def counts(self) -> dict[str, int]:
+        """Alerts by state, plus unacknowledged and escalated totals (for /healthz and /sites)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT state, COUNT(*) AS n FROM alerts GROUP BY state").fetchall()
+            out = {r["state"]: int(r["n"]) for r in rows}
+            unacked = self._conn.execute("SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL").fetchone()[0]
+        out["unacknowledged"] = int(unacked)
+        return out
+
+    def site_summary(self) -> list[dict[str, Any]]:
+        """Per site: alerts open (not acknowledged and not cleared), unacknowledged, critical open."""
+        sql = (
+            "SELECT site, "
+            "SUM(CASE WHEN state = 'raised' THEN 1 ELSE 0 END) AS open, "
+            "SUM(CASE WHEN acked_at IS NULL THEN 1 ELSE 0 END) AS unacknowledged, "
+            "SUM(CASE WHEN state = 'raised' AND severity = 'critical' THEN 1 ELSE 0 END) AS critical_open, "
+            "SUM(CASE WHEN escalated_at IS NOT NULL AND acked_at IS NULL THEN 1 ELSE 0 END) AS escalated, "
+            "MAX(first_received) AS last_alert_at "
+            "FROM alerts GROUP BY site ORDER BY site"
+        )
+        with self._lock:
+            return [dict(r) for r in self._conn.execute(sql).fetchall()]
+
+    # --- snapshots and camera events ----------------------------------------------------------
+
+    def add_camera_event(self, site: str, node: str, camera: str, kind: str, ts: float, payload: str) -> bool:
+        """Store a camera event once; False if it was a duplicate delivery."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO camera_events (site, node, camera, kind, ts, payload) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (site, node, camera, kind, ts) DO NOTHING",
+                (site, node, camera, kind, ts, payload),
+            )
+            return cur.rowcount > 0
+
+    def add_snapshot(self, site: str, node: str, camera: str, alert_id: str, jpeg: bytes) -> bool:
+        """Store an alert snapshot once; False if it was a duplicate delivery."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO snapshots (alert_id, camera, site, node, jpeg, received_at) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (alert_id, camera) DO NOTHING",
+                (alert_id, camera, site, node, jpeg, time.time()),
+            )
+            return cur.rowcount > 0
+
+    def snapshot(self, alert_id: str) -> bytes | None:
+        """The first snapshot JPEG stored for an alert, if any."""
+        with self._lock:
+            row = self._conn.execute("SELECT jpeg FROM snapshots WHERE alert_id = ? LIMIT 1", (alert_id,)).fetchone()
+        return bytes(row["jpeg"]) if row is not None else None
+
+    # --- node registry persistence ------------------------------------------------------------
+
+    def load_nodes(self) -> list[dict[str, Any]]:
+        """All node registry rows."""
+        with self._lock:
+            return [dict(r) for r in self._conn.execute("SELECT * FROM nodes ORDER BY site, node").fetchall()]
+
+    def save_node(self, rec: Mapping[str, Any]) -> None:
+        """Insert or replace one node registry row (keys as in the ``nodes`` table)."""
+        cols = ("site", "node", "boot_id", "online", "status_ts", "last_seen", "version",
+                "offline_alert_id", "offline_cause")
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[2:])
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO nodes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                f"ON CONFLICT (site, node) DO UPDATE SET {updates}",
+                tuple(rec[c] for c in cols),
+            )

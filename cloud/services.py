@@ -1,0 +1,364 @@
+"""Launchers for the real backing services (Mosquitto, VictoriaMetrics) as child processes.
+
+Used by the test fixtures, the fault-injection suite and ``make demo``. Every service binds a free
+loopback port, keeps its data under a caller-given directory, is waited for with a deadline, and is
+stopped cleanly. Children are started in their own session (so a terminal Ctrl-C reaches only the
+parent, which then stops them in order) and with ``PR_SET_PDEATHSIG`` so that even a ``kill -9`` of
+the parent leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+_PR_SET_PDEATHSIG = 1
+_live: set[ServiceProcess] = set()
+_live_lock = threading.Lock()
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started (missing binary, port clash, crashed during start-up)."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port that was free on ``host`` a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _fail_missing(name: str) -> NoReturn:
+    msg = f"required binary {name!r} not found on PATH (Debian package: {_DEB_PACKAGE.get(name, name)})"
+    if "pytest" in sys.modules:
+        import pytest
+
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg + " — CI=true, so this is a failure, not a skip", pytrace=False)
+        pytest.skip(msg)
+    raise ServiceError(msg)
+
+
+_DEB_PACKAGE = {"mosquitto": "mosquitto", "victoria-metrics": "victoria-metrics", "chromium": "chromium"}
+_EXTRA_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+def require_binary(name: str) -> str:
+    """Return the absolute path of ``name``.
+
+    When it is missing: inside pytest, fail under ``CI=true`` and skip otherwise; outside pytest,
+    raise :class:`ServiceError`.
+    """
+    found = shutil.which(name)
+    if found is None:
+        # mosquitto lives in /usr/sbin, which is not on a normal user's PATH.
+        found = shutil.which(name, path=os.pathsep.join(_EXTRA_DIRS))
+    if found is None:
+        _fail_missing(name)
+    return found
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask the kernel to SIGTERM us when the parent dies.
+    # Caveat: the "parent" is the forking *thread*, so start services from a long-lived thread.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class ServiceProcess:
+    """One running (or stopped) child service on a fixed loopback port."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        workdir: Path,
+        host: str,
+        port: int,
+        scheme: str,
+        ready: Callable[[ServiceProcess], bool],
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.workdir = workdir
+        self.host = host
+        self.port = port
+        self.scheme = scheme
+        self._ready = ready
+        self.log_path = workdir / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` for VictoriaMetrics, ``mqtt://127.0.0.1:PORT`` for Mosquitto."""
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT``, the form the CLIs take (``--mqtt``, ``--broker``)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The child's PID while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    def running(self) -> bool:
+        """True while the child process exists (it may be paused)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> ServiceProcess:
+        """Start the child and wait until it answers; raise :class:`ServiceError` on timeout/crash."""
+        if self.running():
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as logf:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # only calls prctl: safe between fork and exec
+            )
+        self.starts += 1
+        with _live_lock:
+            _live.add(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise ServiceError(f"{self.name} exited with {self._proc.returncode}: {self.log_tail()}")
+            if self._ready(self):
+                log.info("service=%s event=ready port=%d pid=%d", self.name, self.port, self._proc.pid)
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise ServiceError(f"{self.name} not ready within {timeout:.0f}s: {self.log_tail()}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM (resuming it first if paused), wait, then SIGKILL if it does not go."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("service=%s event=stop_timeout action=kill", self.name)
+                proc.kill()
+                proc.wait()
+        self._forget()
+
+    def kill(self) -> None:
+        """SIGKILL now (a crash, as far as the service's clients can tell)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+        self._forget()
+
+    def pause(self) -> None:
+        """SIGSTOP: the port stays open but nothing answers (a stalled network, as seen by clients)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
+    def restart(self, timeout: float = START_TIMEOUT_S) -> ServiceProcess:
+        """Stop, then start again on the same port with the same data."""
+        self.stop()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.start(timeout=max(1.0, deadline - time.monotonic()))
+            except ServiceError:
+                # The old socket can linger for a moment after a crash; retry until the deadline.
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def log_tail(self, n: int = 2000) -> str:
+        """The last ``n`` characters of the service's log (for error messages)."""
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def _forget(self) -> None:
+        with _live_lock:
+            _live.discard(self)
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ServiceProcess({self.name!r}, {self.url}, pid={self.pid})"
+
+
+@atexit.register
+def _stop_all() -> None:
+    with _live_lock:
+        services = list(_live)
+    for svc in services:
+        with contextlib.suppress(Exception):
+            svc.stop(timeout=3.0)
+
+
+def _tcp_ready(svc: ServiceProcess) -> bool:
+    try:
+        with socket.create_connection((svc.host, svc.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ready(path: str) -> Callable[[ServiceProcess], bool]:
+    def check(svc: ServiceProcess) -> bool:
+        try:
+            with urllib.request.urlopen(f"{svc.url}{path}", timeout=1.0) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    return check
+
+
+def mosquitto_conf(port: int, data_dir: Path, *, host: str = LOOPBACK, extra_conf: str = "") -> str:
+    """Return a mosquitto.conf for a loopback test/demo broker with persistence and raised limits."""
+    lines = [
+        "# Generated by cloud/services.py. Test/demo broker: loopback only, anonymous.",
+        "# Production uses per-node credentials and ACLs (see config/), never allow_anonymous.",
+        f"listener {port} {host}",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {data_dir}/",
+        "# Save the in-memory store every second, so a broker crash loses at most ~1 s of queued",
+        "# messages. The Mosquitto default (30 min) would lose a whole outage's worth of alerts.",
+        "autosave_interval 1",
+        "# Mosquitto drops QoS 1 messages queued for an offline persistent session past",
+        "# max_queued_messages (1000 in 2.0, 100 in older releases). The ingest session can be away",
+        "# for minutes (restart, upgrade) while 50 sites keep publishing, and a dropped alert is a",
+        "# missed escape, so queue far more and cap by bytes instead. Edge nodes also keep every",
+        "# alert in their outbox until it is PUBACKed, so the broker is not the only safety net.",
+        "max_queued_messages 1000000",
+        "max_queued_bytes 0",
+        "# In-flight QoS 1 messages per client: 20 by default, which limits the ingest drain rate",
+        "# after an outage. MQTT 5 clients still bound it with their own Receive Maximum.",
+        "max_inflight_messages 1000",
+        "# Persistent sessions of MQTT 3 clients; MQTT 5 clients set their own session expiry.",
+        "persistent_client_expiration 7d",
+        "set_tcp_nodelay true",
+        "log_dest stdout",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "connection_messages true",
+        "log_timestamp true",
+    ]
+    if os.geteuid() == 0:
+        # Run as root, Mosquitto drops to user "mosquitto", which cannot write our data dir.
+        lines.append("user root")
+    if extra_conf:
+        lines.append(extra_conf.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _start_with_port_retry(make: Callable[[int], ServiceProcess], port: int | None) -> ServiceProcess:
+    # free_port() is racy (another test may grab the port between probe and bind): retry a few times.
+    attempts = 1 if port is not None else 4
+    last: ServiceError | None = None
+    for _ in range(attempts):
+        svc = make(port if port is not None else free_port())
+        try:
+            return svc.start()
+        except ServiceError as exc:
+            last = exc
+            svc.kill()
+    assert last is not None
+    raise last
+
+
+def start_mosquitto(workdir: Path, *, port: int | None = None, extra_conf: str = "") -> ServiceProcess:
+    """Start Mosquitto on a free loopback port with data and config under ``workdir``."""
+    binary = require_binary("mosquitto")
+    workdir = Path(workdir)
+    data = workdir / "mosquitto-data"
+    data.mkdir(parents=True, exist_ok=True)
+
+    def make(p: int) -> ServiceProcess:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(mosquitto_conf(p, data, extra_conf=extra_conf))
+        return ServiceProcess(
+            "mosquitto", [binary, "-c", str(conf)], workdir=workdir, host=LOOPBACK, port=p,
+            scheme="mqtt", ready=_tcp_ready,
+        )
+
+    return _start_with_port_retry(make, port)
+
+
+def start_victoria_metrics(
+    workdir: Path,
+    *,
+    port: int | None = None,
+    retention: str = "30d",
+    extra_args: Sequence[str] = (),
+) -> ServiceProcess:
+    """Start single-node VictoriaMetrics on a free loopback port with its storage under ``workdir``."""
+    binary = require_binary("victoria-metrics")
+    workdir = Path(workdir)
+    data = workdir / "vm-data"
+    data.mkdir(parents=True, exist_ok=True)
+
+    def make(p: int) -> ServiceProcess:
+        argv = [
+            binary,
+            f"-httpListenAddr={LOOPBACK}:{p}",
+            f"-storageDataPath={data}",
+            f"-retentionPeriod={retention}",
+            # Without this, queries hide the last 30 s of samples: a live track would lag.
+            "-search.latencyOffset=0s",
+            # Be a modest neighbour on a shared machine; VM sizes its caches from this.
+            "-memory.allowedBytes=256MiB",
+            "-loggerLevel=WARN",
+            *extra_args,
+        ]
+        return ServiceProcess(
+            "victoria-metrics", argv, workdir=workdir, host=LOOPBACK, port=p, scheme="http",
+            ready=_http_ready("/health"),
+        )
+
+    return _start_with_port_retry(make, port)

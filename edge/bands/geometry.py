@@ -1,0 +1,123 @@
+"""Plane geometry for zones: point-in-polygon and signed distance to a zone edge (numpy, vectorised).
+
+Coordinates are metres in the site frame. A signed distance is negative inside a polygon and
+positive outside, so "outside every allowed zone by more than the error margin" is one comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+
+def as_points(points: Sequence[Sequence[float]] | FloatArray) -> FloatArray:
+    """Coerce to a float (N, 2) array."""
+    arr = np.asarray(points, dtype=np.float64)
+    return arr.reshape(-1, 2)
+
+
+def point_in_polygon(points: FloatArray, polygon: FloatArray) -> BoolArray:
+    """Even-odd ray casting for many points against one polygon; points on an edge count as either."""
+    pts = as_points(points)
+    poly = as_points(polygon)
+    x = pts[:, 0:1]
+    y = pts[:, 1:2]
+    x1, y1 = poly[:, 0], poly[:, 1]
+    x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+    crosses = (y1 > y) != (y2 > y)
+    dy = np.where(y2 == y1, 1.0, y2 - y1)
+    x_at = x1 + (y - y1) * (x2 - x1) / dy
+    hits = crosses & (x < x_at)
+    return np.asarray(np.count_nonzero(hits, axis=1) % 2 == 1)
+
+
+def distance_to_boundary(points: FloatArray, polygon: FloatArray) -> FloatArray:
+    """Unsigned distance from each point to the polygon's nearest edge."""
+    pts = as_points(points)
+    a = as_points(polygon)
+    b = np.roll(a, -1, axis=0)
+    ab = b - a
+    len2 = np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12)
+    ap = pts[:, None, :] - a[None, :, :]
+    t = np.clip(np.einsum("nej,ej->ne", ap, ab) / len2, 0.0, 1.0)
+    nearest = a[None, :, :] + t[:, :, None] * ab[None, :, :]
+    d = np.linalg.norm(pts[:, None, :] - nearest, axis=2)
+    return np.asarray(d.min(axis=1))
+
+
+def signed_distance(points: FloatArray, polygon: FloatArray) -> FloatArray:
+    """Distance to the polygon's edge: negative inside, positive outside."""
+    d = distance_to_boundary(points, polygon)
+    inside = point_in_polygon(points, polygon)
+    return np.where(inside, -d, d)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneShape:
+    """One zone's polygon with its ID and kind (``permitted`` or ``restricted``)."""
+
+    id: str
+    kind: str
+    polygon: FloatArray
+
+    @property
+    def centroid(self) -> tuple[float, float]:
+        """Vertex mean: good enough to aim a walk at a small zone such as a gate."""
+        c = self.polygon.mean(axis=0)
+        return float(c[0]), float(c[1])
+
+
+class ZoneMap:
+    """All zones of a site; answers signed distances for many points at once."""
+
+    def __init__(self, zones: Sequence[ZoneShape]) -> None:
+        self.zones = list(zones)
+        self.index = {z.id: i for i, z in enumerate(self.zones)}
+
+    def signed_distances(self, points: FloatArray) -> FloatArray:
+        """(N, Z) signed distance of each point to each zone."""
+        pts = as_points(points)
+        if not self.zones:
+            return np.zeros((len(pts), 0))
+        return np.stack([signed_distance(pts, z.polygon) for z in self.zones], axis=1)
+
+    def union_signed_distance(self, sd: FloatArray, mask: BoolArray) -> FloatArray:
+        """Signed distance to the union of the zones selected by `mask` ((Z,) or (N, Z)).
+
+        Outside: distance to the nearest selected zone. Inside: depth in the deepest selected zone,
+        which under-states depth where zones touch (conservative for clearing a breach).
+        Points with no selected zone get +inf (everywhere is outside).
+        """
+        m = np.broadcast_to(mask, sd.shape)
+        big = np.where(m, sd, np.inf)
+        return np.asarray(big.min(axis=1))
+
+    def containing(self, sd: FloatArray) -> list[str | None]:
+        """Per point: the zone it is deepest inside, restricted zones first, else None."""
+        out: list[str | None] = []
+        restricted = np.array([z.kind == "restricted" for z in self.zones], dtype=bool)
+        for row in sd:
+            inside = row < 0
+            if not inside.any():
+                out.append(None)
+                continue
+            pick = inside & restricted if (inside & restricted).any() else inside
+            idx = int(np.argmin(np.where(pick, row, np.inf)))
+            out.append(self.zones[idx].id)
+        return out
+
+    def bounds(self, extra: FloatArray | None = None, pad: float = 0.0) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of every zone vertex (and `extra` points), padded."""
+        parts = [z.polygon for z in self.zones]
+        if extra is not None and len(extra):
+            parts.append(as_points(extra))
+        allp = np.concatenate(parts, axis=0) if parts else np.zeros((1, 2))
+        lo = allp.min(axis=0) - pad
+        hi = allp.max(axis=0) + pad
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])

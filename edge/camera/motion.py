@@ -1,0 +1,351 @@
+"""Motion inside fence zones and camera tamper, for one camera (pure: frames in, events out).
+
+One `MotionDetector` per camera. It takes grayscale frames at the detect size with their
+time stamps and returns `MotionEvent`s. No I/O, no clock: the caller supplies `ts`.
+
+Per frame:
+1. Blur, then normalise contrast (affine match of the frame's mean/std to the background's),
+   so auto-exposure and slow lighting changes do not look like motion.
+2. Absolute difference against a running-average background; the threshold follows the
+   measured noise (robust median of the difference), so sensor noise and compression do not
+   fire. Opening plus a two-frame persistence test remove rain streaks and speckle.
+3. A sudden change over a large part of the picture (lights, clouds, IR switch) is not
+   motion: the background is re-learnt, the change is counted, zones are frozen briefly.
+4. Per zone: changed-area fraction inside the polygon vs `min_area`, `dwell_frames`
+   consecutive frames to start, a quiet period to end.
+5. Tamper (covered, moved, defocused) from a slow reference of the scene's structure,
+   held for a few seconds before `tamper_start`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+Polygon = tuple[tuple[float, float], ...]
+BBox = tuple[float, float, float, float]
+
+MOTION_START = "motion_start"
+MOTION_END = "motion_end"
+TAMPER_START = "tamper_start"
+TAMPER_END = "tamper_end"
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSpec:
+    """A detection zone in relative image coordinates."""
+
+    id: str
+    polygon: Polygon
+    min_area: float = 0.002
+    dwell_frames: int = 3
+    alert: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSpec:
+    """Everything the detector needs; built from the site config's camera entry."""
+
+    width: int
+    height: int
+    fps: float
+    zones: tuple[ZoneSpec, ...] = ()
+    masks: tuple[Polygon, ...] = ()
+    quiet_s: float = 2.0  # no motion this long in a zone: motion_end
+    outside_events: bool = True  # report motion outside every zone with zone=None
+    outside_min_area: float = 0.004  # fraction of the outside area
+    outside_dwell_frames: int = 3
+    bg_tau_s: float = 4.0  # background time constant
+    min_threshold: float = 9.0  # grey levels; floor of the noise-adaptive threshold
+    noise_k: float = 4.5  # threshold = max(min_threshold, noise_k * sigma)
+    global_fraction: float = 0.30  # changed share of the picture that means "global change"
+    settle_s: float = 0.6  # zones frozen this long after a global change
+    tamper_hold_s: float = 3.0
+    tamper_clear_s: float = 2.0
+    tamper_ref_tau_s: float = 10.0
+    warmup_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class MotionEvent:
+    """One detector event; `zone` is None for motion outside every zone and for tamper."""
+
+    kind: str
+    zone: str | None
+    ts: float
+    frame: int
+    bbox: BBox | None
+    score: float | None
+    reason: str | None = None  # tamper: covered | moved | defocused
+
+
+@dataclass(slots=True)
+class _ZoneState:
+    spec: ZoneSpec
+    x0: int
+    y0: int
+    mask: np.ndarray  # uint8 0/255, cropped to the zone's bounding rect
+    pixels: int
+    active_run: int = 0
+    quiet_run: int = 0
+    in_motion: bool = False
+    peak_score: float = 0.0
+    last_bbox: BBox | None = None
+
+
+@dataclass(slots=True)
+class _TamperState:
+    ref_grad: np.ndarray | None = None
+    ref_std: float = 0.0
+    ref_sharp: float = 0.0
+    candidate_since: float | None = None
+    clear_since: float | None = None
+    active: bool = False
+    reason: str | None = None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _rasterize(polys: tuple[Polygon, ...], w: int, h: int) -> np.ndarray:
+    img = np.zeros((h, w), np.uint8)
+    for poly in polys:
+        pts = np.array([[round(x * (w - 1)), round(y * (h - 1))] for x, y in poly], np.int32)
+        if len(pts) >= 3:
+            cv2.fillPoly(img, [pts], 255)
+    return img
+
+
+def _make_zone(spec: ZoneSpec, mask_full: np.ndarray) -> _ZoneState | None:
+    ys, xs = np.nonzero(mask_full)
+    if len(xs) == 0:
+        return None
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    crop = np.ascontiguousarray(mask_full[y0:y1, x0:x1])
+    return _ZoneState(spec=spec, x0=x0, y0=y0, mask=crop, pixels=int(cv2.countNonZero(crop)))
+
+
+class MotionDetector:
+    """Zone motion and tamper for one camera. Call `process()` once per detect frame."""
+
+    def __init__(self, spec: DetectorSpec) -> None:
+        self.spec = spec
+        w, h = spec.width, spec.height
+        fps = max(spec.fps, 0.1)
+        self._alpha = min(1.0, 1.0 / (spec.bg_tau_s * fps))
+        self._ref_alpha = min(1.0, 1.0 / (spec.tamper_ref_tau_s * fps))
+        self._quiet_frames = max(1, math.ceil(spec.quiet_s * fps))
+        self._settle_frames = max(1, math.ceil(spec.settle_s * fps))
+        self._warmup_frames = max(1, math.ceil(spec.warmup_s * fps))
+        masked = _rasterize(spec.masks, w, h)
+        self._valid = cv2.bitwise_not(masked)
+        self._valid_px = max(1, int(cv2.countNonZero(self._valid)))
+        self._valid_bool = self._valid > 0
+        self._zones: list[_ZoneState] = []
+        union = np.zeros((h, w), np.uint8)
+        for z in spec.zones:
+            zm = cv2.bitwise_and(_rasterize((z.polygon,), w, h), self._valid)
+            union = cv2.bitwise_or(union, zm)
+            st = _make_zone(z, zm)
+            if st is not None:
+                self._zones.append(st)
+        if spec.outside_events:
+            outside = cv2.bitwise_and(self._valid, cv2.bitwise_not(union))
+            oz = ZoneSpec("", (), spec.outside_min_area, spec.outside_dwell_frames, False)
+            st = _make_zone(oz, outside)
+            if st is not None:
+                self._zones.append(st)
+        self._kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+        self._dil_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+        self._bg: np.ndarray | None = None
+        self._prev_fg: np.ndarray | None = None
+        self._sigma = 2.0
+        self._frames = 0
+        self._settle = 0
+        self._tamper = _TamperState()
+        self.counters: dict[str, int] = {
+            "frames": 0,
+            "global_changes": 0,
+            "motion_events": 0,
+            "tamper_events": 0,
+            "tamper_frames": 0,
+        }
+        self.last_fg: np.ndarray | None = None
+        self.last_global_fraction = 0.0
+
+    # ------------------------------------------------------------------ public API
+    def process(self, gray: np.ndarray, ts: float, frame: int) -> list[MotionEvent]:
+        """Feed one grayscale detect frame; return the events it completes."""
+        if gray.shape != (self.spec.height, self.spec.width):
+            gray = cv2.resize(gray, (self.spec.width, self.spec.height), interpolation=cv2.INTER_AREA)
+        self._frames += 1
+        self.counters["frames"] += 1
+        blur = cv2.GaussianBlur(gray, (5, 5), 0)
+        events: list[MotionEvent] = []
+        tampered = self._tamper_step(blur, ts, frame, events)
+        cur = blur.astype(np.float32)
+        if self._bg is None:
+            self._bg = cur.copy()
+            return events
+        fg, global_frac = self._foreground(cur)
+        self.last_fg = fg
+        self.last_global_fraction = global_frac
+        if tampered or global_frac > self.spec.global_fraction:
+            if not tampered:
+                self.counters["global_changes"] += 1
+            # The whole scene changed (or the camera is being tampered with): start over.
+            self._bg = cur.copy()
+            self._prev_fg = None
+            self._settle = self._settle_frames
+            return events
+        self._update_background(cur, fg)
+        if self._settle > 0 or self._frames <= self._warmup_frames:
+            self._settle = max(0, self._settle - 1)
+            return events
+        for zone in self._zones:
+            ev = self._zone_step(zone, fg, ts, frame)
+            if ev is not None:
+                events.append(ev)
+        return events
+
+    def finish(self, ts: float, frame: int) -> list[MotionEvent]:
+        """End every open motion event (end of a file); tamper stays as it is."""
+        out = []
+        for z in self._zones:
+            if z.in_motion:
+                z.in_motion = False
+                out.append(self._event(MOTION_END, z, ts, frame, z.last_bbox, z.peak_score))
+        return out
+
+    @property
+    def tamper_active(self) -> bool:
+        """True while a tamper event is open."""
+        return self._tamper.active
+
+    def zone_states(self) -> dict[str | None, bool]:
+        """Zone id (None = outside) -> whether motion is open there."""
+        return {(z.spec.id or None): z.in_motion for z in self._zones}
+
+    # ------------------------------------------------------------------ motion
+    def _foreground(self, cur: np.ndarray) -> tuple[np.ndarray, float]:
+        assert self._bg is not None
+        mf, sf = cv2.meanStdDev(cur, mask=self._valid)
+        mb, sb = cv2.meanStdDev(self._bg, mask=self._valid)
+        gain = float(sb[0, 0]) / max(float(sf[0, 0]), 1.0)
+        gain = min(max(gain, 0.5), 2.0)
+        offset = float(mb[0, 0]) - gain * float(mf[0, 0])
+        norm = cur * np.float32(gain) + np.float32(offset)
+        diff = cv2.absdiff(norm, self._bg)
+        sample = diff[::4, ::4][self._valid_bool[::4, ::4]]
+        if sample.size:
+            # Median absolute difference -> sigma of a half-normal; robust while <50% moves.
+            sigma = 1.2533 * float(np.median(sample))
+            self._sigma = 0.8 * self._sigma + 0.2 * sigma
+        thr = max(self.spec.min_threshold, self.spec.noise_k * self._sigma)
+        _, fg = cv2.threshold(diff, thr, 255, cv2.THRESH_BINARY)
+        fg = fg.astype(np.uint8)
+        fg = cv2.bitwise_and(fg, self._valid)
+        global_frac = cv2.countNonZero(fg) / self._valid_px
+        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._kernel)
+        prev = self._prev_fg
+        self._prev_fg = fg
+        if prev is not None:
+            # Motion must persist near where it was a frame ago: rain and speckle do not.
+            fg = cv2.bitwise_and(fg, cv2.dilate(prev, self._dil_kernel))
+        return fg, global_frac
+
+    def _update_background(self, cur: np.ndarray, fg: np.ndarray) -> None:
+        assert self._bg is not None
+        cv2.accumulateWeighted(cur, self._bg, self._alpha, mask=cv2.bitwise_not(fg))
+        # Moving things still fade in slowly, so a parked object or a ghost cannot hold motion forever.
+        cv2.accumulateWeighted(cur, self._bg, self._alpha * 0.25, mask=fg)
+
+    def _zone_step(self, z: _ZoneState, fg: np.ndarray, ts: float, frame: int) -> MotionEvent | None:
+        h, w = z.mask.shape
+        roi = cv2.bitwise_and(fg[z.y0 : z.y0 + h, z.x0 : z.x0 + w], z.mask)
+        changed = cv2.countNonZero(roi)
+        score = changed / z.pixels
+        if score >= z.spec.min_area:
+            z.active_run += 1
+            z.quiet_run = 0
+            z.last_bbox = self._bbox(roi, z)
+            z.peak_score = max(z.peak_score, score)
+            if not z.in_motion and z.active_run >= z.spec.dwell_frames:
+                z.in_motion = True
+                z.peak_score = score
+                return self._event(MOTION_START, z, ts, frame, z.last_bbox, score)
+            return None
+        z.active_run = 0
+        if z.in_motion and score < 0.5 * z.spec.min_area:
+            z.quiet_run += 1
+            if z.quiet_run >= self._quiet_frames:
+                z.in_motion = False
+                z.quiet_run = 0
+                return self._event(MOTION_END, z, ts, frame, z.last_bbox, z.peak_score)
+        return None
+
+    def _bbox(self, roi: np.ndarray, z: _ZoneState) -> BBox:
+        x, y, bw, bh = cv2.boundingRect(roi)
+        W, H = self.spec.width, self.spec.height
+        return (
+            round((z.x0 + x) / W, 4),
+            round((z.y0 + y) / H, 4),
+            round(bw / W, 4),
+            round(bh / H, 4),
+        )
+
+    def _event(
+        self, kind: str, z: _ZoneState, ts: float, frame: int, bbox: BBox | None, score: float
+    ) -> MotionEvent:
+        self.counters["motion_events"] += 1
+        return MotionEvent(kind, z.spec.id or None, ts, frame, bbox, round(score, 5))
+
+    # ------------------------------------------------------------------ tamper
+    def _tamper_metrics(self, blur: np.ndarray) -> tuple[np.ndarray, float, float]:
+        small = cv2.resize(blur, (160, 90), interpolation=cv2.INTER_AREA).astype(np.float32)
+        gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3)
+        grad = cv2.add(cv2.absdiff(gx, 0), cv2.absdiff(gy, 0))
+        std = float(np.std(small))
+        sharp = float(np.mean(grad)) / (std + 1.0)
+        return grad, std, sharp
+
+    def _tamper_step(self, blur: np.ndarray, ts: float, frame: int, events: list[MotionEvent]) -> bool:
+        t = self._tamper
+        grad, std, sharp = self._tamper_metrics(blur)
+        if t.ref_grad is None:
+            t.ref_grad, t.ref_std, t.ref_sharp = grad, std, sharp
+            return False
+        corr = float(cv2.matchTemplate(grad, t.ref_grad, cv2.TM_CCOEFF_NORMED)[0, 0])
+        reason = None
+        if std < max(3.0, 0.3 * t.ref_std):
+            reason = "covered"
+        elif corr < 0.35:
+            reason = "moved"
+        elif sharp < 0.45 * t.ref_sharp and corr < 0.8:
+            reason = "defocused"
+        t.last_metrics = {"std": std, "corr": corr, "sharp": sharp, "ref_sharp": t.ref_sharp}
+        if reason is None:
+            t.candidate_since = None
+            if t.active:
+                t.clear_since = ts if t.clear_since is None else t.clear_since
+                if ts - t.clear_since >= self.spec.tamper_clear_s:
+                    t.active, t.clear_since = False, None
+                    self.counters["tamper_events"] += 1
+                    events.append(MotionEvent(TAMPER_END, None, ts, frame, None, None, t.reason))
+            if not t.active:
+                a = self._ref_alpha
+                cv2.accumulateWeighted(grad, t.ref_grad, a)
+                t.ref_std += a * (std - t.ref_std)
+                t.ref_sharp += a * (sharp - t.ref_sharp)
+            return t.active
+        t.clear_since = None
+        self.counters["tamper_frames"] += 1
+        if not t.active:
+            t.candidate_since = ts if t.candidate_since is None else t.candidate_since
+            if ts - t.candidate_since >= self.spec.tamper_hold_s:
+                t.active, t.reason = True, reason
+                self.counters["tamper_events"] += 1
+                events.append(MotionEvent(TAMPER_START, None, ts, frame, None, None, reason))
+        return True

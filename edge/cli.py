@@ -1,0 +1,148 @@
+"""`qwatch-edge`: the edge node's command line (Typer).
+
+`run` starts the agent. Other subcommands live in the modules that own them and are
+registered here with ONE line each in `_SUBCOMMANDS` ("name": "module:function"); the
+function is registered with `app.command(name)`. A module that does not exist yet is
+skipped, so a half-built tree still runs the agent. Any other import error is raised:
+a broken subcommand must be loud, not silently missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from protocols.errors import ConfigError, QwatchError
+
+app = typer.Typer(
+    name="qwatch-edge",
+    help="qwatch edge node: bands, cameras, outbox and MQTT link.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One line per subcommand owned by another module: "command name": "module:function".
+_SUBCOMMANDS: dict[str, str] = {
+    "replay": "edge.replay:replay",
+    "plan": "edge.plan:plan",
+    "camera-test": "edge.camera.cli:camera_test",
+    "enrol": "edge.enrol:enrol",
+}
+
+EXIT_CONFIG = 2
+
+log = logging.getLogger("qwatch.edge.cli")
+
+
+def parse_hostport(text: str, *, option: str = "--broker") -> tuple[str, int]:
+    """Parse `HOST:PORT` (IPv6 as `[::1]:1883`); raises ConfigError naming the option."""
+    host, sep, port_s = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ConfigError("command line", option, f"expected HOST:PORT with PORT 1-65535, got {text!r}")
+    return host, int(port_s)
+
+
+def fail_config(err: QwatchError) -> None:
+    """Print a configuration error without a traceback and exit with status 2."""
+    typer.echo(f"qwatch-edge: configuration error: {err}", err=True)
+    raise typer.Exit(EXIT_CONFIG)
+
+
+def setup_logging(level: str) -> None:
+    """Key=value logs on stderr; every line carries the logger name (module) and level."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command("run")
+def run(
+    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON, mode 0600")],
+    node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)")] = "edge-01",
+    broker: Annotated[str, typer.Option("--broker", help="MQTT broker HOST:PORT")] = "127.0.0.1:1883",
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="outbox and recordings")] = Path(
+        "/var/lib/qwatch"
+    ),
+    sim_seed: Annotated[int, typer.Option("--sim-seed", help="seed of the sim receivers")] = 0,
+    keepalive: Annotated[int, typer.Option(help="MQTT keepalive, s (stall detection ~1.5x)")] = 15,
+    reconnect_max: Annotated[float, typer.Option(help="max reconnect backoff, s")] = 10.0,
+    max_inflight: Annotated[int, typer.Option(help="QoS1 messages in flight")] = 50,
+    telemetry_buffer: Annotated[int, typer.Option(help="telemetry buffer size (drop-oldest)")] = 600,
+    duration: Annotated[float, typer.Option(help="stop after S seconds (0 = run until signalled)")] = 0.0,
+    escape_at: Annotated[
+        float, typer.Option(help="sim: first person walks out after S s (<0: config/default scenario)")
+    ] = -1.0,
+    escape_band: Annotated[int, typer.Option(help="sim: band that escapes (0: first band)")] = 0,
+    record: Annotated[Path | None, typer.Option(help="write the observation log (JSON Lines) here")] = None,
+    alert_storm: Annotated[int, typer.Option(help="test mode: raise N synthetic alerts, no sources")] = 0,
+    storm_rate: Annotated[float, typer.Option(help="test mode: synthetic alerts per second")] = 50.0,
+    no_cameras: Annotated[bool, typer.Option("--no-cameras", help="do not start camera workers")] = False,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Run the edge agent until SIGTERM/SIGINT (or --duration)."""
+    setup_logging(log_level)
+    from edge.agent import AgentOptions, run_agent
+
+    try:
+        host, port = parse_hostport(broker)
+        opts = AgentOptions(
+            config=config,
+            keys=keys,
+            node=node,
+            broker_host=host,
+            broker_port=port,
+            data_dir=data_dir,
+            sim_seed=sim_seed,
+            keepalive_s=keepalive,
+            reconnect_max_s=reconnect_max,
+            max_inflight=max_inflight,
+            telemetry_buffer=telemetry_buffer,
+            duration_s=duration,
+            escape_at_s=escape_at,
+            escape_band=escape_band,
+            record=record,
+            alert_storm=alert_storm,
+            storm_rate=storm_rate,
+            cameras=not no_cameras,
+        )
+        code = run_agent(opts)
+    except ConfigError as err:
+        fail_config(err)
+        return
+    raise typer.Exit(code)
+
+
+def _register_subcommands() -> None:
+    for name, target in _SUBCOMMANDS.items():
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and module_name.startswith(err.name):
+                continue  # not written yet
+            raise
+        func = getattr(module, attr, None)
+        if func is not None:
+            app.command(name)(func)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    """Console-script entry point (`qwatch-edge`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

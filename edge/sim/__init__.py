@@ -1,0 +1,7 @@
+"""Site simulator: people walking in zones, their bands' adverts, and the radio between them."""
+
+from edge.sim.radio import RadioParams
+from edge.sim.scenarios import BandScript, Scenario
+from edge.sim.simulator import Simulator
+
+__all__ = ["BandScript", "RadioParams", "Scenario", "Simulator"]

@@ -1,0 +1,1 @@
+"""qwatch firmware_interface package."""

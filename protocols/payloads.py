@@ -1,0 +1,246 @@
+"""Pydantic models for every MQTT payload (PROTOCOL.md §4-§6).
+
+Models forbid unknown keys: a producer that drifts from the contract is caught at the
+first message, not weeks later in a dashboard.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from protocols.errors import PayloadError
+from protocols.ulid import new_ulid
+
+AlertType = Literal[
+    "geofence_breach", "band_missing", "band_tamper", "sos",
+    "fever", "advert_forgery", "advert_replay", "camera_motion", "camera_offline", "camera_tamper",
+    "node_offline",
+    "low_battery", "no_motion",
+]
+Severity = Literal["critical", "major", "minor"]
+AlertState = Literal["raised", "cleared"]
+
+DEFAULT_SEVERITY: dict[str, Severity] = {
+    "geofence_breach": "critical", "band_missing": "critical", "band_tamper": "critical", "sos": "critical",
+    "fever": "major", "advert_forgery": "major", "advert_replay": "major", "camera_motion": "major",
+    "camera_offline": "major", "camera_tamper": "major", "node_offline": "major",
+    "low_battery": "minor", "no_motion": "minor",
+}
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+UlidStr = Annotated[str, Field(pattern=r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+BandId = Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
+Ts = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BandSubject(_Model):
+    band: BandId
+
+
+class CameraSubject(_Model):
+    camera: Id
+    zone: Id | None
+
+
+class NodeSubject(_Model):
+    node: Id
+
+
+Subject = BandSubject | CameraSubject | NodeSubject
+
+
+class Alert(_Model):
+    """An alert (§4): identical on MQTT, in the cloud API and in replay output."""
+
+    schema_: Literal["qwatch.alert/1"] = Field("qwatch.alert/1", alias="schema")
+    alert_id: UlidStr
+    site: Id
+    node: Id
+    type: AlertType
+    severity: Severity
+    state: AlertState
+    subject: Subject
+    ts: Ts
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> str:
+        """Compact JSON with the contract's key names (``schema``, not ``schema_``)."""
+        return self.model_dump_json(by_alias=True)
+
+    def cleared(self, ts: float, detail: dict[str, Any] | None = None) -> Alert:
+        """The `cleared` message for this alert: same alert_id, new time."""
+        return self.model_copy(update={"state": "cleared", "ts": ts, "detail": detail or self.detail})
+
+
+def new_alert(
+    *,
+    site: str,
+    node: str,
+    type: str,
+    subject: dict[str, Any],
+    ts: float,
+    detail: dict[str, Any] | None = None,
+    severity: str | None = None,
+) -> Alert:
+    """Raise a new alert with a fresh ULID and the type's default severity."""
+    return Alert.model_validate(
+        {"schema": "qwatch.alert/1", "alert_id": new_ulid(), "site": site, "node": node, "type": type,
+         "severity": severity or DEFAULT_SEVERITY.get(type, "major"), "state": "raised",
+         "subject": subject, "ts": ts, "detail": detail or {}}
+    )
+
+
+class Status(_Model):
+    """Retained birth message and Last Will (§5)."""
+
+    schema_: Literal["qwatch.status/1"] = Field("qwatch.status/1", alias="schema")
+    state: Literal["online", "offline"]
+    ts: Ts
+    version: str
+    boot_id: str = Field(min_length=1, max_length=64)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BandState(_Model):
+    """One band's latest estimate in band telemetry."""
+
+    band: BandId
+    ts: Ts
+    x: float | None
+    y: float | None
+    err_m: float | None = Field(ge=0)
+    zone: Id | None
+    rssi: float | None
+    rx_count: int = Field(ge=0)
+    battery: int | None = Field(default=None, ge=0, le=100)
+    temp_c: float | None = None
+    flags: int = Field(ge=0, le=0x1F)
+
+
+class BandTelemetry(_Model):
+    """`…/telemetry/bands`: one message a second."""
+
+    schema_: Literal["qwatch.bands/1"] = Field("qwatch.bands/1", alias="schema")
+    ts: Ts
+    bands: list[BandState]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class CameraHealth(_Model):
+    """Per-camera counters in node telemetry."""
+
+    online: bool
+    fps_in: float = Field(ge=0)
+    fps_proc: float = Field(ge=0)
+    skipped: int = Field(ge=0)
+    reconnects: int = Field(ge=0)
+
+
+class NodeTelemetry(_Model):
+    """`…/telemetry/node`: node health. PROTOCOL.md lists the contents but not the shape; this is it.
+
+    `watchdogs` maps a loop name (``ble:rx-a1``, ``mqtt``, ``outbox``, ``camera:cam-gate``) to its
+    counters (restarts, errors by reason, …).
+    """
+
+    schema_: Literal["qwatch.node/1"] = Field("qwatch.node/1", alias="schema")
+    ts: Ts
+    boot_id: str
+    uptime_s: float = Field(ge=0)
+    cpu_pct: float = Field(ge=0)
+    mem_rss_mb: float = Field(ge=0)
+    mem_pct: float | None = Field(default=None, ge=0, le=100)
+    disk_free_mb: float | None = Field(default=None, ge=0)
+    temp_c: float | None = None
+    adverts_per_s: dict[str, float] = Field(default_factory=dict)
+    outbox_depth: int = Field(ge=0)
+    telemetry_dropped: int = Field(default=0, ge=0)
+    health_errors: list[str] = Field(default_factory=list)
+    cameras: dict[str, CameraHealth] = Field(default_factory=dict)
+    watchdogs: dict[str, dict[str, int | float | str]] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class CameraEvent(_Model):
+    """A camera event (§6): `camera-test` output and `…/camera/{camera}/event`."""
+
+    schema_: Literal["qwatch.camera_event/1"] = Field("qwatch.camera_event/1", alias="schema")
+    camera: Id
+    zone: Id | None
+    kind: Literal["motion_start", "motion_end", "offline", "online", "tamper_start", "tamper_end"]
+    ts: Ts
+    frame: int = Field(ge=0)
+    bbox: tuple[float, float, float, float] | None = None
+    score: float = Field(default=0.0, ge=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox_relative(cls, v: tuple[float, float, float, float] | None) -> Any:
+        if v is not None and not all(0.0 <= c <= 1.0 and math.isfinite(c) for c in v):
+            raise ValueError("bbox values are relative image coordinates in 0..1")
+        return v
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+class AckCommand(_Model):
+    """`…/cmd/ack`: a guard acknowledged an alert in the cloud; the node silences its local siren."""
+
+    cmd_id: str = Field(min_length=1, max_length=64)
+    alert_id: UlidStr
+    by: str = Field(min_length=1, max_length=128)
+    note: str = Field(default="", max_length=2000)
+
+
+class ConfigCommand(_Model):
+    """`…/cmd/config`: a new site config (YAML text) to validate and apply."""
+
+    cmd_id: str = Field(min_length=1, max_length=64)
+    site_yaml: str = Field(min_length=1, max_length=1_000_000)
+
+
+class SnapshotCommand(_Model):
+    """`…/cmd/snapshot`: take a JPEG from a camera now."""
+
+    cmd_id: str = Field(min_length=1, max_length=64)
+    camera: Id
+
+
+COMMANDS: dict[str, type[_Model]] = {"ack": AckCommand, "config": ConfigCommand, "snapshot": SnapshotCommand}
+
+
+class CommandResult(_Model):
+    """`…/cmd_result`: the node's answer to a command."""
+
+    cmd_id: str = Field(min_length=1, max_length=64)
+    ok: bool
+    error: str | None = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_payload(model: type[M], payload: bytes | str) -> M:
+    """Validate a JSON payload against `model`. Raises PayloadError naming the bad field."""
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+        reason = "json" if first["type"] == "json_invalid" else "schema"
+        raise PayloadError(reason, f"{model.__name__}: {loc}: {first['msg']}") from None
