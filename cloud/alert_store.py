@@ -135,6 +135,21 @@ def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
+def alert_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored alert as the API shows it: the §4 payload plus the cloud lifecycle."""
+    ts = row["raised_ts"] if row["raised_ts"] is not None else row["cleared_ts"]
+    ack = None
+    if row["acked_at"] is not None:
+        ack = {"by": row["acked_by"], "note": row["ack_note"], "at": row["acked_at"]}
+    return {
+        "schema": "qwatch.alert/1", "alert_id": row["alert_id"], "site": row["site"], "node": row["node"],
+        "type": row["type"], "severity": row["severity"], "state": row["state"], "subject": row["subject"],
+        "ts": ts, "detail": row["detail"], "raised_ts": row["raised_ts"], "cleared_ts": row["cleared_ts"],
+        "received_at": row["first_received"], "updated_at": row["updated_at"], "acknowledged": ack is not None,
+        "ack": ack, "escalated": row["escalated_at"] is not None, "escalated_at": row["escalated_at"],
+    }
+
+
 class AlertStore:
     """SQLite-backed alert store and node registry persistence (thread-safe, one connection)."""
 
@@ -145,6 +160,7 @@ class AlertStore:
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._batch_depth = 0
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             # An alert is acknowledged to the broker only after this commit reaches the disk.
@@ -157,8 +173,24 @@ class AlertStore:
             self._conn.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction (one fsync) around many writes: the ingest's group commit.
+
+        Writes inside join it; other threads wait. On any exception everything is rolled back.
+        """
+        with self._tx():
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._batch_depth:
+                yield self._conn
+                return
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn

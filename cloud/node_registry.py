@@ -7,7 +7,9 @@ Decisions (PROTOCOL.md §5, issue 5 item 2):
   it belongs to the node's *current* session. A late Will from an older ``boot_id`` (the broker
   noticed the old TCP connection dying after the node had already reconnected) is ignored and
   counted, as Sparkplug does with ``bdSeq``.
-- A status older than the one we hold (a redelivered or retained copy) is ignored.
+- A birth older than the one we hold (a redelivered or retained copy) is ignored. Wills are
+  judged by ``boot_id`` only: the node builds its Will when it connects, so its ``ts`` is older
+  than the birth it follows.
 - Silence: a node heard of nothing for ``silence_s`` gets ``node_offline`` (cause ``silence``);
   any later traffic, or a birth, clears it. Silence counts from when this process started at the
   earliest, so a restarted ingest does not declare every node dead at once.
@@ -87,14 +89,16 @@ class NodeLiveness:
     def on_status(self, site: str, node: str, status: Status, now: float) -> list[Alert]:
         """A birth or death message arrived. Returns node_offline alerts (raised or cleared)."""
         rec = self.records.get((site, node))
-        if rec is not None and status.ts < rec.status_ts:
-            self.counts["stale_status"] += 1
-            return []
         if status.state == "online":
             return self._birth(rec, site, node, status, now)
         return self._death(rec, site, node, status, now)
 
     def _birth(self, rec: NodeRecord | None, site: str, node: str, status: Status, now: float) -> list[Alert]:
+        if rec is not None and rec.boot_id == status.boot_id and status.ts < rec.status_ts:
+            # An older birth of this session redelivered after a newer one. A new boot_id always
+            # wins: a Pi without RTC may boot with its clock behind, and MQTT keeps per-topic order.
+            self.counts["stale_birth"] += 1
+            return []
         if rec is not None and rec.boot_id == status.boot_id and rec.status_ts == status.ts and rec.online:
             self.counts["duplicate_birth"] += 1
             return []
@@ -108,17 +112,19 @@ class NodeLiveness:
         return out
 
     def _death(self, rec: NodeRecord | None, site: str, node: str, status: Status, now: float) -> list[Alert]:
-        if rec is not None and rec.boot_id != status.boot_id:
+        # The Will's ts is when the node built it (at connect), which is older than its birth, so
+        # only the boot_id tells whether it ends the current session.
+        if rec is not None and rec.boot_id not in (status.boot_id, ""):
             self.counts["stale_will"] += 1
             return []
         if rec is not None and rec.offline_alert_id is not None:
             if rec.offline_cause == "silence":
                 # Silence already raised it; the Will confirms it. Keep one alert, note the cause.
-                self._put(replace(rec, offline_cause="will", status_ts=status.ts))
+                self._put(replace(rec, offline_cause="will"))
             self.counts["duplicate_will"] += 1
             return []
-        base = rec or NodeRecord(site, node, status.boot_id, True, status.ts, now, status.version)
-        base = replace(base, status_ts=status.ts)
+        base = rec or NodeRecord(site, node, status.boot_id, True, 0.0, now, status.version)
+        base = replace(base, boot_id=status.boot_id)
         updated, alert = self._raise(base, now, "will")
         self._put(updated)
         return [alert]

@@ -37,6 +37,11 @@ _SUBCOMMANDS: dict[str, str] = {
 
 EXIT_CONFIG = 2
 
+
+@app.callback()
+def _group() -> None:
+    """qwatch edge node: bands, cameras, outbox and MQTT link."""
+
 log = logging.getLogger("qwatch.edge.cli")
 
 
@@ -80,12 +85,15 @@ def run(
     telemetry_buffer: Annotated[int, typer.Option(help="telemetry buffer size (drop-oldest)")] = 600,
     duration: Annotated[float, typer.Option(help="stop after S seconds (0 = run until signalled)")] = 0.0,
     escape_at: Annotated[
-        float, typer.Option(help="sim: first person walks out after S s (<0: config/default scenario)")
-    ] = -1.0,
+        float | None,
+        typer.Option(help="sim: a person crosses the gate S s after start (negative: already outside)"),
+    ] = None,
     escape_band: Annotated[int, typer.Option(help="sim: band that escapes (0: first band)")] = 0,
     record: Annotated[Path | None, typer.Option(help="write the observation log (JSON Lines) here")] = None,
     alert_storm: Annotated[int, typer.Option(help="test mode: raise N synthetic alerts, no sources")] = 0,
     storm_rate: Annotated[float, typer.Option(help="test mode: synthetic alerts per second")] = 50.0,
+    storm_id: Annotated[str, typer.Option(help="test mode: storm name (alert IDs derive from it)")] = "storm",
+    node_telemetry_s: Annotated[float, typer.Option(help="node telemetry period, s")] = 5.0,
     no_cameras: Annotated[bool, typer.Option("--no-cameras", help="do not start camera workers")] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
@@ -113,6 +121,8 @@ def run(
             record=record,
             alert_storm=alert_storm,
             storm_rate=storm_rate,
+            storm_id=storm_id,
+            node_telemetry_s=node_telemetry_s,
             cameras=not no_cameras,
         )
         code = run_agent(opts)

@@ -170,8 +170,9 @@ class MqttLink:
             self.counters["disconnects"] += 1
             reason = str(rc).lower().replace(" ", "_")
             self.counters[f"disconnect_{reason}"[:48]] += 1
-            log.warning("event=mqtt_disconnected node=%s reason=%r in_flight=%d outbox_depth=%d",
-                        self.topics.node, str(rc), len(self._mid_seq), self.outbox.depth())
+            level = logging.INFO if self._stop.is_set() else logging.WARNING
+            log.log(level, "event=mqtt_disconnected node=%s reason=%r in_flight=%d outbox_depth=%d",
+                    self.topics.node, str(rc), len(self._mid_seq), self.outbox.depth())
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         self._acks.put((mid, not rc.is_failure, str(rc)))
@@ -190,6 +191,7 @@ class MqttLink:
     def publish_telemetry(self, topic: str, payload: bytes) -> None:
         """Queue one telemetry message (QoS 0). When the buffer is full the OLDEST is dropped."""
         with self._tlock:
+            self.counters["telemetry_queued"] += 1
             if len(self._telemetry) >= self.cfg.telemetry_buffer:
                 self._telemetry.popleft()
                 self.counters["telemetry_dropped"] += 1
@@ -212,8 +214,8 @@ class MqttLink:
     def stats(self) -> dict[str, int | float]:
         """Watchdog counters for node telemetry."""
         now = time.monotonic()
-        out: dict[str, int | float] = dict(self.counters)
         with self._tlock:
+            out: dict[str, int | float] = dict(self.counters)
             out["telemetry_buffered"] = len(self._telemetry)
         out["connected"] = int(self.connected)
         out["in_flight"] = len(self._mid_seq)
@@ -296,8 +298,8 @@ class MqttLink:
                 if not self._telemetry:
                     return
                 topic, payload = self._telemetry.popleft()
+                self.counters["telemetry_sent"] += 1
             self.client.publish(topic, payload, qos=0)
-            self.counters["telemetry_sent"] += 1
         self._wake.set()  # more left: come back soon instead of after the idle timeout
 
     def _check_stall(self) -> None:

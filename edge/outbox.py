@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     ref     TEXT NOT NULL,
     created REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS probe (k TEXT PRIMARY KEY, v REAL)
 """
 
 
@@ -96,7 +97,7 @@ class Outbox:
         if ok is None or ok[0] != "ok":
             db.close()
             raise sqlite3.DatabaseError(f"quick_check failed: {ok}")
-        db.execute(_SCHEMA)
+        db.executescript(_SCHEMA)
         return db
 
     def _quarantine_corrupt(self, exc: Exception) -> None:
@@ -174,10 +175,25 @@ class Outbox:
                 log.warning("event=outbox_recovered_from_error code=%s path=%s", code, self.path)
 
     def retry_persist(self) -> None:
-        """Periodic hook: write back rows held in memory after a disk error."""
+        """Periodic hook after a disk error: write back rows held in memory, or probe the disk.
+
+        When every in-memory row was acknowledged meanwhile there is nothing to write back, so a
+        one-row probe commit decides whether the disk has room again and the error can clear.
+        """
         with self._lock:
-            if any(not r.durable for r in self._rows.values()):
+            in_memory = any(not r.durable for r in self._rows.values())
+            disk_error = bool(self._errors.keys() & {"outbox_disk_full", "outbox_write_failed"})
+            if in_memory or (disk_error and self._probe_locked()):
                 self._flush_nondurable_locked()
+
+    def _probe_locked(self) -> bool:
+        if self._db is None:
+            return False
+        try:
+            self._db.execute("INSERT OR REPLACE INTO probe (k, v) VALUES ('last_ok', ?)", (time.time(),))
+        except sqlite3.Error:
+            return False
+        return True
 
     def ack(self, seq: int) -> None:
         """The broker acknowledged `seq` with success: forget it."""

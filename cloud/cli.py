@@ -1,0 +1,160 @@
+"""``qwatch-cloud``: run the province's cloud (ingest + API + dashboard) or the ingest alone."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cloud.alert_store import AlertStore
+from cloud.api import CloudContext, create_app
+from cloud.ingest import Ingest, IngestConfig
+from cloud.live import LiveHub
+from cloud.timeseries import TelemetryWriter
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provincial cloud")
+log = logging.getLogger("qwatch.cloud")
+
+
+def _host_port(value: str, option: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:1883", param_hint=option)
+    return host, int(port)
+
+
+def _escalation(values: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for v in values:
+        site, sep, secs = v.partition("=")
+        try:
+            out[site] = float(secs)
+        except ValueError:
+            sep = ""
+        if not sep or not site:
+            raise typer.BadParameter(f"{v!r}: expected SITE=SECONDS", param_hint="--escalate-site")
+    return out
+
+
+@dataclass
+class Options:
+    """Options shared by ``serve`` and ``ingest``."""
+
+    db: Path
+    mqtt: str
+    vm: str
+    spool: Path | None
+    client_id: str
+    shared: bool
+    silence_s: float
+    escalate_after_s: float
+    escalate_site: list[str]
+    log_level: str
+
+
+DbOpt = Annotated[Path, typer.Option("--db", help="SQLite alert store file")]
+MqttOpt = Annotated[str, typer.Option("--mqtt", help="broker HOST:PORT")]
+VmOpt = Annotated[str, typer.Option("--vm", help="VictoriaMetrics base URL")]
+SpoolOpt = Annotated[Path | None, typer.Option("--spool", help="telemetry spool dir [default: next to --db]")]
+ClientOpt = Annotated[str, typer.Option("--client-id", help="MQTT client ID of the persistent session")]
+SharedOpt = Annotated[bool, typer.Option("--shared", help="subscribe $share/ingest/qwatch/v1/# (N workers)")]
+SilenceOpt = Annotated[float, typer.Option("--silence-s", help="node_offline after this long unheard")]
+EscOpt = Annotated[float, typer.Option("--escalate-after-s", help="escalate unacknowledged alerts after")]
+EscSiteOpt = Annotated[list[str], typer.Option("--escalate-site", help="per-site override SITE=SECONDS")]
+LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
+
+
+def _setup(o: Options) -> tuple[AlertStore, TelemetryWriter, Ingest, LiveHub]:
+    level = getattr(logging, o.log_level.upper(), None)
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"{o.log_level!r}: expected DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    host, port = _host_port(o.mqtt, "--mqtt")
+    per_site = _escalation(o.escalate_site)
+    store = AlertStore(o.db)
+    spool = o.spool if o.spool is not None else o.db.parent / "telemetry-spool"
+    writer = TelemetryWriter(o.vm, spool)
+    hub = LiveHub()
+    cfg = IngestConfig(host=host, port=port, client_id=o.client_id, shared=o.shared, silence_s=o.silence_s,
+                       escalate_after_s=o.escalate_after_s, escalate_per_site=per_site)
+    ingest = Ingest(cfg, store, writer, hub)
+    writer.start()
+    ingest.start()
+    return store, writer, ingest, hub
+
+
+def _teardown(store: AlertStore, writer: TelemetryWriter, ingest: Ingest) -> None:
+    ingest.stop()
+    writer.stop()
+    store.close()
+    log.info("event=cloud_stopped")
+
+
+@app.command()
+def serve(
+    db: DbOpt = Path("var/cloud/qwatch.db"),
+    mqtt: MqttOpt = "127.0.0.1:1883",
+    vm: VmOpt = "http://127.0.0.1:8428",
+    port: Annotated[int, typer.Option("--port", help="HTTP port for API and dashboard")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="HTTP bind address")] = "127.0.0.1",
+    spool: SpoolOpt = None,
+    client_id: ClientOpt = "qwatch-cloud-ingest",
+    shared: SharedOpt = False,
+    silence_s: SilenceOpt = 90.0,
+    escalate_after_s: EscOpt = 120.0,
+    escalate_site: EscSiteOpt = [],  # noqa: B006 - typer needs a literal default
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
+    import uvicorn
+
+    o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level)
+    store, writer, ingest, hub = _setup(o)
+    api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/")))
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
+                                           lifespan="off"))
+    log.info("event=serve url=http://%s:%d/ mqtt=%s vm=%s db=%s", host, port, mqtt, vm, db)
+    try:
+        server.run()
+    finally:
+        _teardown(store, writer, ingest)
+
+
+@app.command()
+def ingest(
+    db: DbOpt = Path("var/cloud/qwatch.db"),
+    mqtt: MqttOpt = "127.0.0.1:1883",
+    vm: VmOpt = "http://127.0.0.1:8428",
+    spool: SpoolOpt = None,
+    client_id: ClientOpt = "qwatch-cloud-ingest",
+    shared: SharedOpt = False,
+    silence_s: SilenceOpt = 90.0,
+    escalate_after_s: EscOpt = 120.0,
+    escalate_site: EscSiteOpt = [],  # noqa: B006 - typer needs a literal default
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Run the ingest alone (scale-out workers use --shared and distinct --client-id)."""
+    o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level)
+    store, writer, ing, _hub = _setup(o)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        _teardown(store, writer, ing)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

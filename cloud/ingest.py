@@ -1,0 +1,403 @@
+"""Cloud ingest: MQTT 5 persistent session → alert store, node registry, VictoriaMetrics, live hub.
+
+Delivery guarantee: the session is persistent (fixed client ID, ``clean_start=False``, long
+session expiry) and acknowledgements are manual (paho ``manual_ack=True``). A QoS 1 message is
+PUBACKed only after its effect is durable: the alert row committed with ``synchronous=FULL``,
+the node registry row saved. If the ingest dies before that, the broker redelivers the message
+to the next ingest with the same client ID. Writes are idempotent by ``(alert_id, state)``, so
+redelivery never duplicates. If the store fails, the message is left unacknowledged and the
+ingest reconnects once the store answers again, which makes the broker redeliver it.
+
+Telemetry is QoS 0 (nothing to acknowledge) and goes to :class:`TelemetryWriter`, which spools to
+disk while VictoriaMetrics is away. Bad topics and payloads are counted by reason and
+acknowledged, so a poison message cannot wedge the session.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from cloud.alert_store import AlertStore, alert_view
+from cloud.live import LiveHub
+from cloud.node_registry import NodeLiveness, NodeRecord
+from cloud.timeseries import TelemetryWriter, band_lines, node_lines
+from protocols import topics as T
+from protocols.errors import PayloadError, TopicError
+from protocols.payloads import (
+    AckCommand,
+    Alert,
+    BandTelemetry,
+    CameraEvent,
+    CommandResult,
+    NodeTelemetry,
+    Status,
+    parse_payload,
+)
+from protocols.ulid import new_ulid
+
+log = logging.getLogger("qwatch.cloud.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """Broker connection, session and liveness settings. Tests shorten the timeouts."""
+
+    host: str
+    port: int
+    client_id: str = "qwatch-cloud-ingest"
+    shared: bool = False
+    session_expiry_s: int = 7 * 24 * 3600
+    keepalive_s: int = 15
+    receive_maximum: int = 500
+    silence_s: float = 90.0
+    escalate_after_s: float = 120.0
+    escalate_per_site: Mapping[str, float] = field(default_factory=dict)
+    tick_s: float = 1.0
+    max_batch: int = 500
+
+
+class StoreUnavailable(Exception):
+    """The durable write failed: leave the message unacknowledged."""
+
+
+class Ingest:
+    """The ingest service. ``handle()`` is the socket-free core; ``start()`` wires it to paho."""
+
+    def __init__(
+        self,
+        cfg: IngestConfig,
+        store: AlertStore,
+        writer: TelemetryWriter | None,
+        hub: LiveHub | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.writer = writer
+        self.hub = hub or LiveHub()
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        self.malformed: Counter[str] = Counter()
+        self.node_health: dict[tuple[str, str], dict[str, Any]] = {}
+        self.started_at = clock()
+        self.liveness = NodeLiveness(
+            silence_s=cfg.silence_s, started_at=self.started_at,
+            records=[NodeRecord.from_row(r) for r in store.load_nodes()],
+        )
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._reconnect = threading.Event()
+        self._inbox: queue.Queue[tuple[str, bytes, int, int]] = queue.Queue()
+        self._live_buffer: list[tuple[str, dict[str, Any]]] | None = None
+        self._live_owner = 0
+        self._ticker: threading.Thread | None = None
+        self._writer_thread: threading.Thread | None = None
+        self.last_batch = time.monotonic()
+        self.last_tick = time.monotonic()
+        self.last_message_at: float | None = None
+        self.connected = False
+        self.client = self._make_client()
+
+    # ------------------------------------------------------------------ paho shell
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
+        c.reconnect_delay_set(min_delay=1, max_delay=5)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    def _connect(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        props.ReceiveMaximum = self.cfg.receive_maximum
+        self.client.connect_async(
+            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+
+    def start(self) -> None:
+        """Connect in the background (retrying forever) and start the liveness/escalation ticker."""
+        self._writer_thread = threading.Thread(target=self._store_loop, name="ingest-store", daemon=True)
+        self._writer_thread.start()
+        self._connect()
+        self._ticker = threading.Thread(target=self._tick_loop, name="ingest-tick", daemon=True)
+        self._ticker.start()
+        log.info("event=ingest_start broker=%s:%d client_id=%s shared=%s", self.cfg.host, self.cfg.port,
+                 self.cfg.client_id, self.cfg.shared)
+
+    def stop(self) -> None:
+        """Disconnect (the session stays on the broker) and stop the ticker."""
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        for t in (self._ticker, self._writer_thread):
+            if t is not None:
+                t.join(5)
+        self._persist_nodes()
+
+    @property
+    def subscription(self) -> str:
+        """``qwatch/v1/#``, or the shared ``$share/ingest/qwatch/v1/#`` for N workers."""
+        return T.SHARED_INGEST if self.cfg.shared else T.SUBSCRIBE_ALL
+
+    def _on_connect(self, client: mqtt.Client, _u: object, flags: Any, rc: Any, _p: object = None) -> None:
+        if rc.is_failure:
+            log.error("event=connect_failed rc=%s", rc)
+            return
+        self.connected = True
+        self.counts["connects"] += 1
+        # retainHandling=1: retained messages only for a new subscription, not on every reconnect.
+        client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainHandling=1))
+        log.info("event=connected session_present=%s sub=%s", flags.session_present, self.subscription)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
+        self.connected = False
+        self.counts["disconnects"] += 1
+        log.warning("event=disconnected rc=%s", rc)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        # Only hand over: the store thread commits in groups and acknowledges after the commit.
+        self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    def _store_loop(self) -> None:
+        while not self._stop.is_set():
+            self.last_batch = time.monotonic()
+            try:
+                first = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < self.cfg.max_batch:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            if self._reconnect.is_set():
+                continue  # unacknowledged on purpose: the broker redelivers after the reconnect
+            self.process_batch(batch)
+
+    def process_batch(self, batch: list[tuple[str, bytes, int, int]]) -> bool:
+        """Handle messages in one store transaction, then PUBACK them all. False: none acknowledged."""
+        self._live_buffer = []
+        self._live_owner = threading.get_ident()
+        try:
+            with self.store.batch():
+                for topic, payload, _mid, _qos in batch:
+                    self.handle(topic, payload)
+        except (StoreUnavailable, sqlite3.Error) as exc:
+            # No ack: once the store answers again we reconnect and the broker redelivers.
+            self.counts["store_errors"] += 1
+            log.error("event=store_unavailable messages=%d error=%s", len(batch), exc)
+            self._live_buffer = None
+            self._reconnect.set()
+            return False
+        live, self._live_buffer = self._live_buffer, None
+        for kind, data in live:
+            self.hub.publish(kind, data)
+        for _topic, _payload, mid, qos in batch:
+            if qos > 0:
+                self.client.ack(mid, qos)
+                self.counts["acked"] += 1
+        self.counts["batches"] += 1
+        return True
+
+    def _publish_live(self, kind: str, data: dict[str, Any]) -> None:
+        # Inside a batch, alerts go live only after the commit: never show what may roll back.
+        if self._live_buffer is not None and threading.get_ident() == self._live_owner:
+            self._live_buffer.append((kind, data))
+        else:
+            self.hub.publish(kind, data)
+
+    # ------------------------------------------------------------------ core
+    def handle(self, topic: str, payload: bytes) -> str:
+        """Process one message durably. Returns an outcome; raises StoreUnavailable to withhold the ack."""
+        now = self.clock()
+        self.last_message_at = now
+        self.counts["messages"] += 1
+        try:
+            parsed = T.parse_topic(topic)
+        except TopicError:
+            return self._bad("topic", topic)
+        try:
+            outcome = self._dispatch(parsed, payload, now)
+        except PayloadError as exc:
+            return self._bad(f"{parsed.kind}:{exc.reason}", topic, str(exc))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except Exception:  # a bug must not take the ingest down; count it loudly
+            log.exception("event=handler_error topic=%s", topic)
+            return self._bad("internal_error", topic)
+        self.counts[f"{parsed.kind}:{outcome}"] += 1
+        if parsed.kind not in (T.CMD, T.STATUS):
+            self._traffic(parsed.site, parsed.node, now)
+        return outcome
+
+    def _bad(self, reason: str, topic: str, detail: str = "") -> str:
+        self.malformed[reason] += 1
+        log.warning("event=malformed reason=%s topic=%.200s detail=%.200s", reason, topic, detail)
+        return "malformed"
+
+    def _dispatch(self, p: T.ParsedTopic, payload: bytes, now: float) -> str:
+        if p.kind == T.ALERT:
+            alert = parse_payload(Alert, payload)
+            if (alert.site, alert.node) != (p.site, p.node):
+                raise PayloadError("topic_mismatch", f"alert for {alert.site}/{alert.node} on {p.site}/{p.node}")
+            return self._store_alert(alert, now)
+        if p.kind == T.STATUS:
+            if not payload:
+                return "retained_cleared"
+            return self._status(p, parse_payload(Status, payload), now)
+        if p.kind == T.TELEMETRY_BANDS:
+            bands = parse_payload(BandTelemetry, payload)
+            if self.writer is not None:
+                self.writer.submit(band_lines(p.site, p.node, bands))
+            self.hub.publish_positions(p.site, p.node, {"site": p.site, "node": p.node, "ts": bands.ts,
+                                                        "bands": [b.model_dump() for b in bands.bands]})
+            return "ok"
+        if p.kind == T.TELEMETRY_NODE:
+            health = parse_payload(NodeTelemetry, payload)
+            if self.writer is not None:
+                self.writer.submit(node_lines(p.site, p.node, health))
+            self.node_health[(p.site, p.node)] = health.model_dump(by_alias=True)
+            return "ok"
+        if p.kind == T.CAMERA_EVENT:
+            ev = parse_payload(CameraEvent, payload)
+            new = self.store.add_camera_event(p.site, p.node, ev.camera, ev.kind, ev.ts, ev.to_json())
+            if new:
+                self._publish_live("camera_event", {"site": p.site, "node": p.node, **ev.model_dump(by_alias=True)})
+            return "ok" if new else "duplicate"
+        if p.kind == T.SNAPSHOT:
+            if not payload.startswith(b"\xff\xd8"):
+                raise PayloadError("not_jpeg", "snapshot payload is not a JPEG")
+            assert p.camera is not None and p.alert_id is not None
+            return "ok" if self.store.add_snapshot(p.site, p.node, p.camera, p.alert_id, payload) else "duplicate"
+        if p.kind == T.CMD_RESULT:
+            res = parse_payload(CommandResult, payload)
+            log.info("event=cmd_result site=%s node=%s cmd_id=%s ok=%s error=%s", p.site, p.node, res.cmd_id,
+                     res.ok, res.error)
+            return "ok"
+        return "ignored"  # our own commands, echoed by the wildcard subscription
+
+    def _store_alert(self, alert: Alert, now: float) -> str:
+        res = self.store.upsert(alert, now=now)
+        if res.outcome != "duplicate":
+            log.info("event=alert_stored alert=%s state=%s type=%s site=%s node=%s outcome=%s", alert.alert_id,
+                     alert.state, alert.type, alert.site, alert.node, res.outcome)
+            if res.alert is not None:
+                self._publish_live("alert", alert_view(res.alert))
+        return res.outcome
+
+    def _status(self, p: T.ParsedTopic, status: Status, now: float) -> str:
+        with self._lock:
+            alerts = self.liveness.on_status(p.site, p.node, status, now)
+            for a in alerts:
+                self._store_alert(a, now)
+            self._persist_nodes()
+        rec = self.liveness.records.get((p.site, p.node))
+        if rec is not None:
+            self._publish_live("node", rec.as_row())
+        log.info("event=status site=%s node=%s state=%s boot_id=%s alerts=%d", p.site, p.node, status.state,
+                 status.boot_id, len(alerts))
+        return status.state
+
+    def _traffic(self, site: str, node: str, now: float) -> None:
+        with self._lock:
+            for a in self.liveness.on_traffic(site, node, now):
+                self._store_alert(a, now)
+
+    def _persist_nodes(self) -> None:
+        for rec in self.liveness.take_dirty():
+            self.store.save_node(rec.as_row())
+
+    # ------------------------------------------------------------------ periodic work
+    def tick(self, now: float | None = None) -> None:
+        """Silence detection, escalation, node persistence. Called every ``tick_s`` by the ticker."""
+        now = self.clock() if now is None else now
+        # Lock order everywhere: store, then liveness (the store thread holds the store in a batch).
+        with self.store.batch(), self._lock:
+            for a in self.liveness.tick(now):
+                log.warning("event=node_silent site=%s node=%s alert=%s", a.site, a.node, a.alert_id)
+                self._store_alert(a, now)
+            self._persist_nodes()
+        for row in self.store.escalate_due(now, default_after_s=self.cfg.escalate_after_s,
+                                           per_site=self.cfg.escalate_per_site):
+            self.counts["escalated"] += 1
+            log.warning("event=alert_escalated alert=%s site=%s type=%s", row["alert_id"], row["site"],
+                        row["type"])
+            self.hub.publish("alert", alert_view(row))
+
+    def _tick_loop(self) -> None:
+        last_full_save = time.monotonic()
+        while not self._stop.wait(self.cfg.tick_s):
+            self.last_tick = time.monotonic()
+            try:
+                self.tick()
+                if time.monotonic() - last_full_save > 30:
+                    # last_seen changes on every message; save it in bulk, not per message.
+                    with self.store.batch(), self._lock:
+                        self.liveness.dirty.update(self.liveness.records)
+                        self._persist_nodes()
+                    last_full_save = time.monotonic()
+            except sqlite3.Error as exc:
+                self.counts["tick_store_errors"] += 1
+                log.error("event=tick_store_error error=%s", exc)
+            if self._reconnect.is_set() and self.store.ping():
+                log.warning("event=reconnect_for_redelivery")
+                # A fresh connection on the same session makes the broker resend unacked messages.
+                self.client.disconnect()
+                self.client.loop_stop()
+                self._discard_inbox()
+                self._reconnect.clear()
+                self._connect()
+
+    def _discard_inbox(self) -> None:
+        # Messages of the old connection: their mids die with it and the broker resends them.
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    # ------------------------------------------------------------------ commands to nodes
+    def send_ack_command(self, alert: Mapping[str, Any], *, by: str, note: str) -> str | None:
+        """Tell the alert's node that a guard acknowledged it (``…/cmd/ack``). Returns the cmd_id."""
+        if alert.get("type") == "node_offline" or not self.connected:
+            return None
+        cmd = AckCommand(cmd_id=new_ulid(), alert_id=alert["alert_id"], by=by[:128], note=note[:2000])
+        topic = T.NodeTopics(alert["site"], alert["node"]).cmd("ack")
+        self.client.publish(topic, cmd.model_dump_json(), qos=1)
+        return cmd.cmd_id
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /healthz."""
+        return {
+            "connected": self.connected,
+            "client_id": self.cfg.client_id,
+            "subscription": self.subscription,
+            "counts": dict(self.counts),
+            "malformed": dict(self.malformed),
+            "liveness": dict(self.liveness.counts),
+            "last_message_at": self.last_message_at,
+            "tick_age_s": round(time.monotonic() - self.last_tick, 3),
+            "store_loop_age_s": round(time.monotonic() - self.last_batch, 3),
+            "inbox_depth": self._inbox.qsize(),
+            "live": dict(self.hub.counts),
+        }

@@ -1,0 +1,272 @@
+// qwatch live dashboard: alerts and band positions over one WebSocket. No external libraries.
+"use strict";
+
+const state = {
+  alerts: new Map(),          // alert_id -> alert view
+  positions: new Map(),       // site -> Map(node -> {ts, bands})
+  bounds: new Map(),          // site -> {minX, maxX, minY, maxY}
+  trails: new Map(),          // site -> Map(band -> [[x, y], ...])
+  nodes: new Map(),           // site -> [node records]
+  seenCritical: new Set(),
+};
+const BAND_ALARM_TYPES = new Set(["geofence_breach", "band_missing", "band_tamper", "sos"]);
+const $ = (sel) => document.querySelector(sel);
+const guardInput = $("#guard-name");
+guardInput.value = localStorage.getItem("qwatch.guard") || "";
+guardInput.addEventListener("change", () => localStorage.setItem("qwatch.guard", guardInput.value.trim()));
+$("#only-open").addEventListener("change", renderAlerts);
+
+function isOpen(a) { return !a.acknowledged; }
+// Active: the condition still holds and nobody has taken it on. These drive the banner.
+function isActive(a) { return a.state === "raised"; }
+function fmtTime(ts) { return ts ? new Date(ts * 1000).toLocaleTimeString() : "—"; }
+function subjectText(a) {
+  const s = a.subject || {};
+  if (s.band !== undefined) return `band ${s.band}`;
+  if (s.camera !== undefined) return `camera ${s.camera}${s.zone ? " / " + s.zone : ""}`;
+  if (s.node !== undefined) return `node ${s.node}`;
+  return JSON.stringify(s);
+}
+
+// ---------------------------------------------------------------- alerts
+function upsertAlert(a) {
+  const before = state.alerts.get(a.alert_id);
+  state.alerts.set(a.alert_id, a);
+  if (!before && a.severity === "critical" && isOpen(a) && !state.seenCritical.has(a.alert_id)) {
+    state.seenCritical.add(a.alert_id);
+    beep();
+  }
+}
+
+function renderAlerts() {
+  const onlyOpen = $("#only-open").checked;
+  const list = [...state.alerts.values()]
+    .filter((a) => !onlyOpen || isOpen(a))
+    .sort((a, b) => sevRank(a) - sevRank(b) || (b.received_at || 0) - (a.received_at || 0));
+  const ol = $("#alerts");
+  const tpl = $("#alert-tpl");
+  const keep = new Set(list.map((a) => a.alert_id));
+  for (const li of [...ol.children]) if (!keep.has(li.dataset.alertId)) li.remove();
+  let prev = null;
+  for (const a of list) {
+    let li = ol.querySelector(`li[data-alert-id="${a.alert_id}"]`);
+    if (!li) {
+      li = tpl.content.firstElementChild.cloneNode(true);
+      li.dataset.alertId = a.alert_id;
+      li.querySelector("form").addEventListener("submit", (ev) => { ev.preventDefault(); ack(a.alert_id, li); });
+    }
+    fillAlert(li, a);
+    if (prev ? prev.nextSibling !== li : ol.firstChild !== li) {
+      if (prev) prev.after(li); else ol.prepend(li);
+    }
+    prev = li;
+  }
+  const all = [...state.alerts.values()];
+  const critOpen = all.filter((a) => a.severity === "critical" && isActive(a));
+  $("#alert-counts").textContent = `${all.filter(isOpen).length} need attention, ${all.length} shown`;
+  const banner = $("#banner");
+  banner.hidden = critOpen.length === 0;
+  banner.textContent = critOpen.length
+    ? `${critOpen.length} CRITICAL ALERT${critOpen.length > 1 ? "S" : ""} — ` +
+      critOpen.slice(0, 3).map((a) => `${a.type.replace("_", " ")} ${a.site} ${subjectText(a)}`).join("; ")
+    : "";
+  document.title = critOpen.length ? `(${critOpen.length}) CRITICAL — qwatch` : "qwatch — province command centre";
+  renderMaps();
+}
+
+function sevRank(a) {
+  const open = isActive(a) ? 0 : isOpen(a) ? 10 : 20;
+  return open + ({ critical: 0, major: 1, minor: 2 }[a.severity] ?? 3);
+}
+
+function fillAlert(li, a) {
+  li.className = `alert ${a.severity} ${a.state}` + (isOpen(a) ? " open" : "") +
+    (isActive(a) ? " active" : "") + (a.escalated ? " escalated" : "");
+  li.dataset.state = a.state;
+  li.dataset.severity = a.severity;
+  li.querySelector(".sev").textContent = a.severity;
+  li.querySelector(".type").textContent = a.type.replaceAll("_", " ");
+  li.querySelector(".state").textContent = a.state;
+  const zone = a.detail && a.detail.zone ? ` in ${a.detail.zone}` : "";
+  li.querySelector(".what").textContent = `${a.site} · ${a.node} · ${subjectText(a)}${zone}`;
+  li.querySelector(".when").textContent =
+    `raised ${fmtTime(a.raised_ts)}` + (a.cleared_ts ? ` · cleared ${fmtTime(a.cleared_ts)}` : "");
+  li.querySelector(".acked").textContent = a.ack ? `acknowledged by ${a.ack.by} ${fmtTime(a.ack.at)}: ${a.ack.note}` : "";
+}
+
+async function ack(alertId, li) {
+  const person = guardInput.value.trim();
+  if (!person) { guardInput.focus(); guardInput.placeholder = "enter your name to acknowledge"; return; }
+  localStorage.setItem("qwatch.guard", person);
+  const note = li.querySelector(".note").value;
+  const resp = await fetch(`/api/v1/alerts/${alertId}/ack`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ person, note }),
+  });
+  if (resp.ok || resp.status === 409) {
+    const r = await fetch(`/api/v1/alerts/${alertId}`);
+    if (r.ok) { upsertAlert(await r.json()); renderAlerts(); }
+  } else {
+    li.querySelector(".acked").textContent = `ack failed: ${resp.status}`;
+  }
+}
+
+let audio = null;
+function beep() {
+  if (!$("#sound").checked) return;
+  try {
+    audio = audio || new AudioContext();
+    for (let i = 0; i < 3; i++) {
+      const o = audio.createOscillator(); const g = audio.createGain();
+      o.frequency.value = 880; o.connect(g); g.connect(audio.destination);
+      const t = audio.currentTime + i * 0.3; g.gain.setValueAtTime(0.4, t); o.start(t); o.stop(t + 0.18);
+    }
+  } catch (e) { /* sound is a bonus; the banner is the alarm */ }
+}
+
+// ---------------------------------------------------------------- positions
+function updatePositions(p) {
+  if (!state.positions.has(p.site)) state.positions.set(p.site, new Map());
+  state.positions.get(p.site).set(p.node, p);
+  const b = state.bounds.get(p.site) || { minX: Infinity, maxX: -Infinity, minY: Infinity, maxY: -Infinity };
+  const trails = state.trails.get(p.site) || new Map();
+  for (const band of p.bands) {
+    if (band.x === null || band.y === null) continue;
+    b.minX = Math.min(b.minX, band.x); b.maxX = Math.max(b.maxX, band.x);
+    b.minY = Math.min(b.minY, band.y); b.maxY = Math.max(b.maxY, band.y);
+    const t = trails.get(band.band) || [];
+    t.push([band.x, band.y]); if (t.length > 20) t.shift();
+    trails.set(band.band, t);
+  }
+  state.bounds.set(p.site, b);
+  state.trails.set(p.site, trails);
+  scheduleMaps();
+}
+
+let mapPending = false;
+function scheduleMaps() {
+  if (mapPending) return;
+  mapPending = true;
+  requestAnimationFrame(() => { mapPending = false; renderMaps(); });
+}
+
+function alarmedBands() {
+  const out = new Map();
+  for (const a of state.alerts.values()) {
+    if (BAND_ALARM_TYPES.has(a.type) && a.state !== "cleared" && a.subject && a.subject.band !== undefined) {
+      out.set(`${a.site}/${a.subject.band}`, a);
+    }
+  }
+  return out;
+}
+
+function siteCard(site) {
+  let card = document.querySelector(`.site[data-site="${site}"]`);
+  if (!card) {
+    card = document.createElement("div");
+    card.className = "site"; card.dataset.site = site;
+    card.innerHTML = `<div class="title"><b></b><span class="muted"></span></div><canvas></canvas>`;
+    card.querySelector("b").textContent = site;
+    $("#sites").append(card);
+  }
+  return card;
+}
+
+function renderMaps() {
+  const alarmed = alarmedBands();
+  let total = 0;
+  const sites = new Set([...state.positions.keys(), ...state.nodes.keys()]);
+  for (const a of state.alerts.values()) if (isOpen(a)) sites.add(a.site);
+  for (const site of [...sites].sort()) {
+    const card = siteCard(site);
+    const nodes = state.nodes.get(site) || [];
+    const offline = nodes.filter((n) => !n.online).length;
+    const bands = [...(state.positions.get(site) || new Map()).values()].flatMap((p) => p.bands);
+    total += bands.length;
+    const siteAlarm = [...alarmed.values()].some((a) => a.site === site) ||
+      [...state.alerts.values()].some((a) => a.site === site && a.severity === "critical" && isActive(a));
+    card.classList.toggle("alarm", siteAlarm);
+    card.querySelector(".title span").textContent =
+      `${bands.length} bands · ${nodes.length - offline}/${nodes.length} nodes online`;
+    drawSite(card.querySelector("canvas"), site, bands, alarmed);
+  }
+  $("#band-count").textContent = `(${total} bands)`;
+}
+
+function drawSite(canvas, site, bands, alarmed) {
+  const w = canvas.clientWidth, h = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
+  if (canvas.width !== w * dpr) { canvas.width = w * dpr; canvas.height = h * dpr; }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.fillStyle = "#0b0e11"; ctx.fillRect(0, 0, w, h);
+  const b = state.bounds.get(site);
+  if (!b || !isFinite(b.minX)) { ctx.fillStyle = "#8a96a3"; ctx.fillText("no positions yet", 8, 16); return; }
+  const m = 5, spanX = b.maxX - b.minX + 2 * m, spanY = b.maxY - b.minY + 2 * m;
+  const s = Math.min(w / spanX, h / spanY);
+  const px = (x) => (x - b.minX + m) * s + (w - spanX * s) / 2;
+  const py = (y) => h - ((y - b.minY + m) * s + (h - spanY * s) / 2);   // north up
+  ctx.strokeStyle = "#1f262e"; ctx.lineWidth = 1;
+  for (let gx = Math.ceil((b.minX - m) / 10) * 10; gx <= b.maxX + m; gx += 10) {
+    ctx.beginPath(); ctx.moveTo(px(gx), 0); ctx.lineTo(px(gx), h); ctx.stroke();
+  }
+  for (let gy = Math.ceil((b.minY - m) / 10) * 10; gy <= b.maxY + m; gy += 10) {
+    ctx.beginPath(); ctx.moveTo(0, py(gy)); ctx.lineTo(w, py(gy)); ctx.stroke();
+  }
+  const trails = state.trails.get(site) || new Map();
+  for (const band of bands) {
+    if (band.x === null || band.y === null) continue;
+    const alarm = alarmed.get(`${site}/${band.band}`);
+    const t = trails.get(band.band) || [];
+    ctx.strokeStyle = alarm ? "rgba(255,45,45,.6)" : "rgba(77,163,255,.25)";
+    ctx.beginPath(); t.forEach(([x, y], i) => (i ? ctx.lineTo(px(x), py(y)) : ctx.moveTo(px(x), py(y)))); ctx.stroke();
+    if (band.err_m) {
+      ctx.fillStyle = alarm ? "rgba(255,45,45,.12)" : "rgba(77,163,255,.08)";
+      ctx.beginPath(); ctx.arc(px(band.x), py(band.y), Math.max(2, band.err_m * s), 0, 2 * Math.PI); ctx.fill();
+    }
+    ctx.fillStyle = alarm ? "#ff2d2d" : "#4da3ff";
+    ctx.beginPath(); ctx.arc(px(band.x), py(band.y), alarm ? 6 : 3, 0, 2 * Math.PI); ctx.fill();
+    if (alarm) {
+      const left = px(band.x) > w - 50;
+      ctx.fillStyle = "#fff"; ctx.font = "bold 11px sans-serif"; ctx.textAlign = left ? "right" : "left";
+      ctx.fillText(String(band.band), px(band.x) + (left ? -8 : 8), py(band.y) - 6);
+      ctx.textAlign = "left";
+    }
+  }
+}
+
+// ---------------------------------------------------------------- sites / nodes
+async function refreshSites() {
+  try {
+    const r = await fetch("/api/v1/sites");
+    if (r.ok) {
+      for (const s of await r.json()) state.nodes.set(s.site, s.nodes);
+      renderMaps();
+    }
+  } catch (e) { /* the connection badge shows the outage */ }
+}
+setInterval(refreshSites, 5000);
+
+// ---------------------------------------------------------------- live connection
+let retry = 500;
+function connect() {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/live`);
+  ws.onopen = () => { retry = 500; $("#conn").className = "conn up"; $("#conn").textContent = "live"; refreshSites(); };
+  ws.onclose = () => {
+    $("#conn").className = "conn down"; $("#conn").textContent = "offline — reconnecting";
+    setTimeout(connect, retry); retry = Math.min(retry * 2, 10000);
+  };
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.kind === "hello") {
+      for (const a of msg.data.alerts) { state.seenCritical.add(a.alert_id); state.alerts.set(a.alert_id, a); }
+      for (const p of msg.data.positions) updatePositions(p);
+      renderAlerts();
+    } else if (msg.kind === "alert") {
+      upsertAlert(msg.data); renderAlerts();
+    } else if (msg.kind === "bands") {
+      updatePositions(msg.data);
+    } else if (msg.kind === "node") {
+      refreshSites();
+    }
+  };
+}
+connect();

@@ -1,0 +1,465 @@
+"""The edge agent: sources -> BandPipeline -> alerts -> outbox -> MQTT, plus cameras and telemetry.
+
+Threads: each observation source and camera worker runs its own thread and only enqueues
+(observations) or commits to the outbox (camera events, which is thread-safe). The agent
+thread owns the pipeline: it drains observations, runs rule ticks, publishes band telemetry
+once a second and node telemetry every `node_telemetry_s`, and handles cloud commands.
+The MQTT link has its own pump thread. SIGTERM/SIGINT stop everything in order.
+
+`--alert-storm N` adds a synthetic generator of N alert messages with deterministic IDs
+(`storm_alert_id`), used by the fault-injection suite and benchmarks: the test knows exactly
+which alerts the edge raised, even across a `kill -9` and restart. With a site that has no
+receivers the storm is the only input; otherwise it runs on top of the real pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from edge.health import HealthErrors, HostMetrics
+from edge.mqtt_link import Command, LinkConfig, MqttLink
+from edge.outbox import Outbox
+from protocols.errors import ConfigError, PayloadError
+from protocols.observation import RawObservation
+from protocols.payloads import (
+    COMMANDS,
+    Alert,
+    CameraEvent,
+    CameraHealth,
+    CommandResult,
+    NodeTelemetry,
+    parse_payload,
+)
+from protocols.site_config import SiteConfig, load_band_keys, load_site_config, parse_site_config
+from protocols.topics import NodeTopics
+from protocols.ulid import new_ulid
+
+log = logging.getLogger("qwatch.edge.agent")
+
+VERSION = "0.1.0"
+_ULID = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOptions:
+    """Everything `qwatch-edge run` can set."""
+
+    config: Path
+    keys: Path
+    node: str
+    broker_host: str
+    broker_port: int
+    data_dir: Path
+    sim_seed: int = 0
+    keepalive_s: int = 15
+    reconnect_max_s: float = 10.0
+    max_inflight: int = 50
+    telemetry_buffer: int = 600
+    duration_s: float = 0.0
+    escape_at_s: float | None = None
+    escape_band: int = 0
+    record: Path | None = None
+    alert_storm: int = 0
+    storm_rate: float = 50.0
+    storm_id: str = "storm"
+    cameras: bool = True
+    node_telemetry_s: float = 5.0
+    tick_s: float = 0.2
+
+
+def storm_alert_id(storm_id: str, node: str, k: int) -> str:
+    """Deterministic, valid ULID for synthetic alert `k` of a storm (time part orders by k)."""
+    ms = 1_700_000_000_000 + k
+    rnd = int.from_bytes(hashlib.sha256(f"{storm_id}:{node}:{k}".encode()).digest()[:10], "big")
+    value = (ms << 80) | rnd
+    return "".join(_ULID[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def storm_message(site: str, node: str, storm_id: str, i: int, ts: float) -> Alert:
+    """Storm message `i`: even i raises alert i//2, odd i clears it. detail.storm_seq = i."""
+    k = i // 2
+    return Alert.model_validate(
+        {"schema": "qwatch.alert/1", "alert_id": storm_alert_id(storm_id, node, k), "site": site,
+         "node": node, "type": "sos", "severity": "critical", "state": "cleared" if i % 2 else "raised",
+         "subject": {"band": 1 + k % 1000}, "ts": ts, "detail": {"storm_seq": i, "storm": storm_id}}
+    )
+
+
+class AlertStorm:
+    """Synthetic alert source with a durable progress file, so a restart resumes, not repeats."""
+
+    def __init__(self, opts: AgentOptions, site: str) -> None:
+        self.total = opts.alert_storm
+        self.rate = max(opts.storm_rate, 0.1)
+        self.site, self.node, self.storm_id = site, opts.node, opts.storm_id
+        self.progress = opts.data_dir / f"storm-{opts.storm_id}.progress"
+        self.next_i = self._load_progress()
+        self._t0 = time.monotonic()
+        self._i0 = self.next_i
+        self.progress_errors = 0
+        self._fh: IO[str] = open(self.progress, "a", encoding="utf-8")  # noqa: SIM115 - lives with agent
+
+    def _load_progress(self) -> int:
+        try:
+            lines = self.progress.read_text().split()
+        except OSError:
+            return 0
+        return int(lines[-1]) + 1 if lines and lines[-1].isdigit() else 0
+
+    def due(self, now_mono: float) -> list[int]:
+        """Storm indexes whose time has come (paced at `rate` per second)."""
+        want = self._i0 + int((now_mono - self._t0) * self.rate)
+        return list(range(self.next_i, min(want, self.total)))
+
+    def committed(self, i: int) -> None:
+        """Record that message `i` is in the outbox (written after the commit)."""
+        self.next_i = i + 1
+        try:
+            self._fh.write(f"{i}\n")
+            self._fh.flush()
+        except OSError:
+            # Disk full: the alert itself is safe (outbox keeps it in memory); a restart may
+            # re-send a few storm messages with the same IDs, which the cloud de-duplicates.
+            self.progress_errors += 1
+
+    @property
+    def done(self) -> bool:
+        """All messages committed."""
+        return self.next_i >= self.total
+
+
+class Agent:
+    """One edge node. Build with `Agent(opts, site, keys)`, then `run(stop_event)`."""
+
+    def __init__(self, opts: AgentOptions, site: SiteConfig, keys: Mapping[int, bytes]) -> None:
+        self.opts = opts
+        self.site = site
+        self.keys = keys
+        self.node = opts.node
+        self.topics = NodeTopics(site.site.id, opts.node)
+        self.boot_id = new_ulid()
+        self.health = HealthErrors(opts.node)
+        self.host = HostMetrics(opts.data_dir)
+        opts.data_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(opts.data_dir)
+        self.link = MqttLink(
+            LinkConfig(opts.broker_host, opts.broker_port, keepalive_s=opts.keepalive_s,
+                       reconnect_max_s=opts.reconnect_max_s, max_inflight=opts.max_inflight,
+                       telemetry_buffer=opts.telemetry_buffer),
+            self.topics, self.outbox, boot_id=self.boot_id, version=VERSION,
+        )
+        self.obs: queue.Queue[RawObservation] = queue.Queue(maxsize=50_000)
+        self.counters: dict[str, int] = {"obs_dropped": 0, "alerts": 0, "camera_events": 0,
+                                         "loop_errors": 0, "loops": 0}
+        self.max_lag_ms = 0.0
+        self.pipeline: Any = None
+        self.sources: list[Any] = []
+        self.cameras: dict[str, Any] = {}
+        self.storm = AlertStorm(opts, site.site.id) if opts.alert_storm > 0 else None
+        self._record: IO[str] | None = None
+        self._last_counts: dict[str, int] = {}
+        self._started = time.monotonic()
+
+    # ------------------------------------------------------------------ start / stop
+    def start(self) -> None:
+        """Connect, then start the pipeline, sources and cameras (storm mode: none of them)."""
+        self.link.start()
+        self.health.sync("outbox_", self.outbox.health_errors())
+        if self.storm is not None:
+            log.info("event=storm_start node=%s total=%d resume_at=%d", self.node, self.storm.total,
+                     self.storm.next_i)
+            if not self.site.receivers:
+                return  # pure storm: no radio, no pipeline (fault-injection suite)
+        from edge.bands.pipeline import BandPipeline
+
+        self.pipeline = BandPipeline(self.site, self.keys, node=self.node)
+        if self.opts.record is not None:
+            self.opts.record.parent.mkdir(parents=True, exist_ok=True)
+            self._record = open(self.opts.record, "a", encoding="utf-8")  # noqa: SIM115
+        self._start_sources()
+        if self.opts.cameras:
+            for cam in self.site.cameras:
+                self._start_camera(cam)
+
+    def _start_sources(self) -> None:
+        from edge.sources import open_sources
+
+        scenario = None
+        if self.opts.escape_at_s is not None and self.site.bands:
+            from edge.sim.scenarios import demo_scenario
+
+            band = self.opts.escape_band or self.site.bands[0].id
+            scenario = demo_scenario(self.site, escape_band=band, escape_at_s=self.opts.escape_at_s)
+        self.sources = list(open_sources(self.site, self.keys, sim_seed=self.opts.sim_seed, scenario=scenario))
+        for src in self.sources:
+            try:
+                src.start(self._sink)
+                log.info("event=source_started node=%s rx=%s", self.node, src.receiver_id)
+            except Exception as exc:  # a dead radio must not take the node down
+                self.health.set(f"source_{src.receiver_id}", f"cannot start: {exc}")
+
+    def _start_camera(self, cam: Any) -> None:
+        try:
+            from edge.camera.worker import CameraWorker
+
+            worker = CameraWorker(cam, site=self.site.site.id, node=self.node, on_event=self.on_camera_event,
+                                  on_alert=self.emit_alert, on_snapshot=self.on_snapshot,
+                                  snapshot_dir=self.opts.data_dir / "snapshots")
+            worker.start()
+            self.cameras[cam.id] = worker
+        except Exception as exc:
+            self.health.set(f"camera_{cam.id}", f"cannot start: {exc}")
+
+    def stop(self) -> None:
+        """Stop inputs first, then give the link a moment to drain, then close the outbox."""
+        for src in self.sources:
+            try:
+                src.stop()
+            except Exception:
+                log.exception("event=source_stop_error node=%s rx=%s", self.node, src.receiver_id)
+        for cam_id, worker in self.cameras.items():
+            try:
+                worker.stop()
+            except Exception:
+                log.exception("event=camera_stop_error node=%s camera=%s", self.node, cam_id)
+        self.link.stop(drain_s=2.0)
+        self.outbox.close()
+        if self._record is not None:
+            self._record.close()
+        log.info("event=agent_stopped node=%s boot_id=%s", self.node, self.boot_id)
+
+    # ------------------------------------------------------------------ inputs (other threads)
+    def _sink(self, obs: RawObservation) -> None:
+        try:
+            self.obs.put_nowait(obs)
+        except queue.Full:
+            self.counters["obs_dropped"] += 1
+
+    def emit_alert(self, alert: Alert) -> None:
+        """Commit the alert to the outbox (durable), then wake the publisher."""
+        row = self.outbox.put("alert", self.topics.alert, alert.to_json().encode(), alert.alert_id)
+        self.link.notify()
+        self.counters["alerts"] += 1
+        subj = alert.subject.model_dump()
+        log.info("event=alert node=%s alert_id=%s type=%s state=%s subject=%s seq=%d durable=%s",
+                 self.node, alert.alert_id, alert.type, alert.state,
+                 ",".join(f"{k}={v}" for k, v in subj.items()), row.seq, row.durable)
+
+    def on_camera_event(self, ev: CameraEvent) -> None:
+        """Camera events are durable too (same outbox, same order guarantees)."""
+        topic = self.topics.camera_event(ev.camera)
+        self.outbox.put("camera_event", topic, ev.to_json().encode(), f"{ev.camera}:{ev.kind}:{ev.frame}")
+        self.link.notify()
+        self.counters["camera_events"] += 1
+
+    def on_snapshot(self, camera_id: str, alert_id: str, jpeg: bytes) -> None:
+        """Snapshots skip the outbox: large, and the alert itself is what must not be lost."""
+        self.link.publish_direct(self.topics.snapshot(camera_id, alert_id), jpeg, qos=1)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, stop: threading.Event) -> None:
+        """Run until `stop` is set (or --duration elapses)."""
+        t_end = time.monotonic() + self.opts.duration_s if self.opts.duration_s > 0 else float("inf")
+        next_tick = next_bands = time.monotonic()
+        next_node = time.monotonic() + min(1.0, self.opts.node_telemetry_s)
+        while not stop.is_set() and time.monotonic() < t_end:
+            self.counters["loops"] += 1
+            try:
+                self._drain_observations(deadline=time.monotonic() + self.opts.tick_s)
+                mono, now = time.monotonic(), time.time()
+                if self.storm is not None:
+                    self._storm_step(mono)
+                if mono >= next_tick:
+                    self.max_lag_ms = max(self.max_lag_ms, (mono - next_tick) * 1000)
+                    next_tick = mono + self.opts.tick_s
+                    self._tick(now)
+                if mono >= next_bands:
+                    next_bands = mono + 1.0
+                    self._band_telemetry(now)
+                if mono >= next_node:
+                    next_node = mono + self.opts.node_telemetry_s
+                    self._node_telemetry(now)
+                self._handle_commands()
+            except Exception:  # the agent never exits on a bad input or a bug in one step
+                self.counters["loop_errors"] += 1
+                log.exception("event=loop_error node=%s", self.node)
+                time.sleep(0.1)
+
+    def _drain_observations(self, deadline: float) -> None:
+        timeout = 0.05 if self.storm is None else 0.01
+        while True:
+            try:
+                obs = self.obs.get(timeout=timeout)
+            except queue.Empty:
+                return
+            timeout = 0.0
+            if self._record is not None:
+                self._record.write(obs.to_json_line() + "\n")
+            for alert in self.pipeline.observe(obs.ts, obs.rx, obs.rssi, obs.company_id, obs.data):
+                self.emit_alert(alert)
+            if time.monotonic() >= deadline:
+                return
+
+    def _storm_step(self, mono: float) -> None:
+        assert self.storm is not None
+        for i in self.storm.due(mono):
+            self.emit_alert(storm_message(self.site.site.id, self.node, self.storm.storm_id, i, time.time()))
+            self.storm.committed(i)
+
+    def _tick(self, now: float) -> None:
+        if self.pipeline is not None:
+            for alert in self.pipeline.tick(now):
+                self.emit_alert(alert)
+        self.outbox.retry_persist()
+        self.health.sync("outbox_", self.outbox.health_errors())
+        if self._record is not None:
+            self._record.flush()
+
+    def _band_telemetry(self, now: float) -> None:
+        if self.pipeline is None:
+            return
+        tel = self.pipeline.telemetry(now)
+        self.link.publish_telemetry(self.topics.telemetry_bands, tel.model_dump_json(by_alias=True).encode())
+
+    def _node_telemetry(self, now: float) -> None:
+        tel = build_node_telemetry(self, now)
+        self.link.publish_telemetry(self.topics.telemetry_node, tel.model_dump_json(by_alias=True).encode())
+
+    # ------------------------------------------------------------------ commands
+    def _handle_commands(self) -> None:
+        while True:
+            try:
+                cmd = self.link.commands.get_nowait()
+            except queue.Empty:
+                return
+            self.link.reply(self.handle_command(cmd))
+
+    def handle_command(self, cmd: Command) -> CommandResult:
+        """Validate and apply one cloud command; always returns a result (never raises)."""
+        model = COMMANDS.get(cmd.name)
+        if model is None:
+            log.warning("event=cmd_unknown node=%s name=%s", self.node, cmd.name)
+            return CommandResult(cmd_id="unknown", ok=False, error=f"unknown command {cmd.name!r}; "
+                                 f"allowed: {', '.join(sorted(COMMANDS))}")
+        try:
+            parsed: Any = parse_payload(model, cmd.payload)
+        except PayloadError as exc:
+            log.warning("event=cmd_invalid node=%s name=%s error=%r", self.node, cmd.name, str(exc))
+            return CommandResult(cmd_id="unknown", ok=False, error=str(exc))
+        try:
+            error = self._apply_command(cmd.name, parsed)
+        except Exception as exc:
+            log.exception("event=cmd_failed node=%s name=%s cmd_id=%s", self.node, cmd.name, parsed.cmd_id)
+            error = f"{type(exc).__name__}: {exc}"
+        log.info("event=cmd node=%s name=%s cmd_id=%s ok=%s", self.node, cmd.name, parsed.cmd_id, error is None)
+        return CommandResult(cmd_id=parsed.cmd_id, ok=error is None, error=error)
+
+    def _apply_command(self, name: str, cmd: Any) -> str | None:
+        if name == "ack":
+            log.info("event=alert_acknowledged node=%s alert_id=%s by=%r", self.node, cmd.alert_id, cmd.by)
+            return None
+        if name == "snapshot":
+            worker = self.cameras.get(cmd.camera)
+            snap: Callable[[], None] | None = getattr(worker, "request_snapshot", None)
+            if snap is None:
+                return f"camera {cmd.camera!r} not running here or cannot take snapshots"
+            snap()
+            return None
+        return self._apply_config(cmd.site_yaml)
+
+    def _apply_config(self, text: str) -> str | None:
+        try:
+            new = parse_site_config(text, "cmd/config")
+        except ConfigError as exc:
+            return str(exc)
+        if new.site.id != self.site.site.id:
+            return f"cmd/config: site.id: is {new.site.id!r}, this node serves {self.site.site.id!r}"
+        (self.opts.data_dir / "site.applied.yaml").write_text(text, encoding="utf-8")
+        if self.pipeline is not None and (new.zones, new.bands, new.rules, new.receivers) != (
+            self.site.zones, self.site.bands, self.site.rules, self.site.receivers
+        ):
+            from edge.bands.pipeline import BandPipeline
+
+            self.pipeline = BandPipeline(new, self.keys, node=self.node)
+            log.warning("event=pipeline_reloaded node=%s reason=config_command", self.node)
+        for cam in new.cameras:
+            worker = self.cameras.get(cam.id)
+            if worker is not None:
+                worker.reconfigure(cam)
+            elif self.opts.cameras:
+                self._start_camera(cam)
+        self.site = new
+        return None
+
+
+def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
+    """Node health for `…/telemetry/node`: host metrics, rates, outbox, watchdog counters."""
+    h = agent.host.sample()
+    counts = dict(agent.pipeline.counters()) if agent.pipeline is not None else {}
+    dt = max(agent.opts.node_telemetry_s, 1e-3)
+    rates = {k: round((v - agent._last_counts.get(k, 0)) / dt, 2) for k, v in counts.items()}
+    agent._last_counts = counts
+    watchdogs: dict[str, dict[str, int | float | str]] = {
+        "mqtt": dict(agent.link.stats()),
+        "outbox": {**agent.outbox.counters, "depth": agent.outbox.depth(),
+                   "oldest_age_s": round(agent.outbox.oldest_age(now), 2)},
+        "agent": {**agent.counters, "obs_queue": agent.obs.qsize(), "tick_lag_max_ms": round(agent.max_lag_ms, 1)},
+    }
+    for src in agent.sources:
+        watchdogs[f"source:{src.receiver_id}"] = _safe_stats(src)
+    cams: dict[str, CameraHealth] = {}
+    for cam_id, worker in agent.cameras.items():
+        st = _safe_stats(worker)
+        watchdogs[f"camera:{cam_id}"] = st
+        cams[cam_id] = CameraHealth(
+            online=bool(st.get("online", False)), fps_in=max(0.0, float(st.get("fps_in", 0.0))),
+            fps_proc=max(0.0, float(st.get("fps_proc", 0.0))), skipped=max(0, int(st.get("skipped", 0))),
+            reconnects=max(0, int(st.get("reconnects", 0))))
+    return NodeTelemetry.model_validate({
+        "schema": "qwatch.node/1", "ts": now, "boot_id": agent.boot_id,
+        "uptime_s": round(time.monotonic() - agent._started, 1), "cpu_pct": h.cpu_pct,
+        "mem_rss_mb": h.mem_rss_mb, "mem_pct": h.mem_pct, "disk_free_mb": h.disk_free_mb, "temp_c": h.temp_c,
+        "adverts_per_s": rates, "outbox_depth": agent.outbox.depth(),
+        "telemetry_dropped": int(agent.link.counters.get("telemetry_dropped", 0)),
+        "health_errors": agent.health.as_list(), "cameras": cams, "watchdogs": watchdogs,
+    })
+
+
+def _safe_stats(obj: Any) -> dict[str, int | float | str]:
+    try:
+        return {str(k): v for k, v in obj.stats().items() if isinstance(v, int | float | str)}
+    except Exception as exc:
+        return {"stats_error": f"{type(exc).__name__}: {exc}"}
+
+
+def run_agent(opts: AgentOptions) -> int:
+    """Load config and keys (ConfigError propagates to the CLI), run until a signal, stop cleanly."""
+    site = load_site_config(opts.config)
+    keys = load_band_keys(opts.keys) if opts.alert_storm <= 0 or opts.keys.exists() else {}
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("event=signal node=%s signal=%s", opts.node, signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    agent = Agent(opts, site, keys)
+    log.info("event=agent_start node=%s site=%s boot_id=%s data_dir=%s", opts.node, site.site.id,
+             agent.boot_id, opts.data_dir)
+    agent.start()
+    try:
+        agent.run(stop)
+    finally:
+        agent.stop()
+    return 0

@@ -1,0 +1,88 @@
+"""Self-calibration from reference beacons: per-receiver gain bias and the site's path-loss exponent.
+
+Beacons stand at surveyed positions, so every beacon × receiver RSSI is a measurement of
+``g_r - 10·n·log10(d)`` (after the beacon's own measured power). The filtered RSSI per pair is
+averaged slowly (minutes) and a ridge least-squares solve gives the receiver biases g_r and the
+exponent n, with priors (g_r ≈ 0 ± 4 dB, n ≈ configured ± 0.4) so a site with one beacon, or a
+pair near the sensitivity floor, cannot drag the model somewhere silly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+F64 = NDArray[np.float64]
+
+
+class Calibration:
+    """Running estimate of receiver biases (dB to add to offset-corrected RSSI) and the exponent."""
+
+    def __init__(self, rx_pos: F64, beacon_idx: NDArray[np.int64], beacon_pos: F64, exponent: float, *,
+                 alpha: float = 0.1, floor_dbm: float = -95.0, bias_prior_db: float = 6.0,
+                 exponent_prior: float = 0.4, pair_sigma_db: float = 3.0, min_updates: int = 3) -> None:
+        self.rx_pos = rx_pos
+        self.beacon_idx = beacon_idx
+        self.exponent0 = exponent
+        self.exponent = exponent
+        self.rx_bias = np.zeros(len(rx_pos))
+        n_b, n_r = len(beacon_idx), len(rx_pos)
+        d = np.linalg.norm(beacon_pos[:, None, :] - rx_pos[None, :, :], axis=2) if n_b else np.zeros((0, n_r))
+        self.log_d = np.log10(np.maximum(d, 0.5))
+        self.mean = np.zeros((n_b, n_r))
+        self.count = np.zeros((n_b, n_r))
+        self.level = np.zeros((n_b, n_r))  # averaged RSSI itself, to skip pairs near the floor
+        self.alpha = alpha
+        self.floor_dbm = floor_dbm
+        self.bias_prior_db = bias_prior_db
+        self.exponent_prior = exponent_prior
+        self.pair_sigma_db = pair_sigma_db
+        self.min_updates = min_updates
+        self.updates = 0
+
+    def update(self, idx: NDArray[np.int64], med: F64, power: F64) -> None:
+        """Fold this tick's filtered RSSI of any beacons among `idx` into the averages and re-solve."""
+        if len(self.beacon_idx) == 0:
+            return
+        pos = {int(b): j for j, b in enumerate(self.beacon_idx)}
+        for row, band in enumerate(idx.tolist()):
+            j = pos.get(band)
+            if j is None:
+                continue
+            y = med[row] - power[row]
+            ok = ~np.isnan(y)
+            first = ok & (self.count[j] == 0)
+            self.mean[j, first] = y[first]
+            self.level[j, first] = med[row][first]
+            rest = ok & ~first
+            a = np.maximum(self.alpha, 1.0 / (self.count[j, rest] + 1.0))
+            self.mean[j, rest] += a * (y[rest] - self.mean[j, rest])
+            self.level[j, rest] += a * (med[row][rest] - self.level[j, rest])
+            self.count[j, ok] += 1
+        self.updates += 1
+        self._solve()
+
+    def _solve(self) -> None:
+        use = (self.count >= self.min_updates) & (self.level > self.floor_dbm)
+        if not use.any():
+            return
+        n_r = len(self.rx_pos)
+        jj, rr = np.nonzero(use)
+        # Unknowns: g_0..g_{R-1}, n. Rows: pairs, then priors.
+        rows = len(jj) + n_r + 1
+        a = np.zeros((rows, n_r + 1))
+        b = np.zeros(rows)
+        w = 1.0 / self.pair_sigma_db
+        a[np.arange(len(jj)), rr] = w
+        a[np.arange(len(jj)), n_r] = -10.0 * self.log_d[jj, rr] * w
+        b[: len(jj)] = self.mean[jj, rr] * w
+        a[len(jj) + np.arange(n_r), np.arange(n_r)] = 1.0 / self.bias_prior_db
+        a[-1, n_r] = 1.0 / self.exponent_prior
+        b[-1] = self.exponent0 / self.exponent_prior
+        sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+        n = float(sol[n_r])
+        if math.isfinite(n):
+            self.exponent = min(max(n, 1.5), 5.0)
+            self.rx_bias = -np.clip(sol[:n_r], -15.0, 15.0)

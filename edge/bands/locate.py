@@ -1,0 +1,197 @@
+"""Position and error radius from filtered RSSI (numpy, all bands of a tick at once).
+
+Model: RSSI_r = P - 10·n·log10(d_r) + shadowing, with P the advert's `measured_power`, n the
+path-loss exponent (calibrated from beacons) and RSSI corrected by each receiver's offset.
+
+* 3+ receivers: weighted nonlinear least squares (Gauss-Newton, vectorised over bands). The
+  residuals are in dB, each divided by its standard deviation. In dB the shadowing has the same
+  variance at every distance, so this is the distance-domain fit weighted by each distance's
+  variance (σ_d = d·ln10·σ/(10n)) to first order, minus its bias at long range.
+  Receivers that are alive but did not hear the band add a one-sided penalty where the model says
+  they should have heard it, which rules out mirror solutions and "far side of the site" fits.
+* 1-2 receivers: proximity to the strongest one; the error radius is the 2σ upper bound of the
+  distance to it, so the estimate admits it only knows "somewhere near rx".
+
+The error radius `err_m` is the RMS radial error from the fit's covariance, inflated by the
+residual χ² when the data disagree with the model more than σ says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+F64 = NDArray[np.float64]
+LN10 = math.log(10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class LocateParams:
+    """Localiser constants."""
+
+    path_loss_exponent: float = 2.7
+    shadowing_db: float = 6.0
+    slow_floor_db: float = 2.0  # shadowing that does not average out within the window
+    heard_threshold_dbm: float = -93.0  # a live receiver this strong would almost surely hear 1 of ~8 adverts
+    censor_sigma_db: float = 4.0
+    iterations: int = 12
+    max_step_m: float = 6.0
+    min_err_m: float = 1.0
+    max_err_m: float = 150.0
+    min_distance_m: float = 0.5
+
+
+def sample_sigma(spread: F64, n: F64, p: LocateParams) -> F64:
+    """Std (dB) of a filtered RSSI: slow part does not average over the window, fast part does."""
+    total2 = p.shadowing_db**2
+    fast2 = np.maximum(spread**2, 1.0)
+    slow2 = np.maximum(total2 - fast2, p.slow_floor_db**2)
+    return np.asarray(np.sqrt(slow2 + fast2 / np.maximum(n, 1.0)))
+
+
+def truncation_corrected(rssi: F64, n: F64, spread: F64, p: LocateParams) -> tuple[F64, F64]:
+    """Undo the bias of links near sensitivity; returns (corrected RSSI, extra σ in dB).
+
+    Near the floor only the lucky (strong-fading) samples arrive, so their median reads high and
+    the band looks closer than it is. If a link delivered k of the samples its band's best link
+    delivered (ratio q), the survivors are roughly the top q of a Gaussian fading distribution,
+    whose median sits σ_f·Φ⁻¹(1 - q/2) above the true mean. The correction is that amount,
+    and the same amount again goes into the link's σ because the model is only approximate.
+    """
+    k_max = np.maximum(np.nanmax(np.where(np.isnan(rssi), 0.0, n), axis=1, keepdims=True), 1.0)
+    q = np.clip(n / k_max, 0.02, 1.0)
+    sigma_f = np.where(n >= 4, np.clip(spread * 1.3, 1.0, p.shadowing_db), 0.7 * p.shadowing_db)
+    shift = sigma_f * _norm_ppf(1.0 - q / 2.0)
+    return rssi - shift, shift
+
+
+def _norm_ppf(u: F64) -> F64:
+    """Inverse standard normal CDF (Acklam's rational approximation, |error| < 1e-3 here)."""
+    u = np.clip(u, 1e-6, 1 - 1e-6)
+    t = np.sqrt(-2.0 * np.log(np.minimum(u, 1.0 - u)))
+    z = t - (2.515517 + 0.802853 * t + 0.010328 * t**2) / (1.0 + 1.432788 * t + 0.189269 * t**2 + 0.001308 * t**3)
+    return np.asarray(np.where(u < 0.5, -z, z))
+
+
+def distance_from_rssi(rssi: F64, power: F64, exponent: float) -> F64:
+    """Log-distance inversion: d = 10^((P - RSSI) / (10 n))."""
+    return np.asarray(10.0 ** ((power - rssi) / (10.0 * exponent)))
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """The fitted measurement model of K bands, to score other candidate positions (likelihood tests)."""
+
+    obs: F64  # (K, R) corrected RSSI, -200 where unheard
+    heard: NDArray[np.bool_]
+    censor: NDArray[np.bool_]
+    sigma: F64
+    power: F64
+    rx_pos: F64
+    k: float
+    p: LocateParams
+    scale: F64  # (K,) χ²/dof inflation (>= 1): how much worse than σ the data fit
+
+    def half_log_d2(self, pts: F64) -> F64:
+        """(G, R) ½·ln(d²) from candidate points to receivers: precompute once per candidate set."""
+        diff = pts[:, None, :] - self.rx_pos[None, :, :]
+        return np.asarray(0.5 * np.log(np.maximum((diff**2).sum(axis=2), self.p.min_distance_m**2)))
+
+    def cost(self, rows: NDArray[np.int64], hl: F64) -> F64:
+        """χ² (normalised by `scale`) of bands `rows` (M,) at candidates with ½·ln(d²) `hl` (G, R) or (M, G, R)."""
+        obs = self.obs[rows][:, None, :]
+        model = self.power[rows][:, None, None] - self.k * hl
+        inv_s = (1.0 / self.sigma[rows])[:, None, :]
+        heard = self.heard[rows][:, None, :]
+        r = np.where(heard, (obs - model) * inv_s,
+                     np.where(self.censor[rows][:, None, :],
+                              np.maximum(model - self.p.heard_threshold_dbm, 0.0) / self.p.censor_sigma_db, 0.0))
+        return np.asarray(np.einsum("mgr,mgr->mg", r, r) / self.scale[rows][:, None])
+
+
+def locate(
+    rssi: F64,
+    n: F64,
+    spread: F64,
+    power: F64,
+    rx_pos: F64,
+    p: LocateParams,
+    exponent: float,
+    alive: NDArray[np.bool_] | None = None,
+) -> tuple[F64, F64, LinkModel]:
+    """(K, 2) positions, (K,) error radii and the link model, from (K, R) filtered RSSI (NaN = unheard)."""
+    heard = ~np.isnan(rssi)
+    m = heard.sum(axis=1)
+    rssi, shift = truncation_corrected(rssi, n, spread, p)
+    sigma = np.sqrt(sample_sigma(spread, n, p) ** 2 + shift**2)
+    obs = np.where(heard, rssi, -200.0)
+    dist = distance_from_rssi(obs, power[:, None], exponent)
+    xy = np.zeros((len(rssi), 2))
+    err = np.full(len(rssi), p.max_err_m)
+    strongest = np.argmax(obs, axis=1)
+    # Proximity for everyone first; the least-squares rows overwrite it.
+    rows = np.arange(len(rssi))
+    xy[:] = rx_pos[strongest]
+    d_up = dist[rows, strongest] * 10.0 ** (2.0 * sigma[rows, strongest] / (10.0 * exponent))
+    err[:] = np.clip(d_up, 2.0, p.max_err_m)
+    multi = m >= 3
+    live = np.ones(rx_pos.shape[0], dtype=bool) if alive is None else alive
+    scale = np.ones(len(rssi))
+    if multi.any():
+        xy_m, err_m, scale_m = _wls(obs[multi], heard[multi], sigma[multi], dist[multi], power[multi], rx_pos, p,
+                                    exponent, live)
+        xy[multi] = xy_m
+        err[multi] = err_m
+        scale[multi] = scale_m
+    model = LinkModel(obs, heard, ~heard & live[None, :], sigma, power, rx_pos, 10.0 * exponent / LN10, p, scale)
+    return xy, err, model
+
+
+def _wls(obs: F64, heard: NDArray[np.bool_], sigma: F64, dist: F64, power: F64, rx_pos: F64, p: LocateParams,
+         n_exp: float, alive: NDArray[np.bool_]) -> tuple[F64, F64, F64]:
+    w = np.where(heard, 1.0 / np.maximum(dist, 1.0) ** 2, 0.0)
+    x = (w @ rx_pos) / w.sum(axis=1, keepdims=True)  # inverse-square weighted centroid start
+    k = 10.0 * n_exp / LN10
+    censor = ~heard & alive[None, :]
+    for _ in range(p.iterations):
+        r, jac = _residuals(x, obs, heard, censor, sigma, power, rx_pos, p, k)
+        a = np.einsum("kri,krj->kij", jac, jac)
+        g = np.einsum("kri,kr->ki", jac, r)
+        a[:, 0, 0] += 1e-3
+        a[:, 1, 1] += 1e-3
+        step = -np.linalg.solve(a, g[..., None])[..., 0]
+        norm = np.linalg.norm(step, axis=1, keepdims=True)
+        step *= np.minimum(1.0, p.max_step_m / np.maximum(norm, 1e-9))
+        x = x + step
+        if float(norm.max()) < 0.01:
+            break
+    r, jac = _residuals(x, obs, heard, censor, sigma, power, rx_pos, p, k)
+    a = np.einsum("kri,krj->kij", jac, jac)
+    a[:, 0, 0] += 1e-6
+    a[:, 1, 1] += 1e-6
+    cov = np.linalg.inv(a)
+    m = heard.sum(axis=1)
+    chi2 = (np.where(heard, r, 0.0) ** 2).sum(axis=1)
+    scale = np.maximum(1.0, chi2 / np.maximum(m - 2, 1))
+    err = np.sqrt(np.maximum(cov[:, 0, 0] + cov[:, 1, 1], 0.0) * scale)
+    return x, np.clip(err, p.min_err_m, p.max_err_m), scale
+
+
+def _residuals(x: F64, obs: F64, heard: NDArray[np.bool_], censor: NDArray[np.bool_], sigma: F64, power: F64,
+               rx_pos: F64, p: LocateParams, k: float) -> tuple[F64, F64]:
+    """Normalised residuals (K, R) and their Jacobian (K, R, 2) at positions x."""
+    diff = x[:, None, :] - rx_pos[None, :, :]
+    d2 = np.maximum((diff**2).sum(axis=2), p.min_distance_m**2)
+    model = power[:, None] - 0.5 * k * np.log(d2) / 1.0  # 10n·log10(d) = (k/2)·ln(d²)
+    grad = (k / d2)[..., None] * diff  # ∂(-model)/∂x
+    r_heard = (obs - model) / sigma
+    excess = model - p.heard_threshold_dbm
+    active = censor & (excess > 0)
+    r_cens = np.where(active, excess / p.censor_sigma_db, 0.0)
+    r = np.where(heard, r_heard, r_cens)
+    jac = np.where(heard[..., None], grad / sigma[..., None],
+                   np.where(active[..., None], -grad / p.censor_sigma_db, 0.0))
+    return r, jac

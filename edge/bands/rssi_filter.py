@@ -1,0 +1,90 @@
+"""Robust RSSI filter per band × receiver: the last few seconds, 1.5·IQR outliers trimmed, median.
+
+Samples go into fixed ring buffers (numpy, O(1) per sample); the filter runs once per tick for all
+bands together, so its cost is a few sorts over a (B, R, W) array, not Python per sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+F64 = NDArray[np.float64]
+
+
+class RssiWindows:
+    """Ring buffers of (time, RSSI) per band × receiver."""
+
+    def __init__(self, n_bands: int, n_rx: int, window: int = 8) -> None:
+        self.window = window
+        self.rssi = np.full((n_bands, n_rx, window), np.nan, dtype=np.float64)
+        self.ts = np.full((n_bands, n_rx, window), -np.inf, dtype=np.float64)
+        self.pos = np.zeros((n_bands, n_rx), dtype=np.int64)
+        self._pos_list = [[0] * n_rx for _ in range(n_bands)]
+
+    def add(self, band: int, rx: int, ts: float, rssi: float) -> None:
+        """Store one sample (already corrected by the receiver's configured offset)."""
+        row = self._pos_list[band]
+        i = row[rx]
+        self.rssi[band, rx, i] = rssi
+        self.ts[band, rx, i] = ts
+        row[rx] = (i + 1) % self.window
+
+    def filtered(self, bands: NDArray[np.int64], now: float, max_age_s: float) -> tuple[F64, F64, F64]:
+        """For the given bands: (median RSSI, sample count, spread) per receiver, NaN where unheard.
+
+        Spread is the IQR-based robust std of the kept samples (0 for fewer than 3 samples).
+        """
+        vals = self.rssi[bands]
+        fresh = self.ts[bands] > now - max_age_s
+        vals = np.where(fresh, vals, np.nan)
+        med, n, spread = robust_median(vals)
+        return med, n, spread
+
+
+def _lut(window: int, q: float) -> tuple[NDArray[np.int64], NDArray[np.int64], F64]:
+    """Per sample count n (0..window): low index, high index and fraction of the q-quantile."""
+    n = np.arange(window + 1, dtype=np.float64)
+    pos = np.maximum(n - 1, 0) * q
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n.astype(np.int64) - 1, 0))
+    return lo, hi, pos - lo
+
+
+_LUTS: dict[tuple[int, float], tuple[NDArray[np.int64], NDArray[np.int64], F64]] = {}
+
+
+def _quantile_sorted(s: F64, n: NDArray[np.int64], q: float) -> F64:
+    """Linear-interpolated quantile of the first n values of each sorted row (NaN if n == 0)."""
+    key = (s.shape[1], q)
+    lut = _LUTS.get(key)
+    if lut is None:
+        lut = _LUTS[key] = _lut(s.shape[1], q)
+    lo, hi, frac = lut[0][n], lut[1][n], lut[2][n]
+    rows = np.arange(len(s))
+    a = s[rows, lo]
+    out = a + (s[rows, hi] - a) * frac
+    return np.where(n > 0, out, np.nan)
+
+
+def robust_median(vals: F64) -> tuple[F64, F64, F64]:
+    """Median along the last axis after dropping values beyond 1.5·IQR of the quartiles. NaN = missing.
+
+    Returns (median, kept sample count, robust std from the IQR; 0 below 3 samples).
+    """
+    shape = vals.shape[:-1]
+    s = np.sort(vals.reshape(-1, vals.shape[-1]), axis=-1)  # NaNs sort last
+    n = np.count_nonzero(~np.isnan(s), axis=-1)
+    q1 = _quantile_sorted(s, n, 0.25)
+    q3 = _quantile_sorted(s, n, 0.75)
+    iqr = q3 - q1
+    with np.errstate(invalid="ignore"):
+        keep = (s >= (q1 - 1.5 * iqr)[:, None]) & (s <= (q3 + 1.5 * iqr)[:, None])
+    # Too few samples for quartiles to mean anything: keep them all.
+    keep |= (n < 4)[:, None] & ~np.isnan(s)
+    nk = np.count_nonzero(keep, axis=-1)
+    if np.any(nk != n):
+        s = np.sort(np.where(keep, s, np.nan), axis=-1)
+    med = _quantile_sorted(s, nk, 0.5)
+    spread = np.where(nk >= 3, iqr / 1.349, 0.0)
+    return med.reshape(shape), nk.astype(np.float64).reshape(shape), spread.reshape(shape)

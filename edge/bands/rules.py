@@ -1,0 +1,269 @@
+"""Alert rules for one band (PROTOCOL.md §4, issue 3): pure state machines with the clock injected.
+
+The pipeline feeds each band's `BandRules` three kinds of facts, each with its own time:
+verified adverts (flags, battery, temperature), position fixes (signed distance to the allowed
+area with its error radius, restricted zone), and clock ticks. It gets back `Decision`s:
+``raised`` or ``cleared`` per alert type, strictly alternating, so the caller can reuse the
+raise's alert_id on the clear. Nothing here reads a clock, a socket or a file.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from protocols.advert import FLAG_CHARGING, FLAG_LOW_BATTERY, FLAG_MOVING, FLAG_SOS, FLAG_STRAP_OPEN
+from protocols.site_config import Rules
+
+State = Literal["raised", "cleared"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An alert of `type` changes state at `ts`."""
+
+    type: str
+    state: State
+    ts: float
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleParams:
+    """Thresholds from the site's `rules:` block plus the pipeline's own constants."""
+
+    breach_dwell_s: float = 20.0
+    restricted_dwell_s: float = 5.0
+    clear_dwell_s: float = 10.0
+    missing_after_s: float = 60.0
+    fever_c: float = 37.8
+    low_battery_pct: int = 15
+    no_motion_s: float = 1800.0
+    evidence_chi2: float = 6.0  # "outside by more than the error margin", as a likelihood ratio (≈3σ)
+    min_margin_m: float = 1.0
+    restricted_max_err_m: float = 4.0  # a restricted-zone claim needs a position this good
+    gap_s: float = 3.0  # an unsure second or two does not restart a dwell; longer does
+    fever_window_s: float = 180.0
+    fever_min_readings: int = 3
+    fever_min_span_s: float = 60.0
+    fever_clear_hysteresis_c: float = 0.3
+    sos_clear_s: float = 10.0
+    security_clear_s: float = 300.0
+
+    @classmethod
+    def from_rules(cls, rules: Rules, **overrides: Any) -> RuleParams:
+        """Build from a SiteConfig `rules:` block."""
+        return cls(
+            breach_dwell_s=rules.breach_dwell_s, restricted_dwell_s=rules.restricted_dwell_s,
+            clear_dwell_s=rules.clear_dwell_s, missing_after_s=rules.missing_after_s, fever_c=rules.fever_c,
+            low_battery_pct=rules.low_battery_pct, no_motion_s=rules.no_motion_s, **overrides,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """A position estimate as the rules see it.
+
+    `out_m` is the signed distance to the band's allowed area (positive outside), `restricted`
+    the restricted zone the estimate lies in (or None), `zone` the zone for display.
+    """
+
+    ts: float
+    x: float
+    y: float
+    err_m: float
+    out_m: float
+    restricted: str | None
+    zone: str | None
+    evidence: float = 0.0  # likelihood-ratio evidence (Δχ²) that the band is outside its allowed area
+
+
+@dataclass(slots=True)
+class _Dwell:
+    """Time a condition has held, tolerating gaps shorter than `gap_s`."""
+
+    since: float | None = None
+    last: float | None = None
+
+    def update(self, ts: float, holds: bool, gap_s: float) -> float:
+        """Feed one observation; return how long the condition has held (0 if it does not)."""
+        if holds:
+            if self.since is None or self.last is None or ts - self.last > gap_s:
+                self.since = ts
+            self.last = ts
+            return ts - self.since
+        if self.last is not None and (ts - self.last > gap_s or gap_s <= 1.5):
+            self.since = self.last = None
+        return 0.0
+
+    def reset(self) -> None:
+        self.since = self.last = None
+
+
+@dataclass
+class BandRules:
+    """Every alert rule of one band. Feed facts in time order; collect the decisions."""
+
+    band: int
+    p: RuleParams
+    active: set[str] = field(default_factory=set)
+    _breach_out: _Dwell = field(default_factory=_Dwell)
+    _breach_restricted: _Dwell = field(default_factory=_Dwell)
+    _back_inside: _Dwell = field(default_factory=_Dwell)
+    _last_fix: Fix | None = None
+    _last_heard: float | None = None
+    _heard: bool = False
+    _strap_run: int = 0
+    _closed_run: int = 0
+    _sos_last: float | None = None
+    _temps: deque[tuple[float, float]] = field(default_factory=deque)
+    _last_motion: float | None = None
+    _security_last: dict[str, float] = field(default_factory=dict)
+
+    def _set(self, type_: str, raised: bool, ts: float, detail: dict[str, Any], out: list[Decision]) -> None:
+        if raised and type_ not in self.active:
+            self.active.add(type_)
+            out.append(Decision(type_, "raised", ts, detail))
+        elif not raised and type_ in self.active:
+            self.active.discard(type_)
+            out.append(Decision(type_, "cleared", ts, detail))
+
+    # -- adverts -----------------------------------------------------------------------------
+    def on_advert(self, ts: float, flags: int, battery: int | None, temp_c: float | None) -> list[Decision]:
+        """A new verified advert (not a duplicate) with its status fields."""
+        out: list[Decision] = []
+        if self._last_motion is None:
+            self._last_motion = ts
+        self._last_heard = ts
+        self._heard = True
+        self._set("band_missing", False, ts, {}, out)
+        self._tamper(ts, flags, out)
+        self._sos(ts, flags, out)
+        self._battery(ts, flags, battery, out)
+        self._motion(ts, flags, out)
+        if temp_c is not None:
+            self._fever(ts, temp_c, out)
+        return out
+
+    def _tamper(self, ts: float, flags: int, out: list[Decision]) -> None:
+        if flags & FLAG_STRAP_OPEN:
+            self._strap_run, self._closed_run = self._strap_run + 1, 0
+        else:
+            self._strap_run, self._closed_run = 0, self._closed_run + 1
+        if self._strap_run >= 2:
+            self._set("band_tamper", True, ts, {"strap_open": True}, out)
+        elif self._closed_run >= 2:
+            self._set("band_tamper", False, ts, {"strap_open": False}, out)
+
+    def _sos(self, ts: float, flags: int, out: list[Decision]) -> None:
+        if flags & FLAG_SOS:
+            self._sos_last = ts
+            self._set("sos", True, ts, {}, out)
+        elif self._sos_last is not None and ts - self._sos_last >= self.p.sos_clear_s:
+            self._set("sos", False, ts, {}, out)
+
+    def _battery(self, ts: float, flags: int, battery: int | None, out: list[Decision]) -> None:
+        charging = bool(flags & FLAG_CHARGING)
+        if charging or (battery is not None and battery > self.p.low_battery_pct + 5):
+            self._set("low_battery", False, ts, {"battery": battery, "charging": charging}, out)
+        elif (battery is not None and battery <= self.p.low_battery_pct) or (
+            battery is None and flags & FLAG_LOW_BATTERY
+        ):
+            self._set("low_battery", True, ts, {"battery": battery}, out)
+
+    def _motion(self, ts: float, flags: int, out: list[Decision]) -> None:
+        # Strap open: the band is off the wrist (that is tamper), so stillness means nothing.
+        if flags & (FLAG_MOVING | FLAG_STRAP_OPEN):
+            self._last_motion = ts
+            self._set("no_motion", False, ts, {}, out)
+        elif self._last_motion is not None and ts - self._last_motion >= self.p.no_motion_s:
+            self._set("no_motion", True, ts, {"still_s": round(ts - self._last_motion, 1)}, out)
+
+    def _fever(self, ts: float, temp_c: float, out: list[Decision]) -> None:
+        temps = self._temps
+        if temps and ts - temps[-1][0] < 5.0:
+            return  # one reading per 5 s is plenty for a slow signal and keeps the median cheap
+        temps.append((ts, temp_c))
+        while temps and temps[0][0] < ts - self.p.fever_window_s:
+            temps.popleft()
+        if len(temps) < self.p.fever_min_readings or temps[-1][0] - temps[0][0] < self.p.fever_min_span_s:
+            return
+        med = statistics.median(t for _, t in temps)
+        detail = {"temp_c": round(med, 2), "readings": len(temps)}
+        if med >= self.p.fever_c:
+            self._set("fever", True, ts, detail, out)
+        elif med < self.p.fever_c - self.p.fever_clear_hysteresis_c:
+            self._set("fever", False, ts, detail, out)
+
+    # -- security (from the verifier) -------------------------------------------------------
+    def on_security(self, ts: float, alarm: str, detail: dict[str, Any]) -> list[Decision]:
+        """The verifier raised advert_forgery or advert_replay for this band."""
+        out: list[Decision] = []
+        self._security_last[alarm] = ts
+        self._set(alarm, True, ts, detail, out)
+        return out
+
+    # -- position ----------------------------------------------------------------------------
+    def on_fix(self, fix: Fix) -> list[Decision]:
+        """A new position estimate."""
+        self._last_fix = fix
+        return self._geofence(fix.ts, fix)
+
+    def _geofence(self, ts: float, fix: Fix) -> list[Decision]:
+        out: list[Decision] = []
+        p = self.p
+        # The error margin as a likelihood-ratio test: the best explanation of the RSSI anywhere
+        # inside the allowed area must be worse than the best overall by evidence_chi2. This uses
+        # the direction of the error (along the fence normal), which an error radius cannot.
+        outside = fix.out_m > p.min_margin_m and fix.evidence >= p.evidence_chi2
+        out_s = self._breach_out.update(ts, outside, p.gap_s)
+        in_restricted = fix.restricted is not None and fix.err_m <= p.restricted_max_err_m
+        r_s = self._breach_restricted.update(ts, in_restricted, p.gap_s)
+        detail = {"x": round(fix.x, 2), "y": round(fix.y, 2), "zone": fix.zone, "err_m": round(fix.err_m, 2),
+                  "out_m": round(fix.out_m, 2), "evidence": round(min(fix.evidence, 1e6), 1)}
+        if "geofence_breach" not in self.active:
+            if outside and out_s >= p.breach_dwell_s:
+                self._back_inside.reset()
+                self._set("geofence_breach", True, ts, {**detail, "reason": "outside"}, out)
+            elif in_restricted and r_s >= p.restricted_dwell_s:
+                self._back_inside.reset()
+                self._set("geofence_breach", True, ts, {**detail, "reason": "restricted",
+                                                        "restricted": fix.restricted}, out)
+            return out
+        inside = fix.out_m <= 0 and fix.restricted is None
+        # No gap tolerance beyond one tick here: any doubt restarts the clear dwell, so an edge band
+        # cannot flap.
+        in_s = self._back_inside.update(ts, inside, 1.5)
+        if inside and in_s >= p.clear_dwell_s:
+            self._breach_out.reset()
+            self._breach_restricted.reset()
+            self._set("geofence_breach", False, ts, detail, out)
+        return out
+
+    # -- clock -------------------------------------------------------------------------------
+    def prime(self, now: float) -> None:
+        """Start of monitoring: a band never heard from now on goes missing after missing_after_s."""
+        if self._last_heard is None:
+            self._last_heard = now
+
+    def on_tick(self, now: float, fixed: bool) -> list[Decision]:
+        """Once a second. `fixed` says whether on_fix was called for this tick."""
+        out: list[Decision] = []
+        if self._last_heard is not None and now - self._last_heard >= self.p.missing_after_s:
+            fix = self._last_fix
+            where = {"x": round(fix.x, 2), "y": round(fix.y, 2), "zone": fix.zone} if fix else {}
+            seen = round(self._last_heard, 3) if self._heard else None
+            self._set("band_missing", True, now, {"last_seen": seen, **where}, out)
+        if not fixed and self._last_fix is not None:
+            # Unheard: presume the band is where it was last seen, so walking out of radio range
+            # still completes a breach dwell that started outside.
+            last = self._last_fix
+            out += self._geofence(now, Fix(now, last.x, last.y, last.err_m, last.out_m, last.restricted, last.zone,
+                                           last.evidence))
+        for alarm, last_ts in list(self._security_last.items()):
+            if now - last_ts >= self.p.security_clear_s:
+                del self._security_last[alarm]
+                self._set(alarm, False, now, {}, out)
+        return out

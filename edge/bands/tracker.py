@@ -1,0 +1,99 @@
+"""Tracker: RSSI samples in, one position with an error radius per band per tick out.
+
+It owns the per band × receiver filter windows, the receiver calibration learned from beacons,
+and the localiser. Bands, beacons and receivers are mapped to dense indices once, so the per
+sample path is two dict look-ups and a ring-buffer write.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.bands.calibration import Calibration
+from edge.bands.locate import LinkModel, LocateParams, locate
+from edge.bands.rssi_filter import RssiWindows
+from protocols.site_config import SiteConfig
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerParams:
+    """Tuning of the filter window and the localiser."""
+
+    window: int = 8  # samples kept per band × receiver
+    max_age_s: float = 8.0  # samples older than this are ignored
+    calibrate_every_s: float = 10.0
+    rx_alive_s: float = 30.0  # a receiver silent this long is presumed down, not "hearing nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class Estimates:
+    """Position estimates for the bands (dense indices) that had fresh samples this tick."""
+
+    idx: np.ndarray  # (K,) band indices
+    xy: np.ndarray  # (K, 2)
+    err_m: np.ndarray  # (K,)
+    rx_count: np.ndarray  # (K,) receivers that heard the band in the window
+    rssi: np.ndarray  # (K,) strongest filtered RSSI (dBm, offset-corrected)
+    model: LinkModel | None = None  # to score candidate positions (the breach likelihood test)
+
+
+class Tracker:
+    """Filter windows + calibration + localiser for one site."""
+
+    def __init__(self, site: SiteConfig, ids: Iterable[int], params: TrackerParams | None = None) -> None:
+        self.p = params or TrackerParams()
+        self.ids = list(ids)
+        self.index = {b: i for i, b in enumerate(self.ids)}
+        self.rx_ids = [r.id for r in site.receivers]
+        self.rx_index = {r: i for i, r in enumerate(self.rx_ids)}
+        self.rx_offset = [float(r.rssi_offset) for r in site.receivers]
+        self.rx_pos = np.array([r.position for r in site.receivers], dtype=np.float64).reshape(-1, 2)
+        self.windows = RssiWindows(len(self.ids), len(self.rx_ids), self.p.window)
+        self.power = np.full(len(self.ids), -59.0)
+        self.last_sample = np.full(len(self.ids), -np.inf)
+        self.rx_last = [-math.inf] * len(self.rx_ids)
+        self.locate_params = LocateParams(path_loss_exponent=site.radio.path_loss_exponent,
+                                          shadowing_db=site.radio.shadowing_db)
+        beacon_idx = [self.index[b.id] for b in site.beacons if b.id in self.index]
+        beacon_pos = np.array([b.position for b in site.beacons if b.id in self.index],
+                              dtype=np.float64).reshape(-1, 2)
+        self.calibration = Calibration(self.rx_pos, np.array(beacon_idx, dtype=np.int64), beacon_pos,
+                                       site.radio.path_loss_exponent)
+        self._next_calibration = -np.inf
+
+    def add(self, band_idx: int, rx_idx: int, ts: float, rssi: float, measured_power: int) -> None:
+        """One verified RSSI sample (accepted or duplicate advert)."""
+        self.windows.add(band_idx, rx_idx, ts, rssi + self.rx_offset[rx_idx])
+        self.power[band_idx] = measured_power
+        self.rx_last[rx_idx] = ts
+        if ts > self.last_sample[band_idx]:
+            self.last_sample[band_idx] = ts
+
+    def estimate(self, now: float, only: np.ndarray | None = None) -> Estimates:
+        """Positions of the bands with samples in the window (optionally a subset of indices)."""
+        fresh = self.last_sample > now - self.p.max_age_s
+        if only is not None:
+            mask = np.zeros(len(self.ids), dtype=bool)
+            mask[only] = True
+            fresh &= mask
+        idx = np.nonzero(fresh)[0]
+        if len(idx) == 0 or len(self.rx_ids) == 0:
+            empty = np.zeros(0)
+            return Estimates(idx, np.zeros((0, 2)), empty, empty.astype(np.int64), empty)
+        med, n, spread = self.windows.filtered(idx, now, self.p.max_age_s)
+        if now >= self._next_calibration:
+            self._next_calibration = now + self.p.calibrate_every_s
+            self.calibration.update(idx, med, self.power[idx])
+        corrected = med + self.calibration.rx_bias[None, :]
+        alive = np.array(self.rx_last) > now - self.p.rx_alive_s
+        xy, err, model = locate(corrected, n, spread, self.power[idx], self.rx_pos, self.locate_params,
+                         self.calibration.exponent, alive)
+        rx_count = np.count_nonzero(~np.isnan(med), axis=1)
+        with np.errstate(all="ignore"):
+            strongest = np.where(rx_count > 0, np.nanmax(np.where(np.isnan(med), -np.inf, corrected), axis=1),
+                                 np.nan)
+        return Estimates(idx, xy, err, rx_count, strongest, model)

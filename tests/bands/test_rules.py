@@ -1,0 +1,160 @@
+"""Pure unit tests of the alert rules: every type raises and clears, and nothing flaps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.bands.rules import BandRules, Decision, Fix, RuleParams
+from protocols.advert import FLAG_CHARGING, FLAG_MOVING, FLAG_SOS, FLAG_STRAP_OPEN
+
+P = RuleParams(breach_dwell_s=20, restricted_dwell_s=5, clear_dwell_s=10, missing_after_s=60, fever_c=37.8,
+               low_battery_pct=15, no_motion_s=1800)
+
+
+def fix(ts: float, out_m: float, evidence: float, *, restricted: str | None = None, err: float = 3.0) -> Fix:
+    return Fix(ts, 0.0, -out_m, err, out_m, restricted, None, evidence)
+
+
+def states(decisions: list[Decision], type_: str) -> list[tuple[str, float]]:
+    return [(d.state, d.ts) for d in decisions if d.type == type_]
+
+
+def run_fixes(rules: BandRules, fixes: list[Fix]) -> list[Decision]:
+    out: list[Decision] = []
+    for f in fixes:
+        out += rules.on_advert(f.ts, FLAG_MOVING, 80, 36.5)
+        out += rules.on_fix(f)
+        out += rules.on_tick(f.ts, True)
+    return out
+
+
+def test_breach_raises_after_dwell_and_clears_after_clear_dwell() -> None:
+    r = BandRules(1, P)
+    fixes = [fix(t, -5, 0) for t in range(0, 10)] + [fix(t, 12, 50) for t in range(10, 60)]
+    fixes += [fix(t, -4, 0) for t in range(60, 90)]
+    got = states(run_fixes(r, fixes), "geofence_breach")
+    assert got == [("raised", 30.0), ("cleared", 70.0)]
+
+
+def test_weak_evidence_outside_never_breaches() -> None:
+    r = BandRules(1, P)
+    # Estimate outside, but the likelihood test cannot rule out "inside": no alert however long.
+    got = run_fixes(r, [fix(t, 8, 3.0) for t in range(0, 600)])
+    assert states(got, "geofence_breach") == []
+
+
+def test_short_gaps_do_not_restart_the_dwell_but_long_ones_do() -> None:
+    r = BandRules(1, P)
+    fixes = [fix(t, 10, 50 if t % 5 else 0) for t in range(0, 40)]  # one unsure second in five
+    assert states(run_fixes(r, fixes), "geofence_breach")[0] == ("raised", 21.0)
+    r2 = BandRules(1, P)
+    fixes2 = [fix(t, 10, 50 if (t // 8) % 2 == 0 else 0) for t in range(0, 200)]  # 8 s out, 8 s unsure
+    assert states(run_fixes(r2, fixes2), "geofence_breach") == []
+
+
+def test_restricted_zone_breach_needs_a_good_fix() -> None:
+    r = BandRules(1, P)
+    got = run_fixes(r, [fix(t, -1, 0, restricted="gate", err=2.0) for t in range(0, 10)])
+    assert states(got, "geofence_breach") == [("raised", 5.0)]
+    vague = BandRules(2, P)
+    got = run_fixes(vague, [fix(t, -1, 0, restricted="gate", err=12.0) for t in range(0, 60)])
+    assert states(got, "geofence_breach") == []
+
+
+def test_no_flapping_on_the_zone_edge() -> None:
+    """A band standing on the fence for 6 h, its estimate noisy around the edge, alerts at most once."""
+    rng = np.random.default_rng(7)
+    r = BandRules(1, P)
+    out_m = rng.normal(0.0, 3.0, 6 * 3600)
+    evidence = np.where(out_m > 1, rng.exponential(4.0, out_m.size), 0.0)
+    got = run_fixes(r, [fix(t, float(o), float(e)) for t, (o, e) in enumerate(zip(out_m, evidence, strict=True))])
+    transitions = states(got, "geofence_breach")
+    assert len(transitions) <= 1
+
+
+def test_no_flapping_once_breached_until_clearly_back() -> None:
+    r = BandRules(1, P)
+    fixes = [fix(t, 15, 60) for t in range(0, 30)]
+    # Back at the fence, estimates alternate in and out every few seconds: stays raised.
+    fixes += [fix(t, -1.0 if (t // 4) % 2 else 2.0, 0) for t in range(30, 600)]
+    got = states(run_fixes(r, fixes), "geofence_breach")
+    assert got == [("raised", 20.0)]
+
+
+def test_missing_raises_when_unheard_and_clears_when_heard() -> None:
+    r = BandRules(1, P)
+    r.prime(0.0)
+    out = r.on_advert(1.0, FLAG_MOVING, 80, None)
+    for t in range(2, 62):
+        out += r.on_tick(float(t), False)
+    assert states(out, "band_missing") == [("raised", 61.0)]
+    out = r.on_advert(70.0, FLAG_MOVING, 80, None)
+    assert states(out, "band_missing") == [("cleared", 70.0)]
+
+
+def test_never_heard_band_goes_missing() -> None:
+    r = BandRules(1, P)
+    r.prime(100.0)
+    out = [d for t in range(100, 170) for d in r.on_tick(float(t), False)]
+    assert states(out, "band_missing") == [("raised", 160.0)]
+    assert out[0].detail["last_seen"] is None
+
+
+def test_tamper_needs_two_adverts_in_a_row() -> None:
+    r = BandRules(1, P)
+    out = r.on_advert(0, FLAG_STRAP_OPEN, 80, None) + r.on_advert(1, 0, 80, None)
+    out += r.on_advert(2, FLAG_STRAP_OPEN, 80, None)
+    assert states(out, "band_tamper") == []
+    out = r.on_advert(3, FLAG_STRAP_OPEN, 80, None)
+    assert states(out, "band_tamper") == [("raised", 3)]
+    out = r.on_advert(4, 0, 80, None) + r.on_advert(5, 0, 80, None)
+    assert states(out, "band_tamper") == [("cleared", 5)]
+
+
+def test_sos_on_first_advert_and_clear_after_flag_gone() -> None:
+    r = BandRules(1, P)
+    out = r.on_advert(0, 0, 80, None) + r.on_advert(1, FLAG_SOS, 80, None)
+    assert states(out, "sos") == [("raised", 1)]
+    out = [d for t in range(2, 20) for d in r.on_advert(float(t), 0, 80, None)]
+    assert states(out, "sos") == [("cleared", 11.0)]
+
+
+def test_fever_needs_three_readings_over_60_s_and_has_hysteresis() -> None:
+    r = BandRules(1, P)
+    out = [d for t in range(0, 50) for d in r.on_advert(float(t), FLAG_MOVING, 80, 38.5)]
+    assert states(out, "fever") == []  # less than 60 s of readings
+    out = [d for t in range(50, 80) for d in r.on_advert(float(t), FLAG_MOVING, 80, 38.5)]
+    assert states(out, "fever") == [("raised", 60.0)]
+    out = [d for t in range(80, 400) for d in r.on_advert(float(t), FLAG_MOVING, 80, 37.7)]
+    assert states(out, "fever") == []  # below threshold but inside the hysteresis band
+    out = [d for t in range(400, 700) for d in r.on_advert(float(t), FLAG_MOVING, 80, 36.8)]
+    assert [s for s, _ in states(out, "fever")] == ["cleared"]
+
+
+def test_low_battery_clears_above_threshold_plus_5_or_when_charging() -> None:
+    r = BandRules(1, P)
+    out = r.on_advert(0, 0, 16, None) + r.on_advert(1, 0, 15, None)
+    assert states(out, "low_battery") == [("raised", 1)]
+    out = r.on_advert(2, 0, 19, None) + r.on_advert(3, 0, 20, None)
+    assert states(out, "low_battery") == []
+    assert states(r.on_advert(4, 0, 21, None), "low_battery") == [("cleared", 4)]
+    r.on_advert(5, 0, 10, None)
+    assert states(r.on_advert(6, FLAG_CHARGING, 10, None), "low_battery") == [("cleared", 6)]
+
+
+def test_no_motion_with_strap_closed_only() -> None:
+    r = BandRules(1, P)
+    out = [d for t in range(0, 1900, 10) for d in r.on_advert(float(t), 0, 80, None)]
+    assert states(out, "no_motion") == [("raised", 1800.0)]
+    assert states(r.on_advert(1901, FLAG_MOVING, 80, None), "no_motion") == [("cleared", 1901)]
+    off = BandRules(2, P)
+    out = [d for t in range(0, 4000, 10) for d in off.on_advert(float(t), FLAG_STRAP_OPEN, 80, None)]
+    assert states(out, "no_motion") == []
+
+
+def test_security_alarm_raises_and_clears_after_quiet_period() -> None:
+    r = BandRules(1, P)
+    assert states(r.on_security(10, "advert_forgery", {}), "advert_forgery") == [("raised", 10)]
+    assert r.on_security(20, "advert_forgery", {}) == []
+    out = [d for t in range(21, 400) for d in r.on_tick(float(t), False)]
+    assert states(out, "advert_forgery") == [("cleared", 320.0)]

@@ -1,0 +1,76 @@
+"""The dashboard in real headless Chromium: an alert arrives live, stands out, and a guard acks it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
+
+from cloud.services import ServiceProcess, require_binary
+
+pytestmark = pytest.mark.integration
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, mosquitto: ServiceProcess, victoria_metrics: ServiceProcess) -> Iterator[RunningCloud]:
+    c = start_cloud(tmp_path, mosquitto, victoria_metrics.url, silence_s=3600, escalate_after_s=3600)
+    yield c
+    c.stop()
+
+
+def test_alert_arrives_live_and_is_acknowledged(cloud: RunningCloud, mosquitto: ServiceProcess) -> None:
+    chromium = require_binary("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    pub = Publisher(mosquitto).connect()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 850})
+            # Nothing may leave the machine: fail the test on any non-loopback request.
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(cloud.url) else outside.append(r.url))
+            page.goto(cloud.url + "/")
+            page.wait_for_selector("#conn.up", timeout=10_000)
+            wait_for(lambda: cloud.hub.subscribers == 1, 5, what="dashboard subscribed")
+
+            base = "qwatch/v1/site-d/edge-01"
+            now = time.time()
+            pub.publish(f"{base}/telemetry/bands", json.dumps({"schema": "qwatch.bands/1", "ts": now, "bands": [
+                {"band": 1001, "ts": now, "x": 44.0, "y": 9.8, "err_m": 3.0, "zone": None, "rssi": -80.0,
+                 "rx_count": 2, "battery": 70, "temp_c": None, "flags": 0},
+                {"band": 1002, "ts": now, "x": 10.0, "y": 5.0, "err_m": 2.0, "zone": "block-a", "rssi": -60.0,
+                 "rx_count": 3, "battery": 90, "temp_c": None, "flags": 0}]}), qos=0)
+            page.wait_for_selector('.site[data-site="site-d"]', timeout=10_000)
+            assert "2 bands" in page.inner_text('.site[data-site="site-d"] .title')
+
+            alert_id, raw = alert_json(site="site-d", band=1001)
+            pub.publish(f"{base}/alert", raw)
+            item = page.wait_for_selector(f'li[data-alert-id="{alert_id}"]', timeout=10_000)
+            assert item is not None
+            assert "critical" in (item.get_attribute("class") or "")
+            assert "geofence breach" in item.inner_text()
+            assert page.is_visible("#banner") and "CRITICAL" in page.inner_text("#banner")
+            assert page.get_attribute('.site[data-site="site-d"]', "class") == "site alarm"
+
+            page.fill("#guard-name", "Nguyen Van An")
+            item.query_selector(".note").fill("guard sent to the gate")
+            item.query_selector(".ack-btn").click()
+            wait_for(lambda: (cloud.store.get(alert_id) or {}).get("acked_at"), 10, what="ack stored")
+            row = cloud.store.get(alert_id) or {}
+            assert row["acked_by"] == "Nguyen Van An" and row["ack_note"] == "guard sent to the gate"
+            # Acknowledged alerts leave the "needs attention" list, and the critical banner goes.
+            page.wait_for_selector(f'li[data-alert-id="{alert_id}"]', state="detached", timeout=5_000)
+            page.wait_for_selector("#banner", state="hidden", timeout=5_000)
+            page.uncheck("#only-open")
+            done = page.wait_for_selector(f'li[data-alert-id="{alert_id}"][data-state="acknowledged"]')
+            assert done is not None and "Nguyen Van An" in done.inner_text()
+            assert outside == []
+        finally:
+            browser.close()
+            pub.close()

@@ -1,0 +1,90 @@
+"""Agent core without a broker: commands, storm determinism/resume, node telemetry, alert path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.agent import Agent, AgentOptions, AlertStorm, build_node_telemetry, storm_alert_id, storm_message
+from edge.mqtt_link import Command
+from protocols.payloads import Alert, NodeTelemetry
+from protocols.site_config import parse_site_config
+from protocols.ulid import is_ulid
+
+SITE = "site: {id: s1}\nzones:\n  - {id: a, kind: permitted, polygon: [[0,0],[10,0],[10,10]]}\n"
+
+
+def _opts(tmp_path: Path, **kw: object) -> AgentOptions:
+    base: dict[str, object] = dict(config=tmp_path / "site.yaml", keys=tmp_path / "k.json", node="n1",
+                                   broker_host="127.0.0.1", broker_port=1, data_dir=tmp_path / "data")
+    base.update(kw)
+    return AgentOptions(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Agent:
+    return Agent(_opts(tmp_path), parse_site_config(SITE), {})
+
+
+def test_storm_ids_are_deterministic_valid_and_ordered() -> None:
+    ids = [storm_alert_id("s", "n1", k) for k in range(50)]
+    assert all(is_ulid(i) for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 50
+    assert ids[3] == storm_alert_id("s", "n1", 3) != storm_alert_id("s", "n2", 3)
+    raised, cleared = storm_message("s1", "n1", "s", 6, 1.0), storm_message("s1", "n1", "s", 7, 2.0)
+    assert raised.alert_id == cleared.alert_id and (raised.state, cleared.state) == ("raised", "cleared")
+
+
+def test_storm_resumes_after_restart_from_progress_file(tmp_path: Path) -> None:
+    opts = _opts(tmp_path, alert_storm=10, storm_rate=1000.0)
+    (tmp_path / "data").mkdir()
+    st = AlertStorm(opts, "s1")
+    for i in (0, 1, 2):
+        st.committed(i)
+    again = AlertStorm(opts, "s1")
+    assert again.next_i == 3
+    assert again.due(again._t0 + 100)[0] == 3 and again.due(again._t0 + 100)[-1] == 9
+
+
+def test_alert_is_committed_to_outbox_even_when_broker_is_unreachable(agent: Agent) -> None:
+    alert = storm_message("s1", "n1", "s", 0, 1.0)
+    agent.emit_alert(alert)
+    rows = agent.outbox.pending_after(0, 10)
+    assert len(rows) == 1 and rows[0].durable
+    assert Alert.model_validate_json(rows[0].payload) == alert
+    assert rows[0].topic == "qwatch/v1/s1/n1/alert"
+
+
+def test_commands_never_raise_and_always_answer(agent: Agent) -> None:
+    r = agent.handle_command(Command("reboot", b"{}"))
+    assert not r.ok and "allowed" in (r.error or "") and "ack" in (r.error or "")
+    r = agent.handle_command(Command("ack", b"not json"))
+    assert not r.ok
+    ok = agent.handle_command(Command("ack", json.dumps(
+        {"cmd_id": "c1", "alert_id": storm_alert_id("s", "n1", 0), "by": "guard-7"}).encode()))
+    assert ok.ok and ok.cmd_id == "c1"
+    snap = agent.handle_command(Command("snapshot", b'{"cmd_id": "c2", "camera": "cam-x"}'))
+    assert not snap.ok and "cam-x" in (snap.error or "")
+
+
+def test_config_command_validates_site_and_applies(agent: Agent, tmp_path: Path) -> None:
+    bad = agent.handle_command(Command("config", json.dumps({"cmd_id": "c3", "site_yaml": "zones: 3"}).encode()))
+    assert not bad.ok and "cmd/config" in (bad.error or "")
+    other = SITE.replace("id: s1", "id: s2")
+    wrong = agent.handle_command(Command("config", json.dumps({"cmd_id": "c4", "site_yaml": other}).encode()))
+    assert not wrong.ok and "s2" in (wrong.error or "")
+    good = agent.handle_command(Command("config", json.dumps({"cmd_id": "c5", "site_yaml": SITE}).encode()))
+    assert good.ok
+    assert (tmp_path / "data" / "site.applied.yaml").read_text() == SITE
+
+
+def test_node_telemetry_is_a_valid_contract_message(agent: Agent) -> None:
+    agent.emit_alert(storm_message("s1", "n1", "s", 0, 1.0))
+    tel = build_node_telemetry(agent, 123.0)
+    again = NodeTelemetry.model_validate_json(tel.model_dump_json(by_alias=True))
+    assert again.outbox_depth == 1
+    assert {"mqtt", "outbox", "agent"} <= set(again.watchdogs)
+    assert again.watchdogs["outbox"]["depth"] == 1
+    assert again.mem_rss_mb > 0

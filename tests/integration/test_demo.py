@@ -1,0 +1,36 @@
+"""`make demo`, headless: the demo entry point runs ~20 s and a geofence_breach reaches the cloud."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloud.services import require_binary
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_headless_and_a_breach_reaches_the_cloud(tmp_path: Path) -> None:
+    require_binary("mosquitto")
+    require_binary("victoria-metrics")
+    workdir = tmp_path / "demo"
+    res = subprocess.run(
+        [sys.executable, "-m", "edge.demo", "--duration", "24", "--escape-at=-20",
+         "--require-alert", "geofence_breach", "--workdir", str(workdir)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out + (workdir / "edge.log").read_text(errors="replace")[-3000:]
+    assert "dashboard: http://127.0.0.1:" in out
+    assert "geofence_breach" in out  # printed in the terminal as it arrived
+    assert "no child process left running" in out
+    con = sqlite3.connect(workdir / "cloud" / "qwatch.db")
+    n = con.execute("SELECT COUNT(*) FROM alerts WHERE type = 'geofence_breach'").fetchone()[0]
+    con.close()
+    assert n >= 1
