@@ -59,7 +59,7 @@ def scenario(site: SiteConfig, seed: int, duration: float, escapes: bool) -> tup
         hows = ["gate", "fence", "range"]
         for k, b in enumerate(ids[3:3 + 3 * max(int(duration // 400), 1)]):
             cross = 90.0 + (k * 97.0) % max(duration - 200.0, 60.0)
-            sc.scripts[b] = escape(site, b, seed, cross_at=cross, how=hows[k % 3], out_m=40.0)
+            sc.scripts[b] = escape(site, b, seed, cross_at=cross, how=hows[k % 3], out_m=20.0)
             crossings[b] = cross
     base = sc.script(silent, sc.default)  # type: ignore[arg-type]
     sc.scripts[silent] = with_events(base, silent=((duration / 2, 1e12),))

@@ -24,15 +24,14 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.camera import synth  # noqa: E402
-from edge.camera.capture import Capture, CaptureOptions, Sample  # noqa: E402
-from edge.camera.motion import DetectorSpec, MotionDetector, ZoneSpec  # noqa: E402
+from edge.camera import synth
+from edge.camera.capture import Capture, CaptureOptions, Sample
+from edge.camera.motion import DetectorSpec, MotionDetector, ZoneSpec
 
 SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZONE, 0.01, 3),),
                     masks=(synth.MASK_TOP,))
@@ -90,30 +89,46 @@ def motion_only_ms(path: Path, repeats: int = 5) -> tuple[float, float]:
     return statistics.median(runs), min(runs)
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
+
+
 def memory_child(path: str, cameras: int) -> None:
-    """Child mode: run N cameras at once (threads) on the file; print max RSS in MB."""
+    """Child mode: run N cameras at once (threads) on the file; print 'idle_mb peak_mb'."""
     caps = []
     for c in range(cameras):
         det = MotionDetector(SPEC)
-        caps.append(Capture(path, CaptureOptions(media_time=True, loop_files=False, keep_full=True),
-                            on_sample=lambda s, d=det: d.process(s.gray, s.ts, s.index), name=f"c{c}"))
+
+        def feed(s: Sample, d: MotionDetector = det) -> None:
+            d.process(s.gray, s.ts, s.index)
+
+        caps.append(Capture(path, CaptureOptions(media_time=True, loop_files=False, keep_full=True, pace=True),
+                            on_sample=feed, name=f"c{c}"))
+    idle = _rss_mb()
     threads = [threading.Thread(target=c.run) for c in caps]  # each returns at the end of the file
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    peak = idle
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, _rss_mb())
+        time.sleep(0.1)
+    print(f"{idle:.1f} {peak:.1f}")
 
 
 def memory_per_camera(path: Path) -> tuple[float, float, float]:
-    """(RSS with 1 camera, RSS with 4 cameras, MB per extra camera), each in a fresh process."""
-    def rss(n: int) -> float:
+    """(RSS added by 1 camera, by 4 cameras, MB per extra camera), fresh processes, paced live."""
+    def rss(n: int) -> tuple[float, float]:
         out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), str(n)],
                              capture_output=True, text=True, check=True, timeout=600)
-        return float(out.stdout.strip().splitlines()[-1])
+        idle, peak = out.stdout.strip().splitlines()[-1].split()
+        return float(idle), float(peak)
 
-    r1, r4 = rss(1), rss(4)
-    return r1, r4, (r4 - r1) / 3
+    (i1, p1), (_, p4) = rss(1), rss(4)
+    return p1 - i1, p4 - i1, (p4 - p1) / 3
 
 
 def main() -> None:
@@ -151,8 +166,8 @@ def main() -> None:
         "baseline_frames": base_n,
         "motion_ms_per_frame_median": round(med_ms, 3),
         "motion_ms_per_frame_best": round(best_ms, 3),
-        "rss_1_camera_mb": round(r1, 1),
-        "rss_4_cameras_mb": round(r4, 1),
+        "rss_added_1_camera_mb": round(r1, 1),
+        "rss_added_4_cameras_mb": round(r4, 1),
         "mb_per_extra_camera": round(per_cam, 1),
     }
     t = Table(title="Camera pipeline cost (CPU time per minute of stream, all threads)")

@@ -22,9 +22,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.camera import synth  # noqa: E402
-from edge.camera.capture import Capture, CaptureOptions, Sample  # noqa: E402
-from edge.camera.motion import DetectorSpec, MotionDetector, MotionEvent, ZoneSpec  # noqa: E402
+from edge.camera import synth
+from edge.camera.capture import Capture, CaptureOptions, Sample
+from edge.camera.motion import DetectorSpec, MotionDetector, MotionEvent, ZoneSpec
 
 SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZONE, synth.ZONE_MIN_AREA,
                                                     synth.ZONE_DWELL),), masks=(synth.MASK_TOP,))
@@ -32,11 +32,11 @@ SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZO
 # group -> list of (kind, extra SceneSpec fields)
 GROUPS: dict[str, list[tuple[str, dict[str, object]]]] = {
     "crossing (clear)": [("crossing", {})],
-    "crossing (rain)": [("crossing", {"rain": True})],
+    "crossing (rain)": [("crossing", {"rain": 1.0})],
     "crossing (noisy night)": [("crossing", {"noise_sigma": 7.0, "blob_contrast": 0.6})],
     "crossing (small, far)": [("crossing", {"blob_scale": 0.6})],
     "lighting": [("ramp", {}), ("ir_switch", {}), ("clouds", {})],
-    "noise + rain": [("noise", {}), ("rain", {})],
+    "noise + rain": [("noise", {}), ("rain", {}), ("rain", {"rain": 3.0})],
     "outside zones only": [("outside", {})],
     "quiet": [("quiet", {})],
     "tamper": [("covered", {"seconds": 17.0}), ("turned", {}), ("defocus", {"seconds": 17.0})],

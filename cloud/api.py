@@ -43,6 +43,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 ID_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ULID_RE = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 TRACK_FIELDS = ("x", "y", "err_m")
+STALL_S = 30.0
 
 
 @dataclass
@@ -70,11 +71,18 @@ def _health(ctx: CloudContext) -> tuple[bool, dict[str, Any]]:
     ok = store_ok
     if store_ok:
         body["store"]["alerts"] = ctx.store.counts()
+    stalled: list[str] = []
     if ctx.ingest is not None:
-        body["ingest"] = ctx.ingest.stats()
+        stats = body["ingest"] = ctx.ingest.stats()
         ok = ok and ctx.ingest.connected
+        stalled += [k for k in ("tick_age_s", "store_loop_age_s") if stats[k] > STALL_S]
     if ctx.writer is not None:
-        body["timeseries"] = ctx.writer.stats()
+        ts_stats = body["timeseries"] = ctx.writer.stats()
+        if float(ts_stats["loop_age_s"] or 0) > STALL_S:
+            stalled.append("timeseries.loop_age_s")
+    # Watchdogs: a loop that has not come round for STALL_S is reported and fails the check.
+    body["stalled"] = stalled
+    ok = ok and not stalled
     body["live_subscribers"] = ctx.hub.subscribers
     body["ok"] = ok
     return ok, body

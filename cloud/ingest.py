@@ -192,7 +192,13 @@ class Ingest:
                     break
             if self._reconnect.is_set():
                 continue  # unacknowledged on purpose: the broker redelivers after the reconnect
-            self.process_batch(batch)
+            try:
+                self.process_batch(batch)
+            except Exception:  # this thread must not die: count, withhold the acks, reconnect
+                self.counts["batch_errors"] += 1
+                log.exception("event=batch_error messages=%d", len(batch))
+                self._live_buffer = None
+                self._reconnect.set()
 
     def process_batch(self, batch: list[tuple[str, bytes, int, int]]) -> bool:
         """Handle messages in one store transaction, then PUBACK them all. False: none acknowledged."""

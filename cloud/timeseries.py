@@ -249,6 +249,7 @@ class TelemetryWriter:
 
     def _replay_spool(self) -> None:
         while len(self.spool) and time.monotonic() >= self._next_retry:
+            self.last_loop = time.monotonic()
             batch = self.spool.peek()
             if batch is None:
                 return

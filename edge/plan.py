@@ -22,6 +22,7 @@ import typer
 from edge.bands.geometry import as_points, grid_over, point_in_polygon, sample_region
 from edge.bands.locate import LN10, LocateParams, locate
 from edge.bands.rssi_filter import robust_median
+from edge.bands.rules import RuleParams
 from protocols.errors import ConfigError
 from protocols.site_config import SiteConfig, load_site_config
 
@@ -29,7 +30,7 @@ POWER = -59.0
 WINDOW = 8
 LOSS = 0.2
 GAIN_RESIDUAL_DB = 1.5
-EVIDENCE_CHI2 = 6.0
+RULES = RuleParams()
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class EdgeReport:
     zone: str
     a: tuple[float, float]
     b: tuple[float, float]
-    recall: float  # P(window says outside | 10 m outside)
-    false_rate: float  # P(window says outside | 2 m inside)
+    recall: float  # share of points 10 m outside where evidence reaches the threshold within 30 s
+    false_rate: float  # share of points 2 m inside where outside-evidence would build up (drift < 0)
 
 
 @dataclass
@@ -87,23 +88,23 @@ def _solve(site: SiteConfig, samples: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return locate(med, cnt, spread, np.full(len(med), POWER), rx, params, site.radio.path_loss_exponent)
 
 
-def _outside_prob(site: SiteConfig, pts: np.ndarray, trials: int, rng: np.random.Generator,
-                  inside_pts: np.ndarray, global_pts: np.ndarray, permitted: list[np.ndarray]) -> np.ndarray:
-    """Per point: fraction of windows in which the breach test says "outside"."""
+def _evidence_rate(site: SiteConfig, pts: np.ndarray, trials: int, rng: np.random.Generator,
+                   inside_pts: np.ndarray, global_pts: np.ndarray, permitted: list[np.ndarray]) -> np.ndarray:
+    """Per point: expected growth per second of the breach rule's evidence (CUSUM) if a band stood there."""
     xy, _, model = _solve(site, _sample_windows(site, pts, trials, rng))
     rows = np.arange(len(xy))
     hl_in = model.half_log_d2(inside_pts)  # type: ignore[attr-defined]
     hl_all = model.half_log_d2(global_pts)  # type: ignore[attr-defined]
     best = model.cost(rows, hl_all).min(axis=1)  # type: ignore[attr-defined]
-    local = xy[:, None, :] + grid_over((-8.0, -8.0, 8.0, 8.0), 2.0)[None, :, :]
+    local = xy[:, None, :] + grid_over((-6.0, -6.0, 6.0, 6.0), 3.0)[None, :, :]
     hl_local = model.half_log_d2(local.reshape(-1, 2)).reshape(len(xy), -1, hl_all.shape[1])  # type: ignore
     best = np.minimum(best, model.cost(rows, hl_local).min(axis=1))  # type: ignore[attr-defined]
-    inside_cost = model.cost(rows, hl_in).min(axis=1)  # type: ignore[attr-defined]
+    delta = np.maximum(model.cost(rows, hl_in).min(axis=1) - best, 0.0)  # type: ignore[attr-defined]
     est_inside = np.zeros(len(xy), dtype=bool)
     for poly in permitted:
         est_inside |= point_in_polygon(xy, poly)
-    outside = ~est_inside & (inside_cost - best >= EVIDENCE_CHI2)
-    return np.asarray(outside.reshape(len(pts), trials).mean(axis=1))
+    gain = np.where(est_inside, -RULES.evidence_drift_inside, np.minimum(delta, RULES.evidence_cap) - RULES.evidence_drift)
+    return np.asarray(RULES.evidence_weight * gain.reshape(len(pts), trials).mean(axis=1))
 
 
 def _outline_edges(site: SiteConfig) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
@@ -159,10 +160,11 @@ def make_plan(site: SiteConfig, *, seed: int = 0, trials: int = 12, spacing: flo
     for zid, a, b, normal in _outline_edges(site):
         t = np.linspace(0.1, 0.9, 5)[:, None]
         along = a + t * (b - a)
-        rec = _outside_prob(site, along + normal * 10.0, trials, rng, inside_pts, global_pts, permitted)
-        fa = _outside_prob(site, along - normal * 2.0, trials, rng, inside_pts, global_pts, permitted)
+        rate_out = _evidence_rate(site, along + normal * 10.0, trials, rng, inside_pts, global_pts, permitted)
+        rate_in = _evidence_rate(site, along - normal * 2.0, trials, rng, inside_pts, global_pts, permitted)
+        t_detect = np.where(rate_out > 0, RULES.evidence_chi2 / np.maximum(rate_out, 1e-9), np.inf)
         edges.append(EdgeReport(zid, (float(a[0]), float(a[1])), (float(b[0]), float(b[1])),
-                                float(rec.mean()), float(fa.mean())))
+                                float(np.mean(t_detect <= 30.0)), float(np.mean(rate_in > 0))))
     order = np.argsort(-np.where(inside, grid_err, -1))[:3]
     weak = [(float(grid[i, 0]), float(grid[i, 1]), float(grid_err[i])) for i in order if inside[i]]
     suggestion, gain = _suggest(site, rx, grid[inside] if inside.any() else grid, bounds)
@@ -228,9 +230,10 @@ def format_report(site: SiteConfig, r: PlanReport) -> str:
     lines = [f"site {site.site.id}: {len(site.receivers)} receivers, {len(site.beacons)} beacons, "
              f"shadowing {site.radio.shadowing_db} dB, exponent {site.radio.path_loss_exponent}",
              f"expected localisation error inside permitted zones: p50 {r.err_p50:.1f} m, p90 {r.err_p90:.1f} m",
-             "fence edges (per 8 s window: P(outside) at 10 m out = recall, at 2 m in = false alarm):"]
+             "fence edges (recall: share of spots 10 m out where the breach evidence builds within 30 s;",
+             "             false: share of spots 2 m in where outside-evidence would build up at all):"]
     for e in r.edges:
-        flag = "  <- weak" if e.recall < 0.5 or e.false_rate > 0.02 else ""
+        flag = "  <- weak" if e.recall < 0.8 or e.false_rate > 0.0 else ""
         lines.append(f"  {e.zone:12s} ({e.a[0]:.0f},{e.a[1]:.0f})-({e.b[0]:.0f},{e.b[1]:.0f}): "
                      f"recall {e.recall:5.1%}  false {e.false_rate:5.1%}{flag}")
     for x, y, err in r.weak_spots:

@@ -8,6 +8,7 @@ const state = {
   trails: new Map(),          // site -> Map(band -> [[x, y], ...])
   nodes: new Map(),           // site -> [node records]
   seenCritical: new Set(),
+  track: null,                // {site, band, points} from VictoriaMetrics, drawn on that site's map
 };
 const BAND_ALARM_TYPES = new Set(["geofence_breach", "band_missing", "band_tamper", "sos"]);
 const $ = (sel) => document.querySelector(sel);
@@ -35,6 +36,8 @@ function upsertAlert(a) {
   if (!before && a.severity === "critical" && isOpen(a) && !state.seenCritical.has(a.alert_id)) {
     state.seenCritical.add(a.alert_id);
     beep();
+  } else if (before && a.escalated && !before.escalated && isOpen(a)) {
+    beep();  // nobody took it on in time: sound again
   }
 }
 
@@ -54,6 +57,7 @@ function renderAlerts() {
       li = tpl.content.firstElementChild.cloneNode(true);
       li.dataset.alertId = a.alert_id;
       li.querySelector("form").addEventListener("submit", (ev) => { ev.preventDefault(); ack(a.alert_id, li); });
+      li.querySelector(".what").addEventListener("click", () => showTrack(state.alerts.get(li.dataset.alertId)));
     }
     fillAlert(li, a);
     if (prev ? prev.nextSibling !== li : ol.firstChild !== li) {
@@ -91,6 +95,9 @@ function fillAlert(li, a) {
   li.querySelector(".what").textContent = `${a.site} · ${a.node} · ${subjectText(a)}${zone}`;
   li.querySelector(".when").textContent =
     `raised ${fmtTime(a.raised_ts)}` + (a.cleared_ts ? ` · cleared ${fmtTime(a.cleared_ts)}` : "");
+  const snap = li.querySelector(".snap");
+  snap.hidden = !(a.subject && a.subject.camera !== undefined);
+  snap.href = `/api/v1/alerts/${a.alert_id}/snapshot`;
   li.querySelector(".acked").textContent = a.ack ? `acknowledged by ${a.ack.by} ${fmtTime(a.ack.at)}: ${a.ack.note}` : "";
 }
 
@@ -108,6 +115,16 @@ async function ack(alertId, li) {
   } else {
     li.querySelector(".acked").textContent = `ack failed: ${resp.status}`;
   }
+}
+
+async function showTrack(a) {
+  if (!a || !a.subject || a.subject.band === undefined) return;
+  const since = (a.raised_ts || a.ts || Date.now() / 1000) - 300;
+  const r = await fetch(`/api/v1/bands/${a.subject.band}/track?since=${since}`);
+  if (!r.ok) return;
+  const body = await r.json();
+  state.track = { site: a.site, band: a.subject.band, points: body.points.filter((p) => p.site === a.site) };
+  renderMaps();
 }
 
 let audio = null;
@@ -192,6 +209,18 @@ function renderMaps() {
   $("#band-count").textContent = `(${total} bands)`;
 }
 
+function drawTrack(ctx, site, px, py) {
+  const t = state.track;
+  if (!t || t.site !== site || t.points.length === 0) return;
+  ctx.save();
+  ctx.strokeStyle = "#ffd23f"; ctx.lineWidth = 2; ctx.setLineDash([5, 3]);
+  ctx.beginPath();
+  t.points.filter((p) => p.x !== null && p.y !== null)
+    .forEach((p, i) => (i ? ctx.lineTo(px(p.x), py(p.y)) : ctx.moveTo(px(p.x), py(p.y))));
+  ctx.stroke();
+  ctx.restore();
+}
+
 function drawSite(canvas, site, bands, alarmed) {
   const w = canvas.clientWidth, h = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
   if (canvas.width !== w * dpr) { canvas.width = w * dpr; canvas.height = h * dpr; }
@@ -231,6 +260,7 @@ function drawSite(canvas, site, bands, alarmed) {
       ctx.textAlign = "left";
     }
   }
+  drawTrack(ctx, site, px, py);
 }
 
 // ---------------------------------------------------------------- sites / nodes

@@ -100,17 +100,16 @@ class ZoneMap:
 
     def containing(self, sd: FloatArray) -> list[str | None]:
         """Per point: the zone it is deepest inside, restricted zones first, else None."""
-        out: list[str | None] = []
+        if sd.shape[1] == 0:
+            return [None] * len(sd)
         restricted = np.array([z.kind == "restricted" for z in self.zones], dtype=bool)
-        for row in sd:
-            inside = row < 0
-            if not inside.any():
-                out.append(None)
-                continue
-            pick = inside & restricted if (inside & restricted).any() else inside
-            idx = int(np.argmin(np.where(pick, row, np.inf)))
-            out.append(self.zones[idx].id)
-        return out
+        inside = sd < 0
+        # Restricted zones win: push permitted depths behind any restricted one.
+        key = np.where(inside, sd, np.inf) - np.where(inside & restricted[None, :], 1e6, 0.0)
+        idx = np.argmin(key, axis=1)
+        any_in = inside.any(axis=1)
+        ids = [z.id for z in self.zones]
+        return [ids[i] if ok else None for i, ok in zip(idx.tolist(), any_in.tolist(), strict=True)]
 
     def bounds(self, extra: FloatArray | None = None, pad: float = 0.0) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) of every zone vertex (and `extra` points), padded."""

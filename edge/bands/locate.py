@@ -121,6 +121,7 @@ def locate(
     p: LocateParams,
     exponent: float,
     alive: NDArray[np.bool_] | None = None,
+    start: F64 | None = None,
 ) -> tuple[F64, F64, LinkModel]:
     """(K, 2) positions, (K,) error radii and the link model, from (K, R) filtered RSSI (NaN = unheard)."""
     heard = ~np.isnan(rssi)
@@ -137,12 +138,12 @@ def locate(
     xy[:] = rx_pos[strongest]
     d_up = dist[rows, strongest] * 10.0 ** (2.0 * sigma[rows, strongest] / (10.0 * exponent))
     err[:] = np.clip(d_up, 2.0, p.max_err_m)
-    multi = m >= 3
+    multi = m >= 2  # two links plus the silent live receivers already bound a position
     live = np.ones(rx_pos.shape[0], dtype=bool) if alive is None else alive
     scale = np.ones(len(rssi))
     if multi.any():
         xy_m, err_m, scale_m = _wls(obs[multi], heard[multi], sigma[multi], dist[multi], power[multi], rx_pos, p,
-                                    exponent, live)
+                                    exponent, live, None if start is None else start[multi])
         xy[multi] = xy_m
         err[multi] = err_m
         scale[multi] = scale_m
@@ -151,22 +152,38 @@ def locate(
 
 
 def _wls(obs: F64, heard: NDArray[np.bool_], sigma: F64, dist: F64, power: F64, rx_pos: F64, p: LocateParams,
-         n_exp: float, alive: NDArray[np.bool_]) -> tuple[F64, F64, F64]:
+         n_exp: float, alive: NDArray[np.bool_], start: F64 | None = None) -> tuple[F64, F64, F64]:
     w = np.where(heard, 1.0 / np.maximum(dist, 1.0) ** 2, 0.0)
-    x = (w @ rx_pos) / w.sum(axis=1, keepdims=True)  # inverse-square weighted centroid start
+    x = np.asarray((w @ rx_pos) / w.sum(axis=1, keepdims=True))  # inverse-square weighted centroid start
     k = 10.0 * n_exp / LN10
     censor = ~heard & alive[None, :]
+    if start is not None:
+        # Warm start from the last tick's estimate where that fits the data better than the centroid.
+        ok = ~np.isnan(start[:, 0])
+        if ok.any():
+            r0, _ = _residuals(x, obs, heard, censor, sigma, power, rx_pos, p, k)
+            r1, _ = _residuals(np.where(ok[:, None], start, x), obs, heard, censor, sigma, power, rx_pos, p, k)
+            better = ok & ((r1**2).sum(axis=1) < (r0**2).sum(axis=1))
+            x = np.where(better[:, None], start, x)
+    active = np.arange(len(x))
     for _ in range(p.iterations):
-        r, jac = _residuals(x, obs, heard, censor, sigma, power, rx_pos, p, k)
-        a = np.einsum("kri,krj->kij", jac, jac)
-        g = np.einsum("kri,kr->ki", jac, r)
-        a[:, 0, 0] += 1e-3
-        a[:, 1, 1] += 1e-3
-        step = -np.linalg.solve(a, g[..., None])[..., 0]
-        norm = np.linalg.norm(step, axis=1, keepdims=True)
-        step *= np.minimum(1.0, p.max_step_m / np.maximum(norm, 1e-9))
-        x = x + step
-        if float(norm.max()) < 0.01:
+        # Only bands still moving are iterated: most converge in a few steps from a warm start.
+        xa = x[active]
+        r, jac = _residuals(xa, obs[active], heard[active], censor[active], sigma[active], power[active],
+                            rx_pos, p, k)
+        j0, j1 = jac[..., 0], jac[..., 1]
+        a00 = (j0 * j0).sum(axis=1) + 1e-3
+        a01 = (j0 * j1).sum(axis=1)
+        a11 = (j1 * j1).sum(axis=1) + 1e-3
+        g0 = (j0 * r).sum(axis=1)
+        g1 = (j1 * r).sum(axis=1)
+        det = a00 * a11 - a01 * a01
+        step = -np.stack([a11 * g0 - a01 * g1, a00 * g1 - a01 * g0], axis=1) / det[:, None]
+        norm = np.sqrt((step**2).sum(axis=1))
+        step *= np.minimum(1.0, p.max_step_m / np.maximum(norm, 1e-9))[:, None]
+        x[active] = xa + step
+        active = active[norm >= 0.05]
+        if len(active) == 0:
             break
     r, jac = _residuals(x, obs, heard, censor, sigma, power, rx_pos, p, k)
     a = np.einsum("kri,krj->kij", jac, jac)

@@ -91,10 +91,10 @@ class BandPipeline:
                 seen[key] = len(self._group_pts)
                 # The best inside explanation of an outside-looking band lies almost always on the
                 # boundary; a coarse interior grid covers the rest.
-                self._group_pts.append(sample_region([polys[z] for z in key], spacing=3.0, edge_spacing=0.5))
+                self._group_pts.append(sample_region([polys[z] for z in key], spacing=4.0, edge_spacing=1.0))
             self._group_of.append(seen[key])
         np.array([r.position for r in site.receivers], dtype=np.float64).reshape(-1, 2)
-        self._local_offsets = grid_over((-8.0, -8.0, 8.0, 8.0), 2.0)
+        self._local_offsets = grid_over((-6.0, -6.0, 6.0, 6.0), 3.0)
         self._hl_cache: dict[tuple[int, float], np.ndarray] = {}
 
     def _hl(self, key: int, pts: np.ndarray, model: Any) -> np.ndarray:
@@ -176,7 +176,7 @@ class BandPipeline:
         return self._alerts(advert.band_id, rules.on_advert(ts, advert.flags, advert.battery, advert.skin_temp_c))
 
     def _security(self, ts: float, band: int, alarm: str, outcome: str) -> list[Alert]:
-        rules = self.rules.get(band)
+        rules: BandRules | None = self.rules.get(band)
         if rules is None:
             if band in self.beacon_ids or band in self.tracker.index:
                 rules = self.rules[band] = BandRules(band, self._rules_params)
@@ -199,10 +199,10 @@ class BandPipeline:
             for band, fix, rx_count, rssi in self._fixes_from(now, est):
                 self._fixes[band] = fix
                 self._est_extra[band] = (rx_count, rssi)
-                rules = self.rules.get(band)
-                if rules is not None:
+                band_rules = self.rules.get(band)
+                if band_rules is not None:
                     fixed.add(band)
-                    alerts += self._alerts(band, rules.on_fix(fix))
+                    alerts += self._alerts(band, band_rules.on_fix(fix))
         for band, rules in self.rules.items():
             alerts += self._alerts(band, rules.on_tick(now, band in fixed))
         return alerts

@@ -41,7 +41,12 @@ class RuleParams:
     fever_c: float = 37.8
     low_battery_pct: int = 15
     no_motion_s: float = 1800.0
-    evidence_chi2: float = 6.0  # "outside by more than the error margin", as a likelihood ratio (≈3σ)
+    evidence_chi2: float = 9.0  # accumulated Δχ² that counts as "outside beyond the error margin" (≈3σ)
+    evidence_weight: float = 0.25  # consecutive 8 s windows share most samples: ~4 ticks per new window
+    evidence_max: float = 27.0  # the CUSUM saturates here, so a return inside clears in bounded time
+    evidence_cap: float = 40.0  # one window can add at most this (model errors are not evidence)
+    evidence_drift: float = 0.5  # subtracted per window: weak evidence fades instead of piling up
+    evidence_drift_inside: float = 8.0  # estimate inside the allowed area: fades fast
     min_margin_m: float = 1.0
     restricted_max_err_m: float = 4.0  # a restricted-zone claim needs a position this good
     gap_s: float = 3.0  # an unsure second or two does not restart a dwell; longer does
@@ -112,6 +117,7 @@ class BandRules:
     _breach_out: _Dwell = field(default_factory=_Dwell)
     _breach_restricted: _Dwell = field(default_factory=_Dwell)
     _back_inside: _Dwell = field(default_factory=_Dwell)
+    _evidence: float = 0.0  # CUSUM of outside-vs-inside log-likelihood ratio (Δχ² units)
     _last_fix: Fix | None = None
     _last_heard: float | None = None
     _heard: bool = False
@@ -209,20 +215,26 @@ class BandRules:
     def on_fix(self, fix: Fix) -> list[Decision]:
         """A new position estimate."""
         self._last_fix = fix
+        p = self.p
+        drift = p.evidence_drift if fix.out_m > 0 else p.evidence_drift_inside
+        gain = min(fix.evidence, p.evidence_cap) if fix.out_m > p.min_margin_m else 0.0
+        self._evidence = min(max(0.0, self._evidence + (gain - drift) * p.evidence_weight), p.evidence_max)
         return self._geofence(fix.ts, fix)
 
     def _geofence(self, ts: float, fix: Fix) -> list[Decision]:
         out: list[Decision] = []
         p = self.p
-        # The error margin as a likelihood-ratio test: the best explanation of the RSSI anywhere
-        # inside the allowed area must be worse than the best overall by evidence_chi2. This uses
-        # the direction of the error (along the fence normal), which an error radius cannot.
-        outside = fix.out_m > p.min_margin_m and fix.evidence >= p.evidence_chi2
+        # "Outside by more than the error margin" as a sequential likelihood-ratio test: each tick
+        # adds how much worse the best explanation of the RSSI inside the allowed area is than the
+        # best one anywhere (Δχ²), weighted for the overlap of successive filter windows (CUSUM).
+        # Unlike an error radius this uses the direction of the error, and evidence builds up over
+        # the independent shadowing of successive windows.
+        outside = self._evidence >= p.evidence_chi2 and fix.out_m > p.min_margin_m
         out_s = self._breach_out.update(ts, outside, p.gap_s)
         in_restricted = fix.restricted is not None and fix.err_m <= p.restricted_max_err_m
         r_s = self._breach_restricted.update(ts, in_restricted, p.gap_s)
         detail = {"x": round(fix.x, 2), "y": round(fix.y, 2), "zone": fix.zone, "err_m": round(fix.err_m, 2),
-                  "out_m": round(fix.out_m, 2), "evidence": round(min(fix.evidence, 1e6), 1)}
+                  "out_m": round(fix.out_m, 2), "evidence": round(self._evidence, 1)}
         if "geofence_breach" not in self.active:
             if outside and out_s >= p.breach_dwell_s:
                 self._back_inside.reset()
@@ -232,11 +244,12 @@ class BandRules:
                 self._set("geofence_breach", True, ts, {**detail, "reason": "restricted",
                                                         "restricted": fix.restricted}, out)
             return out
-        inside = fix.out_m <= 0 and fix.restricted is None
+        inside = fix.out_m <= 0 and fix.restricted is None and self._evidence < p.evidence_chi2 / 3
         # No gap tolerance beyond one tick here: any doubt restarts the clear dwell, so an edge band
         # cannot flap.
         in_s = self._back_inside.update(ts, inside, 1.5)
         if inside and in_s >= p.clear_dwell_s:
+            self._evidence = 0.0
             self._breach_out.reset()
             self._breach_restricted.reset()
             self._set("geofence_breach", False, ts, detail, out)

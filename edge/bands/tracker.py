@@ -55,6 +55,8 @@ class Tracker:
         self.windows = RssiWindows(len(self.ids), len(self.rx_ids), self.p.window)
         self.power = np.full(len(self.ids), -59.0)
         self.last_sample = np.full(len(self.ids), -np.inf)
+        self.last_xy = np.full((len(self.ids), 2), np.nan)
+        self.last_xy_ts = np.full(len(self.ids), -np.inf)
         self.rx_last = [-math.inf] * len(self.rx_ids)
         self.locate_params = LocateParams(path_loss_exponent=site.radio.path_loss_exponent,
                                           shadowing_db=site.radio.shadowing_db)
@@ -90,8 +92,11 @@ class Tracker:
             self.calibration.update(idx, med, self.power[idx])
         corrected = med + self.calibration.rx_bias[None, :]
         alive = np.array(self.rx_last) > now - self.p.rx_alive_s
+        warm = np.where((self.last_xy_ts[idx] >= now - 2.5)[:, None], self.last_xy[idx], np.nan)
         xy, err, model = locate(corrected, n, spread, self.power[idx], self.rx_pos, self.locate_params,
-                         self.calibration.exponent, alive)
+                                self.calibration.exponent, alive, warm)
+        self.last_xy[idx] = xy
+        self.last_xy_ts[idx] = now
         rx_count = np.count_nonzero(~np.isnan(med), axis=1)
         with np.errstate(all="ignore"):
             strongest = np.where(rx_count > 0, np.nanmax(np.where(np.isnan(med), -np.inf, corrected), axis=1),

@@ -104,6 +104,7 @@ class _ZoneState:
 @dataclass(slots=True)
 class _TamperState:
     ref_grad: np.ndarray | None = None
+    ref_img: np.ndarray | None = None  # 80x45 float32 picture, for the shift estimate
     ref_std: float = 0.0
     ref_sharp: float = 0.0
     candidate_since: float | None = None
@@ -149,7 +150,7 @@ class MotionDetector:
         self._valid_bool = self._valid > 0
         self._valid_small = cv2.resize(self._valid, _SMALL, interpolation=cv2.INTER_NEAREST)
         self._zones: list[_ZoneState] = []
-        union = np.zeros((h, w), np.uint8)
+        union: np.ndarray = np.zeros((h, w), np.uint8)
         for z in spec.zones:
             zm = cv2.bitwise_and(_rasterize((z.polygon,), w, h), self._valid)
             union = cv2.bitwise_or(union, zm)
@@ -162,11 +163,12 @@ class MotionDetector:
             st = _make_zone(oz, outside)
             if st is not None:
                 self._zones.append(st)
+        self._hann = cv2.createHanningWindow((80, 45), cv2.CV_32F)
         self._dil_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (7, 7))
         self._bg: np.ndarray | None = None
         self._bg_low: np.ndarray | None = None
         self._raw_fg: np.ndarray | None = None
-        self._weber: np.ndarray | None = None
+        self._thr_map: np.ndarray | None = None
         self._prev_stats: tuple[float, float] | None = None
         self._prev_fg: np.ndarray | None = None
         self._sigma = 2.0
@@ -255,22 +257,32 @@ class MotionDetector:
         self._bg = cur.copy()
         self._bg_low = low.copy()
         self._prev_fg = None
-        self._weber = None
+        self._thr_map = None
 
     def _foreground(self, cur: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, float]:
         assert self._bg is not None
-        diff = cv2.absdiff(cv2.multiply(cur, self._illumination(low)), self._bg)
+        field = self._illumination(low)
+        diff = cv2.absdiff(cur if field is None else cv2.multiply(cur, field), self._bg)
         sample = diff[::4, ::4][self._valid_bool[::4, ::4]]
-        if sample.size:
-            # Median absolute difference -> sigma of a half-normal; robust while <50% moves.
-            sigma = 1.2533 * float(np.partition(sample, sample.size // 2)[sample.size // 2])
+        if sample.size and (self._frames % 2 == 0 or self._thr_map is None):
+            # 30th percentile of |diff| -> sigma of a half-normal (q30 = 0.385 sigma). A low quantile
+            # stays on the noise even when rain or motion covers half the picture.
+            k = int(sample.size * 0.3)
+            sigma = float(np.partition(sample, k)[k]) / 0.385
             self._sigma = 0.8 * self._sigma + 0.2 * sigma
-        thr = max(self.spec.min_threshold, self.spec.noise_k * self._sigma)
-        if self._weber is None or self._frames % 5 == 0:
+        thr = min(max(self.spec.min_threshold, self.spec.noise_k * self._sigma), 45.0)
+        if self._thr_map is None or self._frames % 4 == 0:
             # Weber term: a residual lighting error scales with brightness, so bright sky needs more.
-            self._weber = self._bg * np.float32(self.spec.relative_threshold)
-        fg = cv2.bitwise_and(cv2.compare(diff, cv2.max(self._weber, thr), cv2.CMP_GT), self._valid)
+            # Background and noise drift slowly, so the map is refreshed every 4th frame.
+            self._thr_map = np.maximum(self._bg * np.float32(self.spec.relative_threshold), np.float32(thr))
+        fg = cv2.bitwise_and(cv2.compare(diff, self._thr_map, cv2.CMP_GT), self._valid)
         global_frac = cv2.countNonZero(fg) / self._valid_px
+        if global_frac > 0.04:
+            # Change spread over most of the picture (IR fade, flicker, shake, downpour) is global even
+            # when no single place changed much; a person fills one or two of these 16 cells.
+            cells = cv2.resize(fg, (4, 4), interpolation=cv2.INTER_AREA)
+            if int(np.count_nonzero(cells > 0.05 * 255)) >= 11:
+                global_frac = max(global_frac, 1.0)
         fg = cv2.medianBlur(fg, 3)  # drops speckle and 1-pixel streaks (rain), cheaper than an opening
         self._raw_fg = fg
         prev = self._prev_fg
@@ -280,7 +292,7 @@ class MotionDetector:
             fg = cv2.bitwise_and(fg, cv2.dilate(prev, self._dil_kernel))
         return fg, global_frac
 
-    def _illumination(self, low: np.ndarray) -> np.ndarray:
+    def _illumination(self, low: np.ndarray) -> np.ndarray | None:
         """Smooth gain field bg/frame at ~1/10 picture scale, applied to the frame.
 
         Auto-exposure, cloud shadows and lamp fall-off are smooth and multiplicative, so they
@@ -290,6 +302,9 @@ class MotionDetector:
         lo_f = cv2.GaussianBlur(low, (5, 5), 1.5)
         lo_b = cv2.GaussianBlur(self._bg_low, (5, 5), 1.5)
         field = np.clip((lo_b + 8.0) / (lo_f + 8.0), 0.4, 2.5)
+        lo, hi = float(field.min()), float(field.max())
+        if 0.98 < lo and hi < 1.02:
+            return None  # steady light: skip the full-size multiply
         return cv2.resize(field, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
 
     def _update_background(self, cur: np.ndarray, fg: np.ndarray) -> None:
@@ -350,8 +365,8 @@ class MotionDetector:
         small = small_u8.astype(np.float32)
         gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3)
-        grad = cv2.add(cv2.absdiff(gx, 0), cv2.absdiff(gy, 0))
-        mean_s, std_s = cv2.meanStdDev(small)
+        grad = np.abs(gx) + np.abs(gy)
+        _, std_s = cv2.meanStdDev(small)
         std = float(std_s[0, 0])
         # Fine detail at detect resolution vs contrast: collapses when the lens is defocused.
         ex = cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3))
@@ -360,29 +375,44 @@ class MotionDetector:
         return grad, std, sharp
 
     @staticmethod
+    def _shift_img(small: np.ndarray) -> np.ndarray:
+        return cv2.resize(small, (80, 45), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    @staticmethod
     def _ncc(a: np.ndarray, b: np.ndarray) -> float:
         """Normalised cross-correlation of two same-size images (structure similarity)."""
         am, bm = a - float(cv2.mean(a)[0]), b - float(cv2.mean(b)[0])
         den = math.sqrt(float(np.dot(am.ravel(), am.ravel())) * float(np.dot(bm.ravel(), bm.ravel())))
         return float(np.dot(am.ravel(), bm.ravel())) / den if den > 1e-6 else 0.0
 
-    def _tamper_step(self, small: np.ndarray, gray: np.ndarray, ts: float, frame: int, events: list[MotionEvent]) -> bool:
+    def _tamper_step(
+        self, small: np.ndarray, gray: np.ndarray, ts: float, frame: int, events: list[MotionEvent]
+    ) -> bool:
         t = self._tamper
         if t.ref_grad is not None and self._frames % _TAMPER_STRIDE:
             return t.active or t.candidate_since is not None  # tamper is slow: check every few frames
         grad, std, sharp = self._tamper_metrics(small, gray)
         if t.ref_grad is None:
             t.ref_grad, t.ref_std, t.ref_sharp = grad, std, sharp
+            t.ref_img = self._shift_img(small)
             return False
         corr = self._ncc(grad, t.ref_grad)
+        img = self._shift_img(small)
+        assert t.ref_img is not None
+        (dx, dy), response = cv2.phaseCorrelate(t.ref_img, img, self._hann)
+        shifted = math.hypot(dx, dy) >= 4.0 and response > 0.15  # >= 5 % of the width, a clear peak
+        # Structure gone AND the coarse picture differs: a new view. Rain or snow kill the fine
+        # structure too, but the 80x45 picture stays the same.
+        new_view = corr < 0.35 and self._ncc(img, t.ref_img) < 0.6
         reason = None
         if std < max(3.0, 0.3 * t.ref_std):
             reason = "covered"
-        elif corr < 0.35:
+        elif new_view or shifted:
             reason = "moved"
         elif sharp < 0.66 * t.ref_sharp:
             reason = "defocused"
-        t.last_metrics = {"std": std, "corr": corr, "sharp": sharp, "ref_sharp": t.ref_sharp}
+        t.last_metrics = {"std": std, "corr": corr, "sharp": sharp, "ref_sharp": t.ref_sharp,
+                          "shift": math.hypot(dx, dy), "response": response}
         if reason is None:
             t.candidate_since = None
             if t.active:
@@ -394,6 +424,7 @@ class MotionDetector:
             if not t.active:
                 a = self._ref_alpha
                 cv2.accumulateWeighted(grad, t.ref_grad, a)
+                cv2.accumulateWeighted(img, t.ref_img, a)
                 t.ref_std += a * (std - t.ref_std)
                 t.ref_sharp += a * (sharp - t.ref_sharp)
             return t.active

@@ -48,7 +48,7 @@ class SceneSpec:
     event_len: float = 6.0  # how long it lasts (covered, defocus); crossing walk time
     crf: int = 26
     blob_contrast: float = 1.0  # scales how far the blob's colour is from the scene
-    rain: bool = False  # add rain streaks to any scene
+    rain: float = 0.0  # rain on any scene: 0 none, 1 steady, 3 downpour (denser, thicker streaks)
     blob_scale: float = 1.0  # person size (1.0: ~16 % of the picture height)
 
 
@@ -188,19 +188,20 @@ def _hand(spec: SceneSpec, t: float, img: np.ndarray, rng: np.random.Generator) 
     m = np.zeros((h, w), np.float32)
     cv2.ellipse(m, (int(w * 0.9), int(h * 1.1)), (int(w * 1.4 * grow) + 1, int(h * 1.6 * grow) + 1),
                 30, 0, 360, 1.0, -1)
-    m = cv2.GaussianBlur(m, (0, 0), 8)[:, :, None]
+    soft = cv2.GaussianBlur(m, (0, 0), 8)[:, :, None]
     skin = np.array([40.0, 45.0, 60.0], np.float32) + rng.normal(0, 1.5, (h, w, 1)).astype(np.float32)
-    return img * (1 - m) + skin * m
+    return img * (1 - soft) + skin * soft
 
 
-def _rain(img: np.ndarray, rng: np.random.Generator) -> None:
+def _rain(img: np.ndarray, rng: np.random.Generator, amount: float) -> None:
     h, w = img.shape[:2]
-    n = int(w * h / 1200)
+    n = int(w * h / 1200 * amount)
+    thick = max(1, round(amount * w / 640))
     xs, ys = rng.integers(0, w, n), rng.integers(0, h, n)
     lens = rng.integers(max(4, h // 25), max(6, h // 10), n)
     overlay = np.zeros((h, w), np.float32)
     for x, y, ln in zip(xs, ys, lens, strict=True):
-        cv2.line(overlay, (int(x), int(y)), (int(x + ln * 0.25), int(y + ln)), 1.0, 1)
+        cv2.line(overlay, (int(x), int(y)), (int(x + ln * 0.25), int(y + ln)), 1.0, thick)
     img += overlay[:, :, None] * 55.0
 
 
@@ -233,8 +234,8 @@ def render(spec: SceneSpec) -> Iterator[tuple[float, np.ndarray]]:
         if spec.kind == "ir_switch" and t >= spec.event_at:
             img = _ir(img, w, h)
         img = _hand(spec, t, img, rng)
-        if spec.kind == "rain" or spec.rain:
-            _rain(img, rng)
+        if spec.kind == "rain" or spec.rain > 0:
+            _rain(img, rng, max(spec.rain, 1.0))
         if spec.kind == "defocus" and spec.event_at <= t <= spec.event_at + spec.event_len:
             img = cv2.GaussianBlur(img, (0, 0), max(2.0, w / 100))
         sigma = spec.noise_sigma * (4.0 if spec.kind == "noise" and t >= spec.event_at else 1.0)

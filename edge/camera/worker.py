@@ -24,6 +24,7 @@ from edge.camera.events import detector_spec, to_camera_event
 from edge.camera.motion import MOTION_END, MOTION_START, TAMPER_END, TAMPER_START, MotionDetector, MotionEvent
 from protocols.payloads import Alert, CameraEvent, new_alert
 from protocols.site_config import CameraConfig
+from protocols.ulid import new_ulid
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class CameraWorker:
         self._detector = MotionDetector(detector_spec(cam))
         self._capture: Capture | None = None
         self._open_alerts: dict[tuple[str, str | None], Alert] = {}
+        self._snapshot_requested = threading.Event()
         self.counters: dict[str, int] = {"events": 0, "alerts": 0, "snapshots": 0, "callback_errors": 0,
                                          "detector_restarts": 0}
 
@@ -129,6 +131,8 @@ class CameraWorker:
 
     def reconfigure(self, cam: CameraConfig) -> None:
         """New masks/zones/detect settings: restart only this camera's detector (and capture if needed)."""
+        if cam == self.cam:
+            return  # the config command re-sends every camera; unchanged ones keep running untouched
         restart_capture = cam.url != self.cam.url or cam.detect != self.cam.detect
         with self._lock:
             self.cam = cam
@@ -145,6 +149,10 @@ class CameraWorker:
             self.start()
         log.info("camera=%s event=reconfigured zones=%d masks=%d", cam.id, len(cam.zones), len(cam.masks))
 
+    def request_snapshot(self) -> None:
+        """On-demand snapshot (`cmd/snapshot`): the next full frame goes to on_snapshot under a fresh ULID."""
+        self._snapshot_requested.set()
+
     def stats(self) -> dict[str, float | int]:
         """fps_in, fps_proc, skipped, reconnects, online and error counters."""
         cap = self._capture.stats() if self._capture is not None else {
@@ -159,6 +167,9 @@ class CameraWorker:
             events = self._detector.process(s.gray, s.ts, s.index)
         for ev in events:
             self._handle(ev, s)
+        if self._snapshot_requested.is_set() and s.full is not None:
+            self._snapshot_requested.clear()
+            self._deliver_snapshot(new_ulid(), render_snapshot(s.full, None, ""))
 
     def _on_state(self, kind: str, ts: float, reason: str) -> None:
         frame = self._capture.processed if self._capture is not None else 0
@@ -204,13 +215,21 @@ class CameraWorker:
     def _snapshot(self, alert: Alert, full: np.ndarray, ev: MotionEvent) -> None:
         try:
             jpeg = render_snapshot(full, ev.bbox, f"{ev.zone} {ev.score:.3f}")
-            if self._store is not None:
-                self._store.save(self.cam.id, alert.alert_id, jpeg)
-            self._on_snapshot(self.cam.id, alert.alert_id, jpeg)
-            self.counters["snapshots"] += 1
         except Exception:
             self.counters["callback_errors"] += 1
             log.exception("camera=%s alert=%s event=snapshot_failed", self.cam.id, alert.alert_id)
+            return
+        self._deliver_snapshot(alert.alert_id, jpeg)
+
+    def _deliver_snapshot(self, alert_id: str, jpeg: bytes) -> None:
+        try:
+            if self._store is not None:
+                self._store.save(self.cam.id, alert_id, jpeg)
+            self._on_snapshot(self.cam.id, alert_id, jpeg)
+            self.counters["snapshots"] += 1
+        except Exception:
+            self.counters["callback_errors"] += 1
+            log.exception("camera=%s alert=%s event=snapshot_failed", self.cam.id, alert_id)
 
     def _emit_event(self, ev: CameraEvent) -> None:
         self.counters["events"] += 1

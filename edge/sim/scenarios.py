@@ -147,7 +147,8 @@ def _escape_route(start: tuple[float, float], inner: np.ndarray, cross: np.ndarr
     t_inner = cross_at - d2 / ESCAPE_SPEED
     t_start = t_inner - d1 / ESCAPE_SPEED
     far = cross + direction * out_m
-    return Route([t_start, t_inner, cross_at, cross_at + out_m / ESCAPE_SPEED], [s, inner, cross, far])
+    return Route([t_start, t_inner, cross_at, cross_at + out_m / ESCAPE_SPEED],
+                 np.stack([s, inner, cross, far]).tolist())
 
 
 def escape(site: SiteConfig, band_id: int, seed: int, *, cross_at: float, how: str = "gate",
@@ -196,7 +197,7 @@ def demo_scenario(site: SiteConfig, *, escape_band: int, escape_at_s: float = 60
 
 def with_events(script: BandScript, **events: tuple[Interval, ...]) -> BandScript:
     """A copy of `script` with extra flag intervals (strap_open=..., sos=..., silent=...)."""
-    return replace(script, **events)
+    return replace(script, **events)  # type: ignore[arg-type]
 
 
 def mean_walk_speed() -> float:

@@ -16,9 +16,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rtsp_server import RtspServer, gst_rtsp_available  # noqa: E402
+from rtsp_server import RtspServer, gst_rtsp_available
 
-from edge.camera import synth  # noqa: E402
+from edge.camera import synth
 
 ClipFactory = Callable[..., tuple[Path, synth.GroundTruth]]
 

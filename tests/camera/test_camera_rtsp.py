@@ -60,7 +60,7 @@ def alerts_of(sink: Sink, kind: str, state: str) -> list[Alert]:
 def test_worker_motion_alert_snapshot_and_reconnect(
     make_clip: Callable[..., Any], rtsp_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
-    clip, gt = make_clip("crossing", seconds=40.0, width=640, height=360, event_at=1.0, event_len=4.0)
+    clip, _ = make_clip("crossing", seconds=30.0, width=640, height=360, event_at=1.0, event_len=4.0)
     srv = rtsp_factory({"/cam": clip})
     from edge.camera import synth
 
@@ -78,7 +78,7 @@ def test_worker_motion_alert_snapshot_and_reconnect(
         cam_id, alert_id, jpeg = sink.wait_for(lambda: sink.snapshots, 5, "snapshot")[0]
         assert (cam_id, alert_id) == ("cam-synth", raised.alert_id)
         img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert img.shape[:2] == (360, 640)  # full stream resolution, not the 320x180 detect size
+        assert img is not None and img.shape[:2] == (360, 640)  # full stream resolution, not the 320x180 detect size
         assert (tmp_path / "snaps" / "cam-synth" / f"{alert_id}.jpg").read_bytes() == jpeg
         cleared = sink.wait_for(lambda: alerts_of(sink, "camera_motion", "cleared"), 15, "motion cleared")[0]
         assert cleared.alert_id == raised.alert_id
@@ -98,7 +98,12 @@ def test_worker_motion_alert_snapshot_and_reconnect(
         sink.wait_for(lambda: worker.stats()["processed"] > processed_before + 5, 10, "frames after restart")
         assert worker.stats()["reconnects"] >= 2
 
-        # 3. New zones through reconfigure: only the detector restarts, the stream stays up.
+        # 3. On-demand snapshot (cmd/snapshot): the next frame, under a fresh ULID.
+        worker.request_snapshot()
+        sink.wait_for(lambda: len(sink.snapshots) >= 2, 5, "on-demand snapshot")
+        assert sink.snapshots[1][1] != raised.alert_id and sink.snapshots[1][2][:2] == b"\xff\xd8"
+
+        # 4. New zones through reconfigure: only the detector restarts, the stream stays up.
         reconnects = worker.stats()["reconnects"]
         new_cam = cam.model_copy(update={"zones": []})
         worker.reconfigure(new_cam)

@@ -45,7 +45,7 @@ def zone_events(events: list[dict[str, Any]], zone: str | None = "fence-north") 
 def test_blob_crossing_fence_zone(make_clip: Callable[..., Any], site_yaml: Callable[[str], Path]) -> None:
     clip, gt = make_clip("crossing")
     events, stats = run_camera_test(site_yaml(str(clip)))
-    (zone, t_in, t_out), = gt.zone_intervals
+    (_, t_in, t_out), = gt.zone_intervals
     starts = [e for e in zone_events(events) if e["kind"] == "motion_start"]
     ends = [e for e in zone_events(events) if e["kind"] == "motion_end"]
     assert len(starts) == 1 and len(ends) == 1, events
@@ -99,7 +99,7 @@ def test_lens_covered_or_defocused_gives_tamper_start_and_end(
 
 def test_camera_turned_15_degrees_is_tamper(make_clip: Callable[..., Any], site_yaml: Callable[[str], Path]) -> None:
     clip, gt = make_clip("turned")
-    events, stats = run_camera_test(site_yaml(str(clip)))
+    events, _ = run_camera_test(site_yaml(str(clip)))
     (t0, _), = gt.tamper_intervals
     tamper = [e for e in events if e["kind"].startswith("tamper")]
     assert [e["kind"] for e in tamper] == ["tamper_start"], events

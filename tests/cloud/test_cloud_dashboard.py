@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
 
-from cloud.services import ServiceProcess, require_binary
+from cloud.services import ServiceProcess, flush_victoria_metrics, require_binary
 
 pytestmark = pytest.mark.integration
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -57,6 +57,13 @@ def test_alert_arrives_live_and_is_acknowledged(cloud: RunningCloud, mosquitto: 
             assert "geofence breach" in item.inner_text()
             assert page.is_visible("#banner") and "CRITICAL" in page.inner_text("#banner")
             assert page.get_attribute('.site[data-site="site-d"]', "class") == "site alarm"
+
+            # Clicking the alert draws the band's track, read back from VictoriaMetrics.
+            wait_for(lambda: cloud.writer.counts["lines_written"] >= 2, 10, what="telemetry in VM")
+            flush_victoria_metrics(cloud.writer.vm_url)
+            item.query_selector(".what").click()
+            page.wait_for_function("state.track !== null && state.track.points.length === 1", timeout=10_000)
+            assert page.evaluate("state.track.points[0].x") == 44.0
 
             page.fill("#guard-name", "Nguyen Van An")
             item.query_selector(".note").fill("guard sent to the gate")

@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from cloud_harness import Publisher, RunningCloud, alert_json, cleared_json, start_cloud, wait_for
 
 from cloud.alert_store import AlertQuery, AlertStore
 from cloud.services import ServiceProcess, flush_victoria_metrics
-from protocols.payloads import Status
+from protocols.payloads import AckCommand, Status
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +58,9 @@ def _track(cloud: RunningCloud, band: int, since: float) -> list[dict[str, Any]]
 
 
 def _wait_track(cloud: RunningCloud, band: int, since: float, n: int) -> list[dict[str, Any]]:
-    # VictoriaMetrics caches empty answers: poll sparingly (after a forced flush, once is usually enough).
+    # VictoriaMetrics caches empty answers (also "no such series" in its index cache), so query
+    # only once the writer reports the lines written, then poll sparingly.
+    wait_for(lambda: cloud.writer.counts["lines_written"] >= n, 15, what=f"{n} lines written to VM")
     def complete() -> list[dict[str, Any]]:
         pts = _track(cloud, band, since)
         return pts if len(pts) == n else []
@@ -217,3 +220,74 @@ def test_ingest_kill_9_and_restart_loses_nothing(tmp_path: Path, mosquitto: Serv
     finally:
         s.close()
     assert [final[a] for a in sent] == ["raised" if i % 2 == 0 else "cleared" for i in range(60)]
+
+
+def test_guard_ack_is_sent_down_to_the_node(cloud: RunningCloud, pub: Publisher,
+                                            mosquitto: ServiceProcess) -> None:
+    got: list[tuple[str, bytes]] = []
+    node = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edge-ack", protocol=mqtt.MQTTv5)
+    node.on_message = lambda _c, _u, m: got.append((m.topic, bytes(m.payload)))
+    node.connect(mosquitto.host, mosquitto.port)
+    node.loop_start()
+    try:
+        node.subscribe("qwatch/v1/site-c/edge-02/cmd/#", qos=1)
+        a_id, a = alert_json(site="site-c", node="edge-02", type="sos")
+        pub.publish("qwatch/v1/site-c/edge-02/alert", a)
+        wait_for(lambda: cloud.store.get(a_id), 10, what="alert stored")
+        resp = httpx.post(f"{cloud.url}/api/v1/alerts/{a_id}/ack", json={"person": "Lan", "note": "on my way"})
+        assert resp.status_code == 200 and resp.json()["cmd_id"]
+        [(topic, payload)] = wait_for(lambda: got, 10, what="cmd/ack at the node")
+        assert topic == "qwatch/v1/site-c/edge-02/cmd/ack"
+        cmd = AckCommand.model_validate_json(payload)
+        assert (cmd.alert_id, cmd.by, cmd.note, cmd.cmd_id) == (a_id, "Lan", "on my way", resp.json()["cmd_id"])
+    finally:
+        node.loop_stop()
+        node.disconnect()
+    # The cloud sees its own command through qwatch/v1/# and ignores it.
+    wait_for(lambda: cloud.ingest.counts["cmd:ignored"] == 1, 5, what="own command ignored")
+
+
+def test_shared_subscription_workers_split_the_stream(tmp_path: Path, mosquitto: ServiceProcess,
+                                                      victoria_metrics: ServiceProcess, pub: Publisher) -> None:
+    """Two ingest workers on $share/ingest/qwatch/v1/# and one store: every alert lands exactly once."""
+    w1 = start_cloud(tmp_path / "w1", mosquitto, victoria_metrics.url, shared=True, client_id="ingest-w1")
+    w2 = start_cloud(tmp_path / "w2", mosquitto, victoria_metrics.url, shared=True, client_id="ingest-w2")
+    try:
+        assert w1.ingest.subscription == "$share/ingest/qwatch/v1/#"
+        ids = []
+        for i in range(40):
+            aid, raw = alert_json(site="site-sh", band=3000 + i)
+            pub.publish("qwatch/v1/site-sh/edge-01/alert", raw)
+            ids.append(aid)
+
+        def stored() -> set[str]:
+            return {e["alert_id"] for w in (w1, w2) for e in w.store.events(site="site-sh")}
+
+        wait_for(lambda: stored() == set(ids), 15, what="40 alerts across two workers")
+        n1, n2 = len(w1.store.events()), len(w2.store.events())
+        assert n1 + n2 == 40 and n1 > 0 and n2 > 0
+    finally:
+        w1.stop()
+        w2.stop()
+
+
+def test_escalation_and_silence_run_on_the_ticker(tmp_path: Path, mosquitto: ServiceProcess,
+                                                   victoria_metrics: ServiceProcess, pub: Publisher) -> None:
+    """The ticker thread escalates and detects silence while the store thread keeps committing."""
+    cloud = start_cloud(tmp_path, mosquitto, victoria_metrics.url, silence_s=1.5, escalate_after_s=0.5,
+                        escalate_per_site={"site-slow": 3600.0}, tick_s=0.2)
+    try:
+        fast_id, fast = alert_json(site="site-e", node="edge-01")
+        slow_id, slow = alert_json(site="site-slow", node="edge-01")
+        pub.publish("qwatch/v1/site-e/edge-01/status", _status("online", "b1"), retain=True)
+        pub.publish("qwatch/v1/site-e/edge-01/alert", fast)
+        pub.publish("qwatch/v1/site-slow/edge-01/alert", slow)
+        wait_for(lambda: (cloud.store.get(fast_id) or {}).get("escalated"), 10, what="alert escalated")
+        assert not (cloud.store.get(slow_id) or {}).get("escalated")  # per-site override
+        [offline] = wait_for(lambda: cloud.alerts(type="node_offline", site="site-e"), 10, what="silence")
+        assert offline["detail"]["cause"] == "silence"
+        pub.publish("qwatch/v1/site-e/edge-01/telemetry/bands", _bands_msg(7200, time.time(), 1.0, 1.0), qos=0)
+        wait_for(lambda: cloud.alerts(type="node_offline", site="site-e")[0]["state"] == "cleared", 10,
+                 what="traffic clears the silence alert")
+    finally:
+        cloud.stop()

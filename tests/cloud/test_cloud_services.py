@@ -127,3 +127,15 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_missing_binary_fails_under_ci_and_skips_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloud import services
+
+    monkeypatch.setattr(services.shutil, "which", lambda *_a, **_k: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        services.require_binary("mosquitto")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        services.require_binary("mosquitto")

@@ -12,6 +12,7 @@ import pytest
 
 from cloud.services import ServiceProcess, free_port
 from edge.sim.keys import demo_keys
+from protocols.observation import parse_observation_line
 from protocols.site_config import parse_site_config, write_band_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
@@ -72,7 +73,8 @@ def test_simulated_breach_reaches_api_and_victoria_metrics(
                          serve_port=port).start()
     agent = Child("edge", [str(BIN / "qwatch-edge"), "run", "--config", str(site_path), "--keys", str(keys_path),
                            "--node", "edge-it", "--broker", mosquitto.address, "--data-dir", str(tmp_path / "edge"),
-                           "--escape-at=1", "--escape-band", "1001", "--node-telemetry-s", "1"],
+                           "--escape-at=1", "--escape-band", "1001", "--node-telemetry-s", "1",
+                           "--record", str(tmp_path / "obs.jsonl")],
                   tmp_path / "edge.log")
     try:
         wait_until(lambda: _healthy(api, cloud), 30, "cloud healthy")
@@ -91,3 +93,7 @@ def test_simulated_breach_reaches_api_and_victoria_metrics(
         code = agent.stop()
         stop_all([cloud])
     assert code == 0, agent.log_tail()
+    # The observation log it recorded is valid replay input (PROTOCOL.md §2).
+    lines = (tmp_path / "obs.jsonl").read_text().splitlines()
+    assert len(lines) > 20
+    assert {parse_observation_line(line).rx for line in lines} <= {"rx-in", "rx-s", "rx-w", "rx-e"}
