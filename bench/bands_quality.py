@@ -39,11 +39,16 @@ class Result:
     ideal: bool
     escapes: int = 0
     detected: int = 0
+    by_how: dict[str, list[int]] = field(default_factory=dict)  # how -> [detected in time, total]
+    range_missing: int = 0  # range escapes that raised band_missing (the physically possible alert)
     delays: list[float] = field(default_factory=list)
     false_breaches: int = 0
     band_hours: float = 0.0
     missing_delays: list[float] = field(default_factory=list)
     loc_err: list[float] = field(default_factory=list)
+
+
+HOW: dict[int, str] = {}
 
 
 def scenario(site: SiteConfig, seed: int, duration: float, escapes: bool) -> tuple[Scenario, dict[int, float], int]:
@@ -61,6 +66,7 @@ def scenario(site: SiteConfig, seed: int, duration: float, escapes: bool) -> tup
             cross = 90.0 + (k * 97.0) % max(duration - 200.0, 60.0)
             sc.scripts[b] = escape(site, b, seed, cross_at=cross, how=hows[k % 3], out_m=20.0)
             crossings[b] = cross
+            HOW[b] = hows[k % 3]
     base = sc.script(silent, sc.default)  # type: ignore[arg-type]
     sc.scripts[silent] = with_events(base, silent=((duration / 2, 1e12),))
     return sc, crossings, silent
@@ -104,6 +110,7 @@ def score(res: Result, site: SiteConfig, alerts: list, crossings: dict[int, floa
           duration: float) -> None:
     dwell = site.rules.breach_dwell_s
     first: dict[int, float] = {}
+    missing_at: dict[int, float] = {}
     for a in alerts:
         band = getattr(a.subject, "band", None)
         if a.type == "geofence_breach" and a.state == "raised":
@@ -113,12 +120,20 @@ def score(res: Result, site: SiteConfig, alerts: list, crossings: dict[int, floa
                 res.false_breaches += 1
         if a.type == "band_missing" and a.state == "raised" and band == silent:
             res.missing_delays.append(a.ts - start - duration / 2 - site.rules.missing_after_s)
+        if a.type == "band_missing" and a.state == "raised" and band in crossings:
+            missing_at.setdefault(band, a.ts - start)
     for b, cross in crossings.items():
         res.escapes += 1
+        how = HOW.get(b, "?")
+        tally = res.by_how.setdefault(how, [0, 0])
+        tally[1] += 1
         t = first.get(b)
         if t is not None and t <= cross + dwell + 30.0:
             res.detected += 1
+            tally[0] += 1
             res.delays.append(t - cross - dwell)
+        if how == "range" and b in missing_at:
+            res.range_missing += 1
     n_normal = len(site.bands) - len(crossings)
     res.band_hours = (n_normal * duration + sum(crossings.values())) / 3600.0
 
@@ -129,16 +144,33 @@ def pct(v: list[float], q: float) -> str:
 
 def table(results: list[Result], title: str) -> Table:
     t = Table(title=title)
-    for c in ("layout", "σ dB", "loss", "observer", "recall", "delay p50/p95 s", "false/100 bh", "band-h",
-              "missing delay s", "loc RMSE/p95 m"):
+    for c in COLUMNS:
         t.add_column(c)
     for r in results:
-        rmse = float(np.sqrt(np.mean(np.square(r.loc_err)))) if r.loc_err else float("nan")
-        t.add_row(r.layout, f"{r.sigma:.0f}", f"{r.loss:.0%}", "ideal" if r.ideal else "qwatch",
-                  f"{r.detected}/{r.escapes}", f"{pct(r.delays, 50)}/{pct(r.delays, 95)}",
-                  f"{100 * r.false_breaches / max(r.band_hours, 1e-9):.2f}", f"{r.band_hours:.1f}",
-                  pct(r.missing_delays, 50), f"{rmse:.1f}/{pct(r.loc_err, 95)}")
+        t.add_row(*row(r))
     return t
+
+
+COLUMNS = ("layout", "σ dB", "loss", "observer", "recall (in dwell+30 s)", "gate/fence/range",
+           "range: missing", "delay p50/p95 s", "false/100 bh (n)", "band-h", "missing delay p50 s",
+           "loc RMSE/p95 m")
+
+
+def row(r: Result) -> list[str]:
+    rmse = float(np.sqrt(np.mean(np.square(r.loc_err)))) if r.loc_err else float("nan")
+    hows = "/".join(f"{r.by_how.get(h, [0, 0])[0]}of{r.by_how.get(h, [0, 0])[1]}" for h in ("gate", "fence", "range"))
+    rng_total = r.by_how.get("range", [0, 0])[1]
+    return [r.layout, f"{r.sigma:.0f}", f"{r.loss:.0%}", "ideal" if r.ideal else "qwatch",
+            f"{r.detected}/{r.escapes}", hows, f"{r.range_missing}/{rng_total}",
+            f"{pct(r.delays, 50)}/{pct(r.delays, 95)}",
+            f"{100 * r.false_breaches / max(r.band_hours, 1e-9):.2f} ({r.false_breaches})", f"{r.band_hours:.1f}",
+            pct(r.missing_delays, 50), f"{rmse:.1f}/{pct(r.loc_err, 95)}"]
+
+
+def markdown(results: list[Result]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(r)) + " |" for r in results]
+    return "\n".join(lines)
 
 
 def plots(results: list[Result], out: Path) -> None:
@@ -174,7 +206,7 @@ def main() -> None:
     ap.add_argument("--fa-runs", type=int, default=3, help="extra 30-min runs for the false-alarm target")
     ap.add_argument("--plots", type=Path, default=ROOT / "docs")
     a = ap.parse_args()
-    con = Console()
+    con = Console(width=220)
     con.print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     t0 = time.perf_counter()
     grid: list[Result] = []
@@ -194,7 +226,14 @@ def main() -> None:
         merged.band_hours += r.band_hours
         merged.missing_delays += r.missing_delays
         merged.loc_err += r.loc_err
+        merged.range_missing += r.range_missing
+        for h, (d, n) in r.by_how.items():
+            tally = merged.by_how.setdefault(h, [0, 0])
+            tally[0] += d
+            tally[1] += n
     con.print(table([merged], "target configuration: good layout, σ = 6 dB, 20 % loss"))
+    print(markdown(grid))
+    print(markdown([merged]))
     plots(grid, a.plots / "bands_quality.png")
     con.print(f"total {time.perf_counter() - t0:.0f} s; plots in {a.plots / 'bands_quality.png'}")
 

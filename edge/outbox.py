@@ -93,6 +93,11 @@ class Outbox:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # Keep the WAL small (SD cards, small data partitions) and truncate it after each checkpoint,
+        # so a full disk shows up within a few dozen commits instead of hiding behind a WAL file
+        # whose old blocks are silently reused.
+        db.execute("PRAGMA wal_autocheckpoint=64")
+        db.execute("PRAGMA journal_size_limit=0")
         ok = db.execute("PRAGMA quick_check").fetchone()
         if ok is None or ok[0] != "ok":
             db.close()

@@ -103,7 +103,8 @@ def _evidence_rate(site: SiteConfig, pts: np.ndarray, trials: int, rng: np.rando
     est_inside = np.zeros(len(xy), dtype=bool)
     for poly in permitted:
         est_inside |= point_in_polygon(xy, poly)
-    gain = np.where(est_inside, -RULES.evidence_drift_inside, np.minimum(delta, RULES.evidence_cap) - RULES.evidence_drift)
+    gain = np.where(est_inside, -RULES.evidence_drift_inside,
+                    np.minimum(delta, RULES.evidence_cap) - RULES.evidence_drift)
     return np.asarray(RULES.evidence_weight * gain.reshape(len(pts), trials).mean(axis=1))
 
 

@@ -107,9 +107,9 @@ class ZoneMap:
         # Restricted zones win: push permitted depths behind any restricted one.
         key = np.where(inside, sd, np.inf) - np.where(inside & restricted[None, :], 1e6, 0.0)
         idx = np.argmin(key, axis=1)
-        any_in = inside.any(axis=1)
+        any_in: list[bool] = np.asarray(inside.any(axis=1)).tolist()
         ids = [z.id for z in self.zones]
-        return [ids[i] if ok else None for i, ok in zip(idx.tolist(), any_in.tolist(), strict=True)]
+        return [ids[i] if ok else None for i, ok in zip(idx.tolist(), any_in, strict=True)]
 
     def bounds(self, extra: FloatArray | None = None, pad: float = 0.0) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) of every zone vertex (and `extra` points), padded."""

@@ -35,6 +35,7 @@ class LocateParams:
     path_loss_exponent: float = 2.7
     shadowing_db: float = 6.0
     slow_floor_db: float = 2.0  # shadowing that does not average out within the window
+    model_error_db: float = 2.5  # band power spread + residual receiver calibration: never averages out
     heard_threshold_dbm: float = -93.0  # a live receiver this strong would almost surely hear 1 of ~8 adverts
     censor_sigma_db: float = 4.0
     iterations: int = 12
@@ -49,7 +50,7 @@ def sample_sigma(spread: F64, n: F64, p: LocateParams) -> F64:
     total2 = p.shadowing_db**2
     fast2 = np.maximum(spread**2, 1.0)
     slow2 = np.maximum(total2 - fast2, p.slow_floor_db**2)
-    return np.asarray(np.sqrt(slow2 + fast2 / np.maximum(n, 1.0)))
+    return np.asarray(np.sqrt(slow2 + fast2 / np.maximum(n, 1.0) + p.model_error_db**2))
 
 
 def truncation_corrected(rssi: F64, n: F64, spread: F64, p: LocateParams) -> tuple[F64, F64]:
@@ -64,7 +65,8 @@ def truncation_corrected(rssi: F64, n: F64, spread: F64, p: LocateParams) -> tup
     k_max = np.maximum(np.nanmax(np.where(np.isnan(rssi), 0.0, n), axis=1, keepdims=True), 1.0)
     q = np.clip(n / k_max, 0.02, 1.0)
     sigma_f = np.where(n >= 4, np.clip(spread * 1.3, 1.0, p.shadowing_db), 0.7 * p.shadowing_db)
-    shift = sigma_f * _norm_ppf(1.0 - q / 2.0)
+    # Binomial scatter of k from ordinary packet loss is not truncation: only clear shortfalls count.
+    shift = np.where(q < 0.4, sigma_f * _norm_ppf(1.0 - q / 2.0), 0.0)
     return rssi - shift, shift
 
 
@@ -138,7 +140,7 @@ def locate(
     xy[:] = rx_pos[strongest]
     d_up = dist[rows, strongest] * 10.0 ** (2.0 * sigma[rows, strongest] / (10.0 * exponent))
     err[:] = np.clip(d_up, 2.0, p.max_err_m)
-    multi = m >= 2  # two links plus the silent live receivers already bound a position
+    multi = m >= 3
     live = np.ones(rx_pos.shape[0], dtype=bool) if alive is None else alive
     scale = np.ones(len(rssi))
     if multi.any():

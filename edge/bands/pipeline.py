@@ -221,15 +221,20 @@ class BandPipeline:
             out_all[rows] = self.zones.union_signed_distance(sd[rows], self._allowed[est.idx[rows]])
         suspects = [k for k in bands_k if out_all[k] > self._rules_params.min_margin_m]
         evidence = self._evidence(suspects, [idx[k] for k in suspects], est)
+        allowed = np.zeros((len(idx), len(self.zones.zones)), dtype=bool)
+        is_band = est.idx < n
+        allowed[is_band] = self._allowed[est.idx[is_band]]
+        in_restricted = (sd < 0) & self._restricted[None, :] & ~allowed & is_band[:, None]
+        first_r = np.argmax(in_restricted, axis=1).tolist()
+        any_r = in_restricted.any(axis=1).tolist()
+        zone_ids = [z.id for z in self.zones.zones]
+        xs, ys = est.xy[:, 0].tolist(), est.xy[:, 1].tolist()
+        errs, outs = est.err_m.tolist(), out_all.tolist()
+        counts, rssis = est.rx_count.tolist(), est.rssi.tolist()
         for k, i in enumerate(idx):
-            band = ids[i]
-            restricted = None
-            if i < n:
-                in_restricted = (sd[k] < 0) & self._restricted & ~self._allowed[i]
-                restricted = self.zones.zones[int(np.argmax(in_restricted))].id if in_restricted.any() else None
-            x, y = float(est.xy[k, 0]), float(est.xy[k, 1])
-            fix = Fix(now, x, y, float(est.err_m[k]), float(out_all[k]), restricted, zones[k], evidence.get(k, 0.0))
-            out.append((band, fix, int(est.rx_count[k]), float(est.rssi[k])))
+            restricted = zone_ids[first_r[k]] if any_r[k] else None
+            fix = Fix(now, xs[k], ys[k], errs[k], outs[k], restricted, zones[k], evidence.get(k, 0.0))
+            out.append((ids[i], fix, int(counts[k]), rssis[k]))
         return out
 
     # -- alerts -------------------------------------------------------------------------------

@@ -233,15 +233,13 @@ class BandRules:
         out_s = self._breach_out.update(ts, outside, p.gap_s)
         in_restricted = fix.restricted is not None and fix.err_m <= p.restricted_max_err_m
         r_s = self._breach_restricted.update(ts, in_restricted, p.gap_s)
-        detail = {"x": round(fix.x, 2), "y": round(fix.y, 2), "zone": fix.zone, "err_m": round(fix.err_m, 2),
-                  "out_m": round(fix.out_m, 2), "evidence": round(self._evidence, 1)}
         if "geofence_breach" not in self.active:
             if outside and out_s >= p.breach_dwell_s:
                 self._back_inside.reset()
-                self._set("geofence_breach", True, ts, {**detail, "reason": "outside"}, out)
+                self._set("geofence_breach", True, ts, {**self._detail(fix), "reason": "outside"}, out)
             elif in_restricted and r_s >= p.restricted_dwell_s:
                 self._back_inside.reset()
-                self._set("geofence_breach", True, ts, {**detail, "reason": "restricted",
+                self._set("geofence_breach", True, ts, {**self._detail(fix), "reason": "restricted",
                                                         "restricted": fix.restricted}, out)
             return out
         inside = fix.out_m <= 0 and fix.restricted is None and self._evidence < p.evidence_chi2 / 3
@@ -252,8 +250,13 @@ class BandRules:
             self._evidence = 0.0
             self._breach_out.reset()
             self._breach_restricted.reset()
-            self._set("geofence_breach", False, ts, detail, out)
+            self._set("geofence_breach", False, ts, self._detail(fix), out)
         return out
+
+    def _detail(self, fix: Fix) -> dict[str, Any]:
+        """Alert detail for a position decision (built only when a decision is made: it is the slow part)."""
+        return {"x": round(fix.x, 2), "y": round(fix.y, 2), "zone": fix.zone, "err_m": round(fix.err_m, 2),
+                "out_m": round(fix.out_m, 2), "evidence": round(self._evidence, 1)}
 
     # -- clock -------------------------------------------------------------------------------
     def prime(self, now: float) -> None:

@@ -58,7 +58,7 @@ def test_demo_escape_raises_one_breach_and_beacons_never_alert(demo_site: SiteCo
     pipe = BandPipeline(demo_site, demo_keys, node="edge-01")
     alerts = _run(pipe, sim, 120)
     breaches = [a for a in alerts if a.type == "geofence_breach"]
-    assert [(a.subject.band, a.state) for a in breaches] == [(1001, "raised")]  # type: ignore[union-attr]
+    assert [(a.subject.band, a.state) for a in breaches] == [(1001, "raised")]
     assert 1040 + 15 <= breaches[0].ts <= 1040 + 15 + 60
     beacon_ids = {b.id for b in demo_site.beacons}
     assert not [a for a in alerts if getattr(a.subject, "band", None) in beacon_ids]

@@ -120,3 +120,31 @@ def test_bad_camera_id_is_a_config_error(make_clip: Callable[..., Any], site_yam
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "cam-synth" in proc.stderr and proc.stdout == ""
+
+
+def test_other_video_model_flat_noisy_view_with_a_box(tmp_path: Path) -> None:
+    """Not our renderer: ffmpeg lavfi, flat grey + temporal noise, a dark box crossing at 90 px/s.
+
+    A featureless view must not look "moved" or "covered", and the box must not be corrected away
+    by the illumination field.
+    """
+    clip = tmp_path / "flat.mp4"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=0x808080:s=640x360:r=25:d=12",
+         "-f", "lavfi", "-i", "color=c=0x303030:s=48x96:r=25:d=12", "-filter_complex",
+         "[0:v]noise=alls=12:allf=t[bg];[bg][1:v]overlay=x='if(between(t,3,9),(t-3)*90,-100)':y=130[v]",
+         "-map", "[v]", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26", "-pix_fmt", "yuv420p", str(clip)],
+        check=True, timeout=120)
+    cfg = tmp_path / "flat.yaml"
+    cfg.write_text(
+        "site: {id: s1}\nzones:\n  - {id: a, kind: permitted, polygon: [[0,0],[1,0],[1,1],[0,1]]}\n"
+        "cameras:\n  - id: cam-synth\n    url: flat.mp4\n    detect: {width: 320, height: 180, fps: 5}\n"
+        "    zones:\n      - {id: fence-north, polygon: [[0.3,0.3],[0.7,0.3],[0.7,0.7],[0.3,0.7]],"
+        " min_area: 0.02, dwell_frames: 3, alert: true}\n", encoding="utf-8")
+    events, _ = run_camera_test(cfg, "--source", str(clip))
+    assert [e for e in events if e["kind"].startswith("tamper")] == []
+    starts = [e for e in zone_events(events) if e["kind"] == "motion_start"]
+    ends = [e for e in zone_events(events) if e["kind"] == "motion_end"]
+    # The box's right edge enters the zone (x >= 192 px) at t = 3 + 144/90 = 4.6 s and leaves at ~8 s.
+    assert len(starts) == 1 and 4.6 <= starts[0]["ts"] <= 6.0, events
+    assert len(ends) == 1 and 8.0 <= ends[0]["ts"] <= 11.0

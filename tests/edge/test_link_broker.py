@@ -63,17 +63,22 @@ def test_agent_kill9_mid_publish_then_restart_delivers_every_committed_alert(
     mosquitto: ServiceProcess, tmp_path: Path
 ) -> None:
     rec = TopicRecorder(mosquitto.address, client_id="rec-kill")
-    # A tiny in-flight window and a slow broker ack path are not needed: at 150/s some rows are
-    # always committed but unacknowledged when the SIGKILL lands.
     agent = storm_agent("n2", mosquitto.address, tmp_path, total=400, rate=150).start()
     try:
         wait_until(lambda: len(rec.of("/alert")) >= 100, 20, "first alerts")
+        # Hold the broker's PUBACKs so the SIGKILL lands with committed, published, unacked rows.
+        mosquitto.pause()
+        time.sleep(0.5)
         agent.kill9()
+        mosquitto.resume()
         got_before = len(_first_arrivals(rec, "n2"))
         assert got_before < 400
         agent = storm_agent("n2", mosquitto.address, tmp_path, total=400, rate=150).start()
         wait_until(lambda: len(_first_arrivals(rec, "n2")) >= 400, 40, "all 400 alert messages")
         assert _first_arrivals(rec, "n2") == expected_storm("storm", "n2", 400)
+        wait_until(lambda: (last_node_telemetry(rec, "n2") or {}).get("boot_id") is not None, 10, "telemetry")
+        tel = last_node_telemetry(rec, "n2")
+        assert tel is not None and tel["watchdogs"]["outbox"]["recovered_rows"] > 0
     finally:
         agent.stop()
         rec.close()

@@ -197,8 +197,10 @@ class TopicRecorder:
 
 def last_node_telemetry(rec: TopicRecorder, node: str) -> dict[str, Any] | None:
     """The newest node telemetry a node published (parsed), or None."""
-    msgs = [m for m in rec.of("/telemetry/node") if m[1].split("/")[3] == node]
-    return json.loads(msgs[-1][2]) if msgs else None
+    # Newest by the node's own clock, not by arrival: after a reconnect, buffered older messages
+    # can arrive after newer ones from another path.
+    msgs = [json.loads(m[2]) for m in rec.of("/telemetry/node") if m[1].split("/")[3] == node]
+    return max(msgs, key=lambda t: t["ts"]) if msgs else None
 
 
 def stop_all(children: Iterable[Child]) -> None:
