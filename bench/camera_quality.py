@@ -39,7 +39,7 @@ GROUPS: dict[str, list[tuple[str, dict[str, object]]]] = {
     "noise + rain": [("noise", {}), ("rain", {}), ("rain", {"rain": 3.0})],
     "outside zones only": [("outside", {})],
     "quiet": [("quiet", {})],
-    "tamper": [("covered", {"seconds": 17.0}), ("turned", {}), ("defocus", {"seconds": 17.0})],
+    "tamper": [("covered", {"seconds": 17.0}), ("turned", {}), ("rolled", {}), ("defocus", {"seconds": 17.0})],
 }
 
 

@@ -442,10 +442,29 @@ def _safe_stats(obj: Any) -> dict[str, int | float | str]:
         return {"stats_error": f"{type(exc).__name__}: {exc}"}
 
 
+def _warn_if_keys_readable(path: Path, node: str) -> None:
+    """Keys must be readable by the agent alone (PROTOCOL.md §1); warn loudly, do not refuse."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("event=key_file_permissions node=%s path=%s mode=%04o fix='chmod 600 %s'",
+                    node, path, mode & 0o777, path)
+
+
 def run_agent(opts: AgentOptions) -> int:
     """Load config and keys (ConfigError propagates to the CLI), run until a signal, stop cleanly."""
     site = load_site_config(opts.config)
     keys = load_band_keys(opts.keys) if opts.alert_storm <= 0 or opts.keys.exists() else {}
+    _warn_if_keys_readable(opts.keys, opts.node)
+    try:
+        opts.data_dir.mkdir(parents=True, exist_ok=True)
+        probe = opts.data_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError("command line", "--data-dir", f"cannot write to {opts.data_dir}: {exc.strerror}") from None
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -79,13 +79,32 @@ class ZoneMap:
     def __init__(self, zones: Sequence[ZoneShape]) -> None:
         self.zones = list(zones)
         self.index = {z.id: i for i, z in enumerate(self.zones)}
+        # All edges of all zones in one array, so one pass answers every point against every zone.
+        a = [z.polygon for z in self.zones]
+        self._a = np.concatenate(a) if a else np.zeros((0, 2))
+        self._b = np.concatenate([np.roll(p, -1, axis=0) for p in a]) if a else np.zeros((0, 2))
+        self._starts = np.cumsum([0] + [len(p) for p in a[:-1]]).astype(np.int64) if a else np.zeros(0, np.int64)
+        self._zone_of_edge = np.repeat(np.arange(len(a)), [len(p) for p in a]) if a else np.zeros(0, np.int64)
 
     def signed_distances(self, points: FloatArray) -> FloatArray:
         """(N, Z) signed distance of each point to each zone."""
         pts = as_points(points)
         if not self.zones:
             return np.zeros((len(pts), 0))
-        return np.stack([signed_distance(pts, z.polygon) for z in self.zones], axis=1)
+        a, b = self._a, self._b
+        ab = b - a
+        len2 = np.maximum((ab**2).sum(axis=1), 1e-12)
+        ap = pts[:, None, :] - a[None, :, :]
+        t = np.clip((ap * ab[None, :, :]).sum(axis=2) / len2, 0.0, 1.0)
+        d = np.sqrt(((ap - t[..., None] * ab[None, :, :]) ** 2).sum(axis=2))
+        dist = np.minimum.reduceat(d, self._starts, axis=1)
+        x, y = pts[:, 0:1], pts[:, 1:2]
+        crosses = (a[None, :, 1] > y) != (b[None, :, 1] > y)
+        dy = np.where(b[:, 1] == a[:, 1], 1.0, b[:, 1] - a[:, 1])
+        x_at = a[None, :, 0] + (y - a[None, :, 1]) * (ab[None, :, 0] / dy[None, :])
+        hits = (crosses & (x < x_at)).astype(np.int64)
+        inside = np.add.reduceat(hits, self._starts, axis=1) % 2 == 1
+        return np.asarray(np.where(inside, -dist, dist))
 
     def union_signed_distance(self, sd: FloatArray, mask: BoolArray) -> FloatArray:
         """Signed distance to the union of the zones selected by `mask` ((Z,) or (N, Z)).

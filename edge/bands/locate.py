@@ -38,7 +38,8 @@ class LocateParams:
     model_error_db: float = 2.5  # band power spread + residual receiver calibration: never averages out
     heard_threshold_dbm: float = -93.0  # a live receiver this strong would almost surely hear 1 of ~8 adverts
     censor_sigma_db: float = 4.0
-    iterations: int = 12
+    iterations: int = 8
+    max_links: int = 8  # links per band in the fit (heard first, then the nearest silent ones)
     max_step_m: float = 6.0
     min_err_m: float = 1.0
     max_err_m: float = 150.0
@@ -159,6 +160,7 @@ def _wls(obs: F64, heard: NDArray[np.bool_], sigma: F64, dist: F64, power: F64, 
     x = np.asarray((w @ rx_pos) / w.sum(axis=1, keepdims=True))  # inverse-square weighted centroid start
     k = 10.0 * n_exp / LN10
     censor = ~heard & alive[None, :]
+    obs, heard, censor, sigma, rx_pos = _compact(x, obs, heard, censor, sigma, rx_pos, p.max_links)
     if start is not None:
         # Warm start from the last tick's estimate where that fits the data better than the centroid.
         ok = ~np.isnan(start[:, 0])
@@ -172,7 +174,7 @@ def _wls(obs: F64, heard: NDArray[np.bool_], sigma: F64, dist: F64, power: F64, 
         # Only bands still moving are iterated: most converge in a few steps from a warm start.
         xa = x[active]
         r, jac = _residuals(xa, obs[active], heard[active], censor[active], sigma[active], power[active],
-                            rx_pos, p, k)
+                            rx_pos[active], p, k)
         j0, j1 = jac[..., 0], jac[..., 1]
         a00 = (j0 * j0).sum(axis=1) + 1e-3
         a01 = (j0 * j1).sum(axis=1)
@@ -199,10 +201,31 @@ def _wls(obs: F64, heard: NDArray[np.bool_], sigma: F64, dist: F64, power: F64, 
     return x, np.clip(err, p.min_err_m, p.max_err_m), scale
 
 
+def _compact(x: F64, obs: F64, heard: NDArray[np.bool_], censor: NDArray[np.bool_], sigma: F64, rx_pos: F64,
+             m: int) -> tuple[F64, NDArray[np.bool_], NDArray[np.bool_], F64, F64]:
+    """Keep each band's m most relevant links: heard ones strongest first, then the nearest silent live ones.
+
+    A band is heard by a few of a site's receivers; the far silent ones add nothing to the fit (their
+    censoring term is zero far away), so dropping them makes the fit cost independent of site size.
+    Returns per-band arrays (K, m) and receiver positions (K, m, 2).
+    """
+    n_rx = rx_pos.shape[0]
+    if n_rx <= m:
+        return obs, heard, censor, sigma, np.broadcast_to(rx_pos, (len(x), n_rx, 2))
+    d = np.linalg.norm(x[:, None, :] - rx_pos[None, :, :], axis=2)
+    key = np.where(heard, -1e6 - obs, np.where(censor, d, np.inf))
+    sel = np.argsort(key, axis=1)[:, :m]
+
+    def take(a: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(a, sel, axis=1)
+
+    return take(obs), take(heard), take(censor), take(sigma), rx_pos[sel]
+
+
 def _residuals(x: F64, obs: F64, heard: NDArray[np.bool_], censor: NDArray[np.bool_], sigma: F64, power: F64,
                rx_pos: F64, p: LocateParams, k: float) -> tuple[F64, F64]:
-    """Normalised residuals (K, R) and their Jacobian (K, R, 2) at positions x."""
-    diff = x[:, None, :] - rx_pos[None, :, :]
+    """Normalised residuals (K, M) and their Jacobian (K, M, 2) at positions x; rx_pos is (K, M, 2)."""
+    diff = x[:, None, :] - rx_pos
     d2 = np.maximum((diff**2).sum(axis=2), p.min_distance_m**2)
     model = power[:, None] - 0.5 * k * np.log(d2) / 1.0  # 10n·log10(d) = (k/2)·ln(d²)
     grad = (k / d2)[..., None] * diff  # ∂(-model)/∂x

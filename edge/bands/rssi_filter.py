@@ -35,10 +35,16 @@ class RssiWindows:
 
         Spread is the IQR-based robust std of the kept samples (0 for fewer than 3 samples).
         """
-        vals = self.rssi[bands]
         fresh = self.ts[bands] > now - max_age_s
-        vals = np.where(fresh, vals, np.nan)
-        med, n, spread = robust_median(vals)
+        shape = fresh.shape[:2]
+        med = np.full(shape, np.nan)
+        n = np.zeros(shape)
+        spread = np.zeros(shape)
+        # Only the band × receiver pairs that heard anything: a band is heard by a few receivers.
+        rows = np.nonzero(fresh.any(axis=2))
+        if len(rows[0]):
+            vals = np.where(fresh[rows], self.rssi[bands[rows[0]], rows[1]], np.nan)
+            med[rows], n[rows], spread[rows] = robust_median(vals)
         return med, n, spread
 
 

@@ -235,7 +235,9 @@ class Capture:
                 self.last_frame_mono = now
                 frames += 1
                 self.frames_in += 1
-                media = media_base + self._media_pos(cap, frames, src_fps)
+                # Files: the frame's media time. Streams: arrival time, because camera pts can be
+                # stuck, jump or restart; the sampler thins bursts after a hiccup either way.
+                media = media_base + self._media_pos(cap, frames, src_fps) if is_file else now - wall0
                 last_media = media
                 if is_file and self.opts.pace:
                     delay = (media - media_base) - (now - wall0)

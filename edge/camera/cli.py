@@ -98,6 +98,9 @@ def camera_test(
         raise typer.Exit(2) from None
     src = source or cam.url
     is_file = not is_stream_url(src)
+    if is_file and not source and not Path(src.removeprefix("file://")).exists():
+        near_config = config.parent / src.removeprefix("file://")
+        src = str(near_config) if near_config.exists() else src  # a url relative to the config file
     if is_file and not Path(src.removeprefix("file://")).exists():
         typer.echo(f"qwatch-edge: no such video file: {src}", err=True)
         raise typer.Exit(2)

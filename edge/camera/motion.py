@@ -109,6 +109,8 @@ class _TamperState:
     ref_sharp: float = 0.0
     structure: float = 0.0  # running structure correlation while untampered; ~0 for a featureless view
     candidate_since: float | None = None
+    pending: str | None = None  # reason of the suspected tamper
+    misses: int = 0
     clear_since: float | None = None
     active: bool = False
     reason: str | None = None
@@ -422,14 +424,16 @@ class MotionDetector:
         corr = self._ncc(grad, t.ref_grad)
         img = self._shift_img(small)
         assert t.ref_img is not None
-        (dx, dy), response = cv2.phaseCorrelate(t.ref_img, img, self._hann)
+        # Copies: OpenCV 5 applies the window to phaseCorrelate's inputs in place.
+        (dx, dy), response = cv2.phaseCorrelate(t.ref_img.copy(), img.copy(), self._hann)
         # Moved/defocused need a view with stable structure to compare; a featureless (flat, noisy)
         # view has none and must not look "moved" just because its noise decorrelates.
         textured = t.structure > 0.6
         shifted = textured and math.hypot(dx, dy) >= 4.0 and response > 0.15  # >= 5 % of the width
         # Structure gone AND the coarse picture differs: a new view. Rain or snow kill the fine
         # structure too, but the 80x45 picture stays the same.
-        new_view = textured and corr < 0.35 and self._ncc(img, t.ref_img) < 0.6
+        coarse = self._ncc(img, t.ref_img)
+        new_view = textured and corr < 0.35 and coarse < 0.8
         reason = None
         if std < 0.3 * t.ref_std or (std < 3.0 and t.ref_std > 10.0):  # a flat view stays flat: not covered
             reason = "covered"
@@ -437,10 +441,16 @@ class MotionDetector:
             reason = "moved"
         elif textured and sharp < 0.66 * t.ref_sharp:
             reason = "defocused"
+        if reason is None and t.candidate_since is not None and not t.misses and corr < 0.5:
+            # One borderline check inside a suspected tamper does not restart the hold.
+            t.misses, reason = 1, t.pending or "moved"
+        elif reason is not None:
+            t.misses, t.pending = 0, t.pending if t.candidate_since is not None else reason
         t.last_metrics = {"std": std, "corr": corr, "sharp": sharp, "ref_sharp": t.ref_sharp,
-                          "shift": math.hypot(dx, dy), "response": response}
+                          "shift": math.hypot(dx, dy), "response": response, "coarse": coarse,
+                          "structure": t.structure}
         if reason is None:
-            t.candidate_since = None
+            t.candidate_since, t.misses, t.pending = None, 0, None
             if t.active:
                 t.clear_since = ts if t.clear_since is None else t.clear_since
                 if ts - t.clear_since >= self.spec.tamper_clear_s:

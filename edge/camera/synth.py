@@ -28,8 +28,8 @@ ZONE_MIN_AREA = 0.01
 ZONE_DWELL = 3
 
 KINDS = (
-    "crossing", "outside", "ramp", "ir_switch", "clouds", "noise", "rain", "covered", "turned", "defocus",
-    "quiet",
+    "crossing", "outside", "ramp", "ir_switch", "clouds", "noise", "rain", "covered", "turned", "rolled",
+    "defocus", "quiet",
 )
 
 
@@ -206,9 +206,11 @@ def _rain(img: np.ndarray, rng: np.random.Generator, amount: float) -> None:
 
 
 def _pan(spec: SceneSpec, t: float) -> tuple[float, float]:
-    if spec.kind != "turned" or t < spec.event_at:
+    if spec.kind not in ("turned", "rolled") or t < spec.event_at:
         return 0.0, 0.0
     u = min(1.0, (t - spec.event_at) / 0.8)
+    if spec.kind == "rolled":
+        return 0.0, 15.0 * u  # the mount knocked round the lens axis
     return 0.2 * u, 2.0 * u  # 15° of a ~75° lens is 0.2 widths; a little roll as the mount twists
 
 
@@ -277,7 +279,7 @@ def ground_truth(spec: SceneSpec, det_w: int = 320, det_h: int = 180) -> GroundT
             outside = None
     if spec.kind in ("covered", "defocus"):
         gt.tamper_intervals.append((spec.event_at, spec.event_at + spec.event_len))
-    elif spec.kind == "turned":
+    elif spec.kind in ("turned", "rolled"):
         gt.tamper_intervals.append((spec.event_at, None))
     if spec.kind == "ir_switch":
         gt.global_change_at.append(spec.event_at)

@@ -97,8 +97,11 @@ def test_lens_covered_or_defocused_gives_tamper_start_and_end(
     assert zone_events(events) == []
 
 
-def test_camera_turned_15_degrees_is_tamper(make_clip: Callable[..., Any], site_yaml: Callable[[str], Path]) -> None:
-    clip, gt = make_clip("turned")
+@pytest.mark.parametrize("kind", ["turned", "rolled"])  # panned 15° / knocked 15° round the lens axis
+def test_camera_turned_15_degrees_is_tamper(
+    kind: str, make_clip: Callable[..., Any], site_yaml: Callable[[str], Path]
+) -> None:
+    clip, gt = make_clip(kind)
     events, _ = run_camera_test(site_yaml(str(clip)))
     (t0, _), = gt.tamper_intervals
     tamper = [e for e in events if e["kind"].startswith("tamper")]

@@ -82,3 +82,73 @@ def test_agent_kill9_mid_publish_then_restart_delivers_every_committed_alert(
     finally:
         agent.stop()
         rec.close()
+
+
+def _statuses(rec: TopicRecorder, node: str) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(p) for _t, topic, p in rec.of("/status") if topic.split("/")[3] == node]
+
+
+def test_birth_will_and_clean_offline_carry_boot_id(mosquitto: ServiceProcess, tmp_path: Path) -> None:
+    rec = TopicRecorder(mosquitto.address, client_id="rec-status")
+    agent = storm_agent("n4", mosquitto.address, tmp_path, total=2, rate=10).start()
+    try:
+        wait_until(lambda: any(s["state"] == "online" for s in _statuses(rec, "n4")), 20, "birth")
+        boot1 = _statuses(rec, "n4")[-1]["boot_id"]
+        agent.kill9()  # no DISCONNECT: the broker publishes the Will after ~1.5 keepalives
+        wait_until(lambda: any(s["state"] == "offline" and s["boot_id"] == boot1 for s in _statuses(rec, "n4")),
+                   15, "Last Will with the dead session's boot_id")
+        agent = storm_agent("n4", mosquitto.address, tmp_path, total=2, rate=10).start()
+        wait_until(lambda: _statuses(rec, "n4")[-1]["state"] == "online", 20, "second birth")
+        boot2 = _statuses(rec, "n4")[-1]["boot_id"]
+        assert boot2 != boot1
+    finally:
+        code = agent.stop()
+    assert code == 0
+    wait_until(lambda: _statuses(rec, "n4")[-1] == {**_statuses(rec, "n4")[-1], "state": "offline",
+                                                    "boot_id": boot2}, 10, "clean offline status")
+    rec.close()
+    # The offline status is retained: a newcomer learns the node is down without waiting.
+    late = TopicRecorder(mosquitto.address, topic="qwatch/v1/+/n4/status", client_id="rec-late")
+    try:
+        wait_until(lambda: bool(_statuses(late, "n4")), 10, "retained status")
+        assert _statuses(late, "n4")[-1]["state"] == "offline" and _statuses(late, "n4")[-1]["boot_id"] == boot2
+    finally:
+        late.close()
+
+
+def test_commands_are_answered_on_cmd_result(mosquitto: ServiceProcess, tmp_path: Path) -> None:
+    import json
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.agent import storm_alert_id
+
+    rec = TopicRecorder(mosquitto.address, client_id="rec-cmd")
+    agent = storm_agent("n5", mosquitto.address, tmp_path, total=2, rate=10).start()
+    cloud = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fake-cloud", protocol=mqtt.MQTTv5)
+    cloud.connect(mosquitto.host, mosquitto.port)
+    cloud.loop_start()
+    try:
+        wait_until(lambda: bool(_statuses(rec, "n5")), 20, "birth")
+        prefix = "qwatch/v1/fault-site/n5"
+        ack = {"cmd_id": "c-1", "alert_id": storm_alert_id("storm", "n5", 0), "by": "guard-1"}
+        cloud.publish(f"{prefix}/cmd/ack", json.dumps(ack), qos=1)
+        cloud.publish(f"{prefix}/cmd/ack", b"{broken", qos=1)
+        cloud.publish(f"{prefix}/cmd/selfdestruct", b"{}", qos=1)
+
+        def results() -> list[dict[str, object]]:
+            return [json.loads(p) for _t, _tp, p in rec.of(f"{prefix}/cmd_result")]
+
+        wait_until(lambda: len(results()) >= 3, 15, "three cmd_result replies")
+        got = results()
+        assert {"cmd_id": "c-1", "ok": True, "error": None} in got
+        assert sum(1 for r in got if not r["ok"]) == 2
+        assert agent.alive()
+    finally:
+        cloud.disconnect()
+        cloud.loop_stop()
+        agent.stop()
+        rec.close()

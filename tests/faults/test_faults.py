@@ -62,6 +62,7 @@ class Run:
     agents: dict[str, Child] = field(default_factory=dict)
     agent_args: tuple[str, ...] = ()
     data_dirs: dict[str, Path] = field(default_factory=dict)
+    fault_end_wall: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
 
     def start_agent(self, node: str) -> Child:
@@ -114,6 +115,7 @@ def _scenario(run: Run, name: str, fault: Callable[[Run], float], *, agent_args:
     t_fault = time.monotonic()
     fault(run)
     t_end_fault = time.monotonic()
+    run.fault_end_wall = time.time()
     recovery = wait_until(run.cloud_has_everything, 90, "every alert event in the cloud store")
     expected = {n: expected_storm("storm", n, PER_NODE) for n in NODES}
     events = cloud_events(run.db)
@@ -136,7 +138,10 @@ def _telemetry_accounting(run: Run) -> dict[str, int]:
     totals = {"queued": 0, "sent": 0, "dropped": 0}
     for node in NODES:
         def drained(n: str = node) -> bool:
-            return (last_node_telemetry(run.rec, n) or {}).get("outbox_depth") == 0
+            # Judge only telemetry decided after the fault: the recorder itself may still be
+            # reconnecting, and an older message would describe the node before the fault.
+            tel = last_node_telemetry(run.rec, n) or {}
+            return tel.get("ts", 0) > run.fault_end_wall + 0.5 and tel.get("outbox_depth") == 0
 
         wait_until(drained, 30, f"{node} reports an empty outbox")
         tel = last_node_telemetry(run.rec, node)
