@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from bands_ideal import IdealObserver
 from rich.console import Console
 from rich.table import Table
 
@@ -25,10 +26,12 @@ from edge.bands.pipeline import BandPipeline
 from edge.sim import RadioParams, Simulator
 from edge.sim.keys import site_demo_keys
 from edge.sim.scenarios import Scenario, escape, standing_near_fence, walking, with_events
+from edge.sim.simulator import BAND_POWER_DBM
 from protocols.site_config import SiteConfig, load_site_config
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYOUTS = {"good": ROOT / "config/examples/demo-site.yaml", "fence-line": ROOT / "config/examples/fenceline-site.yaml"}
+LAYOUTS = {"good": ROOT / "config/examples/demo-site.yaml", "perimeter": ROOT / "config/examples/perimeter-site.yaml",
+           "fence-line": ROOT / "config/examples/fenceline-site.yaml"}
 
 
 @dataclass
@@ -46,9 +49,13 @@ class Result:
     band_hours: float = 0.0
     missing_delays: list[float] = field(default_factory=list)
     loc_err: list[float] = field(default_factory=list)
+    ideal_run: bool = False  # the ideal observer ran on the same observations
+    ideal_by_how: list[dict[str, list[int]]] = field(default_factory=lambda: [{}, {}])  # per LR threshold
+    ideal_false: list[int] = field(default_factory=lambda: [0, 0])
 
 
 HOW: dict[int, str] = {}
+IDEAL_THRESHOLDS = (9.0, 4.0)  # the ideal observer's per-tick 2·ln(likelihood ratio) thresholds
 
 
 def scenario(site: SiteConfig, seed: int, duration: float, escapes: bool) -> tuple[Scenario, dict[int, float], int]:
@@ -73,7 +80,7 @@ def scenario(site: SiteConfig, seed: int, duration: float, escapes: bool) -> tup
 
 
 def run(layout: str, sigma: float, loss: float, *, seed: int, duration: float, ideal: bool = False,
-        escapes: bool = True) -> Result:
+        escapes: bool = True, observer: bool = False) -> Result:
     site = load_site_config(LAYOUTS[layout])
     site = site.model_copy(update={"radio": site.radio.model_copy(update={"shadowing_db": sigma})})
     keys = site_demo_keys(site)
@@ -85,17 +92,24 @@ def run(layout: str, sigma: float, loss: float, *, seed: int, duration: float, i
     pipe = BandPipeline(site, keys, node="bench")
     rx_gain = dict(zip(sim.rx_ids, sim.channel.rx_gain.tolist(), strict=True))
     tx_err = dict(zip(sim.band_ids + sim.beacon_ids, sim.channel.tx_power_err.tolist(), strict=True))
-    res = Result(layout, sigma, loss, ideal)
+    res = Result(layout, sigma, loss, ideal, ideal_run=observer)
+    obs_ideal = (IdealObserver(site, sim.channel, sim.band_ids, sim.rx_ids, BAND_POWER_DBM, thresholds=IDEAL_THRESHOLDS)
+                 if observer else None)
+    rules = site.rules
     alerts = []
     for s in range(1, int(duration) + 1):
         now = start + s
         for o in sim.advance(now):
             rssi = o.rssi
+            if obs_ideal is not None:
+                obs_ideal.observe(o.ts, o.rx, o.rssi, int.from_bytes(o.data[1:5], "little"))
             if ideal:
                 band = int.from_bytes(o.data[1:5], "little")
                 rssi = round(rssi - rx_gain[o.rx] - tx_err.get(band, 0.0))
             alerts += pipe.observe(o.ts, o.rx, rssi, o.company_id, o.data)
         alerts += pipe.tick(now)
+        if obs_ideal is not None:
+            obs_ideal.tick(now, rules.breach_dwell_s, rules.clear_dwell_s)
         if s % 5 == 0 and s > 20:
             truth = sim.truth(now)
             for b, (x, y) in truth.items():
@@ -103,7 +117,27 @@ def run(layout: str, sigma: float, loss: float, *, seed: int, duration: float, i
                 if f is not None and f.ts == now and b not in crossings:
                     res.loc_err.append(float(np.hypot(f.x - x, f.y - y)))
     score(res, site, alerts, crossings, silent, start, duration)
+    if obs_ideal is not None:
+        for which in range(len(IDEAL_THRESHOLDS)):
+            score_ideal(res, which, site, obs_ideal.raises(which), crossings, start)
     return res
+
+
+def score_ideal(res: Result, which: int, site: SiteConfig, raises: list[tuple[int, float]],
+                crossings: dict[int, float], start: float) -> None:
+    """Recall and false breaches of the ideal observer, scored exactly like qwatch's alerts."""
+    first: dict[int, float] = {}
+    for band, ts in raises:
+        if band in crossings and ts - start >= crossings[band]:
+            first.setdefault(band, ts - start)
+        else:
+            res.ideal_false[which] += 1
+    for b, cross in crossings.items():
+        tally = res.ideal_by_how[which].setdefault(HOW.get(b, "?"), [0, 0])
+        tally[1] += 1
+        t = first.get(b)
+        if t is not None and t <= cross + site.rules.breach_dwell_s + 30.0:
+            tally[0] += 1
 
 
 def score(res: Result, site: SiteConfig, alerts: list, crossings: dict[int, float], silent: int, start: float,
@@ -153,18 +187,31 @@ def table(results: list[Result], title: str) -> Table:
 
 COLUMNS = ("layout", "σ dB", "loss", "observer", "recall (in dwell+30 s)", "gate/fence/range",
            "range: missing", "delay p50/p95 s", "false/100 bh (n)", "band-h", "missing delay p50 s",
-           "loc RMSE/p95 m")
+           "loc RMSE/p95 m", "ideal LR≥9: recall (g/f/r)", "false (n)", "ideal LR≥4: recall (g/f/r)", "false (n)")
 
 
 def row(r: Result) -> list[str]:
     rmse = float(np.sqrt(np.mean(np.square(r.loc_err)))) if r.loc_err else float("nan")
     hows = "/".join(f"{r.by_how.get(h, [0, 0])[0]}of{r.by_how.get(h, [0, 0])[1]}" for h in ("gate", "fence", "range"))
     rng_total = r.by_how.get("range", [0, 0])[1]
-    return [r.layout, f"{r.sigma:.0f}", f"{r.loss:.0%}", "ideal" if r.ideal else "qwatch",
+    return [r.layout, f"{r.sigma:.0f}", f"{r.loss:.0%}", "qwatch, true gains" if r.ideal else "qwatch",
             f"{r.detected}/{r.escapes}", hows, f"{r.range_missing}/{rng_total}",
             f"{pct(r.delays, 50)}/{pct(r.delays, 95)}",
             f"{100 * r.false_breaches / max(r.band_hours, 1e-9):.2f} ({r.false_breaches})", f"{r.band_hours:.1f}",
-            pct(r.missing_delays, 50), f"{rmse:.1f}/{pct(r.loc_err, 95)}"]
+            pct(r.missing_delays, 50), f"{rmse:.1f}/{pct(r.loc_err, 95)}", *ideal_cells(r)]
+
+
+def ideal_cells(r: Result) -> list[str]:
+    """The ideal observer's recall per escape kind and false breaches per threshold, or dashes."""
+    if not r.ideal_run:
+        return ["-"] * (2 * len(IDEAL_THRESHOLDS))
+    out: list[str] = []
+    for which in range(len(IDEAL_THRESHOLDS)):
+        hows = [r.ideal_by_how[which].get(h, [0, 0]) for h in ("gate", "fence", "range")]
+        det, tot = sum(h[0] for h in hows), sum(h[1] for h in hows)
+        out += [f"{det}/{tot} (" + "/".join(f"{h[0]}of{h[1]}" for h in hows) + ")",
+                f"{100 * r.ideal_false[which] / max(r.band_hours, 1e-9):.2f} ({r.ideal_false[which]})"]
+    return out
 
 
 def markdown(results: list[Result]) -> str:

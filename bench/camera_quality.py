@@ -39,8 +39,16 @@ GROUPS: dict[str, list[tuple[str, dict[str, object]]]] = {
     "noise + rain": [("noise", {}), ("rain", {}), ("rain", {"rain": 3.0})],
     "outside zones only": [("outside", {})],
     "quiet": [("quiet", {})],
-    "tamper": [("covered", {"seconds": 17.0}), ("turned", {}), ("rolled", {}), ("defocus", {"seconds": 17.0})],
+    "tamper": [("covered", {"seconds": 17.0}), ("turned", {}), ("rolled", {}),
+               ("defocus", {"seconds": 17.0})],
 }
+# Long distractor clips for the false-event rate (cheaper 320x180 @ 10 fps render; one seed).
+_LONG: dict[str, object] = {"seconds": 120.0, "width": 320, "height": 180, "fps": 10, "event_at": 10.0,
+                            "event_len": 40.0}
+LONG_GROUP: list[tuple[str, dict[str, object]]] = [
+    ("ramp", _LONG), ("ir_switch", _LONG), ("clouds", _LONG), ("noise", _LONG), ("rain", _LONG),
+    ("rain", {**_LONG, "rain": 2.0}), ("quiet", {**_LONG, "noise_sigma": 5.0}),
+]
 
 
 @dataclass
@@ -101,12 +109,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=14.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--long", action="store_true", help="also 14 min of 2-minute distractor clips")
+    ap.add_argument("--only-long", action="store_true", help="only the long distractor clips")
     args = ap.parse_args()
     results: dict[str, GroupResult] = {}
+    groups = {} if args.only_long else dict(GROUPS)
+    if args.long or args.only_long:
+        groups["long distractors (2 min each)"] = LONG_GROUP
     with tempfile.TemporaryDirectory() as tmp:
-        for group, scenes in GROUPS.items():
+        for group, scenes in groups.items():
             res = results.setdefault(group, GroupResult())
-            for seed in range(args.seeds):
+            for seed in range(1 if group.startswith("long") else args.seeds):
                 for kind, extra in scenes:
                     params: dict[str, object] = {"seconds": args.seconds, "seed": 100 + seed, **extra}
                     spec = synth.SceneSpec(kind=kind, **params)  # type: ignore[arg-type]

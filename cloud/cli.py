@@ -16,6 +16,8 @@ from cloud.api import CloudContext, create_app
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
 from cloud.timeseries import TelemetryWriter
+from protocols.errors import ConfigError
+from protocols.site_config import load_site_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provincial cloud")
 log = logging.getLogger("qwatch.cloud")
@@ -28,8 +30,10 @@ def _host_port(value: str, option: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _escalation(values: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _escalation(values: list[str], site_configs: list[Path] | None = None) -> dict[str, float]:
+    """Per-site escalation times: each site config's ``rules.escalate_after_s``, then the
+    ``--escalate-site SITE=SECONDS`` flags, which win over a site config."""
+    out = _escalation_from_configs(site_configs or [])
     for v in values:
         site, sep, secs = v.partition("=")
         try:
@@ -38,6 +42,25 @@ def _escalation(values: list[str]) -> dict[str, float]:
             sep = ""
         if not sep or not site:
             raise typer.BadParameter(f"{v!r}: expected SITE=SECONDS", param_hint="--escalate-site")
+    return out
+
+
+def _escalation_from_configs(paths: list[Path]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    origin: dict[str, Path] = {}
+    for path in paths:
+        try:
+            site = load_site_config(path)
+        except ConfigError as err:
+            raise typer.BadParameter(str(err), param_hint="--site-config") from None
+        sid = site.site.id
+        if sid in origin:
+            raise typer.BadParameter(f"{path}: site {sid!r} is already configured by {origin[sid]}",
+                                     param_hint="--site-config")
+        origin[sid] = path
+        # The site's value even when the file leaves it at its default (docs/protocol-notes.md):
+        # the site config, not the cloud's fallback, defines that site's escalation time.
+        out[sid] = site.rules.escalate_after_s
     return out
 
 
@@ -55,6 +78,7 @@ class Options:
     escalate_after_s: float
     escalate_site: list[str]
     log_level: str
+    site_config: list[Path]
 
 
 DbOpt = Annotated[Path, typer.Option("--db", help="SQLite alert store file")]
@@ -66,6 +90,9 @@ SharedOpt = Annotated[bool, typer.Option("--shared", help="subscribe $share/inge
 SilenceOpt = Annotated[float, typer.Option("--silence-s", help="node_offline after this long unheard")]
 EscOpt = Annotated[float, typer.Option("--escalate-after-s", help="escalate unacknowledged alerts after")]
 EscSiteOpt = Annotated[list[str], typer.Option("--escalate-site", help="per-site override SITE=SECONDS")]
+SiteCfgOpt = Annotated[list[Path], typer.Option(
+    "--site-config", help="site YAML: its rules.escalate_after_s is that site's escalation time (repeatable; "
+    "--escalate-site wins)")]
 LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
 
 
@@ -75,7 +102,9 @@ def _setup(o: Options) -> tuple[AlertStore, TelemetryWriter, Ingest, LiveHub]:
         raise typer.BadParameter(f"{o.log_level!r}: expected DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     host, port = _host_port(o.mqtt, "--mqtt")
-    per_site = _escalation(o.escalate_site)
+    per_site = _escalation(o.escalate_site, o.site_config)
+    for site_id, after_s in sorted(per_site.items()):
+        log.info("event=escalation site=%s after_s=%g", site_id, after_s)
     store = AlertStore(o.db)
     spool = o.spool if o.spool is not None else o.db.parent / "telemetry-spool"
     writer = TelemetryWriter(o.vm, spool)
@@ -108,12 +137,14 @@ def serve(
     silence_s: SilenceOpt = 90.0,
     escalate_after_s: EscOpt = 120.0,
     escalate_site: EscSiteOpt = [],  # noqa: B006 - typer needs a literal default
+    site_config: SiteCfgOpt = [],  # noqa: B006 - typer needs a literal default
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
     import uvicorn
 
-    o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level)
+    o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
+                site_config)
     store, writer, ingest, hub = _setup(o)
     api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/")))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
@@ -136,10 +167,12 @@ def ingest(
     silence_s: SilenceOpt = 90.0,
     escalate_after_s: EscOpt = 120.0,
     escalate_site: EscSiteOpt = [],  # noqa: B006 - typer needs a literal default
+    site_config: SiteCfgOpt = [],  # noqa: B006 - typer needs a literal default
     log_level: LogOpt = "INFO",
 ) -> None:
     """Run the ingest alone (scale-out workers use --shared and distinct --client-id)."""
-    o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level)
+    o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
+                site_config)
     store, writer, ing, _hub = _setup(o)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

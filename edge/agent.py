@@ -61,7 +61,9 @@ class AgentOptions:
     broker_port: int
     data_dir: Path
     sim_seed: int = 0
+    sim_start_ts: float | None = None
     keepalive_s: int = 15
+    will_delay_s: int = 5
     reconnect_max_s: float = 10.0
     max_inflight: int = 50
     telemetry_buffer: int = 600
@@ -155,7 +157,7 @@ class Agent:
         self.link = MqttLink(
             LinkConfig(opts.broker_host, opts.broker_port, keepalive_s=opts.keepalive_s,
                        reconnect_max_s=opts.reconnect_max_s, max_inflight=opts.max_inflight,
-                       telemetry_buffer=opts.telemetry_buffer),
+                       telemetry_buffer=opts.telemetry_buffer, will_delay_s=opts.will_delay_s),
             self.topics, self.outbox, boot_id=self.boot_id, version=VERSION,
         )
         self.obs: queue.Queue[RawObservation] = queue.Queue(maxsize=50_000)
@@ -200,7 +202,8 @@ class Agent:
 
             band = self.opts.escape_band or self.site.bands[0].id
             scenario = demo_scenario(self.site, escape_band=band, escape_at_s=self.opts.escape_at_s)
-        self.sources = list(open_sources(self.site, self.keys, sim_seed=self.opts.sim_seed, scenario=scenario))
+        self.sources = list(open_sources(self.site, self.keys, sim_seed=self.opts.sim_seed, scenario=scenario,
+                                         sim_start_ts=self.opts.sim_start_ts))
         for src in self.sources:
             try:
                 src.start(self._sink)
@@ -442,22 +445,11 @@ def _safe_stats(obj: Any) -> dict[str, int | float | str]:
         return {"stats_error": f"{type(exc).__name__}: {exc}"}
 
 
-def _warn_if_keys_readable(path: Path, node: str) -> None:
-    """Keys must be readable by the agent alone (PROTOCOL.md §1); warn loudly, do not refuse."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & 0o077:
-        log.warning("event=key_file_permissions node=%s path=%s mode=%04o fix='chmod 600 %s'",
-                    node, path, mode & 0o777, path)
-
-
 def run_agent(opts: AgentOptions) -> int:
     """Load config and keys (ConfigError propagates to the CLI), run until a signal, stop cleanly."""
     site = load_site_config(opts.config)
-    keys = load_band_keys(opts.keys) if opts.alert_storm <= 0 or opts.keys.exists() else {}
-    _warn_if_keys_readable(opts.keys, opts.node)
+    # Keys must be readable by the agent alone (PROTOCOL.md §1): refuse a group/world-readable file.
+    keys = load_band_keys(opts.keys, require_private=True) if opts.alert_storm <= 0 or opts.keys.exists() else {}
     try:
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         probe = opts.data_dir / ".write-test"

@@ -79,7 +79,15 @@ def run(
         "/var/lib/qwatch"
     ),
     sim_seed: Annotated[int, typer.Option("--sim-seed", help="seed of the sim receivers")] = 0,
+    sim_start_ts: Annotated[
+        float | None,
+        typer.Option("--sim-start-ts", help="sim: Unix time the simulated world starts at (shared with a "
+                     "firmware-simulated serial receiver); default: now"),
+    ] = None,
     keepalive: Annotated[int, typer.Option(help="MQTT keepalive, s (stall detection ~1.5x)")] = 15,
+    will_delay: Annotated[
+        int, typer.Option(min=0, help="MQTT 5 Will Delay, s: a reconnect within it sends no offline (0: off)")
+    ] = 5,
     reconnect_max: Annotated[float, typer.Option(help="max reconnect backoff, s")] = 10.0,
     max_inflight: Annotated[int, typer.Option(help="QoS1 messages in flight")] = 50,
     telemetry_buffer: Annotated[int, typer.Option(help="telemetry buffer size (drop-oldest)")] = 600,
@@ -111,7 +119,9 @@ def run(
             broker_port=port,
             data_dir=data_dir,
             sim_seed=sim_seed,
+            sim_start_ts=sim_start_ts,
             keepalive_s=keepalive,
+            will_delay_s=will_delay,
             reconnect_max_s=reconnect_max,
             max_inflight=max_inflight,
             telemetry_buffer=telemetry_buffer,

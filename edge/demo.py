@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 
 from cloud.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics
+from protocols.site_config import load_band_keys, write_band_keys
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SITE = REPO / "config" / "examples" / "demo-site.yaml"
@@ -106,11 +107,16 @@ class Demo:
         (self.workdir / "cloud").mkdir(exist_ok=True)
         self.cloud = Child("cloud", [sys.executable, "-m", "cloud.cli", "serve", "--db",
                                      str(self.workdir / "cloud" / "qwatch.db"), "--mqtt", self.mq.address,
-                                     "--vm", self.vm.url, "--port", str(port)], self.workdir / "cloud.log")
+                                     "--vm", self.vm.url, "--port", str(port), "--site-config", str(site)],
+                           self.workdir / "cloud.log")
         self.cloud.start()
         self._wait_cloud(30.0)
+        # git does not keep file modes and the agent refuses a key file others can read, so
+        # run from a private 0600 copy.
+        private_keys = self.workdir / "keys.json"
+        write_band_keys(private_keys, load_band_keys(keys))
         self.agent = Child("edge", [sys.executable, "-m", "edge.cli", "run", "--config", str(site), "--keys",
-                                    str(keys), "--node", "edge-01", "--broker", self.mq.address, "--data-dir",
+                                    str(private_keys), "--node", "edge-01", "--broker", self.mq.address, "--data-dir",
                                     str(self.workdir / "edge"), f"--escape-at={escape_at}"],
                            self.workdir / "edge.log")
         self.agent.start()

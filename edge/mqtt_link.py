@@ -10,6 +10,9 @@
 - Birth: retained `status` online with this process's `boot_id` on every connect. Death:
   the same topic as Last Will, state offline, same `boot_id`; on a clean stop the node
   publishes the offline status itself (a normal DISCONNECT suppresses the Will).
+- The Will has an MQTT 5 Will Delay (`will_delay_s`): a reconnect within it (a network blip,
+  or a session takeover when the broker had not yet noticed the old connection die) cancels
+  the Will, so the cloud sees no false node_offline; a dead node still goes offline after it.
 - A keepalive short enough to notice a stalled broker (TCP alive, no PINGRESP).
 - Commands on `…/cmd/#` are queued for the agent thread; replies go to `…/cmd_result`.
 
@@ -31,6 +34,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.outbox import Outbox
@@ -53,6 +58,7 @@ class LinkConfig:
     telemetry_buffer: int = 600
     telemetry_burst: int = 50
     retry_failed_after_s: float = 2.0
+    will_delay_s: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,11 @@ class MqttLink:
             min_delay=max(1, round(self.cfg.reconnect_min_s)),
             max_delay=max(1, round(self.cfg.reconnect_max_s)),
         )
-        c.will_set(self.topics.status, self._status_json("offline"), qos=1, retain=True)
+        will_props = None
+        if self.cfg.will_delay_s > 0:
+            will_props = Properties(PacketTypes.WILLMESSAGE)
+            will_props.WillDelayInterval = self.cfg.will_delay_s
+        c.will_set(self.topics.status, self._status_json("offline"), qos=1, retain=True, properties=will_props)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
@@ -121,8 +131,17 @@ class MqttLink:
 
     def start(self) -> None:
         """Connect in the background (retrying forever) and start the pump thread."""
+        props = None
+        if self.cfg.will_delay_s > 0:
+            # The broker sends the Will when the delay passes or the session ends, whichever is
+            # first (MQTT 5 §3.1.3.2.2), so the session must outlive the delay.
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.will_delay_s
+        # Clean start on the process's first connect only: a reconnect with Clean Start=1 ends
+        # the old session, and the spec then sends its Will at once, delay or not (§3.1.4).
         self.client.connect_async(
-            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=True
+            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+            clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY, properties=props,
         )
         self.client.loop_start()
         self._pump = threading.Thread(target=self._pump_loop, name="mqtt-pump", daemon=True)

@@ -170,8 +170,10 @@ class Capture:
             got_frames, reason = self._session(sampler)
             if self._stop.is_set():
                 break
-            if reason == "eof" and not self.opts.loop_files:
-                self.eof = True
+            if not self.opts.loop_files and not is_stream_url(self.source):
+                self.eof = True  # a file read once (camera-test): its end, or an unreadable file, ends it
+                if reason != "eof":
+                    self.reasons[reason] += 1
                 break
             self.reasons[reason] += 1
             self.last_reason = reason

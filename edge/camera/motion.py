@@ -30,7 +30,7 @@ BBox = tuple[float, float, float, float]
 
 _SMALL = (160, 90)  # size of the statistics / tamper image
 _LOW = (32, 18)  # size of the illumination field
-_TAMPER_STRIDE = 4  # tamper metrics on every 4th detect frame (0.8 s at 5 fps)
+_TAMPER_STRIDE = 5  # tamper metrics on every 5th detect frame (1 s at 5 fps)
 
 MOTION_START = "motion_start"
 MOTION_END = "motion_end"
@@ -174,6 +174,9 @@ class MotionDetector:
         self._bg: np.ndarray | None = None
         self._bg_low: np.ndarray | None = None
         self._raw_fg: np.ndarray | None = None
+        self._prev_count = 0
+        self._fg_count = 0
+        self._field_cache: tuple[np.ndarray | None] | None = None
         self._low_weight: np.ndarray | None = None
         self._thr_map: np.ndarray | None = None
         self._prev_stats: tuple[float, float] | None = None
@@ -265,23 +268,31 @@ class MotionDetector:
         self._bg = cur.astype(np.float32)
         self._bg_low = low.copy()
         self._prev_fg = None
+        self._prev_count = 0
         self._thr_map = None
+        self._field_cache = None
 
     def _foreground(self, cur: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, float]:
         assert self._bg is not None
         prev = self._prev_fg
-        prev_near = cv2.dilate(prev, self._dil_kernel) if prev is not None else None
-        field = self._illumination(low, prev_near)
+        # Quiet frames (the common case) leave empty masks: skip the morphology on them.
+        prev_near = cv2.dilate(prev, self._dil_kernel) if prev is not None and self._prev_count else None
+        if self._field_cache is None or self._frames % 2 == 0 or prev_near is not None:
+            # Lighting drifts slowly: in quiet frames the field is refreshed every other frame.
+            self._field_cache = (self._illumination(low, prev_near),)
+        field = self._field_cache[0]
         # Compare in 8 bits (4x cheaper than float); the background itself stays float.
         src = cur if field is None else cv2.convertScaleAbs(cv2.multiply(cur, field, dtype=cv2.CV_32F))
         diff = cv2.absdiff(src, cv2.convertScaleAbs(self._bg))
         sample = diff[::4, ::4][self._valid_bool[::4, ::4]]
-        if sample.size and (self._frames % 2 == 0 or self._thr_map is None):
+        early = self._frames <= 2 * self._warmup_frames
+        if sample.size and (early or self._frames % 2 == 0 or self._thr_map is None):
             # Noise scale from the median |diff|. Rain and snow raise it on purpose: their streaks
             # then fall under the threshold, while the cap below keeps solid movers detectable.
             k = sample.size // 2
             sigma = 1.2533 * float(np.partition(sample, k)[k])
-            self._sigma = 0.8 * self._sigma + 0.2 * sigma
+            # Early on, follow the measurement (the 2.0 start value may be far below a rainy night's).
+            self._sigma = max(self._sigma, sigma) if early else 0.8 * self._sigma + 0.2 * sigma
         thr = min(max(self.spec.min_threshold, self.spec.noise_k * self._sigma), 45.0)
         if self._thr_map is None or self._frames % 4 == 0:
             # Weber term: a residual lighting error scales with brightness, so bright sky needs more.
@@ -290,19 +301,24 @@ class MotionDetector:
             self._thr_map = np.maximum(weber, np.uint8(round(thr)))
         fg = cv2.bitwise_and(cv2.compare(diff, self._thr_map, cv2.CMP_GT), self._valid)
         global_frac = cv2.countNonZero(fg) / self._valid_px
-        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._open_kernel)  # drops speckle and thin rain streaks
+        if global_frac > 0:
+            fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._open_kernel)  # speckle, thin rain streaks
+        count = cv2.countNonZero(fg) if global_frac > 0 else 0
         self._raw_fg = fg
-        self._prev_fg = fg
-        if prev_near is not None:
+        self._prev_fg, self._prev_count = fg, count
+        if prev is not None and count:
             # Motion must persist near where it was a frame ago (rain and speckle do not), or be a
             # solid region at least 7x7 (a fast runner jumps past its previous outline; thin
             # rain streaks never survive the 7x7 erosion).
             keep = prev_near
             solid = cv2.erode(fg, self._solid_kernel)
             if cv2.countNonZero(solid):
-                keep = cv2.bitwise_or(keep, cv2.dilate(solid, self._grow_kernel))
-            fg = cv2.bitwise_and(fg, keep)
-        if cv2.countNonZero(fg) > 0.04 * self._valid_px:
+                grown = cv2.dilate(solid, self._grow_kernel)
+                keep = grown if keep is None else cv2.bitwise_or(keep, grown)
+            fg = cv2.bitwise_and(fg, keep) if keep is not None else np.zeros_like(fg)
+            count = cv2.countNonZero(fg)
+        self._fg_count = count
+        if count > 0.04 * self._valid_px:
             # Cleaned change spread over most of the picture (IR fade, flicker, shake, downpour) is
             # global even when no single place changed much; a person fills one or two of 16 cells.
             cells = cv2.resize(fg, (4, 4), interpolation=cv2.INTER_AREA)
@@ -328,21 +344,24 @@ class MotionDetector:
         lo_b = cv2.GaussianBlur(self._bg_low * weight, (7, 7), 2.0) / wsum
         field = np.clip((lo_b + 8.0) / (lo_f + 8.0), 0.4, 2.5)
         lo, hi = float(field.min()), float(field.max())
-        if lo > 0.98 and hi < 1.02:
+        if lo > 0.96 and hi < 1.04:  # within what the 7 % Weber term absorbs anyway
             return None  # steady light: skip the full-size multiply
         return cv2.resize(field, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
 
     def _update_background(self, cur: np.ndarray, fg: np.ndarray) -> None:
         assert self._bg is not None
+        if not self._fg_count:
+            cv2.accumulateWeighted(cur, self._bg, self._alpha)
+            return
         cv2.accumulateWeighted(cur, self._bg, self._alpha, mask=cv2.bitwise_not(fg))
         # Moving things still fade in slowly, so a parked object or a ghost cannot hold motion forever.
         cv2.accumulateWeighted(cur, self._bg, self._alpha * 0.25, mask=fg)
 
     def _zone_step(self, z: _ZoneState, fg: np.ndarray, ts: float, frame: int) -> MotionEvent | None:
         h, w = z.mask.shape
-        roi = cv2.bitwise_and(fg[z.y0 : z.y0 + h, z.x0 : z.x0 + w], z.mask)
-        score = cv2.countNonZero(roi) / z.pixels
-        raw = self._raw_fg
+        roi = cv2.bitwise_and(fg[z.y0 : z.y0 + h, z.x0 : z.x0 + w], z.mask) if self._fg_count else None
+        score = cv2.countNonZero(roi) / z.pixels if roi is not None else 0.0
+        raw = self._raw_fg if self._prev_count else None
         if score < z.spec.min_area and raw is not None and z.active_run == 0:
             # The first frame of new motion cannot pass the persistence test yet; it still counts
             # towards dwell_frames, and the decision frame must pass it.
@@ -350,7 +369,7 @@ class MotionDetector:
             if cv2.countNonZero(raw_roi) / z.pixels >= z.spec.min_area:
                 z.active_run = 1
                 return None
-        if score >= z.spec.min_area:
+        if roi is not None and score >= z.spec.min_area:
             z.active_run += 1
             z.quiet_run = 0
             z.last_bbox = self._bbox(roi, z)
@@ -396,7 +415,7 @@ class MotionDetector:
         # Fine detail at detect resolution vs contrast: collapses when the lens is defocused.
         ex = cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3))
         ey = cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, 0, 1, ksize=3))
-        sharp = float(cv2.mean(ex, mask=self._valid)[0] + cv2.mean(ey, mask=self._valid)[0]) / (std + 1.0)
+        sharp = float(cv2.mean(ex)[0] + cv2.mean(ey)[0]) / (std + 1.0)
         return grad, std, sharp
 
     @staticmethod
@@ -414,7 +433,8 @@ class MotionDetector:
         self, small: np.ndarray, gray: np.ndarray, ts: float, frame: int, events: list[MotionEvent]
     ) -> bool:
         t = self._tamper
-        if t.ref_grad is not None and self._frames % _TAMPER_STRIDE:
+        # Checked every few frames, and at once after a broad change (defocus, a hand, a knock).
+        if t.ref_grad is not None and self._frames % _TAMPER_STRIDE and self.last_global_fraction < 0.05:
             return t.active or t.candidate_since is not None  # tamper is slow: check every few frames
         grad, std, sharp = self._tamper_metrics(small, gray)
         if t.ref_grad is None:
@@ -424,8 +444,10 @@ class MotionDetector:
         corr = self._ncc(grad, t.ref_grad)
         img = self._shift_img(small)
         assert t.ref_img is not None
-        # Copies: OpenCV 5 applies the window to phaseCorrelate's inputs in place.
-        (dx, dy), response = cv2.phaseCorrelate(t.ref_img.copy(), img.copy(), self._hann)
+        dx = dy = response = 0.0
+        if corr < 0.8:  # the structure changed: estimate how far the view shifted
+            # Copies: OpenCV 5 applies the window to phaseCorrelate's inputs in place.
+            (dx, dy), response = cv2.phaseCorrelate(t.ref_img.copy(), img.copy(), self._hann)
         # Moved/defocused need a view with stable structure to compare; a featureless (flat, noisy)
         # view has none and must not look "moved" just because its noise decorrelates.
         textured = t.structure > 0.6

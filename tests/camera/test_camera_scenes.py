@@ -151,3 +151,12 @@ def test_other_video_model_flat_noisy_view_with_a_box(tmp_path: Path) -> None:
     # The box's right edge enters the zone (x >= 192 px) at t = 3 + 144/90 = 4.6 s and leaves at ~8 s.
     assert len(starts) == 1 and 4.6 <= starts[0]["ts"] <= 6.0, events
     assert len(ends) == 1 and 8.0 <= ends[0]["ts"] <= 11.0
+
+
+def test_unreadable_file_exits_1_without_looping(tmp_path: Path, site_yaml: Callable[[str], Path]) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00not a video" * 100)
+    proc = subprocess.run([*CLI, "--config", str(site_yaml(str(bad))), "--camera", "cam-synth"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert '"open_failed": 1' in proc.stderr

@@ -219,3 +219,48 @@ def test_spool_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
         reopened.pop()
     assert got == ["m v=2 2", "m v=3 3", "m v=4 4"]
     json.dumps(got)
+
+
+# ------------------------------------------------------------------ escalation time from site configs
+
+_SITE_YAML = "site: {{id: {sid}}}\nzones:\n  - {{id: a, kind: permitted, polygon: [[0,0],[1,0],[1,1]]}}\n{rules}"
+
+
+def _site_file(tmp_path: Path, sid: str, rules: str = "") -> Path:
+    p = tmp_path / f"{sid}.yaml"
+    p.write_text(_SITE_YAML.format(sid=sid, rules=rules))
+    return p
+
+
+def test_escalation_from_site_configs_with_flags_winning(tmp_path: Path) -> None:
+    from cloud.cli import Options, _setup, _teardown
+
+    fast = _site_file(tmp_path, "fast", "rules: {escalate_after_s: 45}\n")
+    plain = _site_file(tmp_path, "plain")  # no key: the site config's documented default (300 s)
+    flagged = _site_file(tmp_path, "flagged", "rules: {escalate_after_s: 45}\n")
+    o = Options(db=tmp_path / "q.db", mqtt="127.0.0.1:9", vm="http://127.0.0.1:9", spool=None, client_id="t",
+                shared=False, silence_s=90.0, escalate_after_s=120.0, escalate_site=["flagged=20", "other=7"],
+                log_level="WARNING", site_config=[fast, plain, flagged])
+    store, writer, ingest, _hub = _setup(o)  # the real wiring; the broker is unreachable, which is fine
+    try:
+        assert dict(ingest.cfg.escalate_per_site) == {"fast": 45.0, "plain": 300.0, "flagged": 20.0, "other": 7.0}
+        assert ingest.cfg.escalate_after_s == 120.0  # sites without a config keep the default
+    finally:
+        _teardown(store, writer, ingest)
+
+
+def test_bad_or_duplicate_site_config_is_a_usage_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cloud.cli import app
+
+    bad = _site_file(tmp_path, "bad", "rules: {escalate_after_s: 1}\n")  # below the allowed minimum
+    res = CliRunner().invoke(app, ["ingest", "--db", str(tmp_path / "q.db"), "--site-config", str(bad)])
+    assert res.exit_code == 2 and str(bad) in res.output and "escalate_after_s" in res.output, res.output
+    assert not (tmp_path / "q.db").exists()  # refused before the store was opened
+    good = _site_file(tmp_path, "good")
+    twice = tmp_path / "again.yaml"
+    twice.write_text(good.read_text())
+    res = CliRunner().invoke(app, ["ingest", "--db", str(tmp_path / "q.db"), "--site-config", str(good),
+                                   "--site-config", str(twice)])
+    assert res.exit_code == 2 and "already configured" in res.output, res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,23 @@ def test_node_telemetry_is_a_valid_contract_message(agent: Agent) -> None:
     assert {"mqtt", "outbox", "agent"} <= set(again.watchdogs)
     assert again.watchdogs["outbox"]["depth"] == 1
     assert again.mem_rss_mb > 0
+
+
+def test_sim_start_ts_reaches_the_sim_source(tmp_path: Path) -> None:
+    """`--sim-start-ts` puts the sim receivers in a given simulated world (shared with a serial sim)."""
+    site = parse_site_config(SITE + "receivers:\n  - {id: rx-s, position: [5, 5], source: sim}\n")
+    for start_ts in (1_627_300_000.0, None):
+        agent = Agent(_opts(tmp_path, sim_start_ts=start_ts), site, {})
+        agent._start_sources()
+        try:
+            [src] = agent.sources
+            sim = src.simulator
+            assert sim is not None
+            if start_ts is None:
+                assert abs(sim.start_ts - time.time()) < 60  # default: now
+            else:
+                assert sim.start_ts == start_ts
+        finally:
+            for s in agent.sources:
+                s.stop()
+            agent.outbox.close()

@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.agent import storm_alert_id
+from protocols.site_config import write_band_keys
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -54,8 +55,7 @@ def write_site(dirpath: Path, text: str = SITE_YAML) -> tuple[Path, Path]:
     dirpath.mkdir(parents=True, exist_ok=True)
     site, keys = dirpath / "site.yaml", dirpath / "keys.json"
     site.write_text(text)
-    keys.write_text("{}")
-    keys.chmod(0o600)
+    write_band_keys(keys, {})  # 0600: the agent refuses a key file others can read
     return site, keys
 
 

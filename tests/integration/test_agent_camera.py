@@ -11,6 +11,7 @@ import pytest
 
 from cloud.services import ServiceProcess
 from edge.camera import synth
+from protocols.site_config import write_band_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
 from edge_harness import BIN, Child, TopicRecorder, last_node_telemetry, wait_until
@@ -26,7 +27,7 @@ def test_camera_motion_reaches_the_broker_through_the_outbox(mosquitto: ServiceP
     site = tmp_path / "site.yaml"
     site.write_text(synth.site_yaml("cam-synth", str(clip), fps=5))
     keys = tmp_path / "keys.json"
-    keys.write_text("{}")
+    write_band_keys(keys, {})  # 0600: the agent refuses a key file others can read
     rec = TopicRecorder(mosquitto.address, client_id="rec-cam")
     agent = Child("edge", [str(BIN / "qwatch-edge"), "run", "--config", str(site), "--keys", str(keys), "--node",
                            "edge-cam", "--broker", mosquitto.address, "--data-dir", str(tmp_path / "data"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloud.services import require_binary
+from protocols.site_config import load_site_config
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,12 @@ def test_demo_runs_headless_and_a_breach_reaches_the_cloud(tmp_path: Path) -> No
     assert "dashboard: http://127.0.0.1:" in out
     assert "geofence_breach" in out  # printed in the terminal as it arrived
     assert "no child process left running" in out
+    # The agent refuses a key file others can read, and git does not keep 0600: the demo runs
+    # from a private copy. The cloud took the site's escalation time from the demo site config.
+    assert (workdir / "keys.json").stat().st_mode & 0o777 == 0o600
+    site = load_site_config(REPO / "config" / "examples" / "demo-site.yaml")
+    want = f"event=escalation site={site.site.id} after_s={site.rules.escalate_after_s:g}"
+    assert want in (workdir / "cloud.log").read_text(errors="replace")
     con = sqlite3.connect(workdir / "cloud" / "qwatch.db")
     n = con.execute("SELECT COUNT(*) FROM alerts WHERE type = 'geofence_breach'").fetchone()[0]
     con.close()
