@@ -91,8 +91,8 @@ SilenceOpt = Annotated[float, typer.Option("--silence-s", help="node_offline aft
 EscOpt = Annotated[float, typer.Option("--escalate-after-s", help="escalate unacknowledged alerts after")]
 EscSiteOpt = Annotated[list[str], typer.Option("--escalate-site", help="per-site override SITE=SECONDS")]
 SiteCfgOpt = Annotated[list[Path], typer.Option(
-    "--site-config", help="site YAML: its rules.escalate_after_s is that site's escalation time (repeatable; "
-    "--escalate-site wins)")]
+    "--site-config", metavar="PATH",
+    help="site YAML: its rules.escalate_after_s is that site's escalation time (repeatable; --escalate-site wins)")]
 LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
 
 

@@ -47,7 +47,6 @@ class RuleParams:
     evidence_cap: float = 40.0  # one window can add at most this (model errors are not evidence)
     evidence_drift: float = 0.5  # subtracted per window: weak evidence fades instead of piling up
     evidence_drift_inside: float = 8.0  # estimate inside the allowed area: fades fast
-    dwell_start_fraction: float = 2.0 / 3.0  # the dwell clock starts once this share of evidence_chi2 is in
     min_margin_m: float = 1.0
     restricted_max_err_m: float = 4.0  # a restricted-zone claim needs a position this good
     gap_s: float = 3.0  # an unsure second or two does not restart a dwell; longer does
@@ -230,12 +229,8 @@ class BandRules:
         # best one anywhere (Δχ²), weighted for the overlap of successive filter windows (CUSUM).
         # Unlike an error radius this uses the direction of the error, and evidence builds up over
         # the independent shadowing of successive windows.
-        # The dwell is about how long the person has been out, the evidence about how sure we are:
-        # the dwell clock starts when the evidence starts to build, not when it is complete, so
-        # the two delays overlap instead of adding up. Raising still needs the full evidence.
-        building = fix.out_m > p.min_margin_m and self._evidence >= p.evidence_chi2 * p.dwell_start_fraction
-        out_s = self._breach_out.update(ts, building, p.gap_s)
-        outside = building and self._evidence >= p.evidence_chi2
+        outside = self._evidence >= p.evidence_chi2 and fix.out_m > p.min_margin_m
+        out_s = self._breach_out.update(ts, outside, p.gap_s)
         in_restricted = fix.restricted is not None and fix.err_m <= p.restricted_max_err_m
         r_s = self._breach_restricted.update(ts, in_restricted, p.gap_s)
         if "geofence_breach" not in self.active:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,6 +27,9 @@ class TrackerParams:
     max_age_s: float = 8.0  # samples older than this are ignored
     calibrate_every_s: float = 10.0
     rx_alive_s: float = 30.0  # a receiver silent this long is presumed down, not "hearing nothing"
+    floor_quantile: float = 0.005  # the reception floor: this low quantile of every RSSI heard
+    floor_min_samples: int = 5000  # until then the LocateParams default stands
+    heard_above_floor_db: float = 7.0  # a silent live receiver "should have heard" this far above the floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,11 @@ class Tracker:
         self.last_xy = np.full((len(self.ids), 2), np.nan)
         self.last_xy_ts = np.full(len(self.ids), -np.inf)
         self.rx_last = [-math.inf] * len(self.rx_ids)
+        # Histogram of every RSSI heard (1 dB bins from -140 dBm): its low tail is where the receivers
+        # stop hearing, measured rather than assumed, so the "should have heard it" threshold follows
+        # the real hardware (a deaf receiver must not push estimates away from it, a keen one helps).
+        self.rssi_hist = np.zeros(141, dtype=np.int64)
+        self.floor_dbm: float | None = None
         self.locate_params = LocateParams(path_loss_exponent=site.radio.path_loss_exponent,
                                           shadowing_db=site.radio.shadowing_db)
         beacon_idx = [self.index[b.id] for b in site.beacons if b.id in self.index]
@@ -69,7 +77,9 @@ class Tracker:
 
     def add(self, band_idx: int, rx_idx: int, ts: float, rssi: float, measured_power: int) -> None:
         """One verified RSSI sample (accepted or duplicate advert)."""
-        self.windows.add(band_idx, rx_idx, ts, rssi + self.rx_offset[rx_idx])
+        level = rssi + self.rx_offset[rx_idx]
+        self.windows.add(band_idx, rx_idx, ts, level)
+        self.rssi_hist[min(max(int(level) + 140, 0), 140)] += 1
         self.power[band_idx] = measured_power
         self.rx_last[rx_idx] = ts
         if ts > self.last_sample[band_idx]:
@@ -90,6 +100,7 @@ class Tracker:
         if now >= self._next_calibration:
             self._next_calibration = now + self.p.calibrate_every_s
             self.calibration.update(idx, med, self.power[idx])
+            self._update_floor()
         corrected = med + self.calibration.rx_bias[None, :]
         alive = np.array(self.rx_last) > now - self.p.rx_alive_s
         warm = np.where((self.last_xy_ts[idx] >= now - 2.5)[:, None], self.last_xy[idx], np.nan)
@@ -102,3 +113,13 @@ class Tracker:
             strongest = np.where(rx_count > 0, np.nanmax(np.where(np.isnan(med), -np.inf, corrected), axis=1),
                                  np.nan)
         return Estimates(idx, xy, err, rx_count, strongest, model)
+
+    def _update_floor(self) -> None:
+        """Re-measure the reception floor and move the silent-receiver threshold with it."""
+        total = int(self.rssi_hist.sum())
+        if total < self.p.floor_min_samples:
+            return
+        cum = np.cumsum(self.rssi_hist)
+        floor = float(np.searchsorted(cum, self.p.floor_quantile * total) - 140)
+        self.floor_dbm = floor
+        self.locate_params = replace(self.locate_params, heard_threshold_dbm=floor + self.p.heard_above_floor_db)

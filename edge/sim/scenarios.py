@@ -120,8 +120,12 @@ def standing_near_fence(site: SiteConfig, band_id: int, seed: int, inside_m: flo
     return BandScript(mover=Still(x, y))
 
 
-def _outward(poly: FloatArray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest edge point of `poly` to p and the outward unit normal there."""
+def _outward(poly: FloatArray, p: np.ndarray, allowed: list[FloatArray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest edge point of `poly` to p and the outward unit normal there.
+
+    With `allowed`, only edges on the outer boundary of their union count: an edge shared with
+    another allowed zone (block → yard) is not a fence, and leaving over it is not an escape.
+    """
     n = len(poly)
     best = (math.inf, poly[0], np.array([1.0, 0.0]))
     centroid = poly.mean(axis=0)
@@ -135,6 +139,9 @@ def _outward(poly: FloatArray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             normal = np.array([ab[1], -ab[0]]) / max(float(np.linalg.norm(ab)), 1e-12)
             if np.dot(normal, q - centroid) < 0:
                 normal = -normal
+            probe = (q + normal * 0.5)[None, :]
+            if allowed and any(bool(point_in_polygon(probe, other)[0]) for other in allowed):
+                continue
             best = (d, q, normal)
     return best[1], best[2]
 
@@ -171,7 +178,10 @@ def escape(site: SiteConfig, band_id: int, seed: int, *, cross_at: float, how: s
         inner = edge_pt - normal * 1.5
         direction = normal
     else:
-        edge_pt, normal = _outward(poly, np.asarray(start))
+        band = next((b for b in site.bands if b.id == band_id), None)
+        polys = zone_polygons(site)
+        allowed = [polys[z] for z in band.allowed_zones] if band else [poly]
+        edge_pt, normal = _outward(poly, np.asarray(start), allowed)
         inner = edge_pt - normal * 1.0
         cross = edge_pt
         direction = normal
