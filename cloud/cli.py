@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -15,9 +16,10 @@ from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
+from cloud.site_geometry import SiteGeometry
 from cloud.timeseries import TelemetryWriter
 from protocols.errors import ConfigError
-from protocols.site_config import load_site_config
+from protocols.site_config import SiteConfig, load_site_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provincial cloud")
 log = logging.getLogger("qwatch.cloud")
@@ -30,10 +32,12 @@ def _host_port(value: str, option: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _escalation(values: list[str], site_configs: list[Path] | None = None) -> dict[str, float]:
+def _escalation(values: list[str], sites: Mapping[str, SiteConfig] | None = None) -> dict[str, float]:
     """Per-site escalation times: each site config's ``rules.escalate_after_s``, then the
     ``--escalate-site SITE=SECONDS`` flags, which win over a site config."""
-    out = _escalation_from_configs(site_configs or [])
+    # The site's value even when the file leaves it at its default (docs/protocol-notes.md):
+    # the site config, not the cloud's fallback, defines that site's escalation time.
+    out = {sid: cfg.rules.escalate_after_s for sid, cfg in (sites or {}).items()}
     for v in values:
         site, sep, secs = v.partition("=")
         try:
@@ -45,8 +49,9 @@ def _escalation(values: list[str], site_configs: list[Path] | None = None) -> di
     return out
 
 
-def _escalation_from_configs(paths: list[Path]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _load_sites(paths: list[Path]) -> dict[str, SiteConfig]:
+    """Validate every ``--site-config``; a bad file or a site configured twice is a usage error."""
+    out: dict[str, SiteConfig] = {}
     origin: dict[str, Path] = {}
     for path in paths:
         try:
@@ -58,9 +63,7 @@ def _escalation_from_configs(paths: list[Path]) -> dict[str, float]:
             raise typer.BadParameter(f"{path}: site {sid!r} is already configured by {origin[sid]}",
                                      param_hint="--site-config")
         origin[sid] = path
-        # The site's value even when the file leaves it at its default (docs/protocol-notes.md):
-        # the site config, not the cloud's fallback, defines that site's escalation time.
-        out[sid] = site.rules.escalate_after_s
+        out[sid] = site
     return out
 
 
@@ -92,17 +95,19 @@ EscOpt = Annotated[float, typer.Option("--escalate-after-s", help="escalate unac
 EscSiteOpt = Annotated[list[str], typer.Option("--escalate-site", help="per-site override SITE=SECONDS")]
 SiteCfgOpt = Annotated[list[Path], typer.Option(
     "--site-config", metavar="PATH",
-    help="site YAML: its rules.escalate_after_s is that site's escalation time (repeatable; --escalate-site wins)")]
+    help="site YAML (repeatable): its rules.escalate_after_s is that site's escalation time (--escalate-site "
+         "wins); serve also draws its zones, receivers and beacons on the dashboard")]
 LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
 
 
-def _setup(o: Options) -> tuple[AlertStore, TelemetryWriter, Ingest, LiveHub]:
+def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
+           ) -> tuple[AlertStore, TelemetryWriter, Ingest, LiveHub]:
     level = getattr(logging, o.log_level.upper(), None)
     if not isinstance(level, int):
         raise typer.BadParameter(f"{o.log_level!r}: expected DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     host, port = _host_port(o.mqtt, "--mqtt")
-    per_site = _escalation(o.escalate_site, o.site_config)
+    per_site = _escalation(o.escalate_site, _load_sites(o.site_config) if sites is None else sites)
     for site_id, after_s in sorted(per_site.items()):
         log.info("event=escalation site=%s after_s=%g", site_id, after_s)
     store = AlertStore(o.db)
@@ -145,8 +150,11 @@ def serve(
 
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
                 site_config)
-    store, writer, ingest, hub = _setup(o)
-    api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/")))
+    sites = _load_sites(site_config)
+    store, writer, ingest, hub = _setup(o, sites)
+    geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}
+    api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/"),
+                                  sites=geometry))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="off"))
     log.info("event=serve url=http://%s:%d/ mqtt=%s vm=%s db=%s", host, port, mqtt, vm, db)

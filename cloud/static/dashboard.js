@@ -7,6 +7,7 @@ const state = {
   bounds: new Map(),          // site -> {minX, maxX, minY, maxY}
   trails: new Map(),          // site -> Map(band -> [[x, y], ...])
   nodes: new Map(),           // site -> [node records]
+  geometry: new Map(),        // site -> {zones, receivers, beacons} in site metres (configured sites only)
   seenCritical: new Set(),
   track: null,                // {site, band, points} from VictoriaMetrics, drawn on that site's map
 };
@@ -191,8 +192,10 @@ function siteCard(site) {
 function renderMaps() {
   const alarmed = alarmedBands();
   let total = 0;
-  const sites = new Set([...state.positions.keys(), ...state.nodes.keys()]);
+  const sites = new Set([...state.positions.keys(), ...state.nodes.keys(), ...state.geometry.keys()]);
   for (const a of state.alerts.values()) if (isOpen(a)) sites.add(a.site);
+  // Few sites: big readable maps; a province of 50: small tiles (dashboard.css).
+  $("#sites").dataset.density = sites.size <= 4 ? "few" : sites.size <= 16 ? "some" : "many";
   for (const site of [...sites].sort()) {
     const card = siteCard(site);
     const nodes = state.nodes.get(site) || [];
@@ -221,35 +224,126 @@ function drawTrack(ctx, site, px, py) {
   ctx.restore();
 }
 
+// The map's extent in site metres: the site's geometry and every band seen, so an escapee stays on the map.
+function siteBounds(site) {
+  const b = { ...(state.bounds.get(site) || { minX: Infinity, maxX: -Infinity, minY: Infinity, maxY: -Infinity }) };
+  const g = state.geometry.get(site);
+  const pts = g ? [...g.zones.flatMap((z) => z.polygon), ...g.receivers.map((r) => r.position),
+    ...g.beacons.map((r) => r.position)] : [];
+  for (const [x, y] of pts) {
+    b.minX = Math.min(b.minX, x); b.maxX = Math.max(b.maxX, x);
+    b.minY = Math.min(b.minY, y); b.maxY = Math.max(b.maxY, y);
+  }
+  return b;
+}
+
+let hatch = null;
+function restrictedFill(ctx) {
+  if (!hatch) {
+    const c = document.createElement("canvas"); c.width = c.height = 8;
+    const g = c.getContext("2d");
+    g.fillStyle = "rgba(255,45,45,.10)"; g.fillRect(0, 0, 8, 8);
+    g.strokeStyle = "rgba(255,45,45,.75)"; g.lineWidth = 1.5;
+    g.beginPath(); g.moveTo(-2, 10); g.lineTo(10, -2); g.moveTo(-2, 2); g.lineTo(2, -2);
+    g.moveTo(6, 10); g.lineTo(10, 6); g.stroke();
+    hatch = c;
+  }
+  return ctx.createPattern(hatch, "repeat");
+}
+
+// Zones first (under everything), then receivers (triangles) and beacons (diamonds). Returns counts drawn.
+function drawGeometry(ctx, g, px, py, labels) {
+  const drawn = { zones: 0, receivers: 0, beacons: 0 };
+  if (!g) return drawn;
+  const zones = [...g.zones].sort((a, b) => (a.kind === "restricted") - (b.kind === "restricted"));
+  for (const z of zones) {
+    ctx.beginPath();
+    z.polygon.forEach(([x, y], i) => (i ? ctx.lineTo(px(x), py(y)) : ctx.moveTo(px(x), py(y))));
+    ctx.closePath();
+    if (z.kind === "restricted") {
+      ctx.fillStyle = restrictedFill(ctx); ctx.fill();
+      ctx.strokeStyle = "#ff2d2d"; ctx.lineWidth = 1.5; ctx.stroke();
+    } else {
+      ctx.fillStyle = "rgba(46,204,113,.05)"; ctx.fill();
+      ctx.strokeStyle = "rgba(46,204,113,.8)"; ctx.lineWidth = 1.2; ctx.stroke();
+    }
+    if (labels) {   // top-left corner inside the zone, clear of receivers placed at its centre
+      const x0 = Math.min(...z.polygon.map((p) => p[0])), y1 = Math.max(...z.polygon.map((p) => p[1]));
+      ctx.fillStyle = z.kind === "restricted" ? "#ff8a8a" : "rgba(46,204,113,.8)";
+      ctx.font = "10px sans-serif";
+      ctx.fillText(z.id, px(x0) + 3, py(y1) + 11);
+    }
+    drawn.zones++;
+  }
+  ctx.fillStyle = "#c9d3dd"; ctx.strokeStyle = "#0b0e11"; ctx.lineWidth = 1;
+  for (const r of g.receivers) {
+    const x = px(r.position[0]), y = py(r.position[1]);
+    ctx.beginPath(); ctx.moveTo(x, y - 6); ctx.lineTo(x + 5, y + 4); ctx.lineTo(x - 5, y + 4); ctx.closePath();
+    ctx.fill(); ctx.stroke();
+    drawn.receivers++;
+  }
+  ctx.fillStyle = "#ffd23f";
+  for (const bc of g.beacons) {
+    const x = px(bc.position[0]), y = py(bc.position[1]);
+    ctx.beginPath(); ctx.moveTo(x, y - 4); ctx.lineTo(x + 4, y); ctx.lineTo(x, y + 4); ctx.lineTo(x - 4, y);
+    ctx.closePath(); ctx.fill();
+    drawn.beacons++;
+  }
+  return drawn;
+}
+
+// A grid step (metres) that keeps lines at least ~28 px apart, whatever the site's size.
+function gridStep(s) {
+  for (const step of [5, 10, 20, 50, 100, 200, 500]) if (step * s >= 28) return step;
+  return 1000;
+}
+
 function drawSite(canvas, site, bands, alarmed) {
   const w = canvas.clientWidth, h = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
-  if (canvas.width !== w * dpr) { canvas.width = w * dpr; canvas.height = h * dpr; }
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  }
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = "#0b0e11"; ctx.fillRect(0, 0, w, h);
-  const b = state.bounds.get(site);
-  if (!b || !isFinite(b.minX)) { ctx.fillStyle = "#8a96a3"; ctx.fillText("no positions yet", 8, 16); return; }
+  const g = state.geometry.get(site);
+  const b = siteBounds(site);
+  canvas.dataset.zones = "0"; canvas.dataset.receivers = "0"; canvas.dataset.beacons = "0";
+  if (!isFinite(b.minX)) { ctx.fillStyle = "#8a96a3"; ctx.fillText("no positions yet", 8, 16); return; }
   const m = 5, spanX = b.maxX - b.minX + 2 * m, spanY = b.maxY - b.minY + 2 * m;
-  const s = Math.min(w / spanX, h / spanY);
+  const s = Math.min(w / spanX, h / spanY);   // one scale for both axes: metres stay square
   const px = (x) => (x - b.minX + m) * s + (w - spanX * s) / 2;
   const py = (y) => h - ((y - b.minY + m) * s + (h - spanY * s) / 2);   // north up
+  const step = gridStep(s);
   ctx.strokeStyle = "#1f262e"; ctx.lineWidth = 1;
-  for (let gx = Math.ceil((b.minX - m) / 10) * 10; gx <= b.maxX + m; gx += 10) {
+  for (let gx = Math.ceil((b.minX - m) / step) * step; gx <= b.maxX + m; gx += step) {
     ctx.beginPath(); ctx.moveTo(px(gx), 0); ctx.lineTo(px(gx), h); ctx.stroke();
   }
-  for (let gy = Math.ceil((b.minY - m) / 10) * 10; gy <= b.maxY + m; gy += 10) {
+  for (let gy = Math.ceil((b.minY - m) / step) * step; gy <= b.maxY + m; gy += step) {
     ctx.beginPath(); ctx.moveTo(0, py(gy)); ctx.lineTo(w, py(gy)); ctx.stroke();
   }
+  const drawn = drawGeometry(ctx, g, px, py, w >= 300);
+  canvas.dataset.zones = String(drawn.zones);
+  canvas.dataset.receivers = String(drawn.receivers);
+  canvas.dataset.beacons = String(drawn.beacons);
+  ctx.fillStyle = "#5d6874"; ctx.font = "10px sans-serif";
+  ctx.fillText(`grid ${step} m`, 4, h - 4);
   const trails = state.trails.get(site) || new Map();
   for (const band of bands) {
     if (band.x === null || band.y === null) continue;
     const alarm = alarmed.get(`${site}/${band.band}`);
     const t = trails.get(band.band) || [];
-    ctx.strokeStyle = alarm ? "rgba(255,45,45,.6)" : "rgba(77,163,255,.25)";
+    ctx.strokeStyle = alarm ? "rgba(255,45,45,.6)" : "rgba(77,163,255,.25)"; ctx.lineWidth = 1;
     ctx.beginPath(); t.forEach(([x, y], i) => (i ? ctx.lineTo(px(x), py(y)) : ctx.moveTo(px(x), py(y)))); ctx.stroke();
     if (band.err_m) {
-      ctx.fillStyle = alarm ? "rgba(255,45,45,.12)" : "rgba(77,163,255,.08)";
-      ctx.beginPath(); ctx.arc(px(band.x), py(band.y), Math.max(2, band.err_m * s), 0, 2 * Math.PI); ctx.fill();
+      const r = Math.max(2, band.err_m * s);
+      ctx.beginPath(); ctx.arc(px(band.x), py(band.y), r, 0, 2 * Math.PI);
+      if (r < Math.min(w, h) / 4) {
+        ctx.fillStyle = alarm ? "rgba(255,45,45,.12)" : "rgba(77,163,255,.08)"; ctx.fill();
+      } else {   // a huge uncertainty would tint the whole site: outline it instead
+        ctx.save(); ctx.setLineDash([4, 4]); ctx.strokeStyle = alarm ? "rgba(255,45,45,.5)" : "rgba(77,163,255,.4)";
+        ctx.stroke(); ctx.restore();
+      }
     }
     ctx.fillStyle = alarm ? "#ff2d2d" : "#4da3ff";
     ctx.beginPath(); ctx.arc(px(band.x), py(band.y), alarm ? 6 : 3, 0, 2 * Math.PI); ctx.fill();
@@ -268,12 +362,16 @@ async function refreshSites() {
   try {
     const r = await fetch("/api/v1/sites");
     if (r.ok) {
-      for (const s of await r.json()) state.nodes.set(s.site, s.nodes);
+      for (const s of await r.json()) {
+        state.nodes.set(s.site, s.nodes);
+        if (s.geometry) state.geometry.set(s.site, s.geometry);
+      }
       renderMaps();
     }
   } catch (e) { /* the connection badge shows the outage */ }
 }
 setInterval(refreshSites, 5000);
+window.addEventListener("resize", scheduleMaps);
 
 // ---------------------------------------------------------------- live connection
 let retry = 500;

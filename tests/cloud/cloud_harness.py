@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -21,20 +20,9 @@ from cloud.services import ServiceProcess, free_port
 from cloud.timeseries import TelemetryWriter
 from protocols.payloads import new_alert
 from protocols.ulid import new_ulid
+from tests.helpers import wait_for
 
-T = TypeVar("T")
-
-
-def wait_for(cond: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> T:
-    """Poll ``cond`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
-        time.sleep(interval)
+__all__ = ["Publisher", "RunningCloud", "alert_json", "cleared_json", "start_cloud", "wait_for"]
 
 
 @dataclass
@@ -70,11 +58,12 @@ def start_cloud(workdir: Path, broker: ServiceProcess, vm_url: str, **cfg: Any) 
     store = AlertStore(workdir / "cloud.db")
     writer = TelemetryWriter(vm_url, workdir / "spool", retry_s=cfg.pop("retry_s", 0.5))
     hub = LiveHub()
+    sites = cfg.pop("sites", {})
     ingest = Ingest(IngestConfig(host=broker.host, port=broker.port, **cfg), store, writer, hub)
     writer.start()
     ingest.start()
     port = free_port()
-    app = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm_url))
+    app = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm_url, sites=sites))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

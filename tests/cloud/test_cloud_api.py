@@ -97,3 +97,31 @@ def test_dashboard_is_served_without_external_urls(client: TestClient) -> None:
     assert "/api/v1/live" in client.get("/static/dashboard.js").text
     for text in (html, client.get("/static/dashboard.js").text, client.get("/static/dashboard.css").text):
         assert "http://" not in text and "https://" not in text
+
+
+def test_sites_carry_configured_geometry_and_nothing_secret(ctx: CloudContext, client: TestClient) -> None:
+    from cloud.site_geometry import SiteGeometry
+    from protocols.site_config import parse_site_config
+
+    cfg = parse_site_config("""
+site: {id: site-g, name: G}
+zones:
+  - {id: block-a, kind: permitted, polygon: [[0, 0], [30, 0], [30, 16]]}
+  - {id: gate, kind: restricted, polygon: [[13, -3], [17, -3], [17, 0]]}
+receivers: [{id: rx-a, position: [15, 8], source: "serial:/dev/ttyACM0"}]
+bands: [{id: 1001, person: P-0001, allowed_zones: [block-a]}]
+beacons: [{id: 9001, position: [4, 4]}]
+cameras: [{id: cam-1, url: "rtsp://admin:secret@10.0.0.9/s"}]
+""")
+    ctx.sites = {"site-g": SiteGeometry.from_config(cfg)}
+    ctx.store.upsert(_alert(site="site-b"), now=10.0)
+    by_site = {s["site"]: s for s in client.get("/api/v1/sites").json()}
+    assert by_site["site-b"]["geometry"] is None  # heard of, but not configured
+    geom = by_site["site-g"]["geometry"]
+    assert [(z["id"], z["kind"], len(z["polygon"])) for z in geom["zones"]] == [
+        ("block-a", "permitted", 3), ("gate", "restricted", 3)]
+    assert geom["receivers"] == [{"id": "rx-a", "position": [15.0, 8.0]}]
+    assert geom["beacons"] == [{"id": "9001", "position": [4.0, 4.0]}]
+    body = client.get("/api/v1/sites").text
+    for secret in ("secret", "rtsp", "ttyACM0", "P-0001", "cam-1"):
+        assert secret not in body

@@ -11,15 +11,45 @@ import pytest
 from cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
 
 from cloud.services import ServiceProcess, flush_victoria_metrics, require_binary
+from cloud.site_geometry import SiteGeometry
+from protocols.site_config import parse_site_config
 
 pytestmark = pytest.mark.integration
+# Two blocks and a restricted gate; bands 1001 (outside, east) and 1002 (in block-a) are drawn over it.
+SITE_D = parse_site_config("""
+site: {id: site-d, name: Site D}
+zones:
+  - {id: block-a, kind: permitted, polygon: [[0, 0], [30, 0], [30, 16], [0, 16]]}
+  - {id: block-b, kind: permitted, polygon: [[0, 20], [30, 20], [30, 36], [0, 36]]}
+  - {id: gate, kind: restricted, polygon: [[13, -6], [17, -6], [17, 0], [13, 0]]}
+receivers:
+  - {id: rx-a, position: [15, 8], source: sim}
+  - {id: rx-b, position: [15, 28], source: "serial:/dev/ttyACM0"}
+  - {id: rx-e, position: [39, 18], source: sim}
+beacons:
+  - {id: 9001, position: [4, 4]}
+cameras:
+  - {id: cam-1, url: "rtsp://admin:secret@10.0.0.9/stream"}
+""")
+# Pixels the canvas may only have from the geometry before any alert: restricted red, permitted green.
+COUNT_COLOURS_JS = """(sel) => {
+  const c = document.querySelector(sel);
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let red = 0, green = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i] > 150 && d[i + 1] < 90 && d[i + 2] < 90) red++;
+    if (d[i + 1] > 120 && d[i] < 90 && d[i + 2] < 150) green++;
+  }
+  return {red, green};
+}"""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
 def cloud(tmp_path: Path, mosquitto: ServiceProcess, victoria_metrics: ServiceProcess) -> Iterator[RunningCloud]:
-    c = start_cloud(tmp_path, mosquitto, victoria_metrics.url, silence_s=3600, escalate_after_s=3600)
+    c = start_cloud(tmp_path, mosquitto, victoria_metrics.url, silence_s=3600, escalate_after_s=3600,
+                    sites={"site-d": SiteGeometry.from_config(SITE_D)})
     yield c
     c.stop()
 
@@ -47,7 +77,16 @@ def test_alert_arrives_live_and_is_acknowledged(cloud: RunningCloud, mosquitto: 
                 {"band": 1002, "ts": now, "x": 10.0, "y": 5.0, "err_m": 2.0, "zone": "block-a", "rssi": -60.0,
                  "rx_count": 3, "battery": 90, "temp_c": None, "flags": 0}]}), qos=0)
             page.wait_for_selector('.site[data-site="site-d"]', timeout=10_000)
-            assert "2 bands" in page.inner_text('.site[data-site="site-d"] .title')
+            page.wait_for_function("document.querySelector('.site[data-site=\"site-d\"] .title')"
+                                   ".textContent.includes('2 bands')", timeout=10_000)
+            # The configured geometry is drawn under the bands: 3 zones, 3 receivers, 1 beacon, and the
+            # restricted gate really is red on the canvas (no alert yet, so nothing else is red).
+            canvas = '.site[data-site="site-d"] canvas'
+            page.wait_for_selector(f'{canvas}[data-zones="3"]', timeout=10_000)
+            assert page.get_attribute(canvas, "data-receivers") == "3"
+            assert page.get_attribute(canvas, "data-beacons") == "1"
+            colours = page.evaluate(COUNT_COLOURS_JS, canvas)
+            assert colours["red"] > 50 and colours["green"] > 200, colours
 
             alert_id, raw = alert_json(site="site-d", band=1001)
             pub.publish(f"{base}/alert", raw)

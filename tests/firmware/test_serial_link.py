@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,20 +20,12 @@ from firmware_interface.scanner import ScannedAdvert, ScannerHost, ScannerOption
 from firmware_interface.simulator import PtyServer
 from protocols.advert import encode_status
 from protocols.serial_frame import BandProgram, DeviceError, Frame, MsgType, encode_frame
+from tests.helpers import wait_for
 
 CID = 0xFFFF
 KEY = bytes(range(16))
 FAST_LINK = LinkOptions(read_timeout_s=0.02, hello_timeout_s=0.3, hello_attempts=2)
 FAST = ScannerOptions(link=FAST_LINK, backoff_initial_s=0.05, backoff_max_s=0.3, keepalive_s=5.0)
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class ListFeed:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -17,6 +16,7 @@ from edge.sources.base import ObservationSource
 from edge.sources.bleak_source import BleakOptions, BleakSource, classify_error
 from protocols.advert import encode_status
 from protocols.observation import RawObservation
+from tests.helpers import Collector, wait_for
 
 from .radio_backend import RadioBackend, SimRadio
 
@@ -30,31 +30,6 @@ FAST = BleakOptions(
     start_timeout_s=0.5,
     stop_timeout_s=0.5,
 )
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.items: list[RawObservation] = []
-        self.lock = threading.Lock()
-        self.last_mono = 0.0
-
-    def __call__(self, obs: RawObservation) -> None:
-        with self.lock:
-            self.items.append(obs)
-            self.last_mono = time.monotonic()
-
-    def __len__(self) -> int:
-        with self.lock:
-            return len(self.items)
 
 
 @pytest.fixture

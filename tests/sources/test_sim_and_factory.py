@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,31 +21,9 @@ from protocols.errors import ConfigError
 from protocols.observation import RawObservation
 from protocols.site_config import SiteConfig, load_site_config
 from protocols.verify import AdvertVerifier
+from tests.helpers import Collector, wait_for
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "examples" / "demo-site.yaml"
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.items: list[RawObservation] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, obs: RawObservation) -> None:
-        with self.lock:
-            self.items.append(obs)
-
-    def snapshot(self) -> list[RawObservation]:
-        with self.lock:
-            return list(self.items)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,95 @@
+"""Province-at-a-glance routes: sites (with their geometry when configured), latest band positions,
+and a band's track read back from VictoriaMetrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
+
+from cloud.api_context import CloudContext, Ctx
+
+router = APIRouter(prefix="/api/v1")
+TRACK_FIELDS = ("x", "y", "err_m")
+TimeParam = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
+
+
+def _track(vm_url: str, band: int, since: float, until: float) -> list[dict[str, Any]]:
+    """Raw band samples from VictoriaMetrics' export API, joined by timestamp across x, y, err_m."""
+    params = {"match[]": f'{{__name__=~"band_({"|".join(TRACK_FIELDS)})",band="{band}"}}',
+              "start": f"{since:.3f}", "end": f"{until:.3f}"}
+    resp = httpx.get(f"{vm_url}/api/v1/export", params=params, timeout=5.0)
+    resp.raise_for_status()
+    points: dict[int, dict[str, Any]] = {}
+    for line in resp.text.splitlines():
+        if not line.strip():
+            continue
+        series = json.loads(line)
+        labels = series["metric"]
+        name = labels["__name__"].removeprefix("band_")
+        for ts_ms, value in zip(series["timestamps"], series["values"], strict=False):
+            p = points.setdefault(ts_ms, {"ts": ts_ms / 1000.0, "x": None, "y": None, "err_m": None,
+                                          "zone": labels.get("zone"), "site": labels.get("site"),
+                                          "node": labels.get("node")})
+            p[name] = value
+    return [points[k] for k in sorted(points)]
+
+
+def site_summaries(ctx: CloudContext) -> list[dict[str, Any]]:
+    """Every site the cloud knows of (configured, alerted or heard from), sorted by ID."""
+    sites: dict[str, dict[str, Any]] = {}
+
+    def site(name: str) -> dict[str, Any]:
+        return sites.setdefault(name, {"site": name, "open": 0, "unacknowledged": 0, "critical_open": 0,
+                                       "escalated": 0, "last_alert_at": None, "nodes": [], "bands": 0,
+                                       "geometry": None})
+
+    for sid, geom in ctx.sites.items():
+        site(sid)["geometry"] = geom.model_dump(mode="json")
+    for row in ctx.store.site_summary():
+        site(row["site"]).update({k: row[k] for k in row if k != "site"})
+    if ctx.ingest is not None:
+        for rec in ctx.ingest.liveness.snapshot():
+            health = ctx.ingest.node_health.get((rec["site"], rec["node"]))
+            site(rec["site"])["nodes"].append({**rec, "health": health})
+    for (s, _node), pos in list(ctx.hub.positions.items()):
+        site(s)["bands"] += len(pos.get("bands", []))
+    return [sites[k] for k in sorted(sites)]
+
+
+@router.get("/sites")
+def sites(ctx: Ctx) -> list[dict[str, Any]]:
+    """The province at a glance; ``geometry`` is the site's zones/receivers/beacons or null."""
+    return site_summaries(ctx)
+
+
+@router.get("/positions")
+def positions(ctx: Ctx) -> list[dict[str, Any]]:
+    """The latest band positions per (site, node)."""
+    return list(ctx.hub.positions.values())
+
+
+@router.get("/bands/{band}/track")
+def band_track(
+    ctx: Ctx,
+    band: Annotated[int, PathParam(ge=1, le=0xFFFFFFFF)],
+    since: TimeParam = None,
+    until: TimeParam = None,
+) -> dict[str, Any]:
+    """A band's positions between ``since`` (default 10 min ago) and ``until`` (default now)."""
+    if ctx.vm_url is None:
+        raise HTTPException(503, "no VictoriaMetrics configured")
+    now = time.time()
+    until_ = until if until is not None else now + 60
+    since_ = since if since is not None else now - 600
+    if since_ > until_:
+        raise HTTPException(422, "since must not be after until")
+    try:
+        points = _track(ctx.vm_url, band, since_, until_)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise HTTPException(503, f"time-series store unavailable: {exc}") from None
+    return {"band": band, "since": since_, "until": until_, "points": points}
