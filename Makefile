@@ -12,8 +12,8 @@ PYTEST_ARGS ?=
 # mosquitto + victoria-metrics: broker and time-series store. gstreamer + python3-gi: the RTSP
 # test server, run by the system python. ffmpeg: test videos. chromium: dashboard tests.
 APT_PACKAGES := mosquitto victoria-metrics python3-venv python3-gi ffmpeg \
-	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav \
+	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	chromium fonts-dejavu-core
 
 .PHONY: all demo test deps venv lint typecheck unit bench clean

@@ -224,12 +224,14 @@ function drawTrack(ctx, site, px, py) {
   ctx.restore();
 }
 
-// The map's extent in site metres: the site's geometry and every band seen, so an escapee stays on the map.
-function siteBounds(site) {
-  const b = { ...(state.bounds.get(site) || { minX: Infinity, maxX: -Infinity, minY: Infinity, maxY: -Infinity }) };
+// The map's extent in site metres. With geometry: the site plus the bands now, so an escapee stays on the
+// map and the scale recovers once it is back. Without: every band position seen so far (a steady scale).
+function siteBounds(site, bands) {
   const g = state.geometry.get(site);
-  const pts = g ? [...g.zones.flatMap((z) => z.polygon), ...g.receivers.map((r) => r.position),
-    ...g.beacons.map((r) => r.position)] : [];
+  if (!g) return state.bounds.get(site) || { minX: Infinity, maxX: -Infinity, minY: Infinity, maxY: -Infinity };
+  const b = { minX: Infinity, maxX: -Infinity, minY: Infinity, maxY: -Infinity };
+  const pts = [...g.zones.flatMap((z) => z.polygon), ...g.receivers.map((r) => r.position),
+    ...g.beacons.map((r) => r.position), ...bands.filter((x) => x.x !== null && x.y !== null).map((x) => [x.x, x.y])];
   for (const [x, y] of pts) {
     b.minX = Math.min(b.minX, x); b.maxX = Math.max(b.maxX, x);
     b.minY = Math.min(b.minY, y); b.maxY = Math.max(b.maxY, y);
@@ -307,7 +309,7 @@ function drawSite(canvas, site, bands, alarmed) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = "#0b0e11"; ctx.fillRect(0, 0, w, h);
   const g = state.geometry.get(site);
-  const b = siteBounds(site);
+  const b = siteBounds(site, bands);
   canvas.dataset.zones = "0"; canvas.dataset.receivers = "0"; canvas.dataset.beacons = "0";
   if (!isFinite(b.minX)) { ctx.fillStyle = "#8a96a3"; ctx.fillText("no positions yet", 8, 16); return; }
   const m = 5, spanX = b.maxX - b.minX + 2 * m, spanY = b.maxY - b.minY + 2 * m;

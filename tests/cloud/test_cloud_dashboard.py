@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
+from playwright.sync_api import sync_playwright
 
 from cloud.services import ServiceProcess, flush_victoria_metrics, require_binary
 from cloud.site_geometry import SiteGeometry
@@ -56,9 +57,8 @@ def cloud(tmp_path: Path, mosquitto: ServiceProcess, victoria_metrics: ServicePr
 
 def test_alert_arrives_live_and_is_acknowledged(cloud: RunningCloud, mosquitto: ServiceProcess) -> None:
     chromium = require_binary("chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
     pub = Publisher(mosquitto).connect()
-    with sync_api.sync_playwright() as pw:
+    with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 850})
