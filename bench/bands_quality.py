@@ -1,12 +1,15 @@
 """Wristband pipeline quality on simulated scenarios (issue 3, benchmark 1).
 
-Runs the full pipeline (verify → track → rules) over simulator output for two layouts of the demo
-site (receivers inside + outside the fence, and fence-line only), shadowing σ = 2/4/6/8 dB and
-0/20/40 % base packet loss. People walk, stand 0.5-3 m inside the fence, escape (through the gate,
-over the fence, out of radio range) and one band goes silent. It also runs an "ideal observer":
-the same likelihood test fed RSSI corrected by the true receiver gains and band powers.
+Runs the full pipeline (verify → track → rules) over simulator output for three layouts of the
+demo site ("good" = demo-site.yaml, "perimeter" = receivers on a ring 15 m out, "fence-line"),
+shadowing σ = 2/4/6/8 dB and 0/20/40 % base packet loss. People walk, stand 0.5-3 m inside the
+fence, escape (through the gate, 20 m over the outer fence, out of radio range) and one band goes
+silent. Beside qwatch it runs the issue's ideal observer (`bands_ideal.py`: true channel,
+inside-vs-outside likelihood ratio on the same observations) and "qwatch, true gains" (the
+pipeline fed RSSI corrected by the true receiver gains and band powers).
 
-Usage: .venv/bin/python bench/bands_quality.py [--duration S] [--fa-hours H] [--plots DIR]
+Usage: .venv/bin/python bench/bands_quality.py [--duration S] [--grid L,..] [--target L,..]
+       [--fa-runs N] [--no-observer] [--baseline] [--plots DIR]
 """
 
 from __future__ import annotations

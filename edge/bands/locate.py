@@ -37,7 +37,7 @@ class LocateParams:
     slow_floor_db: float = 2.0  # shadowing that does not average out within the window
     model_error_db: float = 2.5  # band power spread + residual receiver calibration: never averages out
     heard_threshold_dbm: float = -93.0  # a live receiver this strong would almost surely hear 1 of ~8 adverts
-    censor_sigma_db: float = 3.0
+    censor_sigma_db: float = 4.0
     iterations: int = 8
     max_links: int = 8  # links per band in the fit (heard first, then the nearest silent ones)
     max_step_m: float = 6.0

@@ -29,7 +29,7 @@ class TrackerParams:
     rx_alive_s: float = 30.0  # a receiver silent this long is presumed down, not "hearing nothing"
     floor_quantile: float = 0.005  # the reception floor: this low quantile of every RSSI heard
     floor_min_samples: int = 5000  # until then the LocateParams default stands
-    heard_above_floor_db: float = 5.0  # a silent live receiver "should have heard" this far above the floor
+    heard_above_floor_db: float = 7.0  # a silent live receiver "should have heard" this far above the floor
 
 
 @dataclass(frozen=True, slots=True)
