@@ -240,7 +240,7 @@ def format_report(site: SiteConfig, r: PlanReport) -> str:
     for x, y, err in r.weak_spots:
         lines.append(f"weak spot: ({x:.0f}, {y:.0f}) expected error {err:.1f} m")
     lines.append(f"one more receiver would help most at ({r.suggestion[0]:.0f}, {r.suggestion[1]:.0f}) "
-                 f"(mean Cramér-Rao error -{r.suggestion_gain:.1f} m)")
+                 f"(it would lower the mean expected error by {r.suggestion_gain:.1f} m)")
     lines.append(f"layout score {r.score:.2f} (worst-edge recall - worst-edge false rate - p90 error/100)")
     return "\n".join(lines)
 

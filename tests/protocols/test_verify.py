@@ -75,3 +75,11 @@ def test_garbage_never_raises_and_is_counted(items: list[tuple[float, int, bytes
     for ts, cid, data in items:
         assert not v.verify(ts, cid, data).usable or len(data) == 22
     assert sum(v.counts.values()) == len(items)
+
+
+def test_rekeyed_band_is_verified_with_its_new_key() -> None:
+    v = make()
+    assert v.verify(0.0, 0xFFFF, adv(1)).outcome == ACCEPTED
+    v.set_keys({1001: OTHER})
+    assert v.verify(1.0, 0xFFFF, adv(2)).outcome == BAD_TAG  # old key no longer valid
+    assert v.verify(2.0, 0xFFFF, adv(3, key=OTHER)).outcome == ACCEPTED
