@@ -14,7 +14,6 @@ receivers the storm is the only input; otherwise it runs on top of the real pipe
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import signal
@@ -42,12 +41,11 @@ from protocols.payloads import (
 )
 from protocols.site_config import SiteConfig, load_band_keys, load_site_config, parse_site_config
 from protocols.topics import NodeTopics
-from protocols.ulid import new_ulid
+from protocols.ulid import new_ulid, seeded_ulid
 
 log = logging.getLogger("qwatch.edge.agent")
 
 VERSION = "0.1.0"
-_ULID = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +79,7 @@ class AgentOptions:
 
 def storm_alert_id(storm_id: str, node: str, k: int) -> str:
     """Deterministic, valid ULID for synthetic alert `k` of a storm (time part orders by k)."""
-    ms = 1_700_000_000_000 + k
-    rnd = int.from_bytes(hashlib.sha256(f"{storm_id}:{node}:{k}".encode()).digest()[:10], "big")
-    value = (ms << 80) | rnd
-    return "".join(_ULID[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+    return seeded_ulid(1_700_000_000_000 + k, f"{storm_id}:{node}:{k}")
 
 
 def storm_message(site: str, node: str, storm_id: str, i: int, ts: float) -> Alert:

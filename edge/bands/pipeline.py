@@ -7,7 +7,6 @@ a replay of a field log produces exactly the alerts the live agent would have.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,20 +21,17 @@ from protocols.advert import StatusAdvert
 from protocols.observation import RawObservation
 from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandTelemetry
 from protocols.site_config import SiteConfig
+from protocols.ulid import seeded_ulid
 from protocols.verify import ACCEPTED, DUPLICATE, AdvertVerifier
 
 log = logging.getLogger("qwatch.edge.bands")
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 UNKNOWN_RX = "unknown_rx"
 
 
 def deterministic_ulid(ts: float, seed: str) -> str:
     """A ULID whose time part is `ts` and whose random part is a hash of `seed` (replay is repeatable)."""
-    ms = int(ts * 1000) & ((1 << 48) - 1)
-    rand = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:10], "big")
-    value = (ms << 80) | rand
-    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in range(25, -1, -1))
+    return seeded_ulid(int(ts * 1000), seed)
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from protocols.payloads import (
     parse_payload,
 )
 from protocols.topics import ALERT, CAMERA_EVENT, CMD, SNAPSHOT, TELEMETRY_BANDS, NodeTopics, parse_topic
-from protocols.ulid import is_ulid, new_ulid
+from protocols.ulid import encode_ulid, is_ulid, new_ulid, seeded_ulid
 
 
 def test_topics_round_trip() -> None:
@@ -100,3 +100,11 @@ def test_observation_line_round_trip_and_errors() -> None:
 
 def test_ulids_sort_by_time() -> None:
     assert new_ulid(1000.0) < new_ulid(2000.0)
+
+
+def test_seeded_ulids_are_repeatable_valid_and_time_ordered() -> None:
+    a = seeded_ulid(1_627_300_020_500, "site|node|1001|geofence_breach|0")
+    assert a == seeded_ulid(1_627_300_020_500, "site|node|1001|geofence_breach|0") and is_ulid(a)
+    assert a != seeded_ulid(1_627_300_020_500, "site|node|1002|geofence_breach|0")
+    assert seeded_ulid(1_000, "x") < seeded_ulid(2_000, "x")
+    assert encode_ulid(0, 0) == "0" * 26 and encode_ulid(2**48 - 1, 2**80 - 1) == "7" + "Z" * 25
