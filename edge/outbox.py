@@ -7,15 +7,21 @@ number; publishing in sequence order is what keeps per-node order across reconne
 restarts.
 
 The pending rows are mirrored in memory, so the publish pump never waits on the disk.
-When the disk is full or the database is corrupt, the outbox does NOT drop anything: a
-row that cannot be committed stays in memory (marked not durable), is still published,
-and is written to disk again as soon as the disk accepts it. The failure is reported as
-a health error (loud log line, node telemetry) via `health_errors()`.
+A full disk is met in two steps. First, the outbox keeps an emergency reserve file beside
+the database (space allocated at start); the first commit that fails for lack of space
+releases it and is retried, so the alerts of the next hours still reach the disk while
+the node reports `outbox_disk_full`. Only when the reserve is used up too (or the
+database is corrupt) does a row stay in memory (marked not durable); it is still
+published and is written to disk again as soon as the disk accepts it. Nothing is
+dropped, and every failure is reported as a health error (loud log line, node telemetry)
+via `health_errors()`.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -26,6 +32,9 @@ from pathlib import Path
 log = logging.getLogger("qwatch.edge.outbox")
 
 DB_NAME = "outbox.sqlite3"
+RESERVE_NAME = "outbox.reserve"
+RESERVE_BYTES = 8 << 20  # measured: 19,845 committed alert rows of 312 B fit (docs/reliability.md)
+RESERVE_MAX_SHARE = 0.05  # never take more than this share of a small data partition
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -59,8 +68,9 @@ class Outbox:
     Thread-safe: `put` runs on the agent thread, `ack` on the MQTT network thread.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, reserve_bytes: int = RESERVE_BYTES) -> None:
         self.path = Path(data_dir) / DB_NAME
+        self.reserve_path = Path(data_dir) / RESERVE_NAME
         self._lock = threading.Lock()
         self._rows: OrderedDict[int, OutboxRow] = OrderedDict()
         self._errors: dict[str, str] = {}
@@ -68,9 +78,16 @@ class Outbox:
         self._next_seq = 1
         self.counters: dict[str, int] = {
             "put": 0, "acked": 0, "write_errors": 0, "recovered_rows": 0, "corrupt_reset": 0,
+            "reserve_released": 0,
         }
         Path(data_dir).mkdir(parents=True, exist_ok=True)
+        self._reserve_bytes = self._reserve_size(reserve_bytes)
         self._open()
+        if not self._make_reserve():
+            self._errors["outbox_disk_full"] = (
+                f"no room for the {self._reserve_bytes} B emergency reserve {self.reserve_path}; "
+                "free space on the data partition")
+            log.critical("event=outbox_reserve_missing path=%s bytes=%d", self.reserve_path, self._reserve_bytes)
 
     # ---------------------------------------------------------------- open / recover
     def _open(self) -> None:
@@ -129,6 +146,57 @@ class Outbox:
             self._errors["outbox_unavailable"] = f"cannot open {self.path}: {exc2}"
             log.critical("event=outbox_unavailable path=%s error=%r", self.path, str(exc2))
 
+    # ---------------------------------------------------------------- emergency reserve
+    def _reserve_size(self, wanted: int) -> int:
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return wanted
+        return max(0, min(wanted, int(st.f_blocks * st.f_frsize * RESERVE_MAX_SHARE)))
+
+    def _make_reserve(self) -> bool:
+        """Allocate the reserve file if it is missing; False when the disk has no room for it."""
+        if self._reserve_bytes == 0:
+            return True
+        try:
+            if self.reserve_path.stat().st_size >= self._reserve_bytes:
+                return True
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, self._reserve_bytes)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    # Filesystems without fallocate: really write the blocks, or they are not reserved.
+                    chunk = b"\0" * 65536
+                    for off in range(0, self._reserve_bytes, len(chunk)):
+                        os.pwrite(fd, chunk[: self._reserve_bytes - off], off)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.reserve_path.unlink(missing_ok=True)
+            return False
+        return True
+
+    def _release_reserve_locked(self, row: OutboxRow) -> bool:
+        """Disk full: give the reserve's space to the database. False if there was none left."""
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        self.counters["reserve_released"] += 1
+        self._errors["outbox_disk_full"] = (
+            f"data partition of {self.path} is full; emergency reserve released, alerts still committed "
+            "to disk; free space on the data partition")
+        log.critical("event=outbox_disk_full path=%s kind=%s ref=%s action=release_reserve bytes=%d",
+                     self.path, row.kind, row.ref, self._reserve_bytes)
+        return True
+
     # ---------------------------------------------------------------- write side
     def put(self, kind: str, topic: str, payload: bytes, ref: str) -> OutboxRow:
         """Commit one message durably, then return it (it is published after this returns).
@@ -149,14 +217,16 @@ class Outbox:
         if self._db is None:
             return False
         try:
-            self._db.execute(
-                "INSERT OR REPLACE INTO outbox (seq, kind, topic, payload, ref, created) "
-                "VALUES (?,?,?,?,?,?)",
-                (row.seq, row.kind, row.topic, row.payload, row.ref, row.created),
-            )
+            self._insert_locked(row)
         except sqlite3.Error as exc:
+            if _is_full(exc) and self._release_reserve_locked(row):
+                try:
+                    self._insert_locked(row)
+                    return True
+                except sqlite3.Error as exc2:
+                    exc = exc2
             self.counters["write_errors"] += 1
-            code = "outbox_disk_full" if "full" in str(exc).lower() else "outbox_write_failed"
+            code = "outbox_disk_full" if _is_full(exc) else "outbox_write_failed"
             if code not in self._errors:
                 log.critical(
                     "event=%s path=%s kind=%s ref=%s error=%r action=keep_in_memory_and_publish",
@@ -165,6 +235,13 @@ class Outbox:
             self._errors[code] = f"cannot commit to {self.path}: {exc}; pending rows held in memory"
             return False
         return True
+
+    def _insert_locked(self, row: OutboxRow) -> None:
+        assert self._db is not None
+        self._db.execute(
+            "INSERT OR REPLACE INTO outbox (seq, kind, topic, payload, ref, created) VALUES (?,?,?,?,?,?)",
+            (row.seq, row.kind, row.topic, row.payload, row.ref, row.created),
+        )
 
     def _flush_nondurable_locked(self) -> None:
         """Retry committing rows that failed to reach the disk, oldest first."""
@@ -175,7 +252,9 @@ class Outbox:
             if not self._write_locked(r):
                 return
             self._rows[r.seq] = replace(r, durable=True)
-        for code in ("outbox_disk_full", "outbox_write_failed"):
+        # While the reserve is spent the partition is still full: the error stays until it is back.
+        codes = ("outbox_disk_full", "outbox_write_failed") if self._reserve_present() else ("outbox_write_failed",)
+        for code in codes:
             if self._errors.pop(code, None) is not None:
                 log.warning("event=outbox_recovered_from_error code=%s path=%s", code, self.path)
 
@@ -183,13 +262,21 @@ class Outbox:
         """Periodic hook after a disk error: write back rows held in memory, or probe the disk.
 
         When every in-memory row was acknowledged meanwhile there is nothing to write back, so a
-        one-row probe commit decides whether the disk has room again and the error can clear.
+        one-row probe commit decides whether the disk has room again and the error can clear. A
+        released emergency reserve is re-allocated first: the error clears only once it is back.
         """
         with self._lock:
             in_memory = any(not r.durable for r in self._rows.values())
             disk_error = bool(self._errors.keys() & {"outbox_disk_full", "outbox_write_failed"})
-            if in_memory or (disk_error and self._probe_locked()):
+            if not (in_memory or disk_error):
+                return
+            if not self._reserve_present() and self._make_reserve():
+                log.warning("event=outbox_reserve_restored path=%s bytes=%d", self.reserve_path, self._reserve_bytes)
+            if in_memory or self._probe_locked():
                 self._flush_nondurable_locked()
+
+    def _reserve_present(self) -> bool:
+        return self._reserve_bytes == 0 or self.reserve_path.exists()
 
     def _probe_locked(self) -> bool:
         if self._db is None:
@@ -256,3 +343,8 @@ class Outbox:
                     self._db.close()
                 finally:
                     self._db = None
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL ("database or disk is full"), the only error the reserve can cure."""
+    return "full" in str(exc).lower()

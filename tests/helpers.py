@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
+
+import pytest
 
 from protocols.observation import RawObservation
 
@@ -45,3 +51,20 @@ class Collector:
         """A copy of everything collected so far."""
         with self.lock:
             return list(self.items)
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[None]:
+    """A real, small filesystem at `path` (tmpfs, needs root) to run a disk full for real."""
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        msg = f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(msg + " — CI runs as root, so this is a failure, not a skip", pytrace=False)
+        pytest.skip(msg)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
-from edge.outbox import DB_NAME, Outbox
+from edge.outbox import DB_NAME, RESERVE_MAX_SHARE, RESERVE_NAME, Outbox
+from tests.helpers import small_tmpfs
 
 
 def _fill(ob: Outbox, n: int) -> list[int]:
@@ -95,3 +97,35 @@ def test_disk_error_clears_by_probe_when_nothing_is_left_to_write(tmp_path: Path
     ob._db = real
     ob.retry_persist()
     assert ob.health_errors() == {}
+
+
+def test_full_partition_spends_the_reserve_and_alerts_stay_on_disk(tmp_path: Path) -> None:
+    """A real full filesystem: the emergency reserve keeps commits durable, then is restored."""
+    disk = tmp_path / "disk"
+    with small_tmpfs(disk, "8m"):
+        ob = Outbox(disk)
+        reserve = disk / RESERVE_NAME
+        assert reserve.stat().st_size == int(8 * 2**20 * RESERVE_MAX_SHARE)
+        assert ob.health_errors() == {}
+        filler = disk / "filler"
+        with contextlib.suppress(OSError), open(filler, "wb", buffering=0) as fh:
+            while True:
+                fh.write(b"\0" * 65536)
+        rows = [ob.put("alert", "t/alert", b"x" * 400, f"full{i}") for i in range(200)]  # ~80 kB < reserve
+        assert all(r.durable for r in rows), "commits failed although the reserve had room"
+        assert not reserve.exists() and ob.counters["reserve_released"] == 1
+        assert "reserve released" in ob.health_errors()["outbox_disk_full"]
+        ob.retry_persist()  # still full: the reserve cannot come back, the error stays
+        assert "outbox_disk_full" in ob.health_errors()
+        other = sqlite3.connect(disk / DB_NAME)
+        assert other.execute("SELECT count(*) FROM outbox WHERE ref LIKE 'full%'").fetchone()[0] == 200
+        other.close()
+        # Past the reserve, nothing is dropped: rows are held in memory and still published in order.
+        more = [ob.put("alert", "t/alert", b"y" * 4000, f"more{i}") for i in range(200)]
+        assert not more[-1].durable
+        assert [r.ref for r in ob.pending_after(0, 1000)][-1] == "more199"
+        filler.unlink()
+        ob.retry_persist()
+        assert reserve.exists() and ob.health_errors() == {}
+        assert all(r.durable for r in ob.pending_after(0, 1000))
+        ob.close()

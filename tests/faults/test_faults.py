@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from edge_harness import (
 )
 
 from cloud.services import ServiceProcess, free_port
+from tests.helpers import small_tmpfs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -253,22 +253,6 @@ def test_broker_stalled_sigstop(run: Run) -> None:
     _report(run)
 
 
-@contextlib.contextmanager
-def _small_tmpfs(path: Path, size: str) -> Iterator[None]:
-    path.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        msg = f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(msg + " — CI runs as root, so this is a failure, not a skip", pytrace=False)
-        pytest.skip(msg)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_disk_full_on_edge_data_dir(run: Run) -> None:
     small = run.tmp / "small-disk"
     seen_errors: list[str] = []
@@ -286,7 +270,7 @@ def test_disk_full_on_edge_data_dir(run: Run) -> None:
         filler.unlink()
         return 8.0
 
-    with _small_tmpfs(small, "4m"):
+    with small_tmpfs(small, "4m"):
         run.data_dirs["n1"] = small / "data-n1"  # n2, n3 stay on the normal disk
         _scenario(run, "edge data dir full (4 MB tmpfs) for 8 s", fault)
         assert any(e.startswith("outbox_disk_full") for e in seen_errors), seen_errors
