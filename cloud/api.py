@@ -5,28 +5,38 @@ Endpoints (routes live in one module per concern):
 - ``cloud.api_alerts``: ``GET /api/v1/alerts`` (filters ``site``, ``state``, ``type``, ``since`` (Unix s,
   by last change), ``unacknowledged``, ``limit``; 422 on bad input; newest first; each item is the §4
   alert plus its cloud lifecycle), ``GET /api/v1/alerts/{alert_id}`` and ``…/snapshot`` (JPEG),
-  ``POST /api/v1/alerts/{alert_id}/ack`` with ``{"person": …, "note": …}`` (404 unknown, 409 twice; also
-  sent to the node as ``…/cmd/ack``, PROTOCOL.md §5).
+  ``POST /api/v1/alerts/{alert_id}/ack`` with ``{"note": …}`` recorded under the signed-in user (without
+  ``--users``: ``{"person": …, "note": …}``) (404 unknown, 409 twice; also sent to the node as
+  ``…/cmd/ack``, PROTOCOL.md §5).
 - ``cloud.api_sites``: ``GET /api/v1/sites`` (the province at a glance, with each configured site's
   zones/receivers/beacons as ``geometry``), ``GET /api/v1/positions`` (latest band positions),
   ``GET /api/v1/bands/{band}/track?since=&until=`` (positions read back from VictoriaMetrics).
 - ``cloud.api_live``: ``WS /api/v1/live``: ``{"kind": "hello"|"alert"|"bands"|"node"|"camera_event", "data": …}``.
+- ``GET /api/v1/me``: who is signed in (``{"auth": "on"|"off", "name", "role", "sites"}``).
+
+Access control (``cloud.auth``, docs/cloud.md "Access control"): with a users file every ``/api/v1``
+route and the WebSocket need a bearer token (401 ``{"error": "unauthorized", "detail"}`` otherwise), and
+a guard gets 403 ``{"error": "forbidden", …}`` outside their sites. ``/healthz``, ``/`` and ``/static``
+stay open: they hold no personal data.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from cloud import api_alerts, api_live, api_sites
-from cloud.api_context import CloudContext, Ctx
+from cloud.api_context import CloudContext, Ctx, User
+from cloud.auth import AuthError
 
 __all__ = ["CloudContext", "create_app"]
 
+log = logging.getLogger("qwatch.cloud.api")
 STATIC_DIR = Path(__file__).parent / "static"
 STALL_S = 30.0
 
@@ -50,6 +60,10 @@ def _health(ctx: CloudContext) -> tuple[bool, dict[str, Any]]:
     body["stalled"] = stalled
     ok = ok and not stalled
     body["live_subscribers"] = ctx.hub.subscribers
+    # Whether the API is open matters to monitoring; an unreadable users file is named, never its users.
+    body["auth"] = "off" if ctx.auth is None else "on"
+    if ctx.auth is not None and ctx.auth.file_error:
+        body["auth_file_error"] = True
     body["ok"] = ok
     return ok, body
 
@@ -58,6 +72,20 @@ def healthz(ctx: Ctx) -> JSONResponse:
     """200 with the status body when healthy, 503 with the same body when not."""
     ok, body = _health(ctx)
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def me(who: User) -> dict[str, object]:
+    """The signed-in caller (the dashboard's sign-in check); ``auth: off`` when the API is open."""
+    return who.public()
+
+
+def auth_error(request: Request, exc: Exception) -> JSONResponse:
+    """401/403 as ``{"error", "detail"}``; a 401 names the scheme (RFC 6750)."""
+    assert isinstance(exc, AuthError)
+    if exc.status == 403:  # a 401 is logged by cloud.auth (with the reason); a guard reaching out of scope here
+        log.warning("event=forbidden path=%s detail=%s", request.url.path, exc.message)
+    headers = {"WWW-Authenticate": 'Bearer realm="qwatch"'} if exc.status == 401 else None
+    return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=exc.status, headers=headers)
 
 
 def index() -> FileResponse:
@@ -69,7 +97,9 @@ def create_app(ctx: CloudContext) -> FastAPI:
     """Build the FastAPI app over a running (or API-only) cloud context."""
     app = FastAPI(title="qwatch cloud", version="1")
     app.state.ctx = ctx
+    app.add_exception_handler(AuthError, auth_error)
     app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/api/v1/me", me, methods=["GET"])
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
     app.include_router(api_live.router)

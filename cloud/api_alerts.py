@@ -1,35 +1,63 @@
-"""Alert routes: list, read, snapshot and acknowledge (PROTOCOL.md §4/§5 plus the cloud lifecycle)."""
+"""Alert routes: list, read, snapshot and acknowledge (PROTOCOL.md §4/§5 plus the cloud lifecycle).
+
+Every route needs an authenticated caller when the cloud runs with ``--users`` (cloud.auth); a guard
+sees and acknowledges only the alerts of their sites (403 otherwise).
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.alert_store import AckError, AlertQuery, alert_view
-from cloud.api_context import ID_RE, ULID_RE, Ctx
+from cloud.alert_store import AckError, AlertQuery, AlertStore, alert_view
+from cloud.api_context import ID_RE, ULID_RE, Ctx, User, get_principal
+from cloud.auth import Principal
 from protocols.payloads import AlertType
 
 log = logging.getLogger("qwatch.cloud.api")
-router = APIRouter(prefix="/api/v1/alerts")
+router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)])
 AlertId = Annotated[str, PathParam(pattern=ULID_RE)]
 
 
 class AckRequest(BaseModel):
-    """A guard's acknowledgement."""
+    """A guard's acknowledgement. With auth on, the server records the signed-in user: ``person`` may be
+    left out (or must name that user); with auth off it is required, as the only name there is."""
 
     model_config = ConfigDict(extra="forbid")
-    person: str = Field(min_length=1, max_length=128)
+    person: str | None = Field(default=None, min_length=1, max_length=128)
     note: str = Field(default="", max_length=2000)
+
+
+def scoped_alerts(store: AlertStore, who: Principal, q: AlertQuery) -> list[dict[str, Any]]:
+    """``list_alerts`` limited to the caller's sites (one query per site, merged in the store's order)."""
+    if who.sites is None:
+        return store.list_alerts(q)
+    if q.site is not None:
+        who.require_site(q.site)
+        return store.list_alerts(q)
+    rows = [r for s in sorted(who.sites) for r in store.list_alerts(replace(q, site=s))]
+    rows.sort(key=lambda r: (r["first_received"], r["alert_id"]), reverse=True)
+    return rows[:q.limit]
+
+
+def _scoped_row(ctx: Ctx, who: Principal, alert_id: str) -> dict[str, Any]:
+    row = ctx.store.get(alert_id)
+    if row is None:
+        raise HTTPException(404, f"alert {alert_id} not found")
+    who.require_site(row["site"])
+    return row
 
 
 @router.get("")
 def list_alerts(
     ctx: Ctx,
+    who: User,
     site: Annotated[str | None, Query(pattern=ID_RE)] = None,
     state: Literal["raised", "acknowledged", "cleared"] | None = None,
     type: AlertType | None = None,
@@ -37,24 +65,23 @@ def list_alerts(
     unacknowledged: bool = False,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> list[dict[str, Any]]:
-    """Alerts newest first, filtered; 422 on bad filters."""
-    rows = ctx.store.list_alerts(AlertQuery(site=site, state=state, type=type, since=since,
-                                            unacknowledged=unacknowledged, limit=limit))
+    """Alerts newest first, filtered (a guard: their sites only; 403 for another site); 422 on bad filters."""
+    rows = scoped_alerts(ctx.store, who, AlertQuery(site=site, state=state, type=type, since=since,
+                                                    unacknowledged=unacknowledged, limit=limit))
     return [alert_view(r) for r in rows]
 
 
 @router.get("/{alert_id}")
-def get_alert(ctx: Ctx, alert_id: AlertId) -> dict[str, Any]:
-    """One alert with its lifecycle; 404 when unknown."""
-    row = ctx.store.get(alert_id)
-    if row is None:
-        raise HTTPException(404, f"alert {alert_id} not found")
-    return alert_view(row)
+def get_alert(ctx: Ctx, who: User, alert_id: AlertId) -> dict[str, Any]:
+    """One alert with its lifecycle; 404 when unknown, 403 when out of the caller's scope."""
+    return alert_view(_scoped_row(ctx, who, alert_id))
 
 
 @router.get("/{alert_id}/snapshot")
-def get_snapshot(ctx: Ctx, alert_id: AlertId) -> Response:
-    """The camera snapshot (JPEG) stored with an alert; 404 when there is none."""
+def get_snapshot(ctx: Ctx, who: User, alert_id: AlertId) -> Response:
+    """The camera snapshot (JPEG) stored with an alert; 404 when there is none, 403 out of scope."""
+    if who.sites is not None:
+        _scoped_row(ctx, who, alert_id)  # a snapshot before its alert row has no known site yet: 404
     jpeg = ctx.store.snapshot(alert_id)
     if jpeg is None:
         raise HTTPException(404, f"no snapshot for alert {alert_id}")
@@ -62,15 +89,29 @@ def get_snapshot(ctx: Ctx, alert_id: AlertId) -> Response:
 
 
 @router.post("/{alert_id}/ack")
-def ack_alert(ctx: Ctx, alert_id: AlertId, body: AckRequest) -> dict[str, Any]:
-    """Acknowledge once (404 unknown, 409 twice); tell the node and the live dashboards."""
+def ack_alert(ctx: Ctx, who: User, alert_id: AlertId, body: AckRequest) -> dict[str, Any]:
+    """Acknowledge once (404 unknown, 403 out of scope, 409 twice) as the signed-in user; tell the node
+    and the live dashboards."""
+    by = _acker(who, body)
+    _scoped_row(ctx, who, alert_id)
     try:
-        row = ctx.store.acknowledge(alert_id, by=body.person, note=body.note)
+        row = ctx.store.acknowledge(alert_id, by=by, note=body.note)
     except AckError as exc:
         raise HTTPException(404 if exc.code == "not_found" else 409, str(exc)) from None
     view = alert_view(row)
-    log.info("event=alert_acknowledged alert=%s by=%s site=%s", alert_id, body.person, row["site"])
+    log.info("event=alert_acknowledged alert=%s by=%s role=%s site=%s", alert_id, by, who.role, row["site"])
     if ctx.ingest is not None:
-        view["cmd_id"] = ctx.ingest.send_ack_command(row, by=body.person, note=body.note)
+        view["cmd_id"] = ctx.ingest.send_ack_command(row, by=by, note=body.note)
     ctx.hub.publish("alert", view)
     return view
+
+
+def _acker(who: Principal, body: AckRequest) -> str:
+    """The name an acknowledgement is recorded under: the server-side identity whenever there is one."""
+    if who.name is None:
+        if body.person is None:
+            raise HTTPException(422, "person is required (the cloud runs without sign-in)")
+        return body.person
+    if body.person is not None and body.person != who.name:
+        raise HTTPException(422, f"person {body.person!r} is not the signed-in user {who.name!r}; leave it out")
+    return who.name

@@ -1,4 +1,4 @@
-"""What every API route reads from, and the FastAPI dependency that hands it to them."""
+"""What every API route reads from, and the FastAPI dependencies that hand it (and the caller) to them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import Depends
 from fastapi.requests import HTTPConnection
 
 from cloud.alert_store import AlertStore
+from cloud.auth import OPEN, Authenticator, Principal, bearer_token
 from cloud.ingest import Ingest
 from cloud.live import LiveHub
 from cloud.site_geometry import SiteGeometry
@@ -30,6 +31,7 @@ class CloudContext:
     writer: TelemetryWriter | None = None
     vm_url: str | None = None
     sites: Mapping[str, SiteGeometry] = field(default_factory=dict)
+    auth: Authenticator | None = None  # None: no --users, the API is open (tests, demo-like setups)
 
 
 def get_ctx(conn: HTTPConnection) -> CloudContext:
@@ -39,3 +41,15 @@ def get_ctx(conn: HTTPConnection) -> CloudContext:
 
 
 Ctx = Annotated[CloudContext, Depends(get_ctx)]
+
+
+def get_principal(conn: HTTPConnection) -> Principal:
+    """The authenticated caller of an HTTP route (raises AuthError → 401); everyone when auth is off."""
+    ctx: CloudContext = conn.app.state.ctx
+    if ctx.auth is None:
+        return OPEN
+    client = conn.client.host if conn.client else "-"
+    return ctx.auth.authenticate(bearer_token(conn.headers), client=client)
+
+
+User = Annotated[Principal, Depends(get_principal)]

@@ -1,5 +1,5 @@
 """Province-at-a-glance routes: sites (with their geometry when configured), latest band positions,
-and a band's track read back from VictoriaMetrics."""
+and a band's track read back from VictoriaMetrics. A guard gets their sites only."""
 
 from __future__ import annotations
 
@@ -8,20 +8,26 @@ import time
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 
-from cloud.api_context import CloudContext, Ctx
+from cloud.api_context import CloudContext, Ctx, User, get_principal
+from cloud.auth import OPEN, Principal
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)])
 TRACK_FIELDS = ("x", "y", "err_m")
 TimeParam = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 
 
-def _track(vm_url: str, band: int, since: float, until: float) -> list[dict[str, Any]]:
-    """Raw band samples from VictoriaMetrics' export API, joined by timestamp across x, y, err_m."""
-    params = {"match[]": f'{{__name__=~"band_({"|".join(TRACK_FIELDS)})",band="{band}"}}',
-              "start": f"{since:.3f}", "end": f"{until:.3f}"}
+def _track(vm_url: str, band: int, since: float, until: float,
+           sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """Raw band samples from VictoriaMetrics' export API, joined by timestamp across x, y, err_m.
+    ``sites``: only those sites' series (one selector each; site IDs are validated [A-Za-z0-9._-])."""
+    base = f'__name__=~"band_({"|".join(TRACK_FIELDS)})",band="{band}"'
+    selectors = [f"{{{base}}}"] if sites is None else [f'{{{base},site="{s}"}}' for s in sorted(sites)]
+    if not selectors:
+        return []
+    params = {"match[]": selectors, "start": f"{since:.3f}", "end": f"{until:.3f}"}
     resp = httpx.get(f"{vm_url}/api/v1/export", params=params, timeout=5.0)
     resp.raise_for_status()
     points: dict[int, dict[str, Any]] = {}
@@ -39,8 +45,8 @@ def _track(vm_url: str, band: int, since: float, until: float) -> list[dict[str,
     return [points[k] for k in sorted(points)]
 
 
-def site_summaries(ctx: CloudContext) -> list[dict[str, Any]]:
-    """Every site the cloud knows of (configured, alerted or heard from), sorted by ID."""
+def site_summaries(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, Any]]:
+    """Every site the cloud knows of (configured, alerted or heard from) that ``who`` may see, by ID."""
     sites: dict[str, dict[str, Any]] = {}
 
     def site(name: str) -> dict[str, Any]:
@@ -58,29 +64,36 @@ def site_summaries(ctx: CloudContext) -> list[dict[str, Any]]:
             site(rec["site"])["nodes"].append({**rec, "health": health})
     for (s, _node), pos in list(ctx.hub.positions.items()):
         site(s)["bands"] += len(pos.get("bands", []))
-    return [sites[k] for k in sorted(sites)]
+    return [sites[k] for k in sorted(sites) if who.sees(k)]
+
+
+def scoped_positions(ctx: CloudContext, who: Principal) -> list[dict[str, Any]]:
+    """The latest band positions per (site, node) of the sites ``who`` may see."""
+    return [p for (s, _node), p in list(ctx.hub.positions.items()) if who.sees(s)]
 
 
 @router.get("/sites")
-def sites(ctx: Ctx) -> list[dict[str, Any]]:
+def sites(ctx: Ctx, who: User) -> list[dict[str, Any]]:
     """The province at a glance; ``geometry`` is the site's zones/receivers/beacons or null."""
-    return site_summaries(ctx)
+    return site_summaries(ctx, who)
 
 
 @router.get("/positions")
-def positions(ctx: Ctx) -> list[dict[str, Any]]:
+def positions(ctx: Ctx, who: User) -> list[dict[str, Any]]:
     """The latest band positions per (site, node)."""
-    return list(ctx.hub.positions.values())
+    return scoped_positions(ctx, who)
 
 
 @router.get("/bands/{band}/track")
 def band_track(
     ctx: Ctx,
+    who: User,
     band: Annotated[int, PathParam(ge=1, le=0xFFFFFFFF)],
     since: TimeParam = None,
     until: TimeParam = None,
 ) -> dict[str, Any]:
-    """A band's positions between ``since`` (default 10 min ago) and ``until`` (default now)."""
+    """A band's positions between ``since`` (default 10 min ago) and ``until`` (default now); a guard
+    gets only the points recorded at their sites."""
     if ctx.vm_url is None:
         raise HTTPException(503, "no VictoriaMetrics configured")
     now = time.time()
@@ -89,7 +102,7 @@ def band_track(
     if since_ > until_:
         raise HTTPException(422, "since must not be after until")
     try:
-        points = _track(ctx.vm_url, band, since_, until_)
+        points = _track(ctx.vm_url, band, since_, until_, who.sites)
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise HTTPException(503, f"time-series store unavailable: {exc}") from None
     return {"band": band, "since": since_, "until": until_, "points": points}

@@ -16,13 +16,19 @@ from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
+from cloud.provision_cli import register as register_provisioning
 from cloud.site_geometry import SiteGeometry
 from cloud.timeseries import TelemetryWriter
+from cloud.users_cli import ServeUsersOpt, log_auth_mode, open_auth
+from cloud.users_cli import app as users_app
+from edge.credentials import MqttCredentials, load_credentials
 from protocols.errors import ConfigError
 from protocols.site_config import SiteConfig, load_site_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provincial cloud")
 log = logging.getLogger("qwatch.cloud")
+register_provisioning(app)
+app.add_typer(users_app, name="user")
 
 
 def _host_port(value: str, option: str) -> tuple[str, int]:
@@ -72,7 +78,7 @@ class Options:
     """Options shared by ``serve`` and ``ingest``."""
 
     db: Path
-    mqtt: str
+    mqtt: str | None
     vm: str
     spool: Path | None
     client_id: str
@@ -82,10 +88,15 @@ class Options:
     escalate_site: list[str]
     log_level: str
     site_config: list[Path]
+    credentials: Path | None = None
 
 
 DbOpt = Annotated[Path, typer.Option("--db", help="SQLite alert store file")]
-MqttOpt = Annotated[str, typer.Option("--mqtt", help="broker HOST:PORT")]
+MqttOpt = Annotated[str | None, typer.Option(
+    "--mqtt", help="broker HOST:PORT (default: the bundle's broker with --credentials, else 127.0.0.1:1883)")]
+CredOpt = Annotated[Path | None, typer.Option(
+    "--credentials", help="cloud MQTT credentials bundle (mode 0600) from `qwatch-cloud pki init`: TLS verified "
+                          "against the province CA, and the qwatch-cloud user")]
 VmOpt = Annotated[str, typer.Option("--vm", help="VictoriaMetrics base URL")]
 SpoolOpt = Annotated[Path | None, typer.Option("--spool", help="telemetry spool dir [default: next to --db]")]
 ClientOpt = Annotated[str, typer.Option("--client-id", help="MQTT client ID of the persistent session")]
@@ -106,7 +117,13 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     if not isinstance(level, int):
         raise typer.BadParameter(f"{o.log_level!r}: expected DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    host, port = _host_port(o.mqtt, "--mqtt")
+    creds = _load_cloud_credentials(o.credentials)
+    if o.mqtt is not None:
+        host, port = _host_port(o.mqtt, "--mqtt")
+    elif creds is not None:
+        host, port = creds.broker_host, creds.broker_port
+    else:
+        host, port = "127.0.0.1", 1883
     per_site = _escalation(o.escalate_site, _load_sites(o.site_config) if sites is None else sites)
     for site_id, after_s in sorted(per_site.items()):
         log.info("event=escalation site=%s after_s=%g", site_id, after_s)
@@ -115,11 +132,25 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     writer = TelemetryWriter(o.vm, spool)
     hub = LiveHub()
     cfg = IngestConfig(host=host, port=port, client_id=o.client_id, shared=o.shared, silence_s=o.silence_s,
-                       escalate_after_s=o.escalate_after_s, escalate_per_site=per_site)
+                       escalate_after_s=o.escalate_after_s, escalate_per_site=per_site, credentials=creds)
     ingest = Ingest(cfg, store, writer, hub)
     writer.start()
     ingest.start()
     return store, writer, ingest, hub
+
+
+def _load_cloud_credentials(path: Path | None) -> MqttCredentials | None:
+    if path is None:
+        return None
+    try:
+        creds = load_credentials(path)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--credentials") from None
+    if creds.role != "cloud":
+        raise typer.BadParameter(f"{path}: role: is {creds.role!r}; the cloud needs its own bundle "
+                                 "(DIR/bundles/qwatch-cloud.json from `qwatch-cloud pki init`)",
+                                 param_hint="--credentials")
+    return creds
 
 
 def _teardown(store: AlertStore, writer: TelemetryWriter, ingest: Ingest) -> None:
@@ -132,7 +163,7 @@ def _teardown(store: AlertStore, writer: TelemetryWriter, ingest: Ingest) -> Non
 @app.command()
 def serve(
     db: DbOpt = Path("var/cloud/qwatch.db"),
-    mqtt: MqttOpt = "127.0.0.1:1883",
+    mqtt: MqttOpt = None,
     vm: VmOpt = "http://127.0.0.1:8428",
     port: Annotated[int, typer.Option("--port", help="HTTP port for API and dashboard")] = 8080,
     host: Annotated[str, typer.Option("--host", help="HTTP bind address")] = "127.0.0.1",
@@ -144,20 +175,25 @@ def serve(
     escalate_site: EscSiteOpt = [],  # noqa: B006 - typer needs a literal default
     site_config: SiteCfgOpt = [],  # noqa: B006 - typer needs a literal default
     log_level: LogOpt = "INFO",
+    credentials: CredOpt = None,
+    users: ServeUsersOpt = None,
 ) -> None:
     """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
     import uvicorn
 
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
-                site_config)
+                site_config, credentials)
     sites = _load_sites(site_config)
+    auth = open_auth(users)
     store, writer, ingest, hub = _setup(o, sites)
+    log_auth_mode(auth, host, port)
     geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}
     api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/"),
-                                  sites=geometry))
+                                  sites=geometry, auth=auth))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="off"))
-    log.info("event=serve url=http://%s:%d/ mqtt=%s vm=%s db=%s", host, port, mqtt, vm, db)
+    log.info("event=serve url=http://%s:%d/ mqtt=%s:%d tls=%s vm=%s db=%s", host, port, ingest.cfg.host,
+             ingest.cfg.port, credentials is not None, vm, db)
     try:
         server.run()
     finally:
@@ -167,7 +203,7 @@ def serve(
 @app.command()
 def ingest(
     db: DbOpt = Path("var/cloud/qwatch.db"),
-    mqtt: MqttOpt = "127.0.0.1:1883",
+    mqtt: MqttOpt = None,
     vm: VmOpt = "http://127.0.0.1:8428",
     spool: SpoolOpt = None,
     client_id: ClientOpt = "qwatch-cloud-ingest",
@@ -177,10 +213,11 @@ def ingest(
     escalate_site: EscSiteOpt = [],  # noqa: B006 - typer needs a literal default
     site_config: SiteCfgOpt = [],  # noqa: B006 - typer needs a literal default
     log_level: LogOpt = "INFO",
+    credentials: CredOpt = None,
 ) -> None:
     """Run the ingest alone (scale-out workers use --shared and distinct --client-id)."""
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
-                site_config)
+                site_config, credentials)
     store, writer, ing, _hub = _setup(o)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

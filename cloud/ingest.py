@@ -35,6 +35,7 @@ from cloud.alert_store import AlertStore, alert_view
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
+from edge.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols import topics as T
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
@@ -68,6 +69,9 @@ class IngestConfig:
     escalate_per_site: Mapping[str, float] = field(default_factory=dict)
     tick_s: float = 1.0
     max_batch: int = 500
+    # None: plain MQTT without authentication (loopback test/demo broker). A bundle from
+    # `qwatch-cloud pki init` (role cloud): TLS verified against its CA, and its username/password.
+    credentials: MqttCredentials | None = None
 
 
 class StoreUnavailable(Exception):
@@ -119,7 +123,10 @@ class Ingest:
             CallbackAPIVersion.VERSION2, client_id=self.cfg.client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
         c.reconnect_delay_set(min_delay=1, max_delay=5)
+        if self.cfg.credentials is not None:
+            apply_credentials(c, self.cfg.credentials)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         return c
@@ -160,13 +167,23 @@ class Ingest:
 
     def _on_connect(self, client: mqtt.Client, _u: object, flags: Any, rc: Any, _p: object = None) -> None:
         if rc.is_failure:
-            log.error("event=connect_failed rc=%s", rc)
+            self.counts["connect_refused"] += 1
+            log.error("event=connect_failed rc=%s hint=%r", rc, refusal_hint(rc, self.cfg.credentials))
             return
         self.connected = True
         self.counts["connects"] += 1
         # retainHandling=1: retained messages only for a new subscription, not on every reconnect.
         client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainHandling=1))
         log.info("event=connected session_present=%s sub=%s", flags.session_present, self.subscription)
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
+        self.counts["connect_failures"] += 1
+        n = self.counts["connect_failures"]
+        # paho swallows the reason; with TLS, find it out (1st, 2nd, 4th, 8th... failure: not every retry).
+        if self.cfg.credentials is not None and n & (n - 1) == 0:
+            why = diagnose_tls(self.cfg.host, self.cfg.port, self.cfg.credentials, timeout=2.0)
+            if why is not None:
+                log.error("event=connect_failed failures=%d reason=%r", n, why)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: Any, _p: object = None) -> None:
         self.connected = False

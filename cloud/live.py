@@ -3,6 +3,8 @@
 The ingest runs on paho's network thread; WebSocket handlers run on the API's asyncio loop. Each
 subscriber gets a bounded asyncio queue filled through ``call_soon_threadsafe``; a subscriber too
 slow to keep up loses *position* updates (counted) but never alerts, which are small and rare.
+A subscriber may be limited to some sites (a guard): it gets only messages whose ``data["site"]`` is one
+of them, so nothing of another site is even queued for it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Subscriber:
 
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    sites: frozenset[str] | None = None  # None: every site
 
     def offer(self, text: str, droppable: bool, hub: LiveHub) -> None:
         """Called on the subscriber's loop: enqueue, shedding positions when backed up."""
@@ -43,9 +46,10 @@ class LiveHub:
         # Last band positions per (site, node): a new dashboard gets a full picture at once.
         self.positions: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def subscribe(self) -> Subscriber:
-        """Register the calling coroutine's loop; pair with :meth:`unsubscribe`."""
-        sub = Subscriber(asyncio.get_running_loop())
+    def subscribe(self, sites: frozenset[str] | None = None) -> Subscriber:
+        """Register the calling coroutine's loop (only ``sites``' messages if given); pair with
+        :meth:`unsubscribe`."""
+        sub = Subscriber(asyncio.get_running_loop(), sites=sites)
         with self._lock:
             self._subs.add(sub)
         return sub
@@ -63,8 +67,9 @@ class LiveHub:
     def publish(self, kind: str, data: dict[str, Any], *, droppable: bool = False) -> None:
         """Send ``{"kind": kind, "data": data, "sent_at": now}`` to every subscriber."""
         text = json.dumps({"kind": kind, "data": data, "sent_at": time.time()}, separators=(",", ":"))
+        site = data.get("site")
         with self._lock:
-            subs = list(self._subs)
+            subs = [s for s in self._subs if s.sites is None or site in s.sites]
         for sub in subs:
             try:
                 sub.loop.call_soon_threadsafe(sub.offer, text, droppable, self)

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from edge.credentials import load_node_credentials
 from edge.health import HealthErrors, HostMetrics
 from edge.mqtt_link import Command, LinkConfig, MqttLink
 from edge.outbox import Outbox
@@ -75,6 +76,7 @@ class AgentOptions:
     cameras: bool = True
     node_telemetry_s: float = 5.0
     tick_s: float = 0.2
+    credentials: Path | None = None  # MQTT credentials bundle: TLS + username/password
 
 
 def storm_alert_id(storm_id: str, node: str, k: int) -> str:
@@ -152,7 +154,9 @@ class Agent:
         self.link = MqttLink(
             LinkConfig(opts.broker_host, opts.broker_port, keepalive_s=opts.keepalive_s,
                        reconnect_max_s=opts.reconnect_max_s, max_inflight=opts.max_inflight,
-                       telemetry_buffer=opts.telemetry_buffer, will_delay_s=opts.will_delay_s),
+                       telemetry_buffer=opts.telemetry_buffer, will_delay_s=opts.will_delay_s,
+                       credentials=None if opts.credentials is None else load_node_credentials(
+                           opts.credentials, site=site.site.id, node=opts.node)),
             self.topics, self.outbox, boot_id=self.boot_id, version=VERSION,
         )
         self.obs: queue.Queue[RawObservation] = queue.Queue(maxsize=50_000)

@@ -54,6 +54,18 @@ def parse_hostport(text: str, *, option: str = "--broker") -> tuple[str, int]:
     return host, int(port_s)
 
 
+def broker_address(broker: str | None, credentials: Path | None) -> tuple[str, int]:
+    """`--broker` if given, else the bundle's broker, else the loopback default `127.0.0.1:1883`."""
+    if broker is not None:
+        return parse_hostport(broker)
+    if credentials is not None:
+        from edge.credentials import load_credentials
+
+        creds = load_credentials(credentials)
+        return creds.broker_host, creds.broker_port
+    return "127.0.0.1", 1883
+
+
 def fail_config(err: QwatchError) -> None:
     """Print a configuration error without a traceback and exit with status 2."""
     typer.echo(f"qwatch-edge: configuration error: {err}", err=True)
@@ -74,7 +86,16 @@ def run(
     config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
     keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON, mode 0600")],
     node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)")] = "edge-01",
-    broker: Annotated[str, typer.Option("--broker", help="MQTT broker HOST:PORT")] = "127.0.0.1:1883",
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", help="MQTT broker HOST:PORT (default: the bundle's broker with --credentials, "
+                     "else 127.0.0.1:1883)"),
+    ] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option("--credentials", help="MQTT credentials bundle (mode 0600) from `qwatch-cloud provision-node`: "
+                     "TLS to the broker, verified against the province CA, and this node's username/password"),
+    ] = None,
     data_dir: Annotated[Path, typer.Option("--data-dir", help="outbox and recordings")] = Path(
         "/var/lib/qwatch"
     ),
@@ -110,7 +131,7 @@ def run(
     from edge.agent import AgentOptions, run_agent
 
     try:
-        host, port = parse_hostport(broker)
+        host, port = broker_address(broker, credentials)
         opts = AgentOptions(
             config=config,
             keys=keys,
@@ -134,6 +155,7 @@ def run(
             storm_id=storm_id,
             node_telemetry_s=node_telemetry_s,
             cameras=not no_cameras,
+            credentials=credentials,
         )
         code = run_agent(opts)
     except ConfigError as err:

@@ -4,7 +4,9 @@ Starts Mosquitto and VictoriaMetrics (child processes on free loopback ports, da
 temp dir), the cloud (`qwatch-cloud serve`) and one edge agent on the demo site with the
 simulator. One person walks out through the gate (a minute in by default). Alerts are
 printed as the cloud stores them, read back from the cloud's own API, so what you see
-is what reached the command centre.
+is what reached the command centre. The cloud runs with sign-in on (`serve --users`): the demo
+creates one command-centre user and prints a sign-in link that carries its token in the URL
+fragment (which browsers never send to the server).
 
 Ctrl-C (or --duration) stops everything in order: agent, cloud, then the services. Every
 child runs in its own session, so the terminal's Ctrl-C reaches only this process, which
@@ -33,12 +35,14 @@ import typer
 from rich.console import Console
 
 from cloud.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics
+from cloud.users import add_user, load_users, rotate_user
 from protocols.site_config import load_band_keys, write_band_keys
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SITE = REPO / "config" / "examples" / "demo-site.yaml"
 DEMO_KEYS = REPO / "config" / "examples" / "demo-keys.json"
 DEFAULT_ESCAPE_AT_S = 35.0
+DEMO_USER = "demo"
 SEVERITY_STYLE = {"critical": "bold red", "major": "yellow", "minor": "cyan"}
 
 console = Console(highlight=False, soft_wrap=True)
@@ -99,15 +103,20 @@ class Demo:
     cloud: Child | None = None
     agent: Child | None = None
     api: str = ""
+    token: str = ""  # the demo user's API token (command centre: every site)
 
     def start(self, site: Path, keys: Path, escape_at: float, port: int) -> None:
         self.mq = start_mosquitto(self.workdir / "mosquitto")
         self.vm = start_victoria_metrics(self.workdir / "victoria-metrics")
         self.api = f"http://127.0.0.1:{port}"
         (self.workdir / "cloud").mkdir(exist_ok=True)
+        users = self.workdir / "cloud" / "users.yaml"
+        known = load_users(users, missing_ok=True).get(DEMO_USER) is not None  # a kept --workdir
+        self.token = (rotate_user(users, DEMO_USER) if known else add_user(users, DEMO_USER, "command", [])).token
         self.cloud = Child("cloud", [sys.executable, "-m", "cloud.cli", "serve", "--db",
                                      str(self.workdir / "cloud" / "qwatch.db"), "--mqtt", self.mq.address,
-                                     "--vm", self.vm.url, "--port", str(port), "--site-config", str(site)],
+                                     "--vm", self.vm.url, "--port", str(port), "--site-config", str(site),
+                                     "--users", str(users)],
                            self.workdir / "cloud.log")
         self.cloud.start()
         self._wait_cloud(30.0)
@@ -162,9 +171,10 @@ def _print_alert(a: dict[str, Any], state: str) -> None:
                   f"{_subject(a)} node={a.get('node')} {where} [dim]{a.get('alert_id')}[/]")
 
 
-def _poll_alerts(api: str, seen: set[tuple[str, str]]) -> list[str]:
+def _poll_alerts(api: str, token: str, seen: set[tuple[str, str]]) -> list[str]:
     """Print alert transitions the cloud stored since the last poll; return new raised types."""
-    resp = httpx.get(f"{api}/api/v1/alerts", params={"limit": 500}, timeout=3.0)
+    resp = httpx.get(f"{api}/api/v1/alerts", params={"limit": 500}, headers={"Authorization": f"Bearer {token}"},
+                     timeout=3.0)
     resp.raise_for_status()
     new_types: list[str] = []
     for a in sorted(resp.json(), key=lambda x: float(x.get("ts", 0))):
@@ -196,7 +206,9 @@ def run_demo(duration: float, escape_at: float, workdir: Path | None, require: s
         console.print("[bold]qwatch demo[/]: starting Mosquitto, VictoriaMetrics, the cloud and one edge node…")
         demo.start(DEMO_SITE, DEMO_KEYS, escape_at, port)
         assert demo.mq is not None and demo.vm is not None
-        console.print(f"  dashboard: [bold underline]{demo.api}/[/]   (API {demo.api}/api/v1/alerts)")
+        console.print(f"  dashboard: [bold underline]{demo.api}/#token={demo.token}[/]")
+        console.print(f"  (signs you in as '{DEMO_USER}', command centre. API: {demo.api}/api/v1/alerts with "
+                      "'Authorization: Bearer <the token after #token=>')")
         console.print(f"  broker {demo.mq.address}  VictoriaMetrics {demo.vm.url}  logs in {wd}")
         when = f"~{escape_at:.0f} s in" if escape_at >= 0 else "before the start (already outside)"
         console.print(f"  one person walks out through the gate {when}. Ctrl-C stops everything.\n")
@@ -229,7 +241,7 @@ def _watch(demo: Demo, duration: float, stop: threading.Event, seen_types: set[s
                 console.print(f"[bold red]{child.name} exited ({child.exited()}):[/]\n{child.tail()}")
                 return 1
         with contextlib.suppress(httpx.HTTPError):
-            seen_types.update(_poll_alerts(demo.api, seen))
+            seen_types.update(_poll_alerts(demo.api, demo.token, seen))
         stop.wait(0.5)
     if stop.is_set():
         console.print("\n[dim]stopping…[/]")

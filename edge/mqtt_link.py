@@ -38,6 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from edge.outbox import Outbox
 from protocols.payloads import CommandResult, Status
 from protocols.topics import NodeTopics
@@ -59,6 +60,9 @@ class LinkConfig:
     telemetry_burst: int = 50
     retry_failed_after_s: float = 2.0
     will_delay_s: int = 5
+    # None: plain MQTT, no authentication (loopback test/demo broker). A bundle: TLS verified
+    # against its CA with host name check, and its username/password.
+    credentials: MqttCredentials | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,7 @@ class MqttLink:
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._last_ack_ts = time.monotonic()
         self._last_loop_ts = time.monotonic()
+        self.last_connect_error: str | None = None
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -104,6 +109,8 @@ class MqttLink:
             client_id=f"qwatch-edge-{self.topics.site}-{self.topics.node}",
             protocol=mqtt.MQTTv5,
         )
+        if self.cfg.credentials is not None:
+            apply_credentials(c, self.cfg.credentials)
         c.max_inflight_messages_set(self.cfg.max_inflight)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(
@@ -146,8 +153,9 @@ class MqttLink:
         self.client.loop_start()
         self._pump = threading.Thread(target=self._pump_loop, name="mqtt-pump", daemon=True)
         self._pump.start()
-        log.info("event=link_start node=%s broker=%s:%d boot_id=%s", self.topics.node,
-                 self.cfg.host, self.cfg.port, self.boot_id)
+        log.info("event=link_start node=%s broker=%s:%d boot_id=%s tls=%s user=%s", self.topics.node,
+                 self.cfg.host, self.cfg.port, self.boot_id, self.cfg.credentials is not None,
+                 self.cfg.credentials.username if self.cfg.credentials else "-")
 
     def stop(self, *, drain_s: float = 2.0) -> None:
         """Give in-flight messages `drain_s` to be acked, publish offline, disconnect."""
@@ -170,7 +178,9 @@ class MqttLink:
     def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _p: Any) -> None:
         if rc.is_failure:
             self.counters["connect_refused"] += 1
-            log.error("event=mqtt_connect_refused node=%s reason=%s", self.topics.node, rc)
+            self.last_connect_error = f"refused: {rc}"
+            log.error("event=mqtt_connect_refused node=%s reason=%r hint=%r", self.topics.node, str(rc),
+                      refusal_hint(rc, self.cfg.credentials))
             return
         self.counters["connects"] += 1
         client.publish(self.topics.status, self._status_json("online"), qos=1, retain=True)
@@ -181,6 +191,14 @@ class MqttLink:
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
         self.counters["connect_failures"] += 1
+        n = self.counters["connect_failures"]
+        creds = self.cfg.credentials
+        # paho swallows the reason; with TLS, find it out (1st, 2nd, 4th, 8th... failure: not every retry).
+        if creds is not None and n & (n - 1) == 0:
+            why = diagnose_tls(self.cfg.host, self.cfg.port, creds, timeout=2.0)
+            if why is not None:
+                self.last_connect_error = why
+                log.error("event=mqtt_connect_failed node=%s failures=%d reason=%r", self.topics.node, n, why)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         was = self._connected.is_set()

@@ -1,4 +1,5 @@
 // qwatch live dashboard: alerts and band positions over one WebSocket. No external libraries.
+// Sign-in and the authenticated fetch (`api`, `auth`, `boot`) are in signin.js, loaded first.
 "use strict";
 
 const state = {
@@ -59,6 +60,7 @@ function renderAlerts() {
       li.dataset.alertId = a.alert_id;
       li.querySelector("form").addEventListener("submit", (ev) => { ev.preventDefault(); ack(a.alert_id, li); });
       li.querySelector(".what").addEventListener("click", () => showTrack(state.alerts.get(li.dataset.alertId)));
+      li.querySelector(".snap").addEventListener("click", (ev) => { ev.preventDefault(); openSnapshot(a.alert_id); });
     }
     fillAlert(li, a);
     if (prev ? prev.nextSibling !== li : ol.firstChild !== li) {
@@ -103,15 +105,19 @@ function fillAlert(li, a) {
 }
 
 async function ack(alertId, li) {
-  const person = guardInput.value.trim();
-  if (!person) { guardInput.focus(); guardInput.placeholder = "enter your name to acknowledge"; return; }
-  localStorage.setItem("qwatch.guard", person);
   const note = li.querySelector(".note").value;
-  const resp = await fetch(`/api/v1/alerts/${alertId}/ack`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ person, note }),
+  const body = { note };
+  if (auth.me && auth.me.auth === "off") {   // no sign-in: the typed name is the only one there is
+    const person = guardInput.value.trim();
+    if (!person) { guardInput.focus(); guardInput.placeholder = "enter your name to acknowledge"; return; }
+    localStorage.setItem("qwatch.guard", person);
+    body.person = person;
+  }   // signed in: the server records the signed-in user
+  const resp = await api(`/api/v1/alerts/${alertId}/ack`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   });
   if (resp.ok || resp.status === 409) {
-    const r = await fetch(`/api/v1/alerts/${alertId}`);
+    const r = await api(`/api/v1/alerts/${alertId}`);
     if (r.ok) { upsertAlert(await r.json()); renderAlerts(); }
   } else {
     li.querySelector(".acked").textContent = `ack failed: ${resp.status}`;
@@ -121,7 +127,7 @@ async function ack(alertId, li) {
 async function showTrack(a) {
   if (!a || !a.subject || a.subject.band === undefined) return;
   const since = (a.raised_ts || a.ts || Date.now() / 1000) - 300;
-  const r = await fetch(`/api/v1/bands/${a.subject.band}/track?since=${since}`);
+  const r = await api(`/api/v1/bands/${a.subject.band}/track?since=${since}`);
   if (!r.ok) return;
   const body = await r.json();
   state.track = { site: a.site, band: a.subject.band, points: body.points.filter((p) => p.site === a.site) };
@@ -362,7 +368,7 @@ function drawSite(canvas, site, bands, alarmed) {
 // ---------------------------------------------------------------- sites / nodes
 async function refreshSites() {
   try {
-    const r = await fetch("/api/v1/sites");
+    const r = await api("/api/v1/sites");
     if (r.ok) {
       for (const s of await r.json()) {
         state.nodes.set(s.site, s.nodes);
@@ -372,15 +378,16 @@ async function refreshSites() {
     }
   } catch (e) { /* the connection badge shows the outage */ }
 }
-setInterval(refreshSites, 5000);
 window.addEventListener("resize", scheduleMaps);
 
 // ---------------------------------------------------------------- live connection
 let retry = 500;
 function connect() {
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/live`);
+  const protocols = auth.token ? ["qwatch.v1", `qwatch.bearer.${auth.token}`] : ["qwatch.v1"];
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/live`, protocols);
   ws.onopen = () => { retry = 500; $("#conn").className = "conn up"; $("#conn").textContent = "live"; refreshSites(); };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
+    if (ev.code === 4401) { signOut(`Signed out: ${ev.reason || "token not accepted"}.`); return; }
     $("#conn").className = "conn down"; $("#conn").textContent = "offline — reconnecting";
     setTimeout(connect, retry); retry = Math.min(retry * 2, 10000);
   };
@@ -399,4 +406,4 @@ function connect() {
     }
   };
 }
-connect();
+boot();

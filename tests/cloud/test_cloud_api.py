@@ -95,7 +95,9 @@ def test_track_without_vm_is_503(client: TestClient) -> None:
 def test_dashboard_is_served_without_external_urls(client: TestClient) -> None:
     html = client.get("/").text
     assert "/api/v1/live" in client.get("/static/dashboard.js").text
-    for text in (html, client.get("/static/dashboard.js").text, client.get("/static/dashboard.css").text):
+    assets = [client.get(f"/static/{name}") for name in ("dashboard.js", "signin.js", "dashboard.css")]
+    assert all(a.status_code == 200 for a in assets)
+    for text in (html, *(a.text for a in assets)):
         assert "http://" not in text and "https://" not in text
 
 
@@ -125,3 +127,19 @@ cameras: [{id: cam-1, url: "rtsp://admin:secret@10.0.0.9/s"}]
     body = client.get("/api/v1/sites").text
     for secret in ("secret", "rtsp", "ttyACM0", "P-0001", "cam-1"):
         assert secret not in body
+
+
+def test_without_users_the_api_is_open_and_says_so(client: TestClient, ctx: CloudContext,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from cloud.users_cli import log_auth_mode
+
+    assert client.get("/healthz").json()["auth"] == "off"
+    assert client.get("/api/v1/me").json() == {"auth": "off", "name": None, "role": "open", "sites": None}
+    a = _alert()
+    ctx.store.upsert(a, now=10.0)
+    # With nobody signed in, the typed name is the only one there is: it stays required.
+    assert client.post(f"/api/v1/alerts/{a.alert_id}/ack", json={"note": "x"}).status_code == 422
+    with caplog.at_level("WARNING", logger="qwatch.cloud"):
+        log_auth_mode(None, "0.0.0.0", 8080)
+    [rec] = [r for r in caplog.records if "event=auth mode=off" in r.getMessage()]
+    assert rec.levelname == "WARNING" and "OPEN" in rec.getMessage() and "--users" in rec.getMessage()

@@ -100,13 +100,13 @@ def test_alert_arrives_live_and_is_acknowledged(cloud: RunningCloud, mosquitto: 
             # Clicking the alert draws the band's track, read back from VictoriaMetrics.
             wait_for(lambda: cloud.writer.counts["lines_written"] >= 2, 10, what="telemetry in VM")
             flush_victoria_metrics(cloud.writer.vm_url)
-            item.query_selector(".what").click()
+            page.click(f'li[data-alert-id="{alert_id}"] .what')
             page.wait_for_function("state.track !== null && state.track.points.length === 1", timeout=10_000)
             assert page.evaluate("state.track.points[0].x") == 44.0
 
             page.fill("#guard-name", "Nguyen Van An")
-            item.query_selector(".note").fill("guard sent to the gate")
-            item.query_selector(".ack-btn").click()
+            page.fill(f'li[data-alert-id="{alert_id}"] .note', "guard sent to the gate")
+            page.click(f'li[data-alert-id="{alert_id}"] .ack-btn')
             wait_for(lambda: (cloud.store.get(alert_id) or {}).get("acked_at"), 10, what="ack stored")
             row = cloud.store.get(alert_id) or {}
             assert row["acked_by"] == "Nguyen Van An" and row["ack_note"] == "guard sent to the gate"
