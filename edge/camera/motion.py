@@ -1,41 +1,45 @@
-"""Motion inside fence zones and camera tamper, for one camera (pure: frames in, events out).
+"""Motion inside fence zones for one camera (pure: frames in, events out); tamper in tamper.py.
 
 One `MotionDetector` per camera. It takes grayscale frames at the detect size with their
 time stamps and returns `MotionEvent`s. No I/O, no clock: the caller supplies `ts`.
 
 Per frame:
-1. Blur, then normalise contrast (affine match of the frame's mean/std to the background's),
-   so auto-exposure and slow lighting changes do not look like motion.
-2. Absolute difference against a running-average background; the threshold follows the
-   measured noise (robust median of the difference), so sensor noise and compression do not
-   fire. Opening plus a two-frame persistence test remove rain streaks and speckle.
-3. A sudden change over a large part of the picture (lights, clouds, IR switch) is not
+1. A smooth illumination field (background / frame at 32x18) is multiplied into the frame,
+   so auto-exposure, dusk and cloud shadows do not look like motion.
+2. A global translation (camera shake) is estimated and the background moved to the picture;
+   the difference is taken against a running-average background. After a (re)learn the
+   background is a cumulative mean until it reaches the running average's memory.
+3. The threshold follows the measured noise (robust median of the difference) with a floor
+   and a Weber term; opening plus a two-frame persistence test remove rain and speckle.
+4. A sudden change over a large part of the picture (lights, clouds, IR switch) is not
    motion: the background is re-learnt, the change is counted, zones are frozen briefly.
-4. Per zone: changed-area fraction inside the polygon vs `min_area`, `dwell_frames`
-   consecutive frames to start, a quiet period to end.
-5. Tamper (covered, moved, defocused) from a slow reference of the scene's structure,
-   held for a few seconds before `tamper_start`.
+5. Per zone: changed-area fraction inside the polygon vs `min_area`, `dwell_frames` frames
+   (one frame below the limit tolerated) to start, a quiet period to end.
+6. Tamper (covered, moved, defocused): `edge.camera.tamper.TamperDetector`; while it holds,
+   the background is re-learnt and open motion events end.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from edge.camera.tamper import TAMPER_END, TAMPER_START, TamperDetector
 
 Polygon = tuple[tuple[float, float], ...]
 BBox = tuple[float, float, float, float]
 
 _SMALL = (160, 90)  # size of the statistics / tamper image
 _LOW = (32, 18)  # size of the illumination field
-_TAMPER_STRIDE = 5  # tamper metrics on every 5th detect frame (1 s at 5 fps)
+_SHAKE_PIXELS = 1500  # strongest-gradient pixels of the 160x90 picture used for the shake estimate
 
 MOTION_START = "motion_start"
 MOTION_END = "motion_end"
-TAMPER_START = "tamper_start"
-TAMPER_END = "tamper_end"
+__all__ = ["MOTION_END", "MOTION_START", "TAMPER_END", "TAMPER_START", "DetectorSpec", "MotionDetector",
+           "MotionEvent", "ZoneSpec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,26 +99,11 @@ class _ZoneState:
     mask: np.ndarray  # uint8 0/255, cropped to the zone's bounding rect
     pixels: int
     active_run: int = 0
+    gap: bool = False  # one frame below min_area inside the current run
     quiet_run: int = 0
     in_motion: bool = False
     peak_score: float = 0.0
     last_bbox: BBox | None = None
-
-
-@dataclass(slots=True)
-class _TamperState:
-    ref_grad: np.ndarray | None = None
-    ref_img: np.ndarray | None = None  # 80x45 float32 picture, for the shift estimate
-    ref_std: float = 0.0
-    ref_sharp: float = 0.0
-    structure: float = 0.0  # running structure correlation while untampered; ~0 for a featureless view
-    candidate_since: float | None = None
-    pending: str | None = None  # reason of the suspected tamper
-    misses: int = 0
-    clear_since: float | None = None
-    active: bool = False
-    reason: str | None = None
-    last_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _rasterize(polys: tuple[Polygon, ...], w: int, h: int) -> np.ndarray:
@@ -135,6 +124,26 @@ def _make_zone(spec: ZoneSpec, mask_full: np.ndarray) -> _ZoneState | None:
     return _ZoneState(spec=spec, x0=x0, y0=y0, mask=crop, pixels=int(cv2.countNonZero(crop)))
 
 
+def _build_zones(spec: DetectorSpec, valid: np.ndarray) -> list[_ZoneState]:
+    """The configured zones (masks removed) and, if enabled, the 'outside every zone' pseudo-zone."""
+    h, w = valid.shape
+    zones: list[_ZoneState] = []
+    union: np.ndarray = np.zeros((h, w), np.uint8)
+    for z in spec.zones:
+        zm = cv2.bitwise_and(_rasterize((z.polygon,), w, h), valid)
+        union = cv2.bitwise_or(union, zm)
+        st = _make_zone(z, zm)
+        if st is not None:
+            zones.append(st)
+    if spec.outside_events:
+        outside = cv2.bitwise_and(valid, cv2.bitwise_not(union))
+        oz = ZoneSpec("", (), spec.outside_min_area, spec.outside_dwell_frames, False)
+        st = _make_zone(oz, outside)
+        if st is not None:
+            zones.append(st)
+    return zones
+
+
 class MotionDetector:
     """Zone motion and tamper for one camera. Call `process()` once per detect frame."""
 
@@ -143,7 +152,6 @@ class MotionDetector:
         w, h = spec.width, spec.height
         fps = max(spec.fps, 0.1)
         self._alpha = min(1.0, 1.0 / (spec.bg_tau_s * fps))
-        self._ref_alpha = min(1.0, _TAMPER_STRIDE / (spec.tamper_ref_tau_s * fps))
         self._quiet_frames = max(1, math.ceil(spec.quiet_s * fps))
         self._settle_frames = max(1, math.ceil(spec.settle_s * fps))
         self._warmup_frames = max(1, math.ceil(spec.warmup_s * fps))
@@ -152,21 +160,10 @@ class MotionDetector:
         self._valid_px = max(1, int(cv2.countNonZero(self._valid)))
         self._valid_bool = self._valid > 0
         self._valid_small = cv2.resize(self._valid, _SMALL, interpolation=cv2.INTER_NEAREST)
-        self._zones: list[_ZoneState] = []
-        union: np.ndarray = np.zeros((h, w), np.uint8)
-        for z in spec.zones:
-            zm = cv2.bitwise_and(_rasterize((z.polygon,), w, h), self._valid)
-            union = cv2.bitwise_or(union, zm)
-            st = _make_zone(z, zm)
-            if st is not None:
-                self._zones.append(st)
-        if spec.outside_events:
-            outside = cv2.bitwise_and(self._valid, cv2.bitwise_not(union))
-            oz = ZoneSpec("", (), spec.outside_min_area, spec.outside_dwell_frames, False)
-            st = _make_zone(oz, outside)
-            if st is not None:
-                self._zones.append(st)
-        self._hann = cv2.createHanningWindow((80, 45), cv2.CV_32F)
+        self._valid_small_f = (self._valid_small > 0).astype(np.float32)
+        self._shake_model: tuple[np.ndarray, ...] | None = None
+        self._shaky = 0  # frames left of per-frame shake estimation (set by a measured shake)
+        self._zones = _build_zones(spec, self._valid)
         self._open_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
         self._dil_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (7, 7))
         self._solid_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (7, 7))
@@ -182,9 +179,10 @@ class MotionDetector:
         self._prev_stats: tuple[float, float] | None = None
         self._prev_fg: np.ndarray | None = None
         self._sigma = 2.0
+        self._n_learn = 0  # frames since the background was (re)learnt from one frame
+        self._rate = self._alpha  # background learning rate of this frame
         self._frames = 0
         self._settle = 0
-        self._tamper = _TamperState()
         self.counters: dict[str, int] = {
             "frames": 0,
             "global_changes": 0,
@@ -192,6 +190,8 @@ class MotionDetector:
             "tamper_events": 0,
             "tamper_frames": 0,
         }
+        self._tamper = TamperDetector(fps=fps, hold_s=spec.tamper_hold_s, clear_s=spec.tamper_clear_s,
+                                      ref_tau_s=spec.tamper_ref_tau_s, counters=self.counters)
         self.last_fg: np.ndarray | None = None
         self.last_global_fraction = 0.0
 
@@ -211,7 +211,7 @@ class MotionDetector:
         if self._bg is None or self._bg_low is None:
             self._relearn(cur, low)
             return events
-        fg, global_frac = self._foreground(cur, low)
+        fg, global_frac = self._foreground(cur, low, small)
         self.last_fg = fg
         self.last_global_fraction = global_frac
         jump = self._exposure_jump(small)
@@ -223,7 +223,13 @@ class MotionDetector:
             self._settle = self._settle_frames
             return events
         still = None if self._low_weight is None else (self._low_weight > 0.5).astype(np.uint8)
-        cv2.accumulateWeighted(low, self._bg_low, self._alpha, mask=still)
+        # After (re)learning from one frame, the background is a cumulative mean until it reaches
+        # the running average's memory: its own noise then falls as 1/sqrt(n) within a second or
+        # two instead of staying that of a single frame for tau seconds (which inflated the noise
+        # estimate and blinded the first seconds of a stream and every re-learn).
+        self._n_learn += 1
+        self._rate = max(self._alpha, 1.0 / (self._n_learn + 1))
+        cv2.accumulateWeighted(low, self._bg_low, self._rate, mask=still)
         self._update_background(cur, fg)
         if self._settle > 0 or self._frames <= self._warmup_frames:
             self._settle = max(0, self._settle - 1)
@@ -248,6 +254,11 @@ class MotionDetector:
         """True while a tamper event is open."""
         return self._tamper.active
 
+    @property
+    def tamper_metrics(self) -> dict[str, float]:
+        """The last tamper check's measurements (diagnostics)."""
+        return self._tamper.state.last_metrics
+
     def zone_states(self) -> dict[str | None, bool]:
         """Zone id (None = outside) -> whether motion is open there."""
         return {(z.spec.id or None): z.in_motion for z in self._zones}
@@ -267,38 +278,21 @@ class MotionDetector:
     def _relearn(self, cur: np.ndarray, low: np.ndarray) -> None:
         self._bg = cur.astype(np.float32)
         self._bg_low = low.copy()
+        self._n_learn = 0
         self._prev_fg = None
         self._prev_count = 0
         self._thr_map = None
         self._field_cache = None
+        self._shake_model = None
 
-    def _foreground(self, cur: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, float]:
+    def _foreground(self, cur: np.ndarray, low: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, float]:
         assert self._bg is not None
         prev = self._prev_fg
         # Quiet frames (the common case) leave empty masks: skip the morphology on them.
         prev_near = cv2.dilate(prev, self._dil_kernel) if prev is not None and self._prev_count else None
-        if self._field_cache is None or self._frames % 2 == 0 or prev_near is not None:
-            # Lighting drifts slowly: in quiet frames the field is refreshed every other frame.
-            self._field_cache = (self._illumination(low, prev_near),)
-        field = self._field_cache[0]
-        # Compare in 8 bits (4x cheaper than float); the background itself stays float.
-        src = cur if field is None else cv2.convertScaleAbs(cv2.multiply(cur, field, dtype=cv2.CV_32F))
-        diff = cv2.absdiff(src, cv2.convertScaleAbs(self._bg))
-        sample = diff[::4, ::4][self._valid_bool[::4, ::4]]
-        early = self._frames <= 2 * self._warmup_frames
-        if sample.size and (early or self._frames % 2 == 0 or self._thr_map is None):
-            # Noise scale from the median |diff|. Rain and snow raise it on purpose: their streaks
-            # then fall under the threshold, while the cap below keeps solid movers detectable.
-            k = sample.size // 2
-            sigma = 1.2533 * float(np.partition(sample, k)[k])
-            # Early on, follow the measurement (the 2.0 start value may be far below a rainy night's).
-            self._sigma = max(self._sigma, sigma) if early else 0.8 * self._sigma + 0.2 * sigma
-        thr = min(max(self.spec.min_threshold, self.spec.noise_k * self._sigma), 45.0)
-        if self._thr_map is None or self._frames % 4 == 0:
-            # Weber term: a residual lighting error scales with brightness, so bright sky needs more.
-            # Background and noise drift slowly, so the map is refreshed every 4th frame.
-            weber = cv2.convertScaleAbs(self._bg, alpha=self.spec.relative_threshold)
-            self._thr_map = np.maximum(weber, np.uint8(round(thr)))
+        diff = self._difference(cur, low, small, prev_near)
+        self._update_threshold(diff)
+        assert self._thr_map is not None
         fg = cv2.bitwise_and(cv2.compare(diff, self._thr_map, cv2.CMP_GT), self._valid)
         global_frac = cv2.countNonZero(fg) / self._valid_px
         if global_frac > 0:
@@ -326,6 +320,84 @@ class MotionDetector:
                 global_frac = max(global_frac, 1.0)
         return fg, global_frac
 
+    def _difference(self, cur: np.ndarray, low: np.ndarray, small: np.ndarray,
+                    prev_near: np.ndarray | None) -> np.ndarray:
+        """|picture - background| (8 bits) after lighting and shake compensation."""
+        assert self._bg is not None
+        if self._field_cache is None or self._frames % 2 == 0 or prev_near is not None:
+            # Lighting drifts slowly: in quiet frames the field is refreshed every other frame.
+            self._field_cache = (self._illumination(low, prev_near),)
+        field = self._field_cache[0]
+        # Compare in 8 bits (4x cheaper than float); the background itself stays float.
+        src = cur if field is None else cv2.convertScaleAbs(cv2.multiply(cur, field, dtype=cv2.CV_32F))
+        bg8 = cv2.convertScaleAbs(self._bg)
+        shift = self._shake_shift(small, bg8)
+        if shift is not None:
+            # Camera shake: compare with the background moved to where the picture is now, or every
+            # textured edge differs by gradient x shift and the noise estimate blinds the detector.
+            m = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]], np.float32)
+            bg8 = cv2.warpAffine(bg8, m, (self.spec.width, self.spec.height), borderMode=cv2.BORDER_REPLICATE)
+        # Not averaged over 3x3 first (tried: it helps low-contrast garments a little, but the
+        # median no longer rises with rain, and steady rain then fires the zones).
+        diff = cv2.absdiff(src, bg8)
+        return diff
+
+    def _update_threshold(self, diff: np.ndarray) -> None:
+        """Noise estimate from the difference; threshold map max(floor, k*sigma, Weber term)."""
+        assert self._bg is not None
+        sample = diff[::4, ::4][self._valid_bool[::4, ::4]]
+        early = self._n_learn <= 2 * self._warmup_frames
+        if sample.size and (early or self._frames % 2 == 0 or self._thr_map is None):
+            # Noise scale from the median |diff|. Rain and snow raise it on purpose: their streaks
+            # then fall under the threshold, while the cap below keeps solid movers detectable.
+            k = sample.size // 2
+            sigma = 1.2533 * float(np.partition(sample, k)[k])
+            # While the background converges, follow the measurement: the start value may be far
+            # below a rainy night's, and a one-frame background's excess noise fades within frames.
+            self._sigma = sigma if early else 0.8 * self._sigma + 0.2 * sigma
+        thr = min(max(self.spec.min_threshold, self.spec.noise_k * self._sigma), 45.0)
+        if self._thr_map is None or self._frames % 4 == 0:
+            # Weber term: a residual lighting error scales with brightness, so bright sky needs more.
+            # Background and noise drift slowly, so the map is refreshed every 4th frame.
+            weber = cv2.convertScaleAbs(self._bg, alpha=self.spec.relative_threshold)
+            self._thr_map = np.maximum(weber, np.uint8(round(thr)))
+
+    def _shake_shift(self, small: np.ndarray, bg8: np.ndarray) -> tuple[float, float] | None:
+        """Global translation (detect px) of the picture against the background, if it matters.
+
+        One Lucas-Kanade step on the 160x90 picture: d = cur - bg ~ -(gx*sx + gy*sy), solved in
+        least squares over the background's strongest-gradient pixels (chosen again every 5 s
+        at 5 fps). A mount that shakes by a pixel or two moves every edge; a person moves
+        only their own.
+        """
+        if self._shake_model is None or self._frames % 25 == 0:  # the background's edges stay put
+            self._shake_model = self._shake_fit(bg8)
+        if not self._shake_model or (self._shaky == 0 and self._frames % 5):
+            return None  # a steady camera is re-checked once a second; a shaking one every frame
+        self._shaky = max(0, self._shaky - 1)
+        idx, bs, gx, gy, inv = self._shake_model
+        d = small.ravel()[idx].astype(np.float32) - bs
+        d -= float(d.mean())  # an exposure offset is not a shift
+        sx, sy = (-2.0 * (inv @ np.array([float(gx @ d), float(gy @ d)]))).tolist()  # half-size -> detect px
+        if sx * sx + sy * sy < 0.3 * 0.3 or sx * sx + sy * sy > 16.0:
+            return None  # steady camera, or not a shake (a pan is tamper, a jump a global change)
+        self._shaky = 25
+        return sx, sy
+
+    def _shake_fit(self, bg8: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(pixel indices, background values, gradients, inverse normal matrix), or () if too flat."""
+        bs = cv2.resize(bg8, _SMALL, interpolation=cv2.INTER_AREA).astype(np.float32)
+        gx = cv2.Sobel(bs, cv2.CV_32F, 1, 0, ksize=3, scale=0.125).ravel()
+        gy = cv2.Sobel(bs, cv2.CV_32F, 0, 1, ksize=3, scale=0.125).ravel()
+        mag = (np.abs(gx) + np.abs(gy)) * self._valid_small_f.ravel()
+        idx = np.argpartition(mag, -_SHAKE_PIXELS)[-_SHAKE_PIXELS:]
+        gxs, gys = gx[idx], gy[idx]
+        a = np.array([[float(gxs @ gxs), float(gxs @ gys)], [float(gxs @ gys), float(gys @ gys)]])
+        # Too little texture (or all edges one way) to measure a shift; shake then matters little.
+        if float(np.trace(a)) / _SHAKE_PIXELS < 1.0 or np.linalg.det(a) < 0.05 * float(np.trace(a)) ** 2:
+            return ()
+        return idx, bs.ravel()[idx], gxs, gys, np.linalg.inv(a)
+
     def _illumination(self, low: np.ndarray, moving: np.ndarray | None) -> np.ndarray | None:
         """Smooth gain field bg/frame at ~1/10 picture scale, applied to the frame.
 
@@ -351,9 +423,9 @@ class MotionDetector:
     def _update_background(self, cur: np.ndarray, fg: np.ndarray) -> None:
         assert self._bg is not None
         if not self._fg_count:
-            cv2.accumulateWeighted(cur, self._bg, self._alpha)
+            cv2.accumulateWeighted(cur, self._bg, self._rate)
             return
-        cv2.accumulateWeighted(cur, self._bg, self._alpha, mask=cv2.bitwise_not(fg))
+        cv2.accumulateWeighted(cur, self._bg, self._rate, mask=cv2.bitwise_not(fg))
         # Moving things still fade in slowly, so a parked object or a ghost cannot hold motion forever.
         cv2.accumulateWeighted(cur, self._bg, self._alpha * 0.25, mask=fg)
 
@@ -371,6 +443,7 @@ class MotionDetector:
                 return None
         if roi is not None and score >= z.spec.min_area:
             z.active_run += 1
+            z.gap = False
             z.quiet_run = 0
             z.last_bbox = self._bbox(roi, z)
             z.peak_score = max(z.peak_score, score)
@@ -379,7 +452,12 @@ class MotionDetector:
                 z.peak_score = score
                 return self._event(MOTION_START, z, ts, frame, z.last_bbox, score)
             return None
-        z.active_run = 0
+        if z.active_run and not z.gap and not z.in_motion:
+            # A small or low-contrast person flickers around min_area from frame to frame: one
+            # frame below it does not restart the dwell count (it does not count towards it either).
+            z.gap = True
+        else:
+            z.active_run, z.gap = 0, False
         if z.in_motion and score < 0.5 * z.spec.min_area:
             z.quiet_run += 1
             if z.quiet_run >= self._quiet_frames:
@@ -404,99 +482,13 @@ class MotionDetector:
         self.counters["motion_events"] += 1
         return MotionEvent(kind, z.spec.id or None, ts, frame, bbox, round(score, 5))
 
-    # ------------------------------------------------------------------ tamper
-    def _tamper_metrics(self, small_u8: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, float, float]:
-        small = small_u8.astype(np.float32)
-        gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3)
-        grad = np.abs(gx) + np.abs(gy)
-        _, std_s = cv2.meanStdDev(small)
-        std = float(std_s[0, 0])
-        # Fine detail at detect resolution vs contrast: collapses when the lens is defocused.
-        ex = cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3))
-        ey = cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, 0, 1, ksize=3))
-        sharp = float(cv2.mean(ex)[0] + cv2.mean(ey)[0]) / (std + 1.0)
-        return grad, std, sharp
-
-    @staticmethod
-    def _shift_img(small: np.ndarray) -> np.ndarray:
-        return cv2.resize(small, (80, 45), interpolation=cv2.INTER_AREA).astype(np.float32)
-
-    @staticmethod
-    def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-        """Normalised cross-correlation of two same-size images (structure similarity)."""
-        am, bm = a - float(cv2.mean(a)[0]), b - float(cv2.mean(b)[0])
-        den = math.sqrt(float(np.dot(am.ravel(), am.ravel())) * float(np.dot(bm.ravel(), bm.ravel())))
-        return float(np.dot(am.ravel(), bm.ravel())) / den if den > 1e-6 else 0.0
-
     def _tamper_step(
         self, small: np.ndarray, gray: np.ndarray, ts: float, frame: int, events: list[MotionEvent]
     ) -> bool:
-        t = self._tamper
-        # Checked every few frames, and at once after a broad change (defocus, a hand, a knock).
-        if t.ref_grad is not None and self._frames % _TAMPER_STRIDE and self.last_global_fraction < 0.05:
-            return t.active or t.candidate_since is not None  # tamper is slow: check every few frames
-        grad, std, sharp = self._tamper_metrics(small, gray)
-        if t.ref_grad is None:
-            t.ref_grad, t.ref_std, t.ref_sharp = grad, std, sharp
-            t.ref_img = self._shift_img(small)
-            return False
-        corr = self._ncc(grad, t.ref_grad)
-        img = self._shift_img(small)
-        assert t.ref_img is not None
-        dx = dy = response = 0.0
-        if corr < 0.8:  # the structure changed: estimate how far the view shifted
-            # Copies: OpenCV 5 applies the window to phaseCorrelate's inputs in place.
-            (dx, dy), response = cv2.phaseCorrelate(t.ref_img.copy(), img.copy(), self._hann)
-        # Moved/defocused need a view with stable structure to compare; a featureless (flat, noisy)
-        # view has none and must not look "moved" just because its noise decorrelates.
-        textured = t.structure > 0.6
-        shifted = textured and math.hypot(dx, dy) >= 4.0 and response > 0.15  # >= 5 % of the width
-        # Structure gone AND the coarse picture differs: a new view. Rain or snow kill the fine
-        # structure too, but the 80x45 picture stays the same.
-        coarse = self._ncc(img, t.ref_img)
-        new_view = textured and corr < 0.35 and coarse < 0.8
-        reason = None
-        if std < 0.3 * t.ref_std or (std < 3.0 and t.ref_std > 10.0):  # a flat view stays flat: not covered
-            reason = "covered"
-        elif new_view or shifted:
-            reason = "moved"
-        elif textured and sharp < 0.66 * t.ref_sharp:
-            reason = "defocused"
-        if reason is None and t.candidate_since is not None and not t.misses and corr < 0.5:
-            # One borderline check inside a suspected tamper does not restart the hold.
-            t.misses, reason = 1, t.pending or "moved"
-        elif reason is not None:
-            t.misses, t.pending = 0, t.pending if t.candidate_since is not None else reason
-        t.last_metrics = {"std": std, "corr": corr, "sharp": sharp, "ref_sharp": t.ref_sharp,
-                          "shift": math.hypot(dx, dy), "response": response, "coarse": coarse,
-                          "structure": t.structure}
-        if reason is None:
-            t.candidate_since, t.misses, t.pending = None, 0, None
-            if t.active:
-                t.clear_since = ts if t.clear_since is None else t.clear_since
-                if ts - t.clear_since >= self.spec.tamper_clear_s:
-                    t.active, t.clear_since = False, None
-                    self.counters["tamper_events"] += 1
-                    events.append(MotionEvent(TAMPER_END, None, ts, frame, None, None, t.reason))
-            busy = self.last_global_fraction > 0.01 or any(z.in_motion or z.active_run for z in self._zones)
-            if not t.active and not busy:
-                # The reference is the scene when nothing happens: a big object passing through
-                # must not teach it a contrast that "covered" is then measured against.
-                a = self._ref_alpha
-                cv2.accumulateWeighted(grad, t.ref_grad, a)
-                cv2.accumulateWeighted(img, t.ref_img, a)
-                t.ref_std += a * (std - t.ref_std)
-                t.ref_sharp += a * (sharp - t.ref_sharp)
-                t.structure += 0.3 * (corr - t.structure)
-            return t.active
-        t.clear_since = None
-        self.counters["tamper_frames"] += 1
-        if not t.active:
-            t.candidate_since = ts if t.candidate_since is None else t.candidate_since
-            if ts - t.candidate_since >= self.spec.tamper_hold_s:
-                t.active, t.reason = True, reason
-                self.counters["tamper_events"] += 1
-                events.append(MotionEvent(TAMPER_START, None, ts, frame, None, None, reason))
+        busy = any(z.in_motion or z.active_run for z in self._zones)
+        tampered, change = self._tamper.step(small, gray, ts, self._frames, self.last_global_fraction, busy)
+        if change is not None:
+            events.append(MotionEvent(change.kind, None, ts, frame, None, None, change.reason))
+            if change.kind == TAMPER_START:
                 events.extend(self.finish(ts, frame))  # blind from now on: open motion ends here
-        return True
+        return tampered
