@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from cryptography.hazmat.primitives.cmac import CMAC
 
@@ -26,9 +26,8 @@ REPLAY = "replay"
 Alarm = Literal["advert_forgery", "advert_replay"]
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What the verifier decided about one received advert.
+class Verdict(NamedTuple):
+    """What the verifier decided about one received advert (a NamedTuple: one per advert, cheap).
 
     `outcome` is ``accepted`` (a new advert), ``duplicate`` (the same advert heard again by
     another receiver: an extra RSSI sample) or a drop reason. `advert` is set for accepted
