@@ -33,6 +33,8 @@ $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# Compile the wristband tick kernels into the on-disk cache now, not in the first replay or agent start.
+	$(PY) -c 'from edge.bands.kernel_warmup import warm_up; print(f"tick kernels ready in {warm_up():.1f} s")'
 	@touch $@
 
 venv: deps $(VENV)/.installed

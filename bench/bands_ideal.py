@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from edge.bands.geometry import ZoneMap, ZoneShape, as_points, grid_over, sample_region
 from edge.sim.radio import SENSITIVITY_DBM, RadioChannel
+from edge.sim.radio_alt import AltRadioChannel
 from protocols.site_config import SiteConfig
 
 F64 = NDArray[np.float64]
@@ -35,10 +36,14 @@ MU = np.arange(-135.0, -20.0, 0.5)  # tabulated mean RSSI (dBm)
 class IdealObserver:
     """Inside-vs-outside likelihood-ratio test with the true channel; one decision per band per tick."""
 
-    def __init__(self, site: SiteConfig, channel: RadioChannel, band_ids: list[int], rx_ids: list[str],
-                 band_power_dbm: float, *, window_s: float = 8.0, interval_s: float = 1.0,
+    def __init__(self, site: SiteConfig, channel: RadioChannel | AltRadioChannel, band_ids: list[int],
+                 rx_ids: list[str], band_power_dbm: float, *, window_s: float = 8.0, interval_s: float = 1.0,
                  thresholds: tuple[float, ...] = (9.0,), margin_m: float = 1.0) -> None:
         self.p = channel.p
+        # The alt channel (`edge.sim.radio_alt`) has per-receiver floors; this observer uses their mean
+        # and the Gaussian approximation `channel.p` of that channel (documented in bands.md).
+        floors = getattr(channel, "rx_floor", None)
+        self.sensitivity = float(np.mean(floors)) if floors is not None and len(floors) else SENSITIVITY_DBM
         self.window_s, self.n_sent = window_s, round(window_s / interval_s)
         self.rx_index = {r: i for i, r in enumerate(rx_ids)}
         self.band_ids = [b.id for b in site.bands]
@@ -87,7 +92,7 @@ class IdealObserver:
         r = v[..., None] + self.s_fast * _GH_X[None, None, :]
         p = self.p
         p_ok = (1.0 - p.base_loss) / (1.0 + np.exp(-(r - p.loss_knee_dbm) / p.loss_width_db))
-        p_ok = np.where(r >= SENSITIVITY_DBM, p_ok, 0.0)
+        p_ok = np.where(r >= self.sensitivity, p_ok, 0.0)
         q = (p_ok * _GH_W[None, None, :]).sum(axis=2)
         return np.asarray(np.log(np.clip(1.0 - q, 1e-300, 1.0)))
 

@@ -9,7 +9,8 @@ inside-vs-outside likelihood ratio on the same observations) and "qwatch, true g
 pipeline fed RSSI corrected by the true receiver gains and band powers).
 
 Usage: .venv/bin/python bench/bands_quality.py [--duration S] [--grid L,..] [--target L,..]
-       [--fa-runs N] [--no-observer] [--baseline] [--plots DIR]
+       [--fa-runs N] [--no-observer] [--baseline] [--ablate support,calvar,silence] [--plots DIR]
+       [--radio default|alt] [--fa-standers RUNS --fa-bands N --fa-layout L,..]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.bands.pipeline import BandPipeline
+from edge.bands.rules import RuleParams
+from edge.bands.silence import SilenceParams
+from edge.bands.tracker import TrackerParams
 from edge.sim import RadioParams, Simulator
 from edge.sim.keys import site_demo_keys
+from edge.sim.radio_alt import AltRadioParams
 from edge.sim.scenarios import Scenario, escape, standing_near_fence, walking, with_events
 from edge.sim.simulator import BAND_POWER_DBM
 from protocols.site_config import SiteConfig, load_site_config
@@ -58,8 +63,27 @@ class Result:
 
 
 HOW: dict[int, str] = {}
-BASELINE = False  # --baseline: the silent-receiver model before the measured floor, for before/after
+RADIO = "default"  # --radio: the simulator's channel model ("default" or "alt", edge/sim/radio_alt.py)
+BASELINE = False  # --baseline: the pipeline before this round's changes (make_pipeline), for before/after
+ABLATE: list[str] = []  # --ablate: switch single changes off
+RULE_OVERRIDES: dict[str, float] = {}  # --rule KEY=VALUE: RuleParams overrides, for tuning experiments
 IDEAL_THRESHOLDS = (9.0, 4.0)  # the ideal observer's per-tick 2·ln(likelihood ratio) thresholds
+
+
+def make_pipeline(site: SiteConfig, keys: dict[int, bytes]) -> BandPipeline:
+    """The pipeline under test; --baseline / --ablate switch this round's changes off for a same-run before/after.
+
+    Changes (2026-11-28, bands.md): "support" = the breach dwell needs current evidence, the CUSUM drift 1.0
+    and the still-band weight (the rule changes), "calvar" = the
+    calibration's posterior variance in every link's σ, "silence" = silence at live receivers as evidence.
+    """
+    off = set(ABLATE) | ({"support", "calvar", "silence"} if BASELINE else set())
+    before = {"support_chi2": 0.0, "evidence_drift": 0.5, "still_weight": 1.0}  # the rules before 2026-11-28
+    overrides: dict[str, float] = {**RULE_OVERRIDES, **(before if "support" in off else {})}
+    rules = RuleParams.from_rules(site.rules, **overrides)
+    tracker = TrackerParams(calibration_budget_db=None) if "calvar" in off else None
+    return BandPipeline(site, keys, node="bench", rule_params=rules, tracker_params=tracker,
+                        silence_params=None if "silence" in off else SilenceParams())
 
 
 def scenario(site: SiteConfig, seed: int, duration: float, escapes: bool) -> tuple[Scenario, dict[int, float], int]:
@@ -90,15 +114,11 @@ def run(layout: str, sigma: float, loss: float, *, seed: int, duration: float, i
     keys = site_demo_keys(site)
     sc, crossings, silent = scenario(site, seed, duration, escapes)
     start = 1_700_000_000.0
-    sim = Simulator(site, keys, seed=seed, start_ts=start, scenario=sc,
-                    radio=RadioParams(path_loss_exponent=site.radio.path_loss_exponent, shadowing_db=sigma,
-                                      base_loss=loss))
-    pipe = BandPipeline(site, keys, node="bench")
-    if BASELINE:
-        # The pipeline as it was before the measured reception floor: fixed -93 dBm, censor σ 4 dB.
-        tr = pipe.tracker
-        tr.p = replace(tr.p, floor_min_samples=1 << 62)
-        tr.locate_params = replace(tr.locate_params, heard_threshold_dbm=-93.0, censor_sigma_db=4.0)
+    radio: RadioParams | AltRadioParams = (
+        AltRadioParams.like(sigma, loss) if RADIO == "alt" else
+        RadioParams(path_loss_exponent=site.radio.path_loss_exponent, shadowing_db=sigma, base_loss=loss))
+    sim = Simulator(site, keys, seed=seed, start_ts=start, scenario=sc, radio=radio)
+    pipe = make_pipeline(site, keys)
     rx_gain = dict(zip(sim.rx_ids, sim.channel.rx_gain.tolist(), strict=True))
     tx_err = dict(zip(sim.band_ids + sim.beacon_ids, sim.channel.tx_power_err.tolist(), strict=True))
     res = Result(layout, sigma, loss, ideal, ideal_run=observer)
@@ -282,6 +302,41 @@ def merge(results: list[Result]) -> Result:
     return merged
 
 
+def fence_standers(layout: str, sigma: float, loss: float, *, seed: int, duration: float, bands: int) -> Result:
+    """False-breach run: `bands` people standing 0.5–3 m inside a fence (the hard case), no escapes.
+
+    Every band costs the same to simulate and track, and standing at the fence is where false
+    breaches come from, so this buys the most band-hours of evidence per CPU second. The slow
+    shadowing of a standing band is re-drawn per seed; each band's spot is random per seed.
+    """
+    site = load_site_config(LAYOUTS[layout])
+    base = site.bands[0]
+    extra = [base.model_copy(update={"id": 50_000 + i, "person": f"FA-{i}"}) for i in range(bands)]
+    site = site.model_copy(update={"bands": extra,
+                                   "radio": site.radio.model_copy(update={"shadowing_db": sigma})})
+    keys = site_demo_keys(site)
+    sc = walking(site, seed)
+    rng = np.random.default_rng(seed)
+    for b in site.bands:
+        sc.scripts[b.id] = standing_near_fence(site, b.id, seed, float(rng.uniform(0.5, 3.0)))
+    start = 1_700_000_000.0
+    radio: RadioParams | AltRadioParams = (
+        AltRadioParams.like(sigma, loss) if RADIO == "alt" else
+        RadioParams(path_loss_exponent=site.radio.path_loss_exponent, shadowing_db=sigma, base_loss=loss))
+    sim = Simulator(site, keys, seed=seed, start_ts=start, scenario=sc, radio=radio)
+    pipe = make_pipeline(site, keys)
+    res = Result(layout, sigma, loss, False)
+    for s in range(1, int(duration) + 1):
+        now = start + s
+        for o in sim.advance(now):
+            for a in pipe.observe(o.ts, o.rx, o.rssi, o.company_id, o.data):
+                res.false_breaches += a.type == "geofence_breach" and a.state == "raised"
+        for a in pipe.tick(now):
+            res.false_breaches += a.type == "geofence_breach" and a.state == "raised"
+    res.band_hours = bands * duration / 3600.0
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=float, default=300.0, help="seconds per grid run")
@@ -290,13 +345,35 @@ def main() -> None:
     ap.add_argument("--fa-runs", type=int, default=2, help="30-min runs per target layout (even ones with escapes)")
     ap.add_argument("--plots", type=Path, default=ROOT / "docs")
     ap.add_argument("--no-observer", action="store_true", help="skip the ideal observer (same seeds: same result)")
-    ap.add_argument("--baseline", action="store_true", help="the silent-receiver model before the measured floor")
+    ap.add_argument("--baseline", action="store_true", help="the pipeline before this round's changes")
+    ap.add_argument("--rule", action="append", default=[], help="RuleParams override KEY=VALUE (repeatable)")
+    ap.add_argument("--ablate", default="", help="comma list of changes to switch off: support,calvar,silence")
+    ap.add_argument("--fa-standers", type=int, default=0, metavar="RUNS",
+                    help="false-breach runs only: RUNS × --fa-bands people standing at fences for --duration s")
+    ap.add_argument("--fa-bands", type=int, default=100)
+    ap.add_argument("--fa-seed", type=int, default=5000, help="first seed of the --fa-standers runs")
+    ap.add_argument("--fa-layout", default="good,perimeter")
+    ap.add_argument("--radio", choices=("default", "alt"), default="default",
+                    help="channel model: the default one or the independent alt model (edge/sim/radio_alt.py)")
     a = ap.parse_args()
-    global BASELINE
+    global BASELINE, RADIO, ABLATE
     BASELINE = a.baseline
+    ABLATE = [x for x in a.ablate.split(",") if x]
+    RULE_OVERRIDES.update({k: float(v) for k, v in (x.split("=", 1) for x in a.rule)})
+    RADIO = a.radio
     con = Console(width=240)
-    con.print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
+    con.print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, "
+              f"radio model: {RADIO}, pipeline: {'baseline' if BASELINE else 'current'} ablate={ABLATE} "
+              f"rules={RULE_OVERRIDES}")
     t0 = time.perf_counter()
+    if a.fa_standers:
+        fa = [merge([fence_standers(layout, 6.0, 0.2, seed=a.fa_seed + k, duration=a.duration, bands=a.fa_bands)
+                     for k in range(a.fa_standers)]) for layout in a.fa_layout.split(",") if layout]
+        for r in fa:
+            con.print(f"{r.layout} σ=6 dB 20 %: {r.false_breaches} false breaches in {r.band_hours:.1f} band-hours "
+                      f"({100 * r.false_breaches / max(r.band_hours, 1e-9):.2f} per 100 band-hours)")
+        con.print(f"total {time.perf_counter() - t0:.0f} s")
+        return
     grid: list[Result] = []
     for layout in [x for x in a.grid.split(",") if x]:
         for sigma in (2.0, 4.0, 6.0, 8.0):

@@ -22,7 +22,8 @@ class Calibration:
 
     def __init__(self, rx_pos: F64, beacon_idx: NDArray[np.int64], beacon_pos: F64, exponent: float, *,
                  alpha: float = 0.1, floor_dbm: float = -95.0, bias_prior_db: float = 6.0,
-                 exponent_prior: float = 0.4, pair_sigma_db: float = 3.0, min_updates: int = 3) -> None:
+                 exponent_prior: float = 0.4, pair_sigma_db: float = 3.0, min_updates: int = 3,
+                 pair_error_db: float | None = None) -> None:
         self.rx_pos = rx_pos
         self.beacon_idx = beacon_idx
         self.exponent0 = exponent
@@ -39,8 +40,13 @@ class Calibration:
         self.bias_prior_db = bias_prior_db
         self.exponent_prior = exponent_prior
         self.pair_sigma_db = pair_sigma_db
+        # What one averaged beacon pair is really worth: its own position's shadow never averages out,
+        # so the covariance uses the site's slow shadowing rather than the solve's weighting σ.
+        self.pair_error_db = max(pair_sigma_db, pair_error_db or 0.0)
         self.min_updates = min_updates
         self.updates = 0
+        # Posterior covariance of (g_0..g_{R-1}, n); the prior alone until the first solve.
+        self.cov = np.diag(np.r_[np.full(n_r, bias_prior_db**2), exponent_prior**2])
 
     def update(self, idx: NDArray[np.int64], med: F64, power: F64) -> None:
         """Fold this tick's filtered RSSI of any beacons among `idx` into the averages and re-solve."""
@@ -86,3 +92,24 @@ class Calibration:
         if math.isfinite(n):
             self.exponent = min(max(n, 1.5), 5.0)
             self.rx_bias = -np.clip(sol[:n_r], -15.0, 15.0)
+            # Rows whitened by their real σ (pairs: `pair_error_db`; priors) give the posterior
+            # covariance (AᵀA)⁻¹. Pairs are taken as independent; a beacon's shadow at one receiver
+            # is, but the exponent couples them (see bands.md).
+            aw = a.copy()
+            aw[: len(jj)] *= self.pair_sigma_db / self.pair_error_db
+            with np.errstate(all="ignore"):
+                cov = np.linalg.pinv(aw.T @ aw)
+            if np.isfinite(cov).all():
+                self.cov = cov
+
+    def link_var_db2(self) -> F64:
+        """(R,) variance (dB²) of each receiver's gain bias given the exponent: Var(g_r | n).
+
+        The exponent's own uncertainty is common to every link of a band and mostly cancels between
+        the inside and outside explanations; adding it per receiver as if independent would blunt
+        every test on a site with few beacons. A receiver no beacon pair pins keeps the prior's 6 dB.
+        """
+        n_r = len(self.rx_pos)
+        var_n = max(float(self.cov[n_r, n_r]), 1e-12)
+        var = np.diag(self.cov)[:n_r] - self.cov[:n_r, n_r] ** 2 / var_n
+        return np.asarray(np.maximum(var, 0.0))

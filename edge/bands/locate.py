@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.bands.fit_kernels import breach_evidence, fit_positions, prepare_links
+
 F64 = NDArray[np.float64]
 LN10 = math.log(10.0)
 
@@ -44,6 +46,7 @@ class LocateParams:
     min_err_m: float = 1.0
     max_err_m: float = 150.0
     min_distance_m: float = 0.5
+    compiled: bool = True  # numba kernels (fit_kernels); False = the numpy reference, same maths
 
 
 def sample_sigma(spread: F64, n: F64, p: LocateParams) -> F64:
@@ -114,6 +117,24 @@ class LinkModel:
                               np.maximum(model - self.p.heard_threshold_dbm, 0.0) / self.p.censor_sigma_db, 0.0))
         return np.asarray(np.einsum("mgr,mgr->mg", r, r) / self.scale[rows][:, None])
 
+    def delta_chi2(self, rows: NDArray[np.int64], xy: F64, offsets: F64, hl_sets: F64,
+                   bounds: NDArray[np.int64], set_of_row: NDArray[np.int64]) -> F64:
+        """Compiled breach test: per row, min `cost` over its candidate set minus min over xy[row] + offsets, ≥ 0.
+
+        Candidate set s is rows bounds[s]:bounds[s + 1] of `hl_sets` (½·ln(d²) per receiver, as `half_log_d2`);
+        `set_of_row` (M,) picks each row's set. Equals the numpy `cost(...).min()` difference up to rounding.
+        """
+        out = np.empty(len(rows))
+        f64, i64 = np.float64, np.int64
+        bounds = np.ascontiguousarray(bounds, dtype=i64)
+        breach_evidence(np.ascontiguousarray(rows, dtype=i64), np.ascontiguousarray(xy, dtype=f64),
+                        np.ascontiguousarray(offsets, dtype=f64), np.ascontiguousarray(self.rx_pos, dtype=f64),
+                        float(self.p.min_distance_m) ** 2, self.obs, self.heard, self.censor, self.sigma,
+                        self.power, self.scale, float(self.k), float(self.p.heard_threshold_dbm),
+                        float(self.p.censor_sigma_db), np.ascontiguousarray(hl_sets, dtype=f64), bounds[:-1],
+                        bounds[1:], np.ascontiguousarray(set_of_row, dtype=i64), out)
+        return out
+
 
 def locate(
     rssi: F64,
@@ -125,12 +146,23 @@ def locate(
     exponent: float,
     alive: NDArray[np.bool_] | None = None,
     start: F64 | None = None,
+    *,
+    extra_var_db2: F64 | None = None,
 ) -> tuple[F64, F64, LinkModel]:
-    """(K, 2) positions, (K,) error radii and the link model, from (K, R) filtered RSSI (NaN = unheard)."""
+    """(K, 2) positions, (K,) error radii and the link model, from (K, R) filtered RSSI (NaN = unheard).
+
+    `extra_var_db2` (R,) is a per-receiver variance (dB²) added to every heard link's σ², e.g. the
+    uncertainty of that receiver's calibration; the fit, the error radius and `LinkModel.cost` all use it.
+    """
+    if p.compiled:
+        return _locate_compiled(rssi, n, spread, power, rx_pos, p, exponent, alive, start, extra_var_db2)
     heard = ~np.isnan(rssi)
     m = heard.sum(axis=1)
     rssi, shift = truncation_corrected(rssi, n, spread, p)
-    sigma = np.sqrt(sample_sigma(spread, n, p) ** 2 + shift**2)
+    var = sample_sigma(spread, n, p) ** 2 + shift**2
+    if extra_var_db2 is not None:
+        var = var + np.maximum(np.asarray(extra_var_db2, dtype=np.float64), 0.0)[None, :]
+    sigma = np.sqrt(var)
     obs = np.where(heard, rssi, -200.0)
     dist = distance_from_rssi(obs, power[:, None], exponent)
     xy = np.zeros((len(rssi), 2))
@@ -152,6 +184,33 @@ def locate(
         scale[multi] = scale_m
     model = LinkModel(obs, heard, ~heard & live[None, :], sigma, power, rx_pos, 10.0 * exponent / LN10, p, scale)
     return xy, err, model
+
+
+def _locate_compiled(rssi: F64, n: F64, spread: F64, power: F64, rx_pos: F64, p: LocateParams, exponent: float,
+                     alive: NDArray[np.bool_] | None, start: F64 | None, extra_var_db2: F64 | None
+                     ) -> tuple[F64, F64, LinkModel]:
+    """`locate` in two compiled calls (`fit_kernels.prepare_links`, `fit_positions`): same steps, per band."""
+    f64 = np.float64
+    rssi, n, spread = (np.ascontiguousarray(a, dtype=f64) for a in (rssi, n, spread))
+    power = np.ascontiguousarray(power, dtype=f64)
+    rx_pos = np.ascontiguousarray(rx_pos, dtype=f64)
+    n_b, n_rx = rssi.shape
+    extra = np.zeros(n_rx) if extra_var_db2 is None else np.ascontiguousarray(extra_var_db2, dtype=f64)
+    obs, sigma, dist = np.empty((n_b, n_rx)), np.empty((n_b, n_rx)), np.empty((n_b, n_rx))
+    heard = np.empty((n_b, n_rx), dtype=np.bool_)
+    xy, err, scale = np.empty((n_b, 2)), np.empty(n_b), np.ones(n_b)
+    # Scalars as float/int always: another type would compile (and cache) a second specialisation.
+    prepare_links(rssi, n, spread, power, rx_pos, extra, float(p.shadowing_db), float(p.slow_floor_db),
+                  float(p.model_error_db), float(exponent), float(p.max_err_m), obs, heard, sigma, dist, xy, err)
+    live = np.ones(n_rx, dtype=bool) if alive is None else np.asarray(alive, dtype=bool)
+    censor = ~heard & live[None, :]
+    rows = np.flatnonzero(heard.sum(axis=1) >= 3)
+    warm = np.full((n_b, 2), np.nan) if start is None else np.ascontiguousarray(start, dtype=f64)
+    k = 10.0 * float(exponent) / LN10
+    fit_positions(rows, obs, heard, censor, sigma, dist, power, rx_pos, warm, k, float(p.min_distance_m) ** 2,
+                  float(p.heard_threshold_dbm), float(p.censor_sigma_db), int(p.max_links), int(p.iterations),
+                  float(p.max_step_m), float(p.min_err_m), float(p.max_err_m), xy, err, scale)
+    return xy, err, LinkModel(obs, heard, censor, sigma, power, rx_pos, k, p, scale)
 
 
 def _wls(obs: F64, heard: NDArray[np.bool_], sigma: F64, dist: F64, power: F64, rx_pos: F64, p: LocateParams,
@@ -214,7 +273,9 @@ def _compact(x: F64, obs: F64, heard: NDArray[np.bool_], censor: NDArray[np.bool
         return obs, heard, censor, sigma, np.broadcast_to(rx_pos, (len(x), n_rx, 2))
     d = np.linalg.norm(x[:, None, :] - rx_pos[None, :, :], axis=2)
     key = np.where(heard, -1e6 - obs, np.where(censor, d, np.inf))
-    sel = np.argsort(key, axis=1)[:, :m]
+    # Stable: equal keys (two links with the same median RSSI) are common and the default sort's
+    # tie order depends on the CPU's SIMD sort; the lowest receiver index wins, as in the kernel.
+    sel = np.argsort(key, axis=1, kind="stable")[:, :m]
 
     def take(a: np.ndarray) -> np.ndarray:
         return np.take_along_axis(a, sel, axis=1)

@@ -8,14 +8,17 @@ a replay of a field log produces exactly the alerts the live agent would have.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edge.bands.geometry import ZoneMap, ZoneShape, as_points, grid_over, sample_region
+from edge.bands.ingest_batch import UNKNOWN_RX, SampleSink, observe_batch
+from edge.bands.kernel_warmup import warm_up
 from edge.bands.rules import BandRules, Decision, Fix, RuleParams
+from edge.bands.silence import DEFAULT_SILENCE, SilenceEvidence, SilenceParams
 from edge.bands.tracker import Tracker, TrackerParams
 from protocols.advert import StatusAdvert
 from protocols.observation import RawObservation
@@ -26,7 +29,6 @@ from protocols.verify import ACCEPTED, DUPLICATE, AdvertVerifier
 
 log = logging.getLogger("qwatch.edge.bands")
 
-UNKNOWN_RX = "unknown_rx"
 
 
 def deterministic_ulid(ts: float, seed: str) -> str:
@@ -48,7 +50,8 @@ class BandPipeline:
     """Verify, track and apply the rules for every band of one site."""
 
     def __init__(self, site: SiteConfig, keys: Mapping[int, bytes], *, node: str,
-                 tracker_params: TrackerParams | None = None, rule_params: RuleParams | None = None) -> None:
+                 tracker_params: TrackerParams | None = None, rule_params: RuleParams | None = None,
+                 silence_params: SilenceParams | None = DEFAULT_SILENCE) -> None:
         self.site = site
         self.node = node
         self.verifier = AdvertVerifier(keys, site.company_id)
@@ -64,14 +67,17 @@ class BandPipeline:
             len(site.bands), len(zid))
         self._restricted = np.array([z.kind == "restricted" for z in site.zones], dtype=bool)
         self._init_candidates(site)
+        self._silence: SilenceEvidence | None = (
+            SilenceEvidence(site, self.tracker.rx_pos, silence_params)
+            if silence_params is not None and len(site.receivers) else None)
         self._n_bands = len(self.band_ids)
         self._status: dict[int, _Status] = {}
         self._fixes: dict[int, Fix] = {}
         self._est_extra: dict[int, tuple[int, float]] = {}
         self._active: dict[tuple[int, str], Alert] = {}
         self._counts: dict[str, int] = {}
-        self._dup: dict[bytes, tuple[float, StatusAdvert, int]] = {}
-        self._last_payload: dict[int, bytes] = {}
+        self._dup: dict[str, tuple[float, StatusAdvert, int]] = {}  # payload hex -> (ts, advert, index)
+        self._last_payload: dict[int, str] = {}
         self._started: float | None = None
         self._seq = 0
 
@@ -92,6 +98,9 @@ class BandPipeline:
         np.array([r.position for r in site.receivers], dtype=np.float64).reshape(-1, 2)
         self._local_offsets = grid_over((-6.0, -6.0, 6.0, 6.0), 3.0)
         self._hl_cache: dict[tuple[int, float], np.ndarray] = {}
+        self._hl_stack: tuple[np.ndarray, np.ndarray] | None = None
+        if self.tracker.locate_params.compiled:
+            warm_up()  # compile / load the tick kernels now, not in the first tick
 
     def _hl(self, key: int, pts: np.ndarray, model: Any) -> np.ndarray:
         """½·ln(d²) of a candidate set (key -1 = site-wide grid), cached: receivers do not move."""
@@ -100,6 +109,15 @@ class BandPipeline:
             hl = self._hl_cache[(key, 0.0)] = model.half_log_d2(pts)
         return hl
 
+    def _hl_sets(self, model: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Every group's candidate ½·ln(d²) stacked (N, R) with row bounds (G + 1,), for the compiled test."""
+        if self._hl_stack is None:
+            parts = [self._hl(g, pts, model) for g, pts in enumerate(self._group_pts)]
+            bounds = np.cumsum([0] + [len(h) for h in parts]).astype(np.int64)
+            stacked = np.concatenate(parts) if parts else np.zeros((0, model.rx_pos.shape[0]))
+            self._hl_stack = (np.ascontiguousarray(stacked, dtype=np.float64), bounds)
+        return self._hl_stack
+
     def _evidence(self, rows: list[int], band_idx: list[int], est: Any) -> dict[int, float]:
         """Δχ² between the best fit inside each band's allowed area and the best fit anywhere."""
         out: dict[int, float] = {}
@@ -107,6 +125,11 @@ class BandPipeline:
         if model is None or not rows:
             return out
         r = np.array(rows, dtype=np.int64)
+        if model.p.compiled:
+            sets = self._hl_sets(model)
+            groups_of = np.array([self._group_of[i] for i in band_idx], dtype=np.int64)
+            return dict(zip(rows, model.delta_chi2(r, est.xy, self._local_offsets, sets[0], sets[1],
+                                                   groups_of).tolist(), strict=True))
         # "Anywhere": the fitted estimate and a local grid around it (the fit is a local minimum).
         local = est.xy[r][:, None, :] + self._local_offsets[None, :, :]
         hl_local = model.half_log_d2(local.reshape(-1, 2)).reshape(len(r), len(self._local_offsets), -1)
@@ -133,12 +156,28 @@ class BandPipeline:
             self._count(UNKNOWN_RX)
             return []
         # Fast path for the commonest case: the advert we just accepted, heard by another receiver.
-        # Same bytes within the duplicate window is exactly the verifier's duplicate rule.
-        hit = self._dup.get(data)
+        # Same bytes within the duplicate window is exactly the verifier's duplicate rule. The table
+        # is keyed by lowercase hex, the form logs carry, so `observe_batch` needs no bytes for it.
+        key = data.hex()
+        hit = self._dup.get(key)
         if hit is not None and company_id == self.site.company_id and abs(ts - hit[0]) <= 2.0:
             self._count(DUPLICATE)
             self.tracker.add(hit[2], rx_idx, ts, rssi, hit[1].measured_power)
             return []
+        return self._verified(ts, rx_idx, rssi, company_id, bytes(data), key, self.tracker.add)
+
+    def observe_batch(self, ts: Sequence[float], rx: Sequence[str], rssi: Sequence[int],
+                      company_id: Sequence[int], data_hex: Sequence[str]) -> list[Alert]:
+        """Observations between two ticks, in arrival order; `data_hex` = payloads in lowercase hex.
+
+        Exactly `observe` on each in turn (alerts, counters, verifier, filter and rule state); see
+        `edge.bands.ingest_batch` for why. Used by `replay`; the live agent calls `observe`.
+        """
+        return observe_batch(self, ts, rx, rssi, company_id, data_hex)
+
+    def _verified(self, ts: float, rx_idx: int, rssi: int, company_id: int, data: bytes, key: str,
+                  add: SampleSink) -> list[Alert]:
+        """What the duplicate table could not settle: the verifier, then rules; samples go to `add`."""
         verdict = self.verifier.verify(ts, company_id, data)
         self._count(verdict.outcome)
         alerts: list[Alert] = []
@@ -150,14 +189,13 @@ class BandPipeline:
         idx = self.tracker.index.get(advert.band_id)
         if idx is None:
             return alerts
-        self.tracker.add(idx, rx_idx, ts, rssi, advert.measured_power)
+        add(idx, rx_idx, ts, rssi, advert.measured_power)
         if verdict.outcome == ACCEPTED:
             old = self._last_payload.get(advert.band_id)
             if old is not None:
                 self._dup.pop(old, None)
-            payload = bytes(data)
-            self._last_payload[advert.band_id] = payload
-            self._dup[payload] = (ts, advert, idx)
+            self._last_payload[advert.band_id] = key
+            self._dup[key] = (ts, advert, idx)
             alerts += self._accepted(ts, advert)
         return alerts
 
@@ -169,7 +207,8 @@ class BandPipeline:
         rules = self.rules.get(advert.band_id)
         if rules is None:
             return []
-        return self._alerts(advert.band_id, rules.on_advert(ts, advert.flags, advert.battery, advert.skin_temp_c))
+        decisions = rules.on_advert(ts, advert.flags, advert.battery, advert.skin_temp_c)
+        return self._alerts(advert.band_id, decisions) if decisions else []
 
     def _security(self, ts: float, band: int, alarm: str, outcome: str) -> list[Alert]:
         rules: BandRules | None = self.rules.get(band)
@@ -198,40 +237,68 @@ class BandPipeline:
                 band_rules = self.rules.get(band)
                 if band_rules is not None:
                     fixed.add(band)
-                    alerts += self._alerts(band, band_rules.on_fix(fix))
+                    decisions = band_rules.on_fix(fix)
+                    if decisions:
+                        alerts += self._alerts(band, decisions)
+        silence = self._silence_evidence(now, fixed)
         for band, rules in self.rules.items():
-            alerts += self._alerts(band, rules.on_tick(now, band in fixed))
+            decisions = rules.on_tick(now, band in fixed, silence.get(band))
+            if decisions:  # nearly always empty: skip the call
+                alerts += self._alerts(band, decisions)
         return alerts
 
+    def _silence_evidence(self, now: float, fixed: set[int]) -> dict[int, float]:
+        """Δχ² from silence of bands nobody hears (edge.bands.silence decides when it counts)."""
+        tr = self.tracker
+        if self._silence is None:
+            return {}
+        lp = tr.locate_params
+        cal_var = tr.calibration_var_db2()
+        censor_var = lp.censor_sigma_db**2 + (cal_var if cal_var is not None else np.zeros(len(tr.rx_ids)))
+        return self._silence.evaluate(now, band_ids=self.band_ids, last_sample=tr.last_sample, power=tr.power,
+                                      window_s=tr.p.max_age_s, rx_last=tr.rx_last, fixes=self._fixes,
+                                      status=self._status, low_battery_pct=self._rules_params.low_battery_pct,
+                                      exponent=tr.calibration.exponent, threshold_dbm=lp.heard_threshold_dbm,
+                                      censor_var_db2=censor_var)
+
     def _fixes_from(self, now: float, est: Any) -> list[tuple[int, Fix, int, float]]:
-        sd = self.zones.signed_distances(est.xy)
-        zones = self.zones.containing(sd)
+        zones, out_all, restricted = self._zone_facts(est)
         out: list[tuple[int, Fix, int, float]] = []
         ids = self.tracker.ids
         idx = est.idx.tolist()
         n = self._n_bands
-        bands_k = [k for k, i in enumerate(idx) if i < n]
-        out_all = np.zeros(len(idx))
-        if bands_k:
-            rows = np.array(bands_k)
-            out_all[rows] = self.zones.union_signed_distance(sd[rows], self._allowed[est.idx[rows]])
-        suspects = [k for k in bands_k if out_all[k] > self._rules_params.min_margin_m]
+        outs = out_all.tolist()
+        margin = self._rules_params.min_margin_m
+        suspects = [k for k, i in enumerate(idx) if i < n and outs[k] > margin]
         evidence = self._evidence(suspects, [idx[k] for k in suspects], est)
-        allowed = np.zeros((len(idx), len(self.zones.zones)), dtype=bool)
-        is_band = est.idx < n
+        xs, ys = est.xy[:, 0].tolist(), est.xy[:, 1].tolist()
+        errs = est.err_m.tolist()
+        counts, rssis = est.rx_count.tolist(), est.rssi.tolist()
+        for k, i in enumerate(idx):
+            fix = Fix(now, xs[k], ys[k], errs[k], outs[k], restricted[k], zones[k], evidence.get(k, 0.0))
+            out.append((ids[i], fix, int(counts[k]), rssis[k]))
+        return out
+
+    def _zone_facts(self, est: Any) -> tuple[list[str | None], np.ndarray, list[str | None]]:
+        """Per estimate: the zone it is in, its signed distance to its band's allowed area (0 for
+        beacons) and the restricted zone it is in that its band may not enter (or None)."""
+        is_band = est.idx < self._n_bands
+        allowed = np.zeros((len(est.idx), len(self.zones.zones)), dtype=bool)
         allowed[is_band] = self._allowed[est.idx[is_band]]
+        zone_ids: list[str | None] = [z.id for z in self.zones.zones]
+        if self.tracker.locate_params.compiled:
+            _, zone, out_all, first_r = self.zones.classify(est.xy, allowed, self._restricted, is_band)
+            names = [*zone_ids, None]  # index -1 = none
+            return [names[z] for z in zone.tolist()], out_all, [names[r] for r in first_r.tolist()]
+        sd = self.zones.signed_distances(est.xy)
+        out_all = np.zeros(len(est.idx))
+        if is_band.any():
+            out_all[is_band] = self.zones.union_signed_distance(sd[is_band], allowed[is_band])
         in_restricted = (sd < 0) & self._restricted[None, :] & ~allowed & is_band[:, None]
         first_r = np.argmax(in_restricted, axis=1).tolist()
         any_r = in_restricted.any(axis=1).tolist()
-        zone_ids = [z.id for z in self.zones.zones]
-        xs, ys = est.xy[:, 0].tolist(), est.xy[:, 1].tolist()
-        errs, outs = est.err_m.tolist(), out_all.tolist()
-        counts, rssis = est.rx_count.tolist(), est.rssi.tolist()
-        for k, i in enumerate(idx):
-            restricted = zone_ids[first_r[k]] if any_r[k] else None
-            fix = Fix(now, xs[k], ys[k], errs[k], outs[k], restricted, zones[k], evidence.get(k, 0.0))
-            out.append((ids[i], fix, int(counts[k]), rssis[k]))
-        return out
+        restricted = [zone_ids[f] if a else None for f, a in zip(first_r, any_r, strict=True)]
+        return self.zones.containing(sd), out_all, restricted
 
     # -- alerts -------------------------------------------------------------------------------
     def _alerts(self, band: int, decisions: list[Decision]) -> list[Alert]:

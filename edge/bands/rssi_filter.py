@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.bands.fit_kernels import window_filter
+
 F64 = NDArray[np.float64]
 
 
@@ -19,22 +21,62 @@ class RssiWindows:
         self.window = window
         self.rssi = np.full((n_bands, n_rx, window), np.nan, dtype=np.float64)
         self.ts = np.full((n_bands, n_rx, window), -np.inf, dtype=np.float64)
-        self.pos = np.zeros((n_bands, n_rx), dtype=np.int64)
-        self._pos_list = [[0] * n_rx for _ in range(n_bands)]
+        self.pos = np.zeros((n_bands, n_rx), dtype=np.int64)  # next slot per band × receiver
 
     def add(self, band: int, rx: int, ts: float, rssi: float) -> None:
         """Store one sample (already corrected by the receiver's configured offset)."""
-        row = self._pos_list[band]
-        i = row[rx]
+        i = int(self.pos[band, rx])
         self.rssi[band, rx, i] = rssi
         self.ts[band, rx, i] = ts
-        row[rx] = (i + 1) % self.window
+        self.pos[band, rx] = (i + 1) % self.window
 
-    def filtered(self, bands: NDArray[np.int64], now: float, max_age_s: float) -> tuple[F64, F64, F64]:
+    def add_many(self, band: NDArray[np.int64], rx: NDArray[np.int64], ts: F64, rssi: F64) -> None:
+        """Store samples in the given order: the same buffers as `add` called for each one in turn.
+
+        A band × receiver pair may get several samples; they take consecutive slots, and of more
+        than `window` samples only the last `window` survive, exactly as sequential writes leave them.
+        """
+        n = len(band)
+        if n == 0:
+            return
+        w = self.window
+        n_rx = self.pos.shape[1]
+        key = band * n_rx + rx
+        order = np.argsort(key, kind="stable")  # stable: a pair's samples stay in arrival order
+        ks = key[order]
+        first = np.empty(n, dtype=bool)
+        first[0] = True
+        np.not_equal(ks[1:], ks[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        counts = np.diff(np.append(starts, n))
+        group = np.cumsum(first) - 1
+        rank = np.arange(n) - starts[group]
+        pair = ks[starts]
+        pb, pr = pair // n_rx, pair % n_rx
+        p0 = self.pos[pb, pr]
+        # Only the last `window` samples of a pair survive: writing just those keeps every target
+        # slot unique (numpy does not define which of several writes to one slot wins).
+        keep = rank >= counts[group] - w
+        src = order[keep]
+        slot = (p0[group[keep]] + rank[keep]) % w
+        kb, kr = ks[keep] // n_rx, ks[keep] % n_rx
+        self.rssi[kb, kr, slot] = rssi[src]
+        self.ts[kb, kr, slot] = ts[src]
+        self.pos[pb, pr] = (p0 + counts) % w
+
+    def filtered(self, bands: NDArray[np.int64], now: float, max_age_s: float,
+                 compiled: bool = True) -> tuple[F64, F64, F64]:
         """For the given bands: (median RSSI, sample count, spread) per receiver, NaN where unheard.
 
         Spread is the IQR-based robust std of the kept samples (0 for fewer than 3 samples).
+        `compiled` runs `fit_kernels.window_filter` (same maths per window); False, the numpy reference.
         """
+        if compiled:
+            shape = (len(bands), self.rssi.shape[1])
+            med, n, spread = np.empty(shape), np.empty(shape), np.empty(shape)
+            window_filter(self.rssi, self.ts, np.ascontiguousarray(bands, dtype=np.int64), float(now),
+                          float(max_age_s), med, n, spread)
+            return med, n, spread
         fresh = self.ts[bands] > now - max_age_s
         shape = fresh.shape[:2]
         med = np.full(shape, np.nan)

@@ -45,8 +45,21 @@ class RuleParams:
     evidence_weight: float = 0.25  # consecutive 8 s windows share most samples: ~4 ticks per new window
     evidence_max: float = 27.0  # the CUSUM saturates here, so a return inside clears in bounded time
     evidence_cap: float = 40.0  # one window can add at most this (model errors are not evidence)
-    evidence_drift: float = 0.5  # subtracted per window: weak evidence fades instead of piling up
+    # Subtracted per window: weak evidence fades instead of piling up. 1.0 ≈ the mean Δχ² (1 dof) a
+    # band at the fence produces under "inside" when its windows are correlated (0.5 before 2026-11-28).
+    evidence_drift: float = 1.0
     evidence_drift_inside: float = 8.0  # estimate inside the allowed area: fades fast
+    # The dwell needs CURRENT evidence, not only the CUSUM level reached earlier: the mean Δχ² of the
+    # fixes of the last `support_s` (one filter window) must be at least `support_chi2` at every tick
+    # that counts towards it. 0 turns the check off (the rule before 2026-11-28).
+    support_chi2: float = 1.0
+    support_s: float = 8.0
+    # Correlation time of the evidence: a band that is not moving keeps its place-bound shadowing
+    # (walls, bodies, its own heading), so its successive windows are far from independent. Its
+    # CUSUM weight is scaled by still_weight + (1 - still_weight) x (share of recent adverts with
+    # the moving flag, averaged over ~motion_tau_adverts). 1.0 turns this off.
+    still_weight: float = 0.5
+    motion_tau_adverts: float = 10.0
     min_margin_m: float = 1.0
     restricted_max_err_m: float = 4.0  # a restricted-zone claim needs a position this good
     gap_s: float = 3.0  # an unsure second or two does not restart a dwell; longer does
@@ -83,6 +96,7 @@ class Fix:
     restricted: str | None
     zone: str | None
     evidence: float = 0.0  # likelihood-ratio evidence (Δχ²) that the band is outside its allowed area
+    silent: bool = False  # no position: the evidence is the band's silence at every live receiver
 
 
 @dataclass(slots=True)
@@ -118,6 +132,8 @@ class BandRules:
     _breach_restricted: _Dwell = field(default_factory=_Dwell)
     _back_inside: _Dwell = field(default_factory=_Dwell)
     _evidence: float = 0.0  # CUSUM of outside-vs-inside log-likelihood ratio (Δχ² units)
+    _recent: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, Δχ² counted) of the last fixes
+    _moving: float = 0.5  # running share of adverts with the moving flag (unknown at first)
     _last_fix: Fix | None = None
     _last_heard: float | None = None
     _heard: bool = False
@@ -144,6 +160,7 @@ class BandRules:
             self._last_motion = ts
         self._last_heard = ts
         self._heard = True
+        self._moving += (float(bool(flags & FLAG_MOVING)) - self._moving) / self.p.motion_tau_adverts
         self._set("band_missing", False, ts, {}, out)
         self._tamper(ts, flags, out)
         self._sos(ts, flags, out)
@@ -215,11 +232,24 @@ class BandRules:
     def on_fix(self, fix: Fix) -> list[Decision]:
         """A new position estimate."""
         self._last_fix = fix
+        return self._geofence(fix.ts, self._accumulate(fix))
+
+    def _accumulate(self, fix: Fix) -> Fix:
+        """Fold one fix's Δχ² into the CUSUM and the recent-support window; returns the fix."""
         p = self.p
         drift = p.evidence_drift if fix.out_m > 0 else p.evidence_drift_inside
         gain = min(fix.evidence, p.evidence_cap) if fix.out_m > p.min_margin_m else 0.0
-        self._evidence = min(max(0.0, self._evidence + (gain - drift) * p.evidence_weight), p.evidence_max)
-        return self._geofence(fix.ts, fix)
+        weight = p.evidence_weight * (p.still_weight + (1.0 - p.still_weight) * self._moving)
+        self._evidence = min(max(0.0, self._evidence + (gain - drift) * weight), p.evidence_max)
+        recent = self._recent
+        recent.append((fix.ts, gain))
+        while recent and recent[0][0] <= fix.ts - p.support_s:
+            recent.popleft()
+        return fix
+
+    def _support(self) -> float:
+        """Mean Δχ² of the fixes in the last `support_s`: what the data say NOW."""
+        return sum(g for _, g in self._recent) / len(self._recent) if self._recent else 0.0
 
     def _geofence(self, ts: float, fix: Fix) -> list[Decision]:
         out: list[Decision] = []
@@ -229,14 +259,19 @@ class BandRules:
         # best one anywhere (Δχ²), weighted for the overlap of successive filter windows (CUSUM).
         # Unlike an error radius this uses the direction of the error, and evidence builds up over
         # the independent shadowing of successive windows.
-        outside = self._evidence >= p.evidence_chi2 and fix.out_m > p.min_margin_m
+        # The CUSUM alone would let the dwell complete on evidence gathered while a fade lasted, with
+        # the estimate now hovering just outside and the data no longer saying so: the current window
+        # must support "outside" too.
+        outside = (self._evidence >= p.evidence_chi2 and fix.out_m > p.min_margin_m
+                   and self._support() >= p.support_chi2)
         out_s = self._breach_out.update(ts, outside, p.gap_s)
         in_restricted = fix.restricted is not None and fix.err_m <= p.restricted_max_err_m
         r_s = self._breach_restricted.update(ts, in_restricted, p.gap_s)
         if "geofence_breach" not in self.active:
             if outside and out_s >= p.breach_dwell_s:
                 self._back_inside.reset()
-                self._set("geofence_breach", True, ts, {**self._detail(fix), "reason": "outside"}, out)
+                reason = "silent" if fix.silent else "outside"
+                self._set("geofence_breach", True, ts, {**self._detail(fix), "reason": reason}, out)
             elif in_restricted and r_s >= p.restricted_dwell_s:
                 self._back_inside.reset()
                 self._set("geofence_breach", True, ts, {**self._detail(fix), "reason": "restricted",
@@ -264,8 +299,15 @@ class BandRules:
         if self._last_heard is None:
             self._last_heard = now
 
-    def on_tick(self, now: float, fixed: bool) -> list[Decision]:
-        """Once a second. `fixed` says whether on_fix was called for this tick."""
+    def on_tick(self, now: float, fixed: bool, silence: float | None = None) -> list[Decision]:
+        """Once a second. `fixed` says whether on_fix was called for this tick.
+
+        `silence` (only when not fixed): the Δχ² that the band is outside, from its silence at every
+        live receiver (the caller decides when silence counts, see `edge.bands.silence`). It is
+        accumulated like a fix's evidence, at the last known position pushed just past the margin
+        (a band nobody hears is not where its last fix was), when it says more than the last fix did;
+        otherwise the last fix is carried forward (a breach that started outside still completes).
+        """
         out: list[Decision] = []
         if self._last_heard is not None and now - self._last_heard >= self.p.missing_after_s:
             fix = self._last_fix
@@ -276,8 +318,13 @@ class BandRules:
             # Unheard: presume the band is where it was last seen, so walking out of radio range
             # still completes a breach dwell that started outside.
             last = self._last_fix
-            out += self._geofence(now, Fix(now, last.x, last.y, last.err_m, last.out_m, last.restricted, last.zone,
-                                           last.evidence))
+            if silence is not None and silence > last.evidence:
+                carried = Fix(now, last.x, last.y, last.err_m, max(last.out_m, self.p.min_margin_m + 0.01), None,
+                              last.zone, silence, silent=True)
+                out += self._geofence(now, self._accumulate(carried))
+            else:
+                out += self._geofence(now, Fix(now, last.x, last.y, last.err_m, last.out_m, last.restricted,
+                                               last.zone, last.evidence))
         for alarm, last_ts in list(self._security_last.items()):
             if now - last_ts >= self.p.security_clear_s:
                 del self._security_last[alarm]

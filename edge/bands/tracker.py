@@ -30,6 +30,9 @@ class TrackerParams:
     floor_quantile: float = 0.005  # the reception floor: this low quantile of every RSSI heard
     floor_min_samples: int = 5000  # until then the LocateParams default stands
     heard_above_floor_db: float = 7.0  # a silent live receiver "should have heard" this far above the floor
+    # Calibration uncertainty beyond this (dB) is added to each receiver's link σ (LocateParams.model_error_db
+    # already budgets this much for residual calibration error); None = off (the model before 2026-11-28).
+    calibration_budget_db: float | None = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,12 @@ class Estimates:
     model: LinkModel | None = None  # to score candidate positions (the breach likelihood test)
 
 
+def _last_of(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `idx` and, for each, the position of its last occurrence."""
+    uniq, first_rev = np.unique(idx[::-1], return_index=True)
+    return uniq, len(idx) - 1 - first_rev
+
+
 class Tracker:
     """Filter windows + calibration + localiser for one site."""
 
@@ -54,6 +63,7 @@ class Tracker:
         self.rx_ids = [r.id for r in site.receivers]
         self.rx_index = {r: i for i, r in enumerate(self.rx_ids)}
         self.rx_offset = [float(r.rssi_offset) for r in site.receivers]
+        self._rx_offset_arr = np.array(self.rx_offset, dtype=np.float64)
         self.rx_pos = np.array([r.position for r in site.receivers], dtype=np.float64).reshape(-1, 2)
         self.windows = RssiWindows(len(self.ids), len(self.rx_ids), self.p.window)
         self.power = np.full(len(self.ids), -59.0)
@@ -72,7 +82,7 @@ class Tracker:
         beacon_pos = np.array([b.position for b in site.beacons if b.id in self.index],
                               dtype=np.float64).reshape(-1, 2)
         self.calibration = Calibration(self.rx_pos, np.array(beacon_idx, dtype=np.int64), beacon_pos,
-                                       site.radio.path_loss_exponent)
+                                       site.radio.path_loss_exponent, pair_error_db=0.7 * site.radio.shadowing_db)
         self._next_calibration = -np.inf
 
     def add(self, band_idx: int, rx_idx: int, ts: float, rssi: float, measured_power: int) -> None:
@@ -85,6 +95,22 @@ class Tracker:
         if ts > self.last_sample[band_idx]:
             self.last_sample[band_idx] = ts
 
+    def add_many(self, band_idx: np.ndarray, rx_idx: np.ndarray, ts: np.ndarray, rssi: np.ndarray,
+                 measured_power: np.ndarray) -> None:
+        """Verified samples in arrival order: the same state as `add` called for each in turn."""
+        if len(band_idx) == 0:
+            return
+        level = rssi + self._rx_offset_arr[rx_idx]
+        self.windows.add_many(band_idx, rx_idx, ts, level)
+        self.rssi_hist += np.bincount(np.clip(level.astype(np.int64) + 140, 0, 140), minlength=141)
+        # "Last write wins" per band (power) and per receiver (last heard, in arrival order, not max).
+        bands, last = _last_of(band_idx)
+        self.power[bands] = measured_power[last]
+        rxs, last_rx = _last_of(rx_idx)
+        for r, t in zip(rxs.tolist(), ts[last_rx].tolist(), strict=True):
+            self.rx_last[r] = t
+        np.maximum.at(self.last_sample, band_idx, ts)
+
     def estimate(self, now: float, only: np.ndarray | None = None) -> Estimates:
         """Positions of the bands with samples in the window (optionally a subset of indices)."""
         fresh = self.last_sample > now - self.p.max_age_s
@@ -96,7 +122,7 @@ class Tracker:
         if len(idx) == 0 or len(self.rx_ids) == 0:
             empty = np.zeros(0)
             return Estimates(idx, np.zeros((0, 2)), empty, empty.astype(np.int64), empty)
-        med, n, spread = self.windows.filtered(idx, now, self.p.max_age_s)
+        med, n, spread = self.windows.filtered(idx, now, self.p.max_age_s, self.locate_params.compiled)
         if now >= self._next_calibration:
             self._next_calibration = now + self.p.calibrate_every_s
             self.calibration.update(idx, med, self.power[idx])
@@ -105,7 +131,7 @@ class Tracker:
         alive = np.array(self.rx_last) > now - self.p.rx_alive_s
         warm = np.where((self.last_xy_ts[idx] >= now - 2.5)[:, None], self.last_xy[idx], np.nan)
         xy, err, model = locate(corrected, n, spread, self.power[idx], self.rx_pos, self.locate_params,
-                                self.calibration.exponent, alive, warm)
+                                self.calibration.exponent, alive, warm, extra_var_db2=self.calibration_var_db2())
         self.last_xy[idx] = xy
         self.last_xy_ts[idx] = now
         rx_count = np.count_nonzero(~np.isnan(med), axis=1)
@@ -113,6 +139,13 @@ class Tracker:
             strongest = np.where(rx_count > 0, np.nanmax(np.where(np.isnan(med), -np.inf, corrected), axis=1),
                                  np.nan)
         return Estimates(idx, xy, err, rx_count, strongest, model)
+
+    def calibration_var_db2(self) -> np.ndarray | None:
+        """(R,) calibration variance (dB²) per receiver beyond what the link model already budgets, or None."""
+        budget = self.p.calibration_budget_db
+        if budget is None:
+            return None
+        return np.maximum(self.calibration.link_var_db2() - budget**2, 0.0)
 
     def _update_floor(self) -> None:
         """Re-measure the reception floor and move the silent-receiver threshold with it."""

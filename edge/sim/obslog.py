@@ -1,7 +1,7 @@
 """Write a simulated observation log (PROTOCOL.md §2), e.g. for `qwatch-edge replay`.
 
 Usage: ``python -m edge.sim.obslog SITE.yaml KEYS.json OUT.jsonl [--duration S] [--seed N]
-[--escape-band ID --escape-at S]``
+[--escape-band ID --escape-at S] [--radio default|alt]``
 """
 
 from __future__ import annotations
@@ -41,13 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", type=float, default=1_700_000_000.0)
     ap.add_argument("--escape-band", type=int, default=0)
     ap.add_argument("--escape-at", type=float, default=60.0)
+    ap.add_argument("--radio", choices=("default", "alt"), default="default",
+                    help="channel model (alt = the independent robustness model, edge/sim/radio_alt.py)")
     a = ap.parse_args(argv)
     site = load_site_config(a.site)
     keys = load_band_keys(a.keys)
     scenario: Scenario | None = None
     if a.escape_band:
         scenario = demo_scenario(site, escape_band=a.escape_band, escape_at_s=a.escape_at)
-    sim = Simulator(site, keys, seed=a.seed, start_ts=a.start, scenario=scenario)
+    sim = Simulator(site, keys, seed=a.seed, start_ts=a.start, scenario=scenario, radio=a.radio)
     with a.out.open("w", encoding="utf-8") as fh:
         n = write_log(sim, fh, a.duration)
     print(f"wrote {n} observations to {a.out}", file=sys.stderr)

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 
 from edge.sim.radio import RadioChannel, RadioParams
+from edge.sim.radio_alt import AltRadioChannel, AltRadioParams
 from edge.sim.scenarios import BandScript, Scenario, in_any, walking
 from protocols.advert import FLAG_CHARGING, FLAG_LOW_BATTERY, FLAG_MOVING, FLAG_SOS, FLAG_STRAP_OPEN, encode_status
 from protocols.observation import RawObservation
@@ -37,7 +38,7 @@ class Simulator:
         seed: int = 0,
         start_ts: float = 0.0,
         scenario: Scenario | None = None,
-        radio: RadioParams | None = None,
+        radio: RadioParams | AltRadioParams | str | None = None,
         receivers: Collection[str] | None = None,
         interval_s: float = 1.0,
     ) -> None:
@@ -63,10 +64,21 @@ class Simulator:
         self._beacon_pos = np.array([b.position for b in site.beacons if b.id in keys], dtype=np.float64)
         self._power = np.array([BAND_POWER_DBM] * self._n_bands + [BEACON_POWER_DBM] * len(self.beacon_ids),
                                dtype=np.float64)
-        params = radio or RadioParams(path_loss_exponent=site.radio.path_loss_exponent,
-                                      shadowing_db=site.radio.shadowing_db)
-        self.channel = RadioChannel(params, np.array([r.position for r in rxs], dtype=np.float64).reshape(-1, 2),
-                                    np.array([r.rssi_offset for r in rxs], dtype=np.float64), n_tx, self._rng)
+        rx_pos = np.array([r.position for r in rxs], dtype=np.float64).reshape(-1, 2)
+        rx_off = np.array([r.rssi_offset for r in rxs], dtype=np.float64)
+        self.channel: RadioChannel | AltRadioChannel
+        # radio="alt" (or AltRadioParams): the independent channel for robustness tests (radio_alt.py).
+        if radio == "alt" or isinstance(radio, AltRadioParams):
+            alt = radio if isinstance(radio, AltRadioParams) else AltRadioParams()
+            self.channel = AltRadioChannel(alt, rx_pos, rx_off, n_tx, self._rng, n_bands=self._n_bands)
+        elif radio is None or radio == "default" or isinstance(radio, RadioParams):
+            params = radio if isinstance(radio, RadioParams) else RadioParams(
+                path_loss_exponent=site.radio.path_loss_exponent, shadowing_db=site.radio.shadowing_db)
+            self.channel = RadioChannel(params, rx_pos, rx_off, n_tx, self._rng)
+        else:
+            raise ValueError(f"radio: unknown model {radio!r} (allowed: 'default', 'alt')")
+        # Per-transmitter advert interval (the alt channel's bands do not all advertise at exactly 1 Hz).
+        self._interval = interval_s * getattr(self.channel, "interval_factor", np.ones(n_tx))
         self._next_ts = start_ts + self._rng.uniform(0, interval_s, n_tx)
         self._counter = self._rng.integers(0, 1_000_000, n_tx).astype(np.int64)
         self.sent = 0
@@ -116,7 +128,7 @@ class Simulator:
             if len(due) == 0:
                 break
             ts = self._next_ts[due].copy()
-            self._next_ts[due] += self.interval_s + self._rng.uniform(0, 0.01, len(due))
+            self._next_ts[due] += self._interval[due] + self._rng.uniform(0, 0.01, len(due))
             self._counter[due] += 1
             self._emit(due, ts, out)
         out.sort(key=lambda o: o[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from edge.bands.rules import BandRules, Decision, Fix, RuleParams
@@ -162,3 +164,63 @@ def test_security_alarm_raises_and_clears_after_quiet_period() -> None:
     assert r.on_security(20, "advert_forgery", {}) == []
     out = [d for t in range(21, 400) for d in r.on_tick(float(t), False)]
     assert states(out, "advert_forgery") == [("cleared", 320.0)]
+
+
+def test_breach_dwell_needs_current_evidence_not_only_the_cusum() -> None:
+    """The diagnosed false breach: a fade builds the CUSUM, then the estimate hovers just outside with weak data."""
+    r = BandRules(1, P)
+    fixes = [fix(t, 8, 6.0) for t in range(0, 12)]  # a slow fade: the CUSUM passes 9
+    fixes += [fix(t, 1.5, 0.5) for t in range(12, 60)]  # just outside, the data no longer say so
+    assert states(run_fixes(r, fixes), "geofence_breach") == []
+    # Without the support check (the old rule) the same fixes breach on the CUSUM reached earlier.
+    old = BandRules(1, replace(P, support_chi2=0.0, evidence_drift=0.5, still_weight=1.0))
+    assert [s for s, _ in states(run_fixes(old, fixes), "geofence_breach")] == ["raised"]
+
+
+def test_sustained_outside_evidence_still_breaches_within_the_dwell() -> None:
+    r = BandRules(1, P)
+    got = states(run_fixes(r, [fix(t, 12, 12.0) for t in range(0, 60)]), "geofence_breach")
+    assert [s for s, _ in got] == ["raised"] and got[0][1] <= P.breach_dwell_s + 5
+
+
+def _silent_run(r: BandRules, last: Fix, silence: float | None, until: int) -> list[Decision]:
+    out = run_fixes(r, [last])
+    for t in range(int(last.ts) + 1, until):
+        out += r.on_tick(float(t), False, silence)
+    return out
+
+
+def test_silence_at_live_receivers_breaches_as_silent() -> None:
+    r = BandRules(1, P)
+    out = _silent_run(r, fix(0, -1.0, 0.0), 12.0, 60)
+    got = [d for d in out if d.type == "geofence_breach"]
+    assert [d.state for d in got] == ["raised"] and got[0].detail["reason"] == "silent"
+    assert got[0].ts <= P.breach_dwell_s + 5
+
+
+def test_weak_or_no_silence_evidence_keeps_the_old_carry_forward() -> None:
+    # Last fix inside, silence says little (poorly covered area): no breach, however long.
+    assert states(_silent_run(BandRules(1, P), fix(0, -1.0, 0.0), 0.4, 300), "geofence_breach") == []
+    # Last fix strongly outside, no silence evidence given (low battery, dead receivers): the dwell completes.
+    r = BandRules(2, P)
+    out = run_fixes(r, [fix(t, 12, 30.0) for t in range(0, 8)])
+    for t in range(8, 40):
+        out += r.on_tick(float(t), False, None)
+    assert [s for s, _ in states(out, "geofence_breach")] == ["raised"]
+
+
+def test_a_band_standing_still_needs_more_evidence_than_a_walking_one() -> None:
+    """Correlated windows: a still band keeps its place-bound shadow, so weak steady evidence counts for less."""
+    def first_raise(flags: int) -> float | None:
+        r = BandRules(1, P)
+        out: list[Decision] = []
+        for t in range(0, 120):
+            out += r.on_advert(float(t), flags, 80, 36.5)
+            out += r.on_fix(fix(t, 6, 2.5))
+            out += r.on_tick(float(t), True)
+        got = states(out, "geofence_breach")
+        return got[0][1] if got else None
+
+    walking, still = first_raise(FLAG_MOVING), first_raise(0)
+    assert walking is not None
+    assert still is None or still > walking + 5
