@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from protocols.advert import FLAG_CHARGING, FLAG_LOW_BATTERY, FLAG_MOVING, FLAG_SOS, FLAG_STRAP_OPEN
 from protocols.site_config import Rules
@@ -80,9 +80,8 @@ class RuleParams:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Fix:
-    """A position estimate as the rules see it.
+class Fix(NamedTuple):
+    """A position estimate as the rules see it (a NamedTuple: 500 are built per tick, cheaply).
 
     `out_m` is the signed distance to the band's allowed area (positive outside), `restricted`
     the restricted zone the estimate lies in (or None), `zone` the zone for display.
@@ -161,7 +160,9 @@ class BandRules:
         self._last_heard = ts
         self._heard = True
         self._moving += (float(bool(flags & FLAG_MOVING)) - self._moving) / self.p.motion_tau_adverts
-        self._set("band_missing", False, ts, {}, out)
+        active = self.active
+        if "band_missing" in active:
+            self._set("band_missing", False, ts, {}, out)
         self._tamper(ts, flags, out)
         self._sos(ts, flags, out)
         self._battery(ts, flags, battery, out)
@@ -175,9 +176,11 @@ class BandRules:
             self._strap_run, self._closed_run = self._strap_run + 1, 0
         else:
             self._strap_run, self._closed_run = 0, self._closed_run + 1
+        # Membership is checked before building a detail dict: this runs for every advert of every band.
         if self._strap_run >= 2:
-            self._set("band_tamper", True, ts, {"strap_open": True}, out)
-        elif self._closed_run >= 2:
+            if "band_tamper" not in self.active:
+                self._set("band_tamper", True, ts, {"strap_open": True}, out)
+        elif self._closed_run >= 2 and "band_tamper" in self.active:
             self._set("band_tamper", False, ts, {"strap_open": False}, out)
 
     def _sos(self, ts: float, flags: int, out: list[Decision]) -> None:
@@ -190,7 +193,8 @@ class BandRules:
     def _battery(self, ts: float, flags: int, battery: int | None, out: list[Decision]) -> None:
         charging = bool(flags & FLAG_CHARGING)
         if charging or (battery is not None and battery > self.p.low_battery_pct + 5):
-            self._set("low_battery", False, ts, {"battery": battery, "charging": charging}, out)
+            if "low_battery" in self.active:
+                self._set("low_battery", False, ts, {"battery": battery, "charging": charging}, out)
         elif (battery is not None and battery <= self.p.low_battery_pct) or (
             battery is None and flags & FLAG_LOW_BATTERY
         ):
@@ -200,7 +204,8 @@ class BandRules:
         # Strap open: the band is off the wrist (that is tamper), so stillness means nothing.
         if flags & (FLAG_MOVING | FLAG_STRAP_OPEN):
             self._last_motion = ts
-            self._set("no_motion", False, ts, {}, out)
+            if "no_motion" in self.active:
+                self._set("no_motion", False, ts, {}, out)
         elif self._last_motion is not None and ts - self._last_motion >= self.p.no_motion_s:
             self._set("no_motion", True, ts, {"still_s": round(ts - self._last_motion, 1)}, out)
 
