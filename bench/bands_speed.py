@@ -34,6 +34,7 @@ from edge.bands.pipeline import BandPipeline
 from edge.replay import parse_line, run_replay
 from edge.sim import Simulator
 from edge.sim.keys import demo_keys
+from edge.sim.sites import blocks_site
 from protocols.errors import PayloadError
 from protocols.payloads import Alert
 from protocols.site_config import SiteConfig
@@ -42,18 +43,7 @@ from protocols.verify import AdvertVerifier
 
 def big_site(n_bands: int = 500) -> SiteConfig:
     """10 blocks of 50 people, 30 x 16 m each, in a 5 x 2 layout; a receiver inside each block and 6 outside."""
-    zones, receivers = [], []
-    for i in range(10):
-        x0, y0 = (i % 5) * 34.0, (i // 5) * 20.0
-        zones.append({"id": f"block-{i}", "kind": "permitted",
-                      "polygon": [[x0, y0], [x0 + 30, y0], [x0 + 30, y0 + 16], [x0, y0 + 16]]})
-        receivers.append({"id": f"rx-{i}", "position": [x0 + 15, y0 + 8], "source": "sim"})
-    for j, (x, y) in enumerate([(0, -10), (85, -10), (170, -10), (0, 46), (85, 46), (170, 46)]):
-        receivers.append({"id": f"rx-o{j}", "position": [x, y], "source": "sim"})
-    bands = [{"id": 1000 + b, "allowed_zones": [f"block-{b % 10}"]} for b in range(n_bands)]
-    beacons = [{"id": 9000 + i, "position": [(i % 5) * 34.0 + 3, (i // 5) * 20.0 + 3]} for i in range(4)]
-    return SiteConfig.model_validate({"site": {"id": "bench-500"}, "zones": zones, "receivers": receivers,
-                                      "bands": bands, "beacons": beacons})
+    return blocks_site(n_bands)
 
 
 def replay_line_by_line(pipe: BandPipeline, lines: Iterable[str]) -> int:

@@ -15,28 +15,12 @@ import pytest
 from edge.bands.pipeline import BandPipeline
 from edge.sim import Simulator
 from edge.sim.keys import demo_keys
-from protocols.site_config import SiteConfig
-
-
-def _blocks_site(n_bands: int) -> SiteConfig:
-    """10 blocks of 30 × 16 m (5 × 2), one receiver in each, six far outside, four beacons in one row."""
-    zones, receivers = [], []
-    for i in range(10):
-        x0, y0 = (i % 5) * 34.0, (i // 5) * 20.0
-        zones.append({"id": f"block-{i}", "kind": "permitted",
-                      "polygon": [[x0, y0], [x0 + 30, y0], [x0 + 30, y0 + 16], [x0, y0 + 16]]})
-        receivers.append({"id": f"rx-{i}", "position": [x0 + 15, y0 + 8], "source": "sim"})
-    for j, (x, y) in enumerate([(0, -10), (85, -10), (170, -10), (0, 46), (85, 46), (170, 46)]):
-        receivers.append({"id": f"rx-o{j}", "position": [x, y], "source": "sim"})
-    bands = [{"id": 1000 + b, "allowed_zones": [f"block-{b % 10}"]} for b in range(n_bands)]
-    beacons = [{"id": 9000 + i, "position": [(i % 5) * 34.0 + 3, 3.0]} for i in range(4)]
-    return SiteConfig.model_validate({"site": {"id": "blocks"}, "zones": zones, "receivers": receivers,
-                                      "bands": bands, "beacons": beacons})
+from edge.sim.sites import blocks_site
 
 
 @pytest.mark.parametrize("seed", [1, 5])
 def test_exponent_not_dragged_down_by_links_near_the_floor(seed: int) -> None:
-    site = _blocks_site(40)
+    site = blocks_site(40)
     assert site.radio.path_loss_exponent == 2.7  # the simulator's true exponent is the configured one
     keys = demo_keys([b.id for b in site.bands] + [b.id for b in site.beacons])
     sim = Simulator(site, keys, seed=seed, start_ts=1_700_000_000.0)
