@@ -83,6 +83,9 @@ class SilenceEvidence:
                  min_distance_m: float = 0.5) -> None:
         self.p = params or SilenceParams()
         self.rx_pos = np.asarray(rx_pos, dtype=np.float64).reshape(-1, 2)
+        # score() is a pure function of its inputs, and once a band's reach stops growing (reach_s) they
+        # stay the same tick after tick: remembered per band, so a silent band costs one look-up a tick.
+        self._memo: dict[tuple[object, ...], float] = {}
         polys = {z.id: as_points(z.polygon) for z in site.zones}
         groups: dict[tuple[str, ...], int] = {}
         self.group_of: dict[int, int] = {}
@@ -129,7 +132,18 @@ class SilenceEvidence:
         # (A band silenced mid-block would otherwise "reach" far outside given time, and a walker
         # cannot get there unheard: the path passes the receivers.)
         reach = self.p.max_speed_mps * min(max(silent_s, 0.0), self.p.reach_s) + min(last.err_m, self.p.max_err_m)
-        args = (power, listening, exponent, threshold_dbm, censor_var_db2)
+        key = (group, power, last.x, last.y, reach, listening.tobytes(), exponent, threshold_dbm,
+               censor_var_db2.tobytes())
+        value = self._memo.get(key)
+        if value is None:
+            value = self._score(group, last, reach, (power, listening, exponent, threshold_dbm, censor_var_db2))
+            if len(self._memo) > 4096:
+                self._memo.clear()
+            self._memo[key] = value
+        return value
+
+    def _score(self, group: int, last: _FixLike, reach: float, args: tuple[float, NDArray[np.bool_], float, float,
+                                                                            F64]) -> float:
         pin, pout = self.inside[group], self.outside[group]
         c_in = self._cost(self._path_in[group], np.hypot(pin[:, 0] - last.x, pin[:, 1] - last.y) <= reach, *args)
         c_out = self._cost(self._path_out[group], np.hypot(pout[:, 0] - last.x, pout[:, 1] - last.y) <= reach, *args)
