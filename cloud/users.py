@@ -38,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocols.errors import ConfigError
+from protocols.site_config import read_config_text, yaml_mapping
 
 ROLES = ("guard", "command", "admin")
 Role = Literal["guard", "command", "admin"]
@@ -153,16 +154,7 @@ def _check_scopes(users: UsersFile, source: str) -> None:
 
 def parse_users(text: str, source: str = "<string>") -> UsersFile:
     """Validate users-file YAML (JSON is YAML too). Raises ConfigError naming file, key and what is allowed."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, "", "the users file must be a mapping with keys version, users")
+    data = yaml_mapping(text, source, "a mapping with keys version, users (a users file)", empty_ok=True)
     try:
         users = UsersFile.model_validate(data)
     except ValidationError as exc:
@@ -178,15 +170,11 @@ def parse_users(text: str, source: str = "<string>") -> UsersFile:
 def load_users(path: Path, *, missing_ok: bool = False) -> UsersFile:
     """Read and validate a users file; a missing file is an empty one only with ``missing_ok``."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
     except FileNotFoundError:
         if missing_ok:
             return UsersFile()
         raise ConfigError(str(path), "", "no such file (create it with `qwatch-cloud user add`)") from None
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), "", "not UTF-8 text") from None
     return parse_users(text, str(path))
 
 

@@ -215,16 +215,40 @@ def _describe(err: Any) -> tuple[str, str]:
     return key, msg
 
 
-def parse_site_config(text: str, source: str = "<string>") -> SiteConfig:
-    """Validate site config YAML text. `source` names the file in error messages."""
+def yaml_mapping(text: str, source: str, expected: str, *, empty_ok: bool = False) -> dict[str, Any]:
+    """Parse YAML text that must be a mapping; ConfigError with the line and column otherwise.
+
+    `expected` completes "… must be …" in the error (e.g. "a YAML mapping with keys site, zones, ...").
+    """
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(source, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None and empty_ok:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(source, "", "the site config must be a YAML mapping with keys site, zones, ...")
+        raise ConfigError(source, "", f"must be {expected}")
+    return data
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """A config file's text; ConfigError naming the file when it cannot be read or is not UTF-8."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise  # callers decide: some files are optional
+    except OSError as exc:
+        raise ConfigError(str(p), "", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), "", "not UTF-8 text") from None
+
+
+def parse_site_config(text: str, source: str = "<string>") -> SiteConfig:
+    """Validate site config YAML text. `source` names the file in error messages."""
+    data = yaml_mapping(text, source, "a YAML mapping with keys site, zones, ... (a site config)")
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as exc:
@@ -235,14 +259,11 @@ def parse_site_config(text: str, source: str = "<string>") -> SiteConfig:
 
 def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
     """Load and validate a site config file. Raises ConfigError naming the file and key."""
-    p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), "", f"cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(p), "", "not UTF-8 text") from None
-    return parse_site_config(text, str(p))
+        text = read_config_text(path)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "cannot read: No such file or directory") from None
+    return parse_site_config(text, str(path))
 
 
 def parse_band_keys(text: str, source: str = "<string>") -> dict[int, bytes]:
