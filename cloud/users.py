@@ -38,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocols.errors import ConfigError
-from protocols.site_config import read_config_text, yaml_mapping
+from protocols.site_config import describe_error, read_config_text, yaml_mapping
 
 ROLES = ("guard", "command", "admin")
 Role = Literal["guard", "command", "admin"]
@@ -116,16 +116,11 @@ def verify_token(token: str, stored: str) -> bool:
 
 # ---------------------------------------------------------------- file I/O
 def _describe(err: Any) -> tuple[str, str]:
-    key = ""
-    for part in err["loc"]:
-        key += f"[{part}]" if isinstance(part, int) else ("." if key else "") + str(part)
-    etype, msg = err["type"], err["msg"]
+    """The site config's error wording, with the users file's own allowed keys and token hints."""
+    key, msg = describe_error(err)
+    etype = err["type"]
     if etype == "extra_forbidden":
         msg = "unknown key (typo?); allowed: name, role, sites, token_id, token_hash, created_at, revoked_at"
-    elif etype == "literal_error":
-        msg = f"{err.get('input')!r} is not allowed; allowed: {err['ctx']['expected']}"
-    elif etype == "missing":
-        msg = "required key is missing"
     elif etype == "string_pattern_mismatch" and key.endswith(("token_hash", "token_id")):
         msg = "not a token hash written by `qwatch-cloud user add` (re-issue with `user rotate`)"
     elif etype == "string_pattern_mismatch":

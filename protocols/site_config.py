@@ -193,8 +193,8 @@ def _unique(what: str, ids: list[Any]) -> None:
         seen.add(i)
 
 
-def _describe(err: Any) -> tuple[str, str]:
-    """Turn one pydantic error into (key path, message with allowed values)."""
+def describe_error(err: Any) -> tuple[str, str]:
+    """Turn one pydantic error into (key path, message with allowed values); shared by every config file."""
     loc = list(err["loc"])
     key = ""
     for part in loc:
@@ -252,7 +252,7 @@ def parse_site_config(text: str, source: str = "<string>") -> SiteConfig:
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as exc:
-        key, msg = _describe(exc.errors()[0])
+        key, msg = describe_error(exc.errors()[0])
         more = exc.error_count() - 1
         raise ConfigError(source, key, msg + (f" (and {more} more errors)" if more else "")) from None
 
