@@ -54,7 +54,7 @@ class Cell:
 
 
 def stand_out(site: SiteConfig, band: int, seed: int, cross_at: float, out_m: float,
-              back_after: float | None) -> BandScript:
+              back_after: float | None) -> tuple[BandScript, float | None]:
     """Over the fence, `out_m` out, then stand (wandering ±2 m); optionally walk back in after `back_after` s."""
     s = escape(site, band, seed, cross_at=cross_at, how="fence", out_m=out_m)
     mover = s.mover
@@ -73,13 +73,15 @@ def stand_out(site: SiteConfig, band: int, seed: int, cross_at: float, out_m: fl
         ts.append(t)
     wander = Route(ts, np.array(pts).tolist())
     after: Any = wander
+    ret = None
     if back_after is not None:
         last = pts[-1]
         d = float(np.linalg.norm(np.asarray(inner) - last))
         back = Route([ts[-1], ts[-1] + d / ESCAPE_SPEED, ts[-1] + d / ESCAPE_SPEED + 3600.0],
                      [list(last), list(inner), list(inner - (far - inner) / np.linalg.norm(far - inner) * 3.0)])
         after = Switch(wander, back, ts[-1])
-    return BandScript(mover=Switch(mover, after, t_far), escape_at=cross_at)
+        ret = ts[-1] + (d - 1.0) / ESCAPE_SPEED  # the fence is 1 m before `inner`
+    return BandScript(mover=Switch(mover, after, t_far), escape_at=cross_at), ret
 
 
 def run(layout: str, radio: str, sigma: float, seed: int, duration: float, n_esc: int, rules: dict[str, Any],
@@ -99,11 +101,7 @@ def run(layout: str, radio: str, sigma: float, seed: int, duration: float, n_esc
             cross = 60.0 + (duration - 300.0) * j / max(n_esc, 1) + float(rng.uniform(0, 30))
             out_m = float(rng.uniform(20, 35))
             back = float(rng.uniform(120, 240)) if j % 2 == 1 else None
-            sc.scripts[b] = stand_out(site, b, seed, cross, out_m, back)
-            ret = None
-            if back is not None:
-                t_far = cross + out_m / ESCAPE_SPEED
-                ret = t_far + back + out_m / ESCAPE_SPEED  # about when the fence is re-crossed
+            sc.scripts[b], ret = stand_out(site, b, seed, cross, out_m, back)
             esc[b] = (cross, ret)
     start = 1_700_000_000.0
     rp: RadioParams | AltRadioParams = (AltRadioParams.like(sigma, 0.15) if radio == "alt" else
@@ -193,8 +191,8 @@ def main() -> None:
         k, v = kv.split("=", 1)
         rules[k] = v if k == "breach_test" else float(v)
     t0 = time.process_time()
-    print(f"# {platform.node()} load {open('/proc/loadavg').read().split()[:3]} rules {rules} "
-          f"bad {a.bad_rx} {a.bad_gain} deaf {a.deaf} null {a.null}")
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"# {platform.node()} load {load} rules {rules} bad {a.bad_rx} {a.bad_gain} deaf {a.deaf} null {a.null}")
     print("| layout | radio | σ | recall (dwell+30) | delay p50/max s | clears (clear+20) | clear p50 s | "
           "false (n) / band-h | /100 bh (95 % ub) |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -214,8 +212,10 @@ def main() -> None:
                 d = f"{np.median(tot.delays):.0f}/{max(tot.delays):.0f}" if tot.delays else "-"
                 cd = f"{np.median(tot.clear_delays):.0f}" if tot.clear_delays else "-"
                 rate = 100.0 * tot.false / max(tot.band_hours, 1e-9)
-                print(f"| {layout} | {radio} | {sg:.0f} | {tot.caught}/{tot.escapes} | {d} | {tot.cleared}/{tot.returns} "
-                      f"| {cd} | {tot.false} / {tot.band_hours:.1f} | {rate:.2f} ({upper95(tot.false, tot.band_hours):.2f}) |",
+                ub = upper95(tot.false, tot.band_hours)
+                print(f"| {layout} | {radio} | {sg:.0f} | {tot.caught}/{tot.escapes} | {d} | "
+                      f"{tot.cleared}/{tot.returns} | {cd} | {tot.false} / {tot.band_hours:.1f} | "
+                      f"{rate:.2f} ({ub:.2f}) |",
                       flush=True)
                 if a.verbose:
                     for line in tot.false_detail:

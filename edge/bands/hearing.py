@@ -7,10 +7,15 @@
 * **Hearing curve.** P(heard | level v) = (1 - loss)·logistic((v - floor - knee)/width) above the
   floor, 0 below, averaged over the per-packet fading; `logmiss` tabulates log(1 - P) per receiver
   for the window test (`window_kernels`).
-* **Gain health.** The window test reports, for bands confidently inside, each heard link's residual
-  against the best inside explanation. Their running mean per receiver is the receiver's gain error
-  that the beacons did not catch; a receiver more than `gain_off_db` off is reported and its links
-  are down-weighted by that much (its squared mean residual is added to their variance).
+* **Gain from the bands.** The window test reports, for bands confidently inside, each heard link's
+  residual against the best inside explanation (the window's median residual removed: position and
+  band gain absorb what all links share). Their running mean per receiver is the gain error the
+  beacons did not catch (an outside receiver far from every beacon is not pinned by them at all).
+  It corrects the receiver's levels, shrunk by how much it knows against the beacons' variance,
+  and the combined variance replaces the beacons' alone (`corrections`).
+* **Health.** A receiver whose learned gain (beacons + bands) is `gain_off_db` or more from its
+  configured offset is reported `gain_off` and down-weighted; one whose floor is far above the
+  others' is `deaf` (its own floor already keeps its silence from being over-read).
 """
 
 from __future__ import annotations
@@ -31,14 +36,16 @@ class HearingParams:
     """Hearing-curve and health constants."""
 
     floor_quantile: float = 0.01
-    min_samples: int = 600
+    min_samples: int = 300
     knee_above_floor_db: float = 3.0  # half the adverts are lost this far above the floor
     width_db: float = 2.0
     base_loss: float = 0.15  # far above the floor (collisions, scan gaps)
     deaf_above_median_db: float = 6.0  # a floor this far above the receivers' median is reported deaf
-    gain_off_db: float = 3.0
+    gain_off_db: float = 4.0
     gain_min_links: int = 60  # residuals needed before a receiver's gain is judged
-    gain_alpha: float = 0.02
+    gain_alpha: float = 0.01
+    resid_var_db2: float = 16.0  # variance of one link residual (slow shadowing, position error)
+    resid_correlation: float = 3.0  # residuals of one receiver share shadowing and geometry
     # Until a receiver's floor is measured it is assumed this high: an unknown floor must not turn a
     # deaf receiver's misses into evidence (at start-up on a site with floors of -98 … -88 dBm the
     # keen default pushed bands tens of metres out).
@@ -65,15 +72,23 @@ class Hearing:
         n = len(rx_ids)
         self.fast_sd = fast_sd
         start = max(default_floor_dbm, self.p.unmeasured_floor_dbm)
-        self.floor = np.full(n, start)
+        self.floor = np.full(n, start)  # in corrected terms (what the window test compares with)
+        self.raw_floor = np.full(n, start)  # as reported
         self.measured = np.zeros(n, dtype=bool)
         self.logmiss = np.tile(miss_table(start, fast_sd, self.p), (n, 1)) if n else np.zeros((0, 1))
         self._tables: dict[float, F64] = {}
-        self.resid_mean = np.zeros(n)
+        self.resid_mean = np.zeros(n)  # dB the receiver reads high, beyond the beacon calibration
         self.resid_n = np.zeros(n)
+        self.dev_db = np.zeros(n)  # learned gain deviation from the configured offset (for health)
 
-    def update_floors(self, rx_hist: NDArray[np.int64], site_floor_dbm: float | None) -> None:
-        """Re-read every receiver's floor from its level histogram (1 dB bins from -140 dBm)."""
+    def update_floors(self, rx_hist: NDArray[np.int64], site_floor_dbm: float | None,
+                      bias_db: F64 | None = None) -> None:
+        """Re-read every receiver's floor from its level histogram (1 dB bins from -140 dBm).
+
+        The histogram holds levels as reported (offset-corrected); the window test compares corrected
+        levels (plus the receiver's calibrated bias `bias_db`), so the floor is moved by the same bias:
+        a receiver 7 dB less sensitive than configured stops hearing 7 dB higher in corrected terms.
+        """
         fallback = max(site_floor_dbm, self.p.unmeasured_floor_dbm) if site_floor_dbm is not None \
             else self.p.unmeasured_floor_dbm
         for r in range(len(self.rx_ids)):
@@ -84,6 +99,9 @@ class Hearing:
                 self.measured[r] = True
             else:
                 floor = fallback
+            self.raw_floor[r] = floor
+            if bias_db is not None:
+                floor = round(2.0 * (floor + float(bias_db[r]))) / 2.0  # 0.5 dB steps: the tables are cached
             if floor != self.floor[r] or not self._tables:
                 self.floor[r] = floor
                 table = self._tables.get(floor)
@@ -99,24 +117,42 @@ class Hearing:
             self.resid_n[r] = n
             self.resid_mean[r] += max(a, 1.0 / n) * (float(np.clip(e, -20.0, 20.0)) - self.resid_mean[r])
 
+    def corrections(self, beacon_var_db2: F64) -> tuple[F64, F64]:
+        """(R,) dB to add to each receiver's levels, and the (R,) variance of its gain after that.
+
+        The band residuals' mean is weighed against the beacons' variance (a precision-weighted
+        shrink), so a receiver the beacons pin well moves little and an unpinned one follows the bands.
+        """
+        n_eff = self.resid_n / self.p.resid_correlation
+        prec_b = 1.0 / np.maximum(beacon_var_db2, 1e-3)
+        prec_r = n_eff / self.p.resid_var_db2
+        var = 1.0 / (prec_b + prec_r)
+        corr = -self.resid_mean * prec_r * var
+        return np.asarray(corr), np.asarray(var)
+
+    def note_deviation(self, dev_db: F64) -> None:
+        """The learned gain deviation from the configured offset (beacon bias plus band correction)."""
+        self.dev_db = np.asarray(dev_db, dtype=np.float64)
+
     def extra_var_db2(self) -> F64:
-        """(R,) variance added to each receiver's links: its learned gain error squared, once judged."""
+        """(R,) variance added to a receiver reported gain_off: it is down-weighted, not trusted."""
         judged = self.resid_n >= self.p.gain_min_links
-        return np.asarray(np.where(judged, np.maximum(self.resid_mean**2 - 1.0, 0.0), 0.0))
+        off = np.maximum(np.abs(self.dev_db) - (self.p.gain_off_db - 1.0), 0.0)
+        return np.asarray(np.where(judged, off**2, 0.0))
 
     def report(self, alive: NDArray[np.bool_] | None = None) -> dict[str, dict[str, float | int | str]]:
         """Per receiver: floor, gain residual, residual count and state (ok, gain_off, deaf, silent)."""
-        med = float(np.median(self.floor[self.measured])) if self.measured.any() else None
+        med = float(np.median(self.raw_floor[self.measured])) if self.measured.any() else None
         out: dict[str, dict[str, float | int | str]] = {}
         for r, rx in enumerate(self.rx_ids):
             state = "ok"
             if alive is not None and not alive[r]:
                 state = "silent"
-            elif self.resid_n[r] >= self.p.gain_min_links and abs(self.resid_mean[r]) >= self.p.gain_off_db:
+            elif self.resid_n[r] >= self.p.gain_min_links and abs(self.dev_db[r]) >= self.p.gain_off_db:
                 state = "gain_off"
-            elif med is not None and self.measured[r] and self.floor[r] >= med + self.p.deaf_above_median_db:
+            elif med is not None and self.measured[r] and self.raw_floor[r] >= med + self.p.deaf_above_median_db:
                 state = "deaf"
-            out[rx] = {"floor_dbm": round(float(self.floor[r]), 1),
-                       "gain_resid_db": round(float(self.resid_mean[r]), 2),
+            out[rx] = {"floor_dbm": round(float(self.raw_floor[r]), 1),
+                       "gain_dev_db": round(float(self.dev_db[r]), 2),
                        "gain_links": int(self.resid_n[r]), "state": state}
         return out

@@ -42,13 +42,14 @@ class Verdict:
 class DetectorParams:
     """Scheduling of the window test."""
 
-    suspect_every_s: int = 2
-    others_every_s: int = 10
-    suspect_out_m: float = -3.0  # a fix closer than this to the fence (or beyond) makes a band suspect
+    suspect_every_s: int = 3
+    others_every_s: int = 15
+    shorter_below: float = -2.0  # the shorter windows are tested only where the longest is above this
+    suspect_out_m: float = -1.5  # a fix closer than this to the fence (or beyond) makes a band suspect
     recent_unheard_s: float = 8.0
     gain_every_s: float = 20.0
-    residual_min_k: float = 3.0
-    residual_above_floor_db: float = 8.0
+    residual_min_k: float = 5.0
+    residual_above_floor_db: float = 4.0
 
 
 class WindowDetector:
@@ -70,14 +71,18 @@ class WindowDetector:
                                default_floor_dbm=tracker.p.assumed_floor_dbm)
         self.gains = BandGains(n_bands, gains)
         self.last_lr = np.full(n_bands, np.nan)
+        self._resid_last = np.full(n_bands, -math.inf)
+        n_rx = len(tracker.rx_ids)
+        self._gain: tuple[F64, F64] = (np.zeros(n_rx), np.full(n_rx, 36.0))  # band-learned correction, variance
         self._next_floor = -math.inf
 
     def _inputs(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_]) -> LinkInputs:
         tr = self.tracker
         k, xbar, sent = tr.bins.window(rows, now, window_s)
-        xbar = np.where(k > 0, xbar + tr.calibration.rx_bias[None, :], 0.0)
-        cal = tr.calibration_var_db2()
-        extra = self.hearing.extra_var_db2() + (cal if cal is not None else 0.0)
+        corr, var = self._gain
+        xbar = np.where(k > 0, xbar + (tr.calibration.rx_bias + corr)[None, :], 0.0)
+        budget = tr.p.calibration_budget_db or 0.0
+        extra = self.hearing.extra_var_db2() + np.maximum(var - budget**2, 0.0)
         sd = slow_sd(self.sigma, self.p, extra)
         return LinkInputs(k=k, xbar=xbar, n_sent=sent, power=tr.power[rows] + self.gains.mean[rows],
                           sb=self.gains.sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
@@ -106,7 +111,9 @@ class WindowDetector:
         tr = self.tracker
         if now >= self._next_floor:
             self._next_floor = now + tr.p.calibrate_every_s
-            self.hearing.update_floors(tr.rx_hist, tr.floor_dbm)
+            self._gain = self.hearing.corrections(tr.calibration.link_var_db2())
+            self.hearing.note_deviation(tr.calibration.rx_bias + self._gain[0])
+            self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias + self._gain[0])
         listen = np.array(tr.rx_last) > now - 5.0
         out: dict[int, Verdict] = {}
         lr_best = np.full(len(rows), np.nan)
@@ -116,15 +123,24 @@ class WindowDetector:
             rows = rows[:0]  # nobody is listening (node down, or a replay past its data): nothing to test
             clear_rows = clear_rows[:0]
         if len(rows):
-            for w in self.windows:
-                x = self._inputs(rows, now, w, listen)
-                res = run_test(self.cand, x)
-                better = ~np.isnan(res.lr) & ~(res.lr <= lr_best)
-                lr_best = np.where(better, res.lr, lr_best)
-                xy = np.where(better[:, None], res.out_xy, xy)
-                om = np.where(better, res.out_m, om)
-                if w == max(self.windows):
-                    self._learn(now, rows, x, res.lr, res.b_mean, res.b_var, res.in_xy, fix_out_m)
+            # The longest window first; the shorter ones only where it is not confidently inside
+            # (a walker who has just left: the long window still holds inside time).
+            order = sorted(self.windows, reverse=True)
+            x = self._inputs(rows, now, order[0], listen)
+            res = run_test(self.cand, x)
+            lr_best, xy, om = res.lr.copy(), res.out_xy.copy(), res.out_m.copy()
+            self._learn(now, rows, x, res.lr, res.b_mean, res.b_var, res.in_xy, fix_out_m)
+            more = np.nonzero(~(res.lr <= self.s.shorter_below))[0]
+            for w in order[1:]:
+                if not len(more):
+                    break
+                sub = rows[more]
+                r2 = run_test(self.cand, self._inputs(sub, now, w, listen))
+                better = ~np.isnan(r2.lr) & ~(r2.lr <= lr_best[more])
+                idx = more[better]
+                lr_best[idx] = r2.lr[better]
+                xy[idx] = r2.out_xy[better]
+                om[idx] = r2.out_m[better]
             self.last_lr[rows] = lr_best
         clear: dict[int, float] = {}
         if len(clear_rows):
@@ -146,14 +162,19 @@ class WindowDetector:
         for j, i in enumerate(rows.tolist()):
             if not (lr[j] <= self.p.confident_inside) or heard_links[j] < 3 or fix_out_m.get(i, 0.0) > -1.0:
                 continue
-            if not self.gains.update(i, now, float(b_mean[j]), float(b_var[j])):
-                continue
+            self.gains.update(i, now, float(b_mean[j]), float(b_var[j]))
+            if now - self._resid_last[i] < self.s.gain_every_s:
+                continue  # overlapping windows share their shadowing: one look per band per 20 s
+            self._resid_last[i] = now
             d = np.linalg.norm(self.tracker.rx_pos - in_xy[j][None, :], axis=1)
             model = x.power[j] + b_mean[j] - x.exponent * 10.0 * np.log10(np.maximum(d, self.p.min_distance_m))
             ok = (x.k[j] >= self.s.residual_min_k) & (x.xbar[j] > self.hearing.floor + self.s.residual_above_floor_db)
+            ok &= x.k[j] >= 0.25 * x.n_sent[j]  # a link heard only now and then reads high (the lucky samples)
             if ok.sum() >= 3:
                 r = np.nonzero(ok)[0]
-                resid = x.xbar[j][r] - model[r]
+                # In the beacon frame (without this module's own correction), so the running mean is the
+                # receiver's whole remaining error, not what is left after correcting it.
+                resid = x.xbar[j][r] - self._gain[0][r] - model[r]
                 # Position and band gain absorb what all links share; a receiver's own error is what
                 # remains after removing the window's median residual.
                 self.hearing.note_residuals(r.astype(np.int64), resid - np.median(resid))

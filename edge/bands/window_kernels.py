@@ -32,6 +32,19 @@ MAX_TABLE = 400
 
 
 @kernel
+def _interp_n(table: F64, n: int, v0: float, dv: float, v: float) -> float:
+    """Linear interpolation in the first n entries of a table sampled at v0 + i·dv, clamped at both ends."""
+    x = (v - v0) / dv
+    if x <= 0.0:
+        return table[0]
+    if x >= n - 1:
+        return table[n - 1]
+    i = int(x)
+    f = x - i
+    return table[i] + (table[i + 1] - table[i]) * f
+
+
+@kernel
 def _interp(table: F64, v0: float, dv: float, v: float) -> float:
     """Linear interpolation in a table sampled at v0 + i·dv, clamped at both ends."""
     x = (v - v0) / dv
@@ -80,25 +93,34 @@ def _link_table(k: float, xbar: float, missed: float, slow_sd: float, fast_sd: f
 @kernel
 def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64, fast_sd: float,
               listen: B, floor: F64, logmiss: F64, v0: float, dv: float, logd: F64, lo: I64, mid: I64,
-              hi: I64, set_of_row: I64, logd_min: F64, logd_max: F64, exponent: float, gh_x: F64,
-              gh_lw: F64, bz: F64, blw: F64, lr: F64, best_in: I64, best_out: I64, b_mean: F64,
-              b_var: F64) -> None:
+              hi: I64, set_of_row: I64, exponent: float, gh_x: F64, gh_lw: F64, bz: F64, blw: F64, lr: F64,
+              best_in: I64, best_out: I64, b_mean: F64, b_var: F64) -> None:
     """Per row m (a band's window): the outside-vs-inside log-likelihood ratio and its arg-maxes.
 
     k, xbar, slow_sd (M, R); n_sent, power (prior mean P + b̂), sb (M,); logd (G, R) = 10·log10(d)
     of every candidate to every receiver; set s = rows lo[s]:hi[s] of logd, of which lo[s]:mid[s] are
-    inside and mid[s]:hi[s] outside; logd_min/max (S, R) over a set. bz/blw: standard-normal nodes and
-    log weights of the band-gain prior. Writes lr (2·Δ log-likelihood; NaN if nothing to test),
-    best_in/best_out (candidate rows), b_mean/b_var (band-gain posterior at the best inside point).
+    inside and mid[s]:hi[s] outside. bz/blw: standard-normal nodes and log weights of the band-gain
+    prior. Writes lr (2·Δ log-likelihood; NaN if nothing to test), best_in/best_out (candidate rows),
+    b_mean/b_var (band-gain posterior at the best inside point, relative to the prior mean).
+
+    Two exact-enough shortcuts keep a big site cheap: outside candidates farther from the strongest
+    heard receiver than its level allows (3.5 σ) are skipped, and an unheard receiver's term is
+    skipped where the band would be 4 dB + 3.5 σ below its floor (its log-miss term is ~0 there).
     """
     n_rx = k.shape[1]
     nb = bz.shape[0]
     tables = np.empty((n_rx, MAX_TABLE))
     mu0 = np.empty(n_rx)
     nmu = np.zeros(n_rx, dtype=np.int64)
+    cut = np.empty(n_rx)
+    heard = np.zeros(n_rx, dtype=np.bool_)
     links = np.empty(n_rx, dtype=np.int64)
+    lmin = np.empty(n_rx)
+    lmax = np.empty(n_rx)
     per_b = np.empty(nb)
     best_b = np.empty(nb)
+    n_g = logd.shape[0]
+    active = np.zeros(n_g, dtype=np.bool_)
     for m in range(k.shape[0]):
         s = set_of_row[m]
         p = power[m]
@@ -106,18 +128,48 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
         n = n_sent[m]
         bmin = p + sdb * bz[0]
         bmax = p + sdb * bz[nb - 1]
+        strong = -1
+        top_x = -1e300
+        for r in range(n_rx):
+            if min(k[m, r], n) > 0.0 and xbar[m, r] > top_x:
+                top_x = xbar[m, r]
+                strong = r
+        if strong < 0:
+            lr[m] = math.nan
+            best_in[m] = -1
+            best_out[m] = -1
+            b_mean[m] = 0.0
+            b_var[m] = 0.0
+            continue
+        # Farthest a candidate can be from the strongest receiver and still explain its level.
+        reach = (bmax - top_x + 3.5 * slow_sd[m, strong] + 3.0 * fast_sd) / exponent
+        for r in range(n_rx):
+            lmin[r] = 1e300
+            lmax[r] = -1e300
+        for g in range(lo[s], hi[s]):
+            ok = g < mid[s] or logd[g, strong] <= reach
+            active[g] = ok
+            if ok:
+                for r in range(n_rx):
+                    v = logd[g, r]
+                    if v < lmin[r]:
+                        lmin[r] = v
+                    if v > lmax[r]:
+                        lmax[r] = v
         nl = 0
-        heard_any = False
         for r in range(n_rx):
             kr = min(k[m, r], n)
-            if kr > 0.0:
-                heard_any = True
-            elif not listen[r]:
+            heard[r] = kr > 0.0
+            if not heard[r] and not listen[r]:
                 continue
-            hi_mu = bmax - exponent * logd_min[s, r]
-            lo_mu = bmin - exponent * logd_max[s, r]
-            if kr <= 0.0 and hi_mu + 3.5 * slow_sd[m, r] < floor[r] - 4.0:
-                continue  # could not have been heard from any candidate: nothing to learn
+            hi_mu = bmax - exponent * lmin[r]
+            lo_mu = bmin - exponent * lmax[r]
+            cut[r] = -1e300
+            if not heard[r]:
+                cut[r] = floor[r] - 4.0 - 3.5 * slow_sd[m, r]
+                if hi_mu < cut[r]:
+                    continue  # could not have been heard from any candidate: nothing to learn
+                lo_mu = max(lo_mu, cut[r])
             start = math.floor(lo_mu) - 1.0
             cnt = min(math.ceil(hi_mu - start) + 2, MAX_TABLE)
             # A receiver that stopped listening (down, or its node) says nothing by missing adverts.
@@ -128,24 +180,22 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             nmu[r] = cnt
             links[nl] = r
             nl += 1
-        if not heard_any or nl == 0:
-            lr[m] = math.nan
-            best_in[m] = -1
-            best_out[m] = -1
-            b_mean[m] = 0.0
-            b_var[m] = 0.0
-            continue
         top_in = -1e300
         top_out = -1e300
         i_in = -1
         i_out = -1
         for g in range(lo[s], hi[s]):
+            if not active[g]:
+                continue
             for j in range(nb):
                 base = p + sdb * bz[j]
                 acc = blw[j]
                 for li in range(nl):
                     r = links[li]
-                    acc += _interp(tables[r, :nmu[r]], mu0[r], MU_STEP, base - exponent * logd[g, r])
+                    mu = base - exponent * logd[g, r]
+                    if mu < cut[r]:
+                        continue
+                    acc += _interp_n(tables[r], nmu[r], mu0[r], MU_STEP, mu)
                 per_b[j] = acc
             top = -1e300
             for j in range(nb):
@@ -164,7 +214,10 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             elif ll > top_out:
                 top_out = ll
                 i_out = g
-        lr[m] = 2.0 * (top_out - top_in) if i_in >= 0 and i_out >= 0 else math.nan
+        if i_in >= 0 and i_out >= 0:
+            lr[m] = 2.0 * (top_out - top_in)
+        else:  # no outside point can explain the level at all (or no inside candidates: degenerate)
+            lr[m] = -1000.0 if i_in >= 0 else math.nan
         best_in[m] = i_in
         best_out[m] = i_out
         # Posterior of the band gain at the best inside point (for learning it while inside).

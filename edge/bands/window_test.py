@@ -29,9 +29,9 @@ from protocols.site_config import SiteConfig
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
-_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(9)  # slow shadowing nodes
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(7)  # slow shadowing nodes
 _GH_LW = np.log(_GH_W / _GH_W.sum())
-_B_X, _B_W = np.polynomial.hermite_e.hermegauss(7)  # band-gain prior nodes
+_B_X, _B_W = np.polynomial.hermite_e.hermegauss(5)  # band-gain prior nodes
 _B_LW = np.log(_B_W / _B_W.sum())
 
 
@@ -45,10 +45,10 @@ class WindowParams:
     clear_threshold: float = 2.0  # a short window below this counts as "back inside"
     confident_inside: float = -6.0  # 2·ln LR at most this (and a fix well inside): learn gains from it
     margin_m: float = 3.0  # "outside" = at least this far beyond the allowed area
-    outside_pad_m: float = 60.0
-    outside_spacing_m: float = 4.0
-    inside_spacing_m: float = 3.0
-    edge_spacing_m: float = 1.0
+    outside_pad_m: float = 45.0
+    outside_spacing_m: float = 6.0
+    inside_spacing_m: float = 4.0
+    edge_spacing_m: float = 1.5
     slow_fraction: float = 0.5  # share of the site's shadowing variance held over a window
     model_error_db: float = 1.5  # path-loss model error per link, held over the window
     min_distance_m: float = 0.5
@@ -149,7 +149,7 @@ def run_test(c: Candidates, x: LinkInputs) -> WindowResult:
               np.ascontiguousarray(x.sb, dtype=f64), np.ascontiguousarray(x.slow_sd, dtype=f64), float(x.fast_sd),
               np.ascontiguousarray(x.listen, dtype=np.bool_), np.ascontiguousarray(x.floor, dtype=f64),
               np.ascontiguousarray(x.logmiss, dtype=f64), float(V0), float(DV), c.logd, c.lo, c.mid, c.hi,
-              np.ascontiguousarray(x.sets, dtype=np.int64), c.logd_min, c.logd_max, float(x.exponent), _GH_X,
+              np.ascontiguousarray(x.sets, dtype=np.int64), float(x.exponent), _GH_X,
               _GH_LW, _B_X, _B_LW, lr, best_in, best_out, b_mean, b_var)
     return _result(c, lr, best_in, best_out, b_mean, b_var)
 

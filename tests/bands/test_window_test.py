@@ -60,7 +60,10 @@ def test_kernel_matches_the_numpy_oracle_and_separates_inside_from_outside() -> 
     x = _inputs(site, cand, pts, rng)
     fast, ref = run_test(cand, x), run_reference(cand, x)
     # Tabulated (1 dB, linear interpolation) vs exact: the statistic agrees to a fraction of a unit.
-    assert np.allclose(fast.lr, ref.lr, rtol=0.01, atol=0.6), (fast.lr, ref.lr)
+    # The kernel skips outside points that cannot explain the strongest level: there it reports -1000.
+    sure = ref.lr < -500
+    assert (fast.lr[sure] <= -500).all()
+    assert np.allclose(fast.lr[~sure], ref.lr[~sure], rtol=0.01, atol=0.6), (fast.lr, ref.lr)
     assert np.allclose(fast.b_mean[:3], ref.b_mean[:3], atol=0.15)  # (outside rows: the best inside point may differ)
     assert (fast.lr[:3] < 4.0).all()  # inside
     assert (fast.lr[3:] > 16.0).all(), fast.lr  # 18 and 20 m outside, standing for 20 s, each near an outside receiver
@@ -107,7 +110,8 @@ def test_advert_bins_window_counts_means_and_interval() -> None:
 
 
 def test_band_gain_learns_from_inside_windows_and_is_guarded() -> None:
-    g = BandGains(2, GainParams(prior_sd_db=2.0, min_sd_db=0.8, max_abs_db=6.0, every_s=20.0, correlation=3.0))
+    g = BandGains(2, GainParams(prior_sd_db=2.0, min_sd_db=0.8, max_abs_db=6.0, every_s=20.0, correlation=3.0,
+                                learn=True))
     sd0 = float(g.sd(np.array([0]))[0])
     t = 0.0
     for _ in range(40):  # each window: likelihood N(+2 dB, 1.5²) combined with the current prior
@@ -135,10 +139,13 @@ def test_hearing_floors_per_receiver_and_health_report() -> None:
     assert list(h.floor) == [-99.0, -98.0, -99.0, -84.0]
     h.note_residuals(np.array([2] * 30), np.full(30, -5.0))
     h.note_residuals(np.array([0, 1] * 15), np.zeros(30))
+    corr, var = h.corrections(np.full(4, 36.0))  # beacons pin nobody: the bands' estimate wins
+    assert 4.0 < corr[2] < 5.0 and corr[0] == 0.0 and var[2] < 3.0 and var[3] == 36.0
+    h.note_deviation(np.array([0.5, -1.0, corr[2], 0.0]))
     rep = h.report()
     assert rep["d"]["state"] == "deaf" and rep["c"]["state"] == "gain_off" and rep["a"]["state"] == "ok"
     extra = h.extra_var_db2()
-    assert extra[2] > 20.0 and extra[0] == 0.0
+    assert extra[2] > 0.0 and extra[0] == 0.0
     assert h.report(np.array([True, False, True, True]))["b"]["state"] == "silent"
 
 
