@@ -18,9 +18,9 @@ def test_plan_ranks_fence_line_only_layout_below_good_one() -> None:
     assert good.score > fence.score
     # With the breach detector itself in the loop, the fence-line layout's failure is the false alarms
     # of people standing at a fence (its receivers cannot tell the two sides apart), not recall.
-    assert all(e.false_rate < 0.5 for e in good.edges)
-    assert max(e.false_rate for e in fence.edges) > 1.0
-    assert 0.0 <= good.recall <= 1.0
+    assert good.false_per_100h < 0.5 < fence.false_per_100h
+    assert max(e.false_rate for e in fence.edges) > 100 * max(e.false_rate for e in good.edges)
+    assert good.recall > 0.8
 
 
 def test_plan_cli_prints_report_and_png(tmp_path: Path) -> None:
