@@ -12,6 +12,8 @@ Endpoints (routes live in one module per concern):
   zones/receivers/beacons as ``geometry``), ``GET /api/v1/positions`` (latest band positions),
   ``GET /api/v1/bands/{band}/track?since=&until=`` (positions read back from VictoriaMetrics).
 - ``cloud.api_live``: ``WS /api/v1/live``: ``{"kind": "hello"|"alert"|"bands"|"node"|"camera_event", "data": …}``.
+- ``cloud.api_bands``: the band registry: ``GET/POST /api/v1/bands``, ``GET/PATCH /api/v1/bands/{band}``,
+  ``POST …/{band}/retire``, ``GET …/{band}/audit`` (writes: admins; keys go in, never out).
 - ``GET /api/v1/me``: who is signed in (``{"auth": "on"|"off", "name", "role", "sites"}``).
 
 Access control (``cloud.auth``, docs/cloud.md "Access control"): with a users file every ``/api/v1``
@@ -30,7 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from cloud import api_alerts, api_live, api_sites
+from cloud import api_alerts, api_bands, api_live, api_sites
 from cloud.api_context import CloudContext, Ctx, User
 from cloud.auth import AuthError
 
@@ -102,6 +104,7 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.add_api_route("/api/v1/me", me, methods=["GET"])
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
+    app.include_router(api_bands.router)
     app.include_router(api_live.router)
     app.add_api_route("/", index, methods=["GET"])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.alert_store import AckError, AlertQuery, AlertStore, alert_view
+from cloud.api_bands import with_person
 from cloud.api_context import ID_RE, ULID_RE, Ctx, User, get_principal
 from cloud.auth import Principal
 from protocols.payloads import AlertType
@@ -68,13 +69,13 @@ def list_alerts(
     """Alerts newest first, filtered (a guard: their sites only; 403 for another site); 422 on bad filters."""
     rows = scoped_alerts(ctx.store, who, AlertQuery(site=site, state=state, type=type, since=since,
                                                     unacknowledged=unacknowledged, limit=limit))
-    return [alert_view(r) for r in rows]
+    return [with_person(ctx, alert_view(r)) for r in rows]
 
 
 @router.get("/{alert_id}")
 def get_alert(ctx: Ctx, who: User, alert_id: AlertId) -> dict[str, Any]:
     """One alert with its lifecycle; 404 when unknown, 403 when out of the caller's scope."""
-    return alert_view(_scoped_row(ctx, who, alert_id))
+    return with_person(ctx, alert_view(_scoped_row(ctx, who, alert_id)))
 
 
 @router.get("/{alert_id}/snapshot")

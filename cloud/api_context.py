@@ -11,6 +11,7 @@ from fastapi.requests import HTTPConnection
 
 from cloud.alert_store import AlertStore
 from cloud.auth import OPEN, Authenticator, Principal, bearer_token
+from cloud.band_registry import BandRegistry
 from cloud.ingest import Ingest
 from cloud.live import LiveHub
 from cloud.site_geometry import SiteGeometry
@@ -32,6 +33,7 @@ class CloudContext:
     vm_url: str | None = None
     sites: Mapping[str, SiteGeometry] = field(default_factory=dict)
     auth: Authenticator | None = None  # None: no --users, the API is open (tests, demo-like setups)
+    bands: BandRegistry | None = None  # the band registry (cloud.band_registry); None: routes answer 503
 
 
 def get_ctx(conn: HTTPConnection) -> CloudContext:

@@ -14,6 +14,8 @@ import typer
 
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
+from cloud.band_cli import band_app, config_app
+from cloud.band_registry import BandRegistry
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
 from cloud.provision_cli import register as register_provisioning
@@ -30,6 +32,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provi
 log = logging.getLogger("qwatch.cloud")
 register_provisioning(app)
 app.add_typer(users_app, name="user")
+app.add_typer(band_app, name="band")
+app.add_typer(config_app, name="config")
 
 
 def _host_port(value: str, option: str) -> tuple[str, int]:
@@ -189,8 +193,9 @@ def serve(
     store, writer, ingest, hub = _setup(o, sites)
     log_auth_mode(auth, host, port)
     geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}
+    bands = BandRegistry(db)  # the band registry's tables live in the alert store's file
     api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/"),
-                                  sites=geometry, auth=auth))
+                                  sites=geometry, auth=auth, bands=bands))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="off"))
     log.info("event=serve url=http://%s:%d/ mqtt=%s:%d tls=%s vm=%s db=%s", host, port, ingest.cfg.host,
