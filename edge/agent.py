@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from edge.cli_errors import EXIT_NO_BROKER
 from edge.credentials import load_node_credentials
 from edge.health import HealthErrors, HostMetrics
 from edge.mqtt_link import Command, LinkConfig, MqttLink
@@ -472,4 +473,8 @@ def run_agent(opts: AgentOptions) -> int:
         agent.run(stop)
     finally:
         agent.stop()
+    if not agent.link.counters.get("connects"):
+        log.error("event=never_connected node=%s broker=%s:%d reason=%r", opts.node, opts.broker_host,
+                  opts.broker_port, agent.link.last_connect_error or "no answer")
+        return EXIT_NO_BROKER
     return 0
