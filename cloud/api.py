@@ -15,6 +15,7 @@ Endpoints (routes live in one module per concern):
   ``GET /api/v1/bands/{band}/track?since=&until=`` (positions read back from VictoriaMetrics).
 - ``cloud.api_live``: ``WS /api/v1/live``: ``{"kind": "hello"|"alert"|"escalation"|"bands"|"node"|"camera_event",
   "data": …}``.
+- ``cloud.api_reports``: ``GET /api/v1/reports/daily?date=YYYY-MM-DD[&site=][&format=csv]`` (cloud.report).
 - ``GET /api/v1/me``: who is signed in (``{"auth": "on"|"off", "name", "role", "sites"}``).
 
 Access control (``cloud.auth``, docs/cloud.md "Access control"): with a users file every ``/api/v1``
@@ -33,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from cloud import api_alerts, api_live, api_sites
+from cloud import api_alerts, api_live, api_reports, api_sites
 from cloud.api_context import CloudContext, Ctx, User
 from cloud.auth import AuthError
 
@@ -109,6 +110,7 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
     app.include_router(api_live.router)
+    app.include_router(api_reports.router)
     app.add_api_route("/", index, methods=["GET"])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

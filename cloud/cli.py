@@ -21,6 +21,7 @@ from cloud.live import LiveHub
 from cloud.notifier import Notifier
 from cloud.notify import NotifyConfig, load_notify
 from cloud.provision_cli import register as register_provisioning
+from cloud.report_cli import app as report_app
 from cloud.site_geometry import SiteGeometry
 from cloud.timeseries import TelemetryWriter
 from cloud.users_cli import ServeUsersOpt, log_auth_mode, open_auth
@@ -34,6 +35,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provi
 log = logging.getLogger("qwatch.cloud")
 register_provisioning(app)
 app.add_typer(users_app, name="user")
+app.add_typer(report_app, name="report")
 
 
 def _host_port(value: str, option: str) -> tuple[str, int]:
