@@ -35,8 +35,8 @@ from cloud.alert_store import AlertStore, alert_view
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
-from edge.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols import topics as T
+from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
     AckCommand,
