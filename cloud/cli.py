@@ -21,6 +21,7 @@ from cloud.site_geometry import SiteGeometry
 from cloud.timeseries import TelemetryWriter
 from cloud.users_cli import ServeUsersOpt, log_auth_mode, open_auth
 from cloud.users_cli import app as users_app
+from protocols.cli_errors import run_cli
 from protocols.credentials import MqttCredentials, load_credentials
 from protocols.errors import ConfigError
 from protocols.site_config import SiteConfig, load_site_config
@@ -230,8 +231,8 @@ def ingest(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: errors are one or two lines, never a traceback."""
+    run_cli(app, "qwatch-cloud")
 
 
 if __name__ == "__main__":

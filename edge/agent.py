@@ -29,6 +29,7 @@ from edge.bands.recorder import ObservationRecorder
 from edge.health import HealthErrors, HostMetrics
 from edge.mqtt_link import Command, LinkConfig, MqttLink
 from edge.outbox import Outbox
+from protocols.cli_errors import EXIT_NO_BROKER
 from protocols.credentials import load_node_credentials
 from protocols.errors import ConfigError, PayloadError
 from protocols.observation import RawObservation
@@ -425,4 +426,8 @@ def run_agent(opts: AgentOptions, hooks: AgentHooks | None = None) -> int:
         agent.run(stop)
     finally:
         agent.stop()
+    if not agent.link.counters.get("connects"):
+        log.error("event=never_connected node=%s broker=%s:%d reason=%r", opts.node, opts.broker_host,
+                  opts.broker_port, agent.link.last_connect_error or "no answer")
+        return EXIT_NO_BROKER
     return 0

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from protocols.cli_errors import EXIT_NO_BROKER, id_option, parse_hostport, run_cli
 from protocols.errors import ConfigError, QwatchError
 
 app = typer.Typer(
@@ -33,6 +34,9 @@ _SUBCOMMANDS: dict[str, str] = {
     "plan": "edge.plan:plan",
     "camera-test": "edge.camera.cli:camera_test",
     "enrol": "edge.enrol:enrol",
+    "doctor": "edge.doctor:doctor",
+    "install": "edge.install:install",
+    "uninstall": "edge.install:uninstall",
 }
 
 EXIT_CONFIG = 2
@@ -43,15 +47,6 @@ def _group() -> None:
     """qwatch edge node: bands, cameras, outbox and MQTT link."""
 
 log = logging.getLogger("qwatch.edge.cli")
-
-
-def parse_hostport(text: str, *, option: str = "--broker") -> tuple[str, int]:
-    """Parse `HOST:PORT` (IPv6 as `[::1]:1883`); raises ConfigError naming the option."""
-    host, sep, port_s = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ConfigError("command line", option, f"expected HOST:PORT with PORT 1-65535, got {text!r}")
-    return host, int(port_s)
 
 
 def broker_address(broker: str | None, credentials: Path | None) -> tuple[str, int]:
@@ -86,7 +81,8 @@ def run(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
     keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON, mode 0600")],
-    node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)")] = "edge-01",
+    node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)",
+                                      callback=id_option("node ID"))] = "edge-01",
     broker: Annotated[
         str | None,
         typer.Option("--broker", help="MQTT broker HOST:PORT (default: the bundle's broker with --credentials, "
@@ -155,6 +151,10 @@ def run(
     except ConfigError as err:
         fail_config(err)
         return
+    if code == EXIT_NO_BROKER:
+        typer.echo(f"qwatch-edge: never connected to the broker {host}:{port} during the run; the log above says "
+                   "why (event=mqtt_connect_failed); check --broker/--credentials, then `qwatch-edge doctor`",
+                   err=True)
     raise typer.Exit(code)
 
 
@@ -176,8 +176,8 @@ _register_subcommands()
 
 
 def main() -> None:
-    """Console-script entry point (`qwatch-edge`)."""
-    app()
+    """Console-script entry point (`qwatch-edge`): errors are one or two lines, never a traceback."""
+    run_cli(app, "qwatch-edge")
 
 
 if __name__ == "__main__":

@@ -194,6 +194,15 @@ def diagnose_tls(host: str, port: int, creds: MqttCredentials, timeout: float = 
         return f"tcp: cannot reach {host}:{port} ({exc.strerror or exc})"
 
 
+def diagnose_tcp(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """Why a plain (no TLS) connection failed; None if a TCP connection can be made."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"tcp: cannot reach {host}:{port} ({exc.strerror or exc})"
+
+
 def refusal_hint(reason: object, creds: MqttCredentials | None) -> str:
     """What a technician should do about a CONNACK refusal (text for the log line)."""
     text = str(reason).lower()
