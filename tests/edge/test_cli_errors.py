@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import typer
-from cloud.services import ServiceProcess, free_port
 
 from cloud.cli import app as cloud_app
 from cloud.cli import main as cloud_main
+from devtools.services import ServiceProcess, free_port
 from edge.cli import app as edge_app
 from edge.cli import main as edge_main
 from tests.cloud.provision_harness import SecureBroker, start_secure_broker

@@ -13,12 +13,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from cloud.services import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from cloud.pki import cert_pem, create_ca
+from devtools.services import free_port
 from edge.cli import app
 from edge.doctor_checks import judge_clock, judge_throttled
 from firmware_interface.device import Heard, ScannerDevice
