@@ -83,7 +83,8 @@ def test_provision_is_idempotent_and_rotation_is_explicit(tmp_path: Path) -> Non
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
     acl = prov.files.acl_file.read_text()
     assert f"user {SITE}/edge-01\ntopic write {P1}/#\ntopic read {P1}/cmd/#" in acl
-    assert "user qwatch-cloud\ntopic read qwatch/v1/#\ntopic write qwatch/v1/+/+/cmd/#" in acl
+    assert ("user qwatch-cloud\ntopic read qwatch/v1/#\ntopic write qwatch/v1/+/+/cmd/#\n"
+            "topic write qwatch/v1/cloud/escalation") in acl
     passwd = prov.files.password_file.read_text()
     assert f"{SITE}/edge-01:$7$" in passwd and first.password.get_secret_value() not in passwd
     with pytest.raises(ProvisionError, match=r"already provisioned.*--rotate"):
