@@ -26,8 +26,8 @@ from cloud.site_geometry import SiteGeometry
 from cloud.timeseries import TelemetryWriter
 from cloud.users_cli import ServeUsersOpt, log_auth_mode, open_auth
 from cloud.users_cli import app as users_app
-from edge.cli_errors import run_cli
-from edge.credentials import MqttCredentials, load_credentials
+from protocols.cli_errors import run_cli
+from protocols.credentials import MqttCredentials, load_credentials
 from protocols.errors import ConfigError
 from protocols.site_config import SiteConfig, load_site_config
 

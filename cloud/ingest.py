@@ -37,8 +37,8 @@ from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
 from cloud.notifier import Notifier
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
-from edge.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols import topics as T
+from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
     AckCommand,

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud import pki
 from cloud.broker_conf import BrokerFiles, production_conf
-from edge.credentials import CLOUD_USERNAME, MqttCredentials, node_username, write_credentials
+from protocols.credentials import CLOUD_USERNAME, MqttCredentials, node_username, write_credentials
 from protocols.errors import QwatchError
 from protocols.topics import CLOUD_ESCALATION, PREFIX, RESERVED_SITE_IDS, check_id
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from cloud_harness import wait_for
 
-from cloud.services import ServiceProcess, free_port
+from devtools.services import ServiceProcess, free_port
+from tests.cloud.cloud_harness import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from cloud_harness import Publisher, alert_json, wait_for
-from ops_harness import SmtpServer, WebhookServer, serve
 from websockets.sync.client import connect as ws_connect
 
-from cloud.services import ServiceProcess
+from devtools.services import ServiceProcess
+from tests.cloud.cloud_harness import Publisher, alert_json, wait_for
+from tests.cloud.ops_harness import SmtpServer, WebhookServer, serve
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from cloud_harness import Publisher, alert_json, cleared_json, wait_for
-from ops_harness import serve
 
 from cloud.alert_store import AlertQuery, AlertStore
-from cloud.services import ServiceProcess
+from devtools.services import ServiceProcess
 from protocols.payloads import new_alert
+from tests.cloud.cloud_harness import Publisher, alert_json, cleared_json, wait_for
+from tests.cloud.ops_harness import serve
 
 
 def _alert(site: str = "s1", band: int = 1001, ts: float = 100.0, **detail: object):  # type: ignore[no-untyped-def]
