@@ -13,13 +13,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from ops_harness import REPO, serve
 
 from cloud.alert_store import AlertStore
 from cloud.report import day_window, p95
-from cloud.services import ServiceProcess
 from cloud.users import add_user
+from devtools.services import ServiceProcess
 from protocols.payloads import Alert, new_alert
+from tests.cloud.ops_harness import REPO, serve
 
 pytestmark = pytest.mark.integration
 DAY = dt.date(2026, 11, 20)
