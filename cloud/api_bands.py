@@ -151,13 +151,3 @@ def band_audit(ctx: Ctx, who: User, band: BandId) -> list[dict[str, Any]]:
         raise HTTPException(403, "guards cannot read the audit")
     return _registry(ctx).audit(band)
 
-
-def with_person(ctx: CloudContext, view: dict[str, Any]) -> dict[str, Any]:
-    """An alert view plus the person label of its band (``person``: null when unknown or no registry)."""
-    band = view.get("subject", {}).get("band") if isinstance(view.get("subject"), dict) else None
-    person = None
-    if ctx.bands is not None and isinstance(band, int):
-        rec = ctx.bands.get(band)
-        if rec is not None and rec.site == view.get("site"):
-            person = rec.person
-    return {**view, "person": person}

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud.band_registry import BandRegistry, RegistryError
-from edge.cli_errors import EXIT_FAILED, EXIT_USAGE, id_option, parse_hostport
-from edge.credentials import MqttCredentials, load_credentials
+from protocols.cli_errors import EXIT_FAILED, EXIT_USAGE, id_option, parse_hostport
+from protocols.credentials import MqttCredentials, load_credentials
 from protocols.errors import ConfigError
 from protocols.site_config import read_config_text
 

@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -280,3 +280,29 @@ class BandRegistry:
             row = self._conn.execute("SELECT version, site_yaml FROM site_config_pushes WHERE site = ? "
                                      "ORDER BY version DESC LIMIT 1", (site,)).fetchone()
         return (int(row["version"]), str(row["site_yaml"])) if row is not None else None
+
+
+class RegistryPeople(Mapping[str, Mapping[int, str]]):
+    """site → band → person label: the registry's labels over the site configs' (the registry wins).
+
+    Read at each lookup, so a band enrolled a minute ago labels its first alert."""
+
+    def __init__(self, registry: BandRegistry, fallback: Mapping[str, Mapping[int, str]] | None = None) -> None:
+        self.registry = registry
+        self.fallback = fallback or {}
+
+    def __getitem__(self, site: str) -> Mapping[int, str]:
+        merged = dict(self.fallback.get(site, {}))
+        merged.update({b: p for b, p in self.registry.persons(site).items() if p})
+        if not merged and site not in self.fallback:
+            raise KeyError(site)
+        return merged
+
+    def _sites(self) -> set[str]:
+        return set(self.fallback) | {b.site for b in self.registry.bands()}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._sites()))
+
+    def __len__(self) -> int:
+        return len(self._sites())

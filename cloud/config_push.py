@@ -19,7 +19,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.band_registry import BandRegistry
-from edge.credentials import MqttCredentials, apply_credentials
+from protocols.credentials import MqttCredentials, apply_credentials
 from protocols.errors import ConfigError, PayloadError
 from protocols.payloads import CommandResult, ConfigCommand, parse_payload
 from protocols.site_config import parse_site_config, yaml_mapping

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from edge.cli_errors import EXIT_NO_BROKER, id_option, parse_hostport, run_cli
+from protocols.cli_errors import EXIT_NO_BROKER, id_option, parse_hostport, run_cli
 from protocols.errors import ConfigError, QwatchError
 
 app = typer.Typer(
@@ -54,7 +54,7 @@ def broker_address(broker: str | None, credentials: Path | None) -> tuple[str, i
     if broker is not None:
         return parse_hostport(broker)
     if credentials is not None:
-        from edge.credentials import load_credentials
+        from protocols.credentials import load_credentials
 
         creds = load_credentials(credentials)
         return creds.broker_host, creds.broker_port
@@ -78,6 +78,7 @@ def setup_logging(level: str) -> None:
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
     keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON, mode 0600")],
     node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)",
@@ -109,22 +110,20 @@ def run(
     max_inflight: Annotated[int, typer.Option(help="QoS1 messages in flight")] = 50,
     telemetry_buffer: Annotated[int, typer.Option(help="telemetry buffer size (drop-oldest)")] = 600,
     duration: Annotated[float, typer.Option(help="stop after S seconds (0 = run until signalled)")] = 0.0,
-    escape_at: Annotated[
-        float | None,
-        typer.Option(help="sim: a person crosses the gate S s after start (negative: already outside)"),
+    record: Annotated[
+        Path | None,
+        typer.Option(help="write the observation log (JSON Lines) here; rotated past 64 MiB, 5 old files kept"),
     ] = None,
-    escape_band: Annotated[int, typer.Option(help="sim: band that escapes (0: first band)")] = 0,
-    record: Annotated[Path | None, typer.Option(help="write the observation log (JSON Lines) here")] = None,
-    alert_storm: Annotated[int, typer.Option(help="test mode: raise N synthetic alerts, no sources")] = 0,
-    storm_rate: Annotated[float, typer.Option(help="test mode: synthetic alerts per second")] = 50.0,
-    storm_id: Annotated[str, typer.Option(help="test mode: storm name (alert IDs derive from it)")] = "storm",
     node_telemetry_s: Annotated[float, typer.Option(help="node telemetry period, s")] = 5.0,
     no_cameras: Annotated[bool, typer.Option("--no-cameras", help="do not start camera workers")] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the edge agent until SIGTERM/SIGINT (or --duration)."""
     setup_logging(log_level)
-    from edge.agent import AgentOptions, run_agent
+    from edge.agent import AgentHooks, AgentOptions, run_agent
+
+    # Development tools (devtools.dev_agent) pass hooks as the click context object.
+    hooks = ctx.obj if isinstance(ctx.obj, AgentHooks) else None
 
     try:
         host, port = broker_address(broker, credentials)
@@ -143,17 +142,12 @@ def run(
             max_inflight=max_inflight,
             telemetry_buffer=telemetry_buffer,
             duration_s=duration,
-            escape_at_s=escape_at,
-            escape_band=escape_band,
             record=record,
-            alert_storm=alert_storm,
-            storm_rate=storm_rate,
-            storm_id=storm_id,
             node_telemetry_s=node_telemetry_s,
             cameras=not no_cameras,
             credentials=credentials,
         )
-        code = run_agent(opts)
+        code = run_agent(opts, hooks)
     except ConfigError as err:
         fail_config(err)
         return

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.credentials import write_private_file
+from protocols.credentials import write_private_file
 from protocols.errors import ConfigError
 from protocols.payloads import ConfigCommand
 from protocols.site_config import SiteConfig, parse_band_keys, parse_site_config

@@ -20,7 +20,6 @@ from typing import Annotated
 
 import typer
 
-from edge.cli_errors import EXIT_FAILED, EXIT_USAGE, id_option, parse_hostport
 from edge.doctor_checks import (
     Check,
     check_clock,
@@ -33,6 +32,7 @@ from edge.doctor_checks import (
     check_pi,
     check_site_config,
 )
+from protocols.cli_errors import EXIT_FAILED, EXIT_USAGE, id_option, parse_hostport
 from protocols.errors import ConfigError
 from protocols.topics import NodeTopics
 

@@ -23,8 +23,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.credentials import MqttCredentials, apply_credentials, diagnose_tcp, diagnose_tls, refusal_hint
 from edge.doctor_checks import Check, fail, ok, warn
+from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tcp, diagnose_tls, refusal_hint
 from protocols.payloads import CommandResult
 from protocols.topics import PREFIX, NodeTopics
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from edge.credentials import MqttCredentials, load_node_credentials
+from protocols.credentials import MqttCredentials, load_node_credentials
 from protocols.errors import ConfigError
 from protocols.site_config import SiteConfig, load_band_keys, load_site_config
 
@@ -112,7 +112,7 @@ def check_credentials(path: Path | None, site: SiteConfig | None,
         if site is not None:
             creds = load_node_credentials(path, site=site.site.id, node=node)
         else:
-            from edge.credentials import load_credentials
+            from protocols.credentials import load_credentials
 
             creds = load_credentials(path)
     except ConfigError as exc:

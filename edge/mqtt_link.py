@@ -38,8 +38,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.credentials import MqttCredentials, apply_credentials, diagnose_tcp, diagnose_tls, refusal_hint
 from edge.outbox import Outbox
+from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tcp, diagnose_tls, refusal_hint
 from protocols.payloads import CommandResult, Status
 from protocols.topics import NodeTopics
 

@@ -22,7 +22,7 @@ import numpy as np
 import typer
 
 from edge.bands.pipeline import BandPipeline
-from edge.cli_errors import id_option
+from protocols.cli_errors import id_option
 from protocols.errors import ConfigError, PayloadError
 from protocols.observation import RawObservation, parse_observation_line
 from protocols.payloads import Alert

@@ -353,6 +353,19 @@ class BandPipeline:
             ))
         return BandTelemetry.model_validate({"schema": "qwatch.bands/1", "ts": now, "bands": bands})
 
+    # The two steps `edge.bands.ingest_batch` runs per observation, public so it needs no private state.
+    verify_observation = _verified
+
+    def duplicate_table(self) -> dict[str, tuple[float, StatusAdvert, int]]:
+        """The duplicate fast path's table: payload hex -> (accepted at, advert, band index)."""
+        return self._dup
+
+    def add_counts(self, counts: Mapping[str, int]) -> None:
+        """Add to the advert counters (a batch adds its unknown-receiver and duplicate counts once)."""
+        for key, n in counts.items():
+            if n:
+                self._counts[key] = self._counts.get(key, 0) + n
+
     def fix(self, band: int) -> Fix | None:
         """The latest position estimate of a band (or beacon)."""
         return self._fixes.get(band)

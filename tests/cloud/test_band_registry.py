@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.auth import Authenticator
-from cloud.band_registry import BandRegistry, RegistryError
+from cloud.band_registry import BandRegistry, RegistryError, RegistryPeople
 from cloud.cli import app as cloud_app
 from cloud.config_push import compose
+from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
 from cloud.users import add_user
 from protocols.errors import ConfigError
@@ -102,9 +103,11 @@ def test_api_keys_go_in_never_out(api: tuple[TestClient, CloudContext, dict[str,
         assert KEY.hex() not in text and "key" not in text.replace("rekey", ""), (path, text)
     assert client.get("/api/v1/bands/1001", headers={"Authorization": h["other"]}).status_code == 403
     assert client.get("/api/v1/bands", headers={"Authorization": h["other"]}).json() == []
-    # The alert of that band carries the person label.
+    # The alert of that band, stored by the ingest, carries the registry's person label.
     alert = new_alert(site="kg-01", node="edge-01", type="sos", subject={"band": 1001}, ts=1.0)
-    ctx.store.upsert(alert, now=2.0)
+    assert ctx.bands is not None
+    ingest = Ingest(IngestConfig(host="127.0.0.1", port=1, people=RegistryPeople(ctx.bands)), ctx.store, None)
+    assert ingest.handle("qwatch/v1/kg-01/edge-01/alert", alert.to_json().encode()) == "inserted"
     rows = client.get("/api/v1/alerts", headers={"Authorization": h["guard"]}).json()
     assert rows[0]["person"] == "P-17"
     assert client.post("/api/v1/bands/1001/retire", headers={"Authorization": h["guard"]}).status_code == 403

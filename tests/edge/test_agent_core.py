@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent import Agent, AgentOptions, AlertStorm, build_node_telemetry, storm_alert_id, storm_message
+from devtools.storm import AlertStorm, storm_alert_id, storm_message
+from edge.agent import Agent, AgentOptions, build_node_telemetry
 from edge.mqtt_link import Command
 from protocols.payloads import Alert, NodeTelemetry
 from protocols.site_config import parse_site_config
@@ -39,12 +40,14 @@ def test_storm_ids_are_deterministic_valid_and_ordered() -> None:
 
 
 def test_storm_resumes_after_restart_from_progress_file(tmp_path: Path) -> None:
-    opts = _opts(tmp_path, alert_storm=10, storm_rate=1000.0)
     (tmp_path / "data").mkdir()
-    st = AlertStorm(opts, "s1")
+    def storm() -> AlertStorm:
+        return AlertStorm(total=10, rate=1000.0, storm_id="storm", site="s1", node="n1", data_dir=tmp_path / "data")
+
+    st = storm()
     for i in (0, 1, 2):
         st.committed(i)
-    again = AlertStorm(opts, "s1")
+    again = storm()
     assert again.next_i == 3
     assert again.due(again._t0 + 100)[0] == 3 and again.due(again._t0 + 100)[-1] == 9
 

@@ -14,7 +14,7 @@ import typer
 
 from cloud.cli import app as cloud_app
 from cloud.cli import main as cloud_main
-from cloud.services import ServiceProcess, free_port
+from devtools.services import ServiceProcess, free_port
 from edge.cli import app as edge_app
 from edge.cli import main as edge_main
 from tests.cloud.provision_harness import SecureBroker, start_secure_broker
@@ -158,7 +158,7 @@ def test_agent_plain_mqtt_to_a_tls_listener(tmp_path: Path, province: SecureBrok
 
 
 def test_agent_refused_names_the_fix(tmp_path: Path, province: SecureBroker) -> None:
-    from edge.credentials import write_credentials
+    from protocols.credentials import write_credentials
 
     creds = province.creds("edge-01")
     bundle = tmp_path / "mqtt.json"

@@ -18,12 +18,12 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from cloud.pki import cert_pem, create_ca
-from cloud.services import free_port
+from devtools.services import free_port
 from edge.cli import app
-from edge.credentials import apply_credentials, write_credentials
 from edge.doctor_checks import judge_clock, judge_throttled
 from firmware_interface.device import Heard, ScannerDevice
 from firmware_interface.simulator import PtyServer
+from protocols.credentials import apply_credentials, write_credentials
 from protocols.site_config import write_band_keys
 from tests.cloud.provision_harness import SITE, SecureBroker, start_secure_broker
 
