@@ -246,7 +246,7 @@ def format_report(site: SiteConfig, r: PlanReport) -> str:
 
 
 def plan(
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     out: Annotated[Path | None, typer.Option("--out", help="write a PNG heat map here")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Monte Carlo seed")] = 0,
 ) -> None:

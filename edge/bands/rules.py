@@ -1,4 +1,4 @@
-"""Alert rules for one band (PROTOCOL.md §4, issue 3): pure state machines with the clock injected.
+"""Alert rules for one band (docs/protocol.md §4, issue 3): pure state machines with the clock injected.
 
 The pipeline feeds each band's `BandRules` three kinds of facts, each with its own time:
 verified adverts (flags, battery, temperature), position fixes (signed distance to the allowed
