@@ -174,7 +174,7 @@ def ack_seconds(row: Mapping[str, Any]) -> float | None:
     differ), or None when not acknowledged or never raised."""
     if row["acked_at"] is None or row["raised_ts"] is None:
         return None
-    return round(max(0.0, row["acked_at"] - row["raised_ts"]), 3)
+    return round(max(0.0, float(row["acked_at"]) - float(row["raised_ts"])), 3)
 
 
 def alert_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar, cast
 
 import numpy as np
 import typer
@@ -289,7 +289,8 @@ def run_replay(
     the bad-line reports are exactly those of observing line by line (`BandPipeline.observe`).
     """
     rep = _Replayer(pipeline, emit, on_bad)
-    blocks = _blocks_from_handle(lines) if hasattr(lines, "read") else _blocks_from_lines(lines)  # type: ignore[arg-type]
+    # hasattr() does not narrow `Iterable[str] | TextIO` (a TextIO is an Iterable[str] too), hence the cast.
+    blocks = _blocks_from_handle(cast(TextIO, lines)) if hasattr(lines, "read") else _blocks_from_lines(lines)
     total = 0
     # Everything alive now (modules, config, the pipeline) lives to the end: keep it out of the
     # collector's full passes, which otherwise walk it again and again as the blocks' rows come and
