@@ -18,6 +18,8 @@ Endpoints (routes live in one module per concern):
 - ``cloud.api_reports``: ``GET /api/v1/reports/daily?date=YYYY-MM-DD[&site=][&format=csv]`` (cloud.report).
 - ``cloud.api_auth``: ``POST /api/v1/auth/codes`` (admin: a one-time code for a user),
   ``POST /api/v1/auth/exchange`` (code → session token), ``POST /api/v1/auth/renew`` (cloud.signin).
+- ``cloud.api_bands``: the band registry: ``GET/POST /api/v1/bands``, ``GET/PATCH /api/v1/bands/{band}``,
+  ``POST …/{band}/retire``, ``GET …/{band}/audit`` (writes: admins; keys go in, never out).
 - ``GET /api/v1/me``: who is signed in (``{"auth": "on"|"off", "name", "role", "sites"}``).
 
 Access control (``cloud.auth``, docs/cloud.md "Access control"): with a users file every ``/api/v1``
@@ -36,7 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from cloud import api_alerts, api_auth, api_live, api_reports, api_sites
+from cloud import api_alerts, api_auth, api_bands, api_live, api_reports, api_sites
 from cloud.api_context import CloudContext, Ctx, User
 from cloud.auth import AuthError
 from cloud.signin import RateLimited
@@ -122,6 +124,7 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.add_api_route("/api/v1/me", me, methods=["GET"])
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
+    app.include_router(api_bands.router)
     app.include_router(api_live.router)
     app.include_router(api_reports.router)
     app.include_router(api_auth.router)

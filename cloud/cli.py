@@ -17,6 +17,8 @@ from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.api_context import DEFAULT_TZ
 from cloud.auth import SignInSettings
+from cloud.band_cli import band_app, config_app
+from cloud.band_registry import BandRegistry, RegistryPeople
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
 from cloud.notifier import Notifier
@@ -36,6 +38,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provi
 log = logging.getLogger("qwatch.cloud")
 register_provisioning(app)
 app.add_typer(users_app, name="user")
+app.add_typer(band_app, name="band")
+app.add_typer(config_app, name="config")
 app.add_typer(report_app, name="report")
 
 
@@ -171,7 +175,7 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     hub = LiveHub()
     cfg = IngestConfig(host=host, port=port, client_id=o.client_id, shared=o.shared, silence_s=o.silence_s,
                        escalate_after_s=o.escalate_after_s, escalate_per_site=per_site, credentials=creds,
-                       people=people_of(sites))
+                       people=RegistryPeople(BandRegistry(o.db), people_of(sites)))
     notifier = Notifier(store, notify, tz=tz) if notify is not None else None
     ingest = Ingest(cfg, store, writer, hub, notifier=notifier)
     writer.start()
@@ -240,9 +244,10 @@ def serve(
     store, writer, ingest, hub = _setup(o, sites)
     log_auth_mode(auth, host, port)
     geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}
+    bands = BandRegistry(db)  # the band registry's tables live in the alert store's file
     api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/"),
                                   sites=geometry, auth=auth, tz=open_tz(tz), notifier=ingest.notifier,
-                                  people=people_of(sites)))
+                                  people=RegistryPeople(bands, people_of(sites)), bands=bands))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="off"))
     log.info("event=serve url=http://%s:%d/ mqtt=%s:%d tls=%s vm=%s db=%s", host, port, ingest.cfg.host,
