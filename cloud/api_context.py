@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from cloud.alert_store import AlertStore
 from cloud.auth import OPEN, Authenticator, Principal, bearer_token
+from cloud.band_registry import BandRegistry
 from cloud.ingest import Ingest
 from cloud.live import LiveHub
 from cloud.notifier import Notifier
@@ -69,6 +70,7 @@ class CloudContext:
     tz: ZoneInfo = field(default_factory=lambda: ZoneInfo(DEFAULT_TZ))  # the province's: reports, CSV times
     notifier: Notifier | None = None
     people: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # site -> band -> label (configs)
+    bands: BandRegistry | None = None  # the band registry (cloud.band_registry); None: routes answer 503
 
 
 def get_ctx(conn: HTTPConnection) -> CloudContext:

@@ -63,7 +63,9 @@ def site_summaries(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, A
     if ctx.ingest is not None:
         for rec in ctx.ingest.liveness.snapshot():
             health = ctx.ingest.node_health.get((rec["site"], rec["node"]))
-            site(rec["site"])["nodes"].append({**rec, "health": health})
+            # The pushed config version the node reports in its telemetry (None: never pushed or not heard).
+            version = health.get("config_version") if health else None
+            site(rec["site"])["nodes"].append({**rec, "health": health, "config_version": version})
     for (s, _node), pos in list(ctx.hub.positions.items()):
         site(s)["bands"] += len(pos.get("bands", []))
     return [sites[k] for k in sorted(sites) if who.sees(k)]

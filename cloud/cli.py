@@ -16,11 +16,15 @@ import typer
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.api_context import DEFAULT_TZ
+from cloud.auth import SignInSettings
+from cloud.band_cli import band_app, config_app
+from cloud.band_registry import BandRegistry, RegistryPeople
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
 from cloud.notifier import Notifier
 from cloud.notify import NotifyConfig, load_notify
 from cloud.provision_cli import register as register_provisioning
+from cloud.report_cli import app as report_app
 from cloud.site_geometry import SiteGeometry
 from cloud.timeseries import TelemetryWriter
 from cloud.users_cli import ServeUsersOpt, log_auth_mode, open_auth
@@ -34,6 +38,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provi
 log = logging.getLogger("qwatch.cloud")
 register_provisioning(app)
 app.add_typer(users_app, name="user")
+app.add_typer(band_app, name="band")
+app.add_typer(config_app, name="config")
+app.add_typer(report_app, name="report")
 
 
 def _host_port(value: str, option: str) -> tuple[str, int]:
@@ -168,7 +175,7 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     hub = LiveHub()
     cfg = IngestConfig(host=host, port=port, client_id=o.client_id, shared=o.shared, silence_s=o.silence_s,
                        escalate_after_s=o.escalate_after_s, escalate_per_site=per_site, credentials=creds,
-                       people=people_of(sites))
+                       people=RegistryPeople(BandRegistry(o.db), people_of(sites)))
     notifier = Notifier(store, notify, tz=tz) if notify is not None else None
     ingest = Ingest(cfg, store, writer, hub, notifier=notifier)
     writer.start()
@@ -216,6 +223,15 @@ def serve(
     users: ServeUsersOpt = None,
     notify: NotifyOpt = None,
     tz: TzOpt = DEFAULT_TZ,
+    session_ttl_s: Annotated[float, typer.Option(
+        "--session-ttl-s", min=1, max=30 * 86400, help="life of a session token from a sign-in code or a renewal")
+    ] = 12 * 3600.0,
+    code_ttl_s: Annotated[float, typer.Option("--code-ttl-s", min=1, max=86400, help="life of a sign-in code")
+                          ] = 600.0,
+    signin_fail_limit: Annotated[int, typer.Option(
+        "--signin-fail-limit", min=1, max=10000, help="failed sign-ins per client per window, then 429")] = 10,
+    signin_window_s: Annotated[float, typer.Option("--signin-window-s", min=1, max=86400,
+                                                   help="the failure window")] = 300.0,
 ) -> None:
     """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
     import uvicorn
@@ -223,13 +239,15 @@ def serve(
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
                 site_config, credentials, notify, tz)
     sites = _load_sites(site_config)
-    auth = open_auth(users)
+    auth = open_auth(users, SignInSettings(session_ttl_s=session_ttl_s, code_ttl_s=code_ttl_s,
+                                           fail_limit=signin_fail_limit, fail_window_s=signin_window_s))
     store, writer, ingest, hub = _setup(o, sites)
     log_auth_mode(auth, host, port)
     geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}
+    bands = BandRegistry(db)  # the band registry's tables live in the alert store's file
     api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/"),
                                   sites=geometry, auth=auth, tz=open_tz(tz), notifier=ingest.notifier,
-                                  people=people_of(sites)))
+                                  people=RegistryPeople(bands, people_of(sites)), bands=bands))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="off"))
     log.info("event=serve url=http://%s:%d/ mqtt=%s:%d tls=%s vm=%s db=%s", host, port, ingest.cfg.host,

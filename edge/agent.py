@@ -25,7 +25,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from edge import config_store
 from edge.bands.recorder import ObservationRecorder
+from edge.config_store import validate_push
 from edge.health import HealthErrors, HostMetrics
 from edge.mqtt_link import Command, LinkConfig, MqttLink
 from edge.outbox import Outbox
@@ -39,10 +41,11 @@ from protocols.payloads import (
     CameraEvent,
     CameraHealth,
     CommandResult,
+    ConfigCommand,
     NodeTelemetry,
     parse_payload,
 )
-from protocols.site_config import SiteConfig, load_band_keys, load_site_config, parse_site_config
+from protocols.site_config import SiteConfig, load_band_keys, load_site_config
 from protocols.topics import NodeTopics
 from protocols.ulid import new_ulid
 
@@ -102,11 +105,12 @@ class Agent:
     """One edge node. Build with `Agent(opts, site, keys)`, then `run(stop_event)`."""
 
     def __init__(self, opts: AgentOptions, site: SiteConfig, keys: Mapping[int, bytes],
-                 hooks: AgentHooks | None = None) -> None:
+                 hooks: AgentHooks | None = None, config_version: int | None = None) -> None:
         self.opts = opts
         self.hooks = hooks or AgentHooks()
         self.site = site
         self.keys = keys
+        self.config_version = config_version
         self.node = opts.node
         self.topics = NodeTopics(site.site.id, opts.node)
         self.boot_id = new_ulid()
@@ -314,7 +318,8 @@ class Agent:
             log.exception("event=cmd_failed node=%s name=%s cmd_id=%s", self.node, cmd.name, parsed.cmd_id)
             error = f"{type(exc).__name__}: {exc}"
         log.info("event=cmd node=%s name=%s cmd_id=%s ok=%s", self.node, cmd.name, parsed.cmd_id, error is None)
-        return CommandResult(cmd_id=parsed.cmd_id, ok=error is None, error=error)
+        return CommandResult(cmd_id=parsed.cmd_id, ok=error is None, error=error,
+                             config_version=self.config_version if cmd.name == "config" else None)
 
     def _apply_command(self, name: str, cmd: Any) -> str | None:
         if name == "ack":
@@ -327,30 +332,50 @@ class Agent:
                 return f"camera {cmd.camera!r} not running here or cannot take snapshots"
             snap()
             return None
-        return self._apply_config(cmd.site_yaml)
+        return self._apply_config(cmd)
 
-    def _apply_config(self, text: str) -> str | None:
+    def _apply_config(self, cmd: ConfigCommand) -> str | None:
+        """Validate a pushed config whole, save it as the last good one, then switch to it.
+
+        The bands pipeline is rebuilt and takes over the old one's state (`BandPipeline.adopt`):
+        alerts already raised are in the outbox and stay there; dwell timers of unchanged bands
+        continue; a retired band's open alerts are cleared. Receivers are not restarted (a new
+        receiver needs an agent restart); cameras are reconfigured or started.
+        """
         try:
-            new = parse_site_config(text, "cmd/config")
+            pushed = validate_push(cmd, site_id=self.site.site.id, running_version=self.config_version)
         except ConfigError as exc:
+            log.warning("event=config_refused node=%s version=%s error=%r", self.node, cmd.version, str(exc))
             return str(exc)
-        if new.site.id != self.site.site.id:
-            return f"cmd/config: site.id: is {new.site.id!r}, this node serves {self.site.site.id!r}"
-        (self.opts.data_dir / "site.applied.yaml").write_text(text, encoding="utf-8")
-        if self.pipeline is not None and (new.zones, new.bands, new.rules, new.receivers) != (
-            self.site.zones, self.site.bands, self.site.rules, self.site.receivers
-        ):
+        if pushed.version is not None and pushed.version == self.config_version:
+            return None  # a redelivered (retained) copy of what runs
+        keys = dict(pushed.keys) if pushed.keys is not None else dict(self.keys)
+        new = pushed.site
+        fresh: Any = None
+        if self.pipeline is not None and ((new.zones, new.bands, new.rules, new.receivers, new.beacons) != (
+                self.site.zones, self.site.bands, self.site.rules, self.site.receivers, self.site.beacons)
+                or keys != dict(self.keys)):
             from edge.bands.pipeline import BandPipeline
 
-            self.pipeline = BandPipeline(new, self.keys, node=self.node)
-            log.warning("event=pipeline_reloaded node=%s reason=config_command", self.node)
+            fresh = BandPipeline(new, keys, node=self.node)  # built before anything is saved or swapped
+        try:
+            config_store.save(self.opts.data_dir, pushed, keys)
+        except OSError as exc:
+            return f"cannot save the config under {self.opts.data_dir}: {exc.strerror}; nothing was changed"
+        if fresh is not None:
+            for alert in fresh.adopt(self.pipeline, time.time()):
+                self.emit_alert(alert)
+            self.pipeline = fresh
+            log.warning("event=pipeline_reloaded node=%s reason=config_command version=%s bands=%d keys=%d",
+                        self.node, pushed.version, len(new.bands), len(keys))
         for cam in new.cameras:
             worker = self.cameras.get(cam.id)
             if worker is not None:
                 worker.reconfigure(cam)
             elif self.opts.cameras:
                 self._start_camera(cam)
-        self.site = new
+        self.site, self.keys, self.config_version = new, keys, pushed.version
+        log.info("event=config_applied node=%s version=%s", self.node, pushed.version)
         return None
 
 
@@ -386,6 +411,7 @@ def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
         "adverts_per_s": rates, "outbox_depth": agent.outbox.depth(),
         "telemetry_dropped": int(agent.link.counters.get("telemetry_dropped", 0)),
         "health_errors": agent.health.as_list(), "cameras": cams, "watchdogs": watchdogs,
+        "config_version": agent.config_version,
     })
 
 
@@ -403,6 +429,13 @@ def run_agent(opts: AgentOptions, hooks: AgentHooks | None = None) -> int:
     # An injected alert source may run without a key file (it hears no band).
     injected = hooks is not None and hooks.alert_source is not None
     keys = load_band_keys(opts.keys, require_private=True) if not injected or opts.keys.exists() else {}
+    version: int | None = None
+    pushed = config_store.load(opts.data_dir, site.site.id)
+    if pushed is not None:
+        # The cloud's last good push wins over the files it was first installed with.
+        site, keys, version = pushed
+        log.info("event=config_pushed_in_use node=%s version=%s dir=%s", opts.node, version,
+                 opts.data_dir / config_store.DIR)
     try:
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         probe = opts.data_dir / ".write-test"
@@ -418,7 +451,7 @@ def run_agent(opts: AgentOptions, hooks: AgentHooks | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    agent = Agent(opts, site, keys, hooks)
+    agent = Agent(opts, site, keys, hooks, config_version=version)
     log.info("event=agent_start node=%s site=%s boot_id=%s data_dir=%s", opts.node, site.site.id,
              agent.boot_id, opts.data_dir)
     agent.start()

@@ -81,7 +81,10 @@ def test_config_command_validates_site_and_applies(agent: Agent, tmp_path: Path)
     assert not wrong.ok and "s2" in (wrong.error or "")
     good = agent.handle_command(Command("config", json.dumps({"cmd_id": "c5", "site_yaml": SITE}).encode()))
     assert good.ok
-    assert (tmp_path / "data" / "site.applied.yaml").read_text() == SITE
+    from edge import config_store
+
+    saved = config_store.load(tmp_path / "data", "s1")
+    assert saved is not None and saved[0] == parse_site_config(SITE)
 
 
 def test_node_telemetry_is_a_valid_contract_message(agent: Agent) -> None:

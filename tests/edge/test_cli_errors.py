@@ -55,8 +55,8 @@ def _assert_short_usage_error(code: int, err: str, what: object) -> None:
 
 def test_every_command_is_covered() -> None:
     names = {" ".join(p) for p in EDGE + CLOUD}
-    assert {"run", "doctor", "enrol", "replay"} <= names
-    assert {"serve", "ingest", "provision-node"} <= names
+    assert {"run", "doctor", "enrol", "replay", "install", "uninstall"} <= names
+    assert {"serve", "ingest", "provision-node", "band retire", "config push"} <= names
 
 
 @pytest.mark.parametrize("path", EDGE, ids=lambda p: " ".join(p))
@@ -93,6 +93,8 @@ def test_edge_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str],
 @pytest.mark.parametrize("argv", [
     ["serve", "--mqtt", "localhost:99999", "--db", "x.db"],
     ["provision-node", "--dir", "d", "--site", "s"],
+    ["band", "retire", "notanumber"],
+    ["config", "push", "--site", "a/b"],
 ])
 def test_cloud_bad_values(argv: list[str], capsys: pytest.CaptureFixture[str],
                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
