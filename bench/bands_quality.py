@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from bands_ideal import IdealObserver
+from bands_ideal import WindowObserver as IdealObserver
 from rich.console import Console
 from rich.table import Table
 
