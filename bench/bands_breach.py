@@ -324,7 +324,7 @@ def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...
         n = sum(len(r.false_ts) for r in g)
         bh = sum(r.band_hours for r in g)
         burst = max(max_in_window(r.false_ts) for r in g)
-        rows.append([*key, str(len(g)), f"{bh:.0f}", str(n), rate(n, bh), str(burst),
+        rows.append([*key, str(len(g)), f"{bh:.1f}", str(n), rate(n, bh), str(burst),
                      f"{sum(r.cpu_s for r in g):.0f}"])
     return cols, rows
 
