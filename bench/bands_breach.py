@@ -18,7 +18,7 @@ simulator output and scores its `geofence_breach` alerts:
 
 Runs are independent processes (`--jobs`, default 2: this machine has 2 shared cores).
 
-Usage: .venv/bin/python bench/bands_breach.py [--quick] [--layouts demo,perimeter,compound,lwing]
+Usage: .venv/bin/python -m bench.bands_breach [--quick] [--layouts demo,perimeter,compound,lwing]
        [--radios default,alt] [--sigmas 4,6,8] [--kinds walk,stand,return,range] [--seeds N]
        [--null-hours BH] [--bad gain-6,gain-4,deaf-85] [--budget 0.5] [--loss 0.15] [--gains 2]
        [--jobs 2] [--no-ideal] [--md FILE]
@@ -39,13 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, first_crossing
 from rich.console import Console
 from rich.table import Table
 
+from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, first_crossing
 from edge.bands.pipeline import BandPipeline
 from edge.sim import AltRadioParams, RadioParams, Scenario, Simulator
 from edge.sim.escapes import HOWS, KINDS, AllowedArea, Escape, make_escape

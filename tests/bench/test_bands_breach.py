@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from bands_breach import max_in_window, poisson_upper
-from bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, count_raises
-
+from bench.bands_breach import max_in_window, poisson_upper
+from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, count_raises
 from edge.sim import RadioParams, Scenario, Simulator
 from edge.sim.keys import site_demo_keys
 from edge.sim.mobility import Still
