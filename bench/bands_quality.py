@@ -8,7 +8,7 @@ silent. Beside qwatch it runs the issue's ideal observer (`bands_ideal.py`: true
 inside-vs-outside likelihood ratio on the same observations) and "qwatch, true gains" (the
 pipeline fed RSSI corrected by the true receiver gains and band powers).
 
-Usage: .venv/bin/python bench/bands_quality.py [--duration S] [--grid L,..] [--target L,..]
+Usage: .venv/bin/python -m bench.bands_quality [--duration S] [--grid L,..] [--target L,..]
        [--fa-runs N] [--no-observer] [--baseline] [--ablate support,calvar,silence] [--plots DIR]
        [--radio default|alt] [--fa-standers RUNS --fa-bands N --fa-layout L,..]
 """
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from bands_ideal import IdealObserver
 from rich.console import Console
 from rich.table import Table
 
+from bench.bands_ideal import IdealObserver
 from edge.bands.pipeline import BandPipeline
 from edge.bands.rules import RuleParams
 from edge.bands.silence import SilenceParams

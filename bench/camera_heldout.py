@@ -16,7 +16,7 @@ Scoring:
 `--impl name=ROOT` runs the CLI from another source tree (e.g. a copy of the code before a
 change) in the same run, so before/after numbers come from the same clips and machine load.
 
-Run: .venv/bin/python bench/camera_heldout.py --clips /tmp/qwatch_heldout [--render]
+Run: .venv/bin/python -m bench.camera_heldout --clips /tmp/qwatch_heldout [--render]
      [--impl baseline=/tmp/qwatch_base] [--json out.json]
 """
 
@@ -36,9 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import camera_video_alt_set as alt
+from bench import camera_video_alt_set as alt
 
 LATENCY = 2.0  # s from entering the zone
 STARTUP_S = 3.0  # the model's camera powers up at t=0: its AE settles in the first seconds

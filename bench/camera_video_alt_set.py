@@ -4,7 +4,7 @@ Ground truth per clip: per-zone intervals while a person covers at least the zon
 (at render resolution), any-overlap intervals, intervals while anyone is in the picture, and
 tamper intervals.
 
-Run: .venv/bin/python bench/camera_video_alt_set.py --out /tmp/qwatch_heldout --seed 0 [--reverse]
+Run: .venv/bin/python -m bench.camera_video_alt_set --out /tmp/qwatch_heldout --seed 0 [--reverse]
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from camera_video_alt import FPS, MASK_OSD, ZONES, AltClip, H, W, Walker, _roi, person_at, render_frames
+from bench.camera_video_alt import FPS, MASK_OSD, ZONES, AltClip, H, W, Walker, _roi, person_at, render_frames
 
 __all__ = ["FPS", "ZONES", "AltClip", "AltTruth", "Walker", "encode", "heldout_set", "site_yaml", "truth", "walkers"]
 

@@ -13,7 +13,7 @@ The phone profile is Chromium's CPU throttling (``--cpu-slowdown``, default 4x: 
 machine's cores) and network emulation (100 ms round trip, 2 Mbit/s down, 1 Mbit/s up: a busy site Wi-Fi).
 ``--screens DIR`` also writes the screenshots used in docs/screens/ (phone 390x844 and desktop 1400x850).
 
-Run: ``.venv/bin/python bench/dashboard_weight.py [--runs 5] [--sites 3] [--bands 200] [--screens docs/screens]``.
+Run: ``.venv/bin/python -m bench.dashboard_weight [--runs 5] [--sites 3] [--bands 200] [--screens docs/screens]``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import gzip
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -35,18 +34,16 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from cloud.alert_store import AlertStore
+from cloud.api import STATIC_DIR, CloudContext, create_app
+from cloud.ingest import Ingest, IngestConfig
+from cloud.live import LiveHub
+from cloud.site_geometry import SiteGeometry
+from devtools.services import free_port, require_binary, start_mosquitto
+from protocols.payloads import new_alert
+from protocols.site_config import load_site_config
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from cloud.alert_store import AlertStore  # noqa: E402
-from cloud.api import STATIC_DIR, CloudContext, create_app  # noqa: E402
-from cloud.ingest import Ingest, IngestConfig  # noqa: E402
-from cloud.live import LiveHub  # noqa: E402
-from cloud.services import free_port, require_binary, start_mosquitto  # noqa: E402
-from cloud.site_geometry import SiteGeometry  # noqa: E402
-from protocols.payloads import new_alert  # noqa: E402
-from protocols.site_config import load_site_config  # noqa: E402
-
 DEMO = REPO / "config" / "examples" / "demo-site.yaml"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]

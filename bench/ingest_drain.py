@@ -8,7 +8,7 @@ queue at the broker for it; the cloud restarts and we time until every row is st
 This is the cloud side only. The edge side of an outage (outbox → broker after the broker comes back,
 whole agent) is ``bench/edge_backlog_drain.py``; alert latency is ``bench/edge_alert_latency.py``.
 
-Run: ``.venv/bin/python bench/ingest_drain.py [--alerts 2000]``.
+Run: ``.venv/bin/python -m bench.ingest_drain [--alerts 2000]``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from cloud.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
+from devtools.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
 from protocols.payloads import new_alert  # noqa: E402
 
 SITE, NODE = "drain-site", "edge-bench"

@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud import pki
 from cloud.broker_conf import BrokerFiles, production_conf
-from edge.credentials import CLOUD_USERNAME, MqttCredentials, node_username, write_credentials
+from protocols.credentials import CLOUD_USERNAME, MqttCredentials, node_username, write_credentials
 from protocols.errors import QwatchError
-from protocols.topics import PREFIX, check_id
+from protocols.topics import CLOUD_ESCALATION, PREFIX, RESERVED_SITE_IDS, check_id
 
 _SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 M = TypeVar("M", bound="BaseModel")
@@ -99,7 +99,8 @@ def _utc_now() -> str:
 def acl_lines(entry: ClientEntry) -> list[str]:
     """The ACL block of one user (PROTOCOL.md §5)."""
     if entry.role == "cloud":
-        return [f"user {entry.username}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/+/cmd/#"]
+        return [f"user {entry.username}", f"topic read {PREFIX}/#", f"topic write {PREFIX}/+/+/cmd/#",
+                f"topic write {CLOUD_ESCALATION}"]
     prefix = f"{PREFIX}/{entry.site}/{entry.node}"
     return [f"user {entry.username}", f"topic write {prefix}/#", f"topic read {prefix}/cmd/#"]
 
@@ -231,6 +232,9 @@ class Province:
             check_id(node, "--node")
         except QwatchError as exc:
             raise ProvisionError(str(exc)) from None
+        if site in RESERVED_SITE_IDS:
+            raise ProvisionError(f"--site {site!r} is reserved for the cloud's own topics ({CLOUD_ESCALATION}); "
+                                 "choose another site ID")
         username = node_username(site, node)
         dest = out or self.bundles / site / f"{node}.json"
         return self._provision(ClientEntry(username=username, role="node", site=site, node=node,

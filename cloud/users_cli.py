@@ -41,7 +41,8 @@ def _show_token(issued: Issued, what: str) -> None:
 
 @app.command("add")
 def add(
-    name: Annotated[str, typer.Argument(help="user name (letters, digits, . _ @ -), recorded on acknowledgements")],
+    name: Annotated[str, typer.Argument(
+        help="user name, recorded on acknowledgements: letters (diacritics too), digits, spaces; at most 64")],
     role: Annotated[str, typer.Option("--role", help=f"one of: {', '.join(ROLES)}")],
     site: Annotated[list[str], typer.Option("--site", help="a site the guard may see (repeatable; guards only)")
                     ] = [],  # noqa: B006 - typer needs a literal default

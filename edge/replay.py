@@ -22,6 +22,7 @@ import numpy as np
 import typer
 
 from edge.bands.pipeline import BandPipeline
+from protocols.cli_errors import id_option
 from protocols.errors import ConfigError, PayloadError
 from protocols.observation import RawObservation, parse_observation_line
 from protocols.payloads import Alert
@@ -356,7 +357,8 @@ def replay(
     obs: Annotated[Path, typer.Argument(help="observation log, JSON Lines (PROTOCOL.md §2); - for stdin")],
     config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
     keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON")],
-    node: Annotated[str, typer.Option("--node", help="node ID written into the alerts")] = "replay",
+    node: Annotated[str, typer.Option("--node", help="node ID written into the alerts",
+                                      callback=id_option("node ID"))] = "replay",
 ) -> None:
     """Replay an observation log through the wristband pipeline; alerts as JSON lines on stdout."""
     try:
@@ -385,3 +387,7 @@ def replay(
         res = run_replay(pipeline, fh, emit, on_bad=bad, on_progress=advance)
     out.flush()
     print(json.dumps({"replay_summary": summary(res, pipeline.counters())}), file=sys.stderr)
+    if res.bad_lines and not res.observations:
+        print(f"qwatch-edge: {obs}: none of its {res.bad_lines} lines is an observation (PROTOCOL.md §2 JSON "
+              "Lines: ts, rx, rssi, company_id, data); is it the right file?", file=sys.stderr)
+        raise typer.Exit(2)

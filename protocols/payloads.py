@@ -169,6 +169,8 @@ class NodeTelemetry(_Model):
     health_errors: list[str] = Field(default_factory=list)
     cameras: dict[str, CameraHealth] = Field(default_factory=dict)
     watchdogs: dict[str, dict[str, int | float | str]] = Field(default_factory=dict)
+    # Extension: the version of the pushed site config the node runs (None: its local files, never pushed).
+    config_version: int | None = Field(default=None, ge=1, le=2**53)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -208,10 +210,19 @@ class AckCommand(_Model):
 
 
 class ConfigCommand(_Model):
-    """`…/cmd/config`: a new site config (YAML text) to validate and apply."""
+    """`…/cmd/config`: a new site config (YAML text) to validate and apply.
+
+    Extension (docs/technician.md "Config push"): `version` numbers the site's pushes (the node
+    refuses one older than it runs and keeps the last good one on disk); `keys` is the site's whole
+    band key set (band ID → 32 hex chars), replacing the node's keys. Both absent: the original
+    contract (YAML only, keys unchanged, no version).
+    """
 
     cmd_id: str = Field(min_length=1, max_length=64)
     site_yaml: str = Field(min_length=1, max_length=1_000_000)
+    version: int | None = Field(default=None, ge=1, le=2**53)
+    keys: dict[Annotated[str, Field(pattern=r"^[1-9][0-9]{0,9}$")],
+               Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")]] | None = Field(default=None, max_length=100_000)
 
 
 class SnapshotCommand(_Model):
@@ -230,6 +241,8 @@ class CommandResult(_Model):
     cmd_id: str = Field(min_length=1, max_length=64)
     ok: bool
     error: str | None = None
+    # Extension: the config version the node runs after a `config` command (None for other commands).
+    config_version: int | None = Field(default=None, ge=1, le=2**53)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocols.errors import ConfigError
+from protocols.text import clean_label
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="ID usable as a topic level")]
 Point = tuple[float, float]
@@ -42,9 +43,16 @@ class Origin(_Model):
     lon: float = Field(ge=-180, le=180, description="longitude of the local frame's origin")
 
 
+def _label(max_len: int, what: str) -> Any:
+    """A validator: NFC, no control characters, at most ``max_len`` characters (protocols.text)."""
+    return field_validator(what)(lambda cls, v: clean_label(v, max_len=max_len, what=what, allow_empty=True))
+
+
 class SiteInfo(_Model):
     id: Id
-    name: str = Field(default="", max_length=200, description="human-readable site name")
+    name: str = Field(default="", max_length=200, description="human-readable site name (diacritics welcome)")
+
+    _name = _label(200, "name")
     origin: Origin = Field(default=Origin(lat=0.0, lon=0.0), description="frame origin for maps")
 
 
@@ -81,8 +89,10 @@ class Receiver(_Model):
 
 class Band(_Model):
     id: int = Field(ge=1, le=0xFFFFFFFF, description="band_id from the advert, 1..2^32-1")
-    person: str = Field(default="", max_length=64, description="person reference (never a name)")
+    person: str = Field(default="", max_length=64, description="person or room label (pseudonymous, never an ID)")
     allowed_zones: list[Id] = Field(min_length=1, description="IDs of permitted zones this person may be in")
+
+    _person = _label(64, "person")
 
 
 class Beacon(_Model):

@@ -48,9 +48,9 @@ function historyFilters() {
   for (const k of ["site", "type", "state"]) if (f[k].value) p.set(k, f[k].value);
   const person = f.person.value.trim();
   if (person) p.set("person", person);
+  // The server selects every alert whose life overlaps [since, until): raised before until, changed after since.
   const keep = (a) => {
     const at = a.raised_ts ?? a.ts;
-    if (since !== null && finite(at) && at < since) return false;
     if (until !== null && finite(at) && at >= until) return false;
     if (person && !fold(a.person || "").includes(fold(person))) return false;
     return true;

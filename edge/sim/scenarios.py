@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edge.bands.geometry import FloatArray, as_points, distance_to_boundary, point_in_polygon
-from edge.sim.mobility import WALK_SPEED, Mover, RandomWalk, Route, Still, Switch
+from edge.sim.mobility import Mover, RandomWalk, Route, Still, Switch
 from protocols.site_config import SiteConfig
 
 Interval = tuple[float, float]
@@ -208,13 +208,3 @@ def demo_scenario(site: SiteConfig, *, escape_band: int, escape_at_s: float = 60
 def with_events(script: BandScript, **events: tuple[Interval, ...]) -> BandScript:
     """A copy of `script` with extra flag intervals (strap_open=..., sos=..., silent=...)."""
     return replace(script, **events)  # type: ignore[arg-type]
-
-
-def mean_walk_speed() -> float:
-    """Average walking speed of RandomWalk legs (for planning)."""
-    return sum(WALK_SPEED) / 2
-
-
-def scripts_for(site: SiteConfig, make: Callable[[int], BandScript]) -> Mapping[int, BandScript]:
-    """Build a script for every enrolled band."""
-    return {b.id: make(b.id) for b in site.bands}

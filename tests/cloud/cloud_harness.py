@@ -16,8 +16,8 @@ from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
-from cloud.services import ServiceProcess, free_port
 from cloud.timeseries import TelemetryWriter
+from devtools.services import ServiceProcess, free_port
 from protocols.payloads import new_alert
 from protocols.ulid import new_ulid
 from tests.helpers import wait_for

@@ -20,8 +20,8 @@ from cloud.api import CloudContext, create_app
 from cloud.auth import Authenticator
 from cloud.cli import app as cli_app
 from cloud.live import LiveHub
-from cloud.services import ServiceProcess, flush_victoria_metrics
 from cloud.users import add_user, load_users, revoke_user, rotate_user
+from devtools.services import ServiceProcess, flush_victoria_metrics
 from protocols.errors import ConfigError
 from protocols.payloads import Alert, new_alert
 from tests.helpers import wait_for

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
 from playwright.sync_api import Page, sync_playwright
-from test_cloud_dashboard import CHROMIUM_ARGS, ENGLISH_JS
 
 from cloud import api_live
 from cloud.auth import Authenticator
-from cloud.services import ServiceProcess, require_binary
 from cloud.users import add_user, revoke_user
+from devtools.services import ServiceProcess, require_binary
+from tests.cloud.cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
+from tests.cloud.test_cloud_dashboard import CHROMIUM_ARGS, ENGLISH_JS
 
 pytestmark = pytest.mark.integration
 

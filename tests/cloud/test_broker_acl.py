@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.services import ServiceProcess, require_binary, start_mosquitto
+from devtools.services import ServiceProcess, require_binary, start_mosquitto
 
 ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto" / "qwatch.acl.example"
 USERS = {"edge-01": "pw-edge-01", "edge-02": "pw-edge-02", "qwatch-cloud": "pw-cloud"}

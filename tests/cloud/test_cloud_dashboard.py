@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
 from playwright.sync_api import sync_playwright
 
-from cloud.services import ServiceProcess, flush_victoria_metrics, require_binary
 from cloud.site_geometry import SiteGeometry
+from devtools.services import ServiceProcess, flush_victoria_metrics, require_binary
 from protocols.site_config import parse_site_config
+from tests.cloud.cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
 
 pytestmark = pytest.mark.integration
 # Two blocks and a restricted gate; bands 1001 (outside, east) and 1002 (in block-a) are drawn over it.

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from cloud_harness import Publisher, RunningCloud, alert_json, cleared_json, start_cloud, wait_for
 
 from cloud.alert_store import AlertQuery, AlertStore
-from cloud.services import ServiceProcess, flush_victoria_metrics
+from devtools.services import ServiceProcess, flush_victoria_metrics
 from protocols.payloads import AckCommand, Status
+from tests.cloud.cloud_harness import Publisher, RunningCloud, alert_json, cleared_json, start_cloud, wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from cloud.services import ServiceProcess, free_port, mosquitto_conf, start_mosquitto
+from devtools.services import ServiceProcess, free_port, mosquitto_conf, start_mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def test_no_orphan_when_parent_is_killed(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from cloud.services import start_mosquitto
+        from devtools.services import start_mosquitto
         svc = start_mosquitto(Path({str(tmp_path / "svc")!r}))
         Path({str(pidfile)!r}).write_text(str(svc.pid))
         time.sleep(60)

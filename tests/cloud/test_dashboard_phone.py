@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from test_cloud_dashboard import CHROMIUM_ARGS, SITE_D
 
 from cloud.auth import Authenticator
-from cloud.services import ServiceProcess, require_binary, start_mosquitto
 from cloud.site_geometry import SiteGeometry
 from cloud.users import add_user
+from devtools.services import ServiceProcess, require_binary, start_mosquitto
+from tests.cloud.cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
+from tests.cloud.test_cloud_dashboard import CHROMIUM_ARGS, SITE_D
 
 pytestmark = pytest.mark.integration
 

@@ -90,7 +90,7 @@ def test_run_passes_sim_start_ts_and_will_delay(files: tuple[Path, Path], tmp_pa
     import edge.agent
 
     seen: list[edge.agent.AgentOptions] = []
-    monkeypatch.setattr(edge.agent, "run_agent", lambda opts: seen.append(opts) or 0)
+    monkeypatch.setattr(edge.agent, "run_agent", lambda opts, hooks=None: seen.append(opts) or 0)
     site, keys = files
     code, out = _run("--config", str(site), "--keys", str(keys), "--data-dir", str(tmp_path / "d"),
                      "--sim-start-ts", "1627300000.5", "--will-delay", "7")

@@ -24,7 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
-from edge_harness import (
+
+from devtools.services import ServiceProcess, free_port
+from tests.faults.edge_harness import (
     Child,
     TopicRecorder,
     check_invariants,
@@ -36,8 +38,6 @@ from edge_harness import (
     storm_agent,
     wait_until,
 )
-
-from cloud.services import ServiceProcess, free_port
 from tests.helpers import small_tmpfs
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
