@@ -55,7 +55,7 @@ def _assert_short_usage_error(code: int, err: str, what: str) -> None:
 
 def test_every_command_is_covered() -> None:
     names = {" ".join(p) for p in EDGE + CLOUD}
-    assert {"run", "doctor", "enrol", "replay"} <= names
+    assert {"run", "doctor", "enrol", "replay", "install", "uninstall"} <= names
     assert {"serve", "ingest", "provision-node", "band retire", "config push"} <= names
 
 
