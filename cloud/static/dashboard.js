@@ -606,9 +606,7 @@ function connect() {
   ws.onclose = (ev) => {
     if (ws !== socket) return;   // replaced on purpose (a renewed token)
     if (ev.code === 4401) {
-      const why = /revok|rotat/i.test(ev.reason) ? "signin.why.revoked" : /expir/i.test(ev.reason)
-        ? "signin.why.expired" : "signin.why.rejected";
-      signOut(why, ev.reason);
+      signOut(whyKey(ev.reason), ev.reason);
       return;
     }
     state.conn.ws = "closed";

@@ -14,7 +14,19 @@ const SESSION_KEY = "qwatch.session";
 const MESSAGE_KEY = "qwatch.signin_message";
 const CODE_RE = /^[A-Z0-9]{4}-?[A-Z0-9]{4}$/;
 const MAX_TIMER_MS = 2 ** 31 - 1;
-const auth = { token: null, expiresAt: null, me: null, renewTimer: null };
+const TOKEN_PREFIXES = ["qw.", "qs."];   // an API token (users file) or a session token (from a code)
+const auth = { token: null, expiresAt: null, me: null, renewTimer: null, renewAt: null };
+
+class RateLimited extends Error {
+  constructor(seconds) { super("429"); this.seconds = seconds; }
+}
+function isToken(text) { return TOKEN_PREFIXES.some((p) => text.startsWith(p)); }
+// The server's reason for a 401 (or a 4401 close) as one of the catalogue's.
+function whyKey(detail) {
+  if (/revok|rotat/i.test(detail || "")) return "signin.why.revoked";
+  if (/expir/i.test(detail || "")) return "signin.why.expired";
+  return "signin.why.rejected";
+}
 const signinError = { key: "", params: null, text: "" };
 
 function loadStoredToken() {
@@ -61,7 +73,8 @@ async function api(path, opts) {
   const r = await fetch(path, { ...o, headers: authHeaders(o.headers) });
   if (r.status === 401 && auth.me && auth.me.auth === "on") {
     const body = await r.clone().json().catch(() => ({}));
-    signOut("signin.why.rejected", typeof body.detail === "string" ? body.detail : "");
+    const detail = typeof body.detail === "string" ? body.detail : "";
+    signOut(whyKey(detail), detail);
   }
   return r;
 }
@@ -105,6 +118,7 @@ function showSignIn() {
 async function whoAmI(token) {
   const r = await fetch("/api/v1/me", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
   if (r.status === 401) return null;
+  if (r.status === 429) throw new RateLimited(retryAfter(r, await r.json().catch(() => ({}))));
   if (!r.ok) throw new Error(`HTTP ${r.status}`);
   return r.json();
 }
@@ -171,7 +185,9 @@ function scheduleRenew() {
   if (!finite(auth.expiresAt)) return;
   const left = auth.expiresAt - Date.now() / 1000;
   const lead = Math.min(300, Math.max(10, left * 0.2));   // at 80 % of what is left, at most 5 min early
-  auth.renewTimer = setTimeout(renewToken, Math.min(MAX_TIMER_MS, Math.max(1, left - lead) * 1000));
+  const delay = Math.max(1, left - lead);
+  auth.renewAt = Date.now() / 1000 + delay;
+  auth.renewTimer = setTimeout(renewToken, Math.min(MAX_TIMER_MS, delay * 1000));
 }
 
 async function renewToken() {
@@ -217,7 +233,7 @@ async function signInWith(text) {
   setSigninError("signin.busy");
   try {
     let token = value, expiresAt = null;
-    if (!value.startsWith("qw.")) {
+    if (!isToken(value)) {
       const code = normaliseCode(value);
       if (!code) { setSigninError("signin.format"); return false; }
       const got = await exchangeCode(code);
@@ -226,14 +242,15 @@ async function signInWith(text) {
       expiresAt = got.expires_at;
     }
     const me = await whoAmI(token);
-    if (!me) { setSigninError(value.startsWith("qw.") ? "signin.badToken" : "signin.badCode"); return false; }
+    if (!me) { setSigninError(isToken(value) ? "signin.badToken" : "signin.badCode"); return false; }
     storeToken(token, expiresAt);
     $("#token").value = "";
     setSigninError("");
     start(me);
     return true;
   } catch (e) {
-    setSigninError("signin.unreachable", { err: e.message });
+    if (e instanceof RateLimited) setSigninError("signin.rateLimited", { s: e.seconds });
+    else setSigninError("signin.unreachable", { err: e.message });
     return false;
   } finally {
     button.disabled = false;
@@ -283,6 +300,7 @@ async function boot() {
     else if (message) setSigninError("", null, message);
   } catch (e) {
     showSignIn();
-    setSigninError("signin.unreachable", { err: e.message });
+    if (e instanceof RateLimited) setSigninError("signin.rateLimited", { s: e.seconds });
+    else setSigninError("signin.unreachable", { err: e.message });
   }
 }

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from cloud.auth import Authenticator
+from cloud.auth import Authenticator, SignInSettings
 from cloud.site_geometry import SiteGeometry
 from cloud.users import add_user
 from devtools.services import ServiceProcess, require_binary, start_mosquitto
@@ -61,6 +62,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, shared_victoria_metrics: Ser
         "guard": add_user(users, "lan.nguyen", "guard", ["site-d", "site-esc"]).token,
         "command": add_user(users, "cc-duty", "command", []).token,
         "typo": add_user(users, "hoa.tran", "guard", ["site-dd"]).token,
+        "admin": add_user(users, "Quản trị viên", "admin", []).token,
     }
     cloud = start_cloud(tmp, broker, shared_victoria_metrics.url, silence_s=3600, escalate_after_s=3600,
                         escalate_per_site={"site-esc": 1.0}, sites={"site-d": SiteGeometry.from_config(SITE_D)},
@@ -374,3 +376,67 @@ def test_signin_page_favicon_and_badge(world: World, tmp_path: Path) -> None:
         assert all(s == 200 for s in statuses)
     finally:
         ctx.close()
+
+
+def test_guard_signs_in_with_a_qr_code_and_the_session_renews(world: World) -> None:
+    made = httpx.post(f"{world.cloud.url}/api/v1/auth/codes", json={"user": "lan.nguyen"}, timeout=10,
+                      headers={"Authorization": f"Bearer {world.tokens['admin']}"})
+    assert made.status_code == 200, made.text
+    ctx = world.browser.new_context(**PHONE)
+    page = ctx.new_page()
+    try:
+        # The QR code's URL, opened on the guard's phone: signed in, the code wiped from the address bar.
+        page.goto(world.cloud.url + made.json()["url"])
+        page.wait_for_selector("#conn.up", timeout=10_000)
+        assert page.get_attribute("#who", "data-name") == "lan.nguyen"
+        assert page.evaluate("location.search") == ""
+        stored = page.evaluate("JSON.parse(localStorage.getItem('qwatch.session'))")
+        assert stored["token"].startswith("qs.") and stored["expires_at"] > time.time() + 3600
+        assert page.evaluate("sessionStorage.getItem('qwatch.token')") is None
+        renew_at = page.evaluate("auth.renewAt")
+        assert time.time() < renew_at < stored["expires_at"]
+        # Renewal (run now rather than waiting hours): a new session, stored, the live feed still on.
+        time.sleep(1.1)
+        page.evaluate("renewToken()")
+        page.wait_for_function(f"auth.expiresAt > {stored['expires_at']}", timeout=5_000)
+        renewed = page.evaluate("JSON.parse(localStorage.getItem('qwatch.session'))")
+        assert renewed["token"] != stored["token"]
+        page.wait_for_selector("#conn.up", timeout=10_000)
+        # The phone stays signed in across a reload (a closed tab), with no code.
+        page.reload()
+        page.wait_for_selector("#conn.up", timeout=10_000)
+        assert page.get_attribute("#who", "data-name") == "lan.nguyen"
+        # The code was single use.
+        page2 = ctx.new_page()
+        page2.goto(world.cloud.url + made.json()["url"])
+        page2.wait_for_function("document.querySelector('#signin-error').textContent.includes('đã dùng')",
+                                timeout=10_000)
+    finally:
+        ctx.close()
+
+
+def test_rate_limited_sign_in_says_how_long_to_wait(world: World, tmp_path: Path, mosquitto: ServiceProcess,
+                                                     shared_victoria_metrics: ServiceProcess) -> None:
+    users = tmp_path / "users.yaml"
+    add_user(users, "lan.nguyen", "guard", ["site-d"])
+    cloud = start_cloud(tmp_path, mosquitto, shared_victoria_metrics.url, silence_s=3600, escalate_after_s=3600,
+                        auth=Authenticator(users, SignInSettings(fail_limit=3, fail_window_s=120)))
+    ctx = world.browser.new_context(**PHONE)
+    page = ctx.new_page()
+    try:
+        page.goto(cloud.url + "/")
+        page.wait_for_selector("#signin-form", state="visible", timeout=10_000)
+        for _ in range(3):
+            page.fill("#token", "2222-3333")
+            page.click("#signin-form button")
+            page.wait_for_function("!document.querySelector('#signin-form button').disabled", timeout=5_000)
+        assert "không đúng" in page.inner_text("#signin-error")
+        page.fill("#token", "2222 3333")
+        page.click("#signin-form button")
+        page.wait_for_function("document.querySelector('#signin-error').textContent.includes('quá nhiều lần')",
+                               timeout=5_000)
+        assert re.search(r"đợi \d+ giây", page.inner_text("#signin-error"))
+        assert page.is_hidden("#conn")
+    finally:
+        ctx.close()
+        cloud.stop()
