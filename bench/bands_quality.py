@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.bands_ideal import IdealObserver
+from bench.bands_ideal import WindowObserver as IdealObserver
 from edge.bands.pipeline import BandPipeline
 from edge.bands.rules import RuleParams
 from edge.bands.silence import SilenceParams

@@ -114,6 +114,12 @@ def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html")
 
 
+def favicon() -> FileResponse:
+    """The bundled icon at the path browsers ask for by themselves (no 404 in every log)."""
+    return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
 def create_app(ctx: CloudContext) -> FastAPI:
     """Build the FastAPI app over a running (or API-only) cloud context."""
     app = FastAPI(title="qwatch cloud", version="1")
@@ -129,5 +135,6 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.include_router(api_reports.router)
     app.include_router(api_auth.router)
     app.add_api_route("/", index, methods=["GET"])
+    app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -23,7 +23,8 @@ from cloud.csv_export import alerts_csv
 from protocols.payloads import AlertType
 
 log = logging.getLogger("qwatch.cloud.api")
-router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)])
+router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)],
+                   responses=errors(401, 403, 429))
 AlertId = Annotated[str, PathParam(pattern=ULID_RE)]
 
 

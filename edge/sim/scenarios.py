@@ -38,6 +38,7 @@ class BandScript:
     silent: tuple[Interval, ...] = ()  # not advertising (band destroyed, shielded, flat battery)
     charging: tuple[Interval, ...] = ()
     still: tuple[Interval, ...] = ()  # accelerometer reports no activity at all
+    fidget: float = 0.4  # share of a standing band's adverts with the moving flag (hands, shifting weight)
     battery_start: float = 90.0
     battery_drain_per_h: float = 0.5
     base_temp_c: float = 36.4
