@@ -234,6 +234,7 @@ def main() -> None:
     ap.add_argument("--names", type=Path, default=None, help="file with the clip names to run, one a line")
     ap.add_argument("--impl", action="append", default=[], help="name=ROOT: also run this source tree")
     ap.add_argument("--no-current", action="store_true", help="only the --impl trees")
+    ap.add_argument("--perspective", action="store_true", help="give the camera its perspective in the site config")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="report --json files of separate runs")
@@ -252,7 +253,7 @@ def main() -> None:
             alt.encode(clip, path)
         clips.append(path)
     site = args.clips / "site.yaml"
-    site.write_text(alt.site_yaml("unused.mp4"), encoding="utf-8")
+    site.write_text(alt.site_yaml("unused.mp4", perspective=args.perspective), encoding="utf-8")
     if args.merge:
         merged: dict[str, dict[str, dict[str, Score]]] = {}
         for f in args.merge:

@@ -1,4 +1,4 @@
-"""Alert routes: list, read, snapshot and acknowledge (PROTOCOL.md §4/§5 plus the cloud lifecycle).
+"""Alert routes: list, read, snapshot and acknowledge (docs/protocol.md §4/§5 plus the cloud lifecycle).
 
 Every route needs an authenticated caller when the cloud runs with ``--users`` (cloud.auth); a guard
 sees and acknowledges only the alerts of their sites (403 otherwise).
@@ -23,7 +23,8 @@ from cloud.csv_export import alerts_csv
 from protocols.payloads import AlertType
 
 log = logging.getLogger("qwatch.cloud.api")
-router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)])
+router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)],
+                   responses=errors(401, 403, 429))
 AlertId = Annotated[str, PathParam(pattern=ULID_RE)]
 
 

@@ -16,6 +16,7 @@ import typer
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.api_context import DEFAULT_TZ
+from cloud.auth import SignInSettings
 from cloud.band_cli import band_app, config_app
 from cloud.band_registry import BandRegistry, RegistryPeople
 from cloud.ingest import Ingest, IngestConfig
@@ -222,6 +223,15 @@ def serve(
     users: ServeUsersOpt = None,
     notify: NotifyOpt = None,
     tz: TzOpt = DEFAULT_TZ,
+    session_ttl_s: Annotated[float, typer.Option(
+        "--session-ttl-s", min=1, max=30 * 86400, help="life of a session token from a sign-in code or a renewal")
+    ] = 12 * 3600.0,
+    code_ttl_s: Annotated[float, typer.Option("--code-ttl-s", min=1, max=86400, help="life of a sign-in code")
+                          ] = 600.0,
+    signin_fail_limit: Annotated[int, typer.Option(
+        "--signin-fail-limit", min=1, max=10000, help="failed sign-ins per client per window, then 429")] = 10,
+    signin_window_s: Annotated[float, typer.Option("--signin-window-s", min=1, max=86400,
+                                                   help="the failure window")] = 300.0,
 ) -> None:
     """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
     import uvicorn
@@ -229,7 +239,8 @@ def serve(
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
                 site_config, credentials, notify, tz)
     sites = _load_sites(site_config)
-    auth = open_auth(users)
+    auth = open_auth(users, SignInSettings(session_ttl_s=session_ttl_s, code_ttl_s=code_ttl_s,
+                                           fail_limit=signin_fail_limit, fail_window_s=signin_window_s))
     store, writer, ingest, hub = _setup(o, sites)
     log_auth_mode(auth, host, port)
     geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}

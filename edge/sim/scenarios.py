@@ -38,6 +38,7 @@ class BandScript:
     silent: tuple[Interval, ...] = ()  # not advertising (band destroyed, shielded, flat battery)
     charging: tuple[Interval, ...] = ()
     still: tuple[Interval, ...] = ()  # accelerometer reports no activity at all
+    fidget: float = 0.4  # share of a standing band's adverts with the moving flag (hands, shifting weight)
     battery_start: float = 90.0
     battery_drain_per_h: float = 0.5
     base_temp_c: float = 36.4
@@ -207,4 +208,5 @@ def demo_scenario(site: SiteConfig, *, escape_band: int, escape_at_s: float = 60
 
 def with_events(script: BandScript, **events: tuple[Interval, ...]) -> BandScript:
     """A copy of `script` with extra flag intervals (strap_open=..., sos=..., silent=...)."""
+    # replace() checks each keyword against its field's type; **events is typed as one value type for all.
     return replace(script, **events)  # type: ignore[arg-type]
