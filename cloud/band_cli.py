@@ -175,7 +175,7 @@ def config_push(
     except (OSError, ConnectionError, ValueError) as exc:
         raise _fail(f"cannot reach the broker {host}:{port}: {exc}", "check --mqtt/--credentials; the version "
                     f"{version} is recorded, push again when the broker is reachable") from None
-    table = Table(title=f"config push: site {site}, version {version}, {len(composed.keys)} bands")
+    table = Table(title=f"config push: site {site}, version {version}, bands with keys: {len(composed.keys)}")
     for col in ("node", "result", "runs version", "error"):
         table.add_column(col, overflow="fold")
     refused = silent = 0
