@@ -2,7 +2,7 @@
 
 Every MQTT delivery of an alert is appended to ``alert_events`` once per ``(alert_id, state)``;
 a redelivered copy hits the unique key and is reported as a duplicate. The ``alerts`` table holds
-one row per alert with its lifecycle (PROTOCOL.md §4): raised → acknowledged → cleared, or
+one row per alert with its lifecycle (docs/protocol.md §4): raised → acknowledged → cleared, or
 raised → cleared → acknowledged. ``state`` is the latest transition. A ``cleared`` that arrives
 before its ``raised`` (possible after redelivery) creates the row as cleared; the late ``raised``
 only fills in the raise time and detail, so the final state is right whatever the arrival order.
@@ -175,7 +175,7 @@ def ack_seconds(row: Mapping[str, Any]) -> float | None:
     differ), or None when not acknowledged or never raised."""
     if row["acked_at"] is None or row["raised_ts"] is None:
         return None
-    return round(max(0.0, row["acked_at"] - row["raised_ts"]), 3)
+    return round(max(0.0, float(row["acked_at"]) - float(row["raised_ts"])), 3)
 
 
 def alert_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Alert routes: list, read, snapshot and acknowledge (PROTOCOL.md §4/§5 plus the cloud lifecycle).
+"""Alert routes: list, read, snapshot and acknowledge (docs/protocol.md §4/§5 plus the cloud lifecycle).
 
 Every route needs an authenticated caller when the cloud runs with ``--users`` (cloud.auth); a guard
 sees and acknowledges only the alerts of their sites (403 otherwise).

@@ -1,4 +1,4 @@
-"""Pydantic models for every MQTT payload (PROTOCOL.md §4-§6).
+"""Pydantic models for every MQTT payload (docs/protocol.md §4-§6).
 
 Models forbid unknown keys: a producer that drifts from the contract is caught at the
 first message, not weeks later in a dashboard.
@@ -148,7 +148,7 @@ class CameraHealth(_Model):
 
 
 class NodeTelemetry(_Model):
-    """`…/telemetry/node`: node health. PROTOCOL.md lists the contents but not the shape; this is it.
+    """`…/telemetry/node`: node health, docs/protocol.md §5.
 
     `watchdogs` maps a loop name (``ble:rx-a1``, ``mqtt``, ``outbox``, ``camera:cam-gate``) to its
     counters (restarts, errors by reason, …).

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
@@ -88,7 +89,7 @@ class Publisher:
     """A plain paho MQTT 5 client for raw payloads (garbage included)."""
 
     def __init__(self, broker: ServiceProcess, client_id: str = "") -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or new_ulid(),
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or new_ulid(),
                                   protocol=mqtt.MQTTv5)
         self.broker = broker
 
