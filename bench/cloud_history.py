@@ -40,7 +40,7 @@ def fill(store: AlertStore, sites: int, days: int, per_day: int, first: dt.date)
                     subject = ({"camera": "cam-1", "zone": None} if typ == "camera_offline"
                                else {"node": "edge-01"} if typ == "node_offline" else {"band": rng.randint(1, 500)})
                     ts = start + rng.uniform(0, 86000)
-                    a = new_alert(site=f"site-{s:02d}", node="edge-01", type=typ, subject=subject, ts=ts)  # type: ignore[arg-type]
+                    a = new_alert(site=f"site-{s:02d}", node="edge-01", type=typ, subject=subject, ts=ts)
                     store.upsert(a, now=ts + 1, person=f"Nguyễn Văn {rng.randint(1, 500)}")
                     if rng.random() < 0.33:
                         store.acknowledge(a.alert_id, by="Trần Thị Mai", note="", now=ts + rng.uniform(10, 300))
