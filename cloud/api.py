@@ -9,7 +9,7 @@ Endpoints (routes live in one module per concern):
   filters, UTF-8 CSV with BOM), ``GET /api/v1/alerts/{alert_id}`` and ``…/snapshot`` (JPEG),
   ``POST /api/v1/alerts/{alert_id}/ack`` with ``{"note": …}`` recorded under the signed-in user (without
   ``--users``: ``{"person": …, "note": …}``) (404 unknown, 409 twice; also sent to the node as
-  ``…/cmd/ack``, PROTOCOL.md §5).
+  ``…/cmd/ack``, docs/protocol.md §5).
 - ``cloud.api_sites``: ``GET /api/v1/sites`` (the province at a glance, with each configured site's
   zones/receivers/beacons as ``geometry``), ``GET /api/v1/positions`` (latest band positions),
   ``GET /api/v1/bands/{band}/track?since=&until=`` (positions read back from VictoriaMetrics).

@@ -41,6 +41,7 @@ from protocols import topics as T
 from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
+    DOCTOR_PROBE_ID,
     AckCommand,
     Alert,
     BandTelemetry,
@@ -286,7 +287,7 @@ class Ingest:
             log.exception("event=handler_error topic=%s", topic)
             return self._bad("internal_error", topic)
         self.counts[f"{parsed.kind}:{outcome}"] += 1
-        if parsed.kind not in (T.CMD, T.STATUS):
+        if parsed.kind not in (T.CMD, T.STATUS) and outcome != DOCTOR_PROBE_ID:
             self._traffic(parsed.site, parsed.node, now)
         return outcome
 
@@ -331,6 +332,8 @@ class Ingest:
             return "ok" if self.store.add_snapshot(p.site, p.node, p.camera, p.alert_id, payload) else "duplicate"
         if p.kind == T.CMD_RESULT:
             res = parse_payload(CommandResult, payload)
+            if res.cmd_id == DOCTOR_PROBE_ID:
+                return DOCTOR_PROBE_ID  # `qwatch-edge doctor` testing the ACL: not a sign the agent runs
             log.info("event=cmd_result site=%s node=%s cmd_id=%s ok=%s error=%s", p.site, p.node, res.cmd_id,
                      res.ok, res.error)
             return "ok"

@@ -425,7 +425,7 @@ def _safe_stats(obj: Any) -> dict[str, int | float | str]:
 def run_agent(opts: AgentOptions, hooks: AgentHooks | None = None) -> int:
     """Load config and keys (ConfigError propagates to the CLI), run until a signal, stop cleanly."""
     site = load_site_config(opts.config)
-    # Keys must be readable by the agent alone (PROTOCOL.md §1): refuse a group/world-readable file.
+    # Keys must be readable by the agent alone (docs/protocol.md §1): refuse a group/world-readable file.
     # An injected alert source may run without a key file (it hears no band).
     injected = hooks is not None and hooks.alert_source is not None
     keys = load_band_keys(opts.keys, require_private=True) if not injected or opts.keys.exists() else {}

@@ -79,7 +79,7 @@ def setup_logging(level: str) -> None:
 @app.command("run")
 def run(
     ctx: typer.Context,
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON, mode 0600")],
     node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)",
                                       callback=id_option("node ID"))] = "edge-01",
