@@ -40,7 +40,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from cloud import api_alerts, api_auth, api_bands, api_live, api_reports, api_sites
-from cloud.api_context import CloudContext, Ctx, User
+from cloud.api_context import CloudContext, Ctx, User, errors
 from cloud.auth import AuthError
 from cloud.signin import RateLimited
 
@@ -128,7 +128,7 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.add_exception_handler(AuthError, auth_error)
     app.add_exception_handler(RateLimited, rate_limited)
     app.add_api_route("/healthz", healthz, methods=["GET"])
-    app.add_api_route("/api/v1/me", me, methods=["GET"])
+    app.add_api_route("/api/v1/me", me, methods=["GET"], responses=errors(401, 429))
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
     app.include_router(api_bands.router)
