@@ -38,6 +38,7 @@ from cloud.node_registry import NodeLiveness, NodeRecord
 from cloud.notifier import Notifier
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
 from protocols import topics as T
+from protocols.bounds import Range, SettingError, check_bounds
 from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
@@ -55,6 +56,15 @@ from protocols.text import LabelError, clean_label
 from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
+
+
+# Bounds of IngestConfig (and of the matching `qwatch-cloud serve/ingest` options). MQTT carries
+# keepalive and Receive Maximum as 16-bit values and the session expiry as 32 bits.
+INGEST_BOUNDS = {
+    "port": Range(ge=1, le=65535), "session_expiry_s": Range(ge=0, le=2**32 - 1), "keepalive_s": Range(ge=1, le=65535),
+    "receive_maximum": Range(ge=1, le=65535), "silence_s": Range(ge=0.01, le=7 * 86400),
+    "escalate_after_s": Range(ge=0.01, le=86400), "tick_s": Range(ge=0.01, le=60), "max_batch": Range(ge=1, le=100_000),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,13 @@ class IngestConfig:
     # None: plain MQTT without authentication (loopback test/demo broker). A bundle from
     # `qwatch-cloud pki init` (role cloud): TLS verified against its CA, and its username/password.
     credentials: MqttCredentials | None = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self, INGEST_BOUNDS)
+        for site, after in self.escalate_per_site.items():
+            if not INGEST_BOUNDS["escalate_after_s"].allows(after):
+                raise SettingError("IngestConfig", f"escalate_per_site[{site}]",
+                                   f"{after!r} is out of range; allowed: {INGEST_BOUNDS['escalate_after_s']}")
 
 
 class StoreUnavailable(Exception):

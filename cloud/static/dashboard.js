@@ -217,7 +217,8 @@ function fillAlert(li, a) {
   li.querySelector(".state").textContent = t(`state.${a.state}`);
   li.querySelector(".person").textContent = a.person || "";
   li.querySelector(".subject").textContent =
-    [subjectText(a), siteName(a.site), a.node ? t("subject.node", { node: a.node }) : ""].filter(Boolean).join(" · ");
+    [subjectText(a), siteName(a.site), a.node && String(a.subject.node) !== a.node ? t("subject.node", { node: a.node })
+      : ""].filter(Boolean).join(" · ");
   li.querySelector(".where").textContent = whereText(a);
   li.querySelector(".esc-at").textContent = a.escalated_at ? t("escalated.at", { time: fmtDateTime(a.escalated_at) }) : "";
   li.querySelector(".when").textContent = t("alert.raised", { time: fmtDateTime(a.raised_ts ?? a.ts) }) +
