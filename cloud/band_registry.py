@@ -105,7 +105,7 @@ class BandRegistry:
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        self._conn = open_db(self.path, SCHEMA)
+        self._conn = open_db(self.path, SCHEMA, private=True)
         self._lock = threading.RLock()
 
     def close(self) -> None:
