@@ -12,7 +12,6 @@ Also here: the versions of each site's pushed config (`record_push` / `last_push
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud.sqlite_db import open_db
 from protocols.errors import QwatchError, TopicError
 from protocols.topics import check_id
 
@@ -100,30 +100,13 @@ def _check_band(band: int) -> None:
         raise RegistryError("invalid", f"band {band}: band IDs are 1..4294967295")
 
 
-def _make_private(db: Path) -> None:
-    """The file holds band keys: owner-only (SQLite gives its -wal/-shm files the same mode)."""
-    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-        if p.exists():
-            os.chmod(p, 0o600)
-
-
 class BandRegistry:
     """SQLite-backed band registry (thread-safe, one connection)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            _make_private(Path(self.path))
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._conn.row_factory = sqlite3.Row
+        self._conn = open_db(self.path, SCHEMA, private=True)
         self._lock = threading.RLock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
         """Close the connection."""
