@@ -185,3 +185,20 @@ def test_pure_judges() -> None:
     assert judge_throttled(0x50000, 50.0)[0].status == "warn"  # under-voltage since boot
     now = judge_throttled(0x5, 82.0)[0]
     assert now.status == "fail" and "under-voltage" in now.detail and "throttled" in now.detail
+
+
+def test_no_ingest_session_is_a_failure(tmp_path: Path, cloud_clock: str) -> None:
+    """On a broker where nobody subscribes to the node's topics, the PUBACK is 0x10: alerts would be lost."""
+    sb = start_secure_broker(tmp_path / "lonely", nodes=("edge-01",))
+    try:
+        site, keys, creds = tmp_path / "site.yaml", tmp_path / "keys.json", tmp_path / "mqtt.json"
+        site.write_text(f"site: {{id: {SITE}}}\nzones:\n  - {{id: a, kind: permitted, polygon: [[0,0],[9,0],[9,9]]}}\n")
+        write_band_keys(keys, {})
+        write_credentials(creds, sb.creds("edge-01"))
+        code, checks = _doctor({"site": site, "keys": keys, "creds": creds, "data": tmp_path / "d"}, cloud_clock)
+    finally:
+        sb.stop()
+    c = checks["broker/ingest session"]
+    assert code == 1 and c["status"] == "fail" and "0x10" in c["detail"]
+    assert "qwatch-cloud serve" in c["fix"]
+    assert checks["broker/publish own"]["status"] == "pass"
