@@ -103,6 +103,7 @@ function allSites() {
   return [...sites].filter(visibleSite).sort();
 }
 
+const bandCounts = new Map();   // site -> bands drawn at its last redraw
 // Redraw the given sites' maps (null: all, and the tile list).
 function renderMaps(only) {
   if (state.view !== "live") return;
@@ -113,11 +114,10 @@ function renderMaps(only) {
     // Few sites: big readable maps; a province of 50: small tiles (dashboard.css).
     $("#sites").dataset.density = sites.length <= 4 ? "few" : sites.length <= 16 ? "some" : "many";
   }
-  let total = 0;
   for (const site of sites) {
+    if (only && !only.has(site)) continue;   // only the sites that changed are rebuilt and redrawn
     const bands = siteBands(site, now);
-    total += bands.length;
-    if (only && !only.has(site)) continue;
+    bandCounts.set(site, bands.length);
     const card = siteCard(site);
     const s = state.sites.get(site);
     const nodes = s && Array.isArray(s.nodes) ? s.nodes : [];
@@ -139,7 +139,8 @@ function renderMaps(only) {
       track: state.track && state.track.site === site ? state.track : null,
     });
   }
-  $("#band-count").textContent = t("map.bandCount", { n: total });
+  for (const site of [...bandCounts.keys()]) if (!sites.includes(site)) bandCounts.delete(site);
+  $("#band-count").textContent = t("map.bandCount", { n: [...bandCounts.values()].reduce((x, y) => x + y, 0) });
 }
 
 // ---------------------------------------------------------------- sites, nodes, views
@@ -416,6 +417,14 @@ function init() {
   window.addEventListener("resize", () => scheduleMaps());
   onLangChange(() => { document.title = t("app.title"); renderAll(); });
   initSound();
+  // Sound switched back on, or the phone's screen back on (timers were throttled): an escalation still
+  // waiting for someone sounds again at once.
+  $("#sound").addEventListener("click", () => {
+    if (sound.enabled && anyEscalatedOpen()) { alarm("escalation"); startEscalationRepeat(anyEscalatedOpen); }
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.started && anyEscalatedOpen()) alarm("escalation");
+  });
   initHistory();
   boot();
 }
