@@ -182,6 +182,23 @@ MU1 = np.arange(-140.0, -35.0, 1.0)  # tabulated link mean (dBm), 1 dB bins, lin
 S_NODES = 7  # slow-shadowing states of the per-link hidden Markov chain
 
 
+def mean_offset_db(channel: Any, d: F64) -> F64:
+    """What the ideal observer adds to the log-distance mean: 0 on the default channel; on the alt one
+    the mean body loss (half its maximum, the wearer's heading being uniform) and the mean of the
+    Rician fading in dB at that distance (its K falls with distance: −2.5 dB when Rayleigh-like)."""
+    if not isinstance(channel, AltRadioChannel):
+        return np.zeros_like(d)
+    a = channel.alt
+    k_grid = np.linspace(0.0, a.rician_k_near, 33)
+    rng = np.random.default_rng(7)
+    re0, im0 = rng.normal(0, 1, 4000), rng.normal(0, 1, 4000)
+    los = np.sqrt(k_grid / (k_grid + 1.0))[:, None]
+    scat = np.sqrt(1.0 / (2.0 * (k_grid + 1.0)))[:, None]
+    fade = (10.0 * np.log10(np.maximum((los + scat * re0) ** 2 + (scat * im0) ** 2, 1e-6))).mean(axis=1)
+    k = a.rician_k_near * np.exp(-d / a.rician_k_scale_m)
+    return np.asarray(np.interp(k, k_grid, fade) - a.body_db / 2.0)
+
+
 def _ar1_chain(rho: float) -> tuple[F64, F64, F64]:
     """Nodes z (in units of σ_slow), log prior and transition matrix of a discretised AR(1) with correlation rho."""
     z = np.linspace(-2.6, 2.6, S_NODES)
@@ -257,7 +274,7 @@ class IdealObserver:
         self._slot_block = np.full(ring, -1, dtype=np.int64)
         self._emis: dict[int, tuple[NDArray[np.float32], F64]] = {}  # closed block -> (exp(E - m), m)
         self._closed = -1
-        self._rx_pos, self._rx_gain = ch.rx_pos, ch.rx_gain
+        self._rx_pos, self._rx_gain, self._channel = ch.rx_pos, ch.rx_gain, ch
         self._exponent, self._dmin = p.path_loss_exponent, p.min_distance_m
         self._candidates(site, margin_m)
         rng = np.random.default_rng([seed & 0xFFFFFFFF, 16])
@@ -292,8 +309,8 @@ class IdealObserver:
 
     def _base(self, pts: F64) -> F64:
         """(..., R) link mean minus the band power at points (..., 2): true receiver gain and path loss."""
-        d = np.linalg.norm(pts[..., None, :] - self._rx_pos, axis=-1)
-        return np.asarray(self._rx_gain - 10.0 * self._exponent * np.log10(np.maximum(d, self._dmin)))
+        d = np.maximum(np.linalg.norm(pts[..., None, :] - self._rx_pos, axis=-1), self._dmin)
+        return np.asarray(self._rx_gain - 10.0 * self._exponent * np.log10(d) + mean_offset_db(self._channel, d))
 
     def _candidates(self, site: SiteConfig, margin_m: float) -> None:
         polys = {z.id: as_points(z.polygon) for z in site.zones}
@@ -525,3 +542,45 @@ def first_crossing(trace: list[tuple[float, float]], threshold: float) -> float 
         if d >= threshold:
             return t
     return None
+
+
+def model_check(channel: Any, gain_db: float, power_dbm: float, distances: tuple[float, ...] = (5, 10, 20, 30, 40, 50),
+                n: int = 3000, step_s: float = 10.0) -> list[tuple[float, float, float, float, float]]:
+    """The channel's own samples against the ideal observer's model, one transmitter per distance.
+
+    Adverts `step_s` apart (the slow shadowing decorrelates between them) from a transmitter `d` m from
+    receiver 0. Per distance: (d, heard share sampled, heard share modelled, mean heard RSSI sampled,
+    mean modelled). The model is the observer's: mean = power + gain − 10·n·log10(d), Gaussian
+    shadowing of the total σ, receive probability (1 − base loss) / (1 + exp(−(x − knee) / width)),
+    nothing below the receiver's floor, RSSI rounded.
+    """
+    p = channel.p
+    alt = isinstance(channel, AltRadioChannel)
+    floor = float(np.asarray(getattr(channel, "rx_floor", [SENSITIVITY_DBM]))[0])
+    knee = floor + 2.0 if alt else float(np.asarray(getattr(channel, "rx_knee", [p.loss_knee_dbm]))[0])
+    out = []
+    k = len(distances)
+    idx = np.arange(k, dtype=np.int64)
+    dist = np.asarray(distances, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    heard = np.zeros(k)
+    total = np.zeros(k)
+    for j in range(n):
+        # A new bearing every advert: on the alt channel the shadow belongs to the place, so one spot
+        # would sample one shadow; averaging over places is what the Gaussian model describes.
+        ang = rng.uniform(0, 2 * np.pi, k)
+        pos = channel.rx_pos[0] + dist[:, None] * np.stack([np.cos(ang), np.sin(ang)], axis=1)
+        rssi, ok = channel.transmit(idx, np.full(k, j * step_s), np.full(k, power_dbm), pos)
+        heard += ok[:, 0]
+        total += np.where(ok[:, 0], np.round(rssi[:, 0]), 0.0)
+    x = np.arange(-140.0, -20.0, 0.05)
+    for i, d in enumerate(distances):
+        mu = (power_dbm + channel.tx_power_err[i] + gain_db - 10.0 * p.path_loss_exponent * np.log10(max(d, 0.5))
+              + float(mean_offset_db(channel, np.array([d]))[0]))
+        dens = np.exp(-((x - mu) ** 2) / (2 * p.shadowing_db**2))
+        dens /= dens.sum()
+        p_ok = np.where(x >= floor, (1.0 - p.base_loss) / (1.0 + np.exp(-(x - knee) / p.loss_width_db)), 0.0)
+        q = float((dens * p_ok).sum())
+        mean = float((dens * p_ok * x).sum() / max(q, 1e-12))
+        out.append((float(d), float(heard[i] / n), q, float(total[i] / max(heard[i], 1.0)), mean))
+    return out
