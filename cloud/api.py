@@ -9,7 +9,7 @@ Endpoints (routes live in one module per concern):
   filters, UTF-8 CSV with BOM), ``GET /api/v1/alerts/{alert_id}`` and ``…/snapshot`` (JPEG),
   ``POST /api/v1/alerts/{alert_id}/ack`` with ``{"note": …}`` recorded under the signed-in user (without
   ``--users``: ``{"person": …, "note": …}``) (404 unknown, 409 twice; also sent to the node as
-  ``…/cmd/ack``, PROTOCOL.md §5).
+  ``…/cmd/ack``, docs/protocol.md §5).
 - ``cloud.api_sites``: ``GET /api/v1/sites`` (the province at a glance, with each configured site's
   zones/receivers/beacons as ``geometry``), ``GET /api/v1/positions`` (latest band positions),
   ``GET /api/v1/bands/{band}/track?since=&until=`` (positions read back from VictoriaMetrics).
@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from cloud import api_alerts, api_auth, api_bands, api_live, api_reports, api_sites
-from cloud.api_context import CloudContext, Ctx, User
+from cloud.api_context import CloudContext, Ctx, User, errors
 from cloud.auth import AuthError
 from cloud.signin import RateLimited
 
@@ -114,6 +115,12 @@ def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html")
 
 
+def favicon() -> FileResponse:
+    """The bundled icon at the path browsers ask for by themselves (no 404 in every log)."""
+    return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
 def create_app(ctx: CloudContext) -> FastAPI:
     """Build the FastAPI app over a running (or API-only) cloud context."""
     app = FastAPI(title="qwatch cloud", version="1")
@@ -121,7 +128,7 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.add_exception_handler(AuthError, auth_error)
     app.add_exception_handler(RateLimited, rate_limited)
     app.add_api_route("/healthz", healthz, methods=["GET"])
-    app.add_api_route("/api/v1/me", me, methods=["GET"])
+    app.add_api_route("/api/v1/me", me, methods=["GET"], responses=errors(401, 429))
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
     app.include_router(api_bands.router)
@@ -129,5 +136,8 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.include_router(api_reports.router)
     app.include_router(api_auth.router)
     app.add_api_route("/", index, methods=["GET"])
+    app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # The dashboard on a phone over a busy site Wi-Fi: its scripts and JSON shrink about 3x (docs/benchmarks.md).
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     return app

@@ -71,9 +71,12 @@ class NodeAnswer:
 
 
 def push(composed: Composed, version: int, nodes: Iterable[str], *, host: str, port: int,
-         creds: MqttCredentials | None, wait_s: float = 10.0) -> list[NodeAnswer]:
-    """Publish the config to each node (retained QoS 1) and wait for their answers."""
+         creds: MqttCredentials | None, wait_s: float = 10.0,
+         wait_for: Iterable[str] | None = None) -> list[NodeAnswer]:
+    """Publish the config to each node (retained QoS 1) and wait for the answers of `wait_for`
+    (default: every node; a node known to be offline gets the retained copy when it reconnects)."""
     nodes = sorted(set(nodes))
+    expected = set(nodes) if wait_for is None else set(wait_for) & set(nodes)
     cmd_ids = {n: new_ulid() for n in nodes}
     answers: dict[str, CommandResult] = {}
     done = threading.Condition()
@@ -123,7 +126,7 @@ def push(composed: Composed, version: int, nodes: Iterable[str], *, host: str, p
             info.wait_for_publish(timeout=10)
         deadline = time.monotonic() + wait_s
         with done:
-            done.wait_for(lambda: len(answers) == len(nodes), max(0.0, deadline - time.monotonic()))
+            done.wait_for(lambda: expected <= set(answers), max(0.0, deadline - time.monotonic()))
     finally:
         c.disconnect()
         c.loop_stop()

@@ -112,7 +112,7 @@ class Retry(_Model):
         """When to try again after failed try number ``attempt`` (1-based), or None: give up."""
         if attempt >= self.max_attempts:
             return None
-        return now + min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return now + min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
 
 
 class NotifyConfig(_Model):

@@ -29,6 +29,7 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -196,6 +197,7 @@ class SessionClaims:
     user: str
     token_id: str
     expires_at: float
+    signed_in_at: float  # when the code was exchanged: renewals keep it, so a session has a maximum age
 
 
 def load_session_key(users_path: Path) -> bytes:
@@ -207,6 +209,9 @@ def load_session_key(users_path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         key = bytes.fromhex(path.read_text().strip())
+        if len(key) < 32:  # another replica created it this instant and is still writing
+            time.sleep(0.5)
+            key = bytes.fromhex(path.read_text().strip())
         if len(key) < 32:
             raise ValueError(f"{path}: not a session key (delete it to make a new one; signs everyone out)") from None
         return key
@@ -216,11 +221,13 @@ def load_session_key(users_path: Path) -> bytes:
     return key
 
 
-def issue_session(key: bytes, user: str, token_id: str, *, now: float, ttl_s: float) -> tuple[str, float]:
-    """A signed session token and its expiry."""
+def issue_session(key: bytes, user: str, token_id: str, *, now: float, ttl_s: float,
+                  signed_in_at: float | None = None) -> tuple[str, float]:
+    """A signed session token and its expiry (``signed_in_at``: the original sign-in, kept by renewals)."""
     exp = now + ttl_s
-    payload = _b64(json.dumps({"u": user, "t": token_id, "e": round(exp, 3), "n": secrets.token_hex(8)},
-                              ensure_ascii=False, separators=(",", ":")).encode())
+    first = now if signed_in_at is None else signed_in_at
+    claims = {"u": user, "t": token_id, "e": round(exp, 3), "s": round(first, 3), "n": secrets.token_hex(8)}
+    payload = _b64(json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode())
     sig = _b64(hmac.new(key, f"{SESSION_PREFIX}.{payload}".encode(), hashlib.sha256).digest())
     return f"{SESSION_PREFIX}.{payload}.{sig}", exp
 
@@ -239,7 +246,7 @@ def verify_session(key: bytes, token: str, *, now: float) -> SessionClaims | str
     if not ok or not isinstance(claims, dict):
         return "invalid token"
     try:
-        out = SessionClaims(str(claims["u"]), str(claims["t"]), float(claims["e"]))
+        out = SessionClaims(str(claims["u"]), str(claims["t"]), float(claims["e"]), float(claims["s"]))
     except (KeyError, TypeError, ValueError):
         return "invalid token"
     if out.expires_at <= now:

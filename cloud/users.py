@@ -29,7 +29,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -260,7 +260,7 @@ def _norm_name(name: str) -> str:
         raise UserChangeError(str(exc)) from None
 
 
-def _replace(path: Path, name: str, make: Any) -> UserEntry:
+def _replace(path: Path, name: str, make: Callable[[UserEntry], UserEntry]) -> UserEntry:
     name = _norm_name(name)
     with _locked(path):
         current = load_users(path)

@@ -1,4 +1,4 @@
-"""Pydantic models for every MQTT payload (PROTOCOL.md §4-§6).
+"""Pydantic models for every MQTT payload (docs/protocol.md §4-§6).
 
 Models forbid unknown keys: a producer that drifts from the contract is caught at the
 first message, not weeks later in a dashboard.
@@ -148,7 +148,7 @@ class CameraHealth(_Model):
 
 
 class NodeTelemetry(_Model):
-    """`…/telemetry/node`: node health. PROTOCOL.md lists the contents but not the shape; this is it.
+    """`…/telemetry/node`: node health, docs/protocol.md §5.
 
     `watchdogs` maps a loop name (``ble:rx-a1``, ``mqtt``, ``outbox``, ``camera:cam-gate``) to its
     counters (restarts, errors by reason, …).
@@ -233,6 +233,11 @@ class SnapshotCommand(_Model):
 
 
 COMMANDS: dict[str, type[_Model]] = {"ack": AckCommand, "config": ConfigCommand, "snapshot": SnapshotCommand}
+
+
+# The cmd_id of `qwatch-edge doctor`'s probe on the node's own cmd_result: the ingest ignores it,
+# so running the doctor on a stopped node neither marks it online nor later raises node_offline.
+DOCTOR_PROBE_ID = "doctor-probe"
 
 
 class CommandResult(_Model):

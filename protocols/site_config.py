@@ -1,4 +1,4 @@
-"""Site configuration (PROTOCOL.md §3) and the band key file.
+"""Site configuration (docs/protocol.md §3) and the band key file.
 
 Validated at load: unknown keys, bad values and broken references are errors that name
 the file, the key path and what is allowed, so a technician can fix them on site.

@@ -1,4 +1,4 @@
-"""The wristband pipeline of one site: verify → track → rules → alerts (issue 3).
+"""The wristband pipeline of one site: verify → track → rules → alerts.
 
 `BandPipeline` is the pure core the agent, `replay` and the benchmarks share. It takes
 observations with their own timestamps and a `now` for ticks; it never reads the clock, so

@@ -208,4 +208,5 @@ def demo_scenario(site: SiteConfig, *, escape_band: int, escape_at_s: float = 60
 
 def with_events(script: BandScript, **events: tuple[Interval, ...]) -> BandScript:
     """A copy of `script` with extra flag intervals (strap_open=..., sos=..., silent=...)."""
+    # replace() checks each keyword against its field's type; **events is typed as one value type for all.
     return replace(script, **events)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect as ws_connect
 
 from devtools.services import ServiceProcess
@@ -36,11 +37,15 @@ class Escalations:
     def __init__(self, broker: ServiceProcess) -> None:
         self.got: list[dict[str, Any]] = []
         self.qos: list[int] = []
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="esc-watch", protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda _c, _u, m: (self.got.append(json.loads(m.payload)), self.qos.append(m.qos))
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="esc-watch", protocol=mqtt.MQTTv5)
+        self.c.on_message = self._on_message
         self.c.connect(broker.host, broker.port)
         self.c.subscribe("qwatch/v1/cloud/escalation", qos=1)
         self.c.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+        self.got.append(json.loads(m.payload))
+        self.qos.append(m.qos)
 
 
 def test_escalation_goes_to_mqtt_history_live_webhook_and_email(

@@ -1,6 +1,6 @@
 """Node provisioning end to end against a real Mosquitto with TLS, a password file and ACLs.
 
-PROTOCOL.md §5: a node writes only under its own prefix and reads only its own cmd/#; the
+docs/protocol.md §5: a node writes only under its own prefix and reads only its own cmd/#; the
 cloud reads everything and writes only commands. These tests use the files that
 `qwatch-cloud pki init` / `provision-node` / `revoke-node` write, on a broker started with the
 same security block as the production config.

@@ -90,7 +90,7 @@ def test_simulated_breach_reaches_api_and_victoria_metrics(
         code = agent.stop()
         stop_all([cloud])
     assert code == 0, agent.log_tail()
-    # The observation log it recorded is valid replay input (PROTOCOL.md §2).
+    # The observation log it recorded is valid replay input (docs/protocol.md §2).
     lines = (tmp_path / "obs.jsonl").read_text().splitlines()
     assert len(lines) > 20
     assert {parse_observation_line(line).rx for line in lines} <= {"rx-in", "rx-s", "rx-w", "rx-e"}
