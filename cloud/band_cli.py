@@ -131,7 +131,7 @@ def config_push(
     mqtt: Annotated[str | None, typer.Option("--mqtt", help="broker HOST:PORT (default: the bundle's)")] = None,
     node: Annotated[list[str], typer.Option("--node", help="push to this node too (repeatable; default: every "
                                                            "node of the site the cloud has heard of)")] = [],  # noqa: B006
-    wait: Annotated[float, typer.Option("--wait", min=0, max=600, help="seconds to wait for the nodes' answers")] = 10,
+    wait: Annotated[float, typer.Option("--wait", min=0, max=600, help="seconds to wait for the nodes' answers")] = 30,
     by: ByOpt = None,
 ) -> None:
     """Send SITE's config, with its enrolled bands and their keys, to the site's nodes; show each answer."""
@@ -175,7 +175,7 @@ def config_push(
     except (OSError, ConnectionError, ValueError) as exc:
         raise _fail(f"cannot reach the broker {host}:{port}: {exc}", "check --mqtt/--credentials; the version "
                     f"{version} is recorded, push again when the broker is reachable") from None
-    table = Table(title=f"config push: site {site}, version {version}, {len(composed.keys)} bands")
+    table = Table(title=f"config push: site {site}, version {version}, bands with keys: {len(composed.keys)}")
     for col in ("node", "result", "runs version", "error"):
         table.add_column(col, overflow="fold")
     refused = silent = 0

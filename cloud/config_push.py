@@ -54,8 +54,8 @@ def compose(base_yaml: str, source: str, registry: BandRegistry, site: str) -> C
     registered = {b.band for b in bands}
     dropped = sorted(b.id for b in base.bands if b.id not in registered)
     if dropped:
-        notes.append(f"{len(dropped)} bands of {source} are not enrolled in the registry and are left out: "
-                     f"{dropped[:10]}")
+        notes.append(f"{len(dropped)} bands of {source} are not active in the registry (retired, or never "
+                     f"enrolled with --cloud) and are left out: {dropped[:10]}")
     data["bands"] = [{"id": b.band, "person": b.person, "allowed_zones": b.allowed_zones} for b in bands]
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     parse_site_config(text, f"{source} (with the registry's bands)")

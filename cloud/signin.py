@@ -20,21 +20,19 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
-import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from protocols.secret_files import locked, write_private_file
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LEN = 8
@@ -113,29 +111,6 @@ def _code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class CodeBook:
     """Pending one-time codes in ``<users file>.codes.json`` (hashes only), shared by CLI and servers."""
 
@@ -153,12 +128,12 @@ class CodeBook:
         return [c for c in codes if isinstance(c, dict) and float(c.get("expires_at", 0)) > now]
 
     def _save(self, codes: list[dict[str, Any]]) -> None:
-        _write_private(self.path, json.dumps({"version": 1, "codes": codes}, ensure_ascii=False).encode())
+        write_private_file(self.path, json.dumps({"version": 1, "codes": codes}, ensure_ascii=False).encode())
 
     def issue(self, user: str, *, ttl_s: float, now: float) -> tuple[str, float]:
         """A new code for ``user`` and its expiry time. Raises ValueError when too many are pending."""
         code = new_code()
-        with _locked(self.path):
+        with locked(self.path):
             codes = self._load(now)
             if len(codes) >= MAX_PENDING_CODES:
                 raise ValueError(f"{len(codes)} codes are pending; wait for some to expire")
@@ -172,7 +147,7 @@ class CodeBook:
         if code is None:
             return None
         digest = _code_hash(code)
-        with _locked(self.path):
+        with locked(self.path):
             codes = self._load(now)
             hit = next((c for c in codes if hmac.compare_digest(str(c.get("hash", "")), digest)), None)
             if hit is not None:

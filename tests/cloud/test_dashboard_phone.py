@@ -502,3 +502,28 @@ def test_live_badge_reflects_a_broker_outage(world: World, tmp_path: Path, mosqu
     finally:
         ctx.close()
         cloud.stop()
+
+
+def test_escalation_notifications_are_shown_on_the_card(world: World) -> None:
+    """The alert view's history carries each webhook/e-mail try (ops' notifier); the card shows the last of
+    each channel. The view is handed to the page as the live feed would."""
+    ctx, page = open_page(world, "command", DESKTOP)
+    try:
+        alert_id, raw = alert_json(site="site-n", band=7001, detail={"x": 1.0, "y": 1.0, "zone": None})
+        view = _view(raw)
+        now = view["ts"] + 130
+        view.update(escalated=True, escalated_at=now, history=[
+            {"event": "raised", "ts": view["ts"]}, {"event": "escalated", "ts": now},
+            {"event": "escalation_delivery", "ts": now + 1, "channel": "webhook", "ok": False, "error": "HTTP 503",
+             "attempt": 1, "state": "pending", "next_at": now + 30},
+            {"event": "escalation_delivery", "ts": now + 31, "channel": "webhook", "ok": False, "error": "HTTP 503",
+             "attempt": 2, "state": "pending", "next_at": now + 90},
+            {"event": "escalation_delivery", "ts": now + 2, "channel": "email", "ok": True, "error": None,
+             "attempt": 1, "state": "ok", "next_at": None}])
+        page.evaluate("(m) => onMessage({ data: m })", json.dumps({"kind": "escalation", "data": view}))
+        esc = page.inner_text(f'li[data-alert-id="{alert_id}"] .esc-at')
+        assert esc.startswith("Đã báo cấp trên lúc") and "webhook ✗ đang thử lại (lần 2)" in esc, esc
+        assert "email ✓" in esc, esc
+        assert page.evaluate("sound.log.some((e) => e.level === 'escalation')")
+    finally:
+        ctx.close()
