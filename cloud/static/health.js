@@ -151,3 +151,13 @@ function renderWall() {
   $("#wall-summary").textContent = t("wall.summary", { sites: tiles.length, crit: total.crit, unack: total.unack,
     offline: total.offline });
 }
+
+// The command centre's wall screen: the whole page full screen (the browser's own Esc leaves it).
+function initWall() {
+  const b = $("#wall-fullscreen");
+  b.hidden = typeof document.documentElement.requestFullscreen !== "function";
+  b.addEventListener("click", () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else document.documentElement.requestFullscreen().catch(() => { /* refused: stay as is */ });
+  });
+}
