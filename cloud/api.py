@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from cloud import api_alerts, api_live, api_sites
+from cloud import api_alerts, api_errors, api_live, api_sites
 from cloud.api_context import CloudContext, Ctx, User
 from cloud.auth import AuthError
 
@@ -43,7 +43,8 @@ STALL_S = 30.0
 
 def _health(ctx: CloudContext) -> tuple[bool, dict[str, Any]]:
     store_ok = ctx.store.ping()
-    body: dict[str, Any] = {"store": {"ok": store_ok, "path": ctx.store.path}}
+    # No database path here: /healthz is open to anyone, and a path tells an attacker about the host.
+    body: dict[str, Any] = {"store": {"ok": store_ok}}
     ok = store_ok
     if store_ok:
         body["store"]["alerts"] = ctx.store.counts()
@@ -95,8 +96,9 @@ def index() -> FileResponse:
 
 def create_app(ctx: CloudContext) -> FastAPI:
     """Build the FastAPI app over a running (or API-only) cloud context."""
-    app = FastAPI(title="qwatch cloud", version="1")
+    app = FastAPI(title="qwatch cloud", version="1", responses=api_errors.ERROR_RESPONSES)
     app.state.ctx = ctx
+    api_errors.install(app)
     app.add_exception_handler(AuthError, auth_error)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/api/v1/me", me, methods=["GET"])

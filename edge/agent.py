@@ -15,6 +15,7 @@ receivers the storm is the only input; otherwise it runs on top of the real pipe
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import signal
 import threading
@@ -29,6 +30,7 @@ from edge.credentials import load_node_credentials
 from edge.health import HealthErrors, HostMetrics
 from edge.mqtt_link import Command, LinkConfig, MqttLink
 from edge.outbox import Outbox
+from edge.state import CounterSaver, active_key, restore_alerts
 from protocols.errors import ConfigError, PayloadError
 from protocols.observation import RawObservation
 from protocols.payloads import (
@@ -168,6 +170,7 @@ class Agent:
         self.cameras: dict[str, Any] = {}
         self.storm = AlertStorm(opts, site.site.id) if opts.alert_storm > 0 else None
         self._record: IO[str] | None = None
+        self._counter_saver = CounterSaver(self.outbox)
         self._last_counts: dict[str, int] = {}
         self._started = time.monotonic()
 
@@ -180,10 +183,12 @@ class Agent:
             log.info("event=storm_start node=%s total=%d resume_at=%d", self.node, self.storm.total,
                      self.storm.next_i)
             if not self.site.receivers:
+                self._restore_state()
                 return  # pure storm: no radio, no pipeline (fault-injection suite)
         from edge.bands.pipeline import BandPipeline
 
         self.pipeline = BandPipeline(self.site, self.keys, node=self.node)
+        self._restore_state()
         if self.opts.record is not None:
             self.opts.record.parent.mkdir(parents=True, exist_ok=True)
             self._record = open(self.opts.record, "a", encoding="utf-8")  # noqa: SIM115
@@ -191,6 +196,16 @@ class Agent:
         if self.opts.cameras:
             for cam in self.site.cameras:
                 self._start_camera(cam)
+
+    def _restore_state(self) -> None:
+        """Before the first advert: the saved band counters (anti-replay) and the active alerts."""
+        if self.pipeline is not None:
+            n = self.pipeline.verifier.restore_counters(self.outbox.band_counters())
+            self.counters["counters_restored"] = n
+        for clear in restore_alerts(self.outbox.active_alerts(), self.pipeline, time.time()):
+            self.emit_alert(clear)
+        if self.pipeline is not None:
+            self.counters["alerts_adopted"] = len(self.pipeline.active_alerts())
 
     def _start_sources(self) -> None:
         from edge.sources import open_sources
@@ -234,6 +249,7 @@ class Agent:
                 worker.stop()
             except Exception:
                 log.exception("event=camera_stop_error node=%s camera=%s", self.node, cam_id)
+        self._counter_saver.maybe_save(self._verifier(), time.monotonic(), time.time(), force=True)
         self.link.stop(drain_s=2.0)
         self.outbox.close()
         if self._record is not None:
@@ -247,9 +263,14 @@ class Agent:
         except queue.Full:
             self.counters["obs_dropped"] += 1
 
-    def emit_alert(self, alert: Alert) -> None:
-        """Commit the alert to the outbox (durable), then wake the publisher."""
-        row = self.outbox.put("alert", self.topics.alert, alert.to_json().encode(), alert.alert_id)
+    def _verifier(self) -> Any:
+        return None if self.pipeline is None else self.pipeline.verifier
+
+    def emit_alert(self, alert: Alert, *, track: bool = True) -> None:
+        """Commit the alert to the outbox (durable) and to the active set, then wake the publisher."""
+        key = active_key(alert) if track else None
+        row = self.outbox.put("alert", self.topics.alert, alert.to_json().encode(), alert.alert_id,
+                              active_key=key, active=alert.state == "raised")
         self.link.notify()
         self.counters["alerts"] += 1
         subj = alert.subject.model_dump()
@@ -315,15 +336,19 @@ class Agent:
     def _storm_step(self, mono: float) -> None:
         assert self.storm is not None
         for i in self.storm.due(mono):
-            self.emit_alert(storm_message(self.site.site.id, self.node, self.storm.storm_id, i, time.time()))
+            self.emit_alert(storm_message(self.site.site.id, self.node, self.storm.storm_id, i, time.time()),
+                            track=False)
             self.storm.committed(i)
 
     def _tick(self, now: float) -> None:
         if self.pipeline is not None:
             for alert in self.pipeline.tick(now):
                 self.emit_alert(alert)
+        self._counter_saver.maybe_save(self._verifier(), time.monotonic(), now)
         self.outbox.retry_persist()
         self.health.sync("outbox_", self.outbox.health_errors())
+        refusal = self.link.refusal
+        self.health.sync("mqtt_puback", {"mqtt_puback_refused": refusal} if refusal else {})
         if self._record is not None:
             self._record.flush()
 
@@ -392,7 +417,14 @@ class Agent:
         ):
             from edge.bands.pipeline import BandPipeline
 
+            old = self.pipeline
             self.pipeline = BandPipeline(new, self.keys, node=self.node)
+            # The new pipeline inherits the anti-replay state and the alerts the old one raised.
+            self.pipeline.verifier.restore_counters(old.verifier.take_all_counters())
+            for alert in old.active_alerts():
+                clear = self.pipeline.adopt(alert, time.time())
+                if clear is not None:
+                    self.emit_alert(clear)
             log.warning("event=pipeline_reloaded node=%s reason=config_command", self.node)
         for cam in new.cameras:
             worker = self.cameras.get(cam.id)
@@ -433,13 +465,14 @@ def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
         "mem_rss_mb": h.mem_rss_mb, "mem_pct": h.mem_pct, "disk_free_mb": h.disk_free_mb, "temp_c": h.temp_c,
         "adverts_per_s": rates, "outbox_depth": agent.outbox.depth(),
         "telemetry_dropped": int(agent.link.counters.get("telemetry_dropped", 0)),
-        "health_errors": agent.health.as_list(), "cameras": cams, "watchdogs": watchdogs,
+        "health_errors": [e[:1000] for e in agent.health.as_list()[:64]], "cameras": cams, "watchdogs": watchdogs,
     })
 
 
 def _safe_stats(obj: Any) -> dict[str, int | float | str]:
     try:
-        return {str(k): v for k, v in obj.stats().items() if isinstance(v, int | float | str)}
+        return {str(k)[:64]: v[:500] if isinstance(v, str) else v for k, v in obj.stats().items()
+                if isinstance(v, int | float | str) and not (isinstance(v, float) and not math.isfinite(v))}
     except Exception as exc:
         return {"stats_error": f"{type(exc).__name__}: {exc}"}
 
