@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_BODY_BYTES = 1 << 20  # the largest body any route takes is far below (an ack note is <= 2000 chars)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         409: "conflict", 413: "too_large", 422: "invalid", 503: "unavailable"}
+         409: "conflict", 413: "too_large", 422: "invalid", 429: "rate_limited", 503: "unavailable"}
 
 
 class ErrorBody(BaseModel):
@@ -146,7 +146,8 @@ _DESCRIPTIONS = {
     400: "Malformed request (e.g. a bad Content-Length)", 401: "Missing, wrong or revoked bearer token",
     403: "The caller's role or sites do not allow this", 404: "No such resource",
     409: "Conflicts with the current state (e.g. already acknowledged)",
-    413: f"Request body over {MAX_BODY_BYTES} bytes", 503: "A backing service is unavailable",
+    413: f"Request body over {MAX_BODY_BYTES} bytes", 429: "Too many failed attempts: retry after Retry-After",
+    503: "A backing service is unavailable",
 }
 
 # Passed as FastAPI(responses=...): merged into every route added to the app, including the routes

@@ -24,6 +24,7 @@ from cloud.api_context import CloudContext, Ctx
 from cloud.api_sites import scoped_positions
 from cloud.auth import OPEN, WS_PROTOCOL, AuthError, Principal, ws_token
 from cloud.live import live_json
+from cloud.signin import RateLimited
 
 router = APIRouter()
 log = logging.getLogger("qwatch.cloud.api")
@@ -41,6 +42,9 @@ async def _authenticate(ws: WebSocket, ctx: CloudContext) -> Principal | None:
         return await asyncio.to_thread(ctx.auth.authenticate, ws_token(ws.headers), client=client)
     except AuthError as err:
         await ws.close(code=err.ws_close_code, reason=err.message)
+        return None
+    except RateLimited as err:
+        await ws.close(code=4429, reason=str(err))
         return None
 
 

@@ -52,16 +52,20 @@ def site_summaries(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, A
     def site(name: str) -> dict[str, Any]:
         return sites.setdefault(name, {"site": name, "open": 0, "unacknowledged": 0, "critical_open": 0,
                                        "escalated": 0, "last_alert_at": None, "nodes": [], "bands": 0,
-                                       "geometry": None})
+                                       "geometry": None, "escalation_deliveries": None})
 
     for sid, geom in ctx.sites.items():
         site(sid)["geometry"] = geom.model_dump(mode="json")
     for row in ctx.store.site_summary():
         site(row["site"]).update({k: row[k] for k in row if k != "site"})
+    for sid, by_state in ctx.store.delivery_counts().items():
+        site(sid)["escalation_deliveries"] = by_state  # {"pending", "ok", "failed"}: failed ones need a look
     if ctx.ingest is not None:
         for rec in ctx.ingest.liveness.snapshot():
             health = ctx.ingest.node_health.get((rec["site"], rec["node"]))
-            site(rec["site"])["nodes"].append({**rec, "health": health})
+            # The pushed config version the node reports in its telemetry (None: never pushed or not heard).
+            version = health.get("config_version") if health else None
+            site(rec["site"])["nodes"].append({**rec, "health": health, "config_version": version})
     for (s, _node), pos in list(ctx.hub.positions.items()):
         site(s)["bands"] += len(pos.get("bands", []))
     return [sites[k] for k in sorted(sites) if who.sees(k)]

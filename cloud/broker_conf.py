@@ -1,7 +1,7 @@
 """Mosquitto configuration for the province broker: TLS listener, password file, ACL file.
 
 One renderer serves production (`qwatch-cloud pki init` writes `mosquitto.conf` into the
-province directory) and the tests (`cloud.services.start_mosquitto_secure` starts a child
+province directory) and the tests (`devtools.services.start_mosquitto_secure` starts a child
 broker with the same security block on a loopback port).
 """
 

@@ -15,13 +15,14 @@ acknowledged, so a poison message cannot wedge the session.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +35,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from cloud.alert_store import AlertStore, alert_view
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
+from cloud.notifier import Notifier
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
-from edge.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols import topics as T
+from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
     AckCommand,
@@ -48,6 +50,7 @@ from protocols.payloads import (
     Status,
     parse_payload,
 )
+from protocols.text import LabelError, clean_label
 from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
@@ -75,6 +78,9 @@ class IngestConfig:
     silence_s: float = 90.0
     escalate_after_s: float = 120.0
     escalate_per_site: Mapping[str, float] = field(default_factory=dict)
+    # Person labels from the site configs the cloud was given: site -> band -> label (fallback when the
+    # edge did not put ``person`` in the alert's detail).
+    people: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
     tick_s: float = 1.0
     max_batch: int = 500
     # None: plain MQTT without authentication (loopback test/demo broker). A bundle from
@@ -97,8 +103,12 @@ class Ingest:
         hub: LiveHub | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
     ) -> None:
         self.cfg = cfg
+        # Sends escalations outside the browser (--notify); the ingest queues its channels when it escalates.
+        self.notifier = notifier
+        self.channels: Callable[[str], Sequence[str]] | None = notifier.channels if notifier is not None else None
         self.store = store
         self.writer = writer
         self.hub = hub or LiveHub()
@@ -156,12 +166,16 @@ class Ingest:
         self._connect()
         self._ticker = threading.Thread(target=self._tick_loop, name="ingest-tick", daemon=True)
         self._ticker.start()
+        if self.notifier is not None:
+            self.notifier.start()
         log.info("event=ingest_start broker=%s:%d client_id=%s shared=%s", self.cfg.host, self.cfg.port,
                  self.cfg.client_id, self.cfg.shared)
 
     def stop(self) -> None:
         """Disconnect (the session stays on the broker) and stop the ticker."""
         self._stop.set()
+        if self.notifier is not None:
+            self.notifier.stop()
         self.client.disconnect()
         self.client.loop_stop()
         for t in (self._ticker, self._writer_thread):
@@ -264,6 +278,9 @@ class Ingest:
         now = self.clock()
         self.last_message_at = now
         self.counts["messages"] += 1
+        if topic.startswith(T.CLOUD_PREFIX + "/"):
+            self.counts["own_announcements"] += 1  # our escalations, echoed by the wildcard subscription
+            return "ignored"
         try:
             parsed = T.parse_topic(topic)
         except TopicError:
@@ -332,8 +349,21 @@ class Ingest:
             return "ok"
         return "ignored"  # our own commands, echoed by the wildcard subscription
 
+    def person_of(self, alert: Alert) -> str | None:
+        """The band wearer's label: the edge's ``detail.person``, else the site config's ``bands[].person``.
+        A label that is not clean text (protocols.text) is refused and counted, never stored."""
+        raw = alert.detail.get("person")
+        if raw is not None and raw != "":
+            try:
+                return clean_label(raw, max_len=64, what="person")
+            except LabelError:
+                self.malformed["alert:person_label"] += 1
+        band = getattr(alert.subject, "band", None)
+        label = self.cfg.people.get(alert.site, {}).get(band) if band is not None else None
+        return label or None
+
     def _store_alert(self, alert: Alert, now: float) -> str:
-        res = self.store.upsert(alert, now=now)
+        res = self.store.upsert(alert, now=now, person=self.person_of(alert))
         if res.outcome == "conflict":
             # A node reused an alert_id that belongs to another site or node: refused, counted, loud.
             self.security["alert_id_conflict"] += 1
@@ -380,11 +410,24 @@ class Ingest:
                 self._store_alert(a, now)
             self._persist_nodes()
         for row in self.store.escalate_due(now, default_after_s=self.cfg.escalate_after_s,
-                                           per_site=self.cfg.escalate_per_site):
-            self.counts["escalated"] += 1
-            log.warning("event=alert_escalated alert=%s site=%s type=%s", row["alert_id"], row["site"],
-                        row["type"])
-            self.hub.publish("alert", alert_view(row))
+                                           per_site=self.cfg.escalate_per_site, channels=self.channels):
+            self._announce_escalation(row)
+
+    def _announce_escalation(self, row: dict[str, Any]) -> None:
+        """An alert this process marked escalated (only the winner of the mark gets here): tell the
+        broker (``qwatch/v1/cloud/escalation``, QoS 1) and the live dashboards (kinds ``escalation``
+        and ``alert``). Out-of-browser channels were queued with the mark (cloud.notifier)."""
+        self.counts["escalated"] += 1
+        view = alert_view(row)
+        log.warning("event=alert_escalated alert=%s site=%s type=%s person=%s", row["alert_id"], row["site"],
+                    row["type"], row.get("person"))
+        info = self.client.publish(T.CLOUD_ESCALATION, json.dumps(view, separators=(",", ":")), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # paho keeps a QoS 1 message queued across a reconnect; anything else is counted.
+            self.counts["escalation_publish_errors"] += 1
+            log.warning("event=escalation_publish_failed alert=%s rc=%s", row["alert_id"], info.rc)
+        self.hub.publish("escalation", view)
+        self.hub.publish("alert", view)
 
     def _tick_loop(self) -> None:
         last_full_save = time.monotonic()

@@ -5,7 +5,7 @@ matching subscribers" and dropped by the broker. The edge keeps such rows and re
 (edge.mqtt_link), so nothing is lost, but alerts then wait for the cloud's first connect. Run
 `qwatch-cloud ensure-session` once after installing the broker (docs/deploy.md): from then on the
 broker queues every alert for the ingest even while the cloud is down. `qwatch-edge doctor` checks
-that the session exists (edge.ingest_check).
+that the session exists (edge.doctor_broker).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.ingest import IngestConfig
-from edge.credentials import apply_credentials, refusal_hint
 from protocols import topics as T
+from protocols.credentials import apply_credentials, refusal_hint
 from protocols.errors import QwatchError
 
 log = logging.getLogger("qwatch.cloud.ingest_session")

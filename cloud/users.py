@@ -29,21 +29,32 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from protocols.errors import ConfigError
 from protocols.site_config import describe_error, read_config_text, yaml_mapping
+from protocols.text import LabelError, clean_label
 
 ROLES = ("guard", "command", "admin")
 Role = Literal["guard", "command", "admin"]
 SiteId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-UserName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+USER_NAME_MAX = 64
+
+
+def user_name(value: str) -> str:
+    """A user name as stored and compared: NFC, no control characters, 1..64 characters (protocols.text).
+    Diacritics and spaces are fine ("Nguyễn Văn Lan"): it is what the command centre reads on an
+    acknowledgement."""
+    return clean_label(value, max_len=USER_NAME_MAX, what="user name")
+
+
+UserName = Annotated[str, AfterValidator(user_name)]
 TOKEN_PREFIX = "qw"
 # scrypt cost: ~0.1-0.2 s on a Pi-class core. A verified token is cached in memory (cloud.auth), so a
 # dashboard pays this once per process, not per request.
@@ -226,6 +237,7 @@ def _entry(name: str, role: str, sites: list[str], now: float) -> tuple[UserEntr
 
 def add_user(path: Path, name: str, role: str, sites: list[str], *, now: float | None = None) -> Issued:
     """Create a user with a fresh token."""
+    name = _norm_name(name)
     if role not in ROLES:
         raise UserChangeError(f"role {role!r} is not allowed; allowed: {', '.join(ROLES)}")
     if role == "guard" and not sites:
@@ -241,7 +253,15 @@ def add_user(path: Path, name: str, role: str, sites: list[str], *, now: float |
     return Issued(entry, token)
 
 
-def _replace(path: Path, name: str, make: Any) -> UserEntry:
+def _norm_name(name: str) -> str:
+    try:
+        return user_name(name)
+    except LabelError as exc:
+        raise UserChangeError(str(exc)) from None
+
+
+def _replace(path: Path, name: str, make: Callable[[UserEntry], UserEntry]) -> UserEntry:
+    name = _norm_name(name)
     with _locked(path):
         current = load_users(path)
         old = current.get(name)

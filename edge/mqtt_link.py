@@ -43,8 +43,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.credentials import MqttCredentials, apply_credentials, diagnose_tls, node_username, refusal_hint
 from edge.outbox import Outbox
+from protocols.credentials import (
+    MqttCredentials,
+    apply_credentials,
+    diagnose_tcp,
+    diagnose_tls,
+    node_username,
+    refusal_hint,
+)
 from protocols.payloads import CommandResult, Status
 from protocols.topics import NodeTopics
 
@@ -203,17 +210,29 @@ class MqttLink:
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
         self.counters["connect_failures"] += 1
         n = self.counters["connect_failures"]
+        # paho swallows the reason: find it out and log it (1st, 2nd, 4th, 8th... failure: not every retry).
+        if n & (n - 1) == 0:
+            self._log_connect_failure(n)
+
+    def _log_connect_failure(self, n: int) -> None:
         creds = self.cfg.credentials
-        # paho swallows the reason; with TLS, find it out (1st, 2nd, 4th, 8th... failure: not every retry).
-        if creds is not None and n & (n - 1) == 0:
-            why = diagnose_tls(self.cfg.host, self.cfg.port, creds, timeout=2.0)
-            if why is not None:
-                self.last_connect_error = why
-                log.error("event=mqtt_connect_failed node=%s failures=%d reason=%r", self.topics.node, n, why)
+        why = (diagnose_tls(self.cfg.host, self.cfg.port, creds, timeout=2.0) if creds is not None
+               else diagnose_tcp(self.cfg.host, self.cfg.port, timeout=2.0))
+        if why is None:
+            why = (f"tcp to {self.cfg.host}:{self.cfg.port} works but the MQTT handshake failed: "
+                   + ("is it an MQTT broker?" if creds is not None else
+                      "a TLS listener needs --credentials (a province broker), or it is not an MQTT broker"))
+        self.last_connect_error = why
+        log.error("event=mqtt_connect_failed node=%s failures=%d broker=%s:%d tls=%s reason=%r", self.topics.node,
+                  n, self.cfg.host, self.cfg.port, creds is not None, why)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         was = self._connected.is_set()
         self._connected.clear()
+        never = not self.counters["connects"] and not self.counters["connect_refused"]
+        if not was and never and not self._stop.is_set():
+            # Dropped before CONNACK (e.g. plain MQTT to a TLS port): paho calls no connect_fail here.
+            self._on_connect_fail(_c, _u)
         if was:
             self.counters["disconnects"] += 1
             reason = str(rc).lower().replace(" ", "_")

@@ -20,7 +20,7 @@ import numpy as np
 import typer
 
 from edge.bands.geometry import as_points, grid_over, point_in_polygon, sample_region
-from edge.bands.locate import LN10, LocateParams, locate
+from edge.bands.locate import LN10, LinkModel, LocateParams, locate
 from edge.bands.rssi_filter import robust_median
 from edge.bands.rules import RuleParams
 from protocols.errors import ConfigError
@@ -81,7 +81,7 @@ def _sample_windows(site: SiteConfig, pts: np.ndarray, trials: int, rng: np.rand
     return np.where(ok, s, np.nan)
 
 
-def _solve(site: SiteConfig, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:
+def _solve(site: SiteConfig, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, LinkModel]:
     rx = np.array([r.position for r in site.receivers], dtype=np.float64).reshape(-1, 2)
     med, cnt, spread = robust_median(samples)
     params = LocateParams(path_loss_exponent=site.radio.path_loss_exponent, shadowing_db=site.radio.shadowing_db)
@@ -93,13 +93,13 @@ def _evidence_rate(site: SiteConfig, pts: np.ndarray, trials: int, rng: np.rando
     """Per point: expected growth per second of the breach rule's evidence (CUSUM) if a band stood there."""
     xy, _, model = _solve(site, _sample_windows(site, pts, trials, rng))
     rows = np.arange(len(xy))
-    hl_in = model.half_log_d2(inside_pts)  # type: ignore[attr-defined]
-    hl_all = model.half_log_d2(global_pts)  # type: ignore[attr-defined]
-    best = model.cost(rows, hl_all).min(axis=1)  # type: ignore[attr-defined]
+    hl_in = model.half_log_d2(inside_pts)
+    hl_all = model.half_log_d2(global_pts)
+    best = model.cost(rows, hl_all).min(axis=1)
     local = xy[:, None, :] + grid_over((-6.0, -6.0, 6.0, 6.0), 3.0)[None, :, :]
-    hl_local = model.half_log_d2(local.reshape(-1, 2)).reshape(len(xy), -1, hl_all.shape[1])  # type: ignore
-    best = np.minimum(best, model.cost(rows, hl_local).min(axis=1))  # type: ignore[attr-defined]
-    delta = np.maximum(model.cost(rows, hl_in).min(axis=1) - best, 0.0)  # type: ignore[attr-defined]
+    hl_local = model.half_log_d2(local.reshape(-1, 2)).reshape(len(xy), -1, hl_all.shape[1])
+    best = np.minimum(best, model.cost(rows, hl_local).min(axis=1))
+    delta = np.maximum(model.cost(rows, hl_in).min(axis=1) - best, 0.0)
     est_inside = np.zeros(len(xy), dtype=bool)
     for poly in permitted:
         est_inside |= point_in_polygon(xy, poly)
@@ -246,7 +246,7 @@ def format_report(site: SiteConfig, r: PlanReport) -> str:
 
 
 def plan(
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     out: Annotated[Path | None, typer.Option("--out", help="write a PNG heat map here")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Monte Carlo seed")] = 0,
 ) -> None:

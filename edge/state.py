@@ -30,7 +30,7 @@ COUNTER_SAVE_S = 5.0
 
 
 class _Adopter(Protocol):
-    def adopt(self, alert: Alert, now: float) -> Alert | None: ...
+    def adopt_alert(self, alert: Alert, now: float) -> Alert | None: ...
 
 
 class _CounterSource(Protocol):
@@ -57,7 +57,7 @@ def restore_alerts(saved: Mapping[str, bytes], pipeline: _Adopter | None, now: f
             log.error("event=active_alert_unreadable key=%s error=%r", key, str(exc))
             continue
         if pipeline is not None and key.startswith("band:"):
-            clear = pipeline.adopt(alert, now)
+            clear = pipeline.adopt_alert(alert, now)
         else:
             clear = alert.cleared(now, {"reason": "node_restart"})
         if clear is not None:

@@ -1,4 +1,4 @@
-"""The observation stream (PROTOCOL.md §2): one advert as one receiver heard it."""
+"""The observation stream (docs/protocol.md §2): one advert as one receiver heard it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pydantic models for every MQTT payload (PROTOCOL.md §4-§6).
+"""Pydantic models for every MQTT payload (docs/protocol.md §4-§6).
 
 Models forbid unknown keys: a producer that drifts from the contract is caught at the
 first message, not weeks later in a dashboard. Every number is finite and every size is
@@ -190,7 +190,7 @@ class CameraHealth(_Model):
 
 
 class NodeTelemetry(_Model):
-    """`…/telemetry/node`: node health. PROTOCOL.md lists the contents but not the shape; this is it.
+    """`…/telemetry/node`: node health, docs/protocol.md §5.
 
     `watchdogs` maps a loop name (``ble:rx-a1``, ``mqtt``, ``outbox``, ``camera:cam-gate``) to its
     counters (restarts, errors by reason, …).
@@ -213,6 +213,8 @@ class NodeTelemetry(_Model):
     watchdogs: dict[Annotated[str, Field(max_length=64)],
                     dict[Annotated[str, Field(max_length=64)], int | float | Text]] = Field(
         default_factory=dict, max_length=256)
+    # Extension: the version of the pushed site config the node runs (None: its local files, never pushed).
+    config_version: int | None = Field(default=None, ge=1, le=2**53)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
@@ -252,10 +254,19 @@ class AckCommand(_Model):
 
 
 class ConfigCommand(_Model):
-    """`…/cmd/config`: a new site config (YAML text) to validate and apply."""
+    """`…/cmd/config`: a new site config (YAML text) to validate and apply.
+
+    Extension (docs/technician.md "Config push"): `version` numbers the site's pushes (the node
+    refuses one older than it runs and keeps the last good one on disk); `keys` is the site's whole
+    band key set (band ID → 32 hex chars), replacing the node's keys. Both absent: the original
+    contract (YAML only, keys unchanged, no version).
+    """
 
     cmd_id: str = Field(min_length=1, max_length=64)
     site_yaml: str = Field(min_length=1, max_length=1_000_000)
+    version: int | None = Field(default=None, ge=1, le=2**53)
+    keys: dict[Annotated[str, Field(pattern=r"^[1-9][0-9]{0,9}$")],
+               Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")]] | None = Field(default=None, max_length=100_000)
 
 
 class SnapshotCommand(_Model):
@@ -274,6 +285,8 @@ class CommandResult(_Model):
     cmd_id: str = Field(min_length=1, max_length=64)
     ok: bool
     error: str | None = Field(default=None, max_length=2000)
+    # Extension: the config version the node runs after a `config` command (None for other commands).
+    config_version: int | None = Field(default=None, ge=1, le=2**53)
 
 
 M = TypeVar("M", bound=BaseModel)

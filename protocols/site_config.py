@@ -1,4 +1,4 @@
-"""Site configuration (PROTOCOL.md §3) and the band key file.
+"""Site configuration (docs/protocol.md §3) and the band key file.
 
 Validated at load: unknown keys, bad values and broken references are errors that name
 the file, the key path and what is allowed, so a technician can fix them on site.
@@ -6,6 +6,7 @@ the file, the key path and what is allowed, so a technician can fix them on site
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 from protocols.errors import ConfigError
+from protocols.text import clean_label
 
 # Bounds on every technician input (issue 9): a config is read by code whose cost grows with these
 # sizes (candidate grids, zone tests), and a coordinate of 1e300 or .nan must never reach it.
@@ -84,9 +86,16 @@ class Origin(_Model):
     lon: float = Field(ge=-180, le=180, description="longitude of the local frame's origin")
 
 
+def _label(max_len: int, what: str) -> Any:
+    """A validator: NFC, no control characters, at most ``max_len`` characters (protocols.text)."""
+    return field_validator(what)(lambda cls, v: clean_label(v, max_len=max_len, what=what, allow_empty=True))
+
+
 class SiteInfo(_Model):
     id: Id
-    name: str = Field(default="", max_length=200, description="human-readable site name")
+    name: str = Field(default="", max_length=200, description="human-readable site name (diacritics welcome)")
+
+    _name = _label(200, "name")
     origin: Origin = Field(default=Origin(lat=0.0, lon=0.0), description="frame origin for maps")
 
 
@@ -123,8 +132,10 @@ class Receiver(_Model):
 
 class Band(_Model):
     id: BandIdField = Field(description="band_id from the advert, 1..2^32-1")
-    person: str = Field(default="", max_length=64, description="person reference (never a name)")
+    person: str = Field(default="", max_length=64, description="person or room label (pseudonymous, never an ID)")
     allowed_zones: list[Id] = Field(min_length=1, description="IDs of permitted zones this person may be in")
+
+    _person = _label(64, "person")
 
 
 class Beacon(_Model):
@@ -166,12 +177,37 @@ class CameraZone(_Model):
     _poly = field_validator("polygon")(lambda cls, v: _check_polygon(v, relative=True))
 
 
+class PerspectivePoint(_Model):
+    """How tall a person standing with the feet at `row` looks (both relative to the picture height)."""
+
+    row: float = Field(ge=0, le=1, allow_inf_nan=False, description="image row of the feet, 0 top .. 1 bottom")
+    person_h: float = Field(gt=0, le=1, allow_inf_nan=False, description="person height, fraction of the picture")
+
+
 class Camera(_Model):
     id: Id
     url: str = Field(min_length=1, description="rtsp:// URL or a video file path")
     detect: Detect = Field(default_factory=Detect)
     masks: list[list[RelPoint]] = Field(default_factory=list, description="areas ignored by motion")
     zones: list[CameraZone] = Field(default_factory=list)
+    perspective: list[PerspectivePoint] | None = Field(
+        default=None, min_length=2, max_length=4,
+        description="2-4 measured person heights by image row; person size is then checked per row")
+    person_check: bool = Field(
+        default=False, description="confirm a track with OpenCV's HOG people detector before its event")
+
+    @field_validator("perspective")
+    @classmethod
+    def _perspective(cls, v: list[PerspectivePoint] | None) -> list[PerspectivePoint] | None:
+        if v is None:
+            return v
+        rows = sorted(p.row for p in v)
+        if any(b - a < 0.05 for a, b in itertools.pairwise(rows)):
+            raise ValueError("perspective rows must be at least 0.05 apart")
+        by_row = sorted(v, key=lambda p: p.row)
+        if any(b.person_h < a.person_h for a, b in itertools.pairwise(by_row)):
+            raise ValueError("person_h must not shrink towards the bottom of the picture (nearer the camera)")
+        return v
 
     @field_validator("masks")
     @classmethod

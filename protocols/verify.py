@@ -1,4 +1,4 @@
-"""Advert authentication and anti-replay (PROTOCOL.md §1 receiver rules).
+"""Advert authentication and anti-replay (docs/protocol.md §1 receiver rules).
 
 Pure: the caller passes the observation time, so replay of a field log gives the same
 verdicts as the live agent did.

@@ -1,4 +1,4 @@
-"""The wristband pipeline of one site: verify → track → rules → alerts (issue 3).
+"""The wristband pipeline of one site: verify → track → rules → alerts.
 
 `BandPipeline` is the pure core the agent, `replay` and the benchmarks share. It takes
 observations with their own timestamps and a `now` for ticks; it never reads the clock, so
@@ -73,7 +73,7 @@ class BandPipeline:
         self._init_candidates(site)
         self._silence: SilenceEvidence | None = (
             SilenceEvidence(site, self.tracker.rx_pos, silence_params)
-            if silence_params is not None and len(site.receivers) else None)
+            if silence_params is not None and len(site.receivers) and site.bands else None)
         self._n_bands = len(self.band_ids)
         self._status: dict[int, _Status] = {}
         self._fixes: dict[int, Fix] = {}
@@ -336,7 +336,7 @@ class BandPipeline:
         """Alerts raised and not yet cleared."""
         return list(self._active.values())
 
-    def adopt(self, alert: Alert, now: float) -> Alert | None:
+    def adopt_alert(self, alert: Alert, now: float) -> Alert | None:
         """Take over an alert raised before a restart (from the outbox database).
 
         The band's rules start in the raised state for that type, so the alert keeps its alert_id and
@@ -380,6 +380,19 @@ class BandPipeline:
             ))
         return BandTelemetry.model_validate({"schema": "qwatch.bands/1", "ts": now, "bands": bands})
 
+    # The two steps `edge.bands.ingest_batch` runs per observation, public so it needs no private state.
+    verify_observation = _verified
+
+    def duplicate_table(self) -> dict[str, tuple[float, StatusAdvert, int]]:
+        """The duplicate fast path's table: payload hex -> (accepted at, advert, band index)."""
+        return self._dup
+
+    def add_counts(self, counts: Mapping[str, int]) -> None:
+        """Add to the advert counters (a batch adds its unknown-receiver and duplicate counts once)."""
+        for key, n in counts.items():
+            if n:
+                self._counts[key] = self._counts.get(key, 0) + n
+
     def fix(self, band: int) -> Fix | None:
         """The latest position estimate of a band (or beacon)."""
         return self._fixes.get(band)
@@ -398,3 +411,45 @@ class BandPipeline:
         cal = self.tracker.calibration
         return {"path_loss_exponent": round(cal.exponent, 3),
                 "rx_bias_db": {r: round(float(b), 2) for r, b in zip(self.tracker.rx_ids, cal.rx_bias, strict=True)}}
+
+    # -- config change ------------------------------------------------------------------------
+    def adopt(self, old: BandPipeline, now: float) -> list[Alert]:
+        """Take over `old`'s state after a config change; returns the alerts to send for it.
+
+        Kept: counters and the alert sequence; the anti-replay state of every band that still
+        has a key (a band's CMAC context is rebuilt, its key may be new); the rule state (dwell
+        timers, open alerts) of every band whose allowed zones and rule parameters did not change.
+        Cleared with ``detail.cleared_by = "config"``: the open alerts of a band that was retired
+        (no longer in the site) or whose zones or rules changed; its rules start afresh and raise
+        again after the dwell if the condition still holds. Not kept: RSSI windows and position
+        fixes (band indices change), so positions come back after a few seconds of adverts.
+        """
+        self._counts = dict(old._counts)
+        self._seq = old._seq
+        self._started = old._started
+        keyed = set(self.verifier._keys)
+        for band, state in old.verifier._bands.items():
+            if band in keyed:
+                state.mac = None
+                self.verifier._bands[band] = state
+        same_rules = self._rules_params == old._rules_params
+        old_zones = {b.id: b.allowed_zones for b in old.site.bands}
+        new_zones = {b.id: b.allowed_zones for b in self.site.bands}
+        out: list[Alert] = []
+        for band, rules in old.rules.items():
+            if same_rules and band in self.rules and old_zones.get(band) == new_zones.get(band):
+                self.rules[band] = rules
+                continue
+            for type_ in sorted(rules.active):
+                raised = old._active.get((band, type_))
+                if raised is not None:
+                    self._count("alerts_cleared")
+                    out.append(raised.cleared(now, {**raised.detail, "cleared_by": "config"}))
+        for (band, type_), alert in old._active.items():
+            if self.rules.get(band) is old.rules.get(band) and band in self.rules:
+                self._active[(band, type_)] = alert
+        if self._started is not None:
+            for band, rules in self.rules.items():
+                if rules is not old.rules.get(band):
+                    rules.prime(now)
+        return out

@@ -1,4 +1,4 @@
-"""Alert rules for one band (PROTOCOL.md §4, issue 3): pure state machines with the clock injected.
+"""Alert rules for one band (docs/protocol.md §4): pure state machines with the clock injected.
 
 The pipeline feeds each band's `BandRules` three kinds of facts, each with its own time:
 verified adverts (flags, battery, temperature), position fixes (signed distance to the allowed
@@ -46,12 +46,12 @@ class RuleParams:
     evidence_max: float = 27.0  # the CUSUM saturates here, so a return inside clears in bounded time
     evidence_cap: float = 40.0  # one window can add at most this (model errors are not evidence)
     # Subtracted per window: weak evidence fades instead of piling up. 1.0 ≈ the mean Δχ² (1 dof) a
-    # band at the fence produces under "inside" when its windows are correlated (0.5 before 2026-11-28).
+    # band at the fence produces under "inside" when its windows are correlated.
     evidence_drift: float = 1.0
     evidence_drift_inside: float = 8.0  # estimate inside the allowed area: fades fast
     # The dwell needs CURRENT evidence, not only the CUSUM level reached earlier: the mean Δχ² of the
     # fixes of the last `support_s` (one filter window) must be at least `support_chi2` at every tick
-    # that counts towards it. 0 turns the check off (the rule before 2026-11-28).
+    # that counts towards it. 0 turns the check off.
     support_chi2: float = 1.0
     support_s: float = 8.0
     # Correlation time of the evidence: a band that is not moving keeps its place-bound shadowing

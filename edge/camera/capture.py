@@ -57,6 +57,15 @@ class Sample:
     ts: float
     index: int  # detect frame number since the capture started
     source_frame: int  # stream frame number since the last (re)connect
+    chroma: float | None = None  # colour saturation (grey levels); ~0 for an IR picture, None if grey
+
+
+def chroma_of(small: np.ndarray) -> float | None:
+    """Mean |B-G| + |G-R| over a 40x22 copy: collapses to ~0 when the camera is in IR mode."""
+    if small.ndim != 3 or small.shape[2] != 3:
+        return None
+    tiny = cv2.resize(small, (40, 22), interpolation=cv2.INTER_AREA).astype(np.int16)
+    return float(np.abs(tiny[..., 0] - tiny[..., 1]).mean() + np.abs(tiny[..., 1] - tiny[..., 2]).mean())
 
 
 class FrameSampler:
@@ -273,7 +282,8 @@ class Capture:
         w, h = self.opts.width, self.opts.height
         small = cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
-        sample = Sample(gray, full if self.opts.keep_full else None, ts, self._index, source_frame)
+        sample = Sample(gray, full if self.opts.keep_full else None, ts, self._index, source_frame,
+                        chroma_of(small))
         self._index += 1
         self.processed += 1
         try:

@@ -118,7 +118,7 @@ class Simulator:
         charging = in_any(t_rel, s.charging)
         flags |= FLAG_CHARGING if charging else 0
         still = in_any(t_rel, s.still)
-        if not still and (s.mover.speed(t_rel) > 0.2 or self._rng.random() < 0.4):
+        if not still and (s.mover.speed(t_rel) > 0.2 or self._rng.random() < s.fidget):
             flags |= FLAG_MOVING
         battery = round(min(max(s.battery_start - s.battery_drain_per_h * t_rel / 3600.0, 0.0), 100.0))
         flags |= FLAG_LOW_BATTERY if battery < 15 and not charging else 0

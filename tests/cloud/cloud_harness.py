@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
-from cloud.services import ServiceProcess, free_port
 from cloud.timeseries import TelemetryWriter
+from devtools.services import ServiceProcess, free_port
 from protocols.payloads import new_alert
 from protocols.ulid import new_ulid
 from tests.helpers import wait_for
@@ -88,7 +89,7 @@ class Publisher:
     """A plain paho MQTT 5 client for raw payloads (garbage included)."""
 
     def __init__(self, broker: ServiceProcess, client_id: str = "") -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or new_ulid(),
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or new_ulid(),
                                   protocol=mqtt.MQTTv5)
         self.broker = broker
 

@@ -20,7 +20,7 @@ from cloud.api import CloudContext, create_app
 from cloud.api_errors import MAX_BODY_BYTES
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub, live_json
-from cloud.services import free_port
+from devtools.services import free_port
 from protocols.payloads import Alert, new_alert
 from protocols.topics import NodeTopics
 

@@ -13,17 +13,17 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from provision_harness import SITE, Client, SecureBroker, start_secure_broker
 
 from cloud.alert_store import AlertStore
 from cloud.ingest import Ingest, IngestConfig
 from cloud.ingest_session import ensure_ingest_session
 from cloud.provision import Province, ProvisionError
-from cloud.services import ServiceProcess, require_binary
-from edge.credentials import apply_credentials, node_username
-from edge.ingest_check import check_ingest_session
+from devtools.services import ServiceProcess, require_binary
+from edge.doctor_broker import probe_broker
+from protocols.credentials import apply_credentials, node_username
 from protocols.payloads import new_alert
 from protocols.topics import NodeTopics
+from tests.cloud.provision_harness import SITE, Client, SecureBroker, start_secure_broker
 from tests.helpers import wait_for
 
 
@@ -105,13 +105,17 @@ def test_item1_ensure_session_then_doctor_check_passes(mosquitto: ServiceProcess
     """Before the session exists the doctor hook says so (PUBACK 0x10); `ensure-session` creates it, and an
     alert published while the cloud is still down is stored once it starts."""
     host, port = mosquitto.host, mosquitto.port
-    before = check_ingest_session(host, port, "site-a", "edge-01")
-    assert not before.ok and "ensure-session" in before.message
+    def session_check() -> tuple[str, str]:
+        checks = probe_broker(host, port, NodeTopics("site-a", "edge-01"), None)
+        c = next(c for c in checks if c.name == "ingest session")
+        return c.status, c.fix
+
+    status, fix = session_check()
+    assert status == "fail" and "ensure-session" in fix
     cfg = IngestConfig(host=host, port=port, client_id="ingest-h9")
     assert ensure_ingest_session(cfg) is False
     assert ensure_ingest_session(cfg) is True  # idempotent: the second run finds it
-    after = check_ingest_session(host, port, "site-a", "edge-01")
-    assert after.ok, after.message
+    assert session_check()[0] == "pass"
     node = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="site-a/edge-01", protocol=mqtt.MQTTv5)
     acks: list[int] = []
     node.on_publish = lambda _c, _u, _m, rc, _p: acks.append(rc.value)

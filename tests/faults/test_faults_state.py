@@ -15,8 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from edge_harness import (
-    BIN,
+
+from devtools.services import ServiceProcess, free_port
+from edge.sim.keys import demo_keys
+from protocols.site_config import parse_site_config, write_band_keys
+from tests.faults.edge_harness import (
+    DEV_AGENT,
     Child,
     TopicRecorder,
     check_invariants,
@@ -28,10 +32,6 @@ from edge_harness import (
     storm_agent,
     wait_until,
 )
-
-from cloud.services import ServiceProcess, free_port
-from edge.sim.keys import demo_keys
-from protocols.site_config import parse_site_config, write_band_keys
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -90,7 +90,7 @@ def _sim_agent(tmp: Path, mq: ServiceProcess, *extra: str) -> Child:
     if not site.exists():
         site.write_text(SIM_SITE)
         write_band_keys(keys, demo_keys(b.id for b in parse_site_config(SIM_SITE).bands))
-    argv = [str(BIN / "qwatch-edge"), "run", "--config", str(site), "--keys", str(keys), "--node", "edge-st",
+    argv = [*DEV_AGENT, "run", "--config", str(site), "--keys", str(keys), "--node", "edge-st",
             "--broker", mq.address, "--data-dir", str(tmp / "edge-data"), "--node-telemetry-s", "1",
             "--keepalive", "2", "--reconnect-max", "1", *extra]
     return Child("edge", argv, tmp / "edge.log")

@@ -10,7 +10,6 @@ connections with the honest node's client ID.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,16 +21,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import sync_playwright
 
-from cloud.services import ServiceProcess, free_port, require_binary
-from edge.credentials import MqttCredentials, apply_credentials, node_username
+from devtools.services import ServiceProcess, free_port, require_binary
+from protocols.credentials import MqttCredentials, apply_credentials, node_username
 from protocols.payloads import new_alert
 from protocols.topics import NodeTopics
+from tests.cloud.provision_harness import SITE, start_secure_broker
+from tests.faults.edge_harness import BIN, Child
 from tests.helpers import wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-from edge_harness import BIN, Child
-from provision_harness import SITE, start_secure_broker
 
 pytestmark = pytest.mark.integration
 HOSTILE_SITE, HOSTILE_NODE = "kg-02", "edge-09"

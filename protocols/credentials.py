@@ -1,5 +1,8 @@
 """MQTT credentials bundle: what a node (or the cloud ingest) needs to reach the province broker.
 
+The bundle format is shared by the cloud (which writes it) and the edge (which reads it), so it
+lives here, below both.
+
 `qwatch-cloud provision-node` writes one JSON file, mode 0600, that the technician copies to
 the node:
 
@@ -20,9 +23,8 @@ import socket
 import ssl
 import stat
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
-import paho.mqtt.client as mqtt
 from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -155,8 +157,16 @@ def write_credentials(path: Path, creds: MqttCredentials) -> None:
     write_private_file(path, creds.to_json())
 
 
-def apply_credentials(client: mqtt.Client, creds: MqttCredentials) -> None:
-    """Switch a paho client to TLS (verified against the bundle's CA) and username/password."""
+class TlsPasswordClient(Protocol):
+    """The two calls of an MQTT client (paho's `Client`) that a bundle configures."""
+
+    def tls_set_context(self, context: ssl.SSLContext | None = None) -> None: ...
+
+    def username_pw_set(self, username: str | None, password: str | None = None) -> None: ...
+
+
+def apply_credentials(client: TlsPasswordClient, creds: MqttCredentials) -> None:
+    """Switch an MQTT client to TLS (verified against the bundle's CA) and username/password."""
     client.tls_set_context(creds.tls_context())
     client.username_pw_set(creds.username, creds.password.get_secret_value())
 
@@ -180,6 +190,15 @@ def diagnose_tls(host: str, port: int, creds: MqttCredentials, timeout: float = 
                 "that signed this broker's certificate: re-provision the node from the right province directory")
     except ssl.SSLError as exc:
         return f"tls: handshake failed ({exc.reason or exc}); is {host}:{port} the broker's TLS listener?"
+    except OSError as exc:
+        return f"tcp: cannot reach {host}:{port} ({exc.strerror or exc})"
+
+
+def diagnose_tcp(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """Why a plain (no TLS) connection failed; None if a TCP connection can be made."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
     except OSError as exc:
         return f"tcp: cannot reach {host}:{port} ({exc.strerror or exc})"
 

@@ -34,8 +34,8 @@ import httpx
 import typer
 from rich.console import Console
 
-from cloud.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics
 from cloud.users import add_user, load_users, rotate_user
+from devtools.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics
 from protocols.site_config import load_band_keys, write_band_keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ class Demo:
         # run from a private 0600 copy.
         private_keys = self.workdir / "keys.json"
         write_band_keys(private_keys, load_band_keys(keys))
-        self.agent = Child("edge", [sys.executable, "-m", "edge.cli", "run", "--config", str(site), "--keys",
+        self.agent = Child("edge", [sys.executable, "-m", "devtools.dev_agent", "run", "--config", str(site), "--keys",
                                     str(private_keys), "--node", "edge-01", "--broker", self.mq.address, "--data-dir",
                                     str(self.workdir / "edge"), f"--escape-at={escape_at}"],
                            self.workdir / "edge.log")

@@ -1,0 +1,450 @@
+// qwatch dashboard: the one message catalogue (Vietnamese first, English switchable) and the locale's
+// date, time and number formats. Every user-visible string of the dashboard comes from MESSAGES; the HTML
+// names its strings with data-i18n* attributes. tests/cloud/test_dashboard_i18n.py reads the block between
+// the catalogue markers as JSON and checks that both languages have every key with the same {placeholders}.
+"use strict";
+
+const MESSAGES = /* catalogue:begin */ {
+  "vi": {
+    "app.title": "qwatch — Trung tâm chỉ huy tỉnh",
+    "app.subtitle": "Trung tâm chỉ huy tỉnh",
+    "title.critical": "({n}) KHẨN — qwatch",
+    "view.nav": "Chế độ xem",
+    "view.live": "Trực tiếp",
+    "view.wall": "Toàn tỉnh",
+    "view.health": "Thiết bị",
+    "view.history": "Lịch sử",
+    "lang.switch": "English",
+    "lang.switchTitle": "Switch the dashboard to English",
+    "sound.on": "Âm thanh: bật",
+    "sound.off": "Âm thanh: tắt",
+    "sound.title": "Âm thanh báo động (ghi nhớ trên máy này)",
+    "sound.tapHint": "Chạm vào màn hình một lần để bật âm thanh báo động.",
+    "conn.title": "Kết nối trực tiếp với máy chủ",
+    "conn.connecting": "đang kết nối…",
+    "conn.live": "trực tiếp",
+    "conn.offline": "mất kết nối — đang thử lại",
+    "conn.degraded": "máy chủ có sự cố",
+    "conn.why.mqtt": "máy chủ mất kết nối MQTT với các trạm",
+    "conn.why.stalled": "một vòng xử lý của máy chủ bị treo ({what})",
+    "conn.why.store": "cơ sở dữ liệu cảnh báo không phản hồi",
+    "conn.why.unreachable": "không kiểm tra được tình trạng máy chủ",
+    "conn.why.unhealthy": "máy chủ báo đang không ổn định",
+    "conn.why.hello": "không đọc được dữ liệu ban đầu; đang tải lại",
+    "who.signedIn": "Đã đăng nhập: ",
+    "who.scopeAll": "mọi khu",
+    "who.openAccess": "truy cập mở: không cần đăng nhập",
+    "who.openAccessTitle": "Máy chủ này chạy không có --users: ai truy cập được cũng xem được mọi khu.",
+    "role.guard": "bảo vệ",
+    "role.command": "trung tâm chỉ huy",
+    "role.admin": "quản trị",
+    "auth.signOut": "Đăng xuất",
+    "guard.label": "Người trực",
+    "guard.placeholder": "tên của bạn",
+    "guard.needName": "nhập tên để xác nhận",
+    "signin.title": "Đăng nhập",
+    "signin.help": "Nhập mã đăng nhập (dạng ABCD-2345) do quản trị viên đưa, hoặc quét mã QR của họ. Cũng có thể dán mã truy cập dài (qw.…). Mã chỉ được gửi tới máy chủ này.",
+    "signin.label": "Mã đăng nhập",
+    "signin.submit": "Đăng nhập",
+    "signin.badToken": "Mã truy cập này không được chấp nhận (sai, đã thu hồi hoặc đã đổi).",
+    "signin.badCode": "Mã đăng nhập không đúng, đã dùng hoặc đã hết hạn. Hãy xin quản trị viên mã mới.",
+    "signin.format": "Mã đăng nhập gồm 8 chữ và số, dạng ABCD-2345.",
+    "signin.rateLimited": "Thử sai quá nhiều lần. Vui lòng đợi {s} giây rồi thử lại.",
+    "signin.noCodes": "Máy chủ này chưa hỗ trợ đăng nhập bằng mã; hãy dán mã truy cập (qw.…).",
+    "signin.unreachable": "Không kết nối được máy chủ: {err}",
+    "signin.badLink": "Mã trong liên kết không được chấp nhận.",
+    "signin.signedOut": "Đã đăng xuất: {why}.",
+    "signin.why.rejected": "mã truy cập không được chấp nhận",
+    "signin.why.revoked": "mã truy cập đã bị thu hồi hoặc đã đổi",
+    "signin.why.expired": "phiên đăng nhập đã hết hạn",
+    "signin.busy": "Đang kiểm tra…",
+    "alerts.title": "Cảnh báo",
+    "alerts.onlyOpen": "chỉ cảnh báo cần xử lý",
+    "alerts.counts": "{open} cần xử lý · {shown} đang hiện",
+    "alerts.none": "Không có cảnh báo nào cần xử lý.",
+    "banner.critical": "{n} CẢNH BÁO KHẨN",
+    "banner.escalated": "ĐÃ BÁO CẤP TRÊN: {n} cảnh báo chưa ai xác nhận",
+    "sev.critical": "Khẩn cấp",
+    "sev.major": "Quan trọng",
+    "sev.minor": "Thông tin",
+    "state.raised": "Đang xảy ra",
+    "state.acknowledged": "Đã xác nhận",
+    "state.cleared": "Đã kết thúc",
+    "type.geofence_breach": "Ra khỏi khu cách ly",
+    "type.band_missing": "Mất tín hiệu vòng đeo",
+    "type.band_tamper": "Vòng đeo bị tháo hoặc can thiệp",
+    "type.sos": "Gọi cứu trợ (SOS)",
+    "type.fever": "Sốt",
+    "type.advert_forgery": "Tín hiệu vòng đeo giả mạo",
+    "type.advert_replay": "Tín hiệu vòng đeo bị phát lại",
+    "type.camera_motion": "Camera thấy chuyển động",
+    "type.camera_offline": "Camera mất kết nối",
+    "type.camera_tamper": "Camera bị che hoặc xê dịch",
+    "type.node_offline": "Trạm mất kết nối",
+    "type.low_battery": "Vòng đeo sắp hết pin",
+    "type.no_motion": "Không thấy cử động",
+    "escalated.tag": "ĐÃ BÁO CẤP TRÊN",
+    "escalated.at": "Đã báo cấp trên lúc {time}",
+    "subject.band": "vòng đeo {band}",
+    "subject.camera": "camera {camera}",
+    "subject.cameraZone": "camera {camera} / {zone}",
+    "subject.node": "trạm {node}",
+    "alert.inZone": "trong {zone}",
+    "alert.leftZone": "rời {zone}",
+    "alert.outside": "ngoài hàng rào {m} m",
+    "alert.raised": "Phát sinh {time}",
+    "alert.cleared": "kết thúc {time}",
+    "alert.acked": "Đã xác nhận bởi {by} lúc {time} (sau {dur})",
+    "alert.ackNote": "Ghi chú: {note}",
+    "alert.ackFailed": "Xác nhận không thành công ({status})",
+    "alert.ackBtn": "Xác nhận",
+    "alert.notePlaceholder": "Ghi chú (đã làm gì)",
+    "alert.trackTitle": "Bấm để xem đường đi 5 phút gần nhất trên bản đồ",
+    "alert.snapshot": "Ảnh chụp",
+    "map.title": "Vị trí vòng đeo",
+    "map.bandCount": "({n} vòng đeo)",
+    "map.siteTitle": "{bands} vòng đeo · {on}/{n} trạm trực tuyến",
+    "map.noPositions": "chưa có vị trí",
+    "map.grid": "lưới {m} m",
+    "map.lastFix": "vị trí lúc {time}",
+    "map.stale": "{n} vòng đeo có vị trí cũ (xám): trạm mất kết nối",
+    "map.offMap": "ngoài bản đồ",
+    "health.title": "Tình trạng trạm",
+    "health.none": "Chưa có trạm nào gửi tin.",
+    "health.lastSeen": "Lần cuối nhận tin",
+    "health.link": "Kết nối",
+    "health.online": "trực tuyến",
+    "health.offline": "mất kết nối",
+    "health.mqttDown": "trạm báo mất MQTT",
+    "health.outbox": "Hàng đợi gửi",
+    "health.outboxOldest": "{n} (cũ nhất {dur})",
+    "health.cpuTemp": "Nhiệt độ CPU",
+    "health.cpu": "CPU",
+    "health.receivers": "Đầu thu nghe được",
+    "health.receiversHeard": "{heard}/{n}",
+    "health.receiversSilent": "{heard}/{n}; im lặng: {names}",
+    "health.cameras": "Camera",
+    "health.camerasOk": "{on}/{n} trực tuyến",
+    "health.camerasDown": "{on}/{n} trực tuyến; mất: {names}",
+    "health.errors": "Lỗi",
+    "health.noTelemetry": "chưa có số liệu",
+    "health.version": "Phiên bản",
+    "wall.title": "Toàn tỉnh",
+    "wall.summary": "{sites} khu · {crit} khẩn cấp · {unack} chưa xác nhận · {offline} trạm mất kết nối",
+    "wall.critical": "Khẩn cấp",
+    "wall.unack": "Chưa xác nhận",
+    "wall.escalated": "Báo cấp trên",
+    "wall.bands": "Vòng đeo",
+    "wall.nodes": "Trạm",
+    "wall.lastAlert": "Cảnh báo gần nhất: {time}",
+    "wall.worst.ok": "Bình thường",
+    "wall.worst.warn": "Cần chú ý",
+    "wall.worst.crit": "Khẩn cấp",
+    "wall.worst.esc": "Đã báo cấp trên",
+    "wall.worst.idle": "Chưa có dữ liệu",
+    "wall.openSite": "Bấm để xem khu này",
+    "site.filter": "Chỉ khu {site}",
+    "site.showAll": "Xem mọi khu",
+    "history.title": "Lịch sử cảnh báo",
+    "history.from": "Từ ngày",
+    "history.to": "Đến ngày",
+    "history.site": "Khu",
+    "history.type": "Loại",
+    "history.state": "Trạng thái",
+    "history.person": "Người",
+    "history.personPlaceholder": "tên hoặc phòng",
+    "history.any": "Tất cả",
+    "history.search": "Tìm",
+    "history.csv": "Tải CSV",
+    "history.count": "{n} cảnh báo",
+    "history.loading": "Đang tải…",
+    "history.failed": "Không tải được ({status}).",
+    "history.unsupported": "Máy chủ này chưa có chức năng này.",
+    "history.col.raised": "Thời điểm",
+    "history.col.site": "Khu",
+    "history.col.type": "Loại",
+    "history.col.who": "Người / thiết bị",
+    "history.col.state": "Trạng thái",
+    "history.col.ack": "Xác nhận",
+    "history.col.ackTime": "Thời gian xác nhận",
+    "history.col.escalated": "Báo cấp trên",
+    "history.events": "Diễn biến",
+    "history.report": "Báo cáo ngày",
+    "history.reportDate": "Ngày báo cáo",
+    "history.reportCsv": "Tải báo cáo (CSV)",
+    "event.raised": "phát sinh",
+    "event.cleared": "kết thúc",
+    "event.acknowledged": "xác nhận",
+    "event.escalated": "báo cấp trên",
+    "event.escalation_delivery": "gửi thông báo",
+    "dur.s": "{s} giây",
+    "dur.m": "{m} phút {s} giây",
+    "dur.h": "{h} giờ {m} phút",
+    "status.bad": "Đã bỏ qua {n} tin lỗi",
+    "status.badTitle": "Tin trực tiếp không đọc được hoặc sai dạng đã bị bỏ qua. Lý do: {reasons}",
+    "hint.unknownSite": "Chưa có dữ liệu nào của khu “{site}”: máy chủ chưa được cấu hình khu này và chưa có trạm nào của khu này gửi tin. Nếu tên khu bị viết sai, hãy báo quản trị viên.",
+    "hint.didYouMean": "Có phải ý bạn là: {names}?",
+    "common.none": "—"
+  },
+  "en": {
+    "app.title": "qwatch — province command centre",
+    "app.subtitle": "province command centre",
+    "title.critical": "({n}) CRITICAL — qwatch",
+    "view.nav": "View",
+    "view.live": "Live",
+    "view.wall": "Province",
+    "view.health": "Devices",
+    "view.history": "History",
+    "lang.switch": "Tiếng Việt",
+    "lang.switchTitle": "Chuyển bảng điều khiển sang tiếng Việt",
+    "sound.on": "Sound: on",
+    "sound.off": "Sound: off",
+    "sound.title": "Alarm sound (remembered on this device)",
+    "sound.tapHint": "Tap the screen once to turn on the alarm sound.",
+    "conn.title": "Live connection to the server",
+    "conn.connecting": "connecting…",
+    "conn.live": "live",
+    "conn.offline": "offline — reconnecting",
+    "conn.degraded": "server degraded",
+    "conn.why.mqtt": "the server lost its MQTT connection to the nodes",
+    "conn.why.stalled": "a server processing loop is stalled ({what})",
+    "conn.why.store": "the alert store does not answer",
+    "conn.why.unreachable": "cannot check the server's health",
+    "conn.why.unhealthy": "the server reports it is unhealthy",
+    "conn.why.hello": "the initial data could not be read; reloading",
+    "who.signedIn": "Signed in as ",
+    "who.scopeAll": "every site",
+    "who.openAccess": "open access: no sign-in",
+    "who.openAccessTitle": "This cloud runs without --users: anyone who can reach it sees every site.",
+    "role.guard": "guard",
+    "role.command": "command centre",
+    "role.admin": "admin",
+    "auth.signOut": "Sign out",
+    "guard.label": "Guard",
+    "guard.placeholder": "your name",
+    "guard.needName": "enter your name to acknowledge",
+    "signin.title": "Sign in",
+    "signin.help": "Type the sign-in code (like ABCD-2345) your administrator gave you, or scan their QR code. A long API token (qw.…) can be pasted too. It is sent to this server only.",
+    "signin.label": "Sign-in code",
+    "signin.submit": "Sign in",
+    "signin.badToken": "This token is not accepted (wrong, revoked or rotated).",
+    "signin.badCode": "The sign-in code is wrong, already used or expired. Ask your administrator for a new one.",
+    "signin.format": "A sign-in code has 8 letters and digits, like ABCD-2345.",
+    "signin.rateLimited": "Too many failed attempts. Please wait {s} seconds and try again.",
+    "signin.noCodes": "This server does not take sign-in codes yet; paste an API token (qw.…).",
+    "signin.unreachable": "Cannot reach the server: {err}",
+    "signin.badLink": "The token in the link is not accepted.",
+    "signin.signedOut": "Signed out: {why}.",
+    "signin.why.rejected": "token not accepted",
+    "signin.why.revoked": "the token was revoked or rotated",
+    "signin.why.expired": "the session expired",
+    "signin.busy": "Checking…",
+    "alerts.title": "Alerts",
+    "alerts.onlyOpen": "needs attention only",
+    "alerts.counts": "{open} need attention, {shown} shown",
+    "alerts.none": "No alert needs attention.",
+    "banner.critical": "CRITICAL ALERTS: {n}",
+    "banner.escalated": "ESCALATED: {n} alert(s) nobody has acknowledged",
+    "sev.critical": "Critical",
+    "sev.major": "Major",
+    "sev.minor": "Minor",
+    "state.raised": "Raised",
+    "state.acknowledged": "Acknowledged",
+    "state.cleared": "Cleared",
+    "type.geofence_breach": "Geofence breach",
+    "type.band_missing": "Band missing",
+    "type.band_tamper": "Band tampered with",
+    "type.sos": "SOS",
+    "type.fever": "Fever",
+    "type.advert_forgery": "Forged band advert",
+    "type.advert_replay": "Replayed band advert",
+    "type.camera_motion": "Camera motion",
+    "type.camera_offline": "Camera offline",
+    "type.camera_tamper": "Camera covered or moved",
+    "type.node_offline": "Node offline",
+    "type.low_battery": "Band battery low",
+    "type.no_motion": "No motion",
+    "escalated.tag": "ESCALATED",
+    "escalated.at": "Escalated at {time}",
+    "subject.band": "band {band}",
+    "subject.camera": "camera {camera}",
+    "subject.cameraZone": "camera {camera} / {zone}",
+    "subject.node": "node {node}",
+    "alert.inZone": "in {zone}",
+    "alert.leftZone": "left {zone}",
+    "alert.outside": "{m} m outside the fence",
+    "alert.raised": "Raised {time}",
+    "alert.cleared": "cleared {time}",
+    "alert.acked": "Acknowledged by {by} at {time} ({dur} after it was raised)",
+    "alert.ackNote": "Note: {note}",
+    "alert.ackFailed": "Acknowledge failed ({status})",
+    "alert.ackBtn": "Acknowledge",
+    "alert.notePlaceholder": "note (what was done)",
+    "alert.trackTitle": "Click: show this band's track (last 5 min) on the map",
+    "alert.snapshot": "Snapshot",
+    "map.title": "Band positions",
+    "map.bandCount": "({n} bands)",
+    "map.siteTitle": "{bands} bands · {on}/{n} nodes online",
+    "map.noPositions": "no positions yet",
+    "map.grid": "grid {m} m",
+    "map.lastFix": "fix at {time}",
+    "map.stale": "{n} bands with an old position (grey): node offline",
+    "map.offMap": "off the map",
+    "health.title": "Node health",
+    "health.none": "No node has reported yet.",
+    "health.lastSeen": "Last seen",
+    "health.link": "Link",
+    "health.online": "online",
+    "health.offline": "offline",
+    "health.mqttDown": "node reports MQTT down",
+    "health.outbox": "Outbox",
+    "health.outboxOldest": "{n} (oldest {dur})",
+    "health.cpuTemp": "CPU temperature",
+    "health.cpu": "CPU",
+    "health.receivers": "Receivers heard",
+    "health.receiversHeard": "{heard}/{n}",
+    "health.receiversSilent": "{heard}/{n}; silent: {names}",
+    "health.cameras": "Cameras",
+    "health.camerasOk": "{on}/{n} online",
+    "health.camerasDown": "{on}/{n} online; down: {names}",
+    "health.errors": "Errors",
+    "health.noTelemetry": "no telemetry yet",
+    "health.version": "Version",
+    "wall.title": "Province",
+    "wall.summary": "{sites} sites · {crit} critical · {unack} unacknowledged · {offline} nodes offline",
+    "wall.critical": "Critical",
+    "wall.unack": "Unacknowledged",
+    "wall.escalated": "Escalated",
+    "wall.bands": "Bands",
+    "wall.nodes": "Nodes",
+    "wall.lastAlert": "Last alert: {time}",
+    "wall.worst.ok": "Normal",
+    "wall.worst.warn": "Attention",
+    "wall.worst.crit": "Critical",
+    "wall.worst.esc": "Escalated",
+    "wall.worst.idle": "No data yet",
+    "wall.openSite": "Click to watch this site",
+    "site.filter": "Site {site} only",
+    "site.showAll": "Show every site",
+    "history.title": "Alert history",
+    "history.from": "From",
+    "history.to": "To",
+    "history.site": "Site",
+    "history.type": "Type",
+    "history.state": "State",
+    "history.person": "Person",
+    "history.personPlaceholder": "name or room",
+    "history.any": "Any",
+    "history.search": "Search",
+    "history.csv": "Download CSV",
+    "history.count": "{n} alerts",
+    "history.loading": "Loading…",
+    "history.failed": "Could not load ({status}).",
+    "history.unsupported": "This server does not have this feature yet.",
+    "history.col.raised": "Raised",
+    "history.col.site": "Site",
+    "history.col.type": "Type",
+    "history.col.who": "Person / device",
+    "history.col.state": "State",
+    "history.col.ack": "Acknowledged",
+    "history.col.ackTime": "Time to acknowledge",
+    "history.col.escalated": "Escalated",
+    "history.events": "Events",
+    "history.report": "Daily report",
+    "history.reportDate": "Report date",
+    "history.reportCsv": "Download report (CSV)",
+    "event.raised": "raised",
+    "event.cleared": "cleared",
+    "event.acknowledged": "acknowledged",
+    "event.escalated": "escalated",
+    "event.escalation_delivery": "notification sent",
+    "dur.s": "{s} s",
+    "dur.m": "{m} min {s} s",
+    "dur.h": "{h} h {m} min",
+    "status.bad": "{n} bad messages skipped",
+    "status.badTitle": "Live messages that could not be read or had the wrong shape were skipped. Reasons: {reasons}",
+    "hint.unknownSite": "There is no data for site “{site}”: the server has no configuration for it and no node of it has reported. If the site name is misspelt, tell your administrator.",
+    "hint.didYouMean": "Did you mean: {names}?",
+    "common.none": "—"
+  }
+} /* catalogue:end */;
+
+const LANGS = ["vi", "en"];
+const LANG_KEY = "qwatch.lang";
+const i18n = {
+  lang: LANGS.includes(localStorage.getItem(LANG_KEY)) ? localStorage.getItem(LANG_KEY) : "vi",
+  listeners: [],
+  fmt: new Map(),
+};
+
+// A message in the current language, with {name} placeholders filled from params.
+function t(key, params) {
+  const text = MESSAGES[i18n.lang][key] ?? MESSAGES.vi[key] ?? key;
+  if (!params) return text;
+  return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
+}
+
+// The BCP 47 locale for dates and numbers: Vietnamese as used in Viet Nam, or the browser's own English.
+function uiLocale() {
+  if (i18n.lang === "vi") return "vi-VN";
+  const nav = navigator.language || "";
+  return nav.toLowerCase().startsWith("en") ? nav : "en-GB";
+}
+
+function formatter(kind) {
+  const key = `${i18n.lang}:${kind}`;
+  if (!i18n.fmt.has(key)) {
+    const loc = uiLocale();
+    const f = kind === "datetime"
+      ? new Intl.DateTimeFormat(loc, { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit",
+        minute: "2-digit", second: "2-digit" })
+      : kind === "time" ? new Intl.DateTimeFormat(loc, { hour: "2-digit", minute: "2-digit", second: "2-digit" })
+        : kind === "rel" ? new Intl.RelativeTimeFormat(loc, { numeric: "auto" })
+          : new Intl.NumberFormat(loc, { maximumFractionDigits: 1 });
+    i18n.fmt.set(key, f);
+  }
+  return i18n.fmt.get(key);
+}
+
+function finite(v) { return typeof v === "number" && Number.isFinite(v); }
+// Date and time (with the date: an alert from yesterday must not look like one from today).
+function fmtDateTime(ts) { return finite(ts) ? formatter("datetime").format(new Date(ts * 1000)) : t("common.none"); }
+function fmtTime(ts) { return finite(ts) ? formatter("time").format(new Date(ts * 1000)) : t("common.none"); }
+function fmtNumber(v) { return finite(v) ? formatter("number").format(v) : t("common.none"); }
+function fmtAgo(ts, now) {
+  if (!finite(ts)) return t("common.none");
+  const s = Math.round(ts - (now ?? Date.now() / 1000));
+  const rel = formatter("rel");
+  if (Math.abs(s) < 60) return rel.format(s, "second");
+  if (Math.abs(s) < 3600) return rel.format(Math.round(s / 60), "minute");
+  if (Math.abs(s) < 86400) return rel.format(Math.round(s / 3600), "hour");
+  return rel.format(Math.round(s / 86400), "day");
+}
+function fmtDuration(sec) {
+  if (!finite(sec) || sec < 0) return t("common.none");
+  const s = Math.round(sec);
+  if (s < 60) return t("dur.s", { s });
+  if (s < 3600) return t("dur.m", { m: Math.floor(s / 60), s: s % 60 });
+  return t("dur.h", { h: Math.floor(s / 3600), m: Math.floor((s % 3600) / 60) });
+}
+
+// Fill every element that names its strings: data-i18n (text), data-i18n-placeholder, -title, -aria-label.
+function applyI18n(root) {
+  const r = root || document;
+  for (const el of r.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of r.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
+  for (const el of r.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
+  for (const el of r.querySelectorAll("[data-i18n-aria-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nAriaLabel));
+  }
+  if (!root) document.documentElement.lang = i18n.lang;
+}
+
+function setLang(lang) {
+  if (!LANGS.includes(lang) || lang === i18n.lang) return;
+  i18n.lang = lang;
+  localStorage.setItem(LANG_KEY, lang);
+  applyI18n();
+  for (const fn of i18n.listeners) fn();
+}
+function onLangChange(fn) { i18n.listeners.push(fn); }
