@@ -157,8 +157,8 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
             obs_ideal.tick(now)
         for a in alerts:
             if a.type == "geofence_breach":
-                band = getattr(a.subject, "band", None)
-                (raised if a.state == "raised" else cleared).setdefault(int(band), []).append(a.ts - START)
+                band = int(getattr(a.subject, "band", -1))  # breach alerts always name a band
+                (raised if a.state == "raised" else cleared).setdefault(band, []).append(a.ts - START)
     res = RunResult(layout, ch, seed, duration)
     score(res, site, escapes, raised, cleared, duration)
     if obs_ideal is not None:
@@ -262,7 +262,7 @@ def max_in_window(ts: Iterable[float], window: float = 600.0) -> int:
     return best
 
 
-def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict[tuple[str, str], float],
+def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict[tuple[str, str, str], float],
                 ideal: bool) -> tuple[list[str], list[list[str]]]:
     cols = ["layout", "radio", "σ", "escapes", *[f"sw {k}" for k in kinds], "sw fence/gate", "sw all",
             "latency p50/p95 s"]

@@ -31,6 +31,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
@@ -115,7 +116,7 @@ class Cloud:
 
 
 def publisher(cloud: Cloud) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-dashboard", protocol=mqtt.MQTTv5)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-dashboard", protocol=mqtt.MQTTv5)
     c.connect(cloud.broker.host, cloud.broker.port)
     c.loop_start()
     return c
@@ -202,14 +203,12 @@ def static_sizes() -> tuple[int, int]:
 def screenshots(browser: Any, url: str, out: Path, breach: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     shots: list[Path] = []
-    for name, opts, view in [("phone-live", {"viewport": {"width": 390, "height": 844}, "has_touch": True,
-                                             "is_mobile": True}, "live"),
-                             ("desktop-live", {"viewport": {"width": 1400, "height": 850}}, "live"),
-                             ("desktop-wall", {"viewport": {"width": 1400, "height": 850}}, "wall"),
-                             ("phone-health", {"viewport": {"width": 390, "height": 844}, "has_touch": True,
-                                               "is_mobile": True}, "health"),
-                             ("phone-history", {"viewport": {"width": 390, "height": 844}, "has_touch": True,
-                                                "is_mobile": True}, "history")]:
+    phone: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
+    desktop: dict[str, Any] = {"viewport": {"width": 1400, "height": 850}}
+    views: list[tuple[str, dict[str, Any], str]] = [
+        ("phone-live", phone, "live"), ("desktop-live", desktop, "live"), ("desktop-wall", desktop, "wall"),
+        ("phone-health", phone, "health"), ("phone-history", phone, "history")]
+    for name, opts, view in views:
         ctx = browser.new_context(**opts, reduced_motion="reduce", locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh")
         page = ctx.new_page()
         page.goto(f"{url}/?view={view}")
