@@ -136,7 +136,7 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.include_router(api_live.router)
     app.include_router(api_reports.router)
     app.include_router(api_auth.router)
-    app.add_api_route("/", index, methods=["GET"])
+    app.add_api_route("/", index, methods=["GET"], include_in_schema=False)  # the dashboard page, not API
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -23,17 +23,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cloud.api_context import ErrorBody  # the one refusal model every route documents
+
 MAX_BODY_BYTES = 1 << 20  # the largest body any route takes is far below (an ack note is <= 2000 chars)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          409: "conflict", 413: "too_large", 422: "invalid", 429: "rate_limited", 503: "unavailable"}
-
-
-class ErrorBody(BaseModel):
-    """Every non-validation error."""
-
-    error: str
-    detail: str
 
 
 class ValidationItem(BaseModel):
