@@ -37,17 +37,20 @@ from rich.table import Table
 
 from cloud.alert_store import AlertStore
 from cloud.api import STATIC_DIR, CloudContext, create_app
+from cloud.auth import Authenticator
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
 from cloud.site_geometry import SiteGeometry
+from cloud.users import add_user
 from devtools.services import free_port, require_binary, start_mosquitto
 from protocols.payloads import new_alert
 from protocols.site_config import load_site_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config" / "examples" / "demo-site.yaml"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+# --lang: the browser's own widgets (date pickers) as on a Vietnamese phone.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--lang=vi-VN", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # Marks taken by the page itself (performance.now(), ms since navigation start).
 MARKS_JS = """
 window.__marks = {};
@@ -77,17 +80,20 @@ COLLECT_JS = """() => {
            requests: 1 + res.length, fcp: fcp ? fcp.startTime : null, dcl: nav.domContentLoadedEventEnd,
            ...window.__marks };
 }"""
+PHONE: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True,
+                         "device_scale_factor": 2, "throttle": True}
+# The baseline of the same run: the same phone refusing compression (what `serve` sent before it had gzip).
 PROFILES: dict[str, dict[str, Any]] = {
     "desktop 1400x850, loopback": {"viewport": {"width": 1400, "height": 850}},
-    "phone 390x844, CPU /{slow}, site Wi-Fi": {"viewport": {"width": 390, "height": 844}, "has_touch": True,
-                                              "is_mobile": True, "device_scale_factor": 2, "throttle": True},
+    "phone 390x844, CPU /{slow}, site Wi-Fi": PHONE,
+    "same phone, no gzip (baseline)": {**PHONE, "extra_http_headers": {"Accept-Encoding": "identity"}},
 }
 
 
 class Cloud:
     """Ingest + API in this process against a real Mosquitto (what `serve` runs, without time series)."""
 
-    def __init__(self, tmp: Path, geometry: dict[str, SiteGeometry]) -> None:
+    def __init__(self, tmp: Path, geometry: dict[str, SiteGeometry], users: Path) -> None:
         self.broker = start_mosquitto(tmp / "mosquitto")
         self.store = AlertStore(tmp / "cloud.db")
         self.hub = LiveHub()
@@ -95,7 +101,8 @@ class Cloud:
                                           escalate_after_s=3600), self.store, None, self.hub)
         self.ingest.start()
         port = free_port()
-        app = create_app(CloudContext(store=self.store, hub=self.hub, ingest=self.ingest, sites=geometry))
+        app = create_app(CloudContext(store=self.store, hub=self.hub, ingest=self.ingest, sites=geometry,
+                                      auth=Authenticator(users)))
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                     lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -173,7 +180,16 @@ def publish_province(c: mqtt.Client, sites: list[str], n_bands: int) -> dict[str
     return breaches
 
 
-def measure(browser: Any, url: str, profile: dict[str, Any], slowdown: float) -> dict[str, Any]:
+def refresh_live(c: mqtt.Client, sites: list[str], n_bands: int) -> None:
+    now = time.time()
+    half = n_bands // 2
+    for site in sites:
+        live = [(1100 + k, 2 + (k * 7.3) % 26, 2 + (k * 3.1) % 12) for k in range(half)]
+        c.publish(f"qwatch/v1/{site}/edge-01/telemetry/bands", bands_msg(now, [*live, (1005, 41.0, 7.5)]),
+                  qos=0).wait_for_publish()
+
+
+def measure(browser: Any, url: str, profile: dict[str, Any], slowdown: float, token: str) -> dict[str, Any]:
     opts = {k: v for k, v in profile.items() if k != "throttle"}
     ctx = browser.new_context(**opts)
     try:
@@ -185,7 +201,7 @@ def measure(browser: Any, url: str, profile: dict[str, Any], slowdown: float) ->
             cdp.send("Network.enable")
             cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 100,
                                                           "downloadThroughput": 2e6 / 8, "uploadThroughput": 1e6 / 8})
-        page.goto(url + "/")
+        page.goto(f"{url}/#token={token}")
         page.wait_for_function("window.__marks.map && window.__marks.live", timeout=60_000)
         out: dict[str, Any] = page.evaluate(COLLECT_JS)
         return out
@@ -200,7 +216,7 @@ def static_sizes() -> tuple[int, int]:
     return raw, gz
 
 
-def screenshots(browser: Any, url: str, out: Path, breach: str) -> list[Path]:
+def screenshots(browser: Any, url: str, out: Path, breach: str, tokens: dict[str, str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     shots: list[Path] = []
     phone: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
@@ -211,12 +227,15 @@ def screenshots(browser: Any, url: str, out: Path, breach: str) -> list[Path]:
     for name, opts, view in views:
         ctx = browser.new_context(**opts, reduced_motion="reduce", locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh")
         page = ctx.new_page()
-        page.goto(f"{url}/?view={view}")
+        # The guard's phone, the command centre's desktop and wall.
+        page.goto(f"{url}/?view={view}#token={tokens['guard' if opts.get('has_touch') else 'command']}")
         page.wait_for_selector("#conn.up", timeout=10_000)
-        page.evaluate("() => { document.querySelector('#guard-name').value = 'Trần Thị Hoa'; }")
         if view == "live":
             page.wait_for_selector(f'li[data-alert-id="{breach}"]', timeout=10_000)
-            page.mouse.click(5, 5) if not opts.get("has_touch") else page.tap("#alert-panel h2")
+            if opts.get("has_touch"):   # the first touch arms the alarm sound (and hides its hint)
+                page.tap("#alert-panel h2")
+            else:
+                page.mouse.click(5, 5)
         elif view == "history":
             page.wait_for_selector("#history tbody tr", timeout=10_000)
         time.sleep(0.6)   # one more animation frame of every map
@@ -243,7 +262,10 @@ def main() -> int:
     geometry = {"demo-site": SiteGeometry.from_config(demo)}
     console = Console(width=170)
     with tempfile.TemporaryDirectory(prefix="qwatch-dash-bench-") as tmp:
-        cloud = Cloud(Path(tmp), geometry)
+        users = Path(tmp) / "users.yaml"
+        tokens = {"guard": add_user(users, "Trần Thị Hoa", "guard", ["demo-site"]).token,
+                  "command": add_user(users, "cc-duty", "command", []).token}
+        cloud = Cloud(Path(tmp), geometry, users)
         try:
             pub = publisher(cloud)
             breaches = publish_province(pub, names, args.bands)
@@ -256,10 +278,14 @@ def main() -> int:
                 browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
                 results: dict[str, list[dict[str, Any]]] = {}
                 for label, profile in PROFILES.items():
-                    measure(browser, cloud.url, profile, args.cpu_slowdown)   # warm the server, not the browser
-                    results[label] = [measure(browser, cloud.url, profile, args.cpu_slowdown) for _ in range(args.runs)]
+                    tok = tokens["command"]
+                    measure(browser, cloud.url, profile, args.cpu_slowdown, tok)   # warm the server, not the browser
+                    results[label] = [measure(browser, cloud.url, profile, args.cpu_slowdown, tok)
+                                      for _ in range(args.runs)]
                 if args.screens:
-                    for p in screenshots(browser, cloud.url, args.screens, breaches["demo-site"]):
+                    # The living nodes report again (once a second in the field): their bands are fresh.
+                    refresh_live(pub, names, args.bands)
+                    for p in screenshots(browser, cloud.url, args.screens, breaches["demo-site"], tokens):
                         console.print(f"wrote {p}")
                 browser.close()
             pub.loop_stop()
@@ -282,8 +308,8 @@ def main() -> int:
                       f"{statistics.median(r['helloBytes'] for r in rows) / 1024:.1f}",
                       cell(rows, "fcp"), cell(rows, "dcl"), cell(rows, "hello"), cell(rows, "live"), cell(rows, "map"))
     console.print(table)
-    console.print(f"static files (html, js, css, svg): {raw / 1024:.1f} KB raw, {gz / 1024:.1f} KB gzip -6 "
-                  f"(served uncompressed by `serve`; a reverse proxy with gzip sends the second)")
+    console.print(f"static files (html, js, css, svg): {raw / 1024:.1f} KB raw, {gz / 1024:.1f} KB gzip -6; "
+                  "hello KB: the WebSocket hello's JSON as the page received it (before any per-message deflate)")
     console.print(f"machine: {platform.machine()} {platform.python_version()}, shared with other jobs")
     return 0
 

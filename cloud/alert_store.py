@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.delivery_store import DeliveryQueue
+from cloud.sqlite_db import open_db
 from protocols.payloads import Alert
 
 SCHEMA = """
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_site_received ON alerts (site, first_received);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts (first_received);
 CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (site, node, seq);
 CREATE TABLE IF NOT EXISTS nodes (
     site TEXT NOT NULL,
@@ -230,17 +232,11 @@ class AlertStore(DeliveryQueue):
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._conn.row_factory = sqlite3.Row
+        # synchronous=FULL: an alert is acknowledged to the broker only after its commit reaches the disk.
+        self._conn = open_db(self.path, SCHEMA)
         self._lock = threading.RLock()
         self._batch_depth = 0
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # An alert is acknowledged to the broker only after this commit reaches the disk.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
             self._migrate()
 
     def _migrate(self) -> None:

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from cloud import api_alerts, api_auth, api_bands, api_errors, api_live, api_reports, api_sites
-from cloud.api_context import CloudContext, Ctx, User
+from cloud.api_context import CloudContext, Ctx, User, errors
 from cloud.auth import AuthError
 from cloud.signin import RateLimited
 
@@ -129,7 +130,7 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.add_exception_handler(AuthError, auth_error)
     app.add_exception_handler(RateLimited, rate_limited)
     app.add_api_route("/healthz", healthz, methods=["GET"])
-    app.add_api_route("/api/v1/me", me, methods=["GET"])
+    app.add_api_route("/api/v1/me", me, methods=["GET"], responses=errors(401, 429))
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
     app.include_router(api_bands.router)
@@ -139,4 +140,6 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.add_api_route("/", index, methods=["GET"], include_in_schema=False)  # the dashboard page, not API
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # The dashboard on a phone over a busy site Wi-Fi: its scripts and JSON shrink about 3x (docs/benchmarks.md).
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     return app

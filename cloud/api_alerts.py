@@ -120,7 +120,9 @@ def get_alert(ctx: Ctx, who: User, alert_id: AlertId) -> dict[str, Any]:
     return alert_view(_scoped_row(ctx, who, alert_id))
 
 
-@router.get("/{alert_id}/snapshot")
+@router.get("/{alert_id}/snapshot", response_class=Response, responses={
+    200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}, "description": "JPEG"},
+    **errors(404, 422)})
 def get_snapshot(ctx: Ctx, who: User, alert_id: AlertId) -> Response:
     """The camera snapshot (JPEG) stored with an alert; 404 when there is none, 403 out of scope."""
     if who.sites is not None:
@@ -131,7 +133,7 @@ def get_snapshot(ctx: Ctx, who: User, alert_id: AlertId) -> Response:
     return Response(jpeg, media_type="image/jpeg")
 
 
-@router.post("/{alert_id}/ack")
+@router.post("/{alert_id}/ack", responses=errors(404, 409, 422))
 def ack_alert(ctx: Ctx, who: User, alert_id: AlertId, body: AckRequest) -> dict[str, Any]:
     """Acknowledge once (404 unknown, 403 out of scope, 409 twice) as the signed-in user; tell the node
     and the live dashboards."""

@@ -11,10 +11,10 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 
-from cloud.api_context import CloudContext, Ctx, User, get_principal
+from cloud.api_context import CloudContext, Ctx, User, errors, get_principal
 from cloud.auth import OPEN, Principal
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)])
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)], responses=errors(401, 403, 429))
 TRACK_FIELDS = ("x", "y", "err_m")
 TimeParam = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 

@@ -66,6 +66,7 @@ class Principal:
     sites: frozenset[str] | None
     token_id: str | None = None
     expires_at: float | None = None  # a session token's expiry; None for API tokens (they do not expire)
+    signed_in_at: float | None = None  # a session's original sign-in (renewals keep it); None for API tokens
 
     def sees(self, site: str) -> bool:
         """Whether this caller may read and acknowledge ``site``'s alerts and positions."""
@@ -90,6 +91,7 @@ class SignInSettings:
     """Session lifetime, code lifetime and the failure limit (``serve --session-ttl-s`` …)."""
 
     session_ttl_s: float = 12 * 3600.0  # a guard's shift
+    session_max_s: float = 7 * 86400.0  # renewals stop this long after the sign-in: then a new code
     code_ttl_s: float = 600.0
     fail_limit: int = 10  # failures per client address per window, then 429
     fail_window_s: float = 300.0
@@ -104,9 +106,9 @@ class SignInError(Exception):
         self.status = status
 
 
-def _principal(u: UserEntry, expires_at: float | None = None) -> Principal:
+def _principal(u: UserEntry, expires_at: float | None = None, signed_in_at: float | None = None) -> Principal:
     return Principal(name=u.name, role=u.role, sites=frozenset(u.sites) if u.role == "guard" else None,
-                     token_id=u.token_id, expires_at=expires_at)
+                     token_id=u.token_id, expires_at=expires_at, signed_in_at=signed_in_at)
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -240,7 +242,7 @@ class Authenticator:
             # Revoked, or rotated (a new token ID): every session of the old one ends.
             log.warning("event=auth_failed reason=session_revoked user=%s client=%s", claims.user, client)
             self._refuse(client, "session revoked", count=False)
-        return _principal(user, claims.expires_at)
+        return _principal(user, claims.expires_at, claims.signed_in_at)
 
     def _user_named(self, name: str) -> UserEntry:
         try:
@@ -288,8 +290,11 @@ class Authenticator:
         user = self._by_id.get(who.token_id or "")
         if user is None or not user.active:
             raise AuthError(401, "token revoked")
-        token, exp = issue_session(self.session_key(), user.name, user.token_id, now=self.settings.clock(),
-                                   ttl_s=self.settings.session_ttl_s)
+        now = self.settings.clock()
+        if who.signed_in_at is not None and now - who.signed_in_at >= self.settings.session_max_s:
+            raise AuthError(401, "session too old to renew: sign in again with a new code")
+        token, exp = issue_session(self.session_key(), user.name, user.token_id, now=now,
+                                   ttl_s=self.settings.session_ttl_s, signed_in_at=who.signed_in_at)
         log.info("event=session_renewed user=%s expires_at=%.0f", user.name, exp)
         return token, exp, user
 

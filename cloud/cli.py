@@ -115,8 +115,11 @@ VmOpt = Annotated[str, typer.Option("--vm", help="VictoriaMetrics base URL")]
 SpoolOpt = Annotated[Path | None, typer.Option("--spool", help="telemetry spool dir [default: next to --db]")]
 ClientOpt = Annotated[str, typer.Option("--client-id", help="MQTT client ID of the persistent session")]
 SharedOpt = Annotated[bool, typer.Option("--shared", help="subscribe $share/ingest/qwatch/v1/# (N workers)")]
-SilenceOpt = Annotated[float, typer.Option("--silence-s", help="node_offline after this long unheard")]
-EscOpt = Annotated[float, typer.Option("--escalate-after-s", help="escalate unacknowledged alerts after")]
+# Bounds are IngestConfig's (cloud/ingest.py INGEST_BOUNDS).
+SilenceOpt = Annotated[float, typer.Option("--silence-s", min=0.01, max=7 * 86400,
+                                           help="node_offline after this long unheard")]
+EscOpt = Annotated[float, typer.Option("--escalate-after-s", min=0.01, max=86400,
+                                       help="escalate unacknowledged alerts after")]
 EscSiteOpt = Annotated[list[str], typer.Option("--escalate-site", help="per-site override SITE=SECONDS")]
 SiteCfgOpt = Annotated[list[Path], typer.Option(
     "--site-config", metavar="PATH",

@@ -54,8 +54,8 @@ def compose(base_yaml: str, source: str, registry: BandRegistry, site: str) -> C
     registered = {b.band for b in bands}
     dropped = sorted(b.id for b in base.bands if b.id not in registered)
     if dropped:
-        notes.append(f"{len(dropped)} bands of {source} are not enrolled in the registry and are left out: "
-                     f"{dropped[:10]}")
+        notes.append(f"{len(dropped)} bands of {source} are not active in the registry (retired, or never "
+                     f"enrolled with --cloud) and are left out: {dropped[:10]}")
     data["bands"] = [{"id": b.band, "person": b.person, "allowed_zones": b.allowed_zones} for b in bands]
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     parse_site_config(text, f"{source} (with the registry's bands)")
@@ -71,9 +71,12 @@ class NodeAnswer:
 
 
 def push(composed: Composed, version: int, nodes: Iterable[str], *, host: str, port: int,
-         creds: MqttCredentials | None, wait_s: float = 10.0) -> list[NodeAnswer]:
-    """Publish the config to each node (retained QoS 1) and wait for their answers."""
+         creds: MqttCredentials | None, wait_s: float = 10.0,
+         wait_for: Iterable[str] | None = None) -> list[NodeAnswer]:
+    """Publish the config to each node (retained QoS 1) and wait for the answers of `wait_for`
+    (default: every node; a node known to be offline gets the retained copy when it reconnects)."""
     nodes = sorted(set(nodes))
+    expected = set(nodes) if wait_for is None else set(wait_for) & set(nodes)
     cmd_ids = {n: new_ulid() for n in nodes}
     answers: dict[str, CommandResult] = {}
     done = threading.Condition()
@@ -123,7 +126,7 @@ def push(composed: Composed, version: int, nodes: Iterable[str], *, host: str, p
             info.wait_for_publish(timeout=10)
         deadline = time.monotonic() + wait_s
         with done:
-            done.wait_for(lambda: len(answers) == len(nodes), max(0.0, deadline - time.monotonic()))
+            done.wait_for(lambda: expected <= set(answers), max(0.0, deadline - time.monotonic()))
     finally:
         c.disconnect()
         c.loop_stop()

@@ -38,9 +38,11 @@ from cloud.node_registry import NodeLiveness, NodeRecord
 from cloud.notifier import Notifier
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
 from protocols import topics as T
+from protocols.bounds import Range, SettingError, check_bounds
 from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
+    DOCTOR_PROBE_ID,
     AckCommand,
     Alert,
     BandTelemetry,
@@ -61,6 +63,15 @@ log = logging.getLogger("qwatch.cloud.ingest")
 PAYLOAD_LIMITS: dict[str, int] = {
     T.ALERT: 16 << 10, T.STATUS: 4 << 10, T.CMD_RESULT: 8 << 10, T.CAMERA_EVENT: 8 << 10,
     T.TELEMETRY_NODE: 256 << 10, T.TELEMETRY_BANDS: 1 << 20,
+}
+
+
+# Bounds of IngestConfig (and of the matching `qwatch-cloud serve/ingest` options). MQTT carries
+# keepalive and Receive Maximum as 16-bit values and the session expiry as 32 bits.
+INGEST_BOUNDS = {
+    "port": Range(ge=1, le=65535), "session_expiry_s": Range(ge=0, le=2**32 - 1), "keepalive_s": Range(ge=1, le=65535),
+    "receive_maximum": Range(ge=1, le=65535), "silence_s": Range(ge=0.01, le=7 * 86400),
+    "escalate_after_s": Range(ge=0.01, le=86400), "tick_s": Range(ge=0.01, le=60), "max_batch": Range(ge=1, le=100_000),
 }
 
 
@@ -86,6 +97,13 @@ class IngestConfig:
     # None: plain MQTT without authentication (loopback test/demo broker). A bundle from
     # `qwatch-cloud pki init` (role cloud): TLS verified against its CA, and its username/password.
     credentials: MqttCredentials | None = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self, INGEST_BOUNDS)
+        for site, after in self.escalate_per_site.items():
+            if not INGEST_BOUNDS["escalate_after_s"].allows(after):
+                raise SettingError("IngestConfig", f"escalate_per_site[{site}]",
+                                   f"{after!r} is out of range; allowed: {INGEST_BOUNDS['escalate_after_s']}")
 
 
 class StoreUnavailable(Exception):
@@ -295,7 +313,7 @@ class Ingest:
             log.exception("event=handler_error topic=%s", topic)
             return self._bad("internal_error", topic)
         self.counts[f"{parsed.kind}:{outcome}"] += 1
-        if parsed.kind not in (T.CMD, T.STATUS):
+        if parsed.kind not in (T.CMD, T.STATUS) and outcome != DOCTOR_PROBE_ID:
             self._traffic(parsed.site, parsed.node, now)
         return outcome
 
@@ -344,6 +362,8 @@ class Ingest:
             return "ok" if self.store.add_snapshot(p.site, p.node, p.camera, p.alert_id, payload) else "duplicate"
         if p.kind == T.CMD_RESULT:
             res = parse_payload(CommandResult, payload)
+            if res.cmd_id == DOCTOR_PROBE_ID:
+                return DOCTOR_PROBE_ID  # `qwatch-edge doctor` testing the ACL: not a sign the agent runs
             log.info("event=cmd_result site=%s node=%s cmd_id=%s ok=%s error=%s", p.site, p.node, res.cmd_id,
                      res.ok, res.error)
             return "ok"

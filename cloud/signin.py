@@ -20,20 +20,19 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
-import tempfile
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from protocols.secret_files import locked, write_private_file
 
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LEN = 8
@@ -112,29 +111,6 @@ def _code_hash(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class CodeBook:
     """Pending one-time codes in ``<users file>.codes.json`` (hashes only), shared by CLI and servers."""
 
@@ -152,12 +128,12 @@ class CodeBook:
         return [c for c in codes if isinstance(c, dict) and float(c.get("expires_at", 0)) > now]
 
     def _save(self, codes: list[dict[str, Any]]) -> None:
-        _write_private(self.path, json.dumps({"version": 1, "codes": codes}, ensure_ascii=False).encode())
+        write_private_file(self.path, json.dumps({"version": 1, "codes": codes}, ensure_ascii=False).encode())
 
     def issue(self, user: str, *, ttl_s: float, now: float) -> tuple[str, float]:
         """A new code for ``user`` and its expiry time. Raises ValueError when too many are pending."""
         code = new_code()
-        with _locked(self.path):
+        with locked(self.path):
             codes = self._load(now)
             if len(codes) >= MAX_PENDING_CODES:
                 raise ValueError(f"{len(codes)} codes are pending; wait for some to expire")
@@ -171,7 +147,7 @@ class CodeBook:
         if code is None:
             return None
         digest = _code_hash(code)
-        with _locked(self.path):
+        with locked(self.path):
             codes = self._load(now)
             hit = next((c for c in codes if hmac.compare_digest(str(c.get("hash", "")), digest)), None)
             if hit is not None:
@@ -196,6 +172,7 @@ class SessionClaims:
     user: str
     token_id: str
     expires_at: float
+    signed_in_at: float  # when the code was exchanged: renewals keep it, so a session has a maximum age
 
 
 def load_session_key(users_path: Path) -> bytes:
@@ -207,6 +184,9 @@ def load_session_key(users_path: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         key = bytes.fromhex(path.read_text().strip())
+        if len(key) < 32:  # another replica created it this instant and is still writing
+            time.sleep(0.5)
+            key = bytes.fromhex(path.read_text().strip())
         if len(key) < 32:
             raise ValueError(f"{path}: not a session key (delete it to make a new one; signs everyone out)") from None
         return key
@@ -216,11 +196,13 @@ def load_session_key(users_path: Path) -> bytes:
     return key
 
 
-def issue_session(key: bytes, user: str, token_id: str, *, now: float, ttl_s: float) -> tuple[str, float]:
-    """A signed session token and its expiry."""
+def issue_session(key: bytes, user: str, token_id: str, *, now: float, ttl_s: float,
+                  signed_in_at: float | None = None) -> tuple[str, float]:
+    """A signed session token and its expiry (``signed_in_at``: the original sign-in, kept by renewals)."""
     exp = now + ttl_s
-    payload = _b64(json.dumps({"u": user, "t": token_id, "e": round(exp, 3), "n": secrets.token_hex(8)},
-                              ensure_ascii=False, separators=(",", ":")).encode())
+    first = now if signed_in_at is None else signed_in_at
+    claims = {"u": user, "t": token_id, "e": round(exp, 3), "s": round(first, 3), "n": secrets.token_hex(8)}
+    payload = _b64(json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode())
     sig = _b64(hmac.new(key, f"{SESSION_PREFIX}.{payload}".encode(), hashlib.sha256).digest())
     return f"{SESSION_PREFIX}.{payload}.{sig}", exp
 
@@ -239,7 +221,7 @@ def verify_session(key: bytes, token: str, *, now: float) -> SessionClaims | str
     if not ok or not isinstance(claims, dict):
         return "invalid token"
     try:
-        out = SessionClaims(str(claims["u"]), str(claims["t"]), float(claims["e"]))
+        out = SessionClaims(str(claims["u"]), str(claims["t"]), float(claims["e"]), float(claims["s"]))
     except (KeyError, TypeError, ValueError):
         return "invalid token"
     if out.expires_at <= now:

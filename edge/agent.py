@@ -30,9 +30,10 @@ from edge import config_store
 from edge.bands.recorder import ObservationRecorder
 from edge.config_store import validate_push
 from edge.health import HealthErrors, HostMetrics
-from edge.mqtt_link import Command, LinkConfig, MqttLink
+from edge.mqtt_link import LINK_BOUNDS, Command, LinkConfig, MqttLink
 from edge.outbox import Outbox
 from edge.state import CounterSaver, active_key, restore_alerts
+from protocols.bounds import Range, check_bounds
 from protocols.cli_errors import EXIT_NO_BROKER
 from protocols.credentials import load_node_credentials
 from protocols.errors import ConfigError, PayloadError
@@ -79,6 +80,21 @@ class AgentOptions:
     node_telemetry_s: float = 5.0
     tick_s: float = 0.2
     credentials: Path | None = None  # MQTT credentials bundle: TLS + username/password
+
+    def __post_init__(self) -> None:
+        check_bounds(self, AGENT_BOUNDS)
+
+
+# Bounds of AgentOptions, which are also the `qwatch-edge run` options' bounds (edge/cli.py;
+# tests/edge/test_cli.py checks they match). The link settings are LinkConfig's; reconnect_max_s
+# may not go below the link's reconnect_min_s (0.5 s).
+AGENT_BOUNDS = {
+    "broker_port": LINK_BOUNDS["port"], "sim_seed": Range(ge=0), "sim_start_ts": Range(ge=0),
+    "keepalive_s": LINK_BOUNDS["keepalive_s"], "will_delay_s": LINK_BOUNDS["will_delay_s"],
+    "reconnect_max_s": Range(ge=0.5, le=3600), "max_inflight": LINK_BOUNDS["max_inflight"],
+    "telemetry_buffer": LINK_BOUNDS["telemetry_buffer"], "duration_s": Range(ge=0),
+    "node_telemetry_s": Range(ge=0.1, le=3600), "tick_s": Range(ge=0.01, le=10),
+}
 
 
 class AlertSource(Protocol):

@@ -28,7 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.doctor_checks import Check, fail, ok, warn
 from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tcp, diagnose_tls, refusal_hint
-from protocols.payloads import CommandResult
+from protocols.payloads import DOCTOR_PROBE_ID, CommandResult
 from protocols.topics import PREFIX, NodeTopics
 
 NO_MATCHING_SUBSCRIBERS = 0x10
@@ -110,7 +110,7 @@ def _after_connect(c: mqtt.Client, probe: _Probe, host: str, port: int, topics: 
                      refusal_hint(probe.reason, creds))]
     who = creds.username if creds else "anonymous"
     out = [ok("broker", "connect", f"{host}:{port} as {who}" + (" over TLS" if creds else " (no TLS)"))]
-    payload = CommandResult(cmd_id="doctor-probe", ok=True).model_dump_json().encode()
+    payload = CommandResult(cmd_id=DOCTOR_PROBE_ID, ok=True).model_dump_json().encode()
     own = _wait_ack(probe, c.publish(topics.cmd_result, payload, qos=1).mid, timeout)
     if own is None:
         out.append(fail("broker", "publish own", f"no PUBACK for {topics.cmd_result} within {timeout:.0f} s",

@@ -44,6 +44,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.outbox import Outbox
+from protocols.bounds import Range, SettingError, check_bounds
 from protocols.credentials import (
     MqttCredentials,
     apply_credentials,
@@ -56,6 +57,16 @@ from protocols.payloads import CommandResult, Status
 from protocols.topics import NodeTopics
 
 log = logging.getLogger("qwatch.edge.mqtt")
+
+
+# Bounds of LinkConfig (and of the matching `qwatch-edge run` options). MQTT carries keepalive and
+# Receive Maximum as 16-bit values; back-offs and delays are positive and at most an hour or a day.
+LINK_BOUNDS = {
+    "port": Range(ge=1, le=65535), "keepalive_s": Range(ge=1, le=65535), "reconnect_min_s": Range(ge=0.01, le=3600),
+    "reconnect_max_s": Range(ge=0.01, le=3600), "max_inflight": Range(ge=1, le=65535),
+    "telemetry_buffer": Range(ge=1, le=1_000_000), "telemetry_burst": Range(ge=1, le=100_000),
+    "retry_failed_after_s": Range(ge=0, le=3600), "will_delay_s": Range(ge=0, le=86400),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,12 @@ class LinkConfig:
     # None: plain MQTT, no authentication (loopback test/demo broker). A bundle: TLS verified
     # against its CA with host name check, and its username/password.
     credentials: MqttCredentials | None = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self, LINK_BOUNDS)
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise SettingError("LinkConfig", "reconnect_max_s", f"{self.reconnect_max_s!r} is below reconnect_min_s "
+                               f"({self.reconnect_min_s!r})")
 
 
 @dataclass(frozen=True, slots=True)

@@ -279,6 +279,11 @@ class SnapshotCommand(_Model):
 COMMANDS: dict[str, type[_Model]] = {"ack": AckCommand, "config": ConfigCommand, "snapshot": SnapshotCommand}
 
 
+# The cmd_id of `qwatch-edge doctor`'s probe on the node's own cmd_result: the ingest ignores it,
+# so running the doctor on a stopped node neither marks it online nor later raises node_offline.
+DOCTOR_PROBE_ID = "doctor-probe"
+
+
 class CommandResult(_Model):
     """`…/cmd_result`: the node's answer to a command."""
 

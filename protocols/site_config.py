@@ -11,9 +11,9 @@ import json
 import math
 import os
 import re
-import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from protocols.errors import ConfigError
+from protocols.secret_files import json_object, read_private_text, write_private_file
 from protocols.text import clean_label
 
 # Bounds on every technician input (issue 9): a config is read by code whose cost grows with these
@@ -340,17 +341,33 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
         raise ConfigError(str(p), "", "not UTF-8 text") from None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_config(model: type[M], data: Any, source: str, *, unknown_key_first: bool = False,
+                    describe: Callable[[Any], tuple[str, str]] = describe_error) -> M:
+    """Validate parsed config data (every config file: site, notify, users); ConfigError naming the file,
+    the key of the first error, what is allowed, and how many more errors there are.
+
+    `unknown_key_first`: report an unknown key before the others (a typo usually explains the
+    "missing" key next to it).
+    """
+    try:
+        return model.model_validate(data)
+    except RecursionError:
+        raise ConfigError(source, "", "nested too deeply to be a valid config") from None
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = min(errors, key=lambda e: e["type"] != "extra_forbidden") if unknown_key_first else errors[0]
+        key, msg = describe(first)
+        more = exc.error_count() - 1
+        raise ConfigError(source, key, msg + (f" (and {more} more errors)" if more else "")) from None
+
+
 def parse_site_config(text: str, source: str = "<string>") -> SiteConfig:
     """Validate site config YAML text. `source` names the file in error messages."""
     data = yaml_mapping(text, source, "a YAML mapping with keys site, zones, ... (a site config)")
-    try:
-        return SiteConfig.model_validate(data)
-    except RecursionError:
-        raise ConfigError(source, "", "nested too deeply to be a site config") from None
-    except ValidationError as exc:
-        key, msg = describe_error(exc.errors()[0])
-        more = exc.error_count() - 1
-        raise ConfigError(source, key, msg + (f" (and {more} more errors)" if more else "")) from None
+    return validate_config(SiteConfig, data, source)
 
 
 def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
@@ -364,16 +381,7 @@ def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
 
 def parse_band_keys(text: str, source: str = "<string>") -> dict[int, bytes]:
     """Parse the secrets file ``{"1001": "<32 hex chars>", ...}``. Never puts a key in a message."""
-    if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(source, "", f"larger than {MAX_CONFIG_BYTES} characters; is this the key file?")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
-    except (ValueError, RecursionError):
-        raise ConfigError(source, "", "not valid JSON (nested too deeply or a number too long)") from None
-    if not isinstance(data, dict):
-        raise ConfigError(source, "", 'must be a JSON object {"<band_id>": "<32 hex chars>", ...}')
+    data = json_object(text, source, 'a JSON object {"<band_id>": "<32 hex chars>", ...}')
     keys: dict[int, bytes] = {}
     for band, hexkey in data.items():
         if not (_BAND_ID_RE.fullmatch(band) and 1 <= int(band) <= 0xFFFFFFFF):
@@ -389,25 +397,10 @@ def parse_band_keys(text: str, source: str = "<string>") -> dict[int, bytes]:
 
 def load_band_keys(path: str | os.PathLike[str], *, require_private: bool = False) -> dict[int, bytes]:
     """Load the band key file. With `require_private`, refuse a file others can read (needs 0600)."""
-    p = Path(path)
-    try:
-        mode = p.stat().st_mode
-        text = read_config_text(p)
-    except OSError as exc:
-        raise ConfigError(str(p), "", f"cannot read: {exc.strerror}") from None
-    if require_private and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(str(p), "", f"mode is {stat.S_IMODE(mode):04o}; key files must be 0600 "
-                          f"(fix: chmod 600 {p})")
-    return parse_band_keys(text, str(p))
+    text = read_private_text(path, what="the band key file", require_private=require_private)
+    return parse_band_keys(text, str(path))
 
 
 def write_band_keys(path: str | os.PathLike[str], keys: dict[int, bytes]) -> None:
     """Write a key file atomically with mode 0600 from the start (never briefly world-readable)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({str(k): v.hex() for k, v in sorted(keys.items())}, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    write_private_file(path, json.dumps({str(k): v.hex() for k, v in sorted(keys.items())}, indent=1))

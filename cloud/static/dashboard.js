@@ -1,13 +1,11 @@
-// qwatch live dashboard: alerts and band positions over one WebSocket, node health, the province overview
-// and history. No external libraries. Loaded last; the other scripts are, in order: i18n.js (strings and
-// formats), signin.js (`api`, `auth`, `boot`), sound.js, map.js, health.js, history.js.
-// Every live message is checked before use: one bad message is skipped and counted (state.bad, shown in the
-// footer), never allowed to empty the page (issue #9).
+// qwatch live dashboard: the state, the live WebSocket and its badge, band positions and maps, sites and
+// views, start-up. No external libraries. Loaded last; the other scripts are, in order: i18n.js (strings
+// and formats), signin.js (`api`, `auth`, `boot`), sound.js, map.js, health.js, history.js, messages.js
+// (checking what arrives), alerts.js.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 const STALE_S = 30;               // band positions not refreshed for this long are drawn stale (grey)
-const MAX_BANDS_PER_MSG = 5000;
 const MAX_TRAIL = 20;
 const state = {
   alerts: new Map(),          // alert_id -> cleaned alert view
@@ -24,258 +22,8 @@ const state = {
   conn: { ws: "idle", health: null, helloOk: false, helloFailed: false },
   started: false,
 };
-const ULID_RE = /^[0-7][0-9A-HJKMNP-TV-Z]{25}$/;
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
-const SEVERITIES = ["critical", "major", "minor"];
-const STATES = ["raised", "acknowledged", "cleared"];
 const BAND_ALARM_TYPES = new Set(["geofence_breach", "band_missing", "band_tamper", "sos"]);
 const VIEWS = ["live", "wall", "health", "history"];
-
-// ---------------------------------------------------------------- defensive parsing
-class Bad extends Error { constructor(reason) { super(reason); this.reason = reason; } }
-
-function countBad(reason) {
-  state.bad.count++;
-  state.bad.reasons.set(reason, (state.bad.reasons.get(reason) || 0) + 1);
-  const b = $("#bad-count");
-  b.hidden = false;
-  $("#status").hidden = false;
-  renderBadCount();
-}
-function renderBadCount() {
-  if (!state.bad.count) return;
-  const b = $("#bad-count");
-  b.textContent = t("status.bad", { n: state.bad.count });
-  b.title = t("status.badTitle", { reasons: [...state.bad.reasons].map(([k, n]) => `${k} ×${n}`).join(", ") });
-  b.dataset.count = String(state.bad.count);
-}
-
-// JSON.parse, then once more with bare NaN/Infinity (which a lax server may emit) read as null; counted.
-function parseLenient(text) {
-  try { return JSON.parse(text); } catch (e) { /* try the repair below */ }
-  const fixed = text.replace(/([:[,]\s*)-?(?:NaN|Infinity)(?=\s*[,\]}])/g, "$1null");
-  const out = JSON.parse(fixed);   // still bad: the caller counts and skips it
-  countBad("json:non_finite");
-  return out;
-}
-
-const num = (v) => (finite(v) ? v : null);
-const str = (v, max) => (typeof v === "string" ? v.slice(0, max || 256) : null);
-const obj = (v) => (v && typeof v === "object" && !Array.isArray(v) ? v : {});
-
-// An alert view (docs/cloud.md) reduced to what is drawn, every field checked; throws Bad when unusable.
-function cleanAlert(a) {
-  if (!a || typeof a !== "object") throw new Bad("alert:shape");
-  if (typeof a.alert_id !== "string" || !ULID_RE.test(a.alert_id)) throw new Bad("alert:id");
-  if (typeof a.site !== "string" || !ID_RE.test(a.site)) throw new Bad("alert:site");
-  if (typeof a.type !== "string" || !STATES.includes(a.state)) throw new Bad("alert:shape");
-  const detail = obj(a.detail);
-  const ack = a.ack && typeof a.ack === "object"
-    ? { by: str(a.ack.by, 128) || "?", note: str(a.ack.note, 2000) || "", at: num(a.ack.at) } : null;
-  const history = Array.isArray(a.history)
-    ? a.history.slice(0, 100).filter((e) => e && typeof e.event === "string" && finite(e.ts)) : [];
-  return {
-    alert_id: a.alert_id, site: a.site, node: str(a.node, 64) || "", type: a.type.slice(0, 64),
-    severity: SEVERITIES.includes(a.severity) ? a.severity : "minor", state: a.state,
-    subject: obj(a.subject), detail,
-    ts: num(a.ts), raised_ts: num(a.raised_ts), cleared_ts: num(a.cleared_ts), received_at: num(a.received_at),
-    acknowledged: a.acknowledged === true || ack !== null, ack,
-    escalated: a.escalated === true || finite(a.escalated_at), escalated_at: num(a.escalated_at),
-    person: str(a.person, 128) || str(detail.person, 128),
-    outside_m: num(a.outside_m) ?? num(detail.outside_m),
-    left_zone: str(detail.left_zone, 64), zone: str(detail.zone, 64),
-    ack_s: num(a.ack_s), history,
-  };
-}
-
-function cleanPositions(p) {
-  if (!p || typeof p !== "object" || !ID_RE.test(p.site) || !ID_RE.test(p.node) || !Array.isArray(p.bands)) {
-    throw new Bad("bands:shape");
-  }
-  const bands = [];
-  for (const b of p.bands.slice(0, MAX_BANDS_PER_MSG)) {
-    if (!b || !Number.isInteger(b.band) || b.band < 1 || b.band > 0xFFFFFFFF) { countBad("bands:item"); continue; }
-    // A position beyond COORD_LIMIT is kept (the band exists) but drawn clamped, never used for the scale.
-    bands.push({ band: b.band, x: num(b.x), y: num(b.y), err_m: num(b.err_m), ts: num(b.ts) ?? num(p.ts),
-      zone: str(b.zone, 64) });
-  }
-  return { site: p.site, node: p.node, ts: num(p.ts), bands };
-}
-
-// ---------------------------------------------------------------- alert text
-function isOpen(a) { return !a.acknowledged; }
-// Active: the condition still holds and nobody has taken it on. These drive the banner.
-function isActive(a) { return a.state === "raised" && !a.acknowledged; }
-function isEscalatedOpen(a) { return a.escalated && isOpen(a) && a.state !== "cleared"; }
-function alertTypeText(a) { return MESSAGES.vi[`type.${a.type}`] ? t(`type.${a.type}`) : a.type.replaceAll("_", " "); }
-function subjectText(a) {
-  const s = a.subject;
-  if (s.band !== undefined) return t("subject.band", { band: String(s.band).slice(0, 16) });
-  if (s.camera !== undefined) {
-    return s.zone ? t("subject.cameraZone", { camera: String(s.camera), zone: String(s.zone) })
-      : t("subject.camera", { camera: String(s.camera) });
-  }
-  if (s.node !== undefined) return t("subject.node", { node: String(s.node) });
-  return JSON.stringify(s).slice(0, 80);
-}
-function whereText(a) {
-  const parts = [];
-  if (a.left_zone) parts.push(t("alert.leftZone", { zone: a.left_zone }));
-  else if (a.zone) parts.push(t("alert.inZone", { zone: a.zone }));
-  if (a.outside_m !== null && a.outside_m >= 0) parts.push(t("alert.outside", { m: fmtNumber(a.outside_m) }));
-  return parts.join(" · ");
-}
-function ackSeconds(a) {
-  if (a.ack_s !== null) return a.ack_s;
-  return a.ack && finite(a.ack.at) && finite(a.raised_ts) ? Math.max(0, a.ack.at - a.raised_ts) : null;
-}
-function visibleSite(site) { return !state.siteFilter || site === state.siteFilter; }
-
-// ---------------------------------------------------------------- alerts
-function anyEscalatedOpen() { return [...state.alerts.values()].some(isEscalatedOpen); }
-
-function upsertAlert(a, quiet) {
-  const before = state.alerts.get(a.alert_id);
-  if (before && before.acknowledged && !a.acknowledged) a = { ...a, acknowledged: true, ack: before.ack };
-  if (before && before.escalated && !a.escalated) a = { ...a, escalated: true, escalated_at: before.escalated_at };
-  state.alerts.set(a.alert_id, a);
-  if (a.severity === "critical" && isActive(a) && !state.seenCritical.has(a.alert_id)) {
-    state.seenCritical.add(a.alert_id);
-    if (!quiet) alarm("alert");
-  }
-  if (isEscalatedOpen(a) && !state.seenEscalated.has(a.alert_id)) {
-    state.seenEscalated.add(a.alert_id);
-    if (!quiet) alarm("escalation");
-    startEscalationRepeat(anyEscalatedOpen);   // rises and repeats until someone takes it on
-  }
-}
-
-function sevRank(a) {
-  const open = isActive(a) ? 0 : isOpen(a) ? 10 : 20;
-  return open + (SEVERITIES.indexOf(a.severity) + 1 || 4);
-}
-
-function renderAlerts() {
-  const onlyOpen = $("#only-open").checked;
-  const all = [...state.alerts.values()].filter((a) => visibleSite(a.site));
-  const list = all.filter((a) => !onlyOpen || isOpen(a))
-    .sort((a, b) => sevRank(a) - sevRank(b) || (b.raised_ts ?? b.received_at ?? 0) - (a.raised_ts ?? a.received_at ?? 0))
-    .slice(0, 300);
-  const ol = $("#alerts");
-  const keep = new Set(list.map((a) => a.alert_id));
-  for (const li of [...ol.children]) if (!keep.has(li.dataset.alertId)) li.remove();
-  let prev = null;
-  for (const a of list) {
-    let li = ol.querySelector(`li[data-alert-id="${a.alert_id}"]`);
-    if (!li) li = newAlertItem(a.alert_id);
-    fillAlert(li, a);
-    if (prev ? prev.nextSibling !== li : ol.firstChild !== li) {
-      if (prev) prev.after(li); else ol.prepend(li);
-    }
-    prev = li;
-  }
-  $("#alerts-empty").hidden = list.some(isOpen);
-  $("#alert-counts").textContent = t("alerts.counts", { open: all.filter(isOpen).length, shown: list.length });
-  renderBanner(all);
-  scheduleMaps();
-}
-
-function renderBanner(all) {
-  const escalated = all.filter(isEscalatedOpen);
-  const critical = all.filter((a) => a.severity === "critical" && isActive(a));
-  const banner = $("#banner");
-  const shown = escalated.length ? escalated : critical;
-  banner.hidden = shown.length === 0;
-  banner.classList.toggle("escalated", escalated.length > 0);
-  const items = shown.slice(0, 3).map((a) => [alertTypeText(a), siteName(a.site), a.person || subjectText(a),
-    a.escalated_at ? t("escalated.at", { time: fmtTime(a.escalated_at) }) : ""].filter(Boolean).join(" · "));
-  const head = escalated.length ? t("banner.escalated", { n: escalated.length }) : t("banner.critical", { n: critical.length });
-  banner.replaceChildren(el("span", "count", shown.length ? head : ""), el("span", "items", items.join("; ")));
-  document.title = critical.length || escalated.length
-    ? t("title.critical", { n: Math.max(critical.length, escalated.length) }) : t("app.title");
-}
-
-function newAlertItem(alertId) {
-  const li = $("#alert-tpl").content.firstElementChild.cloneNode(true);
-  li.dataset.alertId = alertId;
-  applyI18n(li);
-  li.querySelector("form").addEventListener("submit", (ev) => { ev.preventDefault(); ack(alertId, li); });
-  li.querySelector(".what").addEventListener("click", () => showTrack(state.alerts.get(alertId)));
-  li.querySelector(".snap").addEventListener("click", (ev) => { ev.preventDefault(); openSnapshot(alertId); });
-  return li;
-}
-
-function fillAlert(li, a) {
-  li.className = `alert ${a.severity} ${a.state}` + (isOpen(a) ? " open" : "") +
-    (isActive(a) ? " active" : "") + (a.escalated ? " escalated" : "");
-  li.dataset.state = a.state;
-  li.dataset.severity = a.severity;
-  li.dataset.site = a.site;
-  li.querySelector(".sev").textContent = t(`sev.${a.severity}`);
-  li.querySelector(".type").textContent = alertTypeText(a);
-  li.querySelector(".esc-tag").textContent = a.escalated ? t("escalated.tag") : "";
-  li.querySelector(".state").textContent = t(`state.${a.state}`);
-  li.querySelector(".person").textContent = a.person || "";
-  li.querySelector(".subject").textContent =
-    [subjectText(a), siteName(a.site), a.node ? t("subject.node", { node: a.node }) : ""].filter(Boolean).join(" · ");
-  li.querySelector(".where").textContent = whereText(a);
-  li.querySelector(".esc-at").textContent = a.escalated_at ? t("escalated.at", { time: fmtDateTime(a.escalated_at) }) : "";
-  li.querySelector(".when").textContent = t("alert.raised", { time: fmtDateTime(a.raised_ts ?? a.ts) }) +
-    (a.cleared_ts ? ` · ${t("alert.cleared", { time: fmtDateTime(a.cleared_ts) })}` : "");
-  li.querySelector(".snap").hidden = a.subject.camera === undefined;
-  li.querySelector(".snap").href = `/api/v1/alerts/${a.alert_id}/snapshot`;
-  const acked = li.querySelector(".acked");
-  if (a.ack) {
-    acked.textContent = t("alert.acked", { by: a.ack.by, time: fmtDateTime(a.ack.at), dur: fmtDuration(ackSeconds(a)) }) +
-      (a.ack.note ? ` — ${t("alert.ackNote", { note: a.ack.note })}` : "");
-    acked.dataset.by = a.ack.by;
-  } else if (!acked.dataset.error) {
-    acked.textContent = "";
-  }
-}
-
-async function ack(alertId, li) {
-  const note = li.querySelector(".note").value;
-  const body = { note };
-  const guardInput = $("#guard-name");
-  if (auth.me && auth.me.auth === "off") {   // no sign-in: the typed name is the only one there is
-    const person = guardInput.value.trim();
-    if (!person) { guardInput.focus(); guardInput.placeholder = t("guard.needName"); return; }
-    localStorage.setItem("qwatch.guard", person);
-    body.person = person;
-  }   // signed in: the server records the signed-in user
-  const button = li.querySelector(".ack-btn");
-  button.disabled = true;
-  try {
-    const resp = await api(`/api/v1/alerts/${alertId}/ack`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-    });
-    if (resp.ok || resp.status === 409) {
-      delete li.querySelector(".acked").dataset.error;
-      const r = await api(`/api/v1/alerts/${alertId}`);
-      if (r.ok) { upsertAlert(cleanAlert(parseLenient(await r.text())), true); renderAlerts(); }
-    } else {
-      li.querySelector(".acked").dataset.error = "1";
-      li.querySelector(".acked").textContent = t("alert.ackFailed", { status: resp.status });
-    }
-  } catch (e) {
-    li.querySelector(".acked").dataset.error = "1";
-    li.querySelector(".acked").textContent = t("alert.ackFailed", { status: e.message });
-  } finally {
-    button.disabled = false;
-  }
-}
-
-async function showTrack(a) {
-  if (!a || a.subject.band === undefined) return;
-  const since = (a.raised_ts ?? a.ts ?? Date.now() / 1000) - 300;
-  const r = await api(`/api/v1/bands/${encodeURIComponent(a.subject.band)}/track?since=${since}`);
-  if (!r.ok) return;
-  const body = parseLenient(await r.text());
-  const points = Array.isArray(body.points) ? body.points.filter((p) => p && p.site === a.site) : [];
-  state.track = { site: a.site, band: a.subject.band, points };
-  scheduleMaps(a.site);
-}
 
 // ---------------------------------------------------------------- positions and maps
 function updatePositions(raw, received) {
@@ -355,6 +103,7 @@ function allSites() {
   return [...sites].filter(visibleSite).sort();
 }
 
+const bandCounts = new Map();   // site -> bands drawn at its last redraw
 // Redraw the given sites' maps (null: all, and the tile list).
 function renderMaps(only) {
   if (state.view !== "live") return;
@@ -365,11 +114,10 @@ function renderMaps(only) {
     // Few sites: big readable maps; a province of 50: small tiles (dashboard.css).
     $("#sites").dataset.density = sites.length <= 4 ? "few" : sites.length <= 16 ? "some" : "many";
   }
-  let total = 0;
   for (const site of sites) {
+    if (only && !only.has(site)) continue;   // only the sites that changed are rebuilt and redrawn
     const bands = siteBands(site, now);
-    total += bands.length;
-    if (only && !only.has(site)) continue;
+    bandCounts.set(site, bands.length);
     const card = siteCard(site);
     const s = state.sites.get(site);
     const nodes = s && Array.isArray(s.nodes) ? s.nodes : [];
@@ -391,7 +139,8 @@ function renderMaps(only) {
       track: state.track && state.track.site === site ? state.track : null,
     });
   }
-  $("#band-count").textContent = t("map.bandCount", { n: total });
+  for (const site of [...bandCounts.keys()]) if (!sites.includes(site)) bandCounts.delete(site);
+  $("#band-count").textContent = t("map.bandCount", { n: [...bandCounts.values()].reduce((x, y) => x + y, 0) });
 }
 
 // ---------------------------------------------------------------- sites, nodes, views
@@ -651,6 +400,7 @@ function startDashboard() {
   setInterval(refreshSites, 5000);
   setInterval(() => { if (state.conn.ws === "open") checkHealth(); }, 10_000);
   setInterval(() => scheduleMaps(), 5000);   // stale positions turn grey even when nothing else arrives
+  setInterval(refreshEscalated, 15_000);
   connect();
 }
 
@@ -667,6 +417,14 @@ function init() {
   window.addEventListener("resize", () => scheduleMaps());
   onLangChange(() => { document.title = t("app.title"); renderAll(); });
   initSound();
+  // Sound switched back on, or the phone's screen back on (timers were throttled): an escalation still
+  // waiting for someone sounds again at once.
+  $("#sound").addEventListener("click", () => {
+    if (sound.enabled && anyEscalatedOpen()) { alarm("escalation"); startEscalationRepeat(anyEscalatedOpen); }
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.started && anyEscalatedOpen()) alarm("escalation");
+  });
   initHistory();
   boot();
 }

@@ -99,7 +99,8 @@ function eventsList(a) {
     const kind = ["raised", "cleared", "acknowledged", "escalated", "escalation_delivery"].includes(e.event)
       ? t(`event.${e.event}`) : String(e.event);
     const extra = typeof e.by === "string" ? ` · ${e.by}` : typeof e.channel === "string" ? ` · ${e.channel}` : "";
-    const ok = e.ok === false ? " ✗" : e.ok === true ? " ✓" : "";
+    const ok = e.ok === false ? ` ✗${typeof e.error === "string" ? ` ${e.error.slice(0, 200)}` : ""}`
+      : e.ok === true ? " ✓" : "";
     ul.append(el("li", "", `${fmtDateTime(e.ts)} ${kind}${extra}${ok}`));
   }
   d.append(ul);

@@ -156,11 +156,17 @@ function drawBand(ctx, band, v, P, s, w, h, staleLabel) {
     }
   }
   ctx.beginPath(); ctx.arc(X, Y, alarm ? 6 : 3.5, 0, 2 * Math.PI);
-  if (band.stale) {
+  if (alarm) {   // an alarm stays red even when its position is old; a dashed ring says it is old
+    ctx.fillStyle = "#ff2d2d"; ctx.fill();
+    if (band.stale) {
+      ctx.save(); ctx.setLineDash([3, 3]); ctx.strokeStyle = "#c9d3dd"; ctx.lineWidth = 1.5;
+      ctx.beginPath(); ctx.arc(X, Y, 10, 0, 2 * Math.PI); ctx.stroke(); ctx.restore();
+    }
+  } else if (band.stale) {
     ctx.fillStyle = "#59626c"; ctx.fill();
     ctx.strokeStyle = "#9aa4ae"; ctx.lineWidth = 1; ctx.stroke();
   } else {
-    ctx.fillStyle = alarm ? "#ff2d2d" : "#4da3ff"; ctx.fill();
+    ctx.fillStyle = "#4da3ff"; ctx.fill();
   }
   if (clamped) {   // off the drawn extent: an outlined marker at the edge, never a coordinate out of range
     ctx.strokeStyle = "#ffd23f"; ctx.lineWidth = 2;
@@ -169,7 +175,8 @@ function drawBand(ctx, band, v, P, s, w, h, staleLabel) {
   if (alarm) {
     const who = alarm.person || String(band.band);
     const out = finite(alarm.outside_m) ? ` · ${t("alert.outside", { m: fmtNumber(alarm.outside_m) })}` : "";
-    label(ctx, who + out, X, Y - 6, w, "#fff", "bold 12px sans-serif");
+    const old = band.stale ? ` · ${t("map.lastFix", { time: fmtTime(band.ts) })}` : "";
+    label(ctx, who + out + old, X, Y - 6, w, "#fff", "bold 12px sans-serif");
   } else if (band.stale && staleLabel) {
     label(ctx, t("map.lastFix", { time: fmtTime(band.ts) }), X, Y - 5, w, "#aeb7c0", "10px sans-serif");
   } else if (clamped) {

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from protocols.advert import FLAG_CHARGING, FLAG_LOW_BATTERY, FLAG_MOVING, FLAG_SOS, FLAG_STRAP_OPEN
+from protocols.bounds import Range, check_bounds
 from protocols.site_config import Rules
 
 State = Literal["raised", "cleared"]
@@ -28,6 +29,22 @@ class Decision:
     state: State
     ts: float
     detail: dict[str, Any]
+
+
+# Bounds of RuleParams. The first seven are the site config's `rules:` ranges
+# (protocols.site_config.Rules); the rest are the pipeline's constants, kept meaningful.
+_RULE_BOUNDS = {
+    "breach_dwell_s": Range(ge=0, le=3600), "restricted_dwell_s": Range(ge=0, le=3600),
+    "clear_dwell_s": Range(ge=0, le=3600), "missing_after_s": Range(ge=5, le=86400), "fever_c": Range(ge=35, le=42),
+    "low_battery_pct": Range(ge=0, le=100), "no_motion_s": Range(ge=60, le=86400),
+    "evidence_chi2": Range(gt=0), "evidence_weight": Range(gt=0, le=1), "evidence_max": Range(gt=0),
+    "evidence_cap": Range(gt=0), "evidence_drift": Range(ge=0), "evidence_drift_inside": Range(ge=0),
+    "support_chi2": Range(ge=0), "support_s": Range(gt=0, le=600), "still_weight": Range(ge=0, le=1),
+    "motion_tau_adverts": Range(gt=0), "min_margin_m": Range(ge=0), "restricted_max_err_m": Range(gt=0),
+    "gap_s": Range(ge=0, le=600), "fever_window_s": Range(gt=0, le=86400), "fever_min_readings": Range(ge=1),
+    "fever_min_span_s": Range(ge=0, le=86400), "fever_clear_hysteresis_c": Range(ge=0, le=5),
+    "sos_clear_s": Range(ge=0, le=86400), "security_clear_s": Range(ge=0, le=86400),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +86,9 @@ class RuleParams:
     fever_clear_hysteresis_c: float = 0.3
     sos_clear_s: float = 10.0
     security_clear_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        check_bounds(self, _RULE_BOUNDS)
 
     @classmethod
     def from_rules(cls, rules: Rules, **overrides: Any) -> RuleParams:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 STATIC = Path(__file__).resolve().parents[2] / "cloud" / "static"
-SCRIPTS = ["signin.js", "sound.js", "map.js", "health.js", "history.js", "dashboard.js"]
+SCRIPTS = ["signin.js", "sound.js", "map.js", "health.js", "history.js", "messages.js", "alerts.js", "dashboard.js"]
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # String literals that are not prose: fonts, CSS, MIME types, HTTP header names, formats, and browser API
 # names. Anything else with two words in a row, or a capitalised word, is taken for UI text.

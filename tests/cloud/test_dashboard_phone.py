@@ -440,3 +440,90 @@ def test_rate_limited_sign_in_says_how_long_to_wait(world: World, tmp_path: Path
     finally:
         ctx.close()
         cloud.stop()
+
+
+@pytest.mark.parametrize("width", ["phone", "desktop"])
+def test_history_filters_time_to_ack_csv_and_daily_report(world: World, width: str) -> None:
+    alert_id, raw = alert_json(site="site-d", band=1007, detail={"x": 44.0, "y": 9.8, "zone": None,
+                                                                 "person": f"Lê Thị Mai {width}", "outside_m": 6.0})
+    world.pub.publish("qwatch/v1/site-d/edge-01/alert", raw)
+    wait_for(lambda: world.cloud.store.get(alert_id), 5, what="alert stored")
+    time.sleep(1.2)
+    acked = httpx.post(f"{world.cloud.url}/api/v1/alerts/{alert_id}/ack", json={"note": "ok"}, timeout=10,
+                       headers={"Authorization": f"Bearer {world.tokens['guard']}"})
+    assert acked.status_code == 200, acked.text
+    ctx, page = open_page(world, "command", WIDTHS[width], "/?view=history")
+    try:
+        page.wait_for_selector("#history tbody tr", timeout=10_000)
+        page.fill('#history-form input[name="person"]', f"Mai {width}")
+        page.select_option('#history-form select[name="site"]', "site-d")
+        page.click('#history-form button[type="submit"]')
+        row = f'#history tbody tr[data-alert-id="{alert_id}"]'
+        page.wait_for_function("document.querySelectorAll('#history tbody tr').length === 1", timeout=10_000)
+        text = page.inner_text(row)
+        assert f"Lê Thị Mai {width}" in text and "ngoài hàng rào 6 m" in text and "lan.nguyen" in text, text
+        ack_s = page.inner_text(f'{row} td[data-k="ack_s"]')
+        assert re.fullmatch(r"(?:Thời gian xác nhận\s*)?\d+ giây", ack_s.strip()), ack_s
+        assert page.inner_text("#history-status") == "1 cảnh báo"
+        assert page.evaluate("document.documentElement.scrollWidth") <= WIDTHS[width]["viewport"]["width"]
+        # The same filters as a CSV file (fetched with the token, saved by the browser).
+        with page.expect_download() as dl:
+            page.click("#history-csv")
+        csv = Path(dl.value.path()).read_text(encoding="utf-8-sig")
+        assert f"Lê Thị Mai {width}" in csv and alert_id in csv and len(csv.strip().splitlines()) == 2, csv
+        # The daily report for today, as CSV.
+        page.fill('#report-form input[name="date"]', time.strftime("%Y-%m-%d"))
+        with page.expect_download() as rep:
+            page.click('#report-form button[type="submit"]')
+        assert "site-d" in Path(rep.value.path()).read_text(encoding="utf-8-sig")
+        assert page_errors(page) == []
+    finally:
+        ctx.close()
+
+
+def test_live_badge_reflects_a_broker_outage(world: World, tmp_path: Path, mosquitto: ServiceProcess,
+                                             shared_victoria_metrics: ServiceProcess) -> None:
+    users = tmp_path / "users.yaml"
+    token = add_user(users, "cc-duty", "command", []).token
+    cloud = start_cloud(tmp_path, mosquitto, shared_victoria_metrics.url, silence_s=3600, escalate_after_s=3600,
+                        auth=Authenticator(users))
+    ctx = world.browser.new_context(**DESKTOP)
+    page = ctx.new_page()
+    try:
+        page.goto(f"{cloud.url}/#token={token}")
+        page.wait_for_selector("#conn.up", timeout=10_000)
+        # The broker goes away: the page's socket to the API stays open, but the data behind it has stopped.
+        mosquitto.stop()
+        wait_for(lambda: not cloud.ingest.connected, 10, what="ingest noticed the outage")
+        page.evaluate("checkHealth()")   # what the page does every 10 s, run now
+        page.wait_for_selector('#conn[data-state="degraded"]', timeout=5_000)
+        assert page.inner_text("#conn") == "máy chủ có sự cố"
+        assert "MQTT" in (page.get_attribute("#conn", "title") or "")
+    finally:
+        ctx.close()
+        cloud.stop()
+
+
+def test_escalation_notifications_are_shown_on_the_card(world: World) -> None:
+    """The alert view's history carries each webhook/e-mail try (ops' notifier); the card shows the last of
+    each channel. The view is handed to the page as the live feed would."""
+    ctx, page = open_page(world, "command", DESKTOP)
+    try:
+        alert_id, raw = alert_json(site="site-n", band=7001, detail={"x": 1.0, "y": 1.0, "zone": None})
+        view = _view(raw)
+        now = view["ts"] + 130
+        view.update(escalated=True, escalated_at=now, history=[
+            {"event": "raised", "ts": view["ts"]}, {"event": "escalated", "ts": now},
+            {"event": "escalation_delivery", "ts": now + 1, "channel": "webhook", "ok": False, "error": "HTTP 503",
+             "attempt": 1, "state": "pending", "next_at": now + 30},
+            {"event": "escalation_delivery", "ts": now + 31, "channel": "webhook", "ok": False, "error": "HTTP 503",
+             "attempt": 2, "state": "pending", "next_at": now + 90},
+            {"event": "escalation_delivery", "ts": now + 2, "channel": "email", "ok": True, "error": None,
+             "attempt": 1, "state": "ok", "next_at": None}])
+        page.evaluate("(m) => onMessage({ data: m })", json.dumps({"kind": "escalation", "data": view}))
+        esc = page.inner_text(f'li[data-alert-id="{alert_id}"] .esc-at')
+        assert esc.startswith("Đã báo cấp trên lúc") and "webhook ✗ đang thử lại (lần 2)" in esc, esc
+        assert "email ✓" in esc, esc
+        assert page.evaluate("sound.log.some((e) => e.level === 'escalation')")
+    finally:
+        ctx.close()

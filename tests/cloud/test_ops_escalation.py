@@ -138,6 +138,7 @@ sites:
             notify_stats = s.get("/healthz").json()["notify"]
             assert notify_stats["counts"]["webhook_failed_attempts"] == 2
             assert notify_stats["counts"]["webhook_sent"] == 4 and notify_stats["counts"]["email_sent"] == 2
+            assert notify_stats["last_error"] == {"webhook:1": "HTTP 503"}
             site = next(x for x in s.get("/api/v1/sites").json() if x["site"] == "site-e")
             assert site["escalation_deliveries"] == {"pending": 0, "ok": 6, "failed": 0}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cloud.auth import Authenticator, AuthError, SignInSettings
 from cloud.signin import ALPHABET, FailureLimiter, RateLimited, normalise_code
 from cloud.users import UserChangeError, add_user, load_users, revoke_user
 from devtools.services import ServiceProcess
@@ -51,6 +52,27 @@ def test_codes_and_the_failure_limiter_units() -> None:
     assert exc.value.retry_after == 50  # the oldest failure leaves the window at 60 s
     lim.check("b", 10.0)  # per client
     lim.check("a", 60.5)  # the window slid past the first failure
+
+
+def test_renewals_stop_at_the_maximum_session_age(tmp_path: Path) -> None:
+    users = tmp_path / "users.yaml"
+    add_user(users, LAN, "guard", ["site-a"])
+    now = [1000.0]
+    auth = Authenticator(users, SignInSettings(session_ttl_s=100.0, session_max_s=150.0, clock=lambda: now[0]))
+    code, _ = auth.issue_code(LAN_NFD)
+    token, exp, user = auth.exchange(code, client="phone")
+    assert user.name == LAN and exp == 1100.0
+    now[0] = 1090.0
+    token, exp, _ = auth.renew(auth.authenticate(token, client="phone"))
+    assert exp == 1190.0
+    now[0] = 1160.0  # still a valid session, but 160 s after the sign-in
+    who = auth.authenticate(token, client="phone")
+    assert who.signed_in_at == 1000.0 and who.sites == frozenset({"site-a"})
+    with pytest.raises(AuthError, match="too old"):
+        auth.renew(who)
+    now[0] = 1190.0
+    with pytest.raises(AuthError, match="session expired"):
+        auth.authenticate(token, client="phone")
 
 
 @pytest.mark.integration
