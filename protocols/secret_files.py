@@ -19,7 +19,6 @@ from typing import Any
 
 from protocols.errors import ConfigError
 
-
 MAX_SECRET_FILE_BYTES = 1 << 20  # a key file of 20,000 bands is ~1 MB; a bigger file is the wrong file
 
 
