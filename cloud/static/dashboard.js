@@ -426,6 +426,7 @@ function init() {
     if (!document.hidden && state.started && anyEscalatedOpen()) alarm("escalation");
   });
   initHistory();
+  initWall();
   boot();
 }
 init();

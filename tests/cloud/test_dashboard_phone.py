@@ -225,7 +225,7 @@ def test_stale_node_bands_are_marked(world: World) -> None:
 def node_health(now: float) -> str:
     return json.dumps({
         "schema": "qwatch.node/1", "ts": now, "boot_id": "boot-h", "uptime_s": 100.0, "cpu_pct": 23.0,
-        "mem_rss_mb": 120.0, "temp_c": 71.5, "outbox_depth": 7, "health_errors": [],
+        "mem_rss_mb": 120.0, "temp_c": 71.5, "outbox_depth": 7, "health_errors": [], "config_version": 3,
         "cameras": {"cam-1": {"online": False, "fps_in": 0.0, "fps_proc": 0.0, "skipped": 0, "reconnects": 3}},
         "watchdogs": {"mqtt": {"connected": 1}, "outbox": {"depth": 7, "oldest_age_s": 95.0},
                       "source:rx-a": {"last_advert_age_s": 0.4}, "source:rx-b": {"last_advert_age_s": 140.0}},
@@ -246,6 +246,7 @@ def test_node_health_and_province_overview(world: World, width: str) -> None:
         assert page.inner_text(f'{node} dd[data-k="temp"]') == "71,5 °C"
         assert page.inner_text(f'{node} dd[data-k="receivers"]') == "1/2; im lặng: rx-b"
         assert page.inner_text(f'{node} dd[data-k="cameras"]') == "0/1 trực tuyến; mất: cam-1"
+        assert page.inner_text(f'{node} dd[data-k="config"]') == "bản 3"
         assert "giây trước" in page.inner_text(node) or "bây giờ" in page.inner_text(node)
         assert page.evaluate("document.documentElement.scrollWidth") <= WIDTHS[width]["viewport"]["width"]
 
