@@ -14,9 +14,9 @@ PYTEST_ARGS ?=
 APT_PACKAGES := mosquitto victoria-metrics python3-venv python3-gi ffmpeg \
 	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-	chromium fonts-dejavu-core
+	chromium fonts-dejavu-core systemd
 
-.PHONY: all demo test deps venv lint typecheck unit bench clean
+.PHONY: all demo test deps venv lint typecheck imports unit bench clean
 
 all: test
 
@@ -45,17 +45,23 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# Package boundaries (docs/architecture.md): the contracts in pyproject.toml [tool.importlinter].
+imports: venv
+	$(VENV)/bin/lint-imports
+
 unit: venv
 	$(VENV)/bin/pytest -q -m "not slow and not integration and not faults" $(PYTEST_ARGS)
 
-test: venv lint typecheck
+test: venv lint typecheck imports
 	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) -m edge.demo
+	$(PY) -m devtools.demo
 
+# Benchmarks run as modules from the repo root (`python -m bench.NAME`), so they import
+# bench/, devtools/ and tests/ as packages without path set-up.
 bench: venv
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

@@ -6,7 +6,7 @@ runs in this process. Baseline, measured in the same run: the same frames decode
 (FrameDecoder + AdvReport + AD parsing + RawObservation), no I/O. Target: one receiver of a
 500-band site (500 adverts/s) must cost a small fraction of a Pi 4 core (~3.5x this machine).
 
-    .venv/bin/python bench/bands_serial_source.py [--rate 500] [--seconds 6]
+    .venv/bin/python -m bench.bands_serial_source [--rate 500] [--seconds 6]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def baseline_us(payloads: list[bytes]) -> float:
 def run_host(log: Path, n: int, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         link = Path(tmp) / "tty"
-        proc = subprocess.Popen([sys.executable, "-m", "firmware_interface.simulator", "scanner", "--log",
+        proc = subprocess.Popen([sys.executable, "-m", "devtools.firmware_sim", "scanner", "--log",
                                  str(log), "--link", str(link)], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         proc.stdout.readline()

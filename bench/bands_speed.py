@@ -10,7 +10,7 @@ between ticks). Both are honest replays with real ticks; the ticks are timed ins
 "per-line side" = replay minus its ticks. Wall time and CPU time of this process are both shown
 (CPU time is less disturbed by other jobs on a shared machine).
 
-Usage: .venv/bin/python bench/bands_speed.py [--seconds S] [--rounds N]
+Usage: .venv/bin/python -m bench.bands_speed [--seconds S] [--rounds N]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ is the baseline measured in the same run. The two engines' positions are compare
 `--cold` also measures the first tick of a fresh process: with an empty kernel cache (JIT
 compile), with the cache warm, and with the numpy reference.
 
-Usage: .venv/bin/python bench/bands_tick.py [--seconds S] [--warmup S] [--cold]
+Usage: .venv/bin/python -m bench.bands_tick [--seconds S] [--warmup S] [--cold]
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bands_speed import big_site  # the same 500-band site as the whole-pipeline benchmark
-
+from bench.bands_speed import big_site  # the same 500-band site as the whole-pipeline benchmark
 from edge.bands.pipeline import BandPipeline
 from edge.sim import Simulator
 from edge.sim.keys import demo_keys

@@ -130,7 +130,7 @@ def run(layout: str, radio: str, sigma: float, seed: int, duration: float, n_esc
     for a in alerts:
         if a.type != "geofence_breach":
             continue
-        b = a.subject.band
+        b = getattr(a.subject, "band", -1)
         t = a.ts - start
         if b in esc and t >= esc[b][0]:
             if a.state == "raised":
@@ -144,10 +144,10 @@ def run(layout: str, radio: str, sigma: float, seed: int, duration: float, n_esc
                                      f"out={d.get('out_m')} ev={d.get('evidence')} {d.get('reason')}")
     for b, (cross, ret) in esc.items():
         cell.escapes += 1
-        t = first.get(b)
-        if t is not None and t <= cross + dwell + 30.0:
+        t_raise = first.get(b)
+        if t_raise is not None and t_raise <= cross + dwell + 30.0:
             cell.caught += 1
-            cell.delays.append(t - cross)
+            cell.delays.append(t_raise - cross)
         if ret is not None and ret < duration - clear - 30:
             cell.returns += 1
             c = cleared.get(b)

@@ -5,7 +5,7 @@ baseline  = cv2.VideoCapture.read() of every frame + MOG2 on every full frame (O
 baseline1 = the same baseline with one decoder thread (like the pipeline), for a fair decode cost
 Also: motion-only CPU per 320x180 detect frame, and resident memory per extra camera.
 
-Run: .venv/bin/python bench/camera_cost.py [--seconds 30]
+Run: .venv/bin/python -m bench.camera_cost [--seconds 30]
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import cv2
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from edge.camera import synth
+from devtools import video_synth as synth
 from edge.camera.capture import Capture, CaptureOptions, Sample
 from edge.camera.motion import DetectorSpec, MotionDetector, ZoneSpec
 

@@ -4,7 +4,7 @@ Each measurement runs in a fresh process importing `edge.camera.motion` from the
 so a copy of the code before a change can be compared with the working tree in the same run
 and machine load. Prints the median of the per-run medians and the spread.
 
-Run: .venv/bin/python bench/camera_cost_ab.py --clip X.mp4 [--clip Y.mp4] --impl base=/tmp/qwatch_base
+Run: .venv/bin/python -m bench.camera_cost_ab --clip X.mp4 [--clip Y.mp4] --impl base=/tmp/qwatch_base
      [--rounds 5]
 """
 

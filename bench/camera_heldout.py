@@ -16,7 +16,7 @@ Scoring:
 `--impl name=ROOT` runs the CLI from another source tree (e.g. a copy of the code before a
 change) in the same run, so before/after numbers come from the same clips and machine load.
 
-Run: .venv/bin/python bench/camera_heldout.py --clips /tmp/qwatch_heldout [--render]
+Run: .venv/bin/python -m bench.camera_heldout --clips /tmp/qwatch_heldout [--render]
      [--impl baseline=/tmp/qwatch_base] [--json out.json]
 """
 
@@ -36,9 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import camera_video_alt_set as alt
+from bench import camera_video_alt_set as alt
 
 LATENCY = 2.0  # s from entering the zone
 STARTUP_S = 3.0  # the model's camera powers up at t=0: its AE settles in the first seconds
@@ -236,6 +234,7 @@ def main() -> None:
     ap.add_argument("--names", type=Path, default=None, help="file with the clip names to run, one a line")
     ap.add_argument("--impl", action="append", default=[], help="name=ROOT: also run this source tree")
     ap.add_argument("--no-current", action="store_true", help="only the --impl trees")
+    ap.add_argument("--perspective", action="store_true", help="give the camera its perspective in the site config")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="report --json files of separate runs")
@@ -254,7 +253,7 @@ def main() -> None:
             alt.encode(clip, path)
         clips.append(path)
     site = args.clips / "site.yaml"
-    site.write_text(alt.site_yaml("unused.mp4"), encoding="utf-8")
+    site.write_text(alt.site_yaml("unused.mp4", perspective=args.perspective), encoding="utf-8")
     if args.merge:
         merged: dict[str, dict[str, dict[str, Score]]] = {}
         for f in args.merge:

@@ -1,18 +1,17 @@
-"""Camera detection quality on the generated scenario set (edge.camera.synth), 640x360 25 fps H.264.
+"""Camera detection quality on the generated scenario set (devtools.video_synth), 640x360 25 fps H.264.
 
 Reports, per scene group: zone-event recall (a fence-zone motion_start while the blob is in the
 zone), start delay (motion_start ts - first in-zone frame), false zone events (zone motion_start
 not overlapping a ground-truth interval) per hour of video, and tamper detection + delay.
 Each clip goes through the real capture path (FFmpeg decode, grab/retrieve at 5 fps) and detector.
 
-Run: .venv/bin/python bench/camera_quality.py [--seeds 3] [--seconds 14]
+Run: .venv/bin/python -m bench.camera_quality [--seeds 3] [--seconds 14]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from edge.camera import synth
+from devtools import video_synth as synth
 from edge.camera.capture import Capture, CaptureOptions, Sample
 from edge.camera.motion import DetectorSpec, MotionDetector, MotionEvent, ZoneSpec
 

@@ -1,6 +1,6 @@
 """A second, independent video model of a fence camera, for held-out robustness tests.
 
-Nothing here comes from `edge.camera.synth`. The model is built from the physics of a cheap
+Nothing here comes from `devtools.video_synth`. The model is built from the physics of a cheap
 outdoor IP camera looking along a fence:
 
 - Geometry: a pinhole camera 3 m above flat ground; people are placed on the ground plane in

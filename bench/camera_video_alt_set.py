@@ -4,7 +4,7 @@ Ground truth per clip: per-zone intervals while a person covers at least the zon
 (at render resolution), any-overlap intervals, intervals while anyone is in the picture, and
 tamper intervals.
 
-Run: .venv/bin/python bench/camera_video_alt_set.py --out /tmp/qwatch_heldout --seed 0 [--reverse]
+Run: .venv/bin/python -m bench.camera_video_alt_set --out /tmp/qwatch_heldout --seed 0 [--reverse]
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from camera_video_alt import FPS, MASK_OSD, ZONES, AltClip, H, W, Walker, _roi, person_at, render_frames
+from bench.camera_video_alt import FPS, MASK_OSD, ZONES, AltClip, H, W, Walker, _roi, person_at, render_frames
 
 __all__ = ["FPS", "ZONES", "AltClip", "AltTruth", "Walker", "encode", "heldout_set", "site_yaml", "truth", "walkers"]
 
@@ -41,13 +38,21 @@ class AltTruth:
         return json.dumps(asdict(self), indent=1)
 
 
-def site_yaml(url: str, camera: str = "cam-alt") -> str:
-    """Site config of the held-out camera (zones and the OSD mask)."""
+# What a technician would measure on this camera: a person at the fence (feet at row 0.46) is
+# 0.147 of the picture tall, one on the approach path (row 0.90) 0.397 (the model's geometry:
+# height = 1.7 m / 3 m x (row - horizon)).
+PERSPECTIVE = ((0.46, 0.147), (0.90, 0.397))
+
+
+def site_yaml(url: str, camera: str = "cam-alt", perspective: bool = False) -> str:
+    """Site config of the held-out camera (zones, the OSD mask and, optionally, the perspective)."""
     lines = ["site: {id: heldout, name: held-out camera set}",
              "zones:\n  - {id: yard, kind: permitted, polygon: [[0,0],[40,0],[40,20],[0,20]]}",
              "cameras:", f"  - id: {camera}", f"    url: {json.dumps(url)}",
-             "    detect: {width: 320, height: 180, fps: 5}", f"    masks: [{json.dumps([list(p) for p in MASK_OSD])}]",
-             "    zones:"]
+             "    detect: {width: 320, height: 180, fps: 5}", f"    masks: [{json.dumps([list(p) for p in MASK_OSD])}]"]
+    if perspective:
+        lines.append("    perspective: [" + ", ".join(f"{{row: {r}, person_h: {h}}}" for r, h in PERSPECTIVE) + "]")
+    lines.append("    zones:")
     for zid, (poly, area, dwell) in ZONES.items():
         lines.append(f"      - {{id: {zid}, polygon: {json.dumps([list(p) for p in poly])}, min_area: {area},"
                      f" dwell_frames: {dwell}, alert: true}}")

@@ -1,7 +1,7 @@
 """Alert latency: edge rule decision -> cloud store row and -> live WebSocket message (target p99 <= 250 ms).
 
 Real parts, broker local: Mosquitto, VictoriaMetrics, `qwatch-cloud serve`, and an edge agent
-(`qwatch-edge run --alert-storm`) whose synthetic alerts take the full production path:
+(`python -m devtools.dev_agent run --alert-storm`) whose synthetic alerts take the full production path:
 decision (alert.ts) -> outbox commit (fsync) -> MQTT 5 QoS 1 -> ingest -> SQLite store and
 WebSocket hub. Store latency = alert_events.received_at - ts; WS latency = receipt time in a
 WebSocket client on /api/v1/live - ts. All on one clock (one machine).
@@ -9,14 +9,13 @@ WebSocket client on /api/v1/live - ts. All on one clock (one machine).
 Baseline in the same run: plain paho QoS 1 publisher -> paho subscriber over the same broker
 at the same rate (the floor any design on this broker pays). Ratios are reported against it.
 
-    .venv/bin/python bench/edge_alert_latency.py [--alerts 400] [--rate 10]
+    .venv/bin/python -m bench.edge_alert_latency [--alerts 400] [--rate 10]
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -32,10 +31,8 @@ from rich.table import Table
 from websockets.sync.client import connect as ws_connect
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "faults"))
-from edge_harness import cloud_ingest, stop_all, storm_agent, wait_until  # noqa: E402
-
-from cloud.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
+from devtools.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
+from tests.faults.edge_harness import cloud_ingest, stop_all, storm_agent, wait_until  # noqa: E402
 
 console = Console()
 

@@ -10,13 +10,12 @@ storm alert. Telemetry loss is read from the node's own counters.
 Baseline in the same run: plain paho QoS 1 publishing of the same number of alert-sized
 messages with the same in-flight window, no outbox (the drain's ratio to it is reported).
 
-    .venv/bin/python bench/edge_backlog_drain.py [--outage-s 600] [--bands 500] [--alerts 1000]
+    .venv/bin/python -m bench.edge_backlog_drain [--outage-s 600] [--bands 500] [--alerts 1000]
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "faults"))
-sys.path.insert(0, str(REPO / "bench"))
-from edge_harness import (  # noqa: E402
-    BIN,
+from bench.edge_site_gen import big_site  # noqa: E402
+from devtools.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
+from tests.faults.edge_harness import (  # noqa: E402
+    DEV_AGENT,
     Child,
     TopicRecorder,
     cloud_events,
@@ -41,9 +40,6 @@ from edge_harness import (  # noqa: E402
     stop_all,
     wait_until,
 )
-from edge_site_gen import big_site  # noqa: E402
-
-from cloud.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
 
 console = Console()
 NODE = "bench-500"
@@ -80,7 +76,7 @@ def run(outage_s: float, bands: int, alerts: int, workdir: Path) -> dict[str, An
     rec = TopicRecorder(mq.address, client_id="bench-recorder")
     # The storm spans the outage, so alerts keep being decided while the broker is away.
     rate = alerts / max(outage_s, 1.0)
-    agent = Child("edge", [str(BIN / "qwatch-edge"), "run", "--config", str(site), "--keys", str(keys),
+    agent = Child("edge", [*DEV_AGENT, "run", "--config", str(site), "--keys", str(keys),
                            "--node", NODE, "--broker", mq.address, "--data-dir", str(workdir / "edge"),
                            "--alert-storm", str(alerts), "--storm-rate", f"{rate:.4f}", "--keepalive", "5",
                            "--reconnect-max", "2", "--node-telemetry-s", "1", "--log-level", "WARNING"],

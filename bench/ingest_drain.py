@@ -8,7 +8,7 @@ queue at the broker for it; the cloud restarts and we time until every row is st
 This is the cloud side only. The edge side of an outage (outbox → broker after the broker comes back,
 whole agent) is ``bench/edge_backlog_drain.py``; alert latency is ``bench/edge_alert_latency.py``.
 
-Run: ``.venv/bin/python bench/ingest_drain.py [--alerts 2000]``.
+Run: ``.venv/bin/python -m bench.ingest_drain [--alerts 2000]``.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from cloud.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
+from devtools.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
 from protocols.payloads import new_alert  # noqa: E402
 
 SITE, NODE = "drain-site", "edge-bench"
@@ -76,7 +76,7 @@ def _stored(db: Path) -> int:
 
 def queue_alerts(mq: ServiceProcess, n: int) -> None:
     """Publish n raised alerts at QoS 1 while the ingest is away; they wait in its session."""
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     pub.max_inflight_messages_set(200)
     pub.connect(mq.host, mq.port)
     pub.loop_start()

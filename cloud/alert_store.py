@@ -2,7 +2,7 @@
 
 Every MQTT delivery of an alert is appended to ``alert_events`` once per ``(alert_id, state)``;
 a redelivered copy hits the unique key and is reported as a duplicate. The ``alerts`` table holds
-one row per alert with its lifecycle (PROTOCOL.md §4): raised → acknowledged → cleared, or
+one row per alert with its lifecycle (docs/protocol.md §4): raised → acknowledged → cleared, or
 raised → cleared → acknowledged. ``state`` is the latest transition. A ``cleared`` that arrives
 before its ``raised`` (possible after redelivery) creates the row as cleared; the late ``raised``
 only fills in the raise time and detail, so the final state is right whatever the arrival order.
@@ -18,12 +18,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud.delivery_store import DeliveryQueue
+from cloud.sqlite_db import open_db
 from protocols.payloads import Alert
 
 SCHEMA = """
@@ -54,10 +56,12 @@ CREATE TABLE IF NOT EXISTS alerts (
     acked_at REAL,
     acked_by TEXT,
     ack_note TEXT,
-    escalated_at REAL
+    escalated_at REAL,
+    person TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_site_received ON alerts (site, first_received);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts (first_received);
 CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (site, node, seq);
 CREATE TABLE IF NOT EXISTS nodes (
     site TEXT NOT NULL,
@@ -81,6 +85,32 @@ CREATE TABLE IF NOT EXISTS camera_events (
     payload TEXT NOT NULL,
     UNIQUE (site, node, camera, kind, ts)
 );
+CREATE TABLE IF NOT EXISTS alert_history (
+    seq INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    node TEXT NOT NULL,
+    event TEXT NOT NULL,
+    ts REAL NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_history_alert ON alert_history (alert_id, seq);
+CREATE TABLE IF NOT EXISTS escalation_deliveries (
+    id INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    node TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at REAL NOT NULL,
+    lease_until REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (site, node, alert_id, channel)
+);
+CREATE INDEX IF NOT EXISTS escalation_deliveries_due ON escalation_deliveries (state, next_at);
 CREATE TABLE IF NOT EXISTS snapshots (
     alert_id TEXT NOT NULL,
     camera TEXT NOT NULL,
@@ -94,8 +124,11 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 ALERT_COLUMNS = (
     "alert_id, site, node, type, severity, subject, detail, state, raised_ts, cleared_ts, "
-    "first_received, updated_at, acked_at, acked_by, ack_note, escalated_at"
+    "first_received, updated_at, acked_at, acked_by, ack_note, escalated_at, person"
 )
+# Columns added after the first release: (table, column, type). Existing databases gain them at open.
+MIGRATIONS = (("alerts", "person", "TEXT"),)
+
 
 
 class AckError(Exception):
@@ -108,7 +141,8 @@ class AckError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
-    """What one alert delivery did: ``inserted`` (new alert), ``updated`` (new state) or ``duplicate``."""
+    """What one alert delivery did: ``inserted`` (new alert), ``updated`` (new state), ``duplicate``, or
+    ``conflict`` (the alert_id belongs to another site or node: refused)."""
 
     outcome: str
     alert: dict[str, Any] | None
@@ -124,15 +158,56 @@ class AlertQuery:
     since: float | None = None
     unacknowledged: bool = False
     limit: int = 200
+    until: float | None = None
+    person: str | None = None
+
+
+def _no_constant(_name: str) -> None:
+    """NaN/Infinity in a row written before payloads refused them: read as null, never sent on."""
+    return None
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
 
 
 def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    d["subject"] = json.loads(d["subject"])
-    d["detail"] = json.loads(d["detail"])
+    d["subject"] = _loads(d["subject"])
+    d["detail"] = _loads(d["detail"])
     d["acknowledged"] = d["acked_at"] is not None
     d["escalated"] = d["escalated_at"] is not None
+    d["events"] = []
     return d
+
+
+def ack_seconds(row: Mapping[str, Any]) -> float | None:
+    """Seconds from the edge's raise to the guard's acknowledgement (never negative: the two clocks
+    differ), or None when not acknowledged or never raised."""
+    if row["acked_at"] is None or row["raised_ts"] is None:
+        return None
+    return round(max(0.0, float(row["acked_at"]) - float(row["raised_ts"])), 3)
+
+
+def alert_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The alert's life in time order: raised, cleared, acknowledged and escalated from the row's own
+    columns, then every escalation delivery attempt from ``alert_history``."""
+    out: list[dict[str, Any]] = []
+    if row["raised_ts"] is not None:
+        out.append({"event": "raised", "ts": row["raised_ts"]})
+    if row["cleared_ts"] is not None:
+        out.append({"event": "cleared", "ts": row["cleared_ts"]})
+    if row["acked_at"] is not None:
+        out.append({"event": "acknowledged", "ts": row["acked_at"], "by": row["acked_by"], "note": row["ack_note"]})
+    if row["escalated_at"] is not None:
+        out.append({"event": "escalated", "ts": row["escalated_at"]})
+    out.extend(row.get("events") or [])
+    out.sort(key=lambda e: e["ts"])
+    return out
 
 
 def alert_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -147,25 +222,30 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
         "ts": ts, "detail": row["detail"], "raised_ts": row["raised_ts"], "cleared_ts": row["cleared_ts"],
         "received_at": row["first_received"], "updated_at": row["updated_at"], "acknowledged": ack is not None,
         "ack": ack, "escalated": row["escalated_at"] is not None, "escalated_at": row["escalated_at"],
+        "person": row.get("person"), "ack_s": ack_seconds(row), "history": alert_history(row),
     }
 
 
-class AlertStore:
-    """SQLite-backed alert store and node registry persistence (thread-safe, one connection)."""
+class AlertStore(DeliveryQueue):
+    """SQLite-backed alert store and node registry persistence (thread-safe, one connection). The
+    escalation outbox and the report's query are in :class:`cloud.delivery_store.DeliveryQueue`."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._conn.row_factory = sqlite3.Row
+        # synchronous=FULL: an alert is acknowledged to the broker only after its commit reaches the disk.
+        self._conn = open_db(self.path, SCHEMA)
         self._lock = threading.RLock()
         self._batch_depth = 0
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # An alert is acknowledged to the broker only after this commit reaches the disk.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns of :data:`MIGRATIONS` that an older database lacks (additive only)."""
+        for table, column, sql_type in MIGRATIONS:
+            try:
+                self._conn.execute(f"SELECT {column} FROM {table} LIMIT 0")
+            except sqlite3.OperationalError:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
     def close(self) -> None:
         """Close the connection."""
@@ -210,10 +290,19 @@ class AlertStore:
 
     # --- alerts -------------------------------------------------------------------------------
 
-    def upsert(self, alert: Alert, *, now: float | None = None) -> UpsertResult:
-        """Store one delivery of ``alert`` durably; duplicates of ``(alert_id, state)`` are no-ops."""
+    def upsert(self, alert: Alert, *, now: float | None = None, person: str | None = None) -> UpsertResult:
+        """Store one delivery of ``alert`` durably; duplicates of ``(alert_id, state)`` are no-ops.
+        ``person``: the label of the band's wearer, stored with the alert (kept once known).
+
+        An alert belongs to the (site, node) that first stored it: a delivery of the same alert_id from
+        another site or node is refused (outcome ``conflict``, nothing written). Without this a node of
+        site B could clear or rewrite a site-A alert by reusing its alert_id.
+        """
         now = time.time() if now is None else now
         with self._tx() as db:
+            owner = db.execute("SELECT site, node FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            if owner is not None and (owner["site"], owner["node"]) != (alert.site, alert.node):
+                return UpsertResult("conflict", None)
             cur = db.execute(
                 "INSERT INTO alert_events (alert_id, state, site, node, ts, received_at, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, state) DO NOTHING",
@@ -223,13 +312,14 @@ class AlertStore:
                 return UpsertResult("duplicate", None)
             row = db.execute("SELECT state FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
             if row is None:
-                self._insert_alert(db, alert, now)
+                self._insert_alert(db, alert, now, person)
                 outcome = "inserted"
             elif alert.state == "raised":
                 # A late raised (its cleared came first): keep the state, fill in the raise facts.
                 db.execute(
-                    "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ? WHERE alert_id = ?",
-                    (alert.ts, json.dumps(alert.detail), alert.severity, now, alert.alert_id),
+                    "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ?, "
+                    "person = COALESCE(person, ?) WHERE alert_id = ?",
+                    (alert.ts, _dumps(alert.detail), alert.severity, now, person, alert.alert_id),
                 )
                 outcome = "updated"
             else:
@@ -242,20 +332,37 @@ class AlertStore:
         return UpsertResult(outcome, stored)
 
     @staticmethod
-    def _insert_alert(db: sqlite3.Connection, alert: Alert, now: float) -> None:
+    def _insert_alert(db: sqlite3.Connection, alert: Alert, now: float, person: str | None = None) -> None:
         raised_ts = alert.ts if alert.state == "raised" else None
         cleared_ts = alert.ts if alert.state == "cleared" else None
         db.execute(
-            f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",
+            f"INSERT INTO alerts ({ALERT_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?)",
             (alert.alert_id, alert.site, alert.node, alert.type, alert.severity,
-             json.dumps(alert.subject.model_dump()), json.dumps(alert.detail), alert.state,
-             raised_ts, cleared_ts, now, now),
+             _dumps(alert.subject.model_dump()), _dumps(alert.detail), alert.state,
+             raised_ts, cleared_ts, now, now, person),
         )
 
     @staticmethod
     def _get(db: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
         row = db.execute(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
-        return _row_to_dict(row) if row is not None else None
+        if row is None:
+            return None
+        out = _row_to_dict(row)
+        AlertStore._attach_events(db, [out])
+        return out
+
+    @staticmethod
+    def _attach_events(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+        """Fill each row's ``events`` (escalation deliveries) from ``alert_history``, 500 IDs per query."""
+        by_id = {r["alert_id"]: r for r in rows}
+        ids = list(by_id)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            sql = (f"SELECT alert_id, event, ts, detail FROM alert_history WHERE alert_id IN "
+                   f"({', '.join('?' * len(chunk))}) ORDER BY seq")
+            for r in db.execute(sql, chunk).fetchall():
+                by_id[r["alert_id"]]["events"].append({"event": r["event"], "ts": r["ts"], **json.loads(r["detail"])})
 
     def get(self, alert_id: str) -> dict[str, Any] | None:
         """One alert with its lifecycle, or None."""
@@ -292,6 +399,12 @@ class AlertStore:
         if q.since is not None:
             where.append("updated_at >= ?")
             args.append(q.since)
+        if q.until is not None:  # with since: every alert whose life overlaps [since, until]
+            where.append("COALESCE(raised_ts, first_received) <= ?")
+            args.append(q.until)
+        if q.person is not None:
+            where.append("person LIKE ? ESCAPE '!'")
+            args.append("%" + q.person.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
         if q.unacknowledged:
             where.append("acked_at IS NULL")
         sql = f"SELECT {ALERT_COLUMNS} FROM alerts"
@@ -300,7 +413,9 @@ class AlertStore:
         sql += " ORDER BY first_received DESC, alert_id DESC LIMIT ?"
         args.append(q.limit)
         with self._lock:
-            return [_row_to_dict(r) for r in self._conn.execute(sql, args).fetchall()]
+            rows = [_row_to_dict(r) for r in self._conn.execute(sql, args).fetchall()]
+            self._attach_events(self._conn, rows)
+        return rows
 
     def events(self, *, site: str | None = None, node: str | None = None) -> list[dict[str, Any]]:
         """Every stored delivery in arrival order (for audits and the fault-injection invariants)."""
@@ -318,29 +433,41 @@ class AlertStore:
             return [dict(r) for r in self._conn.execute(sql + " ORDER BY seq", args).fetchall()]
 
     def escalate_due(
-        self, now: float, *, default_after_s: float, per_site: Mapping[str, float] | None = None
+        self, now: float, *, default_after_s: float, per_site: Mapping[str, float] | None = None,
+        channels: Callable[[str], Sequence[str]] | None = None,
     ) -> list[dict[str, Any]]:
         """Mark raised, unacknowledged, not yet escalated alerts older than their site's limit.
 
         Age counts from the edge's decision time, so an alert that sat in an outbox during an
-        outage escalates at once. Returns the alerts escalated now.
+        outage escalates at once. Returns the alerts escalated now. The mark is a conditional
+        ``UPDATE … WHERE escalated_at IS NULL``: when several processes share the store, exactly one
+        wins each alert and only the winner gets it back (and notifies). ``channels(site)`` names the
+        delivery channels to queue for each escalated alert, in the same transaction.
         """
         per_site = per_site or {}
         with self._tx() as db:
             rows = db.execute(
-                "SELECT alert_id, site, raised_ts, first_received FROM alerts "
+                "SELECT alert_id, site, node, raised_ts, first_received FROM alerts "
                 "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL"
             ).fetchall()
-            due = [
-                r["alert_id"] for r in rows
-                if now - min(r["raised_ts"] or r["first_received"], r["first_received"])
-                >= per_site.get(r["site"], default_after_s)
-            ]
-            for alert_id in due:
-                db.execute(
-                    "UPDATE alerts SET escalated_at = ?, updated_at = ? WHERE alert_id = ?", (now, now, alert_id)
-                )
-            escalated = [self._get(db, a) for a in due]
+            won: list[str] = []
+            for r in rows:
+                if now - min(r["raised_ts"] or r["first_received"], r["first_received"]) \
+                        < per_site.get(r["site"], default_after_s):
+                    continue
+                cur = db.execute(
+                    "UPDATE alerts SET escalated_at = ?, updated_at = ? WHERE alert_id = ? AND escalated_at IS NULL "
+                    "AND acked_at IS NULL", (now, now, r["alert_id"]))
+                if cur.rowcount != 1:
+                    continue
+                won.append(r["alert_id"])
+                for channel in channels(r["site"]) if channels is not None else ():
+                    db.execute(
+                        "INSERT INTO escalation_deliveries (alert_id, site, node, channel, state, attempts, next_at, "
+                        "lease_until, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, 0, "
+                        "NULL, ?, ?) ON CONFLICT (site, node, alert_id, channel) DO NOTHING",
+                        (r["alert_id"], r["site"], r["node"], channel, now, now, now))
+            escalated = [self._get(db, a) for a in won]
         return [a for a in escalated if a is not None]
 
     def counts(self) -> dict[str, int]:

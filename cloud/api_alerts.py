@@ -1,4 +1,4 @@
-"""Alert routes: list, read, snapshot and acknowledge (PROTOCOL.md §4/§5 plus the cloud lifecycle).
+"""Alert routes: list, read, snapshot and acknowledge (docs/protocol.md §4/§5 plus the cloud lifecycle).
 
 Every route needs an authenticated caller when the cloud runs with ``--users`` (cloud.auth); a guard
 sees and acknowledges only the alerts of their sites (403 otherwise).
@@ -6,6 +6,7 @@ sees and acknowledges only the alerts of their sites (403 otherwise).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -13,15 +14,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloud.alert_store import AckError, AlertQuery, AlertStore, alert_view
-from cloud.api_context import ID_RE, ULID_RE, Ctx, User, get_principal
+from cloud.api_context import ID_RE, ULID_RE, Ctx, PersonParam, User, errors, get_principal, label_param
 from cloud.auth import Principal
+from cloud.csv_export import alerts_csv
 from protocols.payloads import AlertType
 
 log = logging.getLogger("qwatch.cloud.api")
-router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)])
+router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)],
+                   responses=errors(401, 403, 429))
 AlertId = Annotated[str, PathParam(pattern=ULID_RE)]
 
 
@@ -32,6 +35,17 @@ class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     person: str | None = Field(default=None, min_length=1, max_length=128)
     note: str = Field(default="", max_length=2000)
+
+    @field_validator("person", "note")
+    @classmethod
+    def _encodable(cls, v: str | None) -> str | None:
+        """A lone surrogate decodes from JSON but cannot be stored, logged or sent to the node as UTF-8."""
+        if v is not None:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        return v
 
 
 def scoped_alerts(store: AlertStore, who: Principal, q: AlertQuery) -> list[dict[str, Any]]:
@@ -54,30 +68,61 @@ def _scoped_row(ctx: Ctx, who: Principal, alert_id: str) -> dict[str, Any]:
     return row
 
 
-@router.get("")
-def list_alerts(
-    ctx: Ctx,
-    who: User,
+TimeQ = Annotated[float | None, Query(ge=0, le=1e11, allow_inf_nan=False)]
+
+
+def _filters(
     site: Annotated[str | None, Query(pattern=ID_RE)] = None,
     state: Literal["raised", "acknowledged", "cleared"] | None = None,
     type: AlertType | None = None,
-    since: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    since: Annotated[float | None, Query(ge=0, le=1e11, allow_inf_nan=False,
+                                         description="Unix s: alerts changed at or after (with until: a range)")
+                     ] = None,
+    until: Annotated[float | None, Query(ge=0, le=1e11, allow_inf_nan=False,
+                                         description="Unix s: alerts raised at or before")] = None,
+    person: PersonParam = None,
     unacknowledged: bool = False,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 200,
-) -> list[dict[str, Any]]:
-    """Alerts newest first, filtered (a guard: their sites only; 403 for another site); 422 on bad filters."""
-    rows = scoped_alerts(ctx.store, who, AlertQuery(site=site, state=state, type=type, since=since,
-                                                    unacknowledged=unacknowledged, limit=limit))
-    return [alert_view(r) for r in rows]
+) -> AlertQuery:
+    """The history filters shared by the list and the CSV export. ``since``+``until`` select every alert
+    whose life overlaps the range (raised before ``until``, last changed after ``since``)."""
+    if since is not None and until is not None and since > until:
+        raise HTTPException(422, "since must not be after until")
+    return AlertQuery(site=site, state=state, type=type, since=since, until=until, person=label_param(person),
+                      unacknowledged=unacknowledged)
 
 
-@router.get("/{alert_id}")
+Filters = Annotated[AlertQuery, Depends(_filters)]
+
+
+@router.get("", responses=errors(401, 403, 422))
+def list_alerts(ctx: Ctx, who: User, q: Filters, limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+                ) -> list[dict[str, Any]]:
+    """Alerts newest first, filtered (a guard: their sites only; 403 for another site); 422 on bad filters.
+    Each has ``person``, ``ack_s`` (raise to acknowledgement), ``escalated_at`` and ``history``."""
+    return [alert_view(r) for r in scoped_alerts(ctx.store, who, replace(q, limit=limit))]
+
+
+@router.get(".csv", response_class=Response, responses={
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "UTF-8 CSV with BOM"},
+    **errors(401, 403, 422)})
+def alerts_csv_export(ctx: Ctx, who: User, q: Filters, limit: Annotated[int, Query(ge=1, le=50000)] = 5000,
+                      ) -> Response:
+    """The same history as a spreadsheet (UTF-8 with BOM; times in the province's zone)."""
+    views = [alert_view(r) for r in scoped_alerts(ctx.store, who, replace(q, limit=limit))]
+    stamp = dt.datetime.now(ctx.tz).strftime("%Y%m%d-%H%M")
+    return Response(alerts_csv(views, ctx.tz), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="qwatch-alerts-{stamp}.csv"'})
+
+
+@router.get("/{alert_id}", responses=errors(401, 403, 404, 422))
 def get_alert(ctx: Ctx, who: User, alert_id: AlertId) -> dict[str, Any]:
     """One alert with its lifecycle; 404 when unknown, 403 when out of the caller's scope."""
     return alert_view(_scoped_row(ctx, who, alert_id))
 
 
-@router.get("/{alert_id}/snapshot")
+@router.get("/{alert_id}/snapshot", response_class=Response, responses={
+    200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}, "description": "JPEG"},
+    **errors(404, 422)})
 def get_snapshot(ctx: Ctx, who: User, alert_id: AlertId) -> Response:
     """The camera snapshot (JPEG) stored with an alert; 404 when there is none, 403 out of scope."""
     if who.sites is not None:
@@ -88,7 +133,7 @@ def get_snapshot(ctx: Ctx, who: User, alert_id: AlertId) -> Response:
     return Response(jpeg, media_type="image/jpeg")
 
 
-@router.post("/{alert_id}/ack")
+@router.post("/{alert_id}/ack", responses=errors(404, 409, 422))
 def ack_alert(ctx: Ctx, who: User, alert_id: AlertId, body: AckRequest) -> dict[str, Any]:
     """Acknowledge once (404 unknown, 403 out of scope, 409 twice) as the signed-in user; tell the node
     and the live dashboards."""

@@ -9,19 +9,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
+from cloud.api_context import DEFAULT_TZ
+from cloud.auth import SignInSettings
+from cloud.band_cli import band_app, config_app
+from cloud.band_registry import BandRegistry, RegistryPeople
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
+from cloud.notifier import Notifier
+from cloud.notify import NotifyConfig, load_notify
 from cloud.provision_cli import register as register_provisioning
+from cloud.report_cli import app as report_app
 from cloud.site_geometry import SiteGeometry
 from cloud.timeseries import TelemetryWriter
 from cloud.users_cli import ServeUsersOpt, log_auth_mode, open_auth
 from cloud.users_cli import app as users_app
-from edge.credentials import MqttCredentials, load_credentials
+from protocols.cli_errors import run_cli
+from protocols.credentials import MqttCredentials, load_credentials
 from protocols.errors import ConfigError
 from protocols.site_config import SiteConfig, load_site_config
 
@@ -29,6 +38,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="qwatch provi
 log = logging.getLogger("qwatch.cloud")
 register_provisioning(app)
 app.add_typer(users_app, name="user")
+app.add_typer(band_app, name="band")
+app.add_typer(config_app, name="config")
+app.add_typer(report_app, name="report")
 
 
 def _host_port(value: str, option: str) -> tuple[str, int]:
@@ -89,6 +101,8 @@ class Options:
     log_level: str
     site_config: list[Path]
     credentials: Path | None = None
+    notify: Path | None = None
+    tz: str = DEFAULT_TZ
 
 
 DbOpt = Annotated[Path, typer.Option("--db", help="SQLite alert store file")]
@@ -101,14 +115,42 @@ VmOpt = Annotated[str, typer.Option("--vm", help="VictoriaMetrics base URL")]
 SpoolOpt = Annotated[Path | None, typer.Option("--spool", help="telemetry spool dir [default: next to --db]")]
 ClientOpt = Annotated[str, typer.Option("--client-id", help="MQTT client ID of the persistent session")]
 SharedOpt = Annotated[bool, typer.Option("--shared", help="subscribe $share/ingest/qwatch/v1/# (N workers)")]
-SilenceOpt = Annotated[float, typer.Option("--silence-s", help="node_offline after this long unheard")]
-EscOpt = Annotated[float, typer.Option("--escalate-after-s", help="escalate unacknowledged alerts after")]
+# Bounds are IngestConfig's (cloud/ingest.py INGEST_BOUNDS).
+SilenceOpt = Annotated[float, typer.Option("--silence-s", min=0.01, max=7 * 86400,
+                                           help="node_offline after this long unheard")]
+EscOpt = Annotated[float, typer.Option("--escalate-after-s", min=0.01, max=86400,
+                                       help="escalate unacknowledged alerts after")]
 EscSiteOpt = Annotated[list[str], typer.Option("--escalate-site", help="per-site override SITE=SECONDS")]
 SiteCfgOpt = Annotated[list[Path], typer.Option(
     "--site-config", metavar="PATH",
     help="site YAML (repeatable): its rules.escalate_after_s is that site's escalation time (--escalate-site "
          "wins); serve also draws its zones, receivers and beacons on the dashboard")]
 LogOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
+NotifyOpt = Annotated[Path | None, typer.Option(
+    "--notify", metavar="FILE", help="escalation channels per site (webhooks, SMTP e-mail): docs/cloud.md, Escalation")]
+TzOpt = Annotated[str, typer.Option("--tz", help="the province's time zone: daily reports, CSV times, e-mails")]
+
+
+def open_tz(name: str) -> ZoneInfo:
+    """``--tz`` as a zone, or a usage error naming it."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise typer.BadParameter(f"{name!r} is not a time zone (e.g. Asia/Ho_Chi_Minh)", param_hint="--tz") from None
+
+
+def _open_notify(path: Path | None) -> NotifyConfig | None:
+    if path is None:
+        return None
+    try:
+        return load_notify(path)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--notify") from None
+
+
+def people_of(sites: Mapping[str, SiteConfig]) -> dict[str, dict[int, str]]:
+    """site -> band -> person label (empty when the config has none) from the site configs."""
+    return {sid: {b.id: b.person for b in cfg.bands} for sid, cfg in sites.items()}
 
 
 def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
@@ -124,7 +166,10 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
         host, port = creds.broker_host, creds.broker_port
     else:
         host, port = "127.0.0.1", 1883
-    per_site = _escalation(o.escalate_site, _load_sites(o.site_config) if sites is None else sites)
+    sites = _load_sites(o.site_config) if sites is None else sites
+    per_site = _escalation(o.escalate_site, sites)
+    tz = open_tz(o.tz)
+    notify = _open_notify(o.notify)
     for site_id, after_s in sorted(per_site.items()):
         log.info("event=escalation site=%s after_s=%g", site_id, after_s)
     store = AlertStore(o.db)
@@ -132,8 +177,10 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     writer = TelemetryWriter(o.vm, spool)
     hub = LiveHub()
     cfg = IngestConfig(host=host, port=port, client_id=o.client_id, shared=o.shared, silence_s=o.silence_s,
-                       escalate_after_s=o.escalate_after_s, escalate_per_site=per_site, credentials=creds)
-    ingest = Ingest(cfg, store, writer, hub)
+                       escalate_after_s=o.escalate_after_s, escalate_per_site=per_site, credentials=creds,
+                       people=RegistryPeople(BandRegistry(o.db), people_of(sites)))
+    notifier = Notifier(store, notify, tz=tz) if notify is not None else None
+    ingest = Ingest(cfg, store, writer, hub, notifier=notifier)
     writer.start()
     ingest.start()
     return store, writer, ingest, hub
@@ -177,19 +224,33 @@ def serve(
     log_level: LogOpt = "INFO",
     credentials: CredOpt = None,
     users: ServeUsersOpt = None,
+    notify: NotifyOpt = None,
+    tz: TzOpt = DEFAULT_TZ,
+    session_ttl_s: Annotated[float, typer.Option(
+        "--session-ttl-s", min=1, max=30 * 86400, help="life of a session token from a sign-in code or a renewal")
+    ] = 12 * 3600.0,
+    code_ttl_s: Annotated[float, typer.Option("--code-ttl-s", min=1, max=86400, help="life of a sign-in code")
+                          ] = 600.0,
+    signin_fail_limit: Annotated[int, typer.Option(
+        "--signin-fail-limit", min=1, max=10000, help="failed sign-ins per client per window, then 429")] = 10,
+    signin_window_s: Annotated[float, typer.Option("--signin-window-s", min=1, max=86400,
+                                                   help="the failure window")] = 300.0,
 ) -> None:
     """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
     import uvicorn
 
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
-                site_config, credentials)
+                site_config, credentials, notify, tz)
     sites = _load_sites(site_config)
-    auth = open_auth(users)
+    auth = open_auth(users, SignInSettings(session_ttl_s=session_ttl_s, code_ttl_s=code_ttl_s,
+                                           fail_limit=signin_fail_limit, fail_window_s=signin_window_s))
     store, writer, ingest, hub = _setup(o, sites)
     log_auth_mode(auth, host, port)
     geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}
+    bands = BandRegistry(db)  # the band registry's tables live in the alert store's file
     api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/"),
-                                  sites=geometry, auth=auth))
+                                  sites=geometry, auth=auth, tz=open_tz(tz), notifier=ingest.notifier,
+                                  people=RegistryPeople(bands, people_of(sites)), bands=bands))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="off"))
     log.info("event=serve url=http://%s:%d/ mqtt=%s:%d tls=%s vm=%s db=%s", host, port, ingest.cfg.host,
@@ -214,10 +275,12 @@ def ingest(
     site_config: SiteCfgOpt = [],  # noqa: B006 - typer needs a literal default
     log_level: LogOpt = "INFO",
     credentials: CredOpt = None,
+    notify: NotifyOpt = None,
+    tz: TzOpt = DEFAULT_TZ,
 ) -> None:
     """Run the ingest alone (scale-out workers use --shared and distinct --client-id)."""
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
-                site_config, credentials)
+                site_config, credentials, notify, tz)
     store, writer, ing, _hub = _setup(o)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -229,9 +292,36 @@ def ingest(
         _teardown(store, writer, ing)
 
 
+@app.command("ensure-session")
+def ensure_session(
+    mqtt: MqttOpt = None,
+    client_id: ClientOpt = "qwatch-cloud-ingest",
+    shared: SharedOpt = False,
+    credentials: CredOpt = None,
+) -> None:
+    """Create the ingest's persistent session on the broker now, before any node connects (docs/deploy.md)."""
+    from cloud.ingest_session import SessionError, ensure_ingest_session
+
+    creds = _load_cloud_credentials(credentials)
+    if mqtt is not None:
+        host, port = _host_port(mqtt, "--mqtt")
+    elif creds is not None:
+        host, port = creds.broker_host, creds.broker_port
+    else:
+        host, port = "127.0.0.1", 1883
+    try:
+        existed = ensure_ingest_session(IngestConfig(host=host, port=port, client_id=client_id, shared=shared,
+                                                     credentials=creds))
+    except SessionError as exc:
+        typer.echo(f"qwatch-cloud: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"ingest session {client_id!r} {'already existed' if existed else 'created'} on {host}:{port}; "
+               "the broker now queues every alert for the cloud while it is down")
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: errors are one or two lines, never a traceback."""
+    run_cli(app, "qwatch-cloud")
 
 
 if __name__ == "__main__":

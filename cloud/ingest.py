@@ -15,13 +15,14 @@ acknowledged, so a poison message cannot wedge the session.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +35,14 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from cloud.alert_store import AlertStore, alert_view
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
+from cloud.notifier import Notifier
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
-from edge.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols import topics as T
+from protocols.bounds import Range, SettingError, check_bounds
+from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
+    DOCTOR_PROBE_ID,
     AckCommand,
     Alert,
     BandTelemetry,
@@ -48,9 +52,27 @@ from protocols.payloads import (
     Status,
     parse_payload,
 )
+from protocols.text import LabelError, clean_label
 from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
+
+# Largest payload accepted per topic kind, checked before parsing (the broker's own limit is the
+# size of a camera snapshot, cloud.broker_conf.MESSAGE_SIZE_LIMIT). An alert's detail is at most
+# 4 KiB (protocols.payloads.MAX_DETAIL_BYTES), so 16 KiB is generous; a 60 MB detail was once stored.
+PAYLOAD_LIMITS: dict[str, int] = {
+    T.ALERT: 16 << 10, T.STATUS: 4 << 10, T.CMD_RESULT: 8 << 10, T.CAMERA_EVENT: 8 << 10,
+    T.TELEMETRY_NODE: 256 << 10, T.TELEMETRY_BANDS: 1 << 20,
+}
+
+
+# Bounds of IngestConfig (and of the matching `qwatch-cloud serve/ingest` options). MQTT carries
+# keepalive and Receive Maximum as 16-bit values and the session expiry as 32 bits.
+INGEST_BOUNDS = {
+    "port": Range(ge=1, le=65535), "session_expiry_s": Range(ge=0, le=2**32 - 1), "keepalive_s": Range(ge=1, le=65535),
+    "receive_maximum": Range(ge=1, le=65535), "silence_s": Range(ge=0.01, le=7 * 86400),
+    "escalate_after_s": Range(ge=0.01, le=86400), "tick_s": Range(ge=0.01, le=60), "max_batch": Range(ge=1, le=100_000),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +89,21 @@ class IngestConfig:
     silence_s: float = 90.0
     escalate_after_s: float = 120.0
     escalate_per_site: Mapping[str, float] = field(default_factory=dict)
+    # Person labels from the site configs the cloud was given: site -> band -> label (fallback when the
+    # edge did not put ``person`` in the alert's detail).
+    people: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
     tick_s: float = 1.0
     max_batch: int = 500
     # None: plain MQTT without authentication (loopback test/demo broker). A bundle from
     # `qwatch-cloud pki init` (role cloud): TLS verified against its CA, and its username/password.
     credentials: MqttCredentials | None = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self, INGEST_BOUNDS)
+        for site, after in self.escalate_per_site.items():
+            if not INGEST_BOUNDS["escalate_after_s"].allows(after):
+                raise SettingError("IngestConfig", f"escalate_per_site[{site}]",
+                                   f"{after!r} is out of range; allowed: {INGEST_BOUNDS['escalate_after_s']}")
 
 
 class StoreUnavailable(Exception):
@@ -89,14 +121,19 @@ class Ingest:
         hub: LiveHub | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        notifier: Notifier | None = None,
     ) -> None:
         self.cfg = cfg
+        # Sends escalations outside the browser (--notify); the ingest queues its channels when it escalates.
+        self.notifier = notifier
+        self.channels: Callable[[str], Sequence[str]] | None = notifier.channels if notifier is not None else None
         self.store = store
         self.writer = writer
         self.hub = hub or LiveHub()
         self.clock = clock
         self.counts: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
+        self.security: Counter[str] = Counter()  # refused as an attack, not as a mistake (by reason)
         self.node_health: dict[tuple[str, str], dict[str, Any]] = {}
         self.started_at = clock()
         self.liveness = NodeLiveness(
@@ -147,12 +184,16 @@ class Ingest:
         self._connect()
         self._ticker = threading.Thread(target=self._tick_loop, name="ingest-tick", daemon=True)
         self._ticker.start()
+        if self.notifier is not None:
+            self.notifier.start()
         log.info("event=ingest_start broker=%s:%d client_id=%s shared=%s", self.cfg.host, self.cfg.port,
                  self.cfg.client_id, self.cfg.shared)
 
     def stop(self) -> None:
         """Disconnect (the session stays on the broker) and stop the ticker."""
         self._stop.set()
+        if self.notifier is not None:
+            self.notifier.stop()
         self.client.disconnect()
         self.client.loop_stop()
         for t in (self._ticker, self._writer_thread):
@@ -255,6 +296,9 @@ class Ingest:
         now = self.clock()
         self.last_message_at = now
         self.counts["messages"] += 1
+        if topic.startswith(T.CLOUD_PREFIX + "/"):
+            self.counts["own_announcements"] += 1  # our escalations, echoed by the wildcard subscription
+            return "ignored"
         try:
             parsed = T.parse_topic(topic)
         except TopicError:
@@ -269,7 +313,7 @@ class Ingest:
             log.exception("event=handler_error topic=%s", topic)
             return self._bad("internal_error", topic)
         self.counts[f"{parsed.kind}:{outcome}"] += 1
-        if parsed.kind not in (T.CMD, T.STATUS):
+        if parsed.kind not in (T.CMD, T.STATUS) and outcome != DOCTOR_PROBE_ID:
             self._traffic(parsed.site, parsed.node, now)
         return outcome
 
@@ -279,9 +323,13 @@ class Ingest:
         return "malformed"
 
     def _dispatch(self, p: T.ParsedTopic, payload: bytes, now: float) -> str:
+        limit = PAYLOAD_LIMITS.get(p.kind)
+        if limit is not None and len(payload) > limit:
+            raise PayloadError("too_large", f"{len(payload)} bytes; at most {limit} for {p.kind}")
         if p.kind == T.ALERT:
             alert = parse_payload(Alert, payload)
             if (alert.site, alert.node) != (p.site, p.node):
+                self.security["topic_mismatch"] += 1
                 raise PayloadError("topic_mismatch", f"alert for {alert.site}/{alert.node} on {p.site}/{p.node}")
             return self._store_alert(alert, now)
         if p.kind == T.STATUS:
@@ -314,13 +362,34 @@ class Ingest:
             return "ok" if self.store.add_snapshot(p.site, p.node, p.camera, p.alert_id, payload) else "duplicate"
         if p.kind == T.CMD_RESULT:
             res = parse_payload(CommandResult, payload)
+            if res.cmd_id == DOCTOR_PROBE_ID:
+                return DOCTOR_PROBE_ID  # `qwatch-edge doctor` testing the ACL: not a sign the agent runs
             log.info("event=cmd_result site=%s node=%s cmd_id=%s ok=%s error=%s", p.site, p.node, res.cmd_id,
                      res.ok, res.error)
             return "ok"
         return "ignored"  # our own commands, echoed by the wildcard subscription
 
+    def person_of(self, alert: Alert) -> str | None:
+        """The band wearer's label: the edge's ``detail.person``, else the site config's ``bands[].person``.
+        A label that is not clean text (protocols.text) is refused and counted, never stored."""
+        raw = alert.detail.get("person")
+        if raw is not None and raw != "":
+            try:
+                return clean_label(raw, max_len=64, what="person")
+            except LabelError:
+                self.malformed["alert:person_label"] += 1
+        band = getattr(alert.subject, "band", None)
+        label = self.cfg.people.get(alert.site, {}).get(band) if band is not None else None
+        return label or None
+
     def _store_alert(self, alert: Alert, now: float) -> str:
-        res = self.store.upsert(alert, now=now)
+        res = self.store.upsert(alert, now=now, person=self.person_of(alert))
+        if res.outcome == "conflict":
+            # A node reused an alert_id that belongs to another site or node: refused, counted, loud.
+            self.security["alert_id_conflict"] += 1
+            log.warning("event=security reason=alert_id_conflict alert=%s site=%s node=%s state=%s", alert.alert_id,
+                        alert.site, alert.node, alert.state)
+            return res.outcome
         if res.outcome != "duplicate":
             log.info("event=alert_stored alert=%s state=%s type=%s site=%s node=%s outcome=%s", alert.alert_id,
                      alert.state, alert.type, alert.site, alert.node, res.outcome)
@@ -361,11 +430,24 @@ class Ingest:
                 self._store_alert(a, now)
             self._persist_nodes()
         for row in self.store.escalate_due(now, default_after_s=self.cfg.escalate_after_s,
-                                           per_site=self.cfg.escalate_per_site):
-            self.counts["escalated"] += 1
-            log.warning("event=alert_escalated alert=%s site=%s type=%s", row["alert_id"], row["site"],
-                        row["type"])
-            self.hub.publish("alert", alert_view(row))
+                                           per_site=self.cfg.escalate_per_site, channels=self.channels):
+            self._announce_escalation(row)
+
+    def _announce_escalation(self, row: dict[str, Any]) -> None:
+        """An alert this process marked escalated (only the winner of the mark gets here): tell the
+        broker (``qwatch/v1/cloud/escalation``, QoS 1) and the live dashboards (kinds ``escalation``
+        and ``alert``). Out-of-browser channels were queued with the mark (cloud.notifier)."""
+        self.counts["escalated"] += 1
+        view = alert_view(row)
+        log.warning("event=alert_escalated alert=%s site=%s type=%s person=%s", row["alert_id"], row["site"],
+                    row["type"], row.get("person"))
+        info = self.client.publish(T.CLOUD_ESCALATION, json.dumps(view, separators=(",", ":")), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # paho keeps a QoS 1 message queued across a reconnect; anything else is counted.
+            self.counts["escalation_publish_errors"] += 1
+            log.warning("event=escalation_publish_failed alert=%s rc=%s", row["alert_id"], info.rc)
+        self.hub.publish("escalation", view)
+        self.hub.publish("alert", view)
 
     def _tick_loop(self) -> None:
         last_full_save = time.monotonic()
@@ -417,6 +499,7 @@ class Ingest:
             "subscription": self.subscription,
             "counts": dict(self.counts),
             "malformed": dict(self.malformed),
+            "security": dict(self.security),
             "liveness": dict(self.liveness.counts),
             "last_message_at": self.last_message_at,
             "tick_age_s": round(time.monotonic() - self.last_tick, 3),

@@ -6,15 +6,16 @@ thread owns the pipeline: it drains observations, runs rule ticks, publishes ban
 once a second and node telemetry every `node_telemetry_s`, and handles cloud commands.
 The MQTT link has its own pump thread. SIGTERM/SIGINT stop everything in order.
 
-`--alert-storm N` adds a synthetic generator of N alert messages with deterministic IDs
-(`storm_alert_id`), used by the fault-injection suite and benchmarks: the test knows exactly
-which alerts the edge raised, even across a `kill -9` and restart. With a site that has no
-receivers the storm is the only input; otherwise it runs on top of the real pipeline.
+Development tools inject through `AgentHooks` (the product runs with none): the sim receivers'
+scenario, and an extra alert source run in the agent loop (devtools.storm's synthetic alert
+storm, for the fault-injection suite and benchmarks). With an alert source and a site that has
+no receivers, that source is the only input; otherwise it runs on top of the real pipeline.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import signal
 import threading
@@ -23,12 +24,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any, Protocol
 
-from edge.credentials import load_node_credentials
+from edge import config_store
+from edge.bands.recorder import ObservationRecorder
+from edge.config_store import validate_push
 from edge.health import HealthErrors, HostMetrics
-from edge.mqtt_link import Command, LinkConfig, MqttLink
+from edge.mqtt_link import LINK_BOUNDS, Command, LinkConfig, MqttLink
 from edge.outbox import Outbox
+from edge.state import CounterSaver, active_key, restore_alerts
+from protocols.bounds import Range, check_bounds
+from protocols.cli_errors import EXIT_NO_BROKER
+from protocols.credentials import load_node_credentials
 from protocols.errors import ConfigError, PayloadError
 from protocols.observation import RawObservation
 from protocols.payloads import (
@@ -37,12 +44,13 @@ from protocols.payloads import (
     CameraEvent,
     CameraHealth,
     CommandResult,
+    ConfigCommand,
     NodeTelemetry,
     parse_payload,
 )
-from protocols.site_config import SiteConfig, load_band_keys, load_site_config, parse_site_config
+from protocols.site_config import SiteConfig, load_band_keys, load_site_config
 from protocols.topics import NodeTopics
-from protocols.ulid import new_ulid, seeded_ulid
+from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.edge.agent")
 
@@ -67,83 +75,60 @@ class AgentOptions:
     max_inflight: int = 50
     telemetry_buffer: int = 600
     duration_s: float = 0.0
-    escape_at_s: float | None = None
-    escape_band: int = 0
     record: Path | None = None
-    alert_storm: int = 0
-    storm_rate: float = 50.0
-    storm_id: str = "storm"
     cameras: bool = True
     node_telemetry_s: float = 5.0
     tick_s: float = 0.2
     credentials: Path | None = None  # MQTT credentials bundle: TLS + username/password
 
-
-def storm_alert_id(storm_id: str, node: str, k: int) -> str:
-    """Deterministic, valid ULID for synthetic alert `k` of a storm (time part orders by k)."""
-    return seeded_ulid(1_700_000_000_000 + k, f"{storm_id}:{node}:{k}")
+    def __post_init__(self) -> None:
+        check_bounds(self, AGENT_BOUNDS)
 
 
-def storm_message(site: str, node: str, storm_id: str, i: int, ts: float) -> Alert:
-    """Storm message `i`: even i raises alert i//2, odd i clears it. detail.storm_seq = i."""
-    k = i // 2
-    return Alert.model_validate(
-        {"schema": "qwatch.alert/1", "alert_id": storm_alert_id(storm_id, node, k), "site": site,
-         "node": node, "type": "sos", "severity": "critical", "state": "cleared" if i % 2 else "raised",
-         "subject": {"band": 1 + k % 1000}, "ts": ts, "detail": {"storm_seq": i, "storm": storm_id}}
-    )
+# Bounds of AgentOptions, which are also the `qwatch-edge run` options' bounds (edge/cli.py;
+# tests/edge/test_cli.py checks they match). The link settings are LinkConfig's; reconnect_max_s
+# may not go below the link's reconnect_min_s (0.5 s).
+AGENT_BOUNDS = {
+    "broker_port": LINK_BOUNDS["port"], "sim_seed": Range(ge=0), "sim_start_ts": Range(ge=0),
+    "keepalive_s": LINK_BOUNDS["keepalive_s"], "will_delay_s": LINK_BOUNDS["will_delay_s"],
+    "reconnect_max_s": Range(ge=0.5, le=3600), "max_inflight": LINK_BOUNDS["max_inflight"],
+    "telemetry_buffer": LINK_BOUNDS["telemetry_buffer"], "duration_s": Range(ge=0),
+    "node_telemetry_s": Range(ge=0.1, le=3600), "tick_s": Range(ge=0.01, le=10),
+}
 
 
-class AlertStorm:
-    """Synthetic alert source with a durable progress file, so a restart resumes, not repeats."""
+class AlertSource(Protocol):
+    """An extra alert producer run in the agent loop, injected by development tools."""
 
-    def __init__(self, opts: AgentOptions, site: str) -> None:
-        self.total = opts.alert_storm
-        self.rate = max(opts.storm_rate, 0.1)
-        self.site, self.node, self.storm_id = site, opts.node, opts.storm_id
-        self.progress = opts.data_dir / f"storm-{opts.storm_id}.progress"
-        self.next_i = self._load_progress()
-        self._t0 = time.monotonic()
-        self._i0 = self.next_i
-        self.progress_errors = 0
-        self._fh: IO[str] = open(self.progress, "a", encoding="utf-8")  # noqa: SIM115 - lives with agent
+    def step(self, mono: float, emit: Callable[[Alert], None]) -> None:
+        """Emit (commit to the outbox) the alerts due at monotonic time `mono`."""
+        ...
 
-    def _load_progress(self) -> int:
-        try:
-            lines = self.progress.read_text().split()
-        except OSError:
-            return 0
-        return int(lines[-1]) + 1 if lines and lines[-1].isdigit() else 0
+    def describe(self) -> str:
+        """One log fragment (key=value pairs) saying what the source will produce."""
+        ...
 
-    def due(self, now_mono: float) -> list[int]:
-        """Storm indexes whose time has come (paced at `rate` per second)."""
-        want = self._i0 + int((now_mono - self._t0) * self.rate)
-        return list(range(self.next_i, min(want, self.total)))
 
-    def committed(self, i: int) -> None:
-        """Record that message `i` is in the outbox (written after the commit)."""
-        self.next_i = i + 1
-        try:
-            self._fh.write(f"{i}\n")
-            self._fh.flush()
-        except OSError:
-            # Disk full: the alert itself is safe (outbox keeps it in memory); a restart may
-            # re-send a few storm messages with the same IDs, which the cloud de-duplicates.
-            self.progress_errors += 1
+@dataclass(frozen=True, slots=True)
+class AgentHooks:
+    """What a development tool may inject into the agent (devtools.dev_agent); the product uses none."""
 
-    @property
-    def done(self) -> bool:
-        """All messages committed."""
-        return self.next_i >= self.total
+    # The sim receivers' scenario (an edge.sim.scenarios.Scenario) instead of the default one.
+    scenario: Callable[[SiteConfig], Any] | None = None
+    # An extra alert source; the site config is given so the source can name the site.
+    alert_source: Callable[[AgentOptions, SiteConfig], AlertSource] | None = None
 
 
 class Agent:
     """One edge node. Build with `Agent(opts, site, keys)`, then `run(stop_event)`."""
 
-    def __init__(self, opts: AgentOptions, site: SiteConfig, keys: Mapping[int, bytes]) -> None:
+    def __init__(self, opts: AgentOptions, site: SiteConfig, keys: Mapping[int, bytes],
+                 hooks: AgentHooks | None = None, config_version: int | None = None) -> None:
         self.opts = opts
+        self.hooks = hooks or AgentHooks()
         self.site = site
         self.keys = keys
+        self.config_version = config_version
         self.node = opts.node
         self.topics = NodeTopics(site.site.id, opts.node)
         self.boot_id = new_ulid()
@@ -166,41 +151,47 @@ class Agent:
         self.pipeline: Any = None
         self.sources: list[Any] = []
         self.cameras: dict[str, Any] = {}
-        self.storm = AlertStorm(opts, site.site.id) if opts.alert_storm > 0 else None
-        self._record: IO[str] | None = None
+        self.alert_source = None if self.hooks.alert_source is None else self.hooks.alert_source(opts, site)
+        self._record: ObservationRecorder | None = None
+        self._counter_saver = CounterSaver(self.outbox)
         self._last_counts: dict[str, int] = {}
         self._started = time.monotonic()
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> None:
-        """Connect, then start the pipeline, sources and cameras (storm mode: none of them)."""
+        """Connect, then start the pipeline, sources and cameras (injected alert source alone: none)."""
         self.link.start()
         self.health.sync("outbox_", self.outbox.health_errors())
-        if self.storm is not None:
-            log.info("event=storm_start node=%s total=%d resume_at=%d", self.node, self.storm.total,
-                     self.storm.next_i)
+        if self.alert_source is not None:
+            log.info("event=alert_source_start node=%s %s", self.node, self.alert_source.describe())
             if not self.site.receivers:
-                return  # pure storm: no radio, no pipeline (fault-injection suite)
+                self._restore_state()
+                return  # the injected source alone: no radio, no pipeline (fault-injection suite)
         from edge.bands.pipeline import BandPipeline
 
         self.pipeline = BandPipeline(self.site, self.keys, node=self.node)
+        self._restore_state()
         if self.opts.record is not None:
-            self.opts.record.parent.mkdir(parents=True, exist_ok=True)
-            self._record = open(self.opts.record, "a", encoding="utf-8")  # noqa: SIM115
+            self._record = ObservationRecorder(self.opts.record)
         self._start_sources()
         if self.opts.cameras:
             for cam in self.site.cameras:
                 self._start_camera(cam)
 
+    def _restore_state(self) -> None:
+        """Before the first advert: the saved band counters (anti-replay) and the active alerts."""
+        if self.pipeline is not None:
+            n = self.pipeline.verifier.restore_counters(self.outbox.band_counters())
+            self.counters["counters_restored"] = n
+        for clear in restore_alerts(self.outbox.active_alerts(), self.pipeline, time.time()):
+            self.emit_alert(clear)
+        if self.pipeline is not None:
+            self.counters["alerts_adopted"] = len(self.pipeline.active_alerts())
+
     def _start_sources(self) -> None:
         from edge.sources import open_sources
 
-        scenario = None
-        if self.opts.escape_at_s is not None and self.site.bands:
-            from edge.sim.scenarios import demo_scenario
-
-            band = self.opts.escape_band or self.site.bands[0].id
-            scenario = demo_scenario(self.site, escape_band=band, escape_at_s=self.opts.escape_at_s)
+        scenario = None if self.hooks.scenario is None else self.hooks.scenario(self.site)
         self.sources = list(open_sources(self.site, self.keys, sim_seed=self.opts.sim_seed, scenario=scenario,
                                          sim_start_ts=self.opts.sim_start_ts))
         for src in self.sources:
@@ -234,6 +225,7 @@ class Agent:
                 worker.stop()
             except Exception:
                 log.exception("event=camera_stop_error node=%s camera=%s", self.node, cam_id)
+        self._counter_saver.maybe_save(self._verifier(), time.monotonic(), time.time(), force=True)
         self.link.stop(drain_s=2.0)
         self.outbox.close()
         if self._record is not None:
@@ -247,9 +239,18 @@ class Agent:
         except queue.Full:
             self.counters["obs_dropped"] += 1
 
-    def emit_alert(self, alert: Alert) -> None:
-        """Commit the alert to the outbox (durable), then wake the publisher."""
-        row = self.outbox.put("alert", self.topics.alert, alert.to_json().encode(), alert.alert_id)
+    def _verifier(self) -> Any:
+        return None if self.pipeline is None else self.pipeline.verifier
+
+    def _emit_untracked(self, alert: Alert) -> None:
+        """An injected source's alerts (fault suite, benchmarks) are its own business, not restored."""
+        self.emit_alert(alert, track=False)
+
+    def emit_alert(self, alert: Alert, *, track: bool = True) -> None:
+        """Commit the alert to the outbox (durable) and to the active set, then wake the publisher."""
+        key = active_key(alert) if track else None
+        row = self.outbox.put("alert", self.topics.alert, alert.to_json().encode(), alert.alert_id,
+                              active_key=key, active=alert.state == "raised")
         self.link.notify()
         self.counters["alerts"] += 1
         subj = alert.subject.model_dump()
@@ -279,8 +280,8 @@ class Agent:
             try:
                 self._drain_observations(deadline=time.monotonic() + self.opts.tick_s)
                 mono, now = time.monotonic(), time.time()
-                if self.storm is not None:
-                    self._storm_step(mono)
+                if self.alert_source is not None:
+                    self.alert_source.step(mono, self._emit_untracked)
                 if mono >= next_tick:
                     self.max_lag_ms = max(self.max_lag_ms, (mono - next_tick) * 1000)
                     next_tick = mono + self.opts.tick_s
@@ -298,7 +299,7 @@ class Agent:
                 time.sleep(0.1)
 
     def _drain_observations(self, deadline: float) -> None:
-        timeout = 0.05 if self.storm is None else 0.01
+        timeout = 0.05 if self.alert_source is None else 0.01
         while True:
             try:
                 obs = self.obs.get(timeout=timeout)
@@ -306,24 +307,21 @@ class Agent:
                 return
             timeout = 0.0
             if self._record is not None:
-                self._record.write(obs.to_json_line() + "\n")
+                self._record.write(obs)
             for alert in self.pipeline.observe(obs.ts, obs.rx, obs.rssi, obs.company_id, obs.data):
                 self.emit_alert(alert)
             if time.monotonic() >= deadline:
                 return
 
-    def _storm_step(self, mono: float) -> None:
-        assert self.storm is not None
-        for i in self.storm.due(mono):
-            self.emit_alert(storm_message(self.site.site.id, self.node, self.storm.storm_id, i, time.time()))
-            self.storm.committed(i)
-
     def _tick(self, now: float) -> None:
         if self.pipeline is not None:
             for alert in self.pipeline.tick(now):
                 self.emit_alert(alert)
+        self._counter_saver.maybe_save(self._verifier(), time.monotonic(), now)
         self.outbox.retry_persist()
         self.health.sync("outbox_", self.outbox.health_errors())
+        refusal = self.link.refusal
+        self.health.sync("mqtt_puback", {"mqtt_puback_refused": refusal} if refusal else {})
         if self._record is not None:
             self._record.flush()
 
@@ -364,7 +362,8 @@ class Agent:
             log.exception("event=cmd_failed node=%s name=%s cmd_id=%s", self.node, cmd.name, parsed.cmd_id)
             error = f"{type(exc).__name__}: {exc}"
         log.info("event=cmd node=%s name=%s cmd_id=%s ok=%s", self.node, cmd.name, parsed.cmd_id, error is None)
-        return CommandResult(cmd_id=parsed.cmd_id, ok=error is None, error=error)
+        return CommandResult(cmd_id=parsed.cmd_id, ok=error is None, error=error,
+                             config_version=self.config_version if cmd.name == "config" else None)
 
     def _apply_command(self, name: str, cmd: Any) -> str | None:
         if name == "ack":
@@ -377,30 +376,50 @@ class Agent:
                 return f"camera {cmd.camera!r} not running here or cannot take snapshots"
             snap()
             return None
-        return self._apply_config(cmd.site_yaml)
+        return self._apply_config(cmd)
 
-    def _apply_config(self, text: str) -> str | None:
+    def _apply_config(self, cmd: ConfigCommand) -> str | None:
+        """Validate a pushed config whole, save it as the last good one, then switch to it.
+
+        The bands pipeline is rebuilt and takes over the old one's state (`BandPipeline.adopt`):
+        alerts already raised are in the outbox and stay there; dwell timers of unchanged bands
+        continue; a retired band's open alerts are cleared. Receivers are not restarted (a new
+        receiver needs an agent restart); cameras are reconfigured or started.
+        """
         try:
-            new = parse_site_config(text, "cmd/config")
+            pushed = validate_push(cmd, site_id=self.site.site.id, running_version=self.config_version)
         except ConfigError as exc:
+            log.warning("event=config_refused node=%s version=%s error=%r", self.node, cmd.version, str(exc))
             return str(exc)
-        if new.site.id != self.site.site.id:
-            return f"cmd/config: site.id: is {new.site.id!r}, this node serves {self.site.site.id!r}"
-        (self.opts.data_dir / "site.applied.yaml").write_text(text, encoding="utf-8")
-        if self.pipeline is not None and (new.zones, new.bands, new.rules, new.receivers) != (
-            self.site.zones, self.site.bands, self.site.rules, self.site.receivers
-        ):
+        if pushed.version is not None and pushed.version == self.config_version:
+            return None  # a redelivered (retained) copy of what runs
+        keys = dict(pushed.keys) if pushed.keys is not None else dict(self.keys)
+        new = pushed.site
+        fresh: Any = None
+        if self.pipeline is not None and ((new.zones, new.bands, new.rules, new.receivers, new.beacons) != (
+                self.site.zones, self.site.bands, self.site.rules, self.site.receivers, self.site.beacons)
+                or keys != dict(self.keys)):
             from edge.bands.pipeline import BandPipeline
 
-            self.pipeline = BandPipeline(new, self.keys, node=self.node)
-            log.warning("event=pipeline_reloaded node=%s reason=config_command", self.node)
+            fresh = BandPipeline(new, keys, node=self.node)  # built before anything is saved or swapped
+        try:
+            config_store.save(self.opts.data_dir, pushed, keys)
+        except OSError as exc:
+            return f"cannot save the config under {self.opts.data_dir}: {exc.strerror}; nothing was changed"
+        if fresh is not None:
+            for alert in fresh.adopt(self.pipeline, time.time()):
+                self.emit_alert(alert)
+            self.pipeline = fresh
+            log.warning("event=pipeline_reloaded node=%s reason=config_command version=%s bands=%d keys=%d",
+                        self.node, pushed.version, len(new.bands), len(keys))
         for cam in new.cameras:
             worker = self.cameras.get(cam.id)
             if worker is not None:
                 worker.reconfigure(cam)
             elif self.opts.cameras:
                 self._start_camera(cam)
-        self.site = new
+        self.site, self.keys, self.config_version = new, keys, pushed.version
+        log.info("event=config_applied node=%s version=%s", self.node, pushed.version)
         return None
 
 
@@ -417,6 +436,8 @@ def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
                    "oldest_age_s": round(agent.outbox.oldest_age(now), 2)},
         "agent": {**agent.counters, "obs_queue": agent.obs.qsize(), "tick_lag_max_ms": round(agent.max_lag_ms, 1)},
     }
+    if agent._record is not None:
+        watchdogs["recorder"] = dict(agent._record.stats())
     for src in agent.sources:
         watchdogs[f"source:{src.receiver_id}"] = _safe_stats(src)
     cams: dict[str, CameraHealth] = {}
@@ -433,22 +454,33 @@ def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
         "mem_rss_mb": h.mem_rss_mb, "mem_pct": h.mem_pct, "disk_free_mb": h.disk_free_mb, "temp_c": h.temp_c,
         "adverts_per_s": rates, "outbox_depth": agent.outbox.depth(),
         "telemetry_dropped": int(agent.link.counters.get("telemetry_dropped", 0)),
-        "health_errors": agent.health.as_list(), "cameras": cams, "watchdogs": watchdogs,
+        "health_errors": [e[:1000] for e in agent.health.as_list()[:64]], "cameras": cams, "watchdogs": watchdogs,
+        "config_version": agent.config_version,
     })
 
 
 def _safe_stats(obj: Any) -> dict[str, int | float | str]:
     try:
-        return {str(k): v for k, v in obj.stats().items() if isinstance(v, int | float | str)}
+        return {str(k)[:64]: v[:500] if isinstance(v, str) else v for k, v in obj.stats().items()
+                if isinstance(v, int | float | str) and not (isinstance(v, float) and not math.isfinite(v))}
     except Exception as exc:
         return {"stats_error": f"{type(exc).__name__}: {exc}"}
 
 
-def run_agent(opts: AgentOptions) -> int:
+def run_agent(opts: AgentOptions, hooks: AgentHooks | None = None) -> int:
     """Load config and keys (ConfigError propagates to the CLI), run until a signal, stop cleanly."""
     site = load_site_config(opts.config)
-    # Keys must be readable by the agent alone (PROTOCOL.md §1): refuse a group/world-readable file.
-    keys = load_band_keys(opts.keys, require_private=True) if opts.alert_storm <= 0 or opts.keys.exists() else {}
+    # Keys must be readable by the agent alone (docs/protocol.md §1): refuse a group/world-readable file.
+    # An injected alert source may run without a key file (it hears no band).
+    injected = hooks is not None and hooks.alert_source is not None
+    keys = load_band_keys(opts.keys, require_private=True) if not injected or opts.keys.exists() else {}
+    version: int | None = None
+    pushed = config_store.load(opts.data_dir, site.site.id)
+    if pushed is not None:
+        # The cloud's last good push wins over the files it was first installed with.
+        site, keys, version = pushed
+        log.info("event=config_pushed_in_use node=%s version=%s dir=%s", opts.node, version,
+                 opts.data_dir / config_store.DIR)
     try:
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         probe = opts.data_dir / ".write-test"
@@ -464,7 +496,7 @@ def run_agent(opts: AgentOptions) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    agent = Agent(opts, site, keys)
+    agent = Agent(opts, site, keys, hooks, config_version=version)
     log.info("event=agent_start node=%s site=%s boot_id=%s data_dir=%s", opts.node, site.site.id,
              agent.boot_id, opts.data_dir)
     agent.start()
@@ -472,4 +504,8 @@ def run_agent(opts: AgentOptions) -> int:
         agent.run(stop)
     finally:
         agent.stop()
+    if not agent.link.counters.get("connects"):
+        log.error("event=never_connected node=%s broker=%s:%d reason=%r", opts.node, opts.broker_host,
+                  opts.broker_port, agent.link.last_connect_error or "no answer")
+        return EXIT_NO_BROKER
     return 0

@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from protocols.cli_errors import EXIT_NO_BROKER, id_option, parse_hostport, run_cli
 from protocols.errors import ConfigError, QwatchError
 
 app = typer.Typer(
@@ -33,6 +34,9 @@ _SUBCOMMANDS: dict[str, str] = {
     "plan": "edge.plan:plan",
     "camera-test": "edge.camera.cli:camera_test",
     "enrol": "edge.enrol:enrol",
+    "doctor": "edge.doctor:doctor",
+    "install": "edge.install:install",
+    "uninstall": "edge.install:uninstall",
 }
 
 EXIT_CONFIG = 2
@@ -45,21 +49,12 @@ def _group() -> None:
 log = logging.getLogger("qwatch.edge.cli")
 
 
-def parse_hostport(text: str, *, option: str = "--broker") -> tuple[str, int]:
-    """Parse `HOST:PORT` (IPv6 as `[::1]:1883`); raises ConfigError naming the option."""
-    host, sep, port_s = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ConfigError("command line", option, f"expected HOST:PORT with PORT 1-65535, got {text!r}")
-    return host, int(port_s)
-
-
 def broker_address(broker: str | None, credentials: Path | None) -> tuple[str, int]:
     """`--broker` if given, else the bundle's broker, else the loopback default `127.0.0.1:1883`."""
     if broker is not None:
         return parse_hostport(broker)
     if credentials is not None:
-        from edge.credentials import load_credentials
+        from protocols.credentials import load_credentials
 
         creds = load_credentials(credentials)
         return creds.broker_host, creds.broker_port
@@ -83,9 +78,11 @@ def setup_logging(level: str) -> None:
 
 @app.command("run")
 def run(
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON, mode 0600")],
-    node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)")] = "edge-01",
+    node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)",
+                                      callback=id_option("node ID"))] = "edge-01",
     broker: Annotated[
         str | None,
         typer.Option("--broker", help="MQTT broker HOST:PORT (default: the bundle's broker with --credentials, "
@@ -99,36 +96,37 @@ def run(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="outbox and recordings")] = Path(
         "/var/lib/qwatch"
     ),
-    sim_seed: Annotated[int, typer.Option("--sim-seed", help="seed of the sim receivers")] = 0,
+    # Option bounds are AgentOptions' (edge/agent.py AGENT_BOUNDS); tests/edge/test_cli.py checks they match.
+    sim_seed: Annotated[int, typer.Option("--sim-seed", min=0, help="seed of the sim receivers")] = 0,
     sim_start_ts: Annotated[
         float | None,
-        typer.Option("--sim-start-ts", help="sim: Unix time the simulated world starts at (shared with a "
+        typer.Option("--sim-start-ts", min=0, help="sim: Unix time the simulated world starts at (shared with a "
                      "firmware-simulated serial receiver); default: now"),
     ] = None,
-    keepalive: Annotated[int, typer.Option(help="MQTT keepalive, s (stall detection ~1.5x)")] = 15,
+    keepalive: Annotated[int, typer.Option(min=1, max=65535, help="MQTT keepalive, s (stall detection ~1.5x)")] = 15,
     will_delay: Annotated[
-        int, typer.Option(min=0, help="MQTT 5 Will Delay, s: a reconnect within it sends no offline (0: off)")
+        int, typer.Option(min=0, max=86400,
+                          help="MQTT 5 Will Delay, s: a reconnect within it sends no offline (0: off)")
     ] = 5,
-    reconnect_max: Annotated[float, typer.Option(help="max reconnect backoff, s")] = 10.0,
-    max_inflight: Annotated[int, typer.Option(help="QoS1 messages in flight")] = 50,
-    telemetry_buffer: Annotated[int, typer.Option(help="telemetry buffer size (drop-oldest)")] = 600,
-    duration: Annotated[float, typer.Option(help="stop after S seconds (0 = run until signalled)")] = 0.0,
-    escape_at: Annotated[
-        float | None,
-        typer.Option(help="sim: a person crosses the gate S s after start (negative: already outside)"),
+    reconnect_max: Annotated[float, typer.Option(min=0.5, max=3600, help="max reconnect backoff, s")] = 10.0,
+    max_inflight: Annotated[int, typer.Option(min=1, max=65535, help="QoS1 messages in flight")] = 50,
+    telemetry_buffer: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="telemetry buffer size (drop-oldest)")] = 600,
+    duration: Annotated[float, typer.Option(min=0, help="stop after S seconds (0 = run until signalled)")] = 0.0,
+    record: Annotated[
+        Path | None,
+        typer.Option(help="write the observation log (JSON Lines) here; rotated past 64 MiB, 5 old files kept"),
     ] = None,
-    escape_band: Annotated[int, typer.Option(help="sim: band that escapes (0: first band)")] = 0,
-    record: Annotated[Path | None, typer.Option(help="write the observation log (JSON Lines) here")] = None,
-    alert_storm: Annotated[int, typer.Option(help="test mode: raise N synthetic alerts, no sources")] = 0,
-    storm_rate: Annotated[float, typer.Option(help="test mode: synthetic alerts per second")] = 50.0,
-    storm_id: Annotated[str, typer.Option(help="test mode: storm name (alert IDs derive from it)")] = "storm",
-    node_telemetry_s: Annotated[float, typer.Option(help="node telemetry period, s")] = 5.0,
+    node_telemetry_s: Annotated[float, typer.Option(min=0.1, max=3600, help="node telemetry period, s")] = 5.0,
     no_cameras: Annotated[bool, typer.Option("--no-cameras", help="do not start camera workers")] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the edge agent until SIGTERM/SIGINT (or --duration)."""
     setup_logging(log_level)
-    from edge.agent import AgentOptions, run_agent
+    from edge.agent import AgentHooks, AgentOptions, run_agent
+
+    # Development tools (devtools.dev_agent) pass hooks as the click context object.
+    hooks = ctx.obj if isinstance(ctx.obj, AgentHooks) else None
 
     try:
         host, port = broker_address(broker, credentials)
@@ -147,20 +145,19 @@ def run(
             max_inflight=max_inflight,
             telemetry_buffer=telemetry_buffer,
             duration_s=duration,
-            escape_at_s=escape_at,
-            escape_band=escape_band,
             record=record,
-            alert_storm=alert_storm,
-            storm_rate=storm_rate,
-            storm_id=storm_id,
             node_telemetry_s=node_telemetry_s,
             cameras=not no_cameras,
             credentials=credentials,
         )
-        code = run_agent(opts)
+        code = run_agent(opts, hooks)
     except ConfigError as err:
         fail_config(err)
         return
+    if code == EXIT_NO_BROKER:
+        typer.echo(f"qwatch-edge: never connected to the broker {host}:{port} during the run; the log above says "
+                   "why (event=mqtt_connect_failed); check --broker/--credentials, then `qwatch-edge doctor`",
+                   err=True)
     raise typer.Exit(code)
 
 
@@ -182,8 +179,8 @@ _register_subcommands()
 
 
 def main() -> None:
-    """Console-script entry point (`qwatch-edge`)."""
-    app()
+    """Console-script entry point (`qwatch-edge`): errors are one or two lines, never a traceback."""
+    run_cli(app, "qwatch-edge")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import typer
 
 from edge.bands.geometry import as_points, grid_over, point_in_polygon
 from edge.bands.hearing import HearingParams, miss_table
-from edge.bands.locate import LN10, LocateParams, locate
+from edge.bands.locate import LN10, LinkModel, LocateParams, locate
 from edge.bands.rssi_filter import robust_median
 from edge.bands.rules import RuleParams
 from edge.bands.window_test import Candidates, LinkInputs, WindowParams, fast_sd, run_test, slow_sd
@@ -104,7 +104,7 @@ def _sample_windows(site: SiteConfig, pts: np.ndarray, trials: int, rng: np.rand
     return np.where(ok, s, np.nan)
 
 
-def _solve(site: SiteConfig, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, object]:
+def _solve(site: SiteConfig, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, LinkModel]:
     rx = np.array([r.position for r in site.receivers], dtype=np.float64).reshape(-1, 2)
     med, cnt, spread = robust_median(samples)
     params = LocateParams(path_loss_exponent=site.radio.path_loss_exponent, shadowing_db=site.radio.shadowing_db)
@@ -318,7 +318,7 @@ def format_report(site: SiteConfig, r: PlanReport) -> str:
 
 
 def plan(
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     out: Annotated[Path | None, typer.Option("--out", help="write a PNG heat map here")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Monte Carlo seed")] = 0,
 ) -> None:

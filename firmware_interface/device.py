@@ -10,10 +10,10 @@ from __future__ import annotations
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from firmware_interface.link import KIND_DOCK, KIND_SCANNER, PROTO_VERSION
 from protocols.advert import build_advertising_data
@@ -30,10 +30,6 @@ from protocols.serial_frame import (
     MsgType,
     encode_frame,
 )
-
-if TYPE_CHECKING:
-    from edge.sim import Scenario
-    from protocols.site_config import SiteConfig
 
 ERR_UNKNOWN_TYPE = 1
 ERR_BAD_PAYLOAD = 2
@@ -62,25 +58,8 @@ def advert_address(payload: bytes) -> bytes:
     return ident + b"\x00\xc0"
 
 
-class SimFeed:
-    """Adverts one simulated receiver hears, from `edge.sim.Simulator` in real time."""
-
-    def __init__(self, site: SiteConfig, keys: Mapping[int, bytes], rx: str, *, seed: int = 0,
-                 scenario: Scenario | None = None, start_ts: float | None = None) -> None:
-        from edge.sim import Simulator
-
-        # The whole site is simulated so that, with the agent's seed and start_ts, this receiver
-        # hears exactly the adverts the agent's own sim receivers hear (see edge.sources.sim).
-        self._rx = rx
-        self._sim = Simulator(site, keys, seed=seed, scenario=scenario,
-                              start_ts=time.time() if start_ts is None else start_ts)
-
-    def due(self, now: float) -> list[Heard]:
-        return [(o.rssi, o.company_id, o.data) for o in self._sim.advance(now) if o.rx == self._rx]
-
-
 class LogFeed:
-    """Adverts replayed from an observation log (PROTOCOL.md §2), keeping their relative timing."""
+    """Adverts replayed from an observation log (docs/protocol.md §2), keeping their relative timing."""
 
     def __init__(self, path: Path, *, rx: str | None = None, loop: bool = False) -> None:
         self._path = path

@@ -1,12 +1,9 @@
 """Firmware simulator: serves an emulated scanner or dock on a pty, like a USB CDC device.
 
-    python -m firmware_interface.simulator scanner --config SITE.yaml --keys KEYS.json --rx rx-a
-    python -m firmware_interface.simulator scanner --log OBS.jsonl [--rx rx-a] [--loop]
-    python -m firmware_interface.simulator dock [--band-id 1001] [--empty]
-
-It prints the device path on stdout (the `--link` path if given, else /dev/pts/N) and runs
-until SIGINT/SIGTERM. `--link` keeps a stable symlink, as udev's /dev/serial/by-id does, so
-an unplug/replug (new pty) reappears under the same name.
+The command line that serves one is `python -m devtools.firmware_sim` (it can feed the
+scanner from the edge simulator, which this package may not import). `link` keeps a stable
+symlink, as udev's /dev/serial/by-id does, so an unplug/replug (new pty) reappears under the
+same name.
 
 Like real firmware it never waits for the host: when the host does not read, frames are
 dropped (counted), not queued without bound.
@@ -18,17 +15,12 @@ import contextlib
 import os
 import queue
 import select
-import signal
-import sys
 import threading
 import time
 import tty
 from pathlib import Path
-from typing import Annotated
 
-import typer
-
-from firmware_interface.device import Device, DockDevice, DockedBand, LogFeed, ScannerDevice, SimFeed
+from firmware_interface.device import Device
 from protocols.serial_frame import FrameDecoder
 
 MAX_TX_BUFFER = 8 * 1024  # a CDC device's buffers are small; stale adverts are worthless anyway
@@ -175,64 +167,3 @@ def _flip_bit(frame: bytes) -> bytes:
     """Corrupt the type byte (just after the first COBS code) without creating a 0x00 delimiter."""
     flipped = frame[1] ^ 0x01
     return bytes((frame[0], flipped if flipped else 0x02)) + frame[2:]
-
-
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0] if __doc__ else "")
-
-
-def _serve(server: PtyServer) -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    print(server.start(), flush=True)
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        server.stop()
-        print(f"stats {server.counts}", file=sys.stderr, flush=True)
-
-
-@cli.command()
-def scanner(
-    config: Annotated[Path | None, typer.Option(help="site YAML: replay the simulator's adverts")] = None,
-    keys: Annotated[Path | None, typer.Option(help="band key file for --config")] = None,
-    rx: Annotated[str | None, typer.Option(help="receiver this scanner plays (default: first in config)")] = None,
-    seed: Annotated[int, typer.Option(help="simulator seed (use the agent's --sim-seed)")] = 0,
-    start_ts: Annotated[float | None, typer.Option(help="simulation start, Unix s (match the agent's sim start "
-                                                        "so both hear the same adverts)")] = None,
-    log: Annotated[Path | None, typer.Option("--log", help="replay an observation log instead")] = None,
-    loop: Annotated[bool, typer.Option(help="--log: start again at the end")] = False,
-    link: Annotated[Path | None, typer.Option(help="stable symlink to the pty")] = None,
-) -> None:
-    """Emulate the BLE scanner co-processor."""
-    if log is not None:
-        feed: SimFeed | LogFeed = LogFeed(log, rx=rx, loop=loop)
-    elif config is not None and keys is not None:
-        from protocols.site_config import load_band_keys, load_site_config
-
-        site = load_site_config(config)
-        rx_id = rx or (site.receivers[0].id if site.receivers else "")
-        if rx_id not in {r.id for r in site.receivers}:
-            raise typer.BadParameter(f"--rx {rx_id!r} is not a receiver of {config}")
-        feed = SimFeed(site, load_band_keys(keys), rx_id, seed=seed, start_ts=start_ts)
-    else:
-        raise typer.BadParameter("give --config and --keys, or --log")
-    _serve(PtyServer(ScannerDevice(feed), link=link))
-
-
-@cli.command()
-def dock(
-    band_id: Annotated[int, typer.Option(help="band_id the docked band holds now (0 = blank)")] = 0,
-    counter: Annotated[int, typer.Option(help="the docked band's advert counter")] = 0,
-    empty: Annotated[bool, typer.Option(help="no band in the dock")] = False,
-    fail_write: Annotated[bool, typer.Option(help="flash writes fail")] = False,
-    link: Annotated[Path | None, typer.Option(help="stable symlink to the pty")] = None,
-) -> None:
-    """Emulate the wristband enrollment dock."""
-    band = None if empty else DockedBand(band_id=band_id, counter=counter)
-    _serve(PtyServer(DockDevice(band, fail_write=fail_write), link=link))
-
-
-if __name__ == "__main__":
-    cli()

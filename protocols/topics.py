@@ -1,4 +1,4 @@
-"""MQTT topic tree (PROTOCOL.md §5): ``qwatch/v1/{site}/{node}/…``."""
+"""MQTT topic tree (docs/protocol.md §5): ``qwatch/v1/{site}/{node}/…``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from protocols.errors import TopicError
 PREFIX = "qwatch/v1"
 SUBSCRIBE_ALL = "qwatch/v1/#"
 SHARED_INGEST = "$share/ingest/qwatch/v1/#"
+# The cloud's own announcements (docs/cloud.md "Escalation"): one level shorter than any node topic, so no
+# node's ``qwatch/v1/{site}/{node}/#`` grant can reach them unless a site is called "cloud" (refused).
+CLOUD_PREFIX = "qwatch/v1/cloud"
+CLOUD_ESCALATION = "qwatch/v1/cloud/escalation"
+RESERVED_SITE_IDS = frozenset({"cloud"})
 
 # IDs become topic levels, so they must not contain MQTT separators or wildcards.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

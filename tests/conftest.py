@@ -1,7 +1,7 @@
 """Shared fixtures: real Mosquitto and VictoriaMetrics as child processes on free loopback ports.
 
 A missing binary fails the run under ``CI=true`` and skips the test otherwise (see
-``cloud.services.require_binary``).
+``devtools.services.require_binary``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.services import ServiceProcess, require_binary, start_mosquitto, start_victoria_metrics
+from devtools.services import ServiceProcess, require_binary, start_mosquitto, start_victoria_metrics
 
 
 @pytest.fixture

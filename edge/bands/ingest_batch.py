@@ -10,10 +10,10 @@ exact, step by step:
   power and the receiver's last-heard time, max for the band's last sample, sums for the histogram.
 - Everything else (duplicate table, verifier, security alarms, per-advert rules, alert sequence
   numbers) runs per observation in arrival order through the same code `observe` uses
-  (`BandPipeline._verified`), so alerts, their IDs and order, warnings and counters are the same.
+  (`BandPipeline.verify_observation`), so alerts, their IDs and order, warnings and counters are the same.
 - The duplicate fast path is `observe`'s own: a payload equal (as lowercase hex, i.e. byte for
   byte) to a band's last accepted one, same company ID, within 2 s of its acceptance, is what the
-  verifier would call a duplicate (PROTOCOL.md §1): counted and sampled without decoding or CMAC.
+  verifier would call a duplicate (docs/protocol.md §1): counted and sampled without decoding or CMAC.
   So each distinct advert is decoded and authenticated once, on its first reception.
 
 The only difference: counters for unknown receivers and duplicates are added once per batch, so a
@@ -47,9 +47,9 @@ def observe_batch(pipe: BandPipeline, ts: Sequence[float], rx: Sequence[str], rs
     valid hex. Returns the new alerts in the order `observe` would have returned them.
     """
     rx_index = pipe.tracker.rx_index
-    dup = pipe._dup
+    dup = pipe.duplicate_table()
     site_cid = pipe.site.company_id
-    verified = pipe._verified
+    verified = pipe.verify_observation
     samples: list[tuple[int, int, float, int, int]] = []
     keep = samples.append
 
@@ -71,10 +71,7 @@ def observe_batch(pipe: BandPipeline, ts: Sequence[float], rx: Sequence[str], rs
         found = verified(t, ri, s, c, bytes.fromhex(d), d, sink)
         if found:
             alerts += found
-    counts = pipe._counts
-    for key, n in ((UNKNOWN_RX, unknown), (DUPLICATE, dups)):
-        if n:
-            counts[key] = counts.get(key, 0) + n
+    pipe.add_counts({UNKNOWN_RX: unknown, DUPLICATE: dups})
     if samples:
         band_idx, rx_idx, t_s, level_s, power_s = zip(*samples, strict=True)
         pipe.tracker.add_many(np.array(band_idx, dtype=np.int64), np.array(rx_idx, dtype=np.int64),

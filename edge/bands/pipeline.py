@@ -1,4 +1,4 @@
-"""The wristband pipeline of one site: verify → track → rules → alerts (issue 3).
+"""The wristband pipeline of one site: verify → track → rules → alerts.
 
 `BandPipeline` is the pure core the agent, `replay` and the benchmarks share. It takes
 observations with their own timestamps and a `now` for ticks; it never reads the clock, so
@@ -24,12 +24,16 @@ from edge.bands.window_detector import WindowDetector
 from edge.bands.window_test import WindowParams
 from protocols.advert import StatusAdvert
 from protocols.observation import RawObservation
-from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandTelemetry
+from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandSubject, BandTelemetry
 from protocols.site_config import SiteConfig
 from protocols.ulid import seeded_ulid
 from protocols.verify import ACCEPTED, DUPLICATE, AdvertVerifier
 
 log = logging.getLogger("qwatch.edge.bands")
+
+# Alert types whose rules know how to clear a raise they did not see happen (BandRules).
+_ADOPTABLE = frozenset({"geofence_breach", "band_missing", "band_tamper", "sos", "fever", "low_battery",
+                        "no_motion", "advert_forgery", "advert_replay"})
 
 
 
@@ -75,7 +79,7 @@ class BandPipeline:
         # The window test decides breaches itself (silence included: every missed advert counts).
         self._silence: SilenceEvidence | None = (
             SilenceEvidence(site, self.tracker.rx_pos, silence_params)
-            if silence_params is not None and len(site.receivers) and not window else None)
+            if silence_params is not None and len(site.receivers) and site.bands and not window else None)
         wp = window_params or WindowParams()
         wp = replace(wp, threshold=self._rules_params.window_threshold,
                      clear_threshold=self._rules_params.window_clear)
@@ -392,6 +396,29 @@ class BandPipeline:
         """Alerts raised and not yet cleared."""
         return list(self._active.values())
 
+    def adopt_alert(self, alert: Alert, now: float) -> Alert | None:
+        """Take over an alert raised before a restart (from the outbox database).
+
+        The band's rules start in the raised state for that type, so the alert keeps its alert_id and
+        is cleared by the usual rule once its condition ends (security alarms and SOS: after their
+        usual quiet time from `now`). An alert this pipeline cannot own (band or type no longer in
+        the config) is cleared at once: the returned `cleared` message goes to the outbox.
+        """
+        band = alert.subject.band if isinstance(alert.subject, BandSubject) else -1
+        rules = self.rules.get(band)
+        if rules is None or alert.state != "raised" or alert.type not in _ADOPTABLE:
+            self._count("alerts_cleared_on_restart")
+            return alert.cleared(now, {"reason": "node_restart", "note": "no longer monitored after a restart"})
+        rules.active.add(alert.type)
+        if alert.type == "sos":
+            rules._sos_last = now
+        elif alert.type in ("advert_forgery", "advert_replay"):
+            rules._security_last[alert.type] = now
+        self._active[(band, alert.type)] = alert
+        self._count("alerts_adopted")
+        log.info("event=alert_adopted band=%s type=%s alert=%s", band, alert.type, alert.alert_id)
+        return None
+
     # -- reporting ----------------------------------------------------------------------------
     def telemetry(self, now: float) -> BandTelemetry:
         """`…/telemetry/bands`: every enrolled band heard within `missing_after_s`."""
@@ -412,6 +439,19 @@ class BandPipeline:
                 battery=st.battery, temp_c=st.temp_c, flags=st.flags,
             ))
         return BandTelemetry.model_validate({"schema": "qwatch.bands/1", "ts": now, "bands": bands})
+
+    # The two steps `edge.bands.ingest_batch` runs per observation, public so it needs no private state.
+    verify_observation = _verified
+
+    def duplicate_table(self) -> dict[str, tuple[float, StatusAdvert, int]]:
+        """The duplicate fast path's table: payload hex -> (accepted at, advert, band index)."""
+        return self._dup
+
+    def add_counts(self, counts: Mapping[str, int]) -> None:
+        """Add to the advert counters (a batch adds its unknown-receiver and duplicate counts once)."""
+        for key, n in counts.items():
+            if n:
+                self._counts[key] = self._counts.get(key, 0) + n
 
     def fix(self, band: int) -> Fix | None:
         """The latest position estimate of a band (or beacon)."""
@@ -435,3 +475,45 @@ class BandPipeline:
         cal = self.tracker.calibration
         return {"path_loss_exponent": round(cal.exponent, 3),
                 "rx_bias_db": {r: round(float(b), 2) for r, b in zip(self.tracker.rx_ids, cal.rx_bias, strict=True)}}
+
+    # -- config change ------------------------------------------------------------------------
+    def adopt(self, old: BandPipeline, now: float) -> list[Alert]:
+        """Take over `old`'s state after a config change; returns the alerts to send for it.
+
+        Kept: counters and the alert sequence; the anti-replay state of every band that still
+        has a key (a band's CMAC context is rebuilt, its key may be new); the rule state (dwell
+        timers, open alerts) of every band whose allowed zones and rule parameters did not change.
+        Cleared with ``detail.cleared_by = "config"``: the open alerts of a band that was retired
+        (no longer in the site) or whose zones or rules changed; its rules start afresh and raise
+        again after the dwell if the condition still holds. Not kept: RSSI windows and position
+        fixes (band indices change), so positions come back after a few seconds of adverts.
+        """
+        self._counts = dict(old._counts)
+        self._seq = old._seq
+        self._started = old._started
+        keyed = set(self.verifier._keys)
+        for band, state in old.verifier._bands.items():
+            if band in keyed:
+                state.mac = None
+                self.verifier._bands[band] = state
+        same_rules = self._rules_params == old._rules_params
+        old_zones = {b.id: b.allowed_zones for b in old.site.bands}
+        new_zones = {b.id: b.allowed_zones for b in self.site.bands}
+        out: list[Alert] = []
+        for band, rules in old.rules.items():
+            if same_rules and band in self.rules and old_zones.get(band) == new_zones.get(band):
+                self.rules[band] = rules
+                continue
+            for type_ in sorted(rules.active):
+                raised = old._active.get((band, type_))
+                if raised is not None:
+                    self._count("alerts_cleared")
+                    out.append(raised.cleared(now, {**raised.detail, "cleared_by": "config"}))
+        for (band, type_), alert in old._active.items():
+            if self.rules.get(band) is old.rules.get(band) and band in self.rules:
+                self._active[(band, type_)] = alert
+        if self._started is not None:
+            for band, rules in self.rules.items():
+                if rules is not old.rules.get(band):
+                    rules.prime(now)
+        return out

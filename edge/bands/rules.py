@@ -1,4 +1,4 @@
-"""Alert rules for one band (PROTOCOL.md §4, issue 3): pure state machines with the clock injected.
+"""Alert rules for one band (docs/protocol.md §4): pure state machines with the clock injected.
 
 The pipeline feeds each band's `BandRules` three kinds of facts, each with its own time:
 verified adverts (flags, battery, temperature), position fixes (signed distance to the allowed
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from protocols.advert import FLAG_CHARGING, FLAG_LOW_BATTERY, FLAG_MOVING, FLAG_SOS, FLAG_STRAP_OPEN
+from protocols.bounds import Range, check_bounds
 from protocols.site_config import Rules
 
 State = Literal["raised", "cleared"]
@@ -28,6 +29,22 @@ class Decision:
     state: State
     ts: float
     detail: dict[str, Any]
+
+
+# Bounds of RuleParams. The first seven are the site config's `rules:` ranges
+# (protocols.site_config.Rules); the rest are the pipeline's constants, kept meaningful.
+_RULE_BOUNDS = {
+    "breach_dwell_s": Range(ge=0, le=3600), "restricted_dwell_s": Range(ge=0, le=3600),
+    "clear_dwell_s": Range(ge=0, le=3600), "missing_after_s": Range(ge=5, le=86400), "fever_c": Range(ge=35, le=42),
+    "low_battery_pct": Range(ge=0, le=100), "no_motion_s": Range(ge=60, le=86400),
+    "evidence_chi2": Range(gt=0), "evidence_weight": Range(gt=0, le=1), "evidence_max": Range(gt=0),
+    "evidence_cap": Range(gt=0), "evidence_drift": Range(ge=0), "evidence_drift_inside": Range(ge=0),
+    "support_chi2": Range(ge=0), "support_s": Range(gt=0, le=600), "still_weight": Range(ge=0, le=1),
+    "motion_tau_adverts": Range(gt=0), "min_margin_m": Range(ge=0), "restricted_max_err_m": Range(gt=0),
+    "gap_s": Range(ge=0, le=600), "fever_window_s": Range(gt=0, le=86400), "fever_min_readings": Range(ge=1),
+    "fever_min_span_s": Range(ge=0, le=86400), "fever_clear_hysteresis_c": Range(ge=0, le=5),
+    "sos_clear_s": Range(ge=0, le=86400), "security_clear_s": Range(ge=0, le=86400),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +63,12 @@ class RuleParams:
     evidence_max: float = 27.0  # the CUSUM saturates here, so a return inside clears in bounded time
     evidence_cap: float = 40.0  # one window can add at most this (model errors are not evidence)
     # Subtracted per window: weak evidence fades instead of piling up. 1.0 ≈ the mean Δχ² (1 dof) a
-    # band at the fence produces under "inside" when its windows are correlated (0.5 before 2026-11-28).
+    # band at the fence produces under "inside" when its windows are correlated.
     evidence_drift: float = 1.0
     evidence_drift_inside: float = 8.0  # estimate inside the allowed area: fades fast
     # The dwell needs CURRENT evidence, not only the CUSUM level reached earlier: the mean Δχ² of the
     # fixes of the last `support_s` (one filter window) must be at least `support_chi2` at every tick
-    # that counts towards it. 0 turns the check off (the rule before 2026-11-28).
+    # that counts towards it. 0 turns the check off.
     support_chi2: float = 1.0
     support_s: float = 8.0
     # Correlation time of the evidence: a band that is not moving keeps its place-bound shadowing
@@ -84,6 +101,9 @@ class RuleParams:
     fever_clear_hysteresis_c: float = 0.3
     sos_clear_s: float = 10.0
     security_clear_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        check_bounds(self, _RULE_BOUNDS)
 
     @classmethod
     def from_rules(cls, rules: Rules, **overrides: Any) -> RuleParams:

@@ -39,7 +39,7 @@ class TrackerParams:
     calibration_above_floor_db: float = 5.0
     assumed_floor_dbm: float = -100.0  # until the floor is measured
     # Calibration uncertainty beyond this (dB) is added to each receiver's link σ (LocateParams.model_error_db
-    # already budgets this much for residual calibration error); None = off (the model before 2026-11-28).
+    # already budgets this much for residual calibration error); None = off.
     calibration_budget_db: float | None = 2.0
 
 

@@ -36,12 +36,12 @@ def _interp_n(table: F64, n: int, v0: float, dv: float, v: float) -> float:
     """Linear interpolation in the first n entries of a table sampled at v0 + i·dv, clamped at both ends."""
     x = (v - v0) / dv
     if x <= 0.0:
-        return table[0]
+        return float(table[0])
     if x >= n - 1:
-        return table[n - 1]
+        return float(table[n - 1])
     i = int(x)
     f = x - i
-    return table[i] + (table[i + 1] - table[i]) * f
+    return float(table[i] + (table[i + 1] - table[i]) * f)
 
 
 @kernel
@@ -50,12 +50,12 @@ def _interp(table: F64, v0: float, dv: float, v: float) -> float:
     x = (v - v0) / dv
     n = table.shape[0]
     if x <= 0.0:
-        return table[0]
+        return float(table[0])
     if x >= n - 1:
-        return table[n - 1]
+        return float(table[n - 1])
     i = int(x)
     f = x - i
-    return table[i] + (table[i + 1] - table[i]) * f
+    return float(table[i] + (table[i + 1] - table[i]) * f)
 
 
 @kernel

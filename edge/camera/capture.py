@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from protocols.bounds import Range, check_bounds
+
 log = logging.getLogger(__name__)
 
 # Low delay over TCP: no input buffering, 0.5 s reorder window, 5 s socket timeout, short probing.
@@ -28,6 +30,15 @@ FFMPEG_RTSP_OPTIONS = (
     "|analyzeduration;500000|probesize;65536"
 )
 _env_lock = threading.Lock()
+
+
+# Bounds of CaptureOptions: the detect size and rate are the site config's `detect:` ranges
+# (protocols.site_config.Detect); timeouts are positive and at most an hour.
+CAPTURE_BOUNDS = {
+    "width": Range(ge=32, le=3840), "height": Range(ge=32, le=2160), "fps": Range(gt=0, le=30),
+    "stall_s": Range(gt=0, le=3600), "open_timeout_s": Range(gt=0, le=3600), "backoff_initial_s": Range(gt=0, le=3600),
+    "backoff_max_s": Range(gt=0, le=3600), "decode_threads": Range(ge=0, le=64),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,9 @@ class CaptureOptions:
     keep_full: bool = True  # hand over the full-resolution frame too (snapshots)
     decode_threads: int = 1  # FFmpeg decoder threads; 1 is cheapest per frame on a small board
 
+    def __post_init__(self) -> None:
+        check_bounds(self, CAPTURE_BOUNDS)
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -57,6 +71,15 @@ class Sample:
     ts: float
     index: int  # detect frame number since the capture started
     source_frame: int  # stream frame number since the last (re)connect
+    chroma: float | None = None  # colour saturation (grey levels); ~0 for an IR picture, None if grey
+
+
+def chroma_of(small: np.ndarray) -> float | None:
+    """Mean |B-G| + |G-R| over a 40x22 copy: collapses to ~0 when the camera is in IR mode."""
+    if small.ndim != 3 or small.shape[2] != 3:
+        return None
+    tiny = cv2.resize(small, (40, 22), interpolation=cv2.INTER_AREA).astype(np.int16)
+    return float(np.abs(tiny[..., 0] - tiny[..., 1]).mean() + np.abs(tiny[..., 1] - tiny[..., 2]).mean())
 
 
 class FrameSampler:
@@ -273,7 +296,8 @@ class Capture:
         w, h = self.opts.width, self.opts.height
         small = cv2.resize(full, (w, h), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
-        sample = Sample(gray, full if self.opts.keep_full else None, ts, self._index, source_frame)
+        sample = Sample(gray, full if self.opts.keep_full else None, ts, self._index, source_frame,
+                        chroma_of(small))
         self._index += 1
         self.processed += 1
         try:

@@ -1,7 +1,7 @@
 """`qwatch-edge camera-test`: run one camera's pipeline and print its events as JSON lines.
 
 Technicians use it on site to tune zones and masks. stdout carries only camera events
-(PROTOCOL.md §6, one JSON object per line); the stats summary goes to stderr. For files,
+(docs/protocol.md §6, one JSON object per line); the stats summary goes to stderr. For files,
 `ts` is media time and the file is processed as fast as it decodes; for live streams, `ts`
 is Unix time and the command runs until --max-seconds or Ctrl-C.
 """
@@ -55,7 +55,7 @@ class _Runner:
             self.capture.stop()
             return
         t0 = time.process_time()
-        events = self.det.process(s.gray, s.ts, s.index)
+        events = self.det.process(s.gray, s.ts, s.index, s.chroma)
         self.motion_cpu_s += time.process_time() - t0
         self.last_ts, self.last_index = s.ts, s.index
         for ev in events:
@@ -72,7 +72,7 @@ class _Runner:
 
 
 def camera_test(
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     camera: Annotated[str, typer.Option("--camera", help="camera ID from the site config")],
     source: Annotated[
         str | None, typer.Option("--source", help="RTSP URL or video file (default: the camera's url)")
@@ -107,7 +107,13 @@ def camera_test(
     opts = CaptureOptions(width=cam.detect.width, height=cam.detect.height, fps=cam.detect.fps,
                           stall_s=stall_s, open_timeout_s=min(10.0, stall_s), media_time=is_file,
                           loop_files=False, keep_full=False, backoff_max_s=10.0)
-    runner = _Runner(cam.id, src, MotionDetector(detector_spec(cam)), opts, max_seconds)
+    spec = detector_spec(cam)
+    # What the detector assumes about people's size, so the technician can check it on site.
+    assumed = (f"perspective (person height / picture height by foot row): {spec.perspective.describe()}"
+               if spec.perspective is not None else
+               "perspective: none configured (person size not checked; speed judged by each blob's own height)")
+    typer.echo(f"camera-test: camera={cam.id} {assumed}", err=True)
+    runner = _Runner(cam.id, src, MotionDetector(spec), opts, max_seconds)
     timer = None
     if not is_file and max_seconds is not None:
         timer = threading.Timer(max_seconds, runner.capture.stop)

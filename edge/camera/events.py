@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edge.camera.motion import DetectorSpec, MotionEvent, ZoneSpec
+from edge.camera.tracks import Perspective
 from protocols.payloads import CameraEvent
 from protocols.site_config import CameraConfig
 
@@ -14,8 +15,9 @@ def detector_spec(cam: CameraConfig) -> DetectorSpec:
         for z in cam.zones
     )
     masks = tuple(tuple((float(x), float(y)) for x, y in m) for m in cam.masks)
+    persp = Perspective.fit([(p.row, p.person_h) for p in cam.perspective]) if cam.perspective else None
     return DetectorSpec(width=cam.detect.width, height=cam.detect.height, fps=cam.detect.fps,
-                        zones=zones, masks=masks)
+                        zones=zones, masks=masks, perspective=persp)
 
 
 def _clamp_bbox(b: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:

@@ -22,12 +22,15 @@ Per frame:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from edge.camera.nightmode import NightMode
 from edge.camera.tamper import TAMPER_END, TAMPER_START, TamperDetector
+from edge.camera.tracks import Perspective, Track, Tracker, TrackParams, find_blobs
+from protocols.bounds import Range, check_bounds
 
 Polygon = tuple[tuple[float, float], ...]
 BBox = tuple[float, float, float, float]
@@ -52,6 +55,22 @@ class ZoneSpec:
     dwell_frames: int = 3
     alert: bool = True
 
+    def __post_init__(self) -> None:
+        # The site config's ranges for camera zones (protocols.site_config.CameraZone).
+        check_bounds(self, {"min_area": Range(gt=0, le=1), "dwell_frames": Range(ge=1, le=100)})
+
+
+# Bounds of DetectorSpec. width, height and fps are the site config's `detect:` ranges
+# (protocols.site_config.Detect); the rest keep the detector's arithmetic meaningful.
+_DETECTOR_BOUNDS = {
+    "width": Range(ge=32, le=3840), "height": Range(ge=32, le=2160), "fps": Range(gt=0, le=30),
+    "quiet_s": Range(gt=0, le=3600), "outside_min_area": Range(gt=0, le=1), "outside_dwell_frames": Range(ge=1, le=100),
+    "bg_tau_s": Range(gt=0, le=3600), "min_threshold": Range(ge=0, le=255), "noise_k": Range(ge=0, le=100),
+    "relative_threshold": Range(ge=0, le=1), "global_fraction": Range(gt=0, le=1), "settle_s": Range(ge=0, le=60),
+    "tamper_hold_s": Range(ge=0, le=3600), "tamper_clear_s": Range(ge=0, le=3600),
+    "tamper_ref_tau_s": Range(gt=0, le=86400), "warmup_s": Range(ge=0, le=60), "min_blob_px": Range(ge=1),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorSpec:
@@ -67,15 +86,24 @@ class DetectorSpec:
     outside_min_area: float = 0.004  # fraction of the outside area
     outside_dwell_frames: int = 3
     bg_tau_s: float = 4.0  # background time constant
-    min_threshold: float = 9.0  # grey levels; floor of the noise-adaptive threshold
-    noise_k: float = 4.5  # threshold = max(min_threshold, noise_k * sigma, relative_threshold * bg)
-    relative_threshold: float = 0.07
+    # With tracks, noise that passes the threshold is rejected by its behaviour, so the threshold
+    # can be lower than a blob detector's (9 / 4.5 sigma / 7 %): faint and far people are found.
+    min_threshold: float = 5.0  # grey levels; floor of the noise-adaptive threshold
+    noise_k: float = 3.5  # threshold = max(min_threshold, noise_k * sigma, relative_threshold * bg)
+    relative_threshold: float = 0.04
     global_fraction: float = 0.30  # changed share of the picture that means "global change"
     settle_s: float = 0.6  # zones frozen this long after a global change
     tamper_hold_s: float = 3.0
     tamper_clear_s: float = 2.0
     tamper_ref_tau_s: float = 10.0
     warmup_s: float = 1.0
+    perspective: Perspective | None = None  # person height by image row (tracks.py)
+    tracks: bool = True  # zone events only for tracks that behave like a person
+    track_params: TrackParams = field(default_factory=TrackParams)
+    min_blob_px: int = 6  # changed pixels of a blob worth following
+
+    def __post_init__(self) -> None:
+        check_bounds(self, _DETECTOR_BOUNDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +117,7 @@ class MotionEvent:
     bbox: BBox | None
     score: float | None
     reason: str | None = None  # tamper: covered | moved | defocused
+    path: tuple[tuple[float, float], ...] = ()  # motion_start: the track's foot points (relative), for evidence
 
 
 @dataclass(slots=True)
@@ -194,10 +223,20 @@ class MotionDetector:
                                       ref_tau_s=spec.tamper_ref_tau_s, counters=self.counters)
         self.last_fg: np.ndarray | None = None
         self.last_global_fraction = 0.0
+        self.tracker = Tracker(w, h, fps, spec.track_params, spec.perspective, counters=self.counters)
+        self.night = NightMode(fps, counters=self.counters)
+        self._join_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 9))
+        self._person: np.ndarray | None = None  # change of confirmed tracks (zone motion)
+        self._person_count = 0
+        self._diff: np.ndarray | None = None
 
     # ------------------------------------------------------------------ public API
-    def process(self, gray: np.ndarray, ts: float, frame: int) -> list[MotionEvent]:
-        """Feed one grayscale detect frame; return the events it completes."""
+    def process(self, gray: np.ndarray, ts: float, frame: int, chroma: float | None = None) -> list[MotionEvent]:
+        """Feed one grayscale detect frame; return the events it completes.
+
+        `chroma`: colour saturation of the frame (capture.py), for the night-mode decision;
+        None when the source is grey.
+        """
         if gray.shape != (self.spec.height, self.spec.width):
             gray = cv2.resize(gray, (self.spec.width, self.spec.height), interpolation=cv2.INTER_AREA)
         self._frames += 1
@@ -215,11 +254,13 @@ class MotionDetector:
         self.last_fg = fg
         self.last_global_fraction = global_frac
         jump = self._exposure_jump(small)
+        night = self.night.update(self._prev_stats[0] if self._prev_stats else 128.0, self._sigma, chroma)
         if tampered or jump or global_frac > self.spec.global_fraction:
             if not tampered:
                 self.counters["global_changes"] += 1
             # The whole scene changed (or the camera is being tampered with): start over.
             self._relearn(cur, low)
+            self.tracker.reset()
             self._settle = self._settle_frames
             return events
         still = None if self._low_weight is None else (self._low_weight > 0.5).astype(np.uint8)
@@ -233,7 +274,9 @@ class MotionDetector:
         self._update_background(cur, fg)
         if self._settle > 0 or self._frames <= self._warmup_frames:
             self._settle = max(0, self._settle - 1)
+            self.tracker.reset()  # the background is not yet trustworthy: nothing to follow
             return events
+        self._track_step(fg, ts, night)
         for zone in self._zones:
             ev = self._zone_step(zone, fg, ts, frame)
             if ev is not None:
@@ -291,6 +334,7 @@ class MotionDetector:
         # Quiet frames (the common case) leave empty masks: skip the morphology on them.
         prev_near = cv2.dilate(prev, self._dil_kernel) if prev is not None and self._prev_count else None
         diff = self._difference(cur, low, small, prev_near)
+        self._diff = diff
         self._update_threshold(diff)
         assert self._thr_map is not None
         fg = cv2.bitwise_and(cv2.compare(diff, self._thr_map, cv2.CMP_GT), self._valid)
@@ -429,28 +473,77 @@ class MotionDetector:
         # Moving things still fade in slowly, so a parked object or a ghost cannot hold motion forever.
         cv2.accumulateWeighted(cur, self._bg, self._alpha * 0.25, mask=fg)
 
+    def _track_step(self, fg: np.ndarray, ts: float, night: bool) -> None:
+        """Follow this frame's blobs; the zones then see only the change of confirmed tracks."""
+        if not self.spec.tracks:
+            self._person, self._person_count = fg, self._fg_count
+            return
+        if not self._fg_count:
+            self.tracker.update([], ts, night)
+            self._person, self._person_count = None, 0
+            return
+        blobs, _labels = find_blobs(fg, self._join_kernel, self.spec.min_blob_px)
+        tracks = self.tracker.update(blobs, ts, night, self._diff, fg)
+        keep = [t.blob for t in tracks if t.confirmed and t.blob is not None]
+        if not keep:
+            self._person, self._person_count = None, 0
+            return
+        # A confirmed person counts with its whole box: a low-contrast person's changed pixels are
+        # a fraction of their silhouette (head, a sleeve, a leg), the box is about the silhouette.
+        person = np.zeros_like(fg)
+        for b in keep:
+            cv2.rectangle(person, (b.x, b.y), (b.x + b.w - 1, b.y + b.h - 1), 255, -1)
+        self._person = cv2.bitwise_and(person, self._valid)
+        self._person_count = cv2.countNonZero(self._person)
+
+    def _track_path(self, bbox: BBox | None) -> tuple[tuple[float, float], ...]:
+        """Foot-point path of the confirmed track nearest to an event's box (evidence)."""
+        if bbox is None:
+            return ()
+        cx, cy = bbox[0] + bbox[2] / 2, bbox[1] + bbox[3]
+        best: Track | None = None
+        best_d = math.inf
+        for t in self.tracker.tracks:
+            if t.confirmed and t.path:
+                d = math.hypot(t.path[-1][0] - cx, t.path[-1][1] - cy)
+                if d < best_d:
+                    best, best_d = t, d
+        return tuple((round(x, 4), round(y, 4)) for x, y in best.path) if best is not None else ()
+
     def _zone_step(self, z: _ZoneState, fg: np.ndarray, ts: float, frame: int) -> MotionEvent | None:
         h, w = z.mask.shape
-        roi = cv2.bitwise_and(fg[z.y0 : z.y0 + h, z.x0 : z.x0 + w], z.mask) if self._fg_count else None
+        sl = (slice(z.y0, z.y0 + h), slice(z.x0, z.x0 + w))
+        roi = cv2.bitwise_and(fg[sl], z.mask) if self._fg_count else None
         score = cv2.countNonZero(roi) / z.pixels if roi is not None else 0.0
+        # Events and their boxes come only from confirmed person tracks; the dwell count runs on all
+        # change, so a person whose track is confirmed after the dwell frames fires at once.
+        pers = self._person
+        proi = (roi if pers is fg else cv2.bitwise_and(pers[sl], z.mask)) if pers is not None and roi is not None \
+            else None
+        pscore = cv2.countNonZero(proi) / z.pixels if proi is not None else 0.0
         raw = self._raw_fg if self._prev_count else None
         if score < z.spec.min_area and raw is not None and z.active_run == 0:
             # The first frame of new motion cannot pass the persistence test yet; it still counts
             # towards dwell_frames, and the decision frame must pass it.
-            raw_roi = cv2.bitwise_and(raw[z.y0 : z.y0 + h, z.x0 : z.x0 + w], z.mask)
+            raw_roi = cv2.bitwise_and(raw[sl], z.mask)
             if cv2.countNonZero(raw_roi) / z.pixels >= z.spec.min_area:
                 z.active_run = 1
                 return None
-        if roi is not None and score >= z.spec.min_area:
+        if roi is not None and max(score, pscore) >= z.spec.min_area:
             z.active_run += 1
             z.gap = False
-            z.quiet_run = 0
-            z.last_bbox = self._bbox(roi, z)
-            z.peak_score = max(z.peak_score, score)
-            if not z.in_motion and z.active_run >= z.spec.dwell_frames:
-                z.in_motion = True
-                z.peak_score = score
-                return self._event(MOTION_START, z, ts, frame, z.last_bbox, score)
+            if proi is not None and pscore >= z.spec.min_area:
+                z.quiet_run = 0
+                z.last_bbox = self._bbox(proi, z)
+                z.peak_score = max(z.peak_score, pscore)
+                if not z.in_motion and z.active_run >= z.spec.dwell_frames:
+                    z.in_motion = True
+                    z.peak_score = pscore
+                    ev = self._event(MOTION_START, z, ts, frame, z.last_bbox, pscore)
+                    return MotionEvent(ev.kind, ev.zone, ev.ts, ev.frame, ev.bbox, ev.score,
+                                       path=self._track_path(ev.bbox))
+            if z.in_motion:
+                return self._quiet_step(z, pscore, ts, frame)
             return None
         if z.active_run and not z.gap and not z.in_motion:
             # A small or low-contrast person flickers around min_area from frame to frame: one
@@ -458,12 +551,17 @@ class MotionDetector:
             z.gap = True
         else:
             z.active_run, z.gap = 0, False
-        if z.in_motion and score < 0.5 * z.spec.min_area:
-            z.quiet_run += 1
-            if z.quiet_run >= self._quiet_frames:
-                z.in_motion = False
-                z.quiet_run = 0
-                return self._event(MOTION_END, z, ts, frame, z.last_bbox, z.peak_score)
+        return self._quiet_step(z, pscore, ts, frame) if z.in_motion else None
+
+    def _quiet_step(self, z: _ZoneState, pscore: float, ts: float, frame: int) -> MotionEvent | None:
+        if pscore >= 0.5 * z.spec.min_area:
+            z.quiet_run = 0
+            return None
+        z.quiet_run += 1
+        if z.quiet_run >= self._quiet_frames:
+            z.in_motion = False
+            z.quiet_run = 0
+            return self._event(MOTION_END, z, ts, frame, z.last_bbox, z.peak_score)
         return None
 
     def _bbox(self, roi: np.ndarray, z: _ZoneState) -> BBox:

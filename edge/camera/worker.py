@@ -1,6 +1,6 @@
 """CameraWorker: capture + motion for one camera, turned into camera events, alerts and snapshots.
 
-The agent creates one worker per configured camera. Events (PROTOCOL.md §6) go to
+The agent creates one worker per configured camera. Events (docs/protocol.md §6) go to
 `on_event`; `camera_motion` (zones with `alert: true`), `camera_tamper` and `camera_offline`
 alerts go to `on_alert`, and their `cleared` message reuses the alert_id. Every
 `camera_motion` alert gets one JPEG at full stream resolution with the bbox drawn, handed
@@ -62,11 +62,19 @@ class SnapshotStore:
             self.deleted += 1
 
 
-def render_snapshot(full: np.ndarray, bbox: tuple[float, float, float, float] | None, label: str) -> bytes:
-    """The full-resolution frame with the bbox and a label drawn, as JPEG bytes."""
+def render_snapshot(full: np.ndarray, bbox: tuple[float, float, float, float] | None, label: str,
+                    path: tuple[tuple[float, float], ...] = ()) -> bytes:
+    """The full-resolution frame with the bbox, a label and the track's path drawn, as JPEG bytes.
+
+    `path`: the track's foot points (relative), oldest first, so a guard sees where it came from.
+    """
     img = full.copy()
     h, w = img.shape[:2]
     thick = max(2, w // 320)
+    if len(path) >= 2:
+        pts = np.array([[int(x * w), int(y * h)] for x, y in path], np.int32)
+        cv2.polylines(img, [pts], False, (0, 255, 255), thick, cv2.LINE_AA)
+        cv2.circle(img, (int(pts[0][0]), int(pts[0][1])), thick * 2, (0, 255, 255), -1)
     if bbox is not None:
         x, y, bw, bh = bbox
         p0 = (int(x * w), int(y * h))
@@ -164,7 +172,7 @@ class CameraWorker:
     # ------------------------------------------------------------------ capture callbacks
     def _on_sample(self, s: Sample) -> None:
         with self._lock:
-            events = self._detector.process(s.gray, s.ts, s.index)
+            events = self._detector.process(s.gray, s.ts, s.index, s.chroma)
         for ev in events:
             self._handle(ev, s)
         if self._snapshot_requested.is_set() and s.full is not None:
@@ -214,7 +222,7 @@ class CameraWorker:
 
     def _snapshot(self, alert: Alert, full: np.ndarray, ev: MotionEvent) -> None:
         try:
-            jpeg = render_snapshot(full, ev.bbox, f"{ev.zone} {ev.score:.3f}")
+            jpeg = render_snapshot(full, ev.bbox, f"{ev.zone} {ev.score:.3f}", ev.path)
         except Exception:
             self.counters["callback_errors"] += 1
             log.exception("camera=%s alert=%s event=snapshot_failed", self.cam.id, alert.alert_id)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edge.bands.geometry import FloatArray, as_points, distance_to_boundary, point_in_polygon
-from edge.sim.mobility import WALK_SPEED, Mover, RandomWalk, Route, Still, Switch
+from edge.sim.mobility import Mover, RandomWalk, Route, Still, Switch
 from protocols.site_config import SiteConfig
 
 Interval = tuple[float, float]
@@ -38,6 +38,7 @@ class BandScript:
     silent: tuple[Interval, ...] = ()  # not advertising (band destroyed, shielded, flat battery)
     charging: tuple[Interval, ...] = ()
     still: tuple[Interval, ...] = ()  # accelerometer reports no activity at all
+    fidget: float = 0.4  # share of a standing band's adverts with the moving flag (hands, shifting weight)
     battery_start: float = 90.0
     battery_drain_per_h: float = 0.5
     base_temp_c: float = 36.4
@@ -240,14 +241,5 @@ def side_fence_escape(site: SiteConfig, band_id: int, seed: int, *, cross_at: fl
 
 def with_events(script: BandScript, **events: tuple[Interval, ...]) -> BandScript:
     """A copy of `script` with extra flag intervals (strap_open=..., sos=..., silent=...)."""
+    # replace() checks each keyword against its field's type; **events is typed as one value type for all.
     return replace(script, **events)  # type: ignore[arg-type]
-
-
-def mean_walk_speed() -> float:
-    """Average walking speed of RandomWalk legs (for planning)."""
-    return sum(WALK_SPEED) / 2
-
-
-def scripts_for(site: SiteConfig, make: Callable[[int], BandScript]) -> Mapping[int, BandScript]:
-    """Build a script for every enrolled band."""
-    return {b.id: make(b.id) for b in site.bands}

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from rtsp_server import RtspServer, gst_rtsp_available
-
-from edge.camera import synth
+from devtools import video_synth as synth
+from tests.camera.rtsp_server import RtspServer, gst_rtsp_available
 
 ClipFactory = Callable[..., tuple[Path, synth.GroundTruth]]
 

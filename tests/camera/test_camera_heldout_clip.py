@@ -1,4 +1,4 @@
-"""One short clip of the held-out video model (bench/camera_video_alt.py, not edge.camera.synth),
+"""One short clip of the held-out video model (bench/camera_video_alt.py, not devtools.video_synth),
 through the real `qwatch-edge camera-test` CLI: a person walking along the fence 2 s into the
 stream, with swaying trees, drifting cloud shadows, 1 px camera shake and a 300 kbit/s H.264
 encode. The full set and its numbers are in bench/camera_heldout.py and docs/benchmarks.md.
@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import camera_video_alt_set as alt
+from bench import camera_video_alt_set as alt
 
 CLI = [sys.executable, "-m", "edge.cli", "camera-test"]
 

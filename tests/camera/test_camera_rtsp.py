@@ -62,7 +62,7 @@ def test_worker_motion_alert_snapshot_and_reconnect(
 ) -> None:
     clip, _ = make_clip("crossing", seconds=30.0, width=640, height=360, event_at=1.0, event_len=4.0)
     srv = rtsp_factory({"/cam": clip})
-    from edge.camera import synth
+    from devtools import video_synth as synth
 
     cam = parse_site_config(synth.site_yaml(url=srv.url("/cam"))).camera("cam-synth")
     sink = Sink()

@@ -1,6 +1,6 @@
 """One test per scene type, with ground truth, through the real `qwatch-edge camera-test` CLI.
 
-Clips are rendered by `edge.camera.synth` and encoded with ffmpeg/libx264 (real compression),
+Clips are rendered by `devtools.video_synth` and encoded with ffmpeg/libx264 (real compression),
 320x180 at 10 fps, decoded by OpenCV's FFmpeg backend. Events are checked against the
 scene's ground truth: when the blob is in the fence zone, when tampering happens.
 """

@@ -11,8 +11,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.provision import Province
-from cloud.services import ServiceProcess, require_binary, start_mosquitto_secure
-from edge.credentials import MqttCredentials, apply_credentials, load_credentials
+from devtools.services import ServiceProcess, require_binary, start_mosquitto_secure
+from protocols.credentials import MqttCredentials, apply_credentials, load_credentials
 from protocols.ulid import new_ulid
 
 SITE = "kg-01"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cloud_harness import Publisher, alert_json, wait_for
 from websockets.sync.client import connect as ws_connect
 
-from cloud.services import ServiceProcess, free_port
 from cloud.users import add_user
+from devtools.services import ServiceProcess, free_port
+from tests.cloud.cloud_harness import Publisher, alert_json, wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The shipped ACL template (config/mosquitto/qwatch.acl.example) enforces PROTOCOL.md §5 on a
+"""The shipped ACL template (config/mosquitto/qwatch.acl.example) enforces docs/protocol.md §5 on a
 real Mosquitto: a node writes only under its own prefix and reads only its own cmd/#."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.services import ServiceProcess, require_binary, start_mosquitto
+from devtools.services import ServiceProcess, require_binary, start_mosquitto
 
 ACL = Path(__file__).resolve().parents[2] / "config" / "mosquitto" / "qwatch.acl.example"
 USERS = {"edge-01": "pw-edge-01", "edge-02": "pw-edge-02", "qwatch-cloud": "pw-cloud"}

@@ -1,6 +1,6 @@
 """Node provisioning end to end against a real Mosquitto with TLS, a password file and ACLs.
 
-PROTOCOL.md §5: a node writes only under its own prefix and reads only its own cmd/#; the
+docs/protocol.md §5: a node writes only under its own prefix and reads only its own cmd/#; the
 cloud reads everything and writes only commands. These tests use the files that
 `qwatch-cloud pki init` / `provision-node` / `revoke-node` write, on a broker started with the
 same security block as the production config.
@@ -19,12 +19,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
-from provision_harness import SITE, Client, SecureBroker, start_secure_broker
 
 from cloud import pki
 from cloud.provision import Province, ProvisionError
-from cloud.services import require_binary
-from edge.credentials import diagnose_tls, load_credentials, refusal_hint
+from devtools.services import require_binary
+from protocols.credentials import diagnose_tls, load_credentials, refusal_hint
+from tests.cloud.provision_harness import SITE, Client, SecureBroker, start_secure_broker
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,8 @@ def test_provision_is_idempotent_and_rotation_is_explicit(tmp_path: Path) -> Non
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
     acl = prov.files.acl_file.read_text()
     assert f"user {SITE}/edge-01\ntopic write {P1}/#\ntopic read {P1}/cmd/#" in acl
-    assert "user qwatch-cloud\ntopic read qwatch/v1/#\ntopic write qwatch/v1/+/+/cmd/#" in acl
+    assert ("user qwatch-cloud\ntopic read qwatch/v1/#\ntopic write qwatch/v1/+/+/cmd/#\n"
+            "topic write qwatch/v1/cloud/escalation") in acl
     passwd = prov.files.password_file.read_text()
     assert f"{SITE}/edge-01:$7$" in passwd and first.password.get_secret_value() not in passwd
     with pytest.raises(ProvisionError, match=r"already provisioned.*--rotate"):
@@ -103,7 +104,12 @@ def test_provision_is_idempotent_and_rotation_is_explicit(tmp_path: Path) -> Non
 
 def test_node_is_confined_to_its_own_prefix_over_tls(secure: SecureBroker) -> None:
     cloud, n1, n2 = _clients(secure, "cloud", "edge-01", "edge-02")
-    spy = Client(secure.broker, secure.creds("cloud")).start()  # a second cloud session, to see forgeries
+    # A second cloud session, to see forgeries: a user of its own, since the broker makes the client ID
+    # the username (two sessions of one user would take each other over).
+    secure.bundles["spy"] = secure.province.provision_cloud(worker="spy")
+    secure.broker.reload()
+    time.sleep(0.3)
+    spy = Client(secure.broker, secure.creds("spy")).start()
     try:
         assert spy.ok()
         cloud.c.subscribe("$share/ingest/qwatch/v1/#", qos=1)  # scale-out ingest: the ACL admits it too
@@ -195,7 +201,7 @@ def test_broker_certificate_must_name_the_host(secure: SecureBroker) -> None:
 
 def test_generated_production_dropin_runs_under_a_debian_style_main_config(tmp_path: Path) -> None:
     from cloud.broker_conf import BrokerFiles, production_conf
-    from cloud.services import ServiceProcess, _tcp_ready, free_port
+    from devtools.services import ServiceProcess, _tcp_ready, free_port
 
     shipped = Path(__file__).resolve().parents[2] / "config" / "mosquitto" / "qwatch.conf"
     assert shipped.read_text() == production_conf(BrokerFiles.in_dir(Path("/etc/qwatch/province"))), (

@@ -8,8 +8,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cloud.cli import app
-from cloud.services import require_binary
-from edge.credentials import load_credentials
+from devtools.services import require_binary
+from protocols.credentials import load_credentials
 
 
 def _cli(*args: str) -> tuple[int, str]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent import Agent, AgentOptions, AlertStorm, build_node_telemetry, storm_alert_id, storm_message
+from devtools.storm import AlertStorm, storm_alert_id, storm_message
+from edge.agent import Agent, AgentOptions, build_node_telemetry
 from edge.mqtt_link import Command
 from protocols.payloads import Alert, NodeTelemetry
 from protocols.site_config import parse_site_config
@@ -39,12 +40,14 @@ def test_storm_ids_are_deterministic_valid_and_ordered() -> None:
 
 
 def test_storm_resumes_after_restart_from_progress_file(tmp_path: Path) -> None:
-    opts = _opts(tmp_path, alert_storm=10, storm_rate=1000.0)
     (tmp_path / "data").mkdir()
-    st = AlertStorm(opts, "s1")
+    def storm() -> AlertStorm:
+        return AlertStorm(total=10, rate=1000.0, storm_id="storm", site="s1", node="n1", data_dir=tmp_path / "data")
+
+    st = storm()
     for i in (0, 1, 2):
         st.committed(i)
-    again = AlertStorm(opts, "s1")
+    again = storm()
     assert again.next_i == 3
     assert again.due(again._t0 + 100)[0] == 3 and again.due(again._t0 + 100)[-1] == 9
 
@@ -78,7 +81,10 @@ def test_config_command_validates_site_and_applies(agent: Agent, tmp_path: Path)
     assert not wrong.ok and "s2" in (wrong.error or "")
     good = agent.handle_command(Command("config", json.dumps({"cmd_id": "c5", "site_yaml": SITE}).encode()))
     assert good.ok
-    assert (tmp_path / "data" / "site.applied.yaml").read_text() == SITE
+    from edge import config_store
+
+    saved = config_store.load(tmp_path / "data", "s1")
+    assert saved is not None and saved[0] == parse_site_config(SITE)
 
 
 def test_node_telemetry_is_a_valid_contract_message(agent: Agent) -> None:

@@ -6,16 +6,13 @@ down the edge half of the delivery guarantee on their own.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from cloud.services import ServiceProcess
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-from edge_harness import (
+from devtools.services import ServiceProcess
+from tests.faults.edge_harness import (
     TopicRecorder,
     expected_storm,
     last_node_telemetry,
@@ -124,7 +121,7 @@ def test_commands_are_answered_on_cmd_result(mosquitto: ServiceProcess, tmp_path
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge.agent import storm_alert_id
+    from devtools.storm import storm_alert_id
 
     rec = TopicRecorder(mosquitto.address, client_id="rec-cmd")
     agent = storm_agent("n5", mosquitto.address, tmp_path, total=2, rate=10).start()
@@ -144,7 +141,7 @@ def test_commands_are_answered_on_cmd_result(mosquitto: ServiceProcess, tmp_path
 
         wait_until(lambda: len(results()) >= 3, 15, "three cmd_result replies")
         got = results()
-        assert {"cmd_id": "c-1", "ok": True, "error": None} in got
+        assert {"cmd_id": "c-1", "ok": True, "error": None, "config_version": None} in got
         assert sum(1 for r in got if not r["ok"]) == 2
         assert agent.alive()
     finally:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,18 +19,17 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cloud"))
-from provision_harness import SITE, SecureBroker, start_secure_broker
-
 from cloud.alert_store import AlertStore
 from cloud.ingest import Ingest, IngestConfig
 from cloud.provision import Province
-from cloud.services import require_binary
-from edge.agent import Agent, AgentOptions, storm_alert_id
+from devtools.services import require_binary
+from devtools.storm import AlertStorm, storm_alert_id
+from edge.agent import Agent, AgentHooks, AgentOptions
 from edge.cli import app
-from edge.credentials import load_credentials, load_node_credentials, parse_credentials, write_credentials
+from protocols.credentials import load_credentials, load_node_credentials, parse_credentials, write_credentials
 from protocols.errors import ConfigError
 from protocols.site_config import parse_site_config
+from tests.cloud.provision_harness import SITE, SecureBroker, start_secure_broker
 from tests.helpers import wait_for
 
 SITE_YAML = f"site: {{id: {SITE}}}\nzones:\n  - {{id: a, kind: permitted, polygon: [[0,0],[10,0],[10,10]]}}\n"
@@ -46,13 +44,18 @@ def secure(tmp_path: Path) -> Iterator[SecureBroker]:
         sb.stop()
 
 
-def _agent(tmp_path: Path, sb: SecureBroker, bundle: Path, **kw: object) -> Agent:
+def _storm(total: int, rate: float) -> AgentHooks:
+    return AgentHooks(alert_source=lambda opts, site: AlertStorm(
+        total=total, rate=rate, storm_id="storm", site=site.site.id, node=opts.node, data_dir=opts.data_dir))
+
+
+def _agent(tmp_path: Path, sb: SecureBroker, bundle: Path, hooks: AgentHooks | None = None, **kw: object) -> Agent:
     base: dict[str, object] = dict(config=tmp_path / "site.yaml", keys=tmp_path / "none.json", node="edge-01",
                                    broker_host="127.0.0.1", broker_port=sb.broker.port,
                                    data_dir=tmp_path / "edge-data", credentials=bundle, keepalive_s=5,
                                    reconnect_max_s=1.0, node_telemetry_s=0.5)
     base.update(kw)
-    return Agent(AgentOptions(**base), parse_site_config(SITE_YAML), {})  # type: ignore[arg-type]
+    return Agent(AgentOptions(**base), parse_site_config(SITE_YAML), {}, hooks)  # type: ignore[arg-type]
 
 
 def _run(agent: Agent) -> tuple[threading.Event, threading.Thread]:
@@ -77,7 +80,7 @@ def test_agent_alerts_reach_the_cloud_ingest_over_tls(secure: SecureBroker, tmp_
     ingest = Ingest(IngestConfig(host="127.0.0.1", port=secure.broker.port, client_id="ingest-tls",
                                  credentials=secure.creds("cloud")), store, None)
     ingest.start()
-    agent = _agent(tmp_path, secure, secure.bundles["edge-01"], alert_storm=40, storm_rate=400.0)
+    agent = _agent(tmp_path, secure, secure.bundles["edge-01"], hooks=_storm(40, 400.0))
     stop, t = _run(agent)
     try:
         wait_for(lambda: len(store.events(node="edge-01")) >= 40, 20, what="40 alert events in the cloud store")
@@ -185,8 +188,8 @@ def test_edge_cli_rejects_a_bundle_for_another_node(tmp_path: Path) -> None:
     write_credentials(bundle, parse_credentials(json.dumps(data)))
     (tmp_path / "site.yaml").write_text(SITE_YAML)
     res = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "site.yaml"), "--keys", str(tmp_path / "k.json"),
-                                   "--node", "edge-02", "--credentials", str(bundle), "--alert-storm", "1",
-                                   "--data-dir", str(tmp_path / "d"), "--duration", "0.1"])
+                                   "--node", "edge-02", "--credentials", str(bundle),
+                                   "--data-dir", str(tmp_path / "d"), "--duration", "0.1"], obj=_storm(1, 50.0))
     assert res.exit_code == 2, res.output
     assert f"{bundle}: node: the bundle is for node 'edge-01'" in res.output
     os.chmod(bundle, 0o640)

@@ -13,17 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from cloud.services import ServiceProcess
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-from edge_harness import TopicRecorder, storm_agent, wait_until
+from devtools.services import ServiceProcess
+from tests.faults.edge_harness import TopicRecorder, storm_agent, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,8 @@
 """Helpers shared by the fault-injection suite, integration tests and delivery benchmarks.
 
-Real processes only: `qwatch-edge run --alert-storm N` agents, `qwatch-cloud` ingest/serve,
-Mosquitto and VictoriaMetrics from `cloud.services`. Each child runs in its own process
+Real processes only: agents with a synthetic alert storm (`python -m devtools.dev_agent run
+--alert-storm N`, i.e. `qwatch-edge run` plus the storm hook), `qwatch-cloud` ingest/serve,
+Mosquitto and VictoriaMetrics from `devtools.services`. Each child runs in its own process
 group so a test can `kill -9` exactly that child and nothing else.
 """
 
@@ -26,11 +27,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.agent import storm_alert_id
+from devtools.storm import storm_alert_id
 from protocols.site_config import write_band_keys
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# `qwatch-edge` with the development hooks (alert storm, scripted escape); run with cwd=REPO.
+DEV_AGENT = [sys.executable, "-m", "devtools.dev_agent"]
 SITE_ID = "fault-site"
 SITE_YAML = f"""\
 site: {{id: {SITE_ID}, name: "fault injection"}}
@@ -112,7 +115,7 @@ def storm_agent(
     """An agent that raises `total` synthetic alert messages (deterministic IDs) at `rate`/s."""
     site, keys = write_site(workdir / "cfg")
     data = data_dir or workdir / f"data-{node}"
-    argv = [str(BIN / "qwatch-edge"), "run", "--config", str(site), "--keys", str(keys), "--node", node,
+    argv = [*DEV_AGENT, "run", "--config", str(site), "--keys", str(keys), "--node", node,
             "--broker", broker, "--data-dir", str(data), "--alert-storm", str(total),
             "--storm-rate", str(rate), "--storm-id", storm_id, "--keepalive", "2", "--reconnect-max", "1",
             "--node-telemetry-s", "0.5", "--log-level", "WARNING", *extra]

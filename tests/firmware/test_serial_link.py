@@ -22,6 +22,7 @@ from protocols.advert import encode_status
 from protocols.serial_frame import BandProgram, DeviceError, Frame, MsgType, encode_frame
 from tests.helpers import wait_for
 
+REPO = Path(__file__).resolve().parents[2]  # `python -m devtools.…` children run from the repo root
 CID = 0xFFFF
 KEY = bytes(range(16))
 FAST_LINK = LinkOptions(read_timeout_s=0.02, hello_timeout_s=0.3, hello_attempts=2)
@@ -309,8 +310,8 @@ def test_device_answers_unknown_request_with_error_frame(link_path: Path) -> Non
 def test_simulator_cli_serves_a_dock(tmp_path: Path) -> None:
     link = tmp_path / "dock0"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_interface.simulator", "dock", "--band-id", "7", "--link", str(link)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "devtools.firmware_sim", "dock", "--band-id", "7", "--link", str(link)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
         assert proc.stdout is not None
@@ -329,16 +330,16 @@ def test_simulator_cli_scanner_replays_site_simulation(tmp_path: Path) -> None:
     from protocols.site_config import load_site_config, write_band_keys
     from protocols.verify import AdvertVerifier
 
-    demo = Path(__file__).resolve().parents[2] / "config" / "examples" / "demo-site.yaml"
+    demo = REPO / "config" / "examples" / "demo-site.yaml"
     site = load_site_config(demo)
     keys = {b.id: os.urandom(16) for b in site.bands} | {b.id: os.urandom(16) for b in site.beacons}
     keys_path = tmp_path / "keys.json"
     write_band_keys(keys_path, keys)
     link = tmp_path / "scan0"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_interface.simulator", "scanner", "--config", str(demo),
+        [sys.executable, "-m", "devtools.firmware_sim", "scanner", "--config", str(demo),
          "--keys", str(keys_path), "--rx", "rx-a", "--seed", "2", "--link", str(link)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     got = Adverts()
     host = ScannerHost(str(link), got, options=FAST)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from cloud.services import ServiceProcess
-from edge.camera import synth
+from devtools import video_synth as synth
+from devtools.services import ServiceProcess
 from protocols.site_config import write_band_keys
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-from edge_harness import BIN, Child, TopicRecorder, last_node_telemetry, wait_until
+from tests.faults.edge_harness import BIN, Child, TopicRecorder, last_node_telemetry, wait_until
 
 pytestmark = pytest.mark.integration
 

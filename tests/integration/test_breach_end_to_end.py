@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from cloud.services import ServiceProcess, free_port
+from devtools.services import ServiceProcess, free_port
 from edge.sim.keys import demo_keys
 from protocols.observation import parse_observation_line
 from protocols.site_config import parse_site_config, write_band_keys
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-from edge_harness import BIN, Child, cloud_ingest, stop_all, wait_until
+from tests.faults.edge_harness import DEV_AGENT, Child, cloud_ingest, stop_all, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +68,7 @@ def test_simulated_breach_reaches_api_and_victoria_metrics(
     api = f"http://127.0.0.1:{port}"
     cloud = cloud_ingest(tmp_path / "cloud.db", mosquitto.address, victoria_metrics.url, tmp_path,
                          serve_port=port).start()
-    agent = Child("edge", [str(BIN / "qwatch-edge"), "run", "--config", str(site_path), "--keys", str(keys_path),
+    agent = Child("edge", [*DEV_AGENT, "run", "--config", str(site_path), "--keys", str(keys_path),
                            "--node", "edge-it", "--broker", mosquitto.address, "--data-dir", str(tmp_path / "edge"),
                            "--escape-at=1", "--escape-band", "1001", "--node-telemetry-s", "1",
                            "--record", str(tmp_path / "obs.jsonl")],
@@ -93,7 +90,7 @@ def test_simulated_breach_reaches_api_and_victoria_metrics(
         code = agent.stop()
         stop_all([cloud])
     assert code == 0, agent.log_tail()
-    # The observation log it recorded is valid replay input (PROTOCOL.md §2).
+    # The observation log it recorded is valid replay input (docs/protocol.md §2).
     lines = (tmp_path / "obs.jsonl").read_text().splitlines()
     assert len(lines) > 20
     assert {parse_observation_line(line).rx for line in lines} <= {"rx-in", "rx-s", "rx-w", "rx-e"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.services import require_binary
+from devtools.services import require_binary
 from protocols.site_config import load_site_config
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def test_demo_runs_headless_and_a_breach_reaches_the_cloud(tmp_path: Path) -> No
     res = subprocess.run(
         # Already outside at the start: the window test's start-up threshold (receiver floors and
         # calibration are still being learned) makes that breach come ~30 s in, not ~20.
-        [sys.executable, "-m", "edge.demo", "--duration", "45", "--escape-at=-20",
+        [sys.executable, "-m", "devtools.demo", "--duration", "45", "--escape-at=-20",
          "--require-alert", "geofence_breach", "--workdir", str(workdir)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from devtools.firmware_sim import SimFeed
 from edge.sources import ObservationSource, open_sources, parse_source
 from edge.sources.bleak_source import BleakSource
 from edge.sources.serial_source import SerialSource
 from edge.sources.sim import SimSource
-from firmware_interface.device import LogFeed, ScannerDevice, SimFeed
+from firmware_interface.device import LogFeed, ScannerDevice
 from firmware_interface.link import LinkOptions
 from firmware_interface.scanner import ScannerOptions
 from firmware_interface.simulator import PtyServer

@@ -11,7 +11,6 @@ zone (at the detector's resolution) and when tampering happens.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -309,8 +308,3 @@ def encode(spec: SceneSpec, path: Path) -> GroundTruth:
     gt = ground_truth(spec)
     path.with_suffix(".truth.json").write_text(gt.to_json(), encoding="utf-8")
     return gt
-
-
-def clip_seconds_for(kind: str) -> float:
-    """A reasonable clip length per kind (long enough for tamper hold and motion_end)."""
-    return {"covered": 16.0, "turned": 14.0, "defocus": 16.0}.get(kind, 14.0) if kind in KINDS else math.nan

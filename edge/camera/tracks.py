@@ -1,0 +1,341 @@
+"""Tracks of moving regions, scored on what a person does (pure: masks in, decisions out).
+
+The motion detector's cleaned change mask is cut into blobs every detect frame; blobs are
+followed over frames as tracks, and a track is *confirmed* as a person only when it behaves
+like one:
+
+- it persists (day ~0.8 s, night ~1.2 s, seen in most frames of its life);
+- it moves coherently at walking to running speed *for its place in the picture*: speed is
+  measured in person heights per second (a person walks at ~0.8 h/s and runs at ~2 h/s
+  whatever the distance), so the same rule holds for a person 40 m away and one at 5 m;
+- its path is straight enough (an insect near the lens zig-zags);
+- it really moves (a raindrop on the lens or a swaying bush stays where it is);
+- its size fits its image row (with a configured perspective): a person at that row is
+  `h_exp` tall; the blob's larger side must be 0.3-2.2 h_exp (a crawler is long and low).
+
+Without a perspective the blob's own height is the yardstick (size is then not checked).
+A confirmed track stays confirmed while it lives (a person who stops is still a person).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+__all__ = ["Blob", "Perspective", "Track", "TrackParams", "Tracker", "find_blobs"]
+
+MAX_BLOBS = 48  # per frame; more means noise everywhere (the global-change test handles it)
+
+
+@dataclass(frozen=True, slots=True)
+class Perspective:
+    """Expected person height (fraction of the picture height) at a foot row (fraction): a*row + b."""
+
+    a: float
+    b: float
+
+    @classmethod
+    def fit(cls, points: Sequence[tuple[float, float]]) -> Perspective:
+        """Least-squares line through (row, person_h) points; two or more distinct rows."""
+        rows = np.array([p[0] for p in points], np.float64)
+        hs = np.array([p[1] for p in points], np.float64)
+        if len(points) < 2 or float(np.ptp(rows)) < 1e-3:
+            raise ValueError("perspective needs at least two points at different rows")
+        a, b = np.polyfit(rows, hs, 1)
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise ValueError("perspective fit is not finite")
+        return cls(float(a), float(b))
+
+    def height(self, row: float) -> float:
+        """Person height (fraction of the picture height) with the feet at `row`; at least 2 %."""
+        return max(0.02, self.a * row + self.b)
+
+    def describe(self, points: Sequence[float] = (0.25, 0.5, 0.75, 1.0)) -> str:
+        """What the detector assumes, for `camera-test`."""
+        return ", ".join(f"row {r:.2f}: {self.height(r):.3f}" for r in points)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackParams:
+    """Scoring limits; `night` variants apply while the detector is in night mode."""
+
+    min_age_s: float = 0.6
+    min_age_night_s: float = 0.8
+    min_seen: float = 0.6  # share of its frames in which the track had a blob
+    max_speed_h: float = 4.0  # person heights per second (a sprint ~2.5; fragments move faster)
+    max_speed_night_h: float = 3.5
+    min_straight: float = 0.45  # net / path length over the last ~1.5 s
+    min_move_h: float = 0.2  # net displacement over the life, person heights
+    min_move_px: float = 2.5
+    size_lo: float = 0.3  # larger blob side / expected person height
+    size_hi: float = 2.2
+    max_misses: int = 5  # frames without a blob before the track ends
+    min_edge: float = 0.28  # edge sharpness of the change (see `edge_ratio`); lens-near things are blurred
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A connected changed region in detect pixels; (fx, fy) is its foot point (bottom centre)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area: int
+    label: int
+
+    @property
+    def fx(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def fy(self) -> float:
+        return float(self.y + self.h)
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+
+@dataclass(slots=True)
+class Track:
+    """One followed region: its recent history and its verdict."""
+
+    id: int
+    first_ts: float
+    hist: deque[tuple[float, float, float, int, int]] = field(default_factory=lambda: deque(maxlen=40))
+    frames: int = 0  # frames since the track started
+    seen: int = 0  # frames with a blob
+    misses: int = 0
+    confirmed: bool = False
+    reason: str = "new"  # why it is not (yet) confirmed
+    edge: float = -1.0  # edge sharpness at the last confirmation attempt
+    blob: Blob | None = None  # this frame's blob (None when missed)
+    path: list[tuple[float, float]] = field(default_factory=list)  # foot points, for the snapshot
+
+    @property
+    def last(self) -> tuple[float, float, float, int, int]:
+        return self.hist[-1]
+
+
+def edge_ratio(diff: np.ndarray, fg: np.ndarray, b: Blob) -> float:
+    """How sharp a blob's outline is: mean gradient of |picture - background| on the outline of its
+    changed pixels over the mean difference inside them (per pixel; ~0.5 for an in-focus edge).
+
+    An insect or a drop at the lens is far out of focus: its difference rises over several pixels,
+    so where the threshold cuts it the slope is shallow. A person at 3 m or more is in focus.
+    """
+    y0, y1 = max(0, b.y - 1), min(diff.shape[0], b.y + b.h + 1)
+    x0, x1 = max(0, b.x - 1), min(diff.shape[1], b.x + b.w + 1)
+    d = diff[y0:y1, x0:x1].astype(np.float32)
+    m = fg[y0:y1, x0:x1]
+    inside = float(cv2.mean(d, mask=m)[0])
+    if inside <= 0.0:
+        return 1.0
+    gx = cv2.Sobel(d, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(d, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    edge = cv2.subtract(m, cv2.erode(m, np.ones((3, 3), np.uint8)))
+    if not cv2.countNonZero(edge):
+        return 1.0
+    return float(cv2.mean(cv2.magnitude(gx, gy), mask=edge)[0]) / inside
+
+
+def find_blobs(fg: np.ndarray, kernel: np.ndarray, min_px: int) -> tuple[list[Blob], np.ndarray]:
+    """Blobs of a change mask; parts of one person (head, torso, legs) are joined by `kernel`.
+
+    Returns the blobs and the label image (labels of the joined regions, 0 outside the mask).
+    """
+    joined = cv2.dilate(fg, kernel)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8, ltype=cv2.CV_16U)
+    kx, ky = kernel.shape[1] // 2, kernel.shape[0] // 2
+    blobs: list[Blob] = []
+    for i in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[i])
+        # The joined area overstates the change by the dilation margin; take it off the box.
+        core = area - (w * 2 * ky + h * 2 * kx)
+        if core < min_px:
+            continue
+        blobs.append(Blob(x + kx, y + ky, max(1, w - 2 * kx), max(1, h - 2 * ky), core, i))
+    if len(blobs) > MAX_BLOBS:
+        blobs = sorted(blobs, key=lambda b: -b.area)[:MAX_BLOBS]
+    return blobs, labels
+
+
+def _rigid_shift(a: tuple[float, float, float, int, int], b: tuple[float, float, float, int, int]) -> float:
+    """How far a box moved as a whole: per axis, both edges must move the same way, and the smaller
+    move counts. A blob that grows or merges with a neighbour (drops on the lens running together)
+    moves one edge only; a walking or crawling person moves both."""
+    def axis(lo0: float, hi0: float, lo1: float, hi1: float) -> float:
+        d0, d1 = lo1 - lo0, hi1 - hi0
+        return min(abs(d0), abs(d1)) if d0 * d1 > 0 else 0.0
+    dx = axis(a[1] - a[3] / 2, a[1] + a[3] / 2, b[1] - b[3] / 2, b[1] + b[3] / 2)
+    dy = axis(a[2] - a[4], a[2], b[2] - b[4], b[2])
+    return math.hypot(dx, dy)
+
+
+class Tracker:
+    """Associates blobs with tracks frame by frame and scores each track."""
+
+    def __init__(self, width: int, height: int, fps: float, params: TrackParams | None = None,
+                 perspective: Perspective | None = None, counters: dict[str, int] | None = None) -> None:
+        self.w, self.h = width, height
+        self.dt = 1.0 / max(fps, 0.1)
+        self.p = params or TrackParams()
+        self.perspective = perspective
+        self.tracks: list[Track] = []
+        self._next_id = 1
+        # Shared with the detector (camera telemetry): tracks started, confirmed, and the tracks
+        # that ended unconfirmed by their last reason (track_reject_fast, _static, _erratic, ...).
+        self.counters = counters if counters is not None else {}
+        self.counters.setdefault("tracks", 0)
+        self.counters.setdefault("tracks_confirmed", 0)
+
+    def expected_h(self, foot_y: float, blob_h: float) -> float:
+        """Person height in detect px at this foot row (perspective), else the blob's own height."""
+        if self.perspective is None:
+            return max(blob_h, 4.0)
+        return self.perspective.height(foot_y / self.h) * self.h
+
+    def reset(self) -> None:
+        """Forget every track (the scene was re-learnt)."""
+        self.tracks.clear()
+
+    def update(self, blobs: list[Blob], ts: float, night: bool, diff: np.ndarray | None = None,
+               fg: np.ndarray | None = None) -> list[Track]:
+        """Match this frame's blobs to tracks, start new tracks, end lost ones, score all.
+
+        `diff` and `fg` (the difference image and the change mask) let a track about to be
+        confirmed be checked for a sharp outline."""
+        for t in self.tracks:
+            t.blob = None
+        pairs: list[tuple[float, int, int]] = []
+        for ti, t in enumerate(self.tracks):
+            t_last, fx, fy, bw, bh = t.last
+            href = self.expected_h(fy, bh)
+            vx, vy = self._velocity(t)
+            el = max(ts - t_last, 1e-3)
+            # Predicted box; the distance is the gap between boxes (0 when they overlap): a partly
+            # seen person's box (only the torso one frame, head to feet the next) moves its foot
+            # point by half a height without moving at all.
+            px0, py1 = fx - bw / 2 + vx * el, fy + vy * el
+            px1, py0 = px0 + bw, py1 - bh
+            # Around the predicted foot point: a person's pace changes little in a fraction of a
+            # second. A new track (no velocity yet) may move at up to a runner's speed. A wide gate
+            # would chain unrelated static things (drops on the lens) into a "walk".
+            rate = 1.0 if len(t.hist) >= 2 else 0.9 * self.p.max_speed_h
+            gate = (0.25 + rate * el) * href + 2.0
+            for bi, b in enumerate(blobs):
+                gx = max(0.0, b.x - px1, px0 - (b.x + b.w))
+                gy = max(0.0, b.y - py1, py0 - (b.y + b.h))
+                d = math.hypot(gx, gy) + 0.1 * math.hypot(b.fx - (px0 + px1) / 2, b.fy - py1)
+                if d <= gate:
+                    pairs.append((d / gate, ti, bi))
+        pairs.sort()  # best (relative) matches first
+        used_t: set[int] = set()
+        used_b: set[int] = set()
+        for _, ti, bi in pairs:
+            if ti in used_t or bi in used_b:
+                continue
+            used_t.add(ti)
+            used_b.add(bi)
+            self._extend(self.tracks[ti], blobs[bi], ts)
+        for bi, b in enumerate(blobs):
+            if bi not in used_b:
+                t = Track(self._next_id, ts)
+                self._next_id += 1
+                self.counters["tracks"] += 1
+                self._extend(t, b, ts)
+                self.tracks.append(t)
+        alive: list[Track] = []
+        for t in self.tracks:
+            if t.blob is None:
+                t.misses += 1
+                t.frames += 1
+                if t.misses > self.p.max_misses:
+                    if not t.confirmed:
+                        key = f"track_reject_{t.reason}"
+                        self.counters[key] = self.counters.get(key, 0) + 1
+                    continue
+            alive.append(t)
+        self.tracks = alive
+        for t in alive:
+            if not t.confirmed and t.blob is not None:
+                self._score(t, night)
+                if t.confirmed and diff is not None and fg is not None:
+                    t.edge = edge_ratio(diff, fg, t.blob)
+                    if t.edge < self.p.min_edge:
+                        t.confirmed, t.reason = False, "blurred"
+                        self.counters["tracks_confirmed"] -= 1
+        return alive
+
+    def _extend(self, t: Track, b: Blob, ts: float) -> None:
+        t.blob = b
+        t.hist.append((ts, b.fx, b.fy, b.w, b.h))
+        t.frames += 1
+        t.seen += 1
+        t.misses = 0
+        if len(t.path) < 200:
+            t.path.append((b.fx / self.w, b.fy / self.h))
+
+    def _velocity(self, t: Track) -> tuple[float, float]:
+        if len(t.hist) < 2:
+            return 0.0, 0.0
+        k = min(len(t.hist) - 1, 3)
+        t0, x0, y0, _, _ = t.hist[-1 - k]
+        t1, x1, y1, _, _ = t.hist[-1]
+        span = max(t1 - t0, 1e-3)
+        return (x1 - x0) / span, (y1 - y0) / span
+
+    def _score(self, t: Track, night: bool) -> None:
+        p = self.p
+        ts, _fx, fy, _, _ = t.last
+        hist = list(t.hist)
+        hs = sorted(h for *_, h in hist)
+        med_h = float(hs[len(hs) // 2])
+        href = self.expected_h(fy, med_h)
+        age = ts - t.first_ts
+        if self.perspective is not None:
+            # Size against the expected person size *at each frame's row*: a blob that keeps its size
+            # while it crosses rows (an insect or drop at the lens) does not fit anywhere for long.
+            ratios = sorted(max(bw, bh) / self.expected_h(y, bh) for _, _, y, bw, bh in hist)
+            size = ratios[len(ratios) // 2]
+            if size < p.size_lo:
+                t.reason = "small"
+                return
+            if size > p.size_hi:
+                t.reason = "large"
+                return
+        # Speed over the last second (robust to a jittery outline: end points of a window).
+        recent = [hh for hh in hist if hh[0] >= ts - 1.0 - 1e-6]
+        if len(recent) >= 2:
+            dt = recent[-1][0] - recent[0][0]
+            v = math.hypot(recent[-1][1] - recent[0][1], recent[-1][2] - recent[0][2]) / max(dt, self.dt)
+            if v / href > (p.max_speed_night_h if night else p.max_speed_h):
+                t.reason = "fast"
+                return
+        win = [hh for hh in hist if hh[0] >= ts - 1.5 - 1e-6]
+        path = sum(math.hypot(b[1] - a[1], b[2] - a[2]) for a, b in itertools.pairwise(win))
+        net_w = math.hypot(win[-1][1] - win[0][1], win[-1][2] - win[0][2])
+        if path > 0.5 * href and net_w < p.min_straight * path:
+            t.reason = "erratic"
+            return
+        if age < (p.min_age_night_s if night else p.min_age_s):
+            t.reason = "young"
+            return
+        if t.seen < p.min_seen * t.frames:
+            t.reason = "intermittent"
+            return
+        net = _rigid_shift(hist[0], t.last)
+        net_recent = _rigid_shift(recent[0], t.last)
+        if net < max(p.min_move_px, p.min_move_h * href) or net_recent < max(2.0, 0.1 * href):
+            t.reason = "static"
+            return
+        t.confirmed = True
+        t.reason = "person"
+        self.counters["tracks_confirmed"] += 1
