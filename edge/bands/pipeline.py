@@ -22,12 +22,16 @@ from edge.bands.silence import DEFAULT_SILENCE, SilenceEvidence, SilenceParams
 from edge.bands.tracker import Tracker, TrackerParams
 from protocols.advert import StatusAdvert
 from protocols.observation import RawObservation
-from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandTelemetry
+from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandSubject, BandTelemetry
 from protocols.site_config import SiteConfig
 from protocols.ulid import seeded_ulid
 from protocols.verify import ACCEPTED, DUPLICATE, AdvertVerifier
 
 log = logging.getLogger("qwatch.edge.bands")
+
+# Alert types whose rules know how to clear a raise they did not see happen (BandRules).
+_ADOPTABLE = frozenset({"geofence_breach", "band_missing", "band_tamper", "sos", "fever", "low_battery",
+                        "no_motion", "advert_forgery", "advert_replay"})
 
 
 
@@ -331,6 +335,29 @@ class BandPipeline:
     def active_alerts(self) -> list[Alert]:
         """Alerts raised and not yet cleared."""
         return list(self._active.values())
+
+    def adopt_alert(self, alert: Alert, now: float) -> Alert | None:
+        """Take over an alert raised before a restart (from the outbox database).
+
+        The band's rules start in the raised state for that type, so the alert keeps its alert_id and
+        is cleared by the usual rule once its condition ends (security alarms and SOS: after their
+        usual quiet time from `now`). An alert this pipeline cannot own (band or type no longer in
+        the config) is cleared at once: the returned `cleared` message goes to the outbox.
+        """
+        band = alert.subject.band if isinstance(alert.subject, BandSubject) else -1
+        rules = self.rules.get(band)
+        if rules is None or alert.state != "raised" or alert.type not in _ADOPTABLE:
+            self._count("alerts_cleared_on_restart")
+            return alert.cleared(now, {"reason": "node_restart", "note": "no longer monitored after a restart"})
+        rules.active.add(alert.type)
+        if alert.type == "sos":
+            rules._sos_last = now
+        elif alert.type in ("advert_forgery", "advert_replay"):
+            rules._security_last[alert.type] = now
+        self._active[(band, alert.type)] = alert
+        self._count("alerts_adopted")
+        log.info("event=alert_adopted band=%s type=%s alert=%s", band, alert.type, alert.alert_id)
+        return None
 
     # -- reporting ----------------------------------------------------------------------------
     def telemetry(self, now: float) -> BandTelemetry:
