@@ -28,9 +28,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no or bad bearer token"},
     403: {"description": "not an admin, or the site is out of the caller's scope"},
     404: {"description": "unknown band"},
-    409: {"description": "the band is active elsewhere, already enrolled (no rekey) or already retired"},
+    409: {"description": "the band is active elsewhere, already enrolled (no rekey) or already retired; "
+                        "a push: nothing pushed yet, no node known, or no broker connection now"},
     422: {"description": "invalid body or parameters"},
-    503: {"description": "the cloud runs without a band registry (or, for a push, without a broker connection)"},
+    503: {"description": "the cloud runs without a band registry"},
 }
 
 
@@ -184,8 +185,6 @@ def push_config(ctx: Ctx, who: User, site: Annotated[str, PathParam(pattern=ID_R
 
     by = _admin(who)
     reg = _registry(ctx)
-    if ctx.ingest is None or not ctx.ingest.connected:
-        raise HTTPException(503, "the cloud is not connected to the broker")
     text = body.site_yaml if body is not None and body.site_yaml is not None else None
     source = "site_yaml"
     if text is None:
@@ -200,6 +199,9 @@ def push_config(ctx: Ctx, who: User, site: Annotated[str, PathParam(pattern=ID_R
     nodes = sorted({r["node"] for r in ctx.store.load_nodes() if r["site"] == site})
     if not nodes:
         raise HTTPException(409, f"no node of site {site} is known to the cloud yet")
+    if ctx.ingest is None or not ctx.ingest.connected:
+        # 409, not 503: the request is fine, the cloud's state (no broker link now) refuses it; retry later.
+        raise HTTPException(409, "the cloud is not connected to the broker now: nothing was sent, try again")
     version = reg.record_push(site, composed.yaml_text, len(composed.keys), by=by)
     publish_config(ctx.ingest.client, composed, version, {n: new_ulid() for n in nodes})
     log.info("event=config_pushed site=%s version=%d nodes=%d by=%s", site, version, len(nodes), by)
