@@ -405,10 +405,15 @@ def test_guard_signs_in_with_a_qr_code_and_the_session_renews(world: World) -> N
         renewed = page.evaluate("JSON.parse(localStorage.getItem('qwatch.session'))")
         assert renewed["token"] != stored["token"]
         page.wait_for_selector("#conn.up", timeout=10_000)
-        # The phone stays signed in across a reload (a closed tab), with no code.
+        # Sound is on by default; turned off, it stays off. The phone stays signed in across a reload (a
+        # closed tab), with no code.
+        assert page.get_attribute("#sound", "aria-pressed") == "true"
+        page.tap("#sound")
+        assert page.get_attribute("#sound", "aria-pressed") == "false"
         page.reload()
         page.wait_for_selector("#conn.up", timeout=10_000)
         assert page.get_attribute("#who", "data-name") == "lan.nguyen"
+        assert page.get_attribute("#sound", "aria-pressed") == "false" and page.inner_text("#sound") == "Âm thanh: tắt"
         # The code was single use.
         page2 = ctx.new_page()
         page2.goto(world.cloud.url + made.json()["url"])
