@@ -19,8 +19,9 @@ def _alert(site: str = "s1", node: str = "n1", ts: float = 100.0, type: str = "g
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> AlertStore:
-    return AlertStore(tmp_path / "a.db")
+def store(store_db: str) -> AlertStore:
+    """The alert store on SQLite, then on PostgreSQL (conftest's ``store_db``): every test below runs on both."""
+    return AlertStore(store_db)
 
 
 # ------------------------------------------------------------------ alert store
