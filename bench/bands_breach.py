@@ -295,11 +295,33 @@ def max_in_window(ts: Iterable[float], window: float = 600.0) -> int:
     return best
 
 
+def previous_ideal(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    """The ideal observer's cells of an earlier run's markdown recall table, by (layout, radio, σ).
+
+    The ideal observer does not depend on the detector, and the same seeds give the same observations,
+    so a re-run of the software alone (`--no-ideal --ideal-from FILE`) can be set beside them.
+    """
+    out: dict[tuple[str, str, str], dict[str, str]] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for k, line in enumerate(lines):
+        if not line.startswith("**Recall within"):
+            continue
+        head = [c.strip() for c in lines[k + 2].strip("|").split("|")]
+        for row in lines[k + 4:]:
+            if not row.startswith("|"):
+                break
+            cells = dict(zip(head, [c.strip() for c in row.strip("|").split("|")], strict=False))
+            out[(cells["layout"], cells["radio"], cells["σ"])] = {c: v for c, v in cells.items() if "ideal" in c
+                                                                 or c == "escapes"}
+    return out
+
+
 def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict[tuple[str, str, str], float],
-                ideal: bool) -> tuple[list[str], list[list[str]]]:
+                ideal: bool, prev: dict[tuple[str, str, str], dict[str, str]] | None = None,
+                ) -> tuple[list[str], list[list[str]]]:
     cols = ["layout", "radio", "σ", "escapes", *[f"sw {k}" for k in kinds], "sw fence/gate", "sw all",
             "latency p50/p95 s"]
-    if ideal:
+    if ideal or prev:
         cols += [f"ideal {v}" for v in VARIANTS] + [f"gap vs {v}" for v in VARIANTS]
     cols += ["returns cleared ≤ clear_dwell+20 s", "clear p50/max s"]
     rows: list[list[str]] = []
@@ -316,6 +338,12 @@ def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict
         row.append(f"{frac(len(caught), len(esc))} ({100 * len(caught) / max(len(esc), 1):.0f} %)")
         lat = [e["latency"] for e in caught]
         row.append(f"{np.percentile(lat, 50):.0f}/{np.percentile(lat, 95):.0f}" if lat else "-")
+        if prev is not None and not ideal:
+            cells = prev.get((layout, radio, f"{sigma:.0f}"), {})
+            same = cells.get("escapes") == str(len(esc))
+            got = [cells.get(f"ideal {v}", "-") if same else "-" for v in VARIANTS]
+            row += got
+            row += [f"{len(caught) - int(g.split('/')[0]):+d}" if "/" in g else "-" for g in got]
         if ideal:
             thr_key = (layout, radio)
             ideal_caught = {}
@@ -424,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-ideal", action="store_true")
     ap.add_argument("--md", type=Path, help="also write the markdown tables here")
+    ap.add_argument("--ideal-from", type=Path, help="with --no-ideal: the ideal observer's cells from an earlier --md "
+                                                     "file of the same seeds (it does not depend on the detector)")
     ap.add_argument("--seed", type=int, default=16_000)
     a = ap.parse_args(argv)
     if a.quick:
@@ -493,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         show(con, f"Ideal observer thresholds (budget {a.budget:g} per 100 band-hours, from the recall runs' null "
                   "bands)", cols, rows, md)
     if recall:
-        cols, rows = recall_rows(recall, kinds, thresholds, not a.no_ideal)
+        prev = previous_ideal(a.ideal_from) if a.ideal_from is not None and a.no_ideal else None
+        cols, rows = recall_rows(recall, kinds, thresholds, not a.no_ideal, prev)
         show(con, f"Recall within breach_dwell_s + 30 s (software = BandPipeline on main; {a.seeds} runs × "
                   f"{a.escapes} escapes per row, loss {a.loss:.0%}, gains ±{a.gains:g} dB)", cols, rows, md)
         cols, rows = null_rows(recall, lambda r: (r.layout, r.channel.radio), ["layout", "radio"])
