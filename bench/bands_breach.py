@@ -35,6 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import math
+import pickle
 import platform
 import sys
 import time
@@ -338,13 +339,16 @@ def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict
         row.append(f"{frac(len(caught), len(esc))} ({100 * len(caught) / max(len(esc), 1):.0f} %)")
         lat = [e["latency"] for e in caught]
         row.append(f"{np.percentile(lat, 50):.0f}/{np.percentile(lat, 95):.0f}" if lat else "-")
-        if prev is not None and not ideal:
+        own = any(r.ideal_escape for r in group)
+        if prev is not None and not own:
             cells = prev.get((layout, radio, f"{sigma:.0f}"), {})
             same = cells.get("escapes") == str(len(esc))
             got = [cells.get(f"ideal {v}", "-") if same else "-" for v in VARIANTS]
             row += got
             row += [f"{len(caught) - int(g.split('/')[0]):+d}" if "/" in g else "-" for g in got]
-        if ideal:
+        elif ideal and not own:
+            row += ["-"] * (2 * len(VARIANTS))
+        if ideal and own:
             thr_key = (layout, radio)
             ideal_caught = {}
             for v in VARIANTS:
@@ -429,6 +433,31 @@ def run_all(jobs: list[tuple[Any, ...]], workers: int, con: Console, label: str)
     return out
 
 
+def run_phases(a: argparse.Namespace, layouts: list[str], radios: list[str], sigmas: list[float],
+               null_sigmas: list[float], kinds: list[str], bads: list[str], ideal_layouts: list[str],
+               con: Console) -> tuple[list[RunResult], list[RunResult], list[RunResult]]:
+    """Recall runs, null runs, bad-receiver runs (each a pool of independent processes)."""
+    recall_jobs = [(lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 100 * k + int(sigma), a.duration,
+                    a.bands, a.escapes, kinds, not a.no_ideal and (not ideal_layouts or lay in ideal_layouts))
+                   for lay in layouts for radio in radios for sigma in sigmas for k in range(a.seeds)]
+    recall = run_all(recall_jobs, a.jobs, con, "recall runs")
+    null_jobs = []
+    for radio in radios:
+        per_run = a.null_bands * a.null_duration / 3600.0
+        n_runs = max(math.ceil(a.null_hours / per_run), 1)
+        for k in range(n_runs):
+            lay, sigma = layouts[k % len(layouts)], null_sigmas[(k // len(layouts)) % len(null_sigmas)]
+            null_jobs.append((lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 50_000 + k, a.null_duration,
+                              a.null_bands, 0, kinds, False))
+    null = run_all(null_jobs, a.jobs, con, "null runs")
+    bad_jobs = [(lay, Channel(radio, 6.0, a.loss, a.gains, bad), a.seed + 90_000 + k, a.bad_duration, a.null_bands, 0,
+                 kinds, False)
+                for k, (lay, radio, bad) in enumerate((lay, radio, bad) for lay in layouts for radio in radios
+                                                      for bad in bads)]
+    badr = run_all(bad_jobs, a.jobs, con, "bad-receiver runs")
+    return recall, null, badr
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few minutes: demo + compound, σ 6, small null runs")
@@ -452,8 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-ideal", action="store_true")
     ap.add_argument("--md", type=Path, help="also write the markdown tables here")
-    ap.add_argument("--ideal-from", type=Path, help="with --no-ideal: the ideal observer's cells from an earlier --md "
-                                                     "file of the same seeds (it does not depend on the detector)")
+    ap.add_argument("--ideal-from", type=Path, help="rows without their own ideal observer take its cells from an "
+                    "earlier --md file of the same seeds and layouts (it does not depend on the detector)")
+    ap.add_argument("--ideal-layouts", default="", help="run the ideal observer on these layouts only ('' = all)")
+    ap.add_argument("--save", type=Path, help="pickle every run's results here (re-render with --load)")
+    ap.add_argument("--load", type=Path, help="render the tables of a --save file instead of running")
     ap.add_argument("--seed", type=int, default=16_000)
     a = ap.parse_args(argv)
     if a.quick:
@@ -466,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         null_sigmas = [float(x) for x in a.null_sigma.split(",") if x]
         kinds = [x for x in a.kinds.split(",") if x]
         bads = [x for x in a.bad.split(",") if x]
+        ideal_layouts = [x for x in a.ideal_layouts.split(",") if x]
         for lay in layouts:
             if lay not in BREACH_LAYOUTS:
                 raise ValueError(f"unknown layout {lay!r}; allowed: {', '.join(BREACH_LAYOUTS)}")
@@ -489,26 +522,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{platform.python_version()}, jobs {a.jobs}, loss {a.loss:.0%}, gains ±{a.gains:g} dB")
     t_all = time.perf_counter()
     md: list[str] = []
-    recall_jobs = [(lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 100 * k + int(sigma), a.duration,
-                    a.bands, a.escapes, kinds, not a.no_ideal)
-                   for lay in layouts for radio in radios for sigma in sigmas for k in range(a.seeds)]
-    recall = run_all(recall_jobs, a.jobs, con, "recall runs")
-    null_jobs = []
-    for radio in radios:
-        per_run = a.null_bands * a.null_duration / 3600.0
-        n_runs = max(math.ceil(a.null_hours / per_run), 1)
-        for k in range(n_runs):
-            lay, sigma = layouts[k % len(layouts)], null_sigmas[(k // len(layouts)) % len(null_sigmas)]
-            null_jobs.append((lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 50_000 + k, a.null_duration,
-                              a.null_bands, 0, kinds, False))
-    null = run_all(null_jobs, a.jobs, con, "null runs")
-    bad_jobs = [(lay, Channel(radio, 6.0, a.loss, a.gains, bad), a.seed + 90_000 + k, a.bad_duration, a.null_bands, 0,
-                 kinds, False)
-                for k, (lay, radio, bad) in enumerate((lay, radio, bad) for lay in layouts for radio in radios
-                                                      for bad in bads)]
-    badr = run_all(bad_jobs, a.jobs, con, "bad-receiver runs")
+    if a.load is not None:
+        with a.load.open("rb") as fh:
+            recall, null, badr = pickle.load(fh)  # our own file, written by --save
+    else:
+        recall, null, badr = run_phases(a, layouts, radios, sigmas, null_sigmas, kinds, bads, ideal_layouts, con)
+    if a.save is not None:
+        with a.save.open("wb") as fh:
+            pickle.dump((recall, null, badr), fh)
     thresholds: dict[tuple[str, str, str], float] = {}
-    if not a.no_ideal and recall:
+    if any(r.ideal_escape for r in recall):
         cols = ["layout", "radio", "variant", "null band-h", "threshold 2·lnΛ", "how"]
         rows = []
         for lay in layouts:
@@ -523,8 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         show(con, f"Ideal observer thresholds (budget {a.budget:g} per 100 band-hours, from the recall runs' null "
                   "bands)", cols, rows, md)
     if recall:
-        prev = previous_ideal(a.ideal_from) if a.ideal_from is not None and a.no_ideal else None
-        cols, rows = recall_rows(recall, kinds, thresholds, not a.no_ideal, prev)
+        prev = previous_ideal(a.ideal_from) if a.ideal_from is not None else None
+        cols, rows = recall_rows(recall, kinds, thresholds, any(r.ideal_escape for r in recall), prev)
         show(con, f"Recall within breach_dwell_s + 30 s (software = BandPipeline on main; {a.seeds} runs × "
                   f"{a.escapes} escapes per row, loss {a.loss:.0%}, gains ±{a.gains:g} dB)", cols, rows, md)
         cols, rows = null_rows(recall, lambda r: (r.layout, r.channel.radio), ["layout", "radio"])
