@@ -230,3 +230,18 @@ def test_camera_check_reads_a_real_stream_and_judges_zones(tmp_path: Path) -> No
 
 GOOD_BLE = ("site: {id: s1}\nzones:\n  - {id: a, kind: permitted, polygon: [[0,0],[9,0],[9,9]]}\n"
             "receivers:\n  - {id: rx-b, position: [1, 1], source: \"bluez:hci7\"}\n")
+
+
+def test_cold_kernel_cache_and_pi_without_vcgencmd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.doctor_checks import check_kernel_cache, check_pi
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    cold = check_kernel_cache(warm=False)[0]
+    assert cold.status == "warn" and "first tick waits" in cold.detail and "--warm-kernels" in cold.fix
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no vcgencmd
+    pi = check_pi(model_file=model)[0]
+    assert pi.status == "warn" and "libraspberrypi-bin" in pi.fix
+    model.write_bytes(b"QEMU Virtual Machine\x00")
+    assert "not a Pi" in check_pi(model_file=model)[0].detail
