@@ -19,7 +19,8 @@ Endpoints (routes live in one module per concern):
 - ``cloud.api_auth``: ``POST /api/v1/auth/codes`` (admin: a one-time code for a user),
   ``POST /api/v1/auth/exchange`` (code → session token), ``POST /api/v1/auth/renew`` (cloud.signin).
 - ``cloud.api_bands``: the band registry: ``GET/POST /api/v1/bands``, ``GET/PATCH /api/v1/bands/{band}``,
-  ``POST …/{band}/retire``, ``GET …/{band}/audit`` (writes: admins; keys go in, never out).
+  ``POST …/{band}/retire``, ``GET …/{band}/audit`` (writes: admins; keys go in, never out), and
+  ``POST /api/v1/sites/{site}/config/push`` (the config push of cloud.config_push).
 - ``GET /api/v1/me``: who is signed in (``{"auth": "on"|"off", "name", "role", "sites"}``).
 
 Access control (``cloud.auth``, docs/cloud.md "Access control"): with a users file every ``/api/v1``
@@ -134,6 +135,7 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
     app.include_router(api_bands.router)
+    app.include_router(api_bands.push_router)
     app.include_router(api_live.router)
     app.include_router(api_reports.router)
     app.include_router(api_auth.router)
