@@ -26,9 +26,15 @@ Usage: .venv/bin/python -m bench.bands_breach [--quick] [--layouts demo,perimete
 
 from __future__ import annotations
 
+import os
+
+# One BLAS thread per process: the ideal observer's small matrix products are 3x slower when OpenBLAS
+# spins up threads on a loaded 2-core machine, and the runs are already parallel processes.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import math
-import os
 import platform
 import sys
 import time
@@ -42,11 +48,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, first_crossing
+from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, first_crossing, model_check
 from edge.bands.pipeline import BandPipeline
 from edge.sim import AltRadioParams, RadioParams, Scenario, Simulator
 from edge.sim.escapes import HOWS, KINDS, AllowedArea, Escape, make_escape
 from edge.sim.keys import site_demo_keys
+from edge.sim.radio import RadioChannel
+from edge.sim.radio_alt import AltRadioChannel
 from edge.sim.scenarios import standing_near_fence, walking
 from edge.sim.simulator import BAND_POWER_DBM
 from edge.sim.sites import BREACH_LAYOUTS, layout_site
@@ -91,6 +99,14 @@ def radio_params(site: SiteConfig, ch: Channel) -> RadioParams | AltRadioParams:
                        rx_gain_uniform_db=ch.gains_db, band_power_uniform_db=ch.gains_db, bad_rx=bad, deaf_rx=deaf)
 
 
+def check_channel(params: RadioParams | AltRadioParams, seed: int, n_tx: int = 6) -> RadioChannel | AltRadioChannel:
+    """A channel with one receiver at the origin and `n_tx` transmitters, for the model check."""
+    rng = np.random.default_rng(seed)
+    if isinstance(params, AltRadioParams):
+        return AltRadioChannel(params, np.zeros((1, 2)), np.zeros(1), n_tx, rng)
+    return RadioChannel(params, np.zeros((1, 2)), np.zeros(1), n_tx, rng)
+
+
 # -- one simulated run --------------------------------------------------------------------------------
 @dataclass
 class RunResult:
@@ -107,6 +123,7 @@ class RunResult:
     ideal_null: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)  # variant -> (t, D) series
     ideal_null_hours: float = 0.0
     ideal_escape: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)
+    bad_rx_bias: tuple[float, float] | None = None  # bad receiver: (bias the calibration learned, true), vs others
     cpu_s: float = 0.0
 
 
@@ -161,10 +178,26 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
                 (raised if a.state == "raised" else cleared).setdefault(band, []).append(a.ts - START)
     res = RunResult(layout, ch, seed, duration)
     score(res, site, escapes, raised, cleared, duration)
+    if ch.bad is not None and BAD_KINDS[ch.bad][0] == "gain":
+        res.bad_rx_bias = learned_bias(pipe, sim, inside_receiver(site))
     if obs_ideal is not None:
         score_ideal(res, obs_ideal, escapes, duration)
     res.cpu_s = time.process_time() - t_cpu
     return res
+
+
+def learned_bias(pipe: BandPipeline, sim: Simulator, bad: int) -> tuple[float, float] | None:
+    """What the pipeline's calibration adds to the bad receiver relative to the others' median, and what
+    it should add (the true gain difference, sign flipped). None if the pipeline does not say."""
+    try:
+        bias = pipe.calibration()["rx_bias_db"]
+        learned = [float(bias[r]) for r in sim.rx_ids]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    gain = sim.channel.rx_gain
+    others = [i for i in range(len(learned)) if i != bad]
+    return (learned[bad] - float(np.median([learned[i] for i in others])),
+            -(float(gain[bad]) - float(np.median(gain[others]))))
 
 
 def null_window(e: Escape | None, duration: float, rules_clear: float) -> list[tuple[float, float]]:
@@ -268,7 +301,7 @@ def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict
             "latency p50/p95 s"]
     if ideal:
         cols += [f"ideal {v}" for v in VARIANTS] + [f"gap vs {v}" for v in VARIANTS]
-    cols += ["clear ≤ target", "clear p50/max s"]
+    cols += ["returns cleared ≤ clear_dwell+20 s", "clear p50/max s"]
     rows: list[list[str]] = []
     for key, group in _groups(results):
         layout, radio, sigma = key
@@ -293,11 +326,13 @@ def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict
                 row.append(f"{frac(ideal_caught[v], len(traces))}")
             for v in VARIANTS:
                 row.append(f"{len(caught) - ideal_caught[v]:+d}")
-        ret = [e for e in esc if e["clear_latency"] is not None]
+        ret = [e for e in esc if e["clear_latency"] is not None]  # came back after a raised breach
         ok = [e for e in ret if e["clear_latency"] <= e["clear_target"]]
         row.append(frac(len(ok), len(ret)))
-        cl = [e["clear_latency"] for e in ret]
-        row.append(f"{np.percentile(cl, 50):.0f}/{max(cl):.0f}" if cl else "-")
+        cl = [e["clear_latency"] for e in ret if math.isfinite(e["clear_latency"])]
+        never = len(ret) - len(cl)
+        spread = f"{np.percentile(cl, 50):.0f}/{max(cl):.0f}" if cl else "-"
+        row.append(spread + (f", {never} never" if never else ""))
         rows.append(row)
     return cols, rows
 
@@ -312,6 +347,8 @@ def _groups(results: list[RunResult]) -> list[tuple[tuple[str, str, float], list
 def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...]],
               head: list[str]) -> tuple[list[str], list[list[str]]]:
     cols = [*head, "runs", "band-h", "false breaches", "per 100 bh (95 % upper)", "max in 10 min", "CPU s"]
+    if any(r.bad_rx_bias is not None for r in results):
+        cols.append("bad rx: calibration learned / true dB")
     groups: dict[tuple[str, ...], list[RunResult]] = {}
     for r in results:
         groups.setdefault(by(r), []).append(r)
@@ -321,8 +358,11 @@ def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...
         n = sum(len(r.false_ts) for r in g)
         bh = sum(r.band_hours for r in g)
         burst = max(max_in_window(r.false_ts) for r in g)
-        rows.append([*key, str(len(g)), f"{bh:.1f}", str(n), rate(n, bh), str(burst),
-                     f"{sum(r.cpu_s for r in g):.0f}"])
+        row = [*key, str(len(g)), f"{bh:.1f}", str(n), rate(n, bh), str(burst), f"{sum(r.cpu_s for r in g):.0f}"]
+        if len(cols) > len(row):
+            bias = [r.bad_rx_bias for r in g if r.bad_rx_bias is not None]
+            row.append(", ".join(f"{a:+.1f} / {b:+.1f}" for a, b in bias) or "-")
+        rows.append(row)
     return cols, rows
 
 
@@ -340,7 +380,6 @@ def show(con: Console, title: str, cols: list[str], rows: list[list[str]], md: l
 
 # -- main ---------------------------------------------------------------------------------------------
 def _run(args: tuple[Any, ...]) -> RunResult:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     return simulate(*args)
 
 
@@ -471,6 +510,14 @@ def main(argv: list[str] | None = None) -> int:
                                ["layout", "radio", "bad receiver"])
         show(con, f"One bad inside receiver (σ 6 dB, {a.null_bands} bands × {a.bad_duration:.0f} s per run)",
              cols, rows, md)
+    cols = ["radio", "σ dB", "distance m", "heard: sampled", "modelled", "mean heard dBm: sampled", "modelled"]
+    rows = []
+    for radio in radios:
+        channel = check_channel(radio_params(layout_site("demo", 1), Channel(radio, 6.0, a.loss, a.gains)), a.seed)
+        for d, h_s, h_m, m_s, m_m in model_check(channel, float(channel.rx_gain[0]), float(BAND_POWER_DBM)):
+            rows.append([radio, "6", f"{d:.0f}", f"{h_s:.3f}", f"{h_m:.3f}", f"{m_s:.1f}", f"{m_m:.1f}"])
+    show(con, "Model check: the simulator's channel against the ideal observer's model (3,000 adverts per distance, "
+              "10 s apart, random bearings)", cols, rows, md)
     con.print(f"total {time.perf_counter() - t_all:.0f} s wall")
     if a.md is not None:
         a.md.write_text("\n".join(md) + "\n", encoding="utf-8")

@@ -182,6 +182,23 @@ MU1 = np.arange(-140.0, -35.0, 1.0)  # tabulated link mean (dBm), 1 dB bins, lin
 S_NODES = 7  # slow-shadowing states of the per-link hidden Markov chain
 
 
+def mean_offset_db(channel: Any, d: F64) -> F64:
+    """What the ideal observer adds to the log-distance mean: 0 on the default channel; on the alt one
+    the mean body loss (half its maximum, the wearer's heading being uniform) and the mean of the
+    Rician fading in dB at that distance (its K falls with distance: −2.5 dB when Rayleigh-like)."""
+    if not isinstance(channel, AltRadioChannel):
+        return np.zeros_like(d)
+    a = channel.alt
+    k_grid = np.linspace(0.0, a.rician_k_near, 33)
+    rng = np.random.default_rng(7)
+    re0, im0 = rng.normal(0, 1, 4000), rng.normal(0, 1, 4000)
+    los = np.sqrt(k_grid / (k_grid + 1.0))[:, None]
+    scat = np.sqrt(1.0 / (2.0 * (k_grid + 1.0)))[:, None]
+    fade = (10.0 * np.log10(np.maximum((los + scat * re0) ** 2 + (scat * im0) ** 2, 1e-6))).mean(axis=1)
+    k = a.rician_k_near * np.exp(-d / a.rician_k_scale_m)
+    return np.asarray(np.interp(k, k_grid, fade) - a.body_db / 2.0)
+
+
 def _ar1_chain(rho: float) -> tuple[F64, F64, F64]:
     """Nodes z (in units of σ_slow), log prior and transition matrix of a discretised AR(1) with correlation rho."""
     z = np.linspace(-2.6, 2.6, S_NODES)
@@ -210,8 +227,9 @@ class IdealObserver:
     over inside positions) of the log-likelihood, for the long windows W = dwell, dwell + 10, dwell +
     20 s; and the short window (8 s) for a person still walking, which must hold for the dwell (its
     minimum over the last dwell). D = the larger of the two. Outside = more than `margin_m` beyond the
-    allowed area: a 4 m grid out to 40 m beyond the site, refined on a 1 m grid round the best point,
-    and far points to 300 m; inside = a 2.5 m grid and the outline every 1.25 m. The threshold on D
+    allowed area: a 5 m grid out to 40 m beyond the site and far points to 300 m; inside = a 3 m grid
+    and every zone edge each 1.5 m. Each window's best 4 points of each side and a 1.5 m grid round
+    the best one are then scored with the band gain marginalised (`_glr`). The threshold on D
     comes from the false-alarm budget measured on null bands (`calibrate_threshold`), not from "3σ".
 
     Band gain variants: ``true``; ``pm1`` = an estimate off by U(−1, 1) dB per band, marginalised
@@ -256,7 +274,7 @@ class IdealObserver:
         self._slot_block = np.full(ring, -1, dtype=np.int64)
         self._emis: dict[int, tuple[NDArray[np.float32], F64]] = {}  # closed block -> (exp(E - m), m)
         self._closed = -1
-        self._rx_pos, self._rx_gain = ch.rx_pos, ch.rx_gain
+        self._rx_pos, self._rx_gain, self._channel = ch.rx_pos, ch.rx_gain, ch
         self._exponent, self._dmin = p.path_loss_exponent, p.min_distance_m
         self._candidates(site, margin_m)
         rng = np.random.default_rng([seed & 0xFFFFFFFF, 16])
@@ -276,6 +294,7 @@ class IdealObserver:
                      else np.exp(-d**2 / (2 * max(p.band_power_sigma_db, 1e-3) ** 2)))
                 self._var[v] = (np.full(n_b, float(band_power_dbm)), d, np.log(w / w.sum()))
         self.times: list[float] = []
+        self._rows: dict[str, NDArray[np.int64]] = {}
         self.stats: dict[str, list[F64]] = {v: [] for v in variants}  # per evaluation: D per band
         self._short_hist: dict[str, list[F64]] = {v: [] for v in variants}
 
@@ -290,8 +309,8 @@ class IdealObserver:
 
     def _base(self, pts: F64) -> F64:
         """(..., R) link mean minus the band power at points (..., 2): true receiver gain and path loss."""
-        d = np.linalg.norm(pts[..., None, :] - self._rx_pos, axis=-1)
-        return np.asarray(self._rx_gain - 10.0 * self._exponent * np.log10(np.maximum(d, self._dmin)))
+        d = np.maximum(np.linalg.norm(pts[..., None, :] - self._rx_pos, axis=-1), self._dmin)
+        return np.asarray(self._rx_gain - 10.0 * self._exponent * np.log10(d) + mean_offset_db(self._channel, d))
 
     def _candidates(self, site: SiteConfig, margin_m: float) -> None:
         polys = {z.id: as_points(z.polygon) for z in site.zones}
@@ -302,9 +321,9 @@ class IdealObserver:
         allowed = next(iter(allowed_sets))
         self._zmap, self._mask = zmap, np.array([z.id in allowed for z in site.zones], dtype=bool)
         self.margin_m = margin_m
-        inside = sample_region([polys[z] for z in allowed], spacing=2.5, edge_spacing=1.25)
+        inside = sample_region([polys[z] for z in allowed], spacing=3.0, edge_spacing=1.5)
         lo_x, lo_y, hi_x, hi_y = zmap.bounds(pad=40.0)
-        grid = grid_over((lo_x, lo_y, hi_x, hi_y), 4.0)
+        grid = grid_over((lo_x, lo_y, hi_x, hi_y), 5.0)
         angles = np.linspace(0, 2 * np.pi, 32, endpoint=False)
         centre = np.array([(lo_x + hi_x) / 2, (lo_y + hi_y) / 2])
         far = np.concatenate([centre + r * np.stack([np.cos(angles), np.sin(angles)], axis=1)
@@ -313,7 +332,7 @@ class IdealObserver:
         self.n_inside = len(inside)
         self.points = np.concatenate([inside, outside])
         self.base = self._base(self.points)  # (G, R)
-        self._local = grid_over((-2.0, -2.0, 2.0, 2.0), 1.0)  # refinement round the best outside point
+        self._local = grid_over((-1.5, -1.5, 1.5, 1.5), 1.5)  # refinement round the best coarse points
 
     def _out(self, pts: F64) -> F64:
         return np.asarray(self._zmap.union_signed_distance(self._zmap.signed_distances(pts), self._mask))
@@ -399,29 +418,60 @@ class IdealObserver:
         rows = (np.arange(base.shape[0])[:, None, None] * n_r + np.arange(n_r)[None, None, :]) * n_m + i0
         return np.asarray((flat[rows] * (1.0 - fr) + flat[rows + 1] * fr).sum(axis=2))  # (B, P, W)
 
-    def _glr(self, ll: F64, variant: str) -> F64:
-        """(B, W) 2·(best outside − best inside) per band and window, gain per the variant (δ marginalised)."""
+    def _coarse_rows(self, variant: str, n_m: int) -> NDArray[np.int64]:
+        """(B, R, G) rows of the (B·R·M, W) table at every coarse candidate, per variant (fixed: cached)."""
+        rows = self._rows.get(variant)
+        if rows is None:
+            power = self._var[variant][0]
+            n_b, n_r = len(power), self.base.shape[1]
+            i = np.clip(np.rint(power[:, None, None] + self.base[None] - MU1[0]), 0, n_m - 1).astype(np.int64)
+            rows = (np.arange(n_b)[:, None, None] * n_r + np.arange(n_r)) * n_m + i
+            rows = self._rows[variant] = np.ascontiguousarray(rows.transpose(0, 2, 1))  # (B, R, G): sum over R
+        return rows
+
+    def _lookup_w(self, ll: F64, base: F64, shift: F64) -> F64:
+        """Σ over links at per-window points: `base` (B, W, P, R) looked up in window w's own table -> (B, W, P)."""
+        n_b, n_r, n_m, n_w = ll.shape
+        x = np.clip(base + shift[:, None, None, None] - MU1[0], 0.0, n_m - 1.001)
+        i0 = x.astype(np.int64)
+        fr = x - i0
+        idx = ((np.arange(n_b)[:, None, None, None] * n_r + np.arange(n_r)[None, None, None, :]) * n_m + i0) * n_w
+        idx += np.arange(n_w)[None, :, None, None]
+        flat = ll.ravel()
+        return np.asarray((flat[idx] * (1.0 - fr) + flat[idx + n_w] * fr).sum(axis=3))
+
+    def _glr(self, ll: F64, variant: str, top: int = 4) -> F64:
+        """(B, W) 2·(best outside − best inside) per band and window, gain per the variant (δ marginalised).
+
+        Stage 1 scores every coarse candidate at the variant's power estimate (δ = 0); stage 2 takes
+        each window's best `top` inside and outside candidates and a 1 m grid round the best of each
+        side, and marginalises the band gain over δ there.
+        """
         power, deltas, logw = self._var[variant]
         n_b, n_r, n_m, n_w = ll.shape
         flat = ll.reshape(n_b * n_r * n_m, n_w)
-        base = np.broadcast_to(self.base, (n_b, *self.base.shape))
-        tot = _logsumexp([self._lookup(flat, base, power + d, n_r, n_m) + lw
-                          for d, lw in zip(deltas.tolist(), logw.tolist(), strict=True)])  # (B, G, W)
-        best_in = tot[:, :self.n_inside].max(axis=1)
-        out_part = tot[:, self.n_inside:]
-        best = out_part.argmax(axis=1)  # (B, W) coarse best outside point per window
-        pts = self.points[self.n_inside:][best]  # (B, W, 2)
-        local = (pts[:, :, None, :] + self._local[None, None, :, :]).reshape(n_b, -1, 2)
-        ok = self._out(local.reshape(-1, 2)).reshape(n_b, -1) > self.margin_m
-        lb = self._base(local)  # (B, W·L, R)
-        fine = _logsumexp([self._lookup(flat, lb, power + d, n_r, n_m) + lw
-                           for d, lw in zip(deltas.tolist(), logw.tolist(), strict=True)])  # (B, W·L, W)
+        coarse = flat[self._coarse_rows(variant, n_m)].sum(axis=1)  # (B, G, W), nearest 1 dB bin: ranking only
+        ni = self.n_inside
+        in_top = np.argsort(-coarse[:, :ni], axis=1)[:, :top]  # (B, top, W)
+        out_top = ni + np.argsort(-coarse[:, ni:], axis=1)[:, :top]
+        pts_in = self.points[in_top[:, 0]]  # (B, W, 2) best inside / outside per window
+        pts_out = self.points[out_top[:, 0]]
+        loc_in = pts_in[:, :, None, :] + self._local[None, None]  # (B, W, L, 2)
+        loc_out = pts_out[:, :, None, :] + self._local[None, None]
         n_l = len(self._local)
-        # Each window's own refinement points: block w of the W·L points belongs to window w.
-        fine = fine.reshape(n_b, n_w, n_l, n_w)
-        fine_w = np.stack([fine[:, w, :, w] for w in range(n_w)], axis=1)  # (B, W, L)
-        fine_w = np.where(ok.reshape(n_b, n_w, n_l), fine_w, -np.inf)
-        best_out = np.maximum(out_part.max(axis=1), fine_w.max(axis=2))
+        d_in = self._out(loc_in.reshape(-1, 2)).reshape(n_b, n_w, n_l)
+        d_out = self._out(loc_out.reshape(-1, 2)).reshape(n_b, n_w, n_l)
+        cand = np.concatenate([self.points[in_top.transpose(0, 2, 1)], loc_in,
+                               self.points[out_top.transpose(0, 2, 1)], loc_out], axis=2)  # (B, W, P, 2)
+        is_in = np.concatenate([np.ones((n_b, n_w, top), bool), d_in <= 0.0,
+                                np.zeros((n_b, n_w, top), bool), np.zeros((n_b, n_w, n_l), bool)], axis=2)
+        is_out = np.concatenate([np.zeros((n_b, n_w, top + n_l), bool), np.ones((n_b, n_w, top), bool),
+                                 d_out > self.margin_m], axis=2)
+        base = self._base(cand)  # (B, W, P, R)
+        tot = _logsumexp([self._lookup_w(ll, base, power + d) + lw
+                          for d, lw in zip(deltas.tolist(), logw.tolist(), strict=True)])  # (B, W, P)
+        best_in = np.where(is_in, tot, -np.inf).max(axis=2)
+        best_out = np.where(is_out, tot, -np.inf).max(axis=2)
         return np.asarray(2.0 * (best_out - best_in))
 
     # -- results ------------------------------------------------------------------------------------
@@ -492,3 +542,45 @@ def first_crossing(trace: list[tuple[float, float]], threshold: float) -> float 
         if d >= threshold:
             return t
     return None
+
+
+def model_check(channel: Any, gain_db: float, power_dbm: float, distances: tuple[float, ...] = (5, 10, 20, 30, 40, 50),
+                n: int = 3000, step_s: float = 10.0) -> list[tuple[float, float, float, float, float]]:
+    """The channel's own samples against the ideal observer's model, one transmitter per distance.
+
+    Adverts `step_s` apart (the slow shadowing decorrelates between them) from a transmitter `d` m from
+    receiver 0. Per distance: (d, heard share sampled, heard share modelled, mean heard RSSI sampled,
+    mean modelled). The model is the observer's: mean = power + gain − 10·n·log10(d), Gaussian
+    shadowing of the total σ, receive probability (1 − base loss) / (1 + exp(−(x − knee) / width)),
+    nothing below the receiver's floor, RSSI rounded.
+    """
+    p = channel.p
+    alt = isinstance(channel, AltRadioChannel)
+    floor = float(np.asarray(getattr(channel, "rx_floor", [SENSITIVITY_DBM]))[0])
+    knee = floor + 2.0 if alt else float(np.asarray(getattr(channel, "rx_knee", [p.loss_knee_dbm]))[0])
+    out = []
+    k = len(distances)
+    idx = np.arange(k, dtype=np.int64)
+    dist = np.asarray(distances, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    heard = np.zeros(k)
+    total = np.zeros(k)
+    for j in range(n):
+        # A new bearing every advert: on the alt channel the shadow belongs to the place, so one spot
+        # would sample one shadow; averaging over places is what the Gaussian model describes.
+        ang = rng.uniform(0, 2 * np.pi, k)
+        pos = channel.rx_pos[0] + dist[:, None] * np.stack([np.cos(ang), np.sin(ang)], axis=1)
+        rssi, ok = channel.transmit(idx, np.full(k, j * step_s), np.full(k, power_dbm), pos)
+        heard += ok[:, 0]
+        total += np.where(ok[:, 0], np.round(rssi[:, 0]), 0.0)
+    x = np.arange(-140.0, -20.0, 0.05)
+    for i, d in enumerate(distances):
+        mu = (power_dbm + channel.tx_power_err[i] + gain_db - 10.0 * p.path_loss_exponent * np.log10(max(d, 0.5))
+              + float(mean_offset_db(channel, np.array([d]))[0]))
+        dens = np.exp(-((x - mu) ** 2) / (2 * p.shadowing_db**2))
+        dens /= dens.sum()
+        p_ok = np.where(x >= floor, (1.0 - p.base_loss) / (1.0 + np.exp(-(x - knee) / p.loss_width_db)), 0.0)
+        q = float((dens * p_ok).sum())
+        mean = float((dens * p_ok * x).sum() / max(q, 1e-12))
+        out.append((float(d), float(heard[i] / n), q, float(total[i] / max(heard[i], 1.0)), mean))
+    return out

@@ -141,7 +141,8 @@ class AckError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
-    """What one alert delivery did: ``inserted`` (new alert), ``updated`` (new state) or ``duplicate``."""
+    """What one alert delivery did: ``inserted`` (new alert), ``updated`` (new state), ``duplicate``, or
+    ``conflict`` (the alert_id belongs to another site or node: refused)."""
 
     outcome: str
     alert: dict[str, Any] | None
@@ -161,10 +162,23 @@ class AlertQuery:
     person: str | None = None
 
 
+def _no_constant(_name: str) -> None:
+    """NaN/Infinity in a row written before payloads refused them: read as null, never sent on."""
+    return None
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
+
+
 def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    d["subject"] = json.loads(d["subject"])
-    d["detail"] = json.loads(d["detail"])
+    d["subject"] = _loads(d["subject"])
+    d["detail"] = _loads(d["detail"])
     d["acknowledged"] = d["acked_at"] is not None
     d["escalated"] = d["escalated_at"] is not None
     d["events"] = []
@@ -278,9 +292,17 @@ class AlertStore(DeliveryQueue):
 
     def upsert(self, alert: Alert, *, now: float | None = None, person: str | None = None) -> UpsertResult:
         """Store one delivery of ``alert`` durably; duplicates of ``(alert_id, state)`` are no-ops.
-        ``person``: the label of the band's wearer, stored with the alert (kept once known)."""
+        ``person``: the label of the band's wearer, stored with the alert (kept once known).
+
+        An alert belongs to the (site, node) that first stored it: a delivery of the same alert_id from
+        another site or node is refused (outcome ``conflict``, nothing written). Without this a node of
+        site B could clear or rewrite a site-A alert by reusing its alert_id.
+        """
         now = time.time() if now is None else now
         with self._tx() as db:
+            owner = db.execute("SELECT site, node FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            if owner is not None and (owner["site"], owner["node"]) != (alert.site, alert.node):
+                return UpsertResult("conflict", None)
             cur = db.execute(
                 "INSERT INTO alert_events (alert_id, state, site, node, ts, received_at, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, state) DO NOTHING",
@@ -297,7 +319,7 @@ class AlertStore(DeliveryQueue):
                 db.execute(
                     "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ?, "
                     "person = COALESCE(person, ?) WHERE alert_id = ?",
-                    (alert.ts, json.dumps(alert.detail), alert.severity, now, person, alert.alert_id),
+                    (alert.ts, _dumps(alert.detail), alert.severity, now, person, alert.alert_id),
                 )
                 outcome = "updated"
             else:
@@ -317,7 +339,7 @@ class AlertStore(DeliveryQueue):
             f"INSERT INTO alerts ({ALERT_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?)",
             (alert.alert_id, alert.site, alert.node, alert.type, alert.severity,
-             json.dumps(alert.subject.model_dump()), json.dumps(alert.detail), alert.state,
+             _dumps(alert.subject.model_dump()), _dumps(alert.detail), alert.state,
              raised_ts, cleared_ts, now, now, person),
         )
 

@@ -19,7 +19,8 @@ Endpoints (routes live in one module per concern):
 - ``cloud.api_auth``: ``POST /api/v1/auth/codes`` (admin: a one-time code for a user),
   ``POST /api/v1/auth/exchange`` (code → session token), ``POST /api/v1/auth/renew`` (cloud.signin).
 - ``cloud.api_bands``: the band registry: ``GET/POST /api/v1/bands``, ``GET/PATCH /api/v1/bands/{band}``,
-  ``POST …/{band}/retire``, ``GET …/{band}/audit`` (writes: admins; keys go in, never out).
+  ``POST …/{band}/retire``, ``GET …/{band}/audit`` (writes: admins; keys go in, never out), and
+  ``POST /api/v1/sites/{site}/config/push`` (the config push of cloud.config_push).
 - ``GET /api/v1/me``: who is signed in (``{"auth": "on"|"off", "name", "role", "sites"}``).
 
 Access control (``cloud.auth``, docs/cloud.md "Access control"): with a users file every ``/api/v1``
@@ -39,7 +40,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from cloud import api_alerts, api_auth, api_bands, api_live, api_reports, api_sites
+from cloud import api_alerts, api_auth, api_bands, api_errors, api_live, api_reports, api_sites
 from cloud.api_context import CloudContext, Ctx, User, errors
 from cloud.auth import AuthError
 from cloud.signin import RateLimited
@@ -53,7 +54,8 @@ STALL_S = 30.0
 
 def _health(ctx: CloudContext) -> tuple[bool, dict[str, Any]]:
     store_ok = ctx.store.ping()
-    body: dict[str, Any] = {"store": {"ok": store_ok, "path": ctx.store.path}}
+    # No database path here: /healthz is open to anyone, and a path tells an attacker about the host.
+    body: dict[str, Any] = {"store": {"ok": store_ok}}
     ok = store_ok
     if store_ok:
         body["store"]["alerts"] = ctx.store.counts()
@@ -123,8 +125,9 @@ def favicon() -> FileResponse:
 
 def create_app(ctx: CloudContext) -> FastAPI:
     """Build the FastAPI app over a running (or API-only) cloud context."""
-    app = FastAPI(title="qwatch cloud", version="1")
+    app = FastAPI(title="qwatch cloud", version="1", responses=api_errors.ERROR_RESPONSES)
     app.state.ctx = ctx
+    api_errors.install(app)
     app.add_exception_handler(AuthError, auth_error)
     app.add_exception_handler(RateLimited, rate_limited)
     app.add_api_route("/healthz", healthz, methods=["GET"])
@@ -132,10 +135,11 @@ def create_app(ctx: CloudContext) -> FastAPI:
     app.include_router(api_alerts.router)
     app.include_router(api_sites.router)
     app.include_router(api_bands.router)
+    app.include_router(api_bands.push_router)
     app.include_router(api_live.router)
     app.include_router(api_reports.router)
     app.include_router(api_auth.router)
-    app.add_api_route("/", index, methods=["GET"])
+    app.add_api_route("/", index, methods=["GET"], include_in_schema=False)  # the dashboard page, not API
     app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The dashboard on a phone over a busy site Wi-Fi: its scripts and JSON shrink about 3x (docs/benchmarks.md).

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloud.alert_store import AckError, AlertQuery, AlertStore, alert_view
 from cloud.api_context import ID_RE, ULID_RE, Ctx, PersonParam, User, errors, get_principal, label_param
@@ -35,6 +35,17 @@ class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     person: str | None = Field(default=None, min_length=1, max_length=128)
     note: str = Field(default="", max_length=2000)
+
+    @field_validator("person", "note")
+    @classmethod
+    def _encodable(cls, v: str | None) -> str | None:
+        """A lone surrogate decodes from JSON but cannot be stored, logged or sent to the node as UTF-8."""
+        if v is not None:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        return v
 
 
 def scoped_alerts(store: AlertStore, who: Principal, q: AlertQuery) -> list[dict[str, Any]]:

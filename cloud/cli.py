@@ -292,6 +292,33 @@ def ingest(
         _teardown(store, writer, ing)
 
 
+@app.command("ensure-session")
+def ensure_session(
+    mqtt: MqttOpt = None,
+    client_id: ClientOpt = "qwatch-cloud-ingest",
+    shared: SharedOpt = False,
+    credentials: CredOpt = None,
+) -> None:
+    """Create the ingest's persistent session on the broker now, before any node connects (docs/deploy.md)."""
+    from cloud.ingest_session import SessionError, ensure_ingest_session
+
+    creds = _load_cloud_credentials(credentials)
+    if mqtt is not None:
+        host, port = _host_port(mqtt, "--mqtt")
+    elif creds is not None:
+        host, port = creds.broker_host, creds.broker_port
+    else:
+        host, port = "127.0.0.1", 1883
+    try:
+        existed = ensure_ingest_session(IngestConfig(host=host, port=port, client_id=client_id, shared=shared,
+                                                     credentials=creds))
+    except SessionError as exc:
+        typer.echo(f"qwatch-cloud: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"ingest session {client_id!r} {'already existed' if existed else 'created'} on {host}:{port}; "
+               "the broker now queues every alert for the cloud while it is down")
+
+
 def main() -> None:
     """Console-script entry point: errors are one or two lines, never a traceback."""
     run_cli(app, "qwatch-cloud")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -60,6 +60,18 @@ def compose(base_yaml: str, source: str, registry: BandRegistry, site: str) -> C
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     parse_site_config(text, f"{source} (with the registry's bands)")
     return Composed(site, text, registry.site_keys(site), notes)
+
+
+def publish_config(client: mqtt.Client, composed: Composed, version: int,
+                   cmd_ids: Mapping[str, str]) -> list[mqtt.MQTTMessageInfo]:
+    """Publish one retained QoS 1 `config` command per node (`cmd_ids`: node → cmd_id) on `client`."""
+    keys = {str(k): v.hex() for k, v in composed.keys.items()}
+    infos = []
+    for node, cmd_id in sorted(cmd_ids.items()):
+        cmd = ConfigCommand(cmd_id=cmd_id, site_yaml=composed.yaml_text, version=version, keys=keys)
+        infos.append(client.publish(NodeTopics(composed.site, node).cmd("config"), cmd.model_dump_json(), qos=1,
+                                    retain=True))
+    return infos
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +128,7 @@ def push(composed: Composed, version: int, nodes: Iterable[str], *, host: str, p
         if refused:
             raise ConnectionError(f"the broker refused the cloud user: {refused[0]}")
         subscribed.wait(5)
-        infos = []
-        for node in nodes:
-            cmd = ConfigCommand(cmd_id=cmd_ids[node], site_yaml=composed.yaml_text, version=version,
-                                keys={str(k): v.hex() for k, v in composed.keys.items()})
-            topic = NodeTopics(composed.site, node).cmd("config")
-            infos.append(c.publish(topic, cmd.model_dump_json(), qos=1, retain=True))
+        infos = publish_config(c, composed, version, cmd_ids)
         for info in infos:
             info.wait_for_publish(timeout=10)
         deadline = time.monotonic() + wait_s

@@ -57,6 +57,14 @@ from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
 
+# Largest payload accepted per topic kind, checked before parsing (the broker's own limit is the
+# size of a camera snapshot, cloud.broker_conf.MESSAGE_SIZE_LIMIT). An alert's detail is at most
+# 4 KiB (protocols.payloads.MAX_DETAIL_BYTES), so 16 KiB is generous; a 60 MB detail was once stored.
+PAYLOAD_LIMITS: dict[str, int] = {
+    T.ALERT: 16 << 10, T.STATUS: 4 << 10, T.CMD_RESULT: 8 << 10, T.CAMERA_EVENT: 8 << 10,
+    T.TELEMETRY_NODE: 256 << 10, T.TELEMETRY_BANDS: 1 << 20,
+}
+
 
 # Bounds of IngestConfig (and of the matching `qwatch-cloud serve/ingest` options). MQTT carries
 # keepalive and Receive Maximum as 16-bit values and the session expiry as 32 bits.
@@ -125,6 +133,7 @@ class Ingest:
         self.clock = clock
         self.counts: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
+        self.security: Counter[str] = Counter()  # refused as an attack, not as a mistake (by reason)
         self.node_health: dict[tuple[str, str], dict[str, Any]] = {}
         self.started_at = clock()
         self.liveness = NodeLiveness(
@@ -314,9 +323,13 @@ class Ingest:
         return "malformed"
 
     def _dispatch(self, p: T.ParsedTopic, payload: bytes, now: float) -> str:
+        limit = PAYLOAD_LIMITS.get(p.kind)
+        if limit is not None and len(payload) > limit:
+            raise PayloadError("too_large", f"{len(payload)} bytes; at most {limit} for {p.kind}")
         if p.kind == T.ALERT:
             alert = parse_payload(Alert, payload)
             if (alert.site, alert.node) != (p.site, p.node):
+                self.security["topic_mismatch"] += 1
                 raise PayloadError("topic_mismatch", f"alert for {alert.site}/{alert.node} on {p.site}/{p.node}")
             return self._store_alert(alert, now)
         if p.kind == T.STATUS:
@@ -371,6 +384,12 @@ class Ingest:
 
     def _store_alert(self, alert: Alert, now: float) -> str:
         res = self.store.upsert(alert, now=now, person=self.person_of(alert))
+        if res.outcome == "conflict":
+            # A node reused an alert_id that belongs to another site or node: refused, counted, loud.
+            self.security["alert_id_conflict"] += 1
+            log.warning("event=security reason=alert_id_conflict alert=%s site=%s node=%s state=%s", alert.alert_id,
+                        alert.site, alert.node, alert.state)
+            return res.outcome
         if res.outcome != "duplicate":
             log.info("event=alert_stored alert=%s state=%s type=%s site=%s node=%s outcome=%s", alert.alert_id,
                      alert.state, alert.type, alert.site, alert.node, res.outcome)
@@ -480,6 +499,7 @@ class Ingest:
             "subscription": self.subscription,
             "counts": dict(self.counts),
             "malformed": dict(self.malformed),
+            "security": dict(self.security),
             "liveness": dict(self.liveness.counts),
             "last_message_at": self.last_message_at,
             "tick_age_s": round(time.monotonic() - self.last_tick, 3),

@@ -26,6 +26,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -90,6 +91,11 @@ class ClientStatus:
     entry: ClientEntry
     in_password_file: bool
     bundle: Path | None
+
+
+def name_key(site: str, node: str) -> str:
+    """`site/node` with case and separators folded: two nodes with the same key are refused."""
+    return re.sub(r"[._/-]+", "-", f"{site}/{node}".casefold())
 
 
 def _utc_now() -> str:
@@ -236,14 +242,34 @@ class Province:
             raise ProvisionError(f"--site {site!r} is reserved for the cloud's own topics ({CLOUD_ESCALATION}); "
                                  "choose another site ID")
         username = node_username(site, node)
+        key = name_key(site, node)
+        clash = next((e for e in self.registry().clients if e.role == "node" and e.username != username
+                      and name_key(str(e.site), str(e.node)) == key), None)
+        if clash is not None:
+            raise ProvisionError(
+                f"node {username} is too close to the provisioned node {clash.username}: both read "
+                f"{key!r} once case and the separators . _ - / are ignored, which is how logs, dashboards "
+                "and older client IDs show them; choose a node ID that differs in a letter or digit")
         dest = out or self.bundles / site / f"{node}.json"
         return self._provision(ClientEntry(username=username, role="node", site=site, node=node,
                                            created=_utc_now()), rotate=rotate, dest=dest)
 
-    def provision_cloud(self, *, rotate: bool = False, out: Path | None = None) -> Path:
-        """Create (or re-key) the cloud ingest's user: reads everything, writes only commands."""
-        dest = out or self.bundles / f"{CLOUD_USERNAME}.json"
-        return self._provision(ClientEntry(username=CLOUD_USERNAME, role="cloud", created=_utc_now()),
+    def provision_cloud(self, *, rotate: bool = False, out: Path | None = None, worker: str | None = None) -> Path:
+        """Create (or re-key) a cloud user: reads everything, writes only commands.
+
+        The broker makes the client ID the username (use_username_as_clientid), so every concurrent
+        cloud session (each `--shared` ingest worker) needs a user of its own: `worker` names one
+        (`qwatch-cloud-<worker>`).
+        """
+        username = CLOUD_USERNAME
+        if worker is not None:
+            try:
+                check_id(worker, "--worker")
+            except QwatchError as exc:
+                raise ProvisionError(str(exc)) from None
+            username = f"{CLOUD_USERNAME}-{worker}"
+        dest = out or self.bundles / f"{username}.json"
+        return self._provision(ClientEntry(username=username, role="cloud", created=_utc_now()),
                                rotate=rotate, dest=dest)
 
     def _provision(self, entry: ClientEntry, *, rotate: bool, dest: Path) -> Path:
@@ -296,7 +322,7 @@ class Province:
             users = set()
         out = []
         for e in sorted(self.registry().clients, key=lambda e: (e.role != "cloud", e.username)):
-            bundle = (self.bundles / f"{CLOUD_USERNAME}.json" if e.role == "cloud"
+            bundle = (self.bundles / f"{e.username}.json" if e.role == "cloud"
                       else self.bundles / str(e.site) / f"{e.node}.json")
             out.append(ClientStatus(e, e.username in users, bundle if bundle.exists() else None))
         return out

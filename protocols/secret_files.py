@@ -19,13 +19,20 @@ from typing import Any
 
 from protocols.errors import ConfigError
 
+MAX_SECRET_FILE_BYTES = 1 << 20  # a key file of 20,000 bands is ~1 MB; a bigger file is the wrong file
+
 
 def read_private_text(path: str | os.PathLike[str], *, what: str, require_private: bool = True) -> str:
-    """The text of a secrets file; ConfigError when unreadable, not UTF-8, or readable by group/others."""
+    """The text of a secrets file; ConfigError when unreadable, too big, not UTF-8, or readable by others."""
     p = Path(path)
     try:
         mode = p.stat().st_mode
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_SECRET_FILE_BYTES + 1)
+        if len(raw) > MAX_SECRET_FILE_BYTES:
+            raise ConfigError(str(p), "", f"over {MAX_SECRET_FILE_BYTES} bytes; {what} is at most that big "
+                                          "(is this the right file?)")
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(p), "", f"cannot read {what}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -42,6 +49,8 @@ def json_object(text: str, source: str, expected: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError):  # a number past Python's digit limit, or 100k nested brackets
+        raise ConfigError(source, "", "not valid JSON (nested too deeply or a number too long)") from None
     if not isinstance(data, dict):
         raise ConfigError(source, "", f"must be {expected}")
     return data

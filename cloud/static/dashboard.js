@@ -91,7 +91,8 @@ function alarmedBands(site) {
   const out = new Map();
   for (const a of state.alerts.values()) {
     if (a.site === site && BAND_ALARM_TYPES.has(a.type) && a.state !== "cleared" && a.subject.band !== undefined) {
-      out.set(a.subject.band, { person: a.person, outside_m: a.outside_m });
+      out.set(a.subject.band, { person: a.person, outside_m: a.outside_m, x: num(a.detail.x), y: num(a.detail.y),
+        ts: a.raised_ts ?? a.ts });
     }
   }
   return out;
@@ -103,6 +104,7 @@ function allSites() {
   return [...sites].filter(visibleSite).sort();
 }
 
+const bandCounts = new Map();   // site -> bands drawn at its last redraw
 // Redraw the given sites' maps (null: all, and the tile list).
 function renderMaps(only) {
   if (state.view !== "live") return;
@@ -113,23 +115,29 @@ function renderMaps(only) {
     // Few sites: big readable maps; a province of 50: small tiles (dashboard.css).
     $("#sites").dataset.density = sites.length <= 4 ? "few" : sites.length <= 16 ? "some" : "many";
   }
-  let total = 0;
   for (const site of sites) {
+    if (only && !only.has(site)) continue;   // only the sites that changed are rebuilt and redrawn
     const bands = siteBands(site, now);
-    total += bands.length;
-    if (only && !only.has(site)) continue;
+    bandCounts.set(site, bands.length);
     const card = siteCard(site);
     const s = state.sites.get(site);
     const nodes = s && Array.isArray(s.nodes) ? s.nodes : [];
     const online = nodes.filter((n) => n.online === true).length;
     const alarmed = alarmedBands(site);
+    // An alarmed band with no live position yet is drawn where the alert put it, marked as an old fix.
+    const drawn = new Set(bands.map((b) => b.band));
+    for (const [band, al] of alarmed) {
+      if (!drawn.has(band) && al.x !== null && al.y !== null) {
+        bands.push({ band, x: al.x, y: al.y, err_m: null, ts: al.ts, zone: null, stale: true, fromAlert: true });
+      }
+    }
     const siteAlarm = alarmed.size > 0 ||
       [...state.alerts.values()].some((a) => a.site === site && a.severity === "critical" && isActive(a));
     card.classList.toggle("alarm", siteAlarm);
     card.querySelector(".title b").textContent = siteName(site);
     card.querySelector(".title span").textContent =
-      t("map.siteTitle", { bands: bands.length, on: online, n: nodes.length });
-    const stale = bands.filter((b) => b.stale).length;
+      t("map.siteTitle", { bands: bandCounts.get(site), on: online, n: nodes.length });
+    const stale = bands.filter((b) => b.stale && !b.fromAlert).length;
     card.dataset.stale = String(stale);
     const note = card.querySelector(".stale-note");
     note.textContent = stale ? t("map.stale", { n: stale }) : "";
@@ -139,7 +147,8 @@ function renderMaps(only) {
       track: state.track && state.track.site === site ? state.track : null,
     });
   }
-  $("#band-count").textContent = t("map.bandCount", { n: total });
+  for (const site of [...bandCounts.keys()]) if (!sites.includes(site)) bandCounts.delete(site);
+  $("#band-count").textContent = t("map.bandCount", { n: [...bandCounts.values()].reduce((x, y) => x + y, 0) });
 }
 
 // ---------------------------------------------------------------- sites, nodes, views
@@ -416,7 +425,16 @@ function init() {
   window.addEventListener("resize", () => scheduleMaps());
   onLangChange(() => { document.title = t("app.title"); renderAll(); });
   initSound();
+  // Sound switched back on, or the phone's screen back on (timers were throttled): an escalation still
+  // waiting for someone sounds again at once.
+  $("#sound").addEventListener("click", () => {
+    if (sound.enabled && anyEscalatedOpen()) { alarm("escalation"); startEscalationRepeat(anyEscalatedOpen); }
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && state.started && anyEscalatedOpen()) alarm("escalation");
+  });
   initHistory();
+  initWall();
   boot();
 }
 init();

@@ -79,6 +79,12 @@ function nodeCard(n, now) {
     if (f.errors.length) fact(dl, "health.errors", f.errors.slice(0, 5).join("; "), true);
   }
   if (n.version) fact(dl, "health.version", String(n.version));
+  const latest = state.sites.get(n.site)?.config_latest;
+  if (finite(n.config_version)) {
+    const old = finite(latest) && n.config_version < latest;
+    fact(dl, "health.config", t(old ? "health.configOld" : "health.configOk", { v: n.config_version, latest }), old)
+      .dataset.k = "config";
+  }
   card.append(dl);
   return card;
 }
@@ -144,10 +150,27 @@ function renderWall() {
       wallNumber("bands", bands, false),
       wallNumber("nodes", `${nodes.length - offline}/${nodes.length}`, offline > 0));
     tile.append(head, nums, el("div", "last muted", t("wall.lastAlert", { time: fmtDateTime(s.last_alert_at) })));
+    const d = s.escalation_deliveries && typeof s.escalation_deliveries === "object" ? s.escalation_deliveries : null;
+    if (d && (finite(d.ok) || finite(d.pending) || finite(d.failed))) {
+      const line = el("div", `deliveries${d.failed > 0 ? " warn" : ""}`, t("wall.deliveries",
+        { ok: finite(d.ok) ? d.ok : 0, pending: finite(d.pending) ? d.pending : 0, failed: finite(d.failed) ? d.failed : 0 }));
+      line.dataset.k = "deliveries";
+      tile.append(line);
+    }
     tile.addEventListener("click", () => { setSiteFilter(site); setView("live"); });
     tiles.push(tile);
   }
   $("#wall").replaceChildren(...tiles);
   $("#wall-summary").textContent = t("wall.summary", { sites: tiles.length, crit: total.crit, unack: total.unack,
     offline: total.offline });
+}
+
+// The command centre's wall screen: the whole page full screen (the browser's own Esc leaves it).
+function initWall() {
+  const b = $("#wall-fullscreen");
+  b.hidden = typeof document.documentElement.requestFullscreen !== "function";
+  b.addEventListener("click", () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else document.documentElement.requestFullscreen().catch(() => { /* refused: stay as is */ });
+  });
 }

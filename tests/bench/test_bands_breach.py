@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.bands_breach import max_in_window, poisson_upper
-from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, count_raises
+from bench.bands_breach import check_channel, max_in_window, poisson_upper
+from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, count_raises, model_check
 from edge.sim import RadioParams, Scenario, Simulator
 from edge.sim.keys import site_demo_keys
 from edge.sim.mobility import Still
@@ -55,3 +55,12 @@ def test_poisson_bound_and_bursts() -> None:
     assert poisson_upper(2) == pytest.approx(6.296, abs=0.01)
     assert max_in_window([0.0, 100.0, 590.0, 700.0, 1500.0]) == 3
     assert max_in_window([]) == 0
+
+
+def test_default_channel_is_the_ideal_observers_model() -> None:
+    channel = check_channel(RadioParams(shadowing_db=6.0, base_loss=0.15, rx_gain_uniform_db=2.0), seed=2)
+    for _d, heard, heard_model, mean, mean_model in model_check(channel, float(channel.rx_gain[0]),
+                                                                float(BAND_POWER_DBM), n=1500):
+        assert abs(heard - heard_model) < 0.035
+        if heard > 0.05:
+            assert abs(mean - mean_model) < 0.8

@@ -203,6 +203,7 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
         return api.node("edge-02")
 
     wait_for(lambda: node_row()["config_version"] == 1, 15, what="edge-02 reports config version 1")
+    assert [s["config_latest"] for s in api.get("/api/v1/sites") if s["site"] == SITE] == [1]
 
     # An invalid config is refused by the node, which keeps running on version 1.
     bad = push(Composed(SITE, "zones: 3\n", {}, []), 99, ["edge-02"], host="127.0.0.1", port=w["broker"].port,
