@@ -55,7 +55,7 @@ def _host_port(value: str, option: str) -> tuple[str, int]:
 def _escalation(values: list[str], sites: Mapping[str, SiteConfig] | None = None) -> dict[str, float]:
     """Per-site escalation times: each site config's ``rules.escalate_after_s``, then the
     ``--escalate-site SITE=SECONDS`` flags, which win over a site config."""
-    # The site's value even when the file leaves it at its default (docs/protocol-notes.md):
+    # The site's value even when the file leaves it at its default (docs/protocol.md §3):
     # the site config, not the cloud's fallback, defines that site's escalation time.
     out = {sid: cfg.rules.escalate_after_s for sid, cfg in (sites or {}).items()}
     for v in values:
