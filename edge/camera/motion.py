@@ -564,6 +564,7 @@ class MotionDetector:
         self, small: np.ndarray, gray: np.ndarray, ts: float, frame: int, events: list[MotionEvent]
     ) -> bool:
         busy = any(z.in_motion or z.active_run for z in self._zones)
+        self._tamper.night = self.night.night
         tampered, change = self._tamper.step(small, gray, ts, self._frames, self.last_global_fraction, busy)
         if change is not None:
             events.append(MotionEvent(change.kind, None, ts, frame, None, None, change.reason))

@@ -70,13 +70,15 @@ class TrackParams:
     min_seen: float = 0.6  # share of its frames in which the track had a blob
     max_speed_h: float = 4.0  # person heights per second (a sprint ~2.5; fragments move faster)
     max_speed_night_h: float = 3.5
-    min_straight: float = 0.45  # net / path length over the last ~1.5 s
+    min_straight: float = 0.55  # net / path length over the last ~1.5 s
     min_move_h: float = 0.2  # net displacement over the life, person heights
     min_move_px: float = 2.5
     size_lo: float = 0.3  # larger blob side / expected person height
-    size_hi: float = 2.2
+    size_hi: float = 1.8
+    growth_free: float = 1.3  # expected size change (by perspective) below which growth is not checked
     max_misses: int = 5  # frames without a blob before the track ends
     min_edge: float = 0.28  # edge sharpness of the change (see `edge_ratio`); lens-near things are blurred
+    min_edge_night: float = 0.28
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class Blob:
         return self.y + self.h / 2
 
 
-@dataclass(slots=True)
+@dataclass
 class Track:
     """One followed region: its recent history and its verdict."""
 
@@ -115,7 +117,8 @@ class Track:
     misses: int = 0
     confirmed: bool = False
     reason: str = "new"  # why it is not (yet) confirmed
-    edge: float = -1.0  # edge sharpness at the last confirmation attempt
+    edge: float = -1.0  # median edge sharpness of the recent frames (see `edge_ratio`)
+    edges: list[float] = field(default_factory=list)
     blob: Blob | None = None  # this frame's blob (None when missed)
     path: list[tuple[float, float]] = field(default_factory=list)  # foot points, for the snapshot
 
@@ -266,12 +269,16 @@ class Tracker:
         self.tracks = alive
         for t in alive:
             if not t.confirmed and t.blob is not None:
+                if diff is not None and fg is not None and len(t.hist) >= 2:
+                    # Measured every frame until confirmed; the median of the last five decides, so one
+                    # noisy frame cannot make an insect look sharp.
+                    t.edges.append(edge_ratio(diff, fg, t.blob))
+                    del t.edges[:-5]
+                    t.edge = sorted(t.edges)[len(t.edges) // 2]
                 self._score(t, night)
-                if t.confirmed and diff is not None and fg is not None:
-                    t.edge = edge_ratio(diff, fg, t.blob)
-                    if t.edge < self.p.min_edge:
-                        t.confirmed, t.reason = False, "blurred"
-                        self.counters["tracks_confirmed"] -= 1
+                if t.confirmed and t.edges and t.edge < (self.p.min_edge_night if night else self.p.min_edge):
+                    t.confirmed, t.reason = False, "blurred"
+                    self.counters["tracks_confirmed"] -= 1
         return alive
 
     def _extend(self, t: Track, b: Blob, ts: float) -> None:
@@ -282,6 +289,22 @@ class Tracker:
         t.misses = 0
         if len(t.path) < 200:
             t.path.append((b.fx / self.w, b.fy / self.h))
+
+    def _grows_like_a_person(self, hist: list[tuple[float, float, float, int, int]]) -> bool:
+        """A person who moves up or down the picture moves nearer or farther and changes size with
+        the perspective; an insect or a drop at the lens keeps its size wherever it goes."""
+        if len(hist) < 6:
+            return True
+        first, last = hist[:3], hist[-3:]
+        row0 = sorted(y for _, _, y, _, _ in first)[1]
+        row1 = sorted(y for _, _, y, _, _ in last)[1]
+        expect = self.expected_h(row1, 1.0) / self.expected_h(row0, 1.0)
+        if 1 / self.p.growth_free < expect < self.p.growth_free:
+            return True
+        size0 = sorted(max(w, h) for _, _, _, w, h in first)[1]
+        size1 = sorted(max(w, h) for _, _, _, w, h in last)[1]
+        seen = size1 / max(size0, 1)
+        return 0.6 < seen / expect < 1.7
 
     def _velocity(self, t: Track) -> tuple[float, float]:
         if len(t.hist) < 2:
@@ -310,6 +333,9 @@ class Tracker:
                 return
             if size > p.size_hi:
                 t.reason = "large"
+                return
+            if not self._grows_like_a_person(hist):
+                t.reason = "rigid"
                 return
         # Speed over the last second (robust to a jittery outline: end points of a window).
         recent = [hh for hh in hist if hh[0] >= ts - 1.0 - 1e-6]
