@@ -242,6 +242,8 @@ def run_encoded(out: Path, seeds: int, perspective: bool, impl_roots: list[tuple
     out.mkdir(parents=True, exist_ok=True)
     site = out / ("site-p.yaml" if perspective else "site.yaml")
     site.write_text(site_yaml("unused.mp4", perspective), encoding="utf-8")
+    plain = out / "site.yaml"
+    plain.write_text(site_yaml("unused.mp4", False), encoding="utf-8")
     res: dict[str, dict[str, ch.Score]] = {n: {} for n, _ in impl_roots}
     for cond, scen, clip in clip_set(seeds):
         path = out / (clip.name.replace("|", "_").replace(" ", "-").replace("+", "") + ".mp4")
@@ -254,6 +256,9 @@ def run_encoded(out: Path, seeds: int, perspective: bool, impl_roots: list[tuple
             cmd = ch.cli_command(root)
             proc = subprocess.run([*cmd, "--config", str(site), "--camera", "cam-alt2", "--source", str(path)],
                                   capture_output=True, text=True, timeout=900, cwd="/tmp")
+            if proc.returncode == 2 and "perspective" in proc.stderr:  # an older tree without the key
+                proc = subprocess.run([*cmd, "--config", str(plain), "--camera", "cam-alt2", "--source", str(path)],
+                                      capture_output=True, text=True, timeout=900, cwd="/tmp")
             if proc.returncode != 0:
                 raise RuntimeError(f"{path.name}: {proc.stderr[-1500:]}")
             evs = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
@@ -406,19 +411,19 @@ def main() -> None:
         print(s, flush=True)
     if args.clips:
         res = run_clips(impls, args.seeds, log)
-        md += _table(res, f"Extended model, {args.seeds} seed(s), 320x180 5 fps straight into the detector"
-                          f"{' (perspective given)' if args.perspective else ''}") + [""]
+        md += [*_table(res, f"Extended model, {args.seeds} seed(s), 320x180 5 fps straight into the detector"
+                            f"{' (perspective given)' if args.perspective else ''}"), ""]
         out["clips"] = {n: {g: asdict(s) for g, s in r.items()} for n, r in res.items()}
     if args.encoded is not None:
         res = run_encoded(args.encoded, args.seeds, args.perspective, roots, log)
-        md += _table(res, f"Extended model, {args.seeds} seed(s), 640x360 12 fps H.264 at 200 kbit/s through "
-                          f"`qwatch-edge camera-test`") + [""]
+        md += [*_table(res, f"Extended model, {args.seeds} seed(s), 640x360 12 fps H.264 at 200 kbit/s through "
+                            f"`qwatch-edge camera-test`"), ""]
         out["encoded"] = {n: {g: asdict(s) for g, s in r.items()} for n, r in res.items()}
     for kind, hours in (("night", args.hours_night), ("day", args.hours_day)):
         if hours > 0:
             prog = args.json.with_suffix(f".{kind}.progress.json") if args.json else None
             hr = run_hours(impls, kind == "night", hours, args.segment_s, log, prog)
-            md += [f"### False zone events, {kind}, nobody in the picture", ""] + _hours_lines(kind, hr) + [""]
+            md += [f"### False zone events, {kind}, nobody in the picture", "", *_hours_lines(kind, hr), ""]
             out[f"hours_{kind}"] = hr
     md.append(f"load average at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}; "
               f"{(time.monotonic() - t0) / 60:.1f} min")

@@ -123,7 +123,7 @@ class Render2:
         # Chain-link fence at FENCE_D.
         fence = np.zeros((h, w), np.float32)
         top, bot = int((ground_row(FENCE_D) - FOCAL_H * 2.2 / FENCE_D) * h), int(ground_row(FENCE_D) * h)
-        step = max(2, int(round(7 * self.k * 2)))
+        step = max(2, round(7 * self.k * 2))
         for x in range(-h, w + h, step):
             cv2.line(fence, (x, top), (x + (bot - top), bot), 0.35, 1, cv2.LINE_AA)
             cv2.line(fence, (x, bot), (x + (bot - top), top), 0.35, 1, cv2.LINE_AA)
@@ -189,7 +189,7 @@ class Render2:
         w2, h0 = self.w / 2, HORIZON * self.h
 
         def pt(dx: float, y: float) -> tuple[int, int]:
-            return (int(round((w2 + s * (xm + dx)) * 4)), int(round((h0 + s * (CAM_H - y)) * 4)))
+            return (round((w2 + s * (xm + dx)) * 4), round((h0 + s * (CAM_H - y)) * 4))
 
         m = np.zeros((self.h, self.w), np.float32)
         cad = {"walk": 0.9, "slow": 0.55, "crawl": 0.45}[p.gait]
@@ -197,7 +197,7 @@ class Render2:
         sw = 0.3 if p.gait == "crawl" else (0.45 if p.gait == "walk" else 0.3)
 
         def limb(a: tuple[int, int], b: tuple[int, int], th: float) -> None:
-            cv2.line(m, a, b, 1.0, max(1, int(round(th * s))), cv2.LINE_AA, shift=2)
+            cv2.line(m, a, b, 1.0, max(1, round(th * s)), cv2.LINE_AA, shift=2)
         if p.gait == "crawl":
             sgn = 1.0 if p.x1 >= p.x0 else -1.0
             limb(pt(-0.5 * sgn, 0.3), pt(0.35 * sgn, 0.38), 0.34)

@@ -442,7 +442,8 @@ class MotionDetector:
         lo, hi = float(field.min()), float(field.max())
         if lo > 0.96 and hi < 1.04:  # within what the 7 % Weber term absorbs anyway
             return None  # steady light: skip the full-size multiply
-        return cv2.resize(field, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
+        out: np.ndarray = cv2.resize(field, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
+        return out
 
     def _update_background(self, cur: np.ndarray, fg: np.ndarray) -> None:
         assert self._bg is not None

@@ -70,6 +70,10 @@ class TrackParams:
     min_seen: float = 0.6  # share of its frames in which the track had a blob
     max_speed_h: float = 4.0  # person heights per second (a sprint ~2.5; fragments move faster)
     max_speed_night_h: float = 3.5
+    max_path_speed_h: float = 5.0  # along the path, person heights per second
+    max_path_speed_night_h: float = 2.6
+    round_lo: float = 0.7  # night: blob height / width in this range (and smaller than a person) is round
+    round_hi: float = 1.4
     min_straight: float = 0.55  # net / path length over the last ~1.5 s
     min_move_h: float = 0.2  # net displacement over the life, person heights
     min_move_px: float = 2.5
@@ -345,6 +349,21 @@ class Tracker:
             if v / href > (p.max_speed_night_h if night else p.max_speed_h):
                 t.reason = "fast"
                 return
+        if len(recent) >= 3:
+            # Path speed (every step counts): an insect zig-zags fast but gets nowhere, so its
+            # endpoint speed can look like a walk while its path speed is a sprint's.
+            steps = sum(math.hypot(b[1] - a[1], b[2] - a[2]) for a, b in itertools.pairwise(recent))
+            pv = steps / max(recent[-1][0] - recent[0][0], self.dt) / href
+            if pv > (p.max_path_speed_night_h if night else p.max_path_speed_h):
+                t.reason = "fast"
+                return
+        if night and self.perspective is not None:
+            # At night the lamp lights insects near the lens: round, smaller than a person there.
+            # A person is tall (walking) or long (crawling), rarely round.
+            aspects = sorted(bh / max(bw, 1) for _, _, _, bw, bh in hist)
+            if p.round_lo < aspects[len(aspects) // 2] < p.round_hi and size < 1.0:
+                t.reason = "round"
+                return
         win = [hh for hh in hist if hh[0] >= ts - 1.5 - 1e-6]
         path = sum(math.hypot(b[1] - a[1], b[2] - a[2]) for a, b in itertools.pairwise(win))
         net_w = math.hypot(win[-1][1] - win[0][1], win[-1][2] - win[0][2])
@@ -357,6 +376,14 @@ class Tracker:
         if t.seen < p.min_seen * t.frames:
             t.reason = "intermittent"
             return
+        if len(hist) >= 6:
+            # A raindrop slides straight down the lens keeping its size; a person coming down the
+            # picture is coming nearer and grows.
+            dx, dy = t.last[1] - hist[0][1], t.last[2] - hist[0][2]
+            grow = sorted(max(w, h) for *_, w, h in hist[-3:])[1] / max(1, sorted(max(w, h) for *_, w, h in hist[:3])[1])
+            if dy > 0 and abs(dx) < 0.25 * dy and grow < 1.05:
+                t.reason = "slide"
+                return
         net = _rigid_shift(hist[0], t.last)
         net_recent = _rigid_shift(recent[0], t.last)
         if net < max(p.min_move_px, p.min_move_h * href) or net_recent < max(2.0, 0.1 * href):
