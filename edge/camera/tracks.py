@@ -380,7 +380,8 @@ class Tracker:
             # A raindrop slides straight down the lens keeping its size; a person coming down the
             # picture is coming nearer and grows.
             dx, dy = t.last[1] - hist[0][1], t.last[2] - hist[0][2]
-            grow = sorted(max(w, h) for *_, w, h in hist[-3:])[1] / max(1, sorted(max(w, h) for *_, w, h in hist[:3])[1])
+            size0 = sorted(max(w, h) for *_, w, h in hist[:3])[1]
+            grow = sorted(max(w, h) for *_, w, h in hist[-3:])[1] / max(1, size0)
             if dy > 0 and abs(dx) < 0.25 * dy and grow < 1.05:
                 t.reason = "slide"
                 return
