@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.bands_ideal import IdealObserver
+from bench.bands_ideal import WindowObserver as IdealObserver
 from edge.bands.pipeline import BandPipeline
 from edge.bands.rules import RuleParams
 from edge.bands.silence import SilenceParams
@@ -78,7 +78,7 @@ def make_pipeline(site: SiteConfig, keys: dict[int, bytes]) -> BandPipeline:
     calibration's posterior variance in every link's σ, "silence" = silence at live receivers as evidence.
     """
     off = set(ABLATE) | ({"support", "calvar", "silence"} if BASELINE else set())
-    before = {"support_chi2": 0.0, "evidence_drift": 0.5, "still_weight": 1.0}  # the rules before 2026-11-28
+    before = {"support_chi2": 0.0, "evidence_drift": 0.5, "still_weight": 1.0}  # the earlier rules
     overrides: dict[str, float] = {**RULE_OVERRIDES, **(before if "support" in off else {})}
     rules = RuleParams.from_rules(site.rules, **overrides)
     tracker = TrackerParams(calibration_budget_db=None) if "calvar" in off else None

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
@@ -75,7 +76,7 @@ def _stored(db: Path) -> int:
 
 def queue_alerts(mq: ServiceProcess, n: int) -> None:
     """Publish n raised alerts at QoS 1 while the ingest is away; they wait in its session."""
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     pub.max_inflight_messages_set(200)
     pub.connect(mq.host, mq.port)
     pub.loop_start()

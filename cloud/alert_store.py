@@ -2,7 +2,7 @@
 
 Every MQTT delivery of an alert is appended to ``alert_events`` once per ``(alert_id, state)``;
 a redelivered copy hits the unique key and is reported as a duplicate. The ``alerts`` table holds
-one row per alert with its lifecycle (PROTOCOL.md §4): raised → acknowledged → cleared, or
+one row per alert with its lifecycle (docs/protocol.md §4): raised → acknowledged → cleared, or
 raised → cleared → acknowledged. ``state`` is the latest transition. A ``cleared`` that arrives
 before its ``raised`` (possible after redelivery) creates the row as cleared; the late ``raised``
 only fills in the raise time and detail, so the final state is right whatever the arrival order.
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud.delivery_store import DeliveryQueue
+from cloud.sqlite_db import open_db
 from protocols.payloads import Alert
 
 SCHEMA = """
@@ -59,6 +61,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_site_received ON alerts (site, first_received);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
+CREATE INDEX IF NOT EXISTS alerts_received ON alerts (first_received);
 CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (site, node, seq);
 CREATE TABLE IF NOT EXISTS nodes (
     site TEXT NOT NULL,
@@ -125,8 +128,7 @@ ALERT_COLUMNS = (
 )
 # Columns added after the first release: (table, column, type). Existing databases gain them at open.
 MIGRATIONS = (("alerts", "person", "TEXT"),)
-# Which history events live in ``alert_history``; raised/cleared/acknowledged/escalated are the row's columns.
-DELIVERY_EVENT = "escalation_delivery"
+
 
 
 class AckError(Exception):
@@ -139,7 +141,8 @@ class AckError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
-    """What one alert delivery did: ``inserted`` (new alert), ``updated`` (new state) or ``duplicate``."""
+    """What one alert delivery did: ``inserted`` (new alert), ``updated`` (new state), ``duplicate``, or
+    ``conflict`` (the alert_id belongs to another site or node: refused)."""
 
     outcome: str
     alert: dict[str, Any] | None
@@ -159,10 +162,23 @@ class AlertQuery:
     person: str | None = None
 
 
+def _no_constant(_name: str) -> None:
+    """NaN/Infinity in a row written before payloads refused them: read as null, never sent on."""
+    return None
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
+
+
 def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    d["subject"] = json.loads(d["subject"])
-    d["detail"] = json.loads(d["detail"])
+    d["subject"] = _loads(d["subject"])
+    d["detail"] = _loads(d["detail"])
     d["acknowledged"] = d["acked_at"] is not None
     d["escalated"] = d["escalated_at"] is not None
     d["events"] = []
@@ -174,7 +190,7 @@ def ack_seconds(row: Mapping[str, Any]) -> float | None:
     differ), or None when not acknowledged or never raised."""
     if row["acked_at"] is None or row["raised_ts"] is None:
         return None
-    return round(max(0.0, row["acked_at"] - row["raised_ts"]), 3)
+    return round(max(0.0, float(row["acked_at"]) - float(row["raised_ts"])), 3)
 
 
 def alert_history(row: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -210,22 +226,17 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class AlertStore:
-    """SQLite-backed alert store and node registry persistence (thread-safe, one connection)."""
+class AlertStore(DeliveryQueue):
+    """SQLite-backed alert store and node registry persistence (thread-safe, one connection). The
+    escalation outbox and the report's query are in :class:`cloud.delivery_store.DeliveryQueue`."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._conn.row_factory = sqlite3.Row
+        # synchronous=FULL: an alert is acknowledged to the broker only after its commit reaches the disk.
+        self._conn = open_db(self.path, SCHEMA)
         self._lock = threading.RLock()
         self._batch_depth = 0
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # An alert is acknowledged to the broker only after this commit reaches the disk.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
             self._migrate()
 
     def _migrate(self) -> None:
@@ -281,9 +292,17 @@ class AlertStore:
 
     def upsert(self, alert: Alert, *, now: float | None = None, person: str | None = None) -> UpsertResult:
         """Store one delivery of ``alert`` durably; duplicates of ``(alert_id, state)`` are no-ops.
-        ``person``: the label of the band's wearer, stored with the alert (kept once known)."""
+        ``person``: the label of the band's wearer, stored with the alert (kept once known).
+
+        An alert belongs to the (site, node) that first stored it: a delivery of the same alert_id from
+        another site or node is refused (outcome ``conflict``, nothing written). Without this a node of
+        site B could clear or rewrite a site-A alert by reusing its alert_id.
+        """
         now = time.time() if now is None else now
         with self._tx() as db:
+            owner = db.execute("SELECT site, node FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            if owner is not None and (owner["site"], owner["node"]) != (alert.site, alert.node):
+                return UpsertResult("conflict", None)
             cur = db.execute(
                 "INSERT INTO alert_events (alert_id, state, site, node, ts, received_at, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, state) DO NOTHING",
@@ -300,7 +319,7 @@ class AlertStore:
                 db.execute(
                     "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ?, "
                     "person = COALESCE(person, ?) WHERE alert_id = ?",
-                    (alert.ts, json.dumps(alert.detail), alert.severity, now, person, alert.alert_id),
+                    (alert.ts, _dumps(alert.detail), alert.severity, now, person, alert.alert_id),
                 )
                 outcome = "updated"
             else:
@@ -320,7 +339,7 @@ class AlertStore:
             f"INSERT INTO alerts ({ALERT_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?)",
             (alert.alert_id, alert.site, alert.node, alert.type, alert.severity,
-             json.dumps(alert.subject.model_dump()), json.dumps(alert.detail), alert.state,
+             _dumps(alert.subject.model_dump()), _dumps(alert.detail), alert.state,
              raised_ts, cleared_ts, now, now, person),
         )
 
@@ -450,66 +469,6 @@ class AlertStore:
                         (r["alert_id"], r["site"], r["node"], channel, now, now, now))
             escalated = [self._get(db, a) for a in won]
         return [a for a in escalated if a is not None]
-
-    # --- escalation deliveries (an outbox: durable, retried, claimable by one process at a time) ---
-
-    def claim_deliveries(self, now: float, *, lease_s: float = 60.0, limit: int = 20) -> list[dict[str, Any]]:
-        """Pending deliveries that are due, each leased to the caller for ``lease_s`` (a conditional
-        update, so two processes never send the same one at once); ``attempts`` counts this try."""
-        with self._tx() as db:
-            due = db.execute(
-                "SELECT id FROM escalation_deliveries WHERE state = 'pending' AND next_at <= ? AND lease_until <= ? "
-                "ORDER BY next_at LIMIT ?", (now, now, limit)).fetchall()
-            claimed: list[dict[str, Any]] = []
-            for r in due:
-                cur = db.execute(
-                    "UPDATE escalation_deliveries SET lease_until = ?, attempts = attempts + 1, updated_at = ? "
-                    "WHERE id = ? AND state = 'pending' AND lease_until <= ?", (now + lease_s, now, r["id"], now))
-                if cur.rowcount == 1:
-                    row = db.execute("SELECT * FROM escalation_deliveries WHERE id = ?", (r["id"],)).fetchone()
-                    claimed.append(dict(row))
-        return claimed
-
-    def finish_delivery(self, delivery_id: int, now: float, *, ok: bool, error: str | None,
-                        retry_at: float | None) -> dict[str, Any] | None:
-        """Record one attempt: sent (``ok``), to be retried at ``retry_at``, or given up (``retry_at``
-        None). Appends an ``escalation_delivery`` event to the alert's history; returns the delivery."""
-        state = "ok" if ok else ("pending" if retry_at is not None else "failed")
-        with self._tx() as db:
-            db.execute(
-                "UPDATE escalation_deliveries SET state = ?, next_at = ?, lease_until = 0, last_error = ?, "
-                "updated_at = ? WHERE id = ?", (state, retry_at if retry_at is not None else now, error, now,
-                                                 delivery_id))
-            row = db.execute("SELECT * FROM escalation_deliveries WHERE id = ?", (delivery_id,)).fetchone()
-            if row is None:
-                return None
-            detail = {"channel": row["channel"], "ok": ok, "error": error, "attempt": row["attempts"],
-                      "state": state, "next_at": retry_at}
-            db.execute("INSERT INTO alert_history (alert_id, site, node, event, ts, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                       (row["alert_id"], row["site"], row["node"], DELIVERY_EVENT, now, json.dumps(detail)))
-            return dict(row)
-
-    def delivery_counts(self) -> dict[str, dict[str, int]]:
-        """Escalation deliveries per site by state (``pending``, ``ok``, ``failed``)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT site, state, COUNT(*) AS n FROM escalation_deliveries GROUP BY site, state").fetchall()
-        out: dict[str, dict[str, int]] = {}
-        for r in rows:
-            out.setdefault(r["site"], {"pending": 0, "ok": 0, "failed": 0})[r["state"]] = int(r["n"])
-        return out
-
-    def report_alerts(self, site: str, start: float, end: float) -> list[dict[str, Any]]:
-        """What a daily report of ``site`` over ``[start, end)`` needs: alerts raised in the window, alerts
-        escalated in it, and node/camera outages that overlap it (to count offline time)."""
-        sql = (f"SELECT {ALERT_COLUMNS} FROM alerts WHERE site = ? AND ("
-               "(COALESCE(raised_ts, first_received) >= ? AND COALESCE(raised_ts, first_received) < ?) "
-               "OR (escalated_at >= ? AND escalated_at < ?) "
-               "OR (type IN ('node_offline', 'camera_offline') AND COALESCE(raised_ts, first_received) < ? "
-               "AND (cleared_ts IS NULL OR cleared_ts > ?))) ORDER BY first_received, alert_id")
-        with self._lock:
-            return [_row_to_dict(r) for r in self._conn.execute(
-                sql, (site, start, end, start, end, end, start)).fetchall()]
 
     def counts(self) -> dict[str, int]:
         """Alerts by state, plus unacknowledged and escalated totals (for /healthz and /sites)."""

@@ -1,4 +1,4 @@
-"""Alert routes: list, read, snapshot and acknowledge (PROTOCOL.md §4/§5 plus the cloud lifecycle).
+"""Alert routes: list, read, snapshot and acknowledge (docs/protocol.md §4/§5 plus the cloud lifecycle).
 
 Every route needs an authenticated caller when the cloud runs with ``--users`` (cloud.auth); a guard
 sees and acknowledges only the alerts of their sites (403 otherwise).
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cloud.alert_store import AckError, AlertQuery, AlertStore, alert_view
 from cloud.api_context import ID_RE, ULID_RE, Ctx, PersonParam, User, errors, get_principal, label_param
@@ -23,7 +23,8 @@ from cloud.csv_export import alerts_csv
 from protocols.payloads import AlertType
 
 log = logging.getLogger("qwatch.cloud.api")
-router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)])
+router = APIRouter(prefix="/api/v1/alerts", dependencies=[Depends(get_principal)],
+                   responses=errors(401, 403, 429))
 AlertId = Annotated[str, PathParam(pattern=ULID_RE)]
 
 
@@ -34,6 +35,17 @@ class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     person: str | None = Field(default=None, min_length=1, max_length=128)
     note: str = Field(default="", max_length=2000)
+
+    @field_validator("person", "note")
+    @classmethod
+    def _encodable(cls, v: str | None) -> str | None:
+        """A lone surrogate decodes from JSON but cannot be stored, logged or sent to the node as UTF-8."""
+        if v is not None:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        return v
 
 
 def scoped_alerts(store: AlertStore, who: Principal, q: AlertQuery) -> list[dict[str, Any]]:
@@ -108,7 +120,9 @@ def get_alert(ctx: Ctx, who: User, alert_id: AlertId) -> dict[str, Any]:
     return alert_view(_scoped_row(ctx, who, alert_id))
 
 
-@router.get("/{alert_id}/snapshot")
+@router.get("/{alert_id}/snapshot", response_class=Response, responses={
+    200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}, "description": "JPEG"},
+    **errors(404, 422)})
 def get_snapshot(ctx: Ctx, who: User, alert_id: AlertId) -> Response:
     """The camera snapshot (JPEG) stored with an alert; 404 when there is none, 403 out of scope."""
     if who.sites is not None:
@@ -119,7 +133,7 @@ def get_snapshot(ctx: Ctx, who: User, alert_id: AlertId) -> Response:
     return Response(jpeg, media_type="image/jpeg")
 
 
-@router.post("/{alert_id}/ack")
+@router.post("/{alert_id}/ack", responses=errors(404, 409, 422))
 def ack_alert(ctx: Ctx, who: User, alert_id: AlertId, body: AckRequest) -> dict[str, Any]:
     """Acknowledge once (404 unknown, 403 out of scope, 409 twice) as the signed-in user; tell the node
     and the live dashboards."""

@@ -20,6 +20,7 @@ from cloud.band_registry import BandRecord, BandRegistry, RegistryError
 
 log = logging.getLogger("qwatch.cloud.api")
 router = APIRouter(prefix="/api/v1/bands", dependencies=[Depends(get_principal)], tags=["bands"])
+push_router = APIRouter(prefix="/api/v1/sites", dependencies=[Depends(get_principal)], tags=["bands"])
 BandId = Annotated[int, PathParam(ge=1, le=0xFFFFFFFF)]
 ZoneId = Annotated[str, Field(pattern=ID_RE)]
 
@@ -27,7 +28,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no or bad bearer token"},
     403: {"description": "not an admin, or the site is out of the caller's scope"},
     404: {"description": "unknown band"},
-    409: {"description": "the band is active elsewhere, already enrolled (no rekey) or already retired"},
+    409: {"description": "the band is active elsewhere, already enrolled (no rekey) or already retired; "
+                        "a push: nothing pushed yet, no node known, or no broker connection now"},
     422: {"description": "invalid body or parameters"},
     503: {"description": "the cloud runs without a band registry"},
 }
@@ -151,3 +153,56 @@ def band_audit(ctx: Ctx, who: User, band: BandId) -> list[dict[str, Any]]:
         raise HTTPException(403, "guards cannot read the audit")
     return _registry(ctx).audit(band)
 
+
+
+class PushRequest(BaseModel):
+    """A config push: the site YAML (default: the site's last pushed one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    site_yaml: str | None = Field(default=None, min_length=1, max_length=1_000_000)
+
+
+class PushOut(BaseModel):
+    """What was sent: the version and the nodes it went to (their answers arrive as cmd_result and
+    their running version in ``GET /api/v1/sites`` → ``nodes[].config_version``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    site: str
+    version: int
+    bands: int
+    nodes: list[str]
+    notes: list[str]
+
+
+@push_router.post("/{site}/config/push", responses=ERRORS)
+def push_config(ctx: Ctx, who: User, site: Annotated[str, PathParam(pattern=ID_RE)],
+                body: PushRequest | None = None) -> PushOut:
+    """Send the site's config with its registry bands and keys to the site's nodes (retained QoS 1).
+    Admins only; the same as ``qwatch-cloud config push`` without waiting for the answers."""
+    from cloud.config_push import compose, publish_config
+    from protocols.errors import ConfigError
+    from protocols.ulid import new_ulid
+
+    by = _admin(who)
+    reg = _registry(ctx)
+    text = body.site_yaml if body is not None and body.site_yaml is not None else None
+    source = "site_yaml"
+    if text is None:
+        last = reg.last_push(site)
+        if last is None:
+            raise HTTPException(409, f"no config has been pushed for site {site} yet: send site_yaml")
+        text, source = last[1], f"the last push of {site} (version {last[0]})"
+    try:
+        composed = compose(text, source, reg, site)
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+    nodes = sorted({r["node"] for r in ctx.store.load_nodes() if r["site"] == site})
+    if not nodes:
+        raise HTTPException(409, f"no node of site {site} is known to the cloud yet")
+    if ctx.ingest is None or not ctx.ingest.connected:
+        # 409, not 503: the request is fine, the cloud's state (no broker link now) refuses it; retry later.
+        raise HTTPException(409, "the cloud is not connected to the broker now: nothing was sent, try again")
+    version = reg.record_push(site, composed.yaml_text, len(composed.keys), by=by)
+    publish_config(ctx.ingest.client, composed, version, {n: new_ulid() for n in nodes})
+    log.info("event=config_pushed site=%s version=%d nodes=%d by=%s", site, version, len(nodes), by)
+    return PushOut(site=site, version=version, bands=len(composed.keys), nodes=nodes, notes=composed.notes)

@@ -14,7 +14,8 @@ from cloud.api_context import ID_RE, CloudContext, Ctx, User, errors, get_princi
 from cloud.auth import Principal
 from cloud.report import collect, known_sites, report_csv
 
-router = APIRouter(prefix="/api/v1/reports", dependencies=[Depends(get_principal)])
+router = APIRouter(prefix="/api/v1/reports", dependencies=[Depends(get_principal)],
+                   responses=errors(401, 403, 429))
 DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 
 

@@ -11,10 +11,10 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi import Path as PathParam
 
-from cloud.api_context import CloudContext, Ctx, User, get_principal
+from cloud.api_context import CloudContext, Ctx, User, errors, get_principal
 from cloud.auth import OPEN, Principal
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)])
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)], responses=errors(401, 403, 429))
 TRACK_FIELDS = ("x", "y", "err_m")
 TimeParam = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 
@@ -52,7 +52,8 @@ def site_summaries(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, A
     def site(name: str) -> dict[str, Any]:
         return sites.setdefault(name, {"site": name, "open": 0, "unacknowledged": 0, "critical_open": 0,
                                        "escalated": 0, "last_alert_at": None, "nodes": [], "bands": 0,
-                                       "geometry": None, "escalation_deliveries": None})
+                                       "geometry": None, "escalation_deliveries": None,
+                                       "config_latest": None})
 
     for sid, geom in ctx.sites.items():
         site(sid)["geometry"] = geom.model_dump(mode="json")
@@ -68,6 +69,11 @@ def site_summaries(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, A
             site(rec["site"])["nodes"].append({**rec, "health": health, "config_version": version})
     for (s, _node), pos in list(ctx.hub.positions.items()):
         site(s)["bands"] += len(pos.get("bands", []))
+    if ctx.bands is not None:
+        # The latest pushed config version: a node whose config_version is lower has not applied it yet.
+        for sid, entry in sites.items():
+            last = ctx.bands.last_push(sid)
+            entry["config_latest"] = last[0] if last is not None else None
     return [sites[k] for k in sorted(sites) if who.sees(k)]
 
 

@@ -17,13 +17,24 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
-from cloud.users import UserEntry, UsersFile, load_users, token_id_of, verify_token
+from cloud.signin import (
+    SESSION_PREFIX,
+    CodeBook,
+    FailureLimiter,
+    issue_session,
+    load_session_key,
+    verify_session,
+)
+from cloud.users import UserEntry, UsersFile, load_users, token_id_of, user_name, verify_token
 from protocols.errors import ConfigError
+from protocols.text import LabelError
 
 log = logging.getLogger("qwatch.cloud.auth")
 WS_PROTOCOL = "qwatch.v1"
@@ -54,6 +65,8 @@ class Principal:
     role: str
     sites: frozenset[str] | None
     token_id: str | None = None
+    expires_at: float | None = None  # a session token's expiry; None for API tokens (they do not expire)
+    signed_in_at: float | None = None  # a session's original sign-in (renewals keep it); None for API tokens
 
     def sees(self, site: str) -> bool:
         """Whether this caller may read and acknowledge ``site``'s alerts and positions."""
@@ -73,9 +86,29 @@ class Principal:
 OPEN = Principal(name=None, role="open", sites=None)
 
 
-def _principal(u: UserEntry) -> Principal:
+@dataclass(frozen=True, slots=True)
+class SignInSettings:
+    """Session lifetime, code lifetime and the failure limit (``serve --session-ttl-s`` …)."""
+
+    session_ttl_s: float = 12 * 3600.0  # a guard's shift
+    session_max_s: float = 7 * 86400.0  # renewals stop this long after the sign-in: then a new code
+    code_ttl_s: float = 600.0
+    fail_limit: int = 10  # failures per client address per window, then 429
+    fail_window_s: float = 300.0
+    clock: Callable[[], float] = field(default=time.time)
+
+
+class SignInError(Exception):
+    """A refused code request: ``status`` 404 (no such user) or 409 (revoked user, too many codes)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _principal(u: UserEntry, expires_at: float | None = None, signed_in_at: float | None = None) -> Principal:
     return Principal(name=u.name, role=u.role, sites=frozenset(u.sites) if u.role == "guard" else None,
-                     token_id=u.token_id)
+                     token_id=u.token_id, expires_at=expires_at, signed_in_at=signed_in_at)
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -102,8 +135,14 @@ def ws_token(headers: Mapping[str, str]) -> str | None:
 class Authenticator:
     """Checks tokens against a users file that may change while the cloud runs."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, settings: SignInSettings | None = None) -> None:
         self.path = path
+        self.settings = settings or SignInSettings()
+        self.limiter = FailureLimiter(self.settings.fail_limit, self.settings.fail_window_s)
+        # Codes are guessable (about 40 bits): also cap failed exchanges from all addresses together.
+        self.exchange_limiter = FailureLimiter(self.settings.fail_limit * 10, self.settings.fail_window_s)
+        self.codes = CodeBook(path)
+        self._session_key: bytes | None = None
         self._lock = threading.Lock()
         self._stat: tuple[int, int, int] | None = None
         self._by_id: dict[str, UserEntry] = {}
@@ -148,35 +187,123 @@ class Authenticator:
             self.file_error = None
             self._install(users)
 
+    def session_key(self) -> bytes:
+        """The HMAC key of session tokens (made next to the users file on first use)."""
+        if self._session_key is None:
+            self._session_key = load_session_key(self.path)
+        return self._session_key
+
+    def _refuse(self, client: str, message: str, *, count: bool = True) -> NoReturn:
+        """Count a failed sign-in of ``client``: 401, or 429 once it is over the limit. A revoked or expired
+        credential is a real one (a dashboard left open), not a guess: 401, not counted."""
+        if count:
+            now = self.settings.clock()
+            self.limiter.check(client, now)
+            self.limiter.fail(client, now)
+        raise AuthError(401, message)
+
     def authenticate(self, token: str | None, *, client: str = "-") -> Principal:
-        """The caller a token stands for; AuthError(401) when missing, malformed, wrong or revoked."""
+        """The caller a token stands for; AuthError(401) when missing, malformed, wrong, expired or revoked,
+        RateLimited (429) after too many failures from ``client``."""
         if not token:
             raise AuthError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
         self.refresh()
+        if token.startswith(SESSION_PREFIX + "."):
+            return self._session(token, client)
         token_id = token_id_of(token)
         user = self._by_id.get(token_id) if token_id else None
         if user is None or token_id is None:
             # Never log what was presented: a mistyped token is one character from a real one.
             log.warning("event=auth_failed reason=unknown_token client=%s", client)
-            raise AuthError(401, "invalid token")
+            self._refuse(client, "invalid token")
         if not user.active:
             log.warning("event=auth_failed reason=revoked user=%s client=%s", user.name, client)
-            raise AuthError(401, "token revoked")
+            self._refuse(client, "token revoked", count=False)
         key = hashlib.sha256(token.encode()).digest()
         if self._verified.get(key) != token_id:
+            # A fresh scrypt check costs a core ~0.2 s: not for a client that is over its failure limit.
+            self.limiter.check(client, self.settings.clock())
             if not verify_token(token, user.token_hash):
                 log.warning("event=auth_failed reason=bad_secret user=%s client=%s", user.name, client)
-                raise AuthError(401, "invalid token")
+                self._refuse(client, "invalid token")
             with self._lock:
                 self._verified[key] = token_id
                 while len(self._verified) > CACHE_SIZE:
                     self._verified.popitem(last=False)
         return _principal(user)
 
+    def _session(self, token: str, client: str) -> Principal:
+        claims = verify_session(self.session_key(), token, now=self.settings.clock())
+        if isinstance(claims, str):
+            log.warning("event=auth_failed reason=%s client=%s", claims.replace(" ", "_"), client)
+            self._refuse(client, claims, count=claims != "session expired")
+        user = self._by_id.get(claims.token_id)
+        if user is None or user.name != claims.user or not user.active:
+            # Revoked, or rotated (a new token ID): every session of the old one ends.
+            log.warning("event=auth_failed reason=session_revoked user=%s client=%s", claims.user, client)
+            self._refuse(client, "session revoked", count=False)
+        return _principal(user, claims.expires_at, claims.signed_in_at)
+
+    def _user_named(self, name: str) -> UserEntry:
+        try:
+            wanted = user_name(name)
+        except LabelError as exc:
+            raise SignInError(404, str(exc)) from None
+        self.refresh()
+        user = next((u for u in self._by_id.values() if u.name == wanted), None)
+        if user is None:
+            raise SignInError(404, f"no user {wanted!r}")
+        if not user.active:
+            raise SignInError(409, f"user {wanted!r} is revoked (reinstate with `qwatch-cloud user rotate`)")
+        return user
+
+    def issue_code(self, name: str) -> tuple[str, float]:
+        """A one-time sign-in code for an active user, and when it expires."""
+        user = self._user_named(name)
+        try:
+            code, exp = self.codes.issue(user.name, ttl_s=self.settings.code_ttl_s, now=self.settings.clock())
+        except ValueError as exc:
+            raise SignInError(409, str(exc)) from None
+        log.info("event=signin_code_issued user=%s expires_at=%.0f", user.name, exp)
+        return code, exp
+
+    def exchange(self, code: str, *, client: str = "-") -> tuple[str, float, UserEntry]:
+        """Trade a one-time code for a session token (once); 401 for a wrong, used or expired code and
+        429 once the client, or everyone together, failed too often."""
+        now = self.settings.clock()
+        self.limiter.check(client, now)
+        self.exchange_limiter.check("*", now)
+        name = self.codes.redeem(code, now=now)
+        self.refresh()
+        user = next((u for u in self._by_id.values() if u.name == name and u.active), None) if name else None
+        if user is None:
+            log.warning("event=signin_failed reason=bad_code client=%s", client)
+            self.exchange_limiter.fail("*", now)
+            self._refuse(client, "invalid, used or expired code")
+        token, exp = issue_session(self.session_key(), user.name, user.token_id, now=now,
+                                   ttl_s=self.settings.session_ttl_s)
+        log.info("event=signin user=%s role=%s client=%s expires_at=%.0f", user.name, user.role, client, exp)
+        return token, exp, user
+
+    def renew(self, who: Principal) -> tuple[str, float, UserEntry]:
+        """A fresh session token for a signed-in caller."""
+        user = self._by_id.get(who.token_id or "")
+        if user is None or not user.active:
+            raise AuthError(401, "token revoked")
+        now = self.settings.clock()
+        if who.signed_in_at is not None and now - who.signed_in_at >= self.settings.session_max_s:
+            raise AuthError(401, "session too old to renew: sign in again with a new code")
+        token, exp = issue_session(self.session_key(), user.name, user.token_id, now=now,
+                                   ttl_s=self.settings.session_ttl_s, signed_in_at=who.signed_in_at)
+        log.info("event=session_renewed user=%s expires_at=%.0f", user.name, exp)
+        return token, exp, user
+
     def still_valid(self, who: Principal) -> bool:
         """Whether the token an open connection authenticated with is still active (not revoked/rotated)."""
         if who.token_id is None:
             return True
+        if who.expires_at is not None and who.expires_at <= self.settings.clock():
+            return False
         self.refresh()
         user = self._by_id.get(who.token_id)
         return user is not None and user.active

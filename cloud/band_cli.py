@@ -131,7 +131,7 @@ def config_push(
     mqtt: Annotated[str | None, typer.Option("--mqtt", help="broker HOST:PORT (default: the bundle's)")] = None,
     node: Annotated[list[str], typer.Option("--node", help="push to this node too (repeatable; default: every "
                                                            "node of the site the cloud has heard of)")] = [],  # noqa: B006
-    wait: Annotated[float, typer.Option("--wait", min=0, max=600, help="seconds to wait for the nodes' answers")] = 10,
+    wait: Annotated[float, typer.Option("--wait", min=0, max=600, help="seconds to wait for the nodes' answers")] = 30,
     by: ByOpt = None,
 ) -> None:
     """Send SITE's config, with its enrolled bands and their keys, to the site's nodes; show each answer."""
@@ -158,8 +158,12 @@ def config_push(
     except FileNotFoundError:
         raise _fail(f"{config}: no such file", "pass --config with the site's YAML", EXIT_USAGE) from None
     store = AlertStore(db)
-    nodes = set(node) | {r["node"] for r in store.load_nodes() if r["site"] == site}
+    known = [r for r in store.load_nodes() if r["site"] == site]
     store.close()
+    nodes = set(node) | {r["node"] for r in known}
+    # Wait for the nodes named on the command line and those the cloud sees online; the others get
+    # the retained config when they reconnect.
+    waited = set(node) | {r["node"] for r in known if r["online"]}
     if not nodes:
         raise _fail(f"no node of site {site} is known to the cloud", "start the nodes first (they register when "
                     "they connect) or name them with --node", EXIT_USAGE)
@@ -167,23 +171,25 @@ def config_push(
         typer.echo(f"note: {note}")
     version = reg.record_push(site, composed.yaml_text, len(composed.keys), by=_who(by))
     try:
-        answers = push(composed, version, nodes, host=host, port=port, creds=creds, wait_s=wait)
+        answers = push(composed, version, nodes, host=host, port=port, creds=creds, wait_s=wait, wait_for=waited)
     except (OSError, ConnectionError, ValueError) as exc:
         raise _fail(f"cannot reach the broker {host}:{port}: {exc}", "check --mqtt/--credentials; the version "
                     f"{version} is recorded, push again when the broker is reachable") from None
-    table = Table(title=f"config push: site {site}, version {version}, {len(composed.keys)} bands")
+    table = Table(title=f"config push: site {site}, version {version}, bands with keys: {len(composed.keys)}")
     for col in ("node", "result", "runs version", "error"):
         table.add_column(col, overflow="fold")
-    bad = 0
+    refused = silent = 0
     for a in answers:
         if a.result is None:
-            bad += 1
-            table.add_row(a.node, "[yellow]no answer[/yellow]", "-", "offline? it gets this config (retained) "
-                          "when it reconnects")
+            silent += 1
+            why = "online but silent: check it with `qwatch-edge doctor`" if a.node in waited else "offline"
+            table.add_row(a.node, "[yellow]no answer[/yellow]", "-", f"{why}; it gets this config (retained) "
+                          "when it (re)connects")
         else:
-            bad += not a.result.ok
+            refused += not a.result.ok
             table.add_row(a.node, "ok" if a.result.ok else "[red]refused[/red]", str(a.result.config_version or "-"),
                           a.result.error or "")
     Console().print(table)
-    if bad:
+    # A silent node gets the retained config when it reconnects; a refusal or total silence is a failure.
+    if refused or silent == len(answers) or any(a.result is None for a in answers if a.node in waited):
         raise typer.Exit(EXIT_FAILED)

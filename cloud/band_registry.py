@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud.sqlite_db import open_db
 from protocols.errors import QwatchError, TopicError
 from protocols.topics import check_id
 
@@ -104,15 +105,8 @@ class BandRegistry:
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        self._conn.row_factory = sqlite3.Row
+        self._conn = open_db(self.path, SCHEMA, private=True)
         self._lock = threading.RLock()
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
         """Close the connection."""

@@ -54,6 +54,27 @@ def global_security(files: BrokerFiles) -> str:
         "allow_anonymous false",
         f"password_file {files.password_file}",
         f"acl_file {files.acl_file}",
+        # The client ID is the username: one session per MQTT user, so stolen credentials of node B
+        # cannot take over node A's session (client ID), and two nodes never share one.
+        "use_username_as_clientid true",
+    ]) + "\n"
+
+
+# Mosquitto's limit is per broker, not per topic: the largest payload is a camera snapshot (a JPEG
+# of one frame, well under 1 MB at the detect sizes). The ingest refuses anything else above its
+# own, much smaller, per-kind limits (cloud.ingest.PAYLOAD_LIMITS) before parsing it.
+MESSAGE_SIZE_LIMIT = 2 << 20
+# What the broker may hold for one away client (the ingest during a restart or outage); beyond it
+# messages for that client are dropped by the broker, so it is large: 1e6 alerts of ~400 B fit.
+MAX_QUEUED_BYTES = 1 << 30
+
+
+def limits() -> str:
+    """Size limits shared by the production and the test/demo brokers."""
+    return "\n".join([
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
+        "max_queued_messages 1000000",
+        f"max_queued_bytes {MAX_QUEUED_BYTES}",
     ]) + "\n"
 
 
@@ -75,9 +96,9 @@ def production_conf(files: BrokerFiles, *, port: int = 8883) -> str:
         "autosave_interval 1",
         "# Alerts queue in the ingest's persistent session while it is away (restart, deploy). The",
         "# default cap (1000 in 2.0) would silently drop them; the edge outbox keeps its own copy,",
-        "# but the broker should not be the place alerts are lost.",
-        "max_queued_messages 1000000",
-        "max_queued_bytes 0",
+        "# but the broker should not be the place alerts are lost. Payloads are capped at the size",
+        "# of a camera snapshot; the cloud ingest refuses oversized alerts and telemetry itself.",
+        limits().rstrip(),
         "max_inflight_messages 100",
         "persistent_client_expiration 7d",
         "connection_messages true",

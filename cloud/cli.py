@@ -16,6 +16,7 @@ import typer
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.api_context import DEFAULT_TZ
+from cloud.auth import SignInSettings
 from cloud.band_cli import band_app, config_app
 from cloud.band_registry import BandRegistry, RegistryPeople
 from cloud.ingest import Ingest, IngestConfig
@@ -114,8 +115,11 @@ VmOpt = Annotated[str, typer.Option("--vm", help="VictoriaMetrics base URL")]
 SpoolOpt = Annotated[Path | None, typer.Option("--spool", help="telemetry spool dir [default: next to --db]")]
 ClientOpt = Annotated[str, typer.Option("--client-id", help="MQTT client ID of the persistent session")]
 SharedOpt = Annotated[bool, typer.Option("--shared", help="subscribe $share/ingest/qwatch/v1/# (N workers)")]
-SilenceOpt = Annotated[float, typer.Option("--silence-s", help="node_offline after this long unheard")]
-EscOpt = Annotated[float, typer.Option("--escalate-after-s", help="escalate unacknowledged alerts after")]
+# Bounds are IngestConfig's (cloud/ingest.py INGEST_BOUNDS).
+SilenceOpt = Annotated[float, typer.Option("--silence-s", min=0.01, max=7 * 86400,
+                                           help="node_offline after this long unheard")]
+EscOpt = Annotated[float, typer.Option("--escalate-after-s", min=0.01, max=86400,
+                                       help="escalate unacknowledged alerts after")]
 EscSiteOpt = Annotated[list[str], typer.Option("--escalate-site", help="per-site override SITE=SECONDS")]
 SiteCfgOpt = Annotated[list[Path], typer.Option(
     "--site-config", metavar="PATH",
@@ -222,6 +226,15 @@ def serve(
     users: ServeUsersOpt = None,
     notify: NotifyOpt = None,
     tz: TzOpt = DEFAULT_TZ,
+    session_ttl_s: Annotated[float, typer.Option(
+        "--session-ttl-s", min=1, max=30 * 86400, help="life of a session token from a sign-in code or a renewal")
+    ] = 12 * 3600.0,
+    code_ttl_s: Annotated[float, typer.Option("--code-ttl-s", min=1, max=86400, help="life of a sign-in code")
+                          ] = 600.0,
+    signin_fail_limit: Annotated[int, typer.Option(
+        "--signin-fail-limit", min=1, max=10000, help="failed sign-ins per client per window, then 429")] = 10,
+    signin_window_s: Annotated[float, typer.Option("--signin-window-s", min=1, max=86400,
+                                                   help="the failure window")] = 300.0,
 ) -> None:
     """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
     import uvicorn
@@ -229,7 +242,8 @@ def serve(
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
                 site_config, credentials, notify, tz)
     sites = _load_sites(site_config)
-    auth = open_auth(users)
+    auth = open_auth(users, SignInSettings(session_ttl_s=session_ttl_s, code_ttl_s=code_ttl_s,
+                                           fail_limit=signin_fail_limit, fail_window_s=signin_window_s))
     store, writer, ingest, hub = _setup(o, sites)
     log_auth_mode(auth, host, port)
     geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}
@@ -276,6 +290,33 @@ def ingest(
             pass
     finally:
         _teardown(store, writer, ing)
+
+
+@app.command("ensure-session")
+def ensure_session(
+    mqtt: MqttOpt = None,
+    client_id: ClientOpt = "qwatch-cloud-ingest",
+    shared: SharedOpt = False,
+    credentials: CredOpt = None,
+) -> None:
+    """Create the ingest's persistent session on the broker now, before any node connects (docs/deploy.md)."""
+    from cloud.ingest_session import SessionError, ensure_ingest_session
+
+    creds = _load_cloud_credentials(credentials)
+    if mqtt is not None:
+        host, port = _host_port(mqtt, "--mqtt")
+    elif creds is not None:
+        host, port = creds.broker_host, creds.broker_port
+    else:
+        host, port = "127.0.0.1", 1883
+    try:
+        existed = ensure_ingest_session(IngestConfig(host=host, port=port, client_id=client_id, shared=shared,
+                                                     credentials=creds))
+    except SessionError as exc:
+        typer.echo(f"qwatch-cloud: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"ingest session {client_id!r} {'already existed' if existed else 'created'} on {host}:{port}; "
+               "the broker now queues every alert for the cloud while it is down")
 
 
 def main() -> None:

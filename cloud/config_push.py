@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -54,12 +54,24 @@ def compose(base_yaml: str, source: str, registry: BandRegistry, site: str) -> C
     registered = {b.band for b in bands}
     dropped = sorted(b.id for b in base.bands if b.id not in registered)
     if dropped:
-        notes.append(f"{len(dropped)} bands of {source} are not enrolled in the registry and are left out: "
-                     f"{dropped[:10]}")
+        notes.append(f"{len(dropped)} bands of {source} are not active in the registry (retired, or never "
+                     f"enrolled with --cloud) and are left out: {dropped[:10]}")
     data["bands"] = [{"id": b.band, "person": b.person, "allowed_zones": b.allowed_zones} for b in bands]
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     parse_site_config(text, f"{source} (with the registry's bands)")
     return Composed(site, text, registry.site_keys(site), notes)
+
+
+def publish_config(client: mqtt.Client, composed: Composed, version: int,
+                   cmd_ids: Mapping[str, str]) -> list[mqtt.MQTTMessageInfo]:
+    """Publish one retained QoS 1 `config` command per node (`cmd_ids`: node → cmd_id) on `client`."""
+    keys = {str(k): v.hex() for k, v in composed.keys.items()}
+    infos = []
+    for node, cmd_id in sorted(cmd_ids.items()):
+        cmd = ConfigCommand(cmd_id=cmd_id, site_yaml=composed.yaml_text, version=version, keys=keys)
+        infos.append(client.publish(NodeTopics(composed.site, node).cmd("config"), cmd.model_dump_json(), qos=1,
+                                    retain=True))
+    return infos
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +83,12 @@ class NodeAnswer:
 
 
 def push(composed: Composed, version: int, nodes: Iterable[str], *, host: str, port: int,
-         creds: MqttCredentials | None, wait_s: float = 10.0) -> list[NodeAnswer]:
-    """Publish the config to each node (retained QoS 1) and wait for their answers."""
+         creds: MqttCredentials | None, wait_s: float = 10.0,
+         wait_for: Iterable[str] | None = None) -> list[NodeAnswer]:
+    """Publish the config to each node (retained QoS 1) and wait for the answers of `wait_for`
+    (default: every node; a node known to be offline gets the retained copy when it reconnects)."""
     nodes = sorted(set(nodes))
+    expected = set(nodes) if wait_for is None else set(wait_for) & set(nodes)
     cmd_ids = {n: new_ulid() for n in nodes}
     answers: dict[str, CommandResult] = {}
     done = threading.Condition()
@@ -113,17 +128,12 @@ def push(composed: Composed, version: int, nodes: Iterable[str], *, host: str, p
         if refused:
             raise ConnectionError(f"the broker refused the cloud user: {refused[0]}")
         subscribed.wait(5)
-        infos = []
-        for node in nodes:
-            cmd = ConfigCommand(cmd_id=cmd_ids[node], site_yaml=composed.yaml_text, version=version,
-                                keys={str(k): v.hex() for k, v in composed.keys.items()})
-            topic = NodeTopics(composed.site, node).cmd("config")
-            infos.append(c.publish(topic, cmd.model_dump_json(), qos=1, retain=True))
+        infos = publish_config(c, composed, version, cmd_ids)
         for info in infos:
             info.wait_for_publish(timeout=10)
         deadline = time.monotonic() + wait_s
         with done:
-            done.wait_for(lambda: len(answers) == len(nodes), max(0.0, deadline - time.monotonic()))
+            done.wait_for(lambda: expected <= set(answers), max(0.0, deadline - time.monotonic()))
     finally:
         c.disconnect()
         c.loop_stop()

@@ -38,9 +38,11 @@ from cloud.node_registry import NodeLiveness, NodeRecord
 from cloud.notifier import Notifier
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
 from protocols import topics as T
+from protocols.bounds import Range, SettingError, check_bounds
 from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
+    DOCTOR_PROBE_ID,
     AckCommand,
     Alert,
     BandTelemetry,
@@ -54,6 +56,23 @@ from protocols.text import LabelError, clean_label
 from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
+
+# Largest payload accepted per topic kind, checked before parsing (the broker's own limit is the
+# size of a camera snapshot, cloud.broker_conf.MESSAGE_SIZE_LIMIT). An alert's detail is at most
+# 4 KiB (protocols.payloads.MAX_DETAIL_BYTES), so 16 KiB is generous; a 60 MB detail was once stored.
+PAYLOAD_LIMITS: dict[str, int] = {
+    T.ALERT: 16 << 10, T.STATUS: 4 << 10, T.CMD_RESULT: 8 << 10, T.CAMERA_EVENT: 8 << 10,
+    T.TELEMETRY_NODE: 256 << 10, T.TELEMETRY_BANDS: 1 << 20,
+}
+
+
+# Bounds of IngestConfig (and of the matching `qwatch-cloud serve/ingest` options). MQTT carries
+# keepalive and Receive Maximum as 16-bit values and the session expiry as 32 bits.
+INGEST_BOUNDS = {
+    "port": Range(ge=1, le=65535), "session_expiry_s": Range(ge=0, le=2**32 - 1), "keepalive_s": Range(ge=1, le=65535),
+    "receive_maximum": Range(ge=1, le=65535), "silence_s": Range(ge=0.01, le=7 * 86400),
+    "escalate_after_s": Range(ge=0.01, le=86400), "tick_s": Range(ge=0.01, le=60), "max_batch": Range(ge=1, le=100_000),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +97,13 @@ class IngestConfig:
     # None: plain MQTT without authentication (loopback test/demo broker). A bundle from
     # `qwatch-cloud pki init` (role cloud): TLS verified against its CA, and its username/password.
     credentials: MqttCredentials | None = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self, INGEST_BOUNDS)
+        for site, after in self.escalate_per_site.items():
+            if not INGEST_BOUNDS["escalate_after_s"].allows(after):
+                raise SettingError("IngestConfig", f"escalate_per_site[{site}]",
+                                   f"{after!r} is out of range; allowed: {INGEST_BOUNDS['escalate_after_s']}")
 
 
 class StoreUnavailable(Exception):
@@ -107,6 +133,7 @@ class Ingest:
         self.clock = clock
         self.counts: Counter[str] = Counter()
         self.malformed: Counter[str] = Counter()
+        self.security: Counter[str] = Counter()  # refused as an attack, not as a mistake (by reason)
         self.node_health: dict[tuple[str, str], dict[str, Any]] = {}
         self.started_at = clock()
         self.liveness = NodeLiveness(
@@ -286,7 +313,7 @@ class Ingest:
             log.exception("event=handler_error topic=%s", topic)
             return self._bad("internal_error", topic)
         self.counts[f"{parsed.kind}:{outcome}"] += 1
-        if parsed.kind not in (T.CMD, T.STATUS):
+        if parsed.kind not in (T.CMD, T.STATUS) and outcome != DOCTOR_PROBE_ID:
             self._traffic(parsed.site, parsed.node, now)
         return outcome
 
@@ -296,9 +323,13 @@ class Ingest:
         return "malformed"
 
     def _dispatch(self, p: T.ParsedTopic, payload: bytes, now: float) -> str:
+        limit = PAYLOAD_LIMITS.get(p.kind)
+        if limit is not None and len(payload) > limit:
+            raise PayloadError("too_large", f"{len(payload)} bytes; at most {limit} for {p.kind}")
         if p.kind == T.ALERT:
             alert = parse_payload(Alert, payload)
             if (alert.site, alert.node) != (p.site, p.node):
+                self.security["topic_mismatch"] += 1
                 raise PayloadError("topic_mismatch", f"alert for {alert.site}/{alert.node} on {p.site}/{p.node}")
             return self._store_alert(alert, now)
         if p.kind == T.STATUS:
@@ -331,6 +362,8 @@ class Ingest:
             return "ok" if self.store.add_snapshot(p.site, p.node, p.camera, p.alert_id, payload) else "duplicate"
         if p.kind == T.CMD_RESULT:
             res = parse_payload(CommandResult, payload)
+            if res.cmd_id == DOCTOR_PROBE_ID:
+                return DOCTOR_PROBE_ID  # `qwatch-edge doctor` testing the ACL: not a sign the agent runs
             log.info("event=cmd_result site=%s node=%s cmd_id=%s ok=%s error=%s", p.site, p.node, res.cmd_id,
                      res.ok, res.error)
             return "ok"
@@ -351,6 +384,12 @@ class Ingest:
 
     def _store_alert(self, alert: Alert, now: float) -> str:
         res = self.store.upsert(alert, now=now, person=self.person_of(alert))
+        if res.outcome == "conflict":
+            # A node reused an alert_id that belongs to another site or node: refused, counted, loud.
+            self.security["alert_id_conflict"] += 1
+            log.warning("event=security reason=alert_id_conflict alert=%s site=%s node=%s state=%s", alert.alert_id,
+                        alert.site, alert.node, alert.state)
+            return res.outcome
         if res.outcome != "duplicate":
             log.info("event=alert_stored alert=%s state=%s type=%s site=%s node=%s outcome=%s", alert.alert_id,
                      alert.state, alert.type, alert.site, alert.node, res.outcome)
@@ -460,6 +499,7 @@ class Ingest:
             "subscription": self.subscription,
             "counts": dict(self.counts),
             "malformed": dict(self.malformed),
+            "security": dict(self.security),
             "liveness": dict(self.liveness.counts),
             "last_message_at": self.last_message_at,
             "tick_age_s": round(time.monotonic() - self.last_tick, 3),

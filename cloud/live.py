@@ -18,6 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POSITION_QUEUE = 256
+MAX_MESSAGE_CHARS = 1 << 20  # one live message; a hello of 200 alerts of bounded size is far below
+
+
+def live_json(message: dict[str, Any]) -> str | None:
+    """Strict JSON for the live feed: None (the caller counts and drops it) when the message holds a
+    non-finite number or is oversized. Browsers' JSON.parse rejects a bare NaN, and one such message
+    used to stop a dashboard's whole feed."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError):
+        return None
+    return text if len(text) <= MAX_MESSAGE_CHARS else None
 
 
 @dataclass(eq=False)
@@ -66,7 +78,10 @@ class LiveHub:
 
     def publish(self, kind: str, data: dict[str, Any], *, droppable: bool = False) -> None:
         """Send ``{"kind": kind, "data": data, "sent_at": now}`` to every subscriber."""
-        text = json.dumps({"kind": kind, "data": data, "sent_at": time.time()}, separators=(",", ":"))
+        text = live_json({"kind": kind, "data": data, "sent_at": time.time()})
+        if text is None:
+            self.counts[f"unserialisable_{kind}"] += 1
+            return
         site = data.get("site")
         with self._lock:
             subs = [s for s in self._subs if s.sites is None or site in s.sites]

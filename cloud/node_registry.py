@@ -1,6 +1,6 @@
 """Node liveness: birth, death (Last Will), silence, and the boot_id rule. Pure: no I/O, no clock.
 
-Decisions (PROTOCOL.md §5, issue 5 item 2):
+Decisions (docs/protocol.md §5):
 - A birth (``status`` online) starts a session identified by its ``boot_id`` and clears any open
   ``node_offline`` alert.
 - A death (``status`` offline: the Last Will, or a clean shutdown) raises ``node_offline`` only if

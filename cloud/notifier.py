@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,7 @@ from cloud.alert_store import AlertStore, alert_view
 from cloud.notify import DeliveryError, Email, NotifyConfig, Webhook, message_text, send_email, send_webhook
 
 log = logging.getLogger("qwatch.cloud.notify")
+WORKERS = 4
 
 
 class Notifier:
@@ -33,7 +35,8 @@ class Notifier:
         self.tz = tz
         self.clock = clock
         self.poll_s = poll_s
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # updated from the send threads: Counter += is not atomic
+        self._count_lock = threading.Lock()
         self.last_error: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,11 +66,23 @@ class Notifier:
                 self.counts["loop_errors"] += 1
                 log.exception("event=notify_loop_error")
 
+    def lease_s(self) -> float:
+        """How long a claimed delivery stays ours: twice the slowest channel's timeout plus a margin, so a
+        slow send never lets another process claim (and send) the same delivery again."""
+        chans = [c for c in (self.config.default, *self.config.sites.values()) if c is not None]
+        timeouts = [w.timeout_s for c in chans for w in c.webhooks]
+        timeouts += [c.email.smtp.timeout_s for c in chans if c.email is not None]
+        return 2 * max(timeouts, default=10.0) + 30.0
+
     def run_once(self) -> int:
-        """Send every due delivery once; returns how many were tried."""
-        claimed = self.store.claim_deliveries(self.clock())
-        for d in claimed:
-            self._deliver(d)
+        """Send due deliveries, up to ``WORKERS`` at once (a slow SMTP server does not hold up a webhook);
+        returns how many were tried."""
+        claimed = self.store.claim_deliveries(self.clock(), lease_s=self.lease_s(), limit=WORKERS)
+        if len(claimed) == 1:
+            self._deliver(claimed[0])
+        elif claimed:
+            with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="notify-send") as pool:
+                list(pool.map(self._deliver, claimed))
         return len(claimed)
 
     def _deliver(self, d: dict[str, Any]) -> None:
@@ -87,19 +102,23 @@ class Notifier:
         kind = d["channel"].partition(":")[0]
         if error is None:
             self.store.finish_delivery(d["id"], now, ok=True, error=None, retry_at=None)
-            self.counts[f"{kind}_sent"] += 1
+            self._count(f"{kind}_sent")
             log.info("event=escalation_delivered alert=%s site=%s channel=%s attempt=%d", d["alert_id"], d["site"],
                      d["channel"], d["attempts"])
             return
         retry_at = None if target is None or row is None else self.config.retry.retry_at(d["attempts"], now)
         self.store.finish_delivery(d["id"], now, ok=False, error=error, retry_at=retry_at)
-        self.counts[f"{kind}_failed_attempts"] += 1
+        self._count(f"{kind}_failed_attempts")
         self.last_error[d["channel"]] = error
         if retry_at is None:
-            self.counts[f"{kind}_gave_up"] += 1
+            self._count(f"{kind}_gave_up")
         log.warning("event=escalation_delivery_failed alert=%s site=%s channel=%s attempt=%d error=%s retry_in_s=%s",
                     d["alert_id"], d["site"], d["channel"], d["attempts"], error,
                     "never" if retry_at is None else f"{retry_at - now:.0f}")
+
+    def _count(self, key: str) -> None:
+        with self._count_lock:
+            self.counts[key] += 1
 
     def _send(self, target: Webhook | Email, view: dict[str, Any]) -> None:
         subject, body = message_text(view, self.tz, self.config.dashboard_url)
@@ -109,5 +128,7 @@ class Notifier:
             send_email(target, subject, body)
 
     def stats(self) -> dict[str, Any]:
-        """For /healthz: attempts by outcome, and queued deliveries per site by state."""
-        return {"counts": dict(self.counts), "by_site": self.store.delivery_counts()}
+        """For /healthz: attempts by outcome, the last error per channel name (our words, no secrets), and
+        queued deliveries per site by state."""
+        return {"counts": dict(self.counts), "last_error": dict(self.last_error),
+                "by_site": self.store.delivery_counts()}

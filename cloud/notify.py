@@ -34,10 +34,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from protocols.errors import ConfigError
-from protocols.site_config import describe_error, read_config_text, yaml_mapping
+from protocols.site_config import read_config_text, validate_config, yaml_mapping
 
 SiteId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Address = Annotated[str, Field(pattern=r"^[^@\s<>,;]{1,64}@[^@\s<>,;]{1,255}$")]
@@ -112,7 +112,7 @@ class Retry(_Model):
         """When to try again after failed try number ``attempt`` (1-based), or None: give up."""
         if attempt >= self.max_attempts:
             return None
-        return now + min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return now + min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
 
 
 class NotifyConfig(_Model):
@@ -150,12 +150,7 @@ def parse_notify(text: str, source: str = "<string>") -> NotifyConfig:
     """Validate a notify file; ConfigError naming the file and key otherwise."""
     data = yaml_mapping(text, source, "a mapping with keys version, retry, default, sites (a notify file)",
                         empty_ok=True)
-    try:
-        return NotifyConfig.model_validate(data)
-    except ValidationError as exc:
-        key, msg = describe_error(exc.errors()[0])
-        more = exc.error_count() - 1
-        raise ConfigError(source, key, msg + (f" (and {more} more errors)" if more else "")) from None
+    return validate_config(NotifyConfig, data, source)
 
 
 def load_notify(path: Path) -> NotifyConfig:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from protocols.credentials import write_private_file
+from protocols.secret_files import write_private_file
 
 CA_DAYS = 10 * 365
 # Browsers cap server certificates at ~398 days; MQTT clients do not, but a yearly-ish

@@ -67,9 +67,12 @@ def provision_node(directory: DirOpt, site: SiteOpt, node: NodeOpt, rotate: Rota
     typer.echo(f"copy it to the node as /etc/qwatch/mqtt.json (owner qwatch, mode 0600), {RELOAD_HINT}")
 
 
-def provision_cloud(directory: DirOpt, rotate: RotateOpt = False, out: OutOpt = None) -> None:
+def provision_cloud(directory: DirOpt, rotate: RotateOpt = False, out: OutOpt = None,
+                    worker: Annotated[str | None, typer.Option(
+                        "--worker", help="a further cloud user qwatch-cloud-WORKER (one per --shared ingest "
+                                         "worker: the broker makes the client ID the username)")] = None) -> None:
     """Create (or --rotate) the cloud ingest's MQTT user: reads every topic, writes only commands."""
-    path = _run(lambda: Province(directory).provision_cloud(rotate=rotate, out=out))
+    path = _run(lambda: Province(directory).provision_cloud(rotate=rotate, out=out, worker=worker))
     typer.echo(f"cloud credentials: {path} (pass to `qwatch-cloud serve --credentials`), {RELOAD_HINT}")
 
 

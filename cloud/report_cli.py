@@ -11,6 +11,7 @@ import typer
 
 from cloud.alert_store import AlertStore
 from cloud.api_context import DEFAULT_TZ
+from cloud.band_registry import BandRegistry, RegistryPeople
 from cloud.report import collect, known_sites, report_csv
 from protocols.errors import ConfigError
 from protocols.site_config import SiteConfig, load_site_config
@@ -61,8 +62,9 @@ def daily(
     configs = _configs(site_config)
     store = AlertStore(db)
     try:
-        people = {sid: {b.id: b.person for b in c.bands} for sid, c in configs.items()}
-        sites = {site} if site is not None else known_sites(store, configs)
+        people = RegistryPeople(BandRegistry(db), {sid: {b.id: b.person for b in c.bands}
+                                                   for sid, c in configs.items()})  # as `serve` counts them
+        sites = {site} if site is not None else known_sites(store, [*configs, *people])
         report = collect(store, day, zone, sites, people=people, names={s: c.site.name for s, c in configs.items()},
                          now=time.time())
     finally:

@@ -21,8 +21,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from influxdb_client import InfluxDBClient, Point, WritePrecision
+# Imported from their defining modules: the package's __init__ re-exports them implicitly only.
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write.point import Point
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from protocols.payloads import BandTelemetry, NodeTelemetry
@@ -262,6 +265,7 @@ class TelemetryWriter:
         if time.monotonic() < self._next_retry:
             return False
         try:
+            # influxdb-client annotates write_precision as str, but documents and accepts the enum.
             self._write.write(bucket="qwatch", org="qwatch", record="\n".join(batch),
                               write_precision=WritePrecision.MS)  # type: ignore[arg-type]
         except ApiException as exc:

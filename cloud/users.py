@@ -21,15 +21,12 @@ file when it changes) never sees half a file.
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import os
 import secrets
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,7 +35,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from protocols.errors import ConfigError
-from protocols.site_config import describe_error, read_config_text, yaml_mapping
+from protocols.secret_files import locked, write_private_file
+from protocols.site_config import describe_error, read_config_text, validate_config, yaml_mapping
 from protocols.text import LabelError, clean_label
 
 ROLES = ("guard", "command", "admin")
@@ -161,14 +159,8 @@ def _check_scopes(users: UsersFile, source: str) -> None:
 def parse_users(text: str, source: str = "<string>") -> UsersFile:
     """Validate users-file YAML (JSON is YAML too). Raises ConfigError naming file, key and what is allowed."""
     data = yaml_mapping(text, source, "a mapping with keys version, users (a users file)", empty_ok=True)
-    try:
-        users = UsersFile.model_validate(data)
-    except ValidationError as exc:
-        # An unknown key first: a typo (or a pasted token) usually explains the "missing" one next to it.
-        first = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-        key, msg = _describe(first)
-        more = exc.error_count() - 1
-        raise ConfigError(source, key, msg + (f" (and {more} more errors)" if more else "")) from None
+    # An unknown key first: a typo (or a pasted token) usually explains the "missing" one next to it.
+    users = validate_config(UsersFile, data, source, unknown_key_first=True, describe=_describe)
     _check_scopes(users, source)
     return users
 
@@ -189,26 +181,7 @@ def save_users(path: Path, users: UsersFile) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = "# qwatch cloud users: managed by `qwatch-cloud user ...`; holds token hashes, never tokens\n"
     body += yaml.safe_dump(users.model_dump(mode="json"), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    write_private_file(path, body)
 
 
 # ---------------------------------------------------------------- changes (what the CLI runs)
@@ -244,7 +217,7 @@ def add_user(path: Path, name: str, role: str, sites: list[str], *, now: float |
         raise UserChangeError("a guard needs at least one --site (the sites this guard may see)")
     if role != "guard" and sites:
         raise UserChangeError(f"only guards have sites; role {role!r} sees every site")
-    with _locked(path):
+    with locked(path):
         current = load_users(path, missing_ok=True)
         if current.get(name) is not None:
             raise UserChangeError(f"user {name!r} exists (use `user rotate` for a new token)")
@@ -260,9 +233,9 @@ def _norm_name(name: str) -> str:
         raise UserChangeError(str(exc)) from None
 
 
-def _replace(path: Path, name: str, make: Any) -> UserEntry:
+def _replace(path: Path, name: str, make: Callable[[UserEntry], UserEntry]) -> UserEntry:
     name = _norm_name(name)
-    with _locked(path):
+    with locked(path):
         current = load_users(path)
         old = current.get(name)
         if old is None:

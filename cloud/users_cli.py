@@ -6,6 +6,7 @@ works); everything else goes to stderr. No command ever prints a stored hash.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from pathlib import Path
@@ -15,9 +16,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cloud.auth import Authenticator
-from cloud.users import ROLES, Issued, UserChangeError, add_user, load_users, revoke_user, rotate_user
+from cloud.auth import Authenticator, SignInSettings
+from cloud.signin import CodeBook
+from cloud.users import ROLES, Issued, UserChangeError, add_user, load_users, revoke_user, rotate_user, user_name
 from protocols.errors import ConfigError
+from protocols.text import LabelError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="API users: guards (their sites), command centre and admins (every site)")
@@ -99,6 +102,48 @@ def rotate(name: Annotated[str, typer.Argument(help="user to re-issue")], users:
     _show_token(issued, "new token for")
 
 
+@app.command("code")
+def code(
+    name: Annotated[str, typer.Argument(help="the user who will sign in with it")],
+    users: UsersOpt = DEFAULT_USERS,
+    ttl_s: Annotated[float, typer.Option("--ttl-s", min=30, max=86400, help="how long the code works")] = 600.0,
+    url: Annotated[str, typer.Option("--url", help="the dashboard's address, for the link and the QR code")
+                   ] = "http://127.0.0.1:8080",
+) -> None:
+    """Make a one-time sign-in code (single use) and print it; the link and a QR code go to stderr."""
+    try:
+        current = load_users(users)
+        wanted = user_name(name)
+    except ConfigError as exc:
+        raise _fail(exc, "--users") from None
+    except LabelError as exc:
+        raise _fail(exc, "NAME") from None
+    user = current.get(wanted)
+    if user is None or not user.active:
+        why = "no such user" if user is None else "revoked (reinstate with `user rotate`)"
+        raise typer.BadParameter(f"{wanted!r}: {why}", param_hint="NAME")
+    try:
+        issued, expires = CodeBook(users).issue(user.name, ttl_s=ttl_s, now=time.time())
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--users") from None
+    link = f"{url.rstrip('/')}/?code={issued}"
+    until = time.strftime("%H:%M", time.localtime(expires))
+    err.print(f"one-time code for [bold]{user.name}[/] ({user.role}), single use, until {until}: type it on the "
+              f"sign-in page, or open {link}")
+    typer.echo(issued)
+    _print_qr(link)
+
+
+def _print_qr(link: str) -> None:
+    try:
+        import segno
+    except ImportError:  # the QR code is a convenience; the code and link are already printed
+        return
+    buf = io.StringIO()
+    segno.make(link, error="m").terminal(out=buf, compact=True)
+    err.file.write(buf.getvalue())
+
+
 # ---------------------------------------------------------------- for `serve --users`
 ServeUsersOpt = Annotated[Path | None, typer.Option(
     "--users", metavar="FILE",
@@ -107,14 +152,18 @@ ServeUsersOpt = Annotated[Path | None, typer.Option(
          "can reach the port")]
 
 
-def open_auth(path: Path | None) -> Authenticator | None:
+def open_auth(path: Path | None, settings: SignInSettings | None = None) -> Authenticator | None:
     """Validate ``--users`` before anything starts (a bad file is a usage error naming file and key)."""
     if path is None:
         return None
     try:
-        return Authenticator(path)
+        auth = Authenticator(path, settings)
+        auth.session_key()  # made (or read) now: a broken key file is a start-up error, not a sign-in one
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="--users") from None
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"session key next to {path}: {exc}", param_hint="--users") from None
+    return auth
 
 
 def log_auth_mode(auth: Authenticator | None, host: str, port: int) -> None:

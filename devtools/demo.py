@@ -34,6 +34,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from cloud.signin import CodeBook
 from cloud.users import add_user, load_users, rotate_user
 from devtools.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics
 from protocols.site_config import load_band_keys, write_band_keys
@@ -209,6 +210,9 @@ def run_demo(duration: float, escape_at: float, workdir: Path | None, require: s
         console.print(f"  dashboard: [bold underline]{demo.api}/#token={demo.token}[/]")
         console.print(f"  (signs you in as '{DEMO_USER}', command centre. API: {demo.api}/api/v1/alerts with "
                       "'Authorization: Bearer <the token after #token=>')")
+        phone, _ = CodeBook(wd / "cloud" / "users.yaml").issue(DEMO_USER, ttl_s=600.0, now=time.time())
+        console.print(f"  or sign in the way a guard does, with a one-time code: {phone} "
+                      f"({demo.api}/?code={phone}; one use, 10 min; `qwatch-cloud user code` makes more)")
         console.print(f"  broker {demo.mq.address}  VictoriaMetrics {demo.vm.url}  logs in {wd}")
         when = f"~{escape_at:.0f} s in" if escape_at >= 0 else "before the start (already outside)"
         console.print(f"  one person walks out through the gate {when}. Ctrl-C stops everything.\n")

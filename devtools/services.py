@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from cloud.broker_conf import BrokerFiles, global_security, listener_security
+from cloud.broker_conf import BrokerFiles, global_security, limits, listener_security
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +282,8 @@ def mosquitto_conf(port: int, data_dir: Path, *, host: str = LOOPBACK, extra_con
         "# for minutes (restart, upgrade) while 50 sites keep publishing, and a dropped alert is a",
         "# missed escape, so queue far more and cap by bytes instead. Edge nodes also keep every",
         "# alert in their outbox until it is PUBACKed, so the broker is not the only safety net.",
-        "max_queued_messages 1000000",
-        "max_queued_bytes 0",
+        "# Same size limits as production (cloud/broker_conf.py): payloads up to a snapshot's size.",
+        *limits().splitlines(),
         "# In-flight QoS 1 messages per client: 20 by default, which limits the ingest drain rate",
         "# after an outage. MQTT 5 clients still bound it with their own Receive Maximum.",
         "max_inflight_messages 1000",

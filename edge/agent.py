@@ -15,6 +15,7 @@ no receivers, that source is the only input; otherwise it runs on top of the rea
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import signal
 import threading
@@ -29,8 +30,10 @@ from edge import config_store
 from edge.bands.recorder import ObservationRecorder
 from edge.config_store import validate_push
 from edge.health import HealthErrors, HostMetrics
-from edge.mqtt_link import Command, LinkConfig, MqttLink
+from edge.mqtt_link import LINK_BOUNDS, Command, LinkConfig, MqttLink
 from edge.outbox import Outbox
+from edge.state import CounterSaver, active_key, restore_alerts
+from protocols.bounds import Range, check_bounds
 from protocols.cli_errors import EXIT_NO_BROKER
 from protocols.credentials import load_node_credentials
 from protocols.errors import ConfigError, PayloadError
@@ -77,6 +80,21 @@ class AgentOptions:
     node_telemetry_s: float = 5.0
     tick_s: float = 0.2
     credentials: Path | None = None  # MQTT credentials bundle: TLS + username/password
+
+    def __post_init__(self) -> None:
+        check_bounds(self, AGENT_BOUNDS)
+
+
+# Bounds of AgentOptions, which are also the `qwatch-edge run` options' bounds (edge/cli.py;
+# tests/edge/test_cli.py checks they match). The link settings are LinkConfig's; reconnect_max_s
+# may not go below the link's reconnect_min_s (0.5 s).
+AGENT_BOUNDS = {
+    "broker_port": LINK_BOUNDS["port"], "sim_seed": Range(ge=0), "sim_start_ts": Range(ge=0),
+    "keepalive_s": LINK_BOUNDS["keepalive_s"], "will_delay_s": LINK_BOUNDS["will_delay_s"],
+    "reconnect_max_s": Range(ge=0.5, le=3600), "max_inflight": LINK_BOUNDS["max_inflight"],
+    "telemetry_buffer": LINK_BOUNDS["telemetry_buffer"], "duration_s": Range(ge=0),
+    "node_telemetry_s": Range(ge=0.1, le=3600), "tick_s": Range(ge=0.01, le=10),
+}
 
 
 class AlertSource(Protocol):
@@ -135,6 +153,7 @@ class Agent:
         self.cameras: dict[str, Any] = {}
         self.alert_source = None if self.hooks.alert_source is None else self.hooks.alert_source(opts, site)
         self._record: ObservationRecorder | None = None
+        self._counter_saver = CounterSaver(self.outbox)
         self._last_counts: dict[str, int] = {}
         self._started = time.monotonic()
 
@@ -146,16 +165,28 @@ class Agent:
         if self.alert_source is not None:
             log.info("event=alert_source_start node=%s %s", self.node, self.alert_source.describe())
             if not self.site.receivers:
+                self._restore_state()
                 return  # the injected source alone: no radio, no pipeline (fault-injection suite)
         from edge.bands.pipeline import BandPipeline
 
         self.pipeline = BandPipeline(self.site, self.keys, node=self.node)
+        self._restore_state()
         if self.opts.record is not None:
             self._record = ObservationRecorder(self.opts.record)
         self._start_sources()
         if self.opts.cameras:
             for cam in self.site.cameras:
                 self._start_camera(cam)
+
+    def _restore_state(self) -> None:
+        """Before the first advert: the saved band counters (anti-replay) and the active alerts."""
+        if self.pipeline is not None:
+            n = self.pipeline.verifier.restore_counters(self.outbox.band_counters())
+            self.counters["counters_restored"] = n
+        for clear in restore_alerts(self.outbox.active_alerts(), self.pipeline, time.time()):
+            self.emit_alert(clear)
+        if self.pipeline is not None:
+            self.counters["alerts_adopted"] = len(self.pipeline.active_alerts())
 
     def _start_sources(self) -> None:
         from edge.sources import open_sources
@@ -194,6 +225,7 @@ class Agent:
                 worker.stop()
             except Exception:
                 log.exception("event=camera_stop_error node=%s camera=%s", self.node, cam_id)
+        self._counter_saver.maybe_save(self._verifier(), time.monotonic(), time.time(), force=True)
         self.link.stop(drain_s=2.0)
         self.outbox.close()
         if self._record is not None:
@@ -207,9 +239,18 @@ class Agent:
         except queue.Full:
             self.counters["obs_dropped"] += 1
 
-    def emit_alert(self, alert: Alert) -> None:
-        """Commit the alert to the outbox (durable), then wake the publisher."""
-        row = self.outbox.put("alert", self.topics.alert, alert.to_json().encode(), alert.alert_id)
+    def _verifier(self) -> Any:
+        return None if self.pipeline is None else self.pipeline.verifier
+
+    def _emit_untracked(self, alert: Alert) -> None:
+        """An injected source's alerts (fault suite, benchmarks) are its own business, not restored."""
+        self.emit_alert(alert, track=False)
+
+    def emit_alert(self, alert: Alert, *, track: bool = True) -> None:
+        """Commit the alert to the outbox (durable) and to the active set, then wake the publisher."""
+        key = active_key(alert) if track else None
+        row = self.outbox.put("alert", self.topics.alert, alert.to_json().encode(), alert.alert_id,
+                              active_key=key, active=alert.state == "raised")
         self.link.notify()
         self.counters["alerts"] += 1
         subj = alert.subject.model_dump()
@@ -240,7 +281,7 @@ class Agent:
                 self._drain_observations(deadline=time.monotonic() + self.opts.tick_s)
                 mono, now = time.monotonic(), time.time()
                 if self.alert_source is not None:
-                    self.alert_source.step(mono, self.emit_alert)
+                    self.alert_source.step(mono, self._emit_untracked)
                 if mono >= next_tick:
                     self.max_lag_ms = max(self.max_lag_ms, (mono - next_tick) * 1000)
                     next_tick = mono + self.opts.tick_s
@@ -276,8 +317,11 @@ class Agent:
         if self.pipeline is not None:
             for alert in self.pipeline.tick(now):
                 self.emit_alert(alert)
+        self._counter_saver.maybe_save(self._verifier(), time.monotonic(), now)
         self.outbox.retry_persist()
         self.health.sync("outbox_", self.outbox.health_errors())
+        refusal = self.link.refusal
+        self.health.sync("mqtt_puback", {"mqtt_puback_refused": refusal} if refusal else {})
         if self._record is not None:
             self._record.flush()
 
@@ -410,14 +454,15 @@ def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
         "mem_rss_mb": h.mem_rss_mb, "mem_pct": h.mem_pct, "disk_free_mb": h.disk_free_mb, "temp_c": h.temp_c,
         "adverts_per_s": rates, "outbox_depth": agent.outbox.depth(),
         "telemetry_dropped": int(agent.link.counters.get("telemetry_dropped", 0)),
-        "health_errors": agent.health.as_list(), "cameras": cams, "watchdogs": watchdogs,
+        "health_errors": [e[:1000] for e in agent.health.as_list()[:64]], "cameras": cams, "watchdogs": watchdogs,
         "config_version": agent.config_version,
     })
 
 
 def _safe_stats(obj: Any) -> dict[str, int | float | str]:
     try:
-        return {str(k): v for k, v in obj.stats().items() if isinstance(v, int | float | str)}
+        return {str(k)[:64]: v[:500] if isinstance(v, str) else v for k, v in obj.stats().items()
+                if isinstance(v, int | float | str) and not (isinstance(v, float) and not math.isfinite(v))}
     except Exception as exc:
         return {"stats_error": f"{type(exc).__name__}: {exc}"}
 
@@ -425,7 +470,7 @@ def _safe_stats(obj: Any) -> dict[str, int | float | str]:
 def run_agent(opts: AgentOptions, hooks: AgentHooks | None = None) -> int:
     """Load config and keys (ConfigError propagates to the CLI), run until a signal, stop cleanly."""
     site = load_site_config(opts.config)
-    # Keys must be readable by the agent alone (PROTOCOL.md §1): refuse a group/world-readable file.
+    # Keys must be readable by the agent alone (docs/protocol.md §1): refuse a group/world-readable file.
     # An injected alert source may run without a key file (it hears no band).
     injected = hooks is not None and hooks.alert_source is not None
     keys = load_band_keys(opts.keys, require_private=True) if not injected or opts.keys.exists() else {}

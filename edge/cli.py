@@ -79,7 +79,7 @@ def setup_logging(level: str) -> None:
 @app.command("run")
 def run(
     ctx: typer.Context,
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON, mode 0600")],
     node: Annotated[str, typer.Option("--node", help="this node's ID (MQTT topic segment)",
                                       callback=id_option("node ID"))] = "edge-01",
@@ -96,25 +96,28 @@ def run(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="outbox and recordings")] = Path(
         "/var/lib/qwatch"
     ),
-    sim_seed: Annotated[int, typer.Option("--sim-seed", help="seed of the sim receivers")] = 0,
+    # Option bounds are AgentOptions' (edge/agent.py AGENT_BOUNDS); tests/edge/test_cli.py checks they match.
+    sim_seed: Annotated[int, typer.Option("--sim-seed", min=0, help="seed of the sim receivers")] = 0,
     sim_start_ts: Annotated[
         float | None,
-        typer.Option("--sim-start-ts", help="sim: Unix time the simulated world starts at (shared with a "
+        typer.Option("--sim-start-ts", min=0, help="sim: Unix time the simulated world starts at (shared with a "
                      "firmware-simulated serial receiver); default: now"),
     ] = None,
-    keepalive: Annotated[int, typer.Option(help="MQTT keepalive, s (stall detection ~1.5x)")] = 15,
+    keepalive: Annotated[int, typer.Option(min=1, max=65535, help="MQTT keepalive, s (stall detection ~1.5x)")] = 15,
     will_delay: Annotated[
-        int, typer.Option(min=0, help="MQTT 5 Will Delay, s: a reconnect within it sends no offline (0: off)")
+        int, typer.Option(min=0, max=86400,
+                          help="MQTT 5 Will Delay, s: a reconnect within it sends no offline (0: off)")
     ] = 5,
-    reconnect_max: Annotated[float, typer.Option(help="max reconnect backoff, s")] = 10.0,
-    max_inflight: Annotated[int, typer.Option(help="QoS1 messages in flight")] = 50,
-    telemetry_buffer: Annotated[int, typer.Option(help="telemetry buffer size (drop-oldest)")] = 600,
-    duration: Annotated[float, typer.Option(help="stop after S seconds (0 = run until signalled)")] = 0.0,
+    reconnect_max: Annotated[float, typer.Option(min=0.5, max=3600, help="max reconnect backoff, s")] = 10.0,
+    max_inflight: Annotated[int, typer.Option(min=1, max=65535, help="QoS1 messages in flight")] = 50,
+    telemetry_buffer: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="telemetry buffer size (drop-oldest)")] = 600,
+    duration: Annotated[float, typer.Option(min=0, help="stop after S seconds (0 = run until signalled)")] = 0.0,
     record: Annotated[
         Path | None,
         typer.Option(help="write the observation log (JSON Lines) here; rotated past 64 MiB, 5 old files kept"),
     ] = None,
-    node_telemetry_s: Annotated[float, typer.Option(help="node telemetry period, s")] = 5.0,
+    node_telemetry_s: Annotated[float, typer.Option(min=0.1, max=3600, help="node telemetry period, s")] = 5.0,
     no_cameras: Annotated[bool, typer.Option("--no-cameras", help="do not start camera workers")] = False,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:

@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocols.credentials import write_private_file
 from protocols.errors import ConfigError
 from protocols.payloads import ConfigCommand
+from protocols.secret_files import write_private_file
 from protocols.site_config import SiteConfig, parse_band_keys, parse_site_config
 
 DIR = "config"

@@ -80,6 +80,10 @@ def run_checks(o: DoctorOptions) -> list[Check]:
         host, port = "127.0.0.1", 1883
     if site is not None and (creds is not None or o.credentials is None):
         checks += probe_broker(host, port, NodeTopics(site.site.id, node), creds, timeout=o.timeout_s)
+    else:
+        why = "the site config" if site is None else "the credentials bundle"
+        checks.append(Check("broker", "connect", "fail", f"not tried: {why} did not load",
+                            f"fix the {why} row above first"))
     checks += check_clock(o.cloud, skew_s=o.clock_skew_s, timeout=o.timeout_s)
     checks += check_data_dir(o.data_dir)
     checks += check_disk(o.data_dir)

@@ -10,8 +10,11 @@
 4. A QoS 1 publish to another node's topic must be refused: MQTT 5 PUBACK reason code >= 0x80
    (Mosquitto answers 0x87 "Not authorized"). Success there means the ACL is not confining nodes.
 
-The doctor connects with its own client ID (`qwatch-doctor-…`), so it never takes over the
-running agent's session.
+The doctor connects with its own client ID (`qwatch-doctor-…`). A province broker makes the
+client ID the username (`use_username_as_clientid`, cloud/broker_conf.py: one session per node,
+so stolen credentials cannot take over another node), so there the probe briefly takes over the
+running agent's session; the agent reconnects within a second and its Will Delay keeps the
+cloud from seeing the node offline.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.doctor_checks import Check, fail, ok, warn
 from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tcp, diagnose_tls, refusal_hint
-from protocols.payloads import CommandResult
+from protocols.payloads import DOCTOR_PROBE_ID, CommandResult
 from protocols.topics import PREFIX, NodeTopics
 
 NO_MATCHING_SUBSCRIBERS = 0x10
@@ -107,7 +110,7 @@ def _after_connect(c: mqtt.Client, probe: _Probe, host: str, port: int, topics: 
                      refusal_hint(probe.reason, creds))]
     who = creds.username if creds else "anonymous"
     out = [ok("broker", "connect", f"{host}:{port} as {who}" + (" over TLS" if creds else " (no TLS)"))]
-    payload = CommandResult(cmd_id="doctor-probe", ok=True).model_dump_json().encode()
+    payload = CommandResult(cmd_id=DOCTOR_PROBE_ID, ok=True).model_dump_json().encode()
     own = _wait_ack(probe, c.publish(topics.cmd_result, payload, qos=1).mid, timeout)
     if own is None:
         out.append(fail("broker", "publish own", f"no PUBACK for {topics.cmd_result} within {timeout:.0f} s",
@@ -120,9 +123,10 @@ def _after_connect(c: mqtt.Client, probe: _Probe, host: str, port: int, topics: 
         out.append(ok("broker", "publish own", f"{topics.cmd_result} accepted (PUBACK 0x{own:02x})"))
         if own == NO_MATCHING_SUBSCRIBERS:
             out.append(fail("broker", "ingest session", "nobody subscribes to this node's topics (PUBACK 0x10): "
-                            "the cloud ingest has no session on this broker, alerts would be dropped",
-                            "start the cloud (`qwatch-cloud serve --credentials …`) once: its persistent "
-                            "session then keeps this node's messages while the cloud is away"))
+                            "the cloud ingest has no session on this broker: alerts wait in the outbox for the cloud",
+                            "run `qwatch-cloud ensure-session --credentials …` (or start `qwatch-cloud serve`) "
+                            "once: its persistent session then keeps this node's messages while the cloud is "
+                            "away; until then the node keeps refused alerts in its outbox and retries"))
         else:
             out.append(ok("broker", "ingest session", "a subscriber (the cloud ingest's session) takes this "
                           "node's messages"))

@@ -20,7 +20,7 @@ MIN_ZONE_PIXELS = 64.0
 
 # ---------------------------------------------------------------------- serial scanners
 def check_serial_scanner(rx: Receiver, *, hello_timeout_s: float = 1.0) -> Check:
-    """Open the scanner's port and identify it with HELLO (PROTOCOL.md §7)."""
+    """Open the scanner's port and identify it with HELLO (docs/protocol.md §7)."""
     import serial
 
     from firmware_interface.link import KIND_DOCK, KIND_SCANNER, DeviceLink, LinkError, LinkOptions

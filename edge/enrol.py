@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +27,7 @@ log = logging.getLogger("qwatch.edge.enrol")
 
 EXIT_DEVICE = 1
 EXIT_CONFIG = 2
+RETRY_DELAYS_S = (1.0, 2.0, 4.0)  # a cloud that is (re)starting, or a flaky uplink: retry for ~7 s
 
 
 def _known_keys(path: Path) -> dict[int, bytes]:
@@ -88,10 +90,18 @@ def register_band(target: CloudTarget, band: int, key: bytes, *, rekey: bool, ti
     headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
     body = {"band": band, "site": target.site, "person": target.person, "allowed_zones": target.zones,
             "key": key.hex(), "rekey": rekey}
-    try:
-        resp = httpx.post(f"{target.url}/api/v1/bands", json=body, headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return f"cannot reach {target.url}: {exc}"
+    resp = None
+    for delay in (*RETRY_DELAYS_S, 0.0):
+        try:
+            resp = httpx.post(f"{target.url}/api/v1/bands", json=body, headers=headers, timeout=timeout)
+            break
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            if not delay:
+                return f"cannot reach {target.url}: {exc}"
+            time.sleep(delay)
+        except httpx.HTTPError as exc:
+            return f"cannot reach {target.url}: {exc}"
+    assert resp is not None
     if resp.status_code == 201:
         return ""
     try:

@@ -2,9 +2,14 @@
 
 - Alerts and camera events come from the durable `Outbox`. The pump hands them to paho
   in sequence order, at most `max_inflight` unacknowledged, QoS 1. A row is deleted only
-  when its PUBACK arrives with a success reason code. paho re-sends its in-flight
-  messages first after a reconnect, and the pump continues after them, so the order of
-  first arrival at the broker is the outbox order.
+  when its PUBACK carries reason code 0 (Success). Every other code keeps it, including the
+  non-error 0x10 "No matching subscribers": with it the broker dropped the message because
+  no session subscribes (the cloud's ingest session does not exist yet, or was lost), so the
+  cloud does not have it. Refused rows are sent again with exponential backoff; while any
+  row waits for a retry no newer row is sent, so the outbox order is kept. Refusals are
+  counted by reason and reported as a health error until a row is accepted again.
+  paho re-sends its in-flight messages first after a reconnect, and the pump continues
+  after them, so the order of first arrival at the broker is the outbox order.
 - Telemetry goes through a bounded in-memory buffer (drop oldest, counted) and is sent
   QoS 0 only while connected, after the outbox backlog had its turn.
 - Birth: retained `status` online with this process's `boot_id` on every connect. Death:
@@ -39,11 +44,29 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.outbox import Outbox
-from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tcp, diagnose_tls, refusal_hint
+from protocols.bounds import Range, SettingError, check_bounds
+from protocols.credentials import (
+    MqttCredentials,
+    apply_credentials,
+    diagnose_tcp,
+    diagnose_tls,
+    node_username,
+    refusal_hint,
+)
 from protocols.payloads import CommandResult, Status
 from protocols.topics import NodeTopics
 
 log = logging.getLogger("qwatch.edge.mqtt")
+
+
+# Bounds of LinkConfig (and of the matching `qwatch-edge run` options). MQTT carries keepalive and
+# Receive Maximum as 16-bit values; back-offs and delays are positive and at most an hour or a day.
+LINK_BOUNDS = {
+    "port": Range(ge=1, le=65535), "keepalive_s": Range(ge=1, le=65535), "reconnect_min_s": Range(ge=0.01, le=3600),
+    "reconnect_max_s": Range(ge=0.01, le=3600), "max_inflight": Range(ge=1, le=65535),
+    "telemetry_buffer": Range(ge=1, le=1_000_000), "telemetry_burst": Range(ge=1, le=100_000),
+    "retry_failed_after_s": Range(ge=0, le=3600), "will_delay_s": Range(ge=0, le=86400),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +82,17 @@ class LinkConfig:
     telemetry_buffer: int = 600
     telemetry_burst: int = 50
     retry_failed_after_s: float = 2.0
+    retry_max_s: float = 15.0
     will_delay_s: int = 5
     # None: plain MQTT, no authentication (loopback test/demo broker). A bundle: TLS verified
     # against its CA with host name check, and its username/password.
     credentials: MqttCredentials | None = None
+
+    def __post_init__(self) -> None:
+        check_bounds(self, LINK_BOUNDS)
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise SettingError("LinkConfig", "reconnect_max_s", f"{self.reconnect_max_s!r} is below reconnect_min_s "
+                               f"({self.reconnect_min_s!r})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +125,8 @@ class MqttLink:
         self._sent_at: dict[int, float] = {}
         self._cursor = 0
         self._retry: dict[int, float] = {}
+        self._refusals = 0  # consecutive refused PUBACKs: sets the backoff
+        self.refusal: str | None = None  # why rows are being refused now (health error), None when fine
         self._pump: threading.Thread | None = None
         self.counters: dict[str, int] = collections.defaultdict(int)
         self._last_ack_ts = time.monotonic()
@@ -106,7 +138,10 @@ class MqttLink:
     def _make_client(self) -> mqtt.Client:
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"qwatch-edge-{self.topics.site}-{self.topics.node}",
+            # The broker username (`site/node`), which production brokers enforce as the client ID
+            # (use_username_as_clientid): one-to-one, where `qwatch-edge-{site}-{node}` made
+            # kg-01/gate and kg/01-gate the same client and let one take over the other.
+            client_id=node_username(self.topics.site, self.topics.node),
             protocol=mqtt.MQTTv5,
         )
         if self.cfg.credentials is not None:
@@ -222,9 +257,18 @@ class MqttLink:
             level = logging.INFO if self._stop.is_set() else logging.WARNING
             log.log(level, "event=mqtt_disconnected node=%s reason=%r in_flight=%d outbox_depth=%d",
                     self.topics.node, str(rc), len(self._mid_seq), self.outbox.depth())
+            if getattr(rc, "value", None) == 0x8E:  # Session taken over
+                self.counters["session_taken_over"] += 1
+                log.error("event=session_taken_over node=%s client_id=%s hint=%r", self.topics.node,
+                          node_username(self.topics.site, self.topics.node),
+                          "another client connected with this node's client ID: if this node did not restart "
+                          "twice, its credentials are in use elsewhere; re-key it with `qwatch-cloud "
+                          "provision-node --rotate` and install the new bundle")
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
-        self._acks.put((mid, not rc.is_failure, str(rc)))
+        # Only 0 means the broker delivered it; 0x10 "No matching subscribers" is not a failure to
+        # paho (< 0x80) but the message went nowhere.
+        self._acks.put((mid, rc.value == 0, str(rc)))
         self._wake.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -268,6 +312,7 @@ class MqttLink:
             out["telemetry_buffered"] = len(self._telemetry)
         out["connected"] = int(self.connected)
         out["in_flight"] = len(self._mid_seq)
+        out["retry_waiting"] = len(self._retry)
         out["last_ack_age_s"] = round(now - self._last_ack_ts, 3)
         out["pump_loop_age_s"] = round(now - self._last_loop_ts, 3)
         return out
@@ -304,16 +349,37 @@ class MqttLink:
             if ok:
                 self.outbox.ack(seq)
                 self.counters["acked"] += 1
+                if self._refusals:
+                    log.warning("event=puback_accepted_again node=%s seq=%d after_refusals=%d", self.topics.node,
+                                seq, self._refusals)
+                    self._refusals = 0
+                    self.refusal = None
+                    now = time.monotonic()
+                    self._retry = dict.fromkeys(self._retry, now)  # the cloud is back: send the rest now
             else:
-                self.counters["puback_failed"] += 1
-                self._retry[seq] = time.monotonic() + self.cfg.retry_failed_after_s
-                row = self.outbox.get(seq)
-                log.error("event=puback_failed node=%s seq=%d ref=%s reason=%r action=retry",
-                          self.topics.node, seq, row.ref if row else "?", reason)
+                self._refused(seq, reason)
+
+    def _refused(self, seq: int, reason: str) -> None:
+        """A PUBACK other than Success: keep the row, retry with backoff, report it."""
+        self.counters["puback_refused"] += 1
+        self.counters[("puback_" + reason.lower().replace(" ", "_"))[:48]] += 1
+        self._refusals += 1
+        delay = min(self.cfg.retry_failed_after_s * 2 ** min(self._refusals - 1, 16), self.cfg.retry_max_s)
+        self._retry[seq] = time.monotonic() + delay
+        self.refusal = (f"broker refused alert delivery ({reason}); {len(self._retry)} row(s) kept in the outbox "
+                        "and retried" + ("; the cloud ingest session is missing: start `qwatch-cloud serve` "
+                                         "(see `qwatch-edge doctor`)" if "subscriber" in reason.lower() else ""))
+        row = self.outbox.get(seq)
+        log.error("event=puback_refused node=%s seq=%d ref=%s reason=%r action=retry_in_%.1fs",
+                  self.topics.node, seq, row.ref if row else "?", reason, delay)
 
     def _send_outbox(self) -> None:
         room = self.cfg.max_inflight - len(self._mid_seq)
         now = time.monotonic()
+        # While the broker refuses, probe with one row at a time (the oldest), not the whole backlog.
+        probing = self._refusals > 0
+        if probing:
+            room = min(room, 1 - len(self._mid_seq))
         for seq, due in sorted(self._retry.items()):
             if room <= 0 or due > now:
                 break
@@ -322,8 +388,8 @@ class MqttLink:
             if row is not None:
                 self._publish_row(seq, row.topic, row.payload)
                 room -= 1
-        if room <= 0:
-            return
+        if room <= 0 or self._retry or probing:
+            return  # older rows wait for a retry: newer ones must not overtake them
         for row in self.outbox.pending_after(self._cursor, room):
             self._cursor = row.seq
             self._publish_row(row.seq, row.topic, row.payload)

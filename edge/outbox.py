@@ -19,6 +19,7 @@ via `health_errors()`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -45,7 +46,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     ref     TEXT NOT NULL,
     created REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS probe (k TEXT PRIMARY KEY, v REAL)
+CREATE TABLE IF NOT EXISTS probe (k TEXT PRIMARY KEY, v REAL);
+CREATE TABLE IF NOT EXISTS active_alerts (key TEXT PRIMARY KEY, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS band_counters (band INTEGER PRIMARY KEY, counter INTEGER NOT NULL, saved REAL NOT NULL)
 """
 
 
@@ -76,6 +79,10 @@ class Outbox:
         self._errors: dict[str, str] = {}
         self._db: sqlite3.Connection | None = None
         self._next_seq = 1
+        # Active-alert changes not yet on disk (key -> payload, None = cleared): written with the next
+        # commit, so a raise and its outbox row reach the disk together.
+        self._active_pending: dict[str, bytes | None] = {}
+        self._active: dict[str, bytes] = {}
         self.counters: dict[str, int] = {
             "put": 0, "acked": 0, "write_errors": 0, "recovered_rows": 0, "corrupt_reset": 0,
             "reserve_released": 0,
@@ -99,6 +106,10 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             self._quarantine_corrupt(exc)
             return
+        try:
+            self._active = {k: bytes(v) for k, v in self._db.execute("SELECT key, payload FROM active_alerts")}
+        except sqlite3.DatabaseError as exc:
+            log.error("event=outbox_active_unreadable path=%s error=%r", self.path, str(exc))
         for seq, kind, topic, payload, ref, created in rows:
             self._rows[seq] = OutboxRow(seq, kind, topic, bytes(payload), ref, created)
         self._next_seq = (max(self._rows) + 1) if self._rows else 1
@@ -198,15 +209,24 @@ class Outbox:
         return True
 
     # ---------------------------------------------------------------- write side
-    def put(self, kind: str, topic: str, payload: bytes, ref: str) -> OutboxRow:
+    def put(self, kind: str, topic: str, payload: bytes, ref: str, *, active_key: str | None = None,
+            active: bool = False) -> OutboxRow:
         """Commit one message durably, then return it (it is published after this returns).
 
-        Never raises for disk trouble: the row is then kept in memory, marked not durable.
+        With `active_key`, the message raises (`active=True`) or clears an alert: the set of active
+        alerts is updated in the same transaction. Never raises for disk trouble: the row is then
+        kept in memory, marked not durable.
         """
         with self._lock:
             row = OutboxRow(self._next_seq, kind, topic, payload, ref, time.time(), durable=False)
             self._next_seq += 1
             self._flush_nondurable_locked()
+            if active_key is not None:
+                if active:
+                    self._active[active_key] = payload
+                else:
+                    self._active.pop(active_key, None)
+                self._active_pending[active_key] = payload if active else None
             if self._write_locked(row):
                 row = replace(row, durable=True)
             self._rows[row.seq] = row
@@ -236,22 +256,45 @@ class Outbox:
             return False
         return True
 
-    def _insert_locked(self, row: OutboxRow) -> None:
-        assert self._db is not None
-        self._db.execute(
-            "INSERT OR REPLACE INTO outbox (seq, kind, topic, payload, ref, created) VALUES (?,?,?,?,?,?)",
-            (row.seq, row.kind, row.topic, row.payload, row.ref, row.created),
-        )
+    def _insert_locked(self, row: OutboxRow | None) -> None:
+        """Commit `row` (if any) and the pending active-alert changes in one transaction."""
+        db = self._db
+        assert db is not None
+        pending = list(self._active_pending.items())
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if row is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO outbox (seq, kind, topic, payload, ref, created) VALUES (?,?,?,?,?,?)",
+                    (row.seq, row.kind, row.topic, row.payload, row.ref, row.created),
+                )
+            for key, payload in pending:
+                if payload is None:
+                    db.execute("DELETE FROM active_alerts WHERE key = ?", (key,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO active_alerts (key, payload) VALUES (?, ?)", (key, payload))
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        for key, _ in pending:
+            self._active_pending.pop(key, None)
 
     def _flush_nondurable_locked(self) -> None:
         """Retry committing rows that failed to reach the disk, oldest first."""
         pending = [r for r in self._rows.values() if not r.durable]
-        if not pending and not self._errors:
+        if not pending and not self._errors and not self._active_pending:
             return
         for r in pending:
             if not self._write_locked(r):
                 return
             self._rows[r.seq] = replace(r, durable=True)
+        if self._active_pending and self._db is not None:
+            try:
+                self._insert_locked(None)
+            except sqlite3.Error:
+                return
         # While the reserve is spent the partition is still full: the error stays until it is back.
         codes = ("outbox_disk_full", "outbox_write_failed") if self._reserve_present() else ("outbox_write_failed",)
         for code in codes:
@@ -266,7 +309,7 @@ class Outbox:
         released emergency reserve is re-allocated first: the error clears only once it is back.
         """
         with self._lock:
-            in_memory = any(not r.durable for r in self._rows.values())
+            in_memory = any(not r.durable for r in self._rows.values()) or bool(self._active_pending)
             disk_error = bool(self._errors.keys() & {"outbox_disk_full", "outbox_write_failed"})
             if not (in_memory or disk_error):
                 return
@@ -301,6 +344,45 @@ class Outbox:
                     # The row stays on disk and is sent again after a restart; the cloud de-duplicates.
                     self.counters["write_errors"] += 1
                     log.error("event=outbox_delete_failed seq=%d ref=%s error=%r", seq, row.ref, str(exc))
+
+    # ---------------------------------------------------------------- crash-surviving edge state
+    def active_alerts(self) -> dict[str, bytes]:
+        """Alerts raised and not cleared (key -> the raise's JSON), as committed before a restart."""
+        with self._lock:
+            return dict(self._active)
+
+    def band_counters(self) -> dict[int, int]:
+        """Each band's last accepted advert counter as last saved (empty when unreadable)."""
+        with self._lock:
+            if self._db is None:
+                return {}
+            try:
+                return {int(b): int(c) for b, c in self._db.execute("SELECT band, counter FROM band_counters")}
+            except sqlite3.Error as exc:
+                log.error("event=band_counters_unreadable path=%s error=%r", self.path, str(exc))
+                return {}
+
+    def save_band_counters(self, counters: dict[int, int], now: float) -> bool:
+        """Upsert the given bands' counters in one transaction. False (counted) when the disk refuses."""
+        if not counters:
+            return True
+        with self._lock:
+            db = self._db
+            if db is None:
+                return False
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO band_counters (band, counter, saved) VALUES (?, ?, ?)",
+                               [(b, c, now) for b, c in counters.items()])
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                self.counters["state_write_errors"] = self.counters.get("state_write_errors", 0) + 1
+                log.error("event=band_counters_write_failed path=%s error=%r", self.path, str(exc))
+                return False
+            self.counters["state_saves"] = self.counters.get("state_saves", 0) + 1
+            return True
 
     # ---------------------------------------------------------------- read side
     def pending_after(self, seq: int, limit: int) -> list[OutboxRow]:

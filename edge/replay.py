@@ -1,4 +1,4 @@
-"""`qwatch-edge replay`: run the wristband pipeline over an observation log (PROTOCOL.md §2).
+"""`qwatch-edge replay`: run the wristband pipeline over an observation log (docs/protocol.md §2).
 
 Alerts go to stdout as JSON lines, with observation time as the clock, so the same log always
 gives the same output. The summary of drop reasons, bad lines (with line numbers) and the
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar, cast
 
 import numpy as np
 import typer
@@ -289,7 +289,8 @@ def run_replay(
     the bad-line reports are exactly those of observing line by line (`BandPipeline.observe`).
     """
     rep = _Replayer(pipeline, emit, on_bad)
-    blocks = _blocks_from_handle(lines) if hasattr(lines, "read") else _blocks_from_lines(lines)  # type: ignore[arg-type]
+    # hasattr() does not narrow `Iterable[str] | TextIO` (a TextIO is an Iterable[str] too), hence the cast.
+    blocks = _blocks_from_handle(cast(TextIO, lines)) if hasattr(lines, "read") else _blocks_from_lines(lines)
     total = 0
     # Everything alive now (modules, config, the pipeline) lives to the end: keep it out of the
     # collector's full passes, which otherwise walk it again and again as the blocks' rows come and
@@ -354,8 +355,8 @@ def _progress(obs: Path) -> tuple[Any, Callable[[int], None] | None]:
 
 
 def replay(
-    obs: Annotated[Path, typer.Argument(help="observation log, JSON Lines (PROTOCOL.md §2); - for stdin")],
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    obs: Annotated[Path, typer.Argument(help="observation log, JSON Lines (docs/protocol.md §2); - for stdin")],
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     keys: Annotated[Path, typer.Option("--keys", help="band key file, JSON")],
     node: Annotated[str, typer.Option("--node", help="node ID written into the alerts",
                                       callback=id_option("node ID"))] = "replay",
@@ -388,6 +389,6 @@ def replay(
     out.flush()
     print(json.dumps({"replay_summary": summary(res, pipeline.counters())}), file=sys.stderr)
     if res.bad_lines and not res.observations:
-        print(f"qwatch-edge: {obs}: none of its {res.bad_lines} lines is an observation (PROTOCOL.md §2 JSON "
+        print(f"qwatch-edge: {obs}: none of its {res.bad_lines} lines is an observation (docs/protocol.md §2 JSON "
               "Lines: ts, rx, rssi, company_id, data); is it the right file?", file=sys.stderr)
         raise typer.Exit(2)

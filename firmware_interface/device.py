@@ -59,7 +59,7 @@ def advert_address(payload: bytes) -> bytes:
 
 
 class LogFeed:
-    """Adverts replayed from an observation log (PROTOCOL.md §2), keeping their relative timing."""
+    """Adverts replayed from an observation log (docs/protocol.md §2), keeping their relative timing."""
 
     def __init__(self, path: Path, *, rx: str | None = None, loop: bool = False) -> None:
         self._path = path

@@ -1,4 +1,4 @@
-"""Host side of the wristband enrollment dock (PROTOCOL.md §7): read and program the docked band."""
+"""Host side of the wristband enrollment dock (docs/protocol.md §7): read and program the docked band."""
 
 from __future__ import annotations
 

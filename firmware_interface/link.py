@@ -1,4 +1,4 @@
-"""One open serial connection to a qwatch device (PROTOCOL.md §7): framing, seq numbers, handshake.
+"""One open serial connection to a qwatch device (docs/protocol.md §7): framing, seq numbers, handshake.
 
 Framing and CRC come from `protocols.serial_frame`; this module adds the pyserial I/O and
 the request/reply discipline (a reply echoes its request's seq). Reads never block for

@@ -1,4 +1,4 @@
-"""Wristband advertisement codec (PROTOCOL.md §1).
+"""Wristband advertisement codec (docs/protocol.md §1).
 
 The manufacturer payload is 22 bytes: a 14-byte status body and an 8-byte truncated
 AES-128-CMAC tag over ``company_id (LE) ‖ body``. Decoding is split from verification:

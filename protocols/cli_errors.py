@@ -62,6 +62,8 @@ def _click_error(exc: Exception, prog: str) -> int | None:
     if "NoArgsIsHelpError" in kinds:
         typer.echo(ctx.get_help() if ctx is not None else str(exc))
         return EXIT_USAGE
+    # Below, `exc` is a Click exception recognised by class name, so its type does not say it
+    # has format_message().
     if "UsageError" in kinds:
         cmd = ctx.command_path if ctx is not None else prog
         typer.echo(f"{prog}: error: {exc.format_message()}", err=True)  # type: ignore[attr-defined]

@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import ssl
-import stat
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -29,6 +28,7 @@ from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from protocols.errors import ConfigError
+from protocols.secret_files import json_object, read_private_text, write_private_file
 from protocols.topics import ID_PATTERN
 
 SCHEMA = "qwatch.mqtt-credentials/1"
@@ -100,12 +100,7 @@ def _where(loc: tuple[int | str, ...]) -> str:
 
 def parse_credentials(text: str, source: str = "<string>") -> MqttCredentials:
     """Validate a bundle's text; raises ConfigError naming the file, the key and what is allowed."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(source, "", "must be a JSON object written by `qwatch-cloud provision-node`")
+    data = json_object(text, source, "a JSON object written by `qwatch-cloud provision-node`")
     try:
         return MqttCredentials.model_validate(data)
     except ValidationError as exc:
@@ -122,34 +117,7 @@ def parse_credentials(text: str, source: str = "<string>") -> MqttCredentials:
 
 def load_credentials(path: str | os.PathLike[str]) -> MqttCredentials:
     """Load a bundle file. It holds a password, so a file others can read is refused (needs 0600)."""
-    p = Path(path)
-    try:
-        mode = p.stat().st_mode
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), "", f"cannot read the credentials bundle: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(p), "", "not UTF-8 text") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(str(p), "", f"mode is {stat.S_IMODE(mode):04o}; a credentials bundle holds a password "
-                          f"and must be 0600 (fix: chmod 600 {p})")
-    return parse_credentials(text, str(p))
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write `text` atomically, mode 0600 from the first byte (never briefly readable by others)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)  # O_CREAT's mode is ignored for an existing tmp file
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    return parse_credentials(read_private_text(path, what="the credentials bundle"), str(path))
 
 
 def write_credentials(path: Path, creds: MqttCredentials) -> None:

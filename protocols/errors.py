@@ -16,7 +16,7 @@ class AdvertError(QwatchError):
 
 
 class FrameError(QwatchError):
-    """A serial frame (PROTOCOL.md §7) was malformed. `reason` is a stable counter key."""
+    """A serial frame (docs/protocol.md §7) was malformed. `reason` is a stable counter key."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(f"{reason}: {message}")

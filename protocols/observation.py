@@ -1,4 +1,4 @@
-"""The observation stream (PROTOCOL.md §2): one advert as one receiver heard it."""
+"""The observation stream (docs/protocol.md §2): one advert as one receiver heard it."""
 
 from __future__ import annotations
 
@@ -28,12 +28,17 @@ class RawObservation:
         )
 
 
+MAX_LINE = 4096  # a canonical line is ~110 characters: anything this long is not an observation
+
+
 def parse_observation_line(line: str) -> RawObservation:
     """Parse one observation-log line. Raises PayloadError saying what is wrong with it."""
+    if len(line) > MAX_LINE:
+        raise PayloadError("too_long", f"line of {len(line)} characters; an observation is under {MAX_LINE}")
     try:
         obj = json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise PayloadError("json", f"not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: also a number past int's digit limit
+        raise PayloadError("json", f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise PayloadError("shape", "an observation must be a JSON object")
     extra = set(obj) - {"ts", "rx", "rssi", "company_id", "data"}

@@ -1,11 +1,14 @@
-"""Pydantic models for every MQTT payload (PROTOCOL.md §4-§6).
+"""Pydantic models for every MQTT payload (docs/protocol.md §4-§6).
 
 Models forbid unknown keys: a producer that drifts from the contract is caught at the
-first message, not weeks later in a dashboard.
+first message, not weeks later in a dashboard. Every number is finite and every size is
+bounded (issue 9): a single NaN once emptied a dashboard, a 60 MB `detail` was stored and
+sent to every dashboard, so the limits are here, at the first boundary every message crosses.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -33,11 +36,48 @@ DEFAULT_SEVERITY: dict[str, Severity] = {
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 UlidStr = Annotated[str, Field(pattern=r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
 BandId = Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
-Ts = Annotated[float, Field(allow_inf_nan=False)]
+Ts = Annotated[float, Field(allow_inf_nan=False, ge=-1e11, le=1e11)]  # Unix seconds; replays use small ones
+Metres = Annotated[float, Field(allow_inf_nan=False, ge=-100_000, le=100_000)]  # site frame (site_config)
+Text = Annotated[str, Field(max_length=1000)]
+
+MAX_PAYLOAD_BYTES = 1 << 20  # one MQTT payload of any kind but a snapshot; band telemetry of 5000 bands fits
+MAX_DETAIL_BYTES = 4096  # an alert's `detail` as compact JSON
+MAX_DETAIL_DEPTH = 4
+
+
+def _check_detail(value: Any, depth: int = 0) -> None:
+    """`detail` is free-form JSON: bounded depth, finite numbers, string keys, short strings."""
+    if depth > MAX_DETAIL_DEPTH:
+        raise ValueError(f"detail is nested deeper than {MAX_DETAIL_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("detail holds a non-finite number (NaN or infinity)")
+    if isinstance(value, str) and len(value) > 1000:
+        raise ValueError("detail holds a string longer than 1000 characters")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError("detail keys must be strings")
+            _check_detail(v, depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _check_detail(v, depth + 1)
+    elif not (value is None or isinstance(value, bool | int | float | str)):
+        raise ValueError(f"detail holds a {type(value).__name__}, not JSON")
+
+
+def check_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    """Validate an alert `detail` (raises ValueError saying what is wrong); returns it."""
+    _check_detail(detail)
+    size = len(json.dumps(detail, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode())
+    if size > MAX_DETAIL_BYTES:
+        raise ValueError(f"detail is {size} bytes as JSON; at most {MAX_DETAIL_BYTES}")
+    return detail
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity in any float of any payload: every comparison with NaN is False, so it slips
+    # past range checks, and JSON has no way to write it (the live feed once sent a bare NaN).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BandSubject(_Model):
@@ -70,7 +110,9 @@ class Alert(_Model):
     ts: Ts
     detail: dict[str, Any] = Field(default_factory=dict)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+
+    _detail = field_validator("detail")(lambda cls, v: check_detail(v))
 
     def to_json(self) -> str:
         """Compact JSON with the contract's key names (``schema``, not ``schema_``)."""
@@ -105,10 +147,10 @@ class Status(_Model):
     schema_: Literal["qwatch.status/1"] = Field("qwatch.status/1", alias="schema")
     state: Literal["online", "offline"]
     ts: Ts
-    version: str
+    version: str = Field(max_length=64)
     boot_id: str = Field(min_length=1, max_length=64)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class BandState(_Model):
@@ -116,14 +158,14 @@ class BandState(_Model):
 
     band: BandId
     ts: Ts
-    x: float | None
-    y: float | None
-    err_m: float | None = Field(ge=0)
+    x: Metres | None
+    y: Metres | None
+    err_m: float | None = Field(ge=0, le=100_000)
     zone: Id | None
-    rssi: float | None
-    rx_count: int = Field(ge=0)
+    rssi: float | None = Field(ge=-127, le=20)
+    rx_count: int = Field(ge=0, le=10_000)
     battery: int | None = Field(default=None, ge=0, le=100)
-    temp_c: float | None = None
+    temp_c: float | None = Field(default=None, ge=-50, le=100)
     flags: int = Field(ge=0, le=0x1F)
 
 
@@ -132,9 +174,9 @@ class BandTelemetry(_Model):
 
     schema_: Literal["qwatch.bands/1"] = Field("qwatch.bands/1", alias="schema")
     ts: Ts
-    bands: list[BandState]
+    bands: list[BandState] = Field(max_length=100_000)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class CameraHealth(_Model):
@@ -148,7 +190,7 @@ class CameraHealth(_Model):
 
 
 class NodeTelemetry(_Model):
-    """`…/telemetry/node`: node health. PROTOCOL.md lists the contents but not the shape; this is it.
+    """`…/telemetry/node`: node health, docs/protocol.md §5.
 
     `watchdogs` maps a loop name (``ble:rx-a1``, ``mqtt``, ``outbox``, ``camera:cam-gate``) to its
     counters (restarts, errors by reason, …).
@@ -156,23 +198,25 @@ class NodeTelemetry(_Model):
 
     schema_: Literal["qwatch.node/1"] = Field("qwatch.node/1", alias="schema")
     ts: Ts
-    boot_id: str
+    boot_id: str = Field(max_length=64)
     uptime_s: float = Field(ge=0)
     cpu_pct: float = Field(ge=0)
     mem_rss_mb: float = Field(ge=0)
     mem_pct: float | None = Field(default=None, ge=0, le=100)
     disk_free_mb: float | None = Field(default=None, ge=0)
-    temp_c: float | None = None
-    adverts_per_s: dict[str, float] = Field(default_factory=dict)
+    temp_c: float | None = Field(default=None, ge=-50, le=150)
+    adverts_per_s: dict[Annotated[str, Field(max_length=64)], float] = Field(default_factory=dict, max_length=64)
     outbox_depth: int = Field(ge=0)
     telemetry_dropped: int = Field(default=0, ge=0)
-    health_errors: list[str] = Field(default_factory=list)
-    cameras: dict[str, CameraHealth] = Field(default_factory=dict)
-    watchdogs: dict[str, dict[str, int | float | str]] = Field(default_factory=dict)
+    health_errors: list[Text] = Field(default_factory=list, max_length=64)
+    cameras: dict[Id, CameraHealth] = Field(default_factory=dict, max_length=200)
+    watchdogs: dict[Annotated[str, Field(max_length=64)],
+                    dict[Annotated[str, Field(max_length=64)], int | float | Text]] = Field(
+        default_factory=dict, max_length=256)
     # Extension: the version of the pushed site config the node runs (None: its local files, never pushed).
     config_version: int | None = Field(default=None, ge=1, le=2**53)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class CameraEvent(_Model):
@@ -187,7 +231,7 @@ class CameraEvent(_Model):
     bbox: tuple[float, float, float, float] | None = None
     score: float = Field(default=0.0, ge=0)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     @field_validator("bbox")
     @classmethod
@@ -235,12 +279,17 @@ class SnapshotCommand(_Model):
 COMMANDS: dict[str, type[_Model]] = {"ack": AckCommand, "config": ConfigCommand, "snapshot": SnapshotCommand}
 
 
+# The cmd_id of `qwatch-edge doctor`'s probe on the node's own cmd_result: the ingest ignores it,
+# so running the doctor on a stopped node neither marks it online nor later raises node_offline.
+DOCTOR_PROBE_ID = "doctor-probe"
+
+
 class CommandResult(_Model):
     """`…/cmd_result`: the node's answer to a command."""
 
     cmd_id: str = Field(min_length=1, max_length=64)
     ok: bool
-    error: str | None = None
+    error: str | None = Field(default=None, max_length=2000)
     # Extension: the config version the node runs after a `config` command (None for other commands).
     config_version: int | None = Field(default=None, ge=1, le=2**53)
 
@@ -248,8 +297,13 @@ class CommandResult(_Model):
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_payload(model: type[M], payload: bytes | str) -> M:
-    """Validate a JSON payload against `model`. Raises PayloadError naming the bad field."""
+def parse_payload(model: type[M], payload: bytes | str, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> M:
+    """Validate a JSON payload against `model`. Raises PayloadError naming the bad field.
+
+    A payload over `max_bytes` is refused before it is parsed (reason ``too_large``).
+    """
+    if len(payload) > max_bytes:
+        raise PayloadError("too_large", f"{model.__name__}: {len(payload)} bytes; at most {max_bytes}")
     try:
         return model.model_validate_json(payload)
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Serial link framing to device firmware (PROTOCOL.md §7).
+"""Serial link framing to device firmware (docs/protocol.md §7).
 
 A frame on the wire is ``COBS(body) 0x00`` with ``body = type | seq | payload | crc16``.
 The CRC is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF), little-endian on the wire.

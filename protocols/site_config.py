@@ -1,4 +1,4 @@
-"""Site configuration (PROTOCOL.md §3) and the band key file.
+"""Site configuration (docs/protocol.md §3) and the band key file.
 
 Validated at load: unknown keys, bad values and broken references are errors that name
 the file, the key path and what is allowed, so a technician can fix them on site.
@@ -8,29 +8,72 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
-import stat
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from protocols.errors import ConfigError
+from protocols.secret_files import json_object, read_private_text, write_private_file
 from protocols.text import clean_label
 
+# Bounds on every technician input (issue 9): a config is read by code whose cost grows with these
+# sizes (candidate grids, zone tests), and a coordinate of 1e300 or .nan must never reach it.
+COORD_MAX_M = 100_000.0  # a site spans metres to a few km; 100 km is a typo, not a site
+SITE_MAX_EXTENT_M = 3000.0  # zones, receivers and beacons fit in a square this wide: grids over it stay small
+MAX_POLYGON_POINTS = 1000
+# A 500-band site is ~40 kB. YAML costs ~10 us per scalar even with libyaml (the resolver is Python): a
+# 2.5 MB file of 200k polygon points took 41 s to parse on the loaded 2-vCPU test machine.
+MAX_CONFIG_BYTES = 1 << 20
+
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="ID usable as a topic level")]
-Point = tuple[float, float]
+Coord = Annotated[float, Field(ge=-COORD_MAX_M, le=COORD_MAX_M, allow_inf_nan=False)]
+Point = tuple[Coord, Coord]
 RelPoint = Annotated[tuple[float, float], Field(description="relative image coordinates, each 0..1")]
+_BAND_ID_RE = re.compile(r"[0-9]{1,10}")
+
+
+def _ascii_band_id(v: Any) -> Any:
+    """Band IDs are ASCII decimal: int('١٠٠١') is 1001 in Python, but no band or log writes it so."""
+    if isinstance(v, str) and not _BAND_ID_RE.fullmatch(v):
+        raise ValueError(f"{v[:20]!r} is not a band ID; band IDs are decimal integers 1..4294967295 (ASCII digits)")
+    if isinstance(v, bool | float):
+        raise ValueError("band IDs are decimal integers 1..4294967295")
+    return v
+
+
+BandIdField = Annotated[int, BeforeValidator(_ascii_band_id), Field(ge=1, le=0xFFFFFFFF)]
+
+
+# libyaml's safe loader parses ~10x faster than the pure-Python one; same documents, same errors.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN/inf in any float of a config: every comparison with NaN is False, so it slips past checks.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_polygon(points: list[Point], *, relative: bool = False) -> list[Point]:
     if len(points) < 3:
         raise ValueError(f"a polygon needs at least 3 points, got {len(points)}")
+    if len(points) > MAX_POLYGON_POINTS:
+        raise ValueError(f"a polygon has at most {MAX_POLYGON_POINTS} points, got {len(points)}")
+    if not all(math.isfinite(c) for p in points for c in p):
+        raise ValueError("polygon coordinates must be finite numbers")
     if relative and not all(0.0 <= c <= 1.0 for p in points for c in p):
         raise ValueError("camera polygon coordinates are relative, each must be within 0..1")
     area2 = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(points, points[1:] + points[:1], strict=True))
@@ -89,7 +132,7 @@ class Receiver(_Model):
 
 
 class Band(_Model):
-    id: int = Field(ge=1, le=0xFFFFFFFF, description="band_id from the advert, 1..2^32-1")
+    id: BandIdField = Field(description="band_id from the advert, 1..2^32-1")
     person: str = Field(default="", max_length=64, description="person or room label (pseudonymous, never an ID)")
     allowed_zones: list[Id] = Field(min_length=1, description="IDs of permitted zones this person may be in")
 
@@ -97,7 +140,7 @@ class Band(_Model):
 
 
 class Beacon(_Model):
-    id: int = Field(ge=1, le=0xFFFFFFFF, description="band_id of the fixed reference band")
+    id: BandIdField = Field(description="band_id of the fixed reference band")
     position: Point = Field(description="surveyed position in site metres")
 
 
@@ -179,13 +222,13 @@ class SiteConfig(_Model):
 
     site: SiteInfo
     company_id: int = Field(default=0xFFFF, ge=0, le=0xFFFF, description="BLE company ID of the bands")
-    zones: list[Zone] = Field(min_length=1)
-    receivers: list[Receiver] = Field(default_factory=list)
-    bands: list[Band] = Field(default_factory=list)
-    beacons: list[Beacon] = Field(default_factory=list)
+    zones: list[Zone] = Field(min_length=1, max_length=1000)
+    receivers: list[Receiver] = Field(default_factory=list, max_length=1000)
+    bands: list[Band] = Field(default_factory=list, max_length=100_000)
+    beacons: list[Beacon] = Field(default_factory=list, max_length=1000)
     radio: Radio = Field(default_factory=Radio)
     rules: Rules = Field(default_factory=Rules)
-    cameras: list[Camera] = Field(default_factory=list)
+    cameras: list[Camera] = Field(default_factory=list, max_length=200)
 
     @model_validator(mode="after")
     def _references(self) -> SiteConfig:
@@ -206,6 +249,13 @@ class SiteConfig(_Model):
             raise ValueError(f"beacons: IDs {sorted(clash)} are also enrolled as bands")
         for cam in self.cameras:
             _unique(f"cameras[{cam.id}].zones", [z.id for z in cam.zones])
+        pts = [p for z in self.zones for p in z.polygon] + [r.position for r in self.receivers] + [
+            b.position for b in self.beacons]
+        for axis, name in ((0, "x"), (1, "y")):
+            span = max(p[axis] for p in pts) - min(p[axis] for p in pts)
+            if span > SITE_MAX_EXTENT_M:
+                raise ValueError(f"zones, receivers and beacons span {span:.0f} m in {name}; a site spans at most "
+                                 f"{SITE_MAX_EXTENT_M:.0f} m (coordinates are metres from the site origin)")
         return self
 
     def zone(self, zone_id: str) -> Zone:
@@ -254,8 +304,12 @@ def yaml_mapping(text: str, source: str, expected: str, *, empty_ok: bool = Fals
 
     `expected` completes "… must be …" in the error (e.g. "a YAML mapping with keys site, zones, ...").
     """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, "", f"{len(text)} characters; config files are at most {MAX_CONFIG_BYTES}")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)  # a safe loader, libyaml when present
+    except RecursionError:
+        raise ConfigError(source, "", "not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -271,7 +325,12 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
     """A config file's text; ConfigError naming the file when it cannot be read or is not UTF-8."""
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(str(p), "", f"over {MAX_CONFIG_BYTES} bytes; config files are at most that big "
+                                          "(is this the right file?)")
+        return raw.decode("utf-8")
     except FileNotFoundError:
         raise  # callers decide: some files are optional
     except OSError as exc:
@@ -280,15 +339,33 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
         raise ConfigError(str(p), "", "not UTF-8 text") from None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_config(model: type[M], data: Any, source: str, *, unknown_key_first: bool = False,
+                    describe: Callable[[Any], tuple[str, str]] = describe_error) -> M:
+    """Validate parsed config data (every config file: site, notify, users); ConfigError naming the file,
+    the key of the first error, what is allowed, and how many more errors there are.
+
+    `unknown_key_first`: report an unknown key before the others (a typo usually explains the
+    "missing" key next to it).
+    """
+    try:
+        return model.model_validate(data)
+    except RecursionError:
+        raise ConfigError(source, "", "nested too deeply to be a valid config") from None
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = min(errors, key=lambda e: e["type"] != "extra_forbidden") if unknown_key_first else errors[0]
+        key, msg = describe(first)
+        more = exc.error_count() - 1
+        raise ConfigError(source, key, msg + (f" (and {more} more errors)" if more else "")) from None
+
+
 def parse_site_config(text: str, source: str = "<string>") -> SiteConfig:
     """Validate site config YAML text. `source` names the file in error messages."""
     data = yaml_mapping(text, source, "a YAML mapping with keys site, zones, ... (a site config)")
-    try:
-        return SiteConfig.model_validate(data)
-    except ValidationError as exc:
-        key, msg = describe_error(exc.errors()[0])
-        more = exc.error_count() - 1
-        raise ConfigError(source, key, msg + (f" (and {more} more errors)" if more else "")) from None
+    return validate_config(SiteConfig, data, source)
 
 
 def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
@@ -302,15 +379,10 @@ def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
 
 def parse_band_keys(text: str, source: str = "<string>") -> dict[int, bytes]:
     """Parse the secrets file ``{"1001": "<32 hex chars>", ...}``. Never puts a key in a message."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(source, "", 'must be a JSON object {"<band_id>": "<32 hex chars>", ...}')
+    data = json_object(text, source, 'a JSON object {"<band_id>": "<32 hex chars>", ...}')
     keys: dict[int, bytes] = {}
     for band, hexkey in data.items():
-        if not (isinstance(band, str) and band.isdigit() and 1 <= int(band) <= 0xFFFFFFFF):
+        if not (_BAND_ID_RE.fullmatch(band) and 1 <= int(band) <= 0xFFFFFFFF):
             raise ConfigError(source, repr(band), "band IDs are decimal integers 1..4294967295")
         if not isinstance(hexkey, str) or len(hexkey) != 32:
             raise ConfigError(source, band, "a key must be 32 hex characters (16 bytes)")
@@ -323,25 +395,10 @@ def parse_band_keys(text: str, source: str = "<string>") -> dict[int, bytes]:
 
 def load_band_keys(path: str | os.PathLike[str], *, require_private: bool = False) -> dict[int, bytes]:
     """Load the band key file. With `require_private`, refuse a file others can read (needs 0600)."""
-    p = Path(path)
-    try:
-        mode = p.stat().st_mode
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), "", f"cannot read: {exc.strerror}") from None
-    if require_private and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(str(p), "", f"mode is {stat.S_IMODE(mode):04o}; key files must be 0600 "
-                          f"(fix: chmod 600 {p})")
-    return parse_band_keys(text, str(p))
+    text = read_private_text(path, what="the band key file", require_private=require_private)
+    return parse_band_keys(text, str(path))
 
 
 def write_band_keys(path: str | os.PathLike[str], keys: dict[int, bytes]) -> None:
     """Write a key file atomically with mode 0600 from the start (never briefly world-readable)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({str(k): v.hex() for k, v in sorted(keys.items())}, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
+    write_private_file(path, json.dumps({str(k): v.hex() for k, v in sorted(keys.items())}, indent=1))

@@ -1,4 +1,4 @@
-"""MQTT topic tree (PROTOCOL.md §5): ``qwatch/v1/{site}/{node}/…``."""
+"""MQTT topic tree (docs/protocol.md §5): ``qwatch/v1/{site}/{node}/…``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,18 @@
-"""Advert authentication and anti-replay (PROTOCOL.md §1 receiver rules).
+"""Advert authentication and anti-replay (docs/protocol.md §1 receiver rules).
 
 Pure: the caller passes the observation time, so replay of a field log gives the same
 verdicts as the live agent did.
+
+Counters are compared in serial-number arithmetic (RFC 1982 on 32 bits): a counter is newer
+than the last accepted one when it is ahead by 1 .. 2^31-1 modulo 2^32. §1 says the counter
+goes up by one on every advert and that jumps forward are normal; read with plain integers a
+band that wrapped past 2^32-1 would be judged a replayer forever (its 0, 1, … are "lower").
+Half the counter space is 68 years of adverts at 1 Hz, so no genuine advert is ever that far
+behind, and an attacker can only replay what a band really sent (the tag covers the counter).
+See docs/protocol-notes.md, "Counter rollover and restarts".
+
+The last accepted counter of each band is the state that makes replays detectable; the agent
+saves it (`take_changed_counters`) and loads it after a restart (`restore_counters`).
 """
 
 from __future__ import annotations
@@ -24,6 +35,14 @@ BAD_TAG = "bad_tag"
 REPLAY = "replay"
 
 Alarm = Literal["advert_forgery", "advert_replay"]
+
+_MASK = 0xFFFFFFFF
+_HALF = 1 << 31
+
+
+def counter_newer(new: int, last: int) -> bool:
+    """True when counter `new` comes after `last` (serial-number arithmetic, 32 bits)."""
+    return 0 < ((new - last) & _MASK) < _HALF
 
 
 class Verdict(NamedTuple):
@@ -73,7 +92,36 @@ class AdvertVerifier:
         self._alarm_window_s = alarm_window_s
         self._alarm_count = alarm_count
         self._bands: dict[int, _BandState] = {}
+        self._changed: set[int] = set()
         self.counts: dict[str, int] = {}
+
+    def restore_counters(self, counters: Mapping[int, int]) -> int:
+        """Load each band's last accepted counter saved before a restart; returns how many were loaded.
+
+        The restored counter has no time of its own, so an advert with that same counter is a replay
+        (the duplicate window is 2 s and the restart took longer).
+        """
+        n = 0
+        for band, counter in counters.items():
+            if 0 <= counter <= _MASK:
+                state = self._bands.get(band)
+                if state is None:
+                    state = self._bands[band] = _BandState()
+                if state.last_counter < 0 or counter_newer(counter, state.last_counter):
+                    state.last_counter = counter
+                    state.last_ts = float("-inf")
+                    n += 1
+        return n
+
+    def take_all_counters(self) -> dict[int, int]:
+        """Every band's last accepted counter (to hand over to a new verifier)."""
+        return {b: st.last_counter for b, st in self._bands.items() if st.last_counter >= 0}
+
+    def take_changed_counters(self) -> dict[int, int]:
+        """Bands whose last accepted counter moved since the previous call, with that counter."""
+        out = {b: self._bands[b].last_counter for b in self._changed if b in self._bands}
+        self._changed.clear()
+        return out
 
     def set_keys(self, keys: Mapping[int, bytes]) -> None:
         """Replace the enrolled keys (after enrolment or a config push). Replay state is kept."""
@@ -107,8 +155,9 @@ class AdvertVerifier:
         # This is the common case (one advert heard by several receivers) and halves the cost.
         if data != state.last_payload and not check_tag(key, company_id, data, ctx=state.mac):
             return Verdict(BAD_TAG, band_id=band_id, alarm=self._note(state.bad_tags, ts, "advert_forgery"))
-        if advert.counter > state.last_counter:
+        if state.last_counter < 0 or counter_newer(advert.counter, state.last_counter):
             state.last_counter = advert.counter
+            self._changed.add(band_id)
             state.last_ts = ts
             state.last_payload = bytes(data)
             return Verdict(ACCEPTED, advert, band_id)

@@ -1,0 +1,1 @@
+"""The wristband pipeline: verify, filter, locate, apply the rules; plus the observation recorder."""

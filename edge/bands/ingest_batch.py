@@ -13,7 +13,7 @@ exact, step by step:
   (`BandPipeline.verify_observation`), so alerts, their IDs and order, warnings and counters are the same.
 - The duplicate fast path is `observe`'s own: a payload equal (as lowercase hex, i.e. byte for
   byte) to a band's last accepted one, same company ID, within 2 s of its acceptance, is what the
-  verifier would call a duplicate (PROTOCOL.md §1): counted and sampled without decoding or CMAC.
+  verifier would call a duplicate (docs/protocol.md §1): counted and sampled without decoding or CMAC.
   So each distinct advert is decoded and authenticated once, on its first reception.
 
 The only difference: counters for unknown receivers and duplicates are added once per batch, so a

@@ -1,4 +1,4 @@
-"""The wristband pipeline of one site: verify → track → rules → alerts (issue 3).
+"""The wristband pipeline of one site: verify → track → rules → alerts.
 
 `BandPipeline` is the pure core the agent, `replay` and the benchmarks share. It takes
 observations with their own timestamps and a `now` for ticks; it never reads the clock, so
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,14 +20,20 @@ from edge.bands.kernel_warmup import warm_up
 from edge.bands.rules import BandRules, Decision, Fix, RuleParams
 from edge.bands.silence import DEFAULT_SILENCE, SilenceEvidence, SilenceParams
 from edge.bands.tracker import Tracker, TrackerParams
+from edge.bands.window_detector import WindowDetector
+from edge.bands.window_test import WindowParams
 from protocols.advert import StatusAdvert
 from protocols.observation import RawObservation
-from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandTelemetry
+from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandSubject, BandTelemetry
 from protocols.site_config import SiteConfig
 from protocols.ulid import seeded_ulid
 from protocols.verify import ACCEPTED, DUPLICATE, AdvertVerifier
 
 log = logging.getLogger("qwatch.edge.bands")
+
+# Alert types whose rules know how to clear a raise they did not see happen (BandRules).
+_ADOPTABLE = frozenset({"geofence_breach", "band_missing", "band_tamper", "sos", "fever", "low_battery",
+                        "no_motion", "advert_forgery", "advert_replay"})
 
 
 
@@ -51,7 +57,8 @@ class BandPipeline:
 
     def __init__(self, site: SiteConfig, keys: Mapping[int, bytes], *, node: str,
                  tracker_params: TrackerParams | None = None, rule_params: RuleParams | None = None,
-                 silence_params: SilenceParams | None = DEFAULT_SILENCE) -> None:
+                 silence_params: SilenceParams | None = DEFAULT_SILENCE,
+                 window_params: WindowParams | None = None) -> None:
         self.site = site
         self.node = node
         self.verifier = AdvertVerifier(keys, site.company_id)
@@ -67,10 +74,20 @@ class BandPipeline:
             len(site.bands), len(zid))
         self._restricted = np.array([z.kind == "restricted" for z in site.zones], dtype=bool)
         self._init_candidates(site)
+        self._n_bands = len(self.band_ids)
+        window = self._rules_params.breach_test == "window"
+        # The window test decides breaches itself (silence included: every missed advert counts).
         self._silence: SilenceEvidence | None = (
             SilenceEvidence(site, self.tracker.rx_pos, silence_params)
-            if silence_params is not None and len(site.receivers) and site.bands else None)
-        self._n_bands = len(self.band_ids)
+            if silence_params is not None and len(site.receivers) and site.bands and not window else None)
+        wp = window_params or WindowParams()
+        wp = replace(wp, threshold=self._rules_params.window_threshold,
+                     clear_threshold=self._rules_params.window_clear)
+        self.detector: WindowDetector | None = (
+            WindowDetector(site, self.tracker, self._n_bands, self._rules_params.breach_dwell_s, wp)
+            if window and len(site.receivers) and self._n_bands else None)
+        self._person = {b.id: b.person for b in site.bands}
+        self._allowed_of = {b.id: list(b.allowed_zones) for b in site.bands}
         self._status: dict[int, _Status] = {}
         self._fixes: dict[int, Fix] = {}
         self._est_extra: dict[int, tuple[int, float]] = {}
@@ -240,10 +257,36 @@ class BandPipeline:
                     decisions = band_rules.on_fix(fix)
                     if decisions:
                         alerts += self._alerts(band, decisions)
+        alerts += self._window(now)
         silence = self._silence_evidence(now, fixed)
         for band, rules in self.rules.items():
             decisions = rules.on_tick(now, band in fixed, silence.get(band))
             if decisions:  # nearly always empty: skip the call
+                alerts += self._alerts(band, decisions)
+        return alerts
+
+    def _window(self, now: float) -> list[Alert]:
+        """Run the window breach test on the bands due this tick and feed the rules its results."""
+        det = self.detector
+        if det is None:
+            return []
+        index = self.tracker.index
+        out_m: dict[int, float] = {}
+        rx_count: dict[int, int] = {}
+        for band, fix in self._fixes.items():
+            i = index[band]
+            if i < self._n_bands and fix.ts >= now - 2.0:
+                out_m[i] = fix.out_m
+                rx_count[i] = self._est_extra.get(band, (0, 0.0))[0]
+        active = {index[b] for (b, t) in self._active if t == "geofence_breach"}
+        rows = det.due(now, out_m, rx_count, active)
+        clear_rows = np.array(sorted(active), dtype=np.int64)
+        verdicts = det.tick(now, rows, clear_rows, out_m)
+        alerts: list[Alert] = []
+        for i, v in verdicts.items():
+            band = self.band_ids[i]
+            decisions = self.rules[band].on_window(now, v.lr, v.clear_lr, (v.x, v.y, v.out_m))
+            if decisions:
                 alerts += self._alerts(band, decisions)
         return alerts
 
@@ -306,6 +349,7 @@ class BandPipeline:
         for d in decisions:
             key = (band, d.type)
             if d.state == "raised":
+                detail = self._band_detail(band, d)
                 self._seq += 1
                 alert = Alert.model_validate({
                     "schema": "qwatch.alert/1",
@@ -313,7 +357,7 @@ class BandPipeline:
                                                          f"{d.ts:.3f}|{self._seq}"),
                     "site": self.site.site.id, "node": self.node, "type": d.type,
                     "severity": DEFAULT_SEVERITY.get(d.type, "major"), "state": "raised",
-                    "subject": {"band": band}, "ts": d.ts, "detail": d.detail,
+                    "subject": {"band": band}, "ts": d.ts, "detail": detail,
                 })
                 self._active[key] = alert
                 self._count("alerts_raised")
@@ -328,9 +372,52 @@ class BandPipeline:
                 out.append(raised.cleared(d.ts, d.detail))
         return out
 
+    def _band_detail(self, band: int, d: Decision) -> dict[str, Any]:
+        """A raised alert's detail plus `person` (the site's pseudonymous label) and, for a breach with no
+        confident zone yet, `left_zone` = the allowed zone nearest to where the band is."""
+        detail = dict(d.detail)
+        person = self._person.get(band)
+        if person is None:
+            return detail
+        detail["person"] = person
+        if d.type == "geofence_breach" and detail.get("left_zone") is None:
+            x, y = detail.get("x"), detail.get("y")
+            zones = self._allowed_of.get(band, [])
+            if isinstance(x, float) and isinstance(y, float) and zones:
+                pt = np.array([[x, y]])
+                sd = self.zones.signed_distances(pt)[0]
+                ids = [z.id for z in self.zones.zones]
+                detail["left_zone"] = min(zones, key=lambda z: float(sd[ids.index(z)]))
+            elif zones:
+                detail["left_zone"] = zones[0]
+        return detail
+
     def active_alerts(self) -> list[Alert]:
         """Alerts raised and not yet cleared."""
         return list(self._active.values())
+
+    def adopt_alert(self, alert: Alert, now: float) -> Alert | None:
+        """Take over an alert raised before a restart (from the outbox database).
+
+        The band's rules start in the raised state for that type, so the alert keeps its alert_id and
+        is cleared by the usual rule once its condition ends (security alarms and SOS: after their
+        usual quiet time from `now`). An alert this pipeline cannot own (band or type no longer in
+        the config) is cleared at once: the returned `cleared` message goes to the outbox.
+        """
+        band = alert.subject.band if isinstance(alert.subject, BandSubject) else -1
+        rules = self.rules.get(band)
+        if rules is None or alert.state != "raised" or alert.type not in _ADOPTABLE:
+            self._count("alerts_cleared_on_restart")
+            return alert.cleared(now, {"reason": "node_restart", "note": "no longer monitored after a restart"})
+        rules.active.add(alert.type)
+        if alert.type == "sos":
+            rules._sos_last = now
+        elif alert.type in ("advert_forgery", "advert_replay"):
+            rules._security_last[alert.type] = now
+        self._active[(band, alert.type)] = alert
+        self._count("alerts_adopted")
+        log.info("event=alert_adopted band=%s type=%s alert=%s", band, alert.type, alert.alert_id)
+        return None
 
     # -- reporting ----------------------------------------------------------------------------
     def telemetry(self, now: float) -> BandTelemetry:
@@ -378,6 +465,10 @@ class BandPipeline:
         out = dict(self._counts)
         out["active_alerts"] = len(self._active)
         return out
+
+    def receivers(self, now: float) -> dict[str, dict[str, float | int | str]]:
+        """Per receiver: learned floor, gain residual and state (ok, gain_off, deaf, silent), or {}."""
+        return self.detector.receivers(now) if self.detector is not None else {}
 
     def calibration(self) -> dict[str, Any]:
         """The self-calibration state: exponent and receiver biases (dB)."""

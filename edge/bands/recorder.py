@@ -1,4 +1,4 @@
-"""Observation-log recorder (PROTOCOL.md §2) with size-based rotation, for field logs that `replay` reads.
+"""Observation-log recorder (docs/protocol.md §2) with size-based rotation, for field logs that `replay` reads.
 
 Sources call `write` from their own threads; the recorder never raises into them. Write
 errors (disk full, directory gone) are counted and reported through `stats()`.

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from protocols.bounds import Range, check_bounds
+
 log = logging.getLogger(__name__)
 
 # Low delay over TCP: no input buffering, 0.5 s reorder window, 5 s socket timeout, short probing.
@@ -28,6 +30,15 @@ FFMPEG_RTSP_OPTIONS = (
     "|analyzeduration;500000|probesize;65536"
 )
 _env_lock = threading.Lock()
+
+
+# Bounds of CaptureOptions: the detect size and rate are the site config's `detect:` ranges
+# (protocols.site_config.Detect); timeouts are positive and at most an hour.
+CAPTURE_BOUNDS = {
+    "width": Range(ge=32, le=3840), "height": Range(ge=32, le=2160), "fps": Range(gt=0, le=30),
+    "stall_s": Range(gt=0, le=3600), "open_timeout_s": Range(gt=0, le=3600), "backoff_initial_s": Range(gt=0, le=3600),
+    "backoff_max_s": Range(gt=0, le=3600), "decode_threads": Range(ge=0, le=64),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +57,9 @@ class CaptureOptions:
     loop_files: bool = True  # a file that ends is reopened (False: EOF ends the capture)
     keep_full: bool = True  # hand over the full-resolution frame too (snapshots)
     decode_threads: int = 1  # FFmpeg decoder threads; 1 is cheapest per frame on a small board
+
+    def __post_init__(self) -> None:
+        check_bounds(self, CAPTURE_BOUNDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """`qwatch-edge camera-test`: run one camera's pipeline and print its events as JSON lines.
 
 Technicians use it on site to tune zones and masks. stdout carries only camera events
-(PROTOCOL.md §6, one JSON object per line); the stats summary goes to stderr. For files,
+(docs/protocol.md §6, one JSON object per line); the stats summary goes to stderr. For files,
 `ts` is media time and the file is processed as fast as it decodes; for live streams, `ts`
 is Unix time and the command runs until --max-seconds or Ctrl-C.
 """
@@ -72,7 +72,7 @@ class _Runner:
 
 
 def camera_test(
-    config: Annotated[Path, typer.Option("--config", help="site YAML (PROTOCOL.md §3)")],
+    config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     camera: Annotated[str, typer.Option("--camera", help="camera ID from the site config")],
     source: Annotated[
         str | None, typer.Option("--source", help="RTSP URL or video file (default: the camera's url)")

@@ -30,6 +30,7 @@ import numpy as np
 from edge.camera.nightmode import NightMode
 from edge.camera.tamper import TAMPER_END, TAMPER_START, TamperDetector
 from edge.camera.tracks import Perspective, Track, Tracker, TrackParams, find_blobs
+from protocols.bounds import Range, check_bounds
 
 Polygon = tuple[tuple[float, float], ...]
 BBox = tuple[float, float, float, float]
@@ -53,6 +54,22 @@ class ZoneSpec:
     min_area: float = 0.002
     dwell_frames: int = 3
     alert: bool = True
+
+    def __post_init__(self) -> None:
+        # The site config's ranges for camera zones (protocols.site_config.CameraZone).
+        check_bounds(self, {"min_area": Range(gt=0, le=1), "dwell_frames": Range(ge=1, le=100)})
+
+
+# Bounds of DetectorSpec. width, height and fps are the site config's `detect:` ranges
+# (protocols.site_config.Detect); the rest keep the detector's arithmetic meaningful.
+_DETECTOR_BOUNDS = {
+    "width": Range(ge=32, le=3840), "height": Range(ge=32, le=2160), "fps": Range(gt=0, le=30),
+    "quiet_s": Range(gt=0, le=3600), "outside_min_area": Range(gt=0, le=1), "outside_dwell_frames": Range(ge=1, le=100),
+    "bg_tau_s": Range(gt=0, le=3600), "min_threshold": Range(ge=0, le=255), "noise_k": Range(ge=0, le=100),
+    "relative_threshold": Range(ge=0, le=1), "global_fraction": Range(gt=0, le=1), "settle_s": Range(ge=0, le=60),
+    "tamper_hold_s": Range(ge=0, le=3600), "tamper_clear_s": Range(ge=0, le=3600),
+    "tamper_ref_tau_s": Range(gt=0, le=86400), "warmup_s": Range(ge=0, le=60), "min_blob_px": Range(ge=1),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +101,9 @@ class DetectorSpec:
     tracks: bool = True  # zone events only for tracks that behave like a person
     track_params: TrackParams = field(default_factory=TrackParams)
     min_blob_px: int = 6  # changed pixels of a blob worth following
+
+    def __post_init__(self) -> None:
+        check_bounds(self, _DETECTOR_BOUNDS)
 
 
 @dataclass(frozen=True, slots=True)

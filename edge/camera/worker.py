@@ -1,6 +1,6 @@
 """CameraWorker: capture + motion for one camera, turned into camera events, alerts and snapshots.
 
-The agent creates one worker per configured camera. Events (PROTOCOL.md §6) go to
+The agent creates one worker per configured camera. Events (docs/protocol.md §6) go to
 `on_event`; `camera_motion` (zones with `alert: true`), `camera_tamper` and `camera_offline`
 alerts go to `on_alert`, and their `cleared` message reuses the alert_id. Every
 `camera_motion` alert gets one JPEG at full stream resolution with the bbox drawn, handed

@@ -1,4 +1,4 @@
-"""Write a simulated observation log (PROTOCOL.md §2), e.g. for `qwatch-edge replay`.
+"""Write a simulated observation log (docs/protocol.md §2), e.g. for `qwatch-edge replay`.
 
 Usage: ``python -m edge.sim.obslog SITE.yaml KEYS.json OUT.jsonl [--duration S] [--seed N]
 [--escape-band ID --escape-at S] [--radio default|alt]``

@@ -11,6 +11,10 @@ RSSI(dBm) = P1m(band) + gain(rx) - 10·n·log10(d) + slow(link) + fast(sample)
   per-link AR(1) part (bodies, walls; correlated over seconds) and a fast per-packet part.
 * A packet is lost with a base probability, more often as the signal nears the receiver's
   sensitivity (so loss grows with distance), and never received below -100 dBm.
+* Bad receivers for robustness benchmarks (off by default): `bad_rx` adds a gain error to chosen
+  receivers (one that reads 4-6 dB low), `deaf_rx` moves a receiver's floor up (hears nothing below
+  -85 dBm; its loss curve moves with it). `rx_gain_uniform_db` / `band_power_uniform_db` draw the
+  hidden gains uniformly in ±value instead of from a normal (the breach benchmark's "±2 dB").
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class RadioParams:
     rx_gain_sigma_db: float = 3.0  # hidden receiver gain deviation from its configured offset
     band_power_sigma_db: float = 1.5  # true 1 m power vs the advertised measured_power
     min_distance_m: float = 0.5
+    rx_gain_uniform_db: float | None = None  # hidden receiver gains uniform in ±value (None: normal, σ above)
+    band_power_uniform_db: float | None = None  # band powers uniform in ±value (None: normal, σ above)
+    bad_rx: tuple[tuple[int, float], ...] = ()  # (receiver index, dB added to its gain after the draw)
+    deaf_rx: tuple[tuple[int, float], ...] = ()  # (receiver index, its floor in dBm: hears nothing below)
 
 
 class RadioChannel:
@@ -54,8 +62,14 @@ class RadioChannel:
         self.p = params
         self.rx_pos = np.asarray(rx_positions, dtype=np.float64).reshape(-1, 2)
         n_rx = len(self.rx_pos)
-        self.rx_gain = -np.asarray(rx_offsets, dtype=np.float64) + rng.normal(0, params.rx_gain_sigma_db, n_rx)
-        self.tx_power_err = rng.normal(0, params.band_power_sigma_db, n_tx)
+        g, b = params.rx_gain_uniform_db, params.band_power_uniform_db
+        dev = rng.normal(0, params.rx_gain_sigma_db, n_rx) if g is None else rng.uniform(-g, g, n_rx)
+        self.rx_gain = -np.asarray(rx_offsets, dtype=np.float64) + dev
+        self.tx_power_err = rng.normal(0, params.band_power_sigma_db, n_tx) if b is None else rng.uniform(-b, b, n_tx)
+        self.rx_floor = np.full(n_rx, SENSITIVITY_DBM)
+        apply_bad_receivers(self.rx_gain, self.rx_floor, params.bad_rx, params.deaf_rx)
+        # A deaf receiver's whole hearing curve moves up with its floor.
+        self.rx_knee = params.loss_knee_dbm + (self.rx_floor - SENSITIVITY_DBM)
         var = params.shadowing_db**2
         self._sigma_slow = math.sqrt(var * params.slow_fraction)
         self._sigma_fast = math.sqrt(var * (1.0 - params.slow_fraction))
@@ -82,8 +96,8 @@ class RadioChannel:
         mean = self.mean_rssi(tx_idx, measured_power, pos)
         self._evolve_slow(tx_idx, ts)
         rssi = mean + self._slow[tx_idx] + self._rng.normal(0, self._sigma_fast, mean.shape)
-        p_ok = (1.0 - self.p.base_loss) / (1.0 + np.exp(-(rssi - self.p.loss_knee_dbm) / self.p.loss_width_db))
-        ok = (self._rng.random(mean.shape) < p_ok) & (rssi >= SENSITIVITY_DBM)
+        p_ok = (1.0 - self.p.base_loss) / (1.0 + np.exp(-(rssi - self.rx_knee[None, :]) / self.p.loss_width_db))
+        ok = (self._rng.random(mean.shape) < p_ok) & (rssi >= self.rx_floor[None, :])
         return rssi, ok
 
     def _evolve_slow(self, tx_idx: NDArray[np.int64], ts: NDArray[np.float64]) -> None:
@@ -92,3 +106,16 @@ class RadioChannel:
         innov = self._rng.normal(0, 1.0, (len(tx_idx), self._slow.shape[1]))
         self._slow[tx_idx] = rho * self._slow[tx_idx] + np.sqrt(1.0 - rho**2) * self._sigma_slow * innov
         self._slow_ts[tx_idx] = ts
+
+
+def apply_bad_receivers(gain: NDArray[np.float64], floor: NDArray[np.float64], bad: tuple[tuple[int, float], ...],
+                        deaf: tuple[tuple[int, float], ...]) -> None:
+    """Add `bad` gain errors and raise `deaf` floors in place (indices checked, values finite)."""
+    for i, v in bad:
+        if not 0 <= i < len(gain) or not math.isfinite(v):
+            raise ValueError(f"bad_rx: receiver index {i} / gain error {v} out of range")
+        gain[i] += v
+    for i, v in deaf:
+        if not 0 <= i < len(floor) or not math.isfinite(v):
+            raise ValueError(f"deaf_rx: receiver index {i} / floor {v} out of range")
+        floor[i] = max(floor[i], v)

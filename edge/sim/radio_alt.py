@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.sim.radio import RadioParams
+from edge.sim.radio import RadioParams, apply_bad_receivers
 
 F64 = NDArray[np.float64]
 
@@ -64,12 +65,15 @@ class AltRadioParams:
     heading_turn_s: float = 40.0  # a standing person turns round about this often
     min_distance_m: float = 0.5
     features: int = 64  # random Fourier features per receiver field
+    bad_rx: tuple[tuple[int, float], ...] = ()  # (receiver index, dB added to its gain): a miscalibrated one
+    deaf_rx: tuple[tuple[int, float], ...] = ()  # (receiver index, floor dBm): a deaf one
 
     @classmethod
-    def like(cls, shadowing_db: float, loss: float) -> AltRadioParams:
+    def like(cls, shadowing_db: float, loss: float, **more: Any) -> AltRadioParams:
         """Scaled to a benchmark cell: σ sets the spatial and body parts, `loss` the mean loss."""
         bad = min(max(loss, 0.0), 0.6)
-        return cls(spatial_db=0.7 * shadowing_db, body_db=0.8 * shadowing_db, bad_share=bad / 0.7 if bad else 0.0)
+        return cls(spatial_db=0.7 * shadowing_db, body_db=0.8 * shadowing_db, bad_share=bad / 0.7 if bad else 0.0,
+                   **more)
 
 
 class AltRadioChannel:
@@ -85,6 +89,7 @@ class AltRadioChannel:
         e = params.rx_gain_error_db
         self.rx_gain = -np.asarray(rx_offsets, dtype=np.float64) + rng.uniform(-e, e, n_rx)
         self.rx_floor = rng.uniform(*params.floor_range_dbm, n_rx)
+        apply_bad_receivers(self.rx_gain, self.rx_floor, params.bad_rx, params.deaf_rx)
         self.tx_power_err = rng.uniform(-params.power_error_db, params.power_error_db, n_tx)
         # Only bands have bodies (and headings); beacons are fixed devices.
         self.n_bands = n_tx if n_bands is None else n_bands

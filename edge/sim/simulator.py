@@ -26,6 +26,8 @@ BAND_POWER_DBM = -59
 BEACON_POWER_DBM = -55
 RX_LATENCY_S = 0.02
 
+COUNTER_EPOCH = 1_700_000_000.0  # counters advance from here at one per advert interval
+
 
 class Simulator:
     """Deterministic (per seed) simulation of a site's bands, beacons and receivers."""
@@ -80,7 +82,12 @@ class Simulator:
         # Per-transmitter advert interval (the alt channel's bands do not all advertise at exactly 1 Hz).
         self._interval = interval_s * getattr(self.channel, "interval_factor", np.ones(n_tx))
         self._next_ts = start_ts + self._rng.uniform(0, interval_s, n_tx)
-        self._counter = self._rng.integers(0, 1_000_000, n_tx).astype(np.int64)
+        # A real band keeps its counter in flash and advances it once per advert (docs/protocol.md §1), so
+        # a simulated world started later must continue above an earlier run's counters, or the edge
+        # (which remembers them across restarts) rightly calls every advert a replay.
+        elapsed = max(0.0, start_ts - COUNTER_EPOCH)
+        self._counter = (self._rng.integers(0, 1_000_000, n_tx)
+                         + (elapsed / np.maximum(self._interval, 1e-3)).astype(np.int64)).astype(np.int64)
         self.sent = 0
         self.heard = 0
 
@@ -111,7 +118,7 @@ class Simulator:
         charging = in_any(t_rel, s.charging)
         flags |= FLAG_CHARGING if charging else 0
         still = in_any(t_rel, s.still)
-        if not still and (s.mover.speed(t_rel) > 0.2 or self._rng.random() < 0.4):
+        if not still and (s.mover.speed(t_rel) > 0.2 or self._rng.random() < s.fidget):
             flags |= FLAG_MOVING
         battery = round(min(max(s.battery_start - s.battery_drain_per_h * t_rel / 3600.0, 0.0), 100.0))
         flags |= FLAG_LOW_BATTERY if battery < 15 and not charging else 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from protocols.site_config import SiteConfig
+from pathlib import Path
+
+from protocols.site_config import SiteConfig, load_site_config
 
 
 def blocks_site(n_bands: int = 500, site_id: str = "bench-500") -> SiteConfig:
@@ -24,3 +26,34 @@ def blocks_site(n_bands: int = 500, site_id: str = "bench-500") -> SiteConfig:
     beacons = [{"id": 9000 + i, "position": [(i % 5) * 34.0 + 3, (i // 5) * 20.0 + 3]} for i in range(4)]
     return SiteConfig.model_validate({"site": {"id": site_id}, "zones": zones, "receivers": receivers,
                                       "bands": bands, "beacons": beacons})
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
+# The breach benchmark's layouts (bench/bands_breach.py): name -> example site file.
+BREACH_LAYOUTS: dict[str, Path] = {
+    "demo": EXAMPLES / "demo-site.yaml",  # one receiver per block, four 9 m outside the fence, 2 beacons
+    "perimeter": EXAMPLES / "perimeter-site.yaml",  # two inside, eight on a ring ~15 m out, 4 beacons
+    "compound": EXAMPLES / "compound-site.yaml",  # four blocks, one receiver each, six 5 m out, 4 beacons
+    "lwing": EXAMPLES / "lwing-site.yaml",  # L-shaped wing, three inside, six 5 m out (two in the notch)
+}
+
+
+def layout_site(name: str, n_bands: int, *, shadowing_db: float | None = None, first_id: int = 1001) -> SiteConfig:
+    """A breach-benchmark layout with `n_bands` bands, all allowed where the file's first band is.
+
+    The geometry, receivers, beacons and rules are the example file's (validated by the site-config
+    model as any site file is); only the band list is replaced, and optionally the σ the site claims.
+    """
+    path = BREACH_LAYOUTS.get(name)
+    if path is None:
+        raise ValueError(f"unknown layout {name!r}; allowed: {', '.join(BREACH_LAYOUTS)}")
+    site = load_site_config(path)
+    if not site.bands:
+        raise ValueError(f"{path}: the layout needs at least one band to copy the allowed zones from")
+    allowed = list(site.bands[0].allowed_zones)
+    bands = [{"id": first_id + i, "person": f"P-{i + 1:04d}", "allowed_zones": allowed} for i in range(n_bands)]
+    data = site.model_dump(mode="json")
+    data["bands"] = bands
+    if shadowing_db is not None:
+        data["radio"]["shadowing_db"] = shadowing_db
+    return SiteConfig.model_validate(data)

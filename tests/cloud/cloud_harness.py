@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
@@ -60,12 +61,13 @@ def start_cloud(workdir: Path, broker: ServiceProcess, vm_url: str, **cfg: Any) 
     hub = LiveHub()
     sites = cfg.pop("sites", {})
     auth = cfg.pop("auth", None)  # a cloud.auth.Authenticator: the API then needs bearer tokens
+    bands = cfg.pop("bands", None)  # a cloud.band_registry.BandRegistry: the band routes answer
     ingest = Ingest(IngestConfig(host=broker.host, port=broker.port, **cfg), store, writer, hub)
     writer.start()
     ingest.start()
     port = free_port()
     app = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm_url, sites=sites,
-                                  auth=auth))
+                                  auth=auth, bands=bands))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -88,7 +90,7 @@ class Publisher:
     """A plain paho MQTT 5 client for raw payloads (garbage included)."""
 
     def __init__(self, broker: ServiceProcess, client_id: str = "") -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or new_ulid(),
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or new_ulid(),
                                   protocol=mqtt.MQTTv5)
         self.broker = broker
 

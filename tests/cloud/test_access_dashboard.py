@@ -16,7 +16,7 @@ from cloud.auth import Authenticator
 from cloud.users import add_user, revoke_user
 from devtools.services import ServiceProcess, require_binary
 from tests.cloud.cloud_harness import Publisher, RunningCloud, alert_json, start_cloud, wait_for
-from tests.cloud.test_cloud_dashboard import CHROMIUM_ARGS
+from tests.cloud.test_cloud_dashboard import CHROMIUM_ARGS, ENGLISH_JS
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +55,7 @@ def test_guard_signs_in_sees_own_site_and_acks_as_themselves(signed: Signed, mos
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 850})
+            page.add_init_script(ENGLISH_JS)
             outside: list[str] = []
             page.on("request", lambda r: None if r.url.startswith(cloud.url) else outside.append(r.url))
             page.goto(cloud.url + "/")
@@ -101,6 +102,7 @@ def test_guard_signs_in_sees_own_site_and_acks_as_themselves(signed: Signed, mos
             # A sign-in link (what `make demo` prints), opened in a new tab: the fragment never reaches the
             # server, and is wiped from the address bar.
             page = browser.new_page(viewport={"width": 1400, "height": 850})
+            page.add_init_script(ENGLISH_JS)
             page.on("request", lambda r: None if r.url.startswith(cloud.url) else outside.append(r.url))
             page.goto(f"{cloud.url}/#token={signed.command}")
             page.wait_for_selector("#conn.up", timeout=10_000)

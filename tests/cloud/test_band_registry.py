@@ -56,6 +56,13 @@ def test_enrol_retire_reenrol_with_audit(reg: BandRegistry) -> None:
     assert reg.audit(1001)[2]["detail"] == {"allowed_zones": ["ward", "yard"]}
 
 
+def test_the_database_is_private(reg: BandRegistry) -> None:
+    import stat
+
+    reg.enrol(band=1, site="kg-01", person="a", allowed_zones=["ward"], key=KEY, by="t")
+    assert stat.S_IMODE(Path(reg.path).stat().st_mode) == 0o600
+
+
 def test_keys_are_per_site(reg: BandRegistry) -> None:
     reg.enrol(band=1, site="kg-01", person="a", allowed_zones=["ward"], key=KEY, by="t")
     reg.enrol(band=2, site="kg-02", person="b", allowed_zones=["ward"], key=bytes(16), by="t")

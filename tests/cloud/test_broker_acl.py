@@ -1,4 +1,4 @@
-"""The shipped ACL template (config/mosquitto/qwatch.acl.example) enforces PROTOCOL.md §5 on a
+"""The shipped ACL template (config/mosquitto/qwatch.acl.example) enforces docs/protocol.md §5 on a
 real Mosquitto: a node writes only under its own prefix and reads only its own cmd/#."""
 
 from __future__ import annotations

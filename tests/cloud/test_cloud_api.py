@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -95,10 +96,18 @@ def test_track_without_vm_is_503(client: TestClient) -> None:
 def test_dashboard_is_served_without_external_urls(client: TestClient) -> None:
     html = client.get("/").text
     assert "/api/v1/live" in client.get("/static/dashboard.js").text
-    assets = [client.get(f"/static/{name}") for name in ("dashboard.js", "signin.js", "dashboard.css")]
+    from cloud.api import STATIC_DIR
+
+    names = sorted(p.name for p in STATIC_DIR.iterdir() if p.suffix in (".js", ".css", ".svg", ".html"))
+    assert {"dashboard.js", "signin.js", "i18n.js", "dashboard.css", "favicon.svg"} <= set(names)
+    assets = [client.get(f"/static/{name}") for name in names]
     assert all(a.status_code == 200 for a in assets)
     for text in (html, *(a.text for a in assets)):
+        text = text.replace('xmlns="http://www.w3.org/2000/svg"', "")   # an XML namespace name, never fetched
         assert "http://" not in text and "https://" not in text
+    # Every script the page loads is bundled here.
+    assert set(re.findall(r'<script src="/static/([\w.]+)"', html)) <= set(names)
+    assert client.get("/favicon.ico").status_code == 200
 
 
 def test_sites_carry_configured_geometry_and_nothing_secret(ctx: CloudContext, client: TestClient) -> None:

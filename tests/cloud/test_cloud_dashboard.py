@@ -43,6 +43,7 @@ COUNT_COLOURS_JS = """(sel) => {
   }
   return {red, green};
 }"""
+ENGLISH_JS = "localStorage.setItem('qwatch.lang', 'en')"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
@@ -62,6 +63,7 @@ def test_alert_arrives_live_and_is_acknowledged(cloud: RunningCloud, mosquitto: 
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 850})
+            page.add_init_script(ENGLISH_JS)  # this test reads the English strings (test_dashboard_phone: Vietnamese)
             # Nothing may leave the machine: fail the test on any non-loopback request.
             outside: list[str] = []
             page.on("request", lambda r: None if r.url.startswith(cloud.url) else outside.append(r.url))
@@ -93,7 +95,7 @@ def test_alert_arrives_live_and_is_acknowledged(cloud: RunningCloud, mosquitto: 
             item = page.wait_for_selector(f'li[data-alert-id="{alert_id}"]', timeout=10_000)
             assert item is not None
             assert "critical" in (item.get_attribute("class") or "")
-            assert "geofence breach" in item.inner_text()
+            assert "Geofence breach" in item.inner_text()
             assert page.is_visible("#banner") and "CRITICAL" in page.inner_text("#banner")
             assert page.get_attribute('.site[data-site="site-d"]', "class") == "site alarm"
 

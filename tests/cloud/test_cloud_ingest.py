@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.alert_store import AlertQuery, AlertStore
 from devtools.services import ServiceProcess, flush_victoria_metrics
@@ -123,7 +124,7 @@ def test_telemetry_spooled_while_vm_down(
 def test_node_offline_from_real_will_and_stale_will(cloud: RunningCloud, pub: Publisher,
                                                    mosquitto: ServiceProcess) -> None:
     topic = "qwatch/v1/site-n/edge-07/status"
-    node = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edge-07", protocol=mqtt.MQTTv5)
+    node = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-07", protocol=mqtt.MQTTv5)
     node.will_set(topic, _status("offline", "boot-1"), qos=1, retain=True)
     node.connect(mosquitto.host, mosquitto.port, keepalive=30)
     node.loop_start()
@@ -225,7 +226,7 @@ def test_ingest_kill_9_and_restart_loses_nothing(tmp_path: Path, mosquitto: Serv
 def test_guard_ack_is_sent_down_to_the_node(cloud: RunningCloud, pub: Publisher,
                                             mosquitto: ServiceProcess) -> None:
     got: list[tuple[str, bytes]] = []
-    node = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edge-ack", protocol=mqtt.MQTTv5)
+    node = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-ack", protocol=mqtt.MQTTv5)
     node.on_message = lambda _c, _u, m: got.append((m.topic, bytes(m.payload)))
     node.connect(mosquitto.host, mosquitto.port)
     node.loop_start()

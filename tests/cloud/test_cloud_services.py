@@ -14,6 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from devtools.services import ServiceProcess, free_port, mosquitto_conf, start_mosquitto
 
@@ -50,7 +51,7 @@ def test_mosquitto_conf_raises_limits(tmp_path: Path) -> None:
 def test_mosquitto_roundtrip_and_restart(mosquitto: ServiceProcess) -> None:
     assert mosquitto.url == f"mqtt://127.0.0.1:{mosquitto.port}"
     got: list[bytes] = []
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     c.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
     c.connect(mosquitto.host, mosquitto.port)
     c.loop_start()
@@ -68,7 +69,7 @@ def test_mosquitto_roundtrip_and_restart(mosquitto: ServiceProcess) -> None:
     assert mosquitto.pid != old_pid
     # Persistence: the retained message survives the restart.
     got.clear()
-    c2 = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c2 = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     c2.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
     c2.connect(mosquitto.host, mosquitto.port)
     c2.loop_start()
@@ -130,9 +131,9 @@ def test_free_port_is_bindable() -> None:
 
 
 def test_missing_binary_fails_under_ci_and_skips_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cloud import services
+    from devtools import services
 
-    monkeypatch.setattr(services.shutil, "which", lambda *_a, **_k: None)
+    monkeypatch.setattr("devtools.services.shutil.which", lambda *_a, **_k: None)
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         services.require_binary("mosquitto")

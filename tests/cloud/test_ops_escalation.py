@@ -12,6 +12,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from websockets.sync.client import connect as ws_connect
 
 from devtools.services import ServiceProcess
@@ -36,11 +37,15 @@ class Escalations:
     def __init__(self, broker: ServiceProcess) -> None:
         self.got: list[dict[str, Any]] = []
         self.qos: list[int] = []
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="esc-watch", protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda _c, _u, m: (self.got.append(json.loads(m.payload)), self.qos.append(m.qos))
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="esc-watch", protocol=mqtt.MQTTv5)
+        self.c.on_message = self._on_message
         self.c.connect(broker.host, broker.port)
         self.c.subscribe("qwatch/v1/cloud/escalation", qos=1)
         self.c.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+        self.got.append(json.loads(m.payload))
+        self.qos.append(m.qos)
 
 
 def test_escalation_goes_to_mqtt_history_live_webhook_and_email(
@@ -133,6 +138,7 @@ sites:
             notify_stats = s.get("/healthz").json()["notify"]
             assert notify_stats["counts"]["webhook_failed_attempts"] == 2
             assert notify_stats["counts"]["webhook_sent"] == 4 and notify_stats["counts"]["email_sent"] == 2
+            assert notify_stats["last_error"] == {"webhook:1": "HTTP 503"}
             site = next(x for x in s.get("/api/v1/sites").json() if x["site"] == "site-e")
             assert site["escalation_deliveries"] == {"pending": 0, "ok": 6, "failed": 0}
 

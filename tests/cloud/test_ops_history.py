@@ -19,7 +19,7 @@ from tests.cloud.cloud_harness import Publisher, alert_json, cleared_json, wait_
 from tests.cloud.ops_harness import serve
 
 
-def _alert(site: str = "s1", band: int = 1001, ts: float = 100.0, **detail: object):  # type: ignore[no-untyped-def]
+def _alert(site: str = "s1", band: int = 1001, ts: float = 100.0, **detail: object):
     return new_alert(site=site, node="edge-01", type="geofence_breach", subject={"band": band}, ts=ts,
                      detail=dict(detail))
 

@@ -40,7 +40,7 @@ def _fixture(db: Path) -> None:
     store = AlertStore(db)
 
     def raise_(site: str, node: str, typ: str, at: float, subject: dict[str, Any]) -> Alert:
-        a = new_alert(site=site, node=node, type=typ, subject=subject, ts=T0 + at)  # type: ignore[arg-type]
+        a = new_alert(site=site, node=node, type=typ, subject=subject, ts=T0 + at)
         store.upsert(a, now=T0 + at + 1)
         return a
 

@@ -1,6 +1,6 @@
 """Node provisioning end to end against a real Mosquitto with TLS, a password file and ACLs.
 
-PROTOCOL.md §5: a node writes only under its own prefix and reads only its own cmd/#; the
+docs/protocol.md §5: a node writes only under its own prefix and reads only its own cmd/#; the
 cloud reads everything and writes only commands. These tests use the files that
 `qwatch-cloud pki init` / `provision-node` / `revoke-node` write, on a broker started with the
 same security block as the production config.
@@ -104,7 +104,12 @@ def test_provision_is_idempotent_and_rotation_is_explicit(tmp_path: Path) -> Non
 
 def test_node_is_confined_to_its_own_prefix_over_tls(secure: SecureBroker) -> None:
     cloud, n1, n2 = _clients(secure, "cloud", "edge-01", "edge-02")
-    spy = Client(secure.broker, secure.creds("cloud")).start()  # a second cloud session, to see forgeries
+    # A second cloud session, to see forgeries: a user of its own, since the broker makes the client ID
+    # the username (two sessions of one user would take each other over).
+    secure.bundles["spy"] = secure.province.provision_cloud(worker="spy")
+    secure.broker.reload()
+    time.sleep(0.3)
+    spy = Client(secure.broker, secure.creds("spy")).start()
     try:
         assert spy.ok()
         cloud.c.subscribe("$share/ingest/qwatch/v1/#", qos=1)  # scale-out ingest: the ACL admits it too

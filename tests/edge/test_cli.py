@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edge.cli import app, parse_hostport
+from edge.cli import app
+from protocols.cli_errors import parse_hostport
 from protocols.errors import ConfigError
 from protocols.site_config import write_band_keys
 
@@ -90,7 +91,12 @@ def test_run_passes_sim_start_ts_and_will_delay(files: tuple[Path, Path], tmp_pa
     import edge.agent
 
     seen: list[edge.agent.AgentOptions] = []
-    monkeypatch.setattr(edge.agent, "run_agent", lambda opts, hooks=None: seen.append(opts) or 0)
+
+    def fake_run_agent(opts: edge.agent.AgentOptions, hooks: object = None) -> int:
+        seen.append(opts)
+        return 0
+
+    monkeypatch.setattr(edge.agent, "run_agent", fake_run_agent)
     site, keys = files
     code, out = _run("--config", str(site), "--keys", str(keys), "--data-dir", str(tmp_path / "d"),
                      "--sim-start-ts", "1627300000.5", "--will-delay", "7")

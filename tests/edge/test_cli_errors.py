@@ -45,7 +45,7 @@ def _main(main: Callable[[], None], argv: list[str], capsys: pytest.CaptureFixtu
     return code if isinstance(code, int) else 1, out.err
 
 
-def _assert_short_usage_error(code: int, err: str, what: str) -> None:
+def _assert_short_usage_error(code: int, err: str, what: object) -> None:
     assert code == 2, (what, err)
     assert "Traceback" not in err, err
     lines = [ln for ln in err.splitlines() if ln.strip()]

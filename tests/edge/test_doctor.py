@@ -185,3 +185,63 @@ def test_pure_judges() -> None:
     assert judge_throttled(0x50000, 50.0)[0].status == "warn"  # under-voltage since boot
     now = judge_throttled(0x5, 82.0)[0]
     assert now.status == "fail" and "under-voltage" in now.detail and "throttled" in now.detail
+
+
+def test_no_ingest_session_is_a_failure(tmp_path: Path, cloud_clock: str) -> None:
+    """On a broker where nobody subscribes to the node's topics, the PUBACK is 0x10: alerts would be lost."""
+    sb = start_secure_broker(tmp_path / "lonely", nodes=("edge-01",))
+    try:
+        site, keys, creds = tmp_path / "site.yaml", tmp_path / "keys.json", tmp_path / "mqtt.json"
+        site.write_text(f"site: {{id: {SITE}}}\nzones:\n  - {{id: a, kind: permitted, polygon: [[0,0],[9,0],[9,9]]}}\n")
+        write_band_keys(keys, {})
+        write_credentials(creds, sb.creds("edge-01"))
+        code, checks = _doctor({"site": site, "keys": keys, "creds": creds, "data": tmp_path / "d"}, cloud_clock)
+    finally:
+        sb.stop()
+    c = checks["broker/ingest session"]
+    assert code == 1 and c["status"] == "fail" and "0x10" in c["detail"]
+    assert "qwatch-cloud serve" in c["fix"]
+    assert checks["broker/publish own"]["status"] == "pass"
+
+
+def test_camera_check_reads_a_real_stream_and_judges_zones(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from edge.doctor_devices import check_ble_adapter, check_camera
+    from protocols.site_config import parse_site_config
+
+    clip = tmp_path / "cam.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (320, 240))
+    for i in range(10):
+        out.write(np.full((240, 320, 3), 20 * i, dtype=np.uint8))
+    out.release()
+    base = (f"site: {{id: s1}}\nzones:\n  - {{id: a, kind: permitted, polygon: [[0,0],[9,0],[9,9]]}}\n"
+            f"cameras:\n  - {{id: cam-1, url: \"{clip}\", detect: {{width: W, height: H}}, zones: "
+            "[{id: door, polygon: [[0.1,0.1],[0.5,0.1],[0.5,0.5]]}]}\n")
+    good = check_camera(parse_site_config(base.replace("W", "320").replace("H", "240")).cameras[0])
+    assert good.status == "pass" and "320x240" in good.detail and "10.0 fps" in good.detail
+    wide = check_camera(parse_site_config(base.replace("W", "320").replace("H", "180")).cameras[0])
+    assert wide.status == "warn" and "aspect ratio" in wide.detail and "detect width/height" in wide.fix
+    rx = parse_site_config(GOOD_BLE).receivers[0]
+    missing = check_ble_adapter(rx, sys_bluetooth=tmp_path)
+    assert missing.status == "fail" and "no adapter hci7" in missing.detail and "bluetoothctl" in missing.fix
+
+
+GOOD_BLE = ("site: {id: s1}\nzones:\n  - {id: a, kind: permitted, polygon: [[0,0],[9,0],[9,9]]}\n"
+            "receivers:\n  - {id: rx-b, position: [1, 1], source: \"bluez:hci7\"}\n")
+
+
+def test_cold_kernel_cache_and_pi_without_vcgencmd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.doctor_checks import check_kernel_cache, check_pi
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty-cache"))
+    cold = check_kernel_cache(warm=False)[0]
+    assert cold.status == "warn" and "first tick waits" in cold.detail and "--warm-kernels" in cold.fix
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no vcgencmd
+    pi = check_pi(model_file=model)[0]
+    assert pi.status == "warn" and "libraspberrypi-bin" in pi.fix
+    model.write_bytes(b"QEMU Virtual Machine\x00")
+    assert "not a Pi" in check_pi(model_file=model)[0].detail

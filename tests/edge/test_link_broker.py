@@ -141,7 +141,7 @@ def test_commands_are_answered_on_cmd_result(mosquitto: ServiceProcess, tmp_path
 
         wait_until(lambda: len(results()) >= 3, 15, "three cmd_result replies")
         got = results()
-        assert {"cmd_id": "c-1", "ok": True, "error": None} in got
+        assert {"cmd_id": "c-1", "ok": True, "error": None, "config_version": None} in got
         assert sum(1 for r in got if not r["ok"]) == 2
         assert agent.alive()
     finally:

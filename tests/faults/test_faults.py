@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,10 @@ def run(mosquitto: ServiceProcess, victoria_metrics: ServiceProcess, tmp_path: P
         rec.close()
 
 
+def _has_telemetry(rec: TopicRecorder, node: str) -> bool:
+    return last_node_telemetry(rec, node) is not None
+
+
 def _scenario(run: Run, name: str, fault: Callable[[Run], float], *, agent_args: tuple[str, ...] = ()) -> None:
     """Start cloud + 3 agents, inject `fault` at FAULT_AT_S (it returns when the fault ends), check."""
     run.agent_args = ("--telemetry-buffer", "10", *agent_args)
@@ -110,7 +115,7 @@ def _scenario(run: Run, name: str, fault: Callable[[Run], float], *, agent_args:
     # Every node must be connected (its telemetry seen) before the fault, or a node that first
     # connects after it never experiences the fault at all.
     for node in NODES:
-        wait_until(lambda n=node: last_node_telemetry(run.rec, n) is not None, 30, f"{node} online")
+        wait_until(partial(_has_telemetry, run.rec, node), 30, f"{node} online")
     time.sleep(FAULT_AT_S)  # the fault must land mid-stream: this is the stimulus timing, not a wait
     t_fault = time.monotonic()
     fault(run)
@@ -176,7 +181,7 @@ def test_broker_stopped_then_restarted(run: Run) -> None:
         return 15.0
 
     _scenario(run, "mosquitto stopped 15 s", fault)
-    dropped = [last_node_telemetry(run.rec, n)["telemetry_dropped"] for n in NODES]
+    dropped = [(last_node_telemetry(run.rec, n) or {})["telemetry_dropped"] for n in NODES]
     assert all(d > 0 for d in dropped), "a 10-slot buffer over a 15 s outage at 2 msg/s must shed"
     run.notes["telemetry_dropped_per_node"] = dropped
     _report(run)
@@ -246,7 +251,7 @@ def test_broker_stalled_sigstop(run: Run) -> None:
 
     _scenario(run, "broker SIGSTOP 10 s (TCP hangs)", fault)
     for node in NODES:
-        m = last_node_telemetry(run.rec, node)["watchdogs"]["mqtt"]
+        m = (last_node_telemetry(run.rec, node) or {})["watchdogs"]["mqtt"]
         assert m.get("disconnects", 0) >= 1, f"{node}: keepalive never noticed the stalled broker: {m}"
         run.notes.setdefault("disconnect_reasons", {})[node] = {
             k: v for k, v in m.items() if k.startswith("disconnect_")}

@@ -72,3 +72,22 @@ def test_enrol_rejects_band_not_in_site(dock: tuple[PtyServer, DockDevice], tmp_
                                       "--keys", str(tmp_path / "k.json"), "--config", str(DEMO)])
     assert result.exit_code == 2
     assert "4242" in result.output and "bands" in result.output
+
+
+def test_cloud_unreachable_keeps_the_key_and_says_how_to_register_later(
+        dock: tuple[PtyServer, DockDevice], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge.enrol
+    from devtools.services import free_port
+
+    monkeypatch.setattr(edge.enrol, "RETRY_DELAYS_S", (0.05,))
+    server, device = dock
+    keys = tmp_path / "keys.json"
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["enrol", "--dock", server.path, "--band", "1001", "--keys", str(keys),
+                                      "--config", str(DEMO), "--cloud", url, "--token", "t"])
+    assert result.exit_code == 1, result.output
+    assert "cannot reach" in result.output and "--register-only" in result.output
+    assert device.band is not None and load_band_keys(keys) == {1001: device.band.key}
+    bad = CliRunner().invoke(app, ["enrol", "--band", "1001", "--keys", str(keys), "--config", str(DEMO),
+                                   "--cloud", url, "--zones", "nowhere", "--register-only"])
+    assert bad.exit_code == 2 and "nowhere" in bad.output and "block-a" in bad.output

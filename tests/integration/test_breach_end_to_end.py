@@ -26,7 +26,7 @@ receivers:
   - {id: rx-in, position: [15, 10], source: sim}
   - {id: rx-s, position: [15, -12], source: sim}
   - {id: rx-w, position: [-12, 10], source: sim}
-  - {id: rx-e, position: [42, 10], source: sim}
+  - {id: rx-e, position: [52, 10], source: sim}  # 22 m out: the demo escapee stands 25 m out
 bands:
   - {id: 1001, person: "P-1", allowed_zones: [block-a]}
   - {id: 1002, person: "P-2", allowed_zones: [block-a]}
@@ -90,7 +90,7 @@ def test_simulated_breach_reaches_api_and_victoria_metrics(
         code = agent.stop()
         stop_all([cloud])
     assert code == 0, agent.log_tail()
-    # The observation log it recorded is valid replay input (PROTOCOL.md §2).
+    # The observation log it recorded is valid replay input (docs/protocol.md §2).
     lines = (tmp_path / "obs.jsonl").read_text().splitlines()
     assert len(lines) > 20
     assert {parse_observation_line(line).rx for line in lines} <= {"rx-in", "rx-s", "rx-w", "rx-e"}

@@ -1,4 +1,4 @@
-"""PROTOCOL.md §1 receiver rules: tag, counter, duplicates across receivers, replay and forgery alarms."""
+"""docs/protocol.md §1 receiver rules: tag, counter, duplicates across receivers, replay and forgery alarms."""
 
 from __future__ import annotations
 

@@ -1,0 +1,36 @@
+"""The cloud's SQLite connections (alert store, band registry): one way to open them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+
+def open_db(path: str, schema: str, *, private: bool = False) -> sqlite3.Connection:
+    """Open (creating the directory) a connection shared by a store's threads under its own lock.
+
+    Autocommit mode (the stores open their own transactions), rows by column name, WAL, and
+    `synchronous=FULL`: a row the cloud acknowledges to the broker or to an API client has
+    reached the disk. `schema` is run as a script (CREATE … IF NOT EXISTS). `private`: the file
+    holds secrets (band keys), so it and its -wal/-shm files are owner-only.
+    """
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if private:
+            _make_private(Path(path))
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(schema)
+    return conn
+
+
+def _make_private(db: Path) -> None:
+    """Owner-only from creation (SQLite gives its -wal/-shm files the database file's mode)."""
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        if p.exists():
+            os.chmod(p, 0o600)
