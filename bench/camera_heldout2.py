@@ -94,7 +94,7 @@ def clip_set(seeds: int) -> list[tuple[str, str, Clip2]]:
                 kw = {"night": True, "insects": 2.0, "drops": 6.0, "streaks": 0.5} if night else {"bushes": 3.0}
                 out.append(("tamper " + ("night" if night else "day"), tam,
                             Clip2(f"tamper|{tam}|{seed}", 22.0, seed=seed * 1000 + 500 + ti + 10 * night,
-                                  tamper=tam, tamper_at=9.0, **kw)))  # type: ignore[arg-type]
+                                  tamper=tam, tamper_at=9.0, **kw)))
     return out
 
 

@@ -249,9 +249,9 @@ class Render2:
             shade = 1.0 - cd["clouds"] * (0.5 + 0.5 * np.tanh(1.5 * self.cloud[:, off:off + self.w]))
             img *= shade
         if cd["shake"] > 0:
-            a = cd["shake"] * self.k
-            sx = a * (math.sin(2 * math.pi * 2.7 * t) + 0.5 * float(rng.standard_normal()))
-            sy = a * 0.6 * (math.sin(2 * math.pi * 1.9 * t + 1) + 0.5 * float(rng.standard_normal()))
+            amp = cd["shake"] * self.k
+            sx = amp * (math.sin(2 * math.pi * 2.7 * t) + 0.5 * float(rng.standard_normal()))
+            sy = amp * 0.6 * (math.sin(2 * math.pi * 1.9 * t + 1) + 0.5 * float(rng.standard_normal()))
             img = cv2.warpAffine(img, np.array([[1, 0, sx], [0, 1, sy]], np.float32), (self.w, self.h),
                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if c.night:
@@ -284,7 +284,7 @@ class Render2:
             if t > c.tamper_at + c.tamper_len:
                 u = max(0.0, 1.0 - (t - c.tamper_at - c.tamper_len))
             img = cv2.GaussianBlur(img, (0, 0), 0.3 + 6.0 * self.k * 2 * u)
-        add = np.zeros((h, w), np.float32)
+        add: np.ndarray = np.zeros((h, w), np.float32)
         # Insects: Poisson arrivals keeping ~cd["insects"] in view, each 1-3 s.
         if cd["insects"] > 0 and rng.random() < cd["insects"] / 2.0 * dt:
             self.bugs.append([t + rng.uniform(1.0, 3.0), rng.uniform(0, w), rng.uniform(0, h),
