@@ -31,18 +31,13 @@ def open_db(path: str, schema: str, *, private: bool = False) -> sqlite3.Connect
 def _make_private(db: Path) -> None:
     """Owner-only from creation (SQLite gives its -wal/-shm files the database file's mode).
 
-    The file is opened here only when it does not exist yet. Closing any descriptor of a file
-    drops every POSIX lock this process holds on it, including the locks of a SQLite connection
-    that another store of this process already has open on the same file; without those locks a
-    second process's SQLite believes it is the last user, checkpoints and deletes the live WAL, and
-    this process's later commits become invisible to everyone else.
+    The file is opened here only to create it: closing any descriptor of a database file drops
+    every POSIX lock this process holds on it, so doing that while another connection of this
+    process (the alert store shares the file) has it open lets other processes think nobody
+    uses the database, checkpoint and delete its WAL under that connection.
     """
-    try:
-        fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        os.close(fd)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         if p.exists():
             os.chmod(p, 0o600)
