@@ -31,16 +31,13 @@ def open_db(path: str, schema: str, *, private: bool = False) -> sqlite3.Connect
 def _make_private(db: Path) -> None:
     """Owner-only from creation (SQLite gives its -wal/-shm files the database file's mode).
 
-    Never open and close an existing database file here: closing any descriptor of a file drops
-    every POSIX lock this process holds on it, including those of another SQLite connection to it
-    (the alert store and the band registry share one file); another process may then reset the
-    WAL index under that connection, and its commits vanish from view (sqlite.org/howtocorrupt.html
-    §2.2). Only a file that does not exist yet is created here, before any connection has it.
+    The file is opened here only to create it: closing any descriptor of a database file drops
+    every POSIX lock this process holds on it, so doing that while another connection of this
+    process (the alert store shares the file) has it open lets other processes think nobody
+    uses the database, checkpoint and delete its WAL under that connection.
     """
-    if not db.exists():
-        # FileExistsError: another process created it meanwhile; the chmod below still applies.
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         if p.exists():
             os.chmod(p, 0o600)

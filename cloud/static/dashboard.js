@@ -91,7 +91,8 @@ function alarmedBands(site) {
   const out = new Map();
   for (const a of state.alerts.values()) {
     if (a.site === site && BAND_ALARM_TYPES.has(a.type) && a.state !== "cleared" && a.subject.band !== undefined) {
-      out.set(a.subject.band, { person: a.person, outside_m: a.outside_m });
+      out.set(a.subject.band, { person: a.person, outside_m: a.outside_m, x: num(a.detail.x), y: num(a.detail.y),
+        ts: a.raised_ts ?? a.ts });
     }
   }
   return out;
@@ -123,13 +124,20 @@ function renderMaps(only) {
     const nodes = s && Array.isArray(s.nodes) ? s.nodes : [];
     const online = nodes.filter((n) => n.online === true).length;
     const alarmed = alarmedBands(site);
+    // An alarmed band with no live position yet is drawn where the alert put it, marked as an old fix.
+    const drawn = new Set(bands.map((b) => b.band));
+    for (const [band, al] of alarmed) {
+      if (!drawn.has(band) && al.x !== null && al.y !== null) {
+        bands.push({ band, x: al.x, y: al.y, err_m: null, ts: al.ts, zone: null, stale: true, fromAlert: true });
+      }
+    }
     const siteAlarm = alarmed.size > 0 ||
       [...state.alerts.values()].some((a) => a.site === site && a.severity === "critical" && isActive(a));
     card.classList.toggle("alarm", siteAlarm);
     card.querySelector(".title b").textContent = siteName(site);
     card.querySelector(".title span").textContent =
-      t("map.siteTitle", { bands: bands.length, on: online, n: nodes.length });
-    const stale = bands.filter((b) => b.stale).length;
+      t("map.siteTitle", { bands: bandCounts.get(site), on: online, n: nodes.length });
+    const stale = bands.filter((b) => b.stale && !b.fromAlert).length;
     card.dataset.stale = String(stale);
     const note = card.querySelector(".stale-note");
     note.textContent = stale ? t("map.stale", { n: stale }) : "";

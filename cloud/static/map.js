@@ -198,7 +198,7 @@ function drawSite(canvas, v) {
   ctx.fillStyle = "#0b0e11"; ctx.fillRect(0, 0, w, h);
   const b = mapBounds(v.geometry, v.bands, v.fallback);
   const ds = canvas.dataset;
-  ds.zones = ds.receivers = ds.beacons = ds.bands = ds.stale = ds.clamped = "0";
+  ds.zones = ds.receivers = ds.beacons = ds.bands = ds.stale = ds.clamped = ds.alertFixes = "0";
   if (!isFinite(b.minX)) {
     ctx.fillStyle = "#8a96a3"; ctx.font = "12px sans-serif"; ctx.fillText(t("map.noPositions"), 8, 18);
     return;
@@ -226,7 +226,10 @@ function drawSite(canvas, v) {
     drawBand(ctx, band, v, P, s, w, h, stale.length <= MAX_STALE_LABELS);
     if (P(band.x, band.y, true)[2]) clamped++;
   }
-  ds.bands = String(bands.length); ds.stale = String(stale.length); ds.clamped = String(clamped);
+  ds.bands = String(bands.filter((x) => !x.fromAlert).length);
+  ds.stale = String(stale.filter((x) => !x.fromAlert).length);
+  ds.clamped = String(clamped);
+  ds.alertFixes = String(bands.filter((x) => x.fromAlert).length);   // drawn where their alert put them
   if (v.track && v.track.points.length) {
     ctx.save();
     ctx.strokeStyle = "#ffd23f"; ctx.lineWidth = 2; ctx.setLineDash([5, 3]);

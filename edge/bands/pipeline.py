@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,8 @@ from edge.bands.kernel_warmup import warm_up
 from edge.bands.rules import BandRules, Decision, Fix, RuleParams
 from edge.bands.silence import DEFAULT_SILENCE, SilenceEvidence, SilenceParams
 from edge.bands.tracker import Tracker, TrackerParams
+from edge.bands.window_detector import WindowDetector
+from edge.bands.window_test import WindowParams
 from protocols.advert import StatusAdvert
 from protocols.observation import RawObservation
 from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandSubject, BandTelemetry
@@ -55,7 +57,8 @@ class BandPipeline:
 
     def __init__(self, site: SiteConfig, keys: Mapping[int, bytes], *, node: str,
                  tracker_params: TrackerParams | None = None, rule_params: RuleParams | None = None,
-                 silence_params: SilenceParams | None = DEFAULT_SILENCE) -> None:
+                 silence_params: SilenceParams | None = DEFAULT_SILENCE,
+                 window_params: WindowParams | None = None) -> None:
         self.site = site
         self.node = node
         self.verifier = AdvertVerifier(keys, site.company_id)
@@ -71,10 +74,20 @@ class BandPipeline:
             len(site.bands), len(zid))
         self._restricted = np.array([z.kind == "restricted" for z in site.zones], dtype=bool)
         self._init_candidates(site)
+        self._n_bands = len(self.band_ids)
+        window = self._rules_params.breach_test == "window"
+        # The window test decides breaches itself (silence included: every missed advert counts).
         self._silence: SilenceEvidence | None = (
             SilenceEvidence(site, self.tracker.rx_pos, silence_params)
-            if silence_params is not None and len(site.receivers) and site.bands else None)
-        self._n_bands = len(self.band_ids)
+            if silence_params is not None and len(site.receivers) and site.bands and not window else None)
+        wp = window_params or WindowParams()
+        wp = replace(wp, threshold=self._rules_params.window_threshold,
+                     clear_threshold=self._rules_params.window_clear)
+        self.detector: WindowDetector | None = (
+            WindowDetector(site, self.tracker, self._n_bands, self._rules_params.breach_dwell_s, wp)
+            if window and len(site.receivers) and self._n_bands else None)
+        self._person = {b.id: b.person for b in site.bands}
+        self._allowed_of = {b.id: list(b.allowed_zones) for b in site.bands}
         self._status: dict[int, _Status] = {}
         self._fixes: dict[int, Fix] = {}
         self._est_extra: dict[int, tuple[int, float]] = {}
@@ -244,10 +257,36 @@ class BandPipeline:
                     decisions = band_rules.on_fix(fix)
                     if decisions:
                         alerts += self._alerts(band, decisions)
+        alerts += self._window(now)
         silence = self._silence_evidence(now, fixed)
         for band, rules in self.rules.items():
             decisions = rules.on_tick(now, band in fixed, silence.get(band))
             if decisions:  # nearly always empty: skip the call
+                alerts += self._alerts(band, decisions)
+        return alerts
+
+    def _window(self, now: float) -> list[Alert]:
+        """Run the window breach test on the bands due this tick and feed the rules its results."""
+        det = self.detector
+        if det is None:
+            return []
+        index = self.tracker.index
+        out_m: dict[int, float] = {}
+        rx_count: dict[int, int] = {}
+        for band, fix in self._fixes.items():
+            i = index[band]
+            if i < self._n_bands and fix.ts >= now - 2.0:
+                out_m[i] = fix.out_m
+                rx_count[i] = self._est_extra.get(band, (0, 0.0))[0]
+        active = {index[b] for (b, t) in self._active if t == "geofence_breach"}
+        rows = det.due(now, out_m, rx_count, active)
+        clear_rows = np.array(sorted(active), dtype=np.int64)
+        verdicts = det.tick(now, rows, clear_rows, out_m)
+        alerts: list[Alert] = []
+        for i, v in verdicts.items():
+            band = self.band_ids[i]
+            decisions = self.rules[band].on_window(now, v.lr, v.clear_lr, (v.x, v.y, v.out_m))
+            if decisions:
                 alerts += self._alerts(band, decisions)
         return alerts
 
@@ -310,6 +349,7 @@ class BandPipeline:
         for d in decisions:
             key = (band, d.type)
             if d.state == "raised":
+                detail = self._band_detail(band, d)
                 self._seq += 1
                 alert = Alert.model_validate({
                     "schema": "qwatch.alert/1",
@@ -317,7 +357,7 @@ class BandPipeline:
                                                          f"{d.ts:.3f}|{self._seq}"),
                     "site": self.site.site.id, "node": self.node, "type": d.type,
                     "severity": DEFAULT_SEVERITY.get(d.type, "major"), "state": "raised",
-                    "subject": {"band": band}, "ts": d.ts, "detail": d.detail,
+                    "subject": {"band": band}, "ts": d.ts, "detail": detail,
                 })
                 self._active[key] = alert
                 self._count("alerts_raised")
@@ -331,6 +371,26 @@ class BandPipeline:
                 log.info("event=alert_cleared band=%s type=%s alert=%s", band, d.type, raised.alert_id)
                 out.append(raised.cleared(d.ts, d.detail))
         return out
+
+    def _band_detail(self, band: int, d: Decision) -> dict[str, Any]:
+        """A raised alert's detail plus `person` (the site's pseudonymous label) and, for a breach with no
+        confident zone yet, `left_zone` = the allowed zone nearest to where the band is."""
+        detail = dict(d.detail)
+        person = self._person.get(band)
+        if person is None:
+            return detail
+        detail["person"] = person
+        if d.type == "geofence_breach" and detail.get("left_zone") is None:
+            x, y = detail.get("x"), detail.get("y")
+            zones = self._allowed_of.get(band, [])
+            if isinstance(x, float) and isinstance(y, float) and zones:
+                pt = np.array([[x, y]])
+                sd = self.zones.signed_distances(pt)[0]
+                ids = [z.id for z in self.zones.zones]
+                detail["left_zone"] = min(zones, key=lambda z: float(sd[ids.index(z)]))
+            elif zones:
+                detail["left_zone"] = zones[0]
+        return detail
 
     def active_alerts(self) -> list[Alert]:
         """Alerts raised and not yet cleared."""
@@ -405,6 +465,10 @@ class BandPipeline:
         out = dict(self._counts)
         out["active_alerts"] = len(self._active)
         return out
+
+    def receivers(self, now: float) -> dict[str, dict[str, float | int | str]]:
+        """Per receiver: learned floor, gain residual and state (ok, gain_off, deaf, silent), or {}."""
+        return self.detector.receivers(now) if self.detector is not None else {}
 
     def calibration(self) -> dict[str, Any]:
         """The self-calibration state: exponent and receiver biases (dB)."""

@@ -78,6 +78,21 @@ class RuleParams:
     still_weight: float = 0.5
     motion_tau_adverts: float = 10.0
     min_margin_m: float = 1.0
+    # The breach decision: "window" = the window likelihood-ratio test (`edge.bands.window_test`, raised
+    # when a long window's 2·ln LR reaches `window_threshold`, cleared after `clear_dwell_s` of the
+    # short window below `window_clear`); "cusum" = the per-tick Δχ² CUSUM on position fixes (the rule
+    # before issue 16, kept for comparison benchmarks).
+    breach_test: str = "window"
+    window_threshold: float = 13.0
+    window_clear: float = 2.0
+    # Start-up: receiver floors, calibration and band gains are still being learned and their spread is
+    # underestimated; the null runs' only false breaches above the threshold came in the first ~2 min.
+    window_startup_s: float = 120.0
+    window_startup_extra: float = 6.0
+    # Stillness cannot be judged from a handful of adverts: no `no_motion` while the band's adverts
+    # arrive on average further apart than this (an escapee far away, heard now and then).
+    no_motion_max_gap_s: float = 3.0
+    left_zone_max_err_m: float = 10.0  # a fix this good, 1 m inside, names the zone a person was in
     restricted_max_err_m: float = 4.0  # a restricted-zone claim needs a position this good
     gap_s: float = 3.0  # an unsure second or two does not restart a dwell; longer does
     fever_window_s: float = 180.0
@@ -161,6 +176,10 @@ class BandRules:
     _sos_last: float | None = None
     _temps: deque[tuple[float, float]] = field(default_factory=deque)
     _last_motion: float | None = None
+    _gap: float = 1.0  # running mean time between verified adverts
+    _left_zone: str | None = None  # the allowed zone the band was last confidently in
+    _clear_dwell: _Dwell = field(default_factory=_Dwell)
+    _started: float | None = None
     _security_last: dict[str, float] = field(default_factory=dict)
 
     def _set(self, type_: str, raised: bool, ts: float, detail: dict[str, Any], out: list[Decision]) -> None:
@@ -177,6 +196,8 @@ class BandRules:
         out: list[Decision] = []
         if self._last_motion is None:
             self._last_motion = ts
+        if self._last_heard is not None and self._heard and ts > self._last_heard:
+            self._gap += (min(ts - self._last_heard, 60.0) - self._gap) / self.p.motion_tau_adverts
         self._last_heard = ts
         self._heard = True
         self._moving += (float(bool(flags & FLAG_MOVING)) - self._moving) / self.p.motion_tau_adverts
@@ -226,7 +247,8 @@ class BandRules:
             self._last_motion = ts
             if "no_motion" in self.active:
                 self._set("no_motion", False, ts, {}, out)
-        elif self._last_motion is not None and ts - self._last_motion >= self.p.no_motion_s:
+        elif (self._last_motion is not None and ts - self._last_motion >= self.p.no_motion_s
+              and self._gap <= self.p.no_motion_max_gap_s):
             self._set("no_motion", True, ts, {"still_s": round(ts - self._last_motion, 1)}, out)
 
     def _fever(self, ts: float, temp_c: float, out: list[Decision]) -> None:
@@ -257,7 +279,55 @@ class BandRules:
     def on_fix(self, fix: Fix) -> list[Decision]:
         """A new position estimate."""
         self._last_fix = fix
+        if fix.out_m <= -1.0 and fix.err_m <= self.p.left_zone_max_err_m and fix.zone is not None:
+            self._left_zone = fix.zone
+        if self.p.breach_test == "window":
+            return self._restricted(fix)
         return self._geofence(fix.ts, self._accumulate(fix))
+
+    def on_window(self, ts: float, lr: float, clear_lr: float, where: tuple[float, float, float]) -> list[Decision]:
+        """The window test's result this tick (NaN = not tested): long-window and clear-window 2·ln LR,
+        and the best outside position (x, y, metres beyond the allowed area)."""
+        out: list[Decision] = []
+        p = self.p
+        if "geofence_breach" not in self.active:
+            young = self._started is not None and ts - self._started < p.window_startup_s
+            if lr >= p.window_threshold + (p.window_startup_extra if young else 0.0):
+                self._clear_dwell.reset()
+                x, y, out_m = where
+                fix = self._last_fix
+                detail = {"x": round(x, 2), "y": round(y, 2), "zone": None,
+                          "err_m": round(fix.err_m, 2) if fix else None, "out_m": round(out_m, 2),
+                          "evidence": round(lr, 1), "reason": "outside", **self._where(out_m)}
+                self._set("geofence_breach", True, ts, detail, out)
+            return out
+        if clear_lr != clear_lr:
+            return out  # not tested or nothing heard: the breach stands
+        fix = self._last_fix
+        inside = (clear_lr <= p.window_clear and (fix is None or fix.restricted is None)
+                  and not lr >= p.window_threshold)
+        in_s = self._clear_dwell.update(ts, inside, 1.5)
+        if inside and in_s >= p.clear_dwell_s:
+            self._breach_restricted.reset()
+            detail = self._detail(fix) if fix else {}
+            self._set("geofence_breach", False, ts, {**detail, "evidence": round(clear_lr, 1)}, out)
+        return out
+
+    def _where(self, out_m: float) -> dict[str, Any]:
+        """The detail keys the dashboard and the daily report read: how far out, and from which zone."""
+        return {"outside_m": round(max(out_m, 0.0), 1), "left_zone": self._left_zone}
+
+    def _restricted(self, fix: Fix) -> list[Decision]:
+        """Window mode: the restricted-zone part of the geofence rule (the window test does the rest)."""
+        out: list[Decision] = []
+        p = self.p
+        in_restricted = fix.restricted is not None and fix.err_m <= p.restricted_max_err_m
+        r_s = self._breach_restricted.update(fix.ts, in_restricted, p.gap_s)
+        if "geofence_breach" not in self.active and in_restricted and r_s >= p.restricted_dwell_s:
+            self._clear_dwell.reset()
+            self._set("geofence_breach", True, fix.ts, {**self._detail(fix), "reason": "restricted",
+                                                        "restricted": fix.restricted, **self._where(fix.out_m)}, out)
+        return out
 
     def _accumulate(self, fix: Fix) -> Fix:
         """Fold one fix's Δχ² into the CUSUM and the recent-support window; returns the fix."""
@@ -296,11 +366,12 @@ class BandRules:
             if outside and out_s >= p.breach_dwell_s:
                 self._back_inside.reset()
                 reason = "silent" if fix.silent else "outside"
-                self._set("geofence_breach", True, ts, {**self._detail(fix), "reason": reason}, out)
+                self._set("geofence_breach", True, ts, {**self._detail(fix), "reason": reason,
+                                                        **self._where(fix.out_m)}, out)
             elif in_restricted and r_s >= p.restricted_dwell_s:
                 self._back_inside.reset()
                 self._set("geofence_breach", True, ts, {**self._detail(fix), "reason": "restricted",
-                                                        "restricted": fix.restricted}, out)
+                                                        "restricted": fix.restricted, **self._where(fix.out_m)}, out)
             return out
         inside = fix.out_m <= 0 and fix.restricted is None and self._evidence < p.evidence_chi2 / 3
         # No gap tolerance beyond one tick here: any doubt restarts the clear dwell, so an edge band
@@ -321,6 +392,8 @@ class BandRules:
     # -- clock -------------------------------------------------------------------------------
     def prime(self, now: float) -> None:
         """Start of monitoring: a band never heard from now on goes missing after missing_after_s."""
+        if self._started is None:
+            self._started = now
         if self._last_heard is None:
             self._last_heard = now
 
@@ -339,7 +412,7 @@ class BandRules:
             where = {"x": round(fix.x, 2), "y": round(fix.y, 2), "zone": fix.zone} if fix else {}
             seen = round(self._last_heard, 3) if self._heard else None
             self._set("band_missing", True, now, {"last_seen": seen, **where}, out)
-        if not fixed and self._last_fix is not None:
+        if not fixed and self._last_fix is not None and self.p.breach_test != "window":
             # Unheard: presume the band is where it was last seen, so walking out of radio range
             # still completes a breach dwell that started outside.
             last = self._last_fix

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from edge.bands.advert_bins import AdvertBins
 from edge.bands.calibration import Calibration
 from edge.bands.locate import LinkModel, LocateParams, locate, truncation_corrected
 from edge.bands.rssi_filter import RssiWindows
@@ -82,6 +83,8 @@ class Tracker:
         # stop hearing, measured rather than assumed, so the "should have heard it" threshold follows
         # the real hardware (a deaf receiver must not push estimates away from it, a keen one helps).
         self.rssi_hist = np.zeros(141, dtype=np.int64)
+        self.rx_hist = np.zeros((len(self.rx_ids), 141), dtype=np.int64)  # the same per receiver (its own floor)
+        self.bins = AdvertBins(len(self.ids), len(self.rx_ids))  # per-second counts for the window breach test
         self.floor_dbm: float | None = None
         self.locate_params = LocateParams(path_loss_exponent=site.radio.path_loss_exponent,
                                           shadowing_db=site.radio.shadowing_db)
@@ -97,7 +100,10 @@ class Tracker:
         """One verified RSSI sample (accepted or duplicate advert)."""
         level = rssi + self.rx_offset[rx_idx]
         self.windows.add(band_idx, rx_idx, ts, level)
-        self.rssi_hist[min(max(int(level) + 140, 0), 140)] += 1
+        b = min(max(int(level) + 140, 0), 140)
+        self.rssi_hist[b] += 1
+        self.rx_hist[rx_idx, b] += 1
+        self.bins.add(band_idx, rx_idx, ts, level)
         self.power[band_idx] = measured_power
         self.rx_last[rx_idx] = ts
         if ts > self.last_sample[band_idx]:
@@ -110,7 +116,10 @@ class Tracker:
             return
         level = rssi + self._rx_offset_arr[rx_idx]
         self.windows.add_many(band_idx, rx_idx, ts, level)
-        self.rssi_hist += np.bincount(np.clip(level.astype(np.int64) + 140, 0, 140), minlength=141)
+        lvl = np.clip(level.astype(np.int64) + 140, 0, 140)
+        self.rssi_hist += np.bincount(lvl, minlength=141)
+        np.add.at(self.rx_hist, (rx_idx, lvl), 1)
+        self.bins.add_many(band_idx, rx_idx, ts, level)
         # "Last write wins" per band (power) and per receiver (last heard, in arrival order, not max).
         bands, last = _last_of(band_idx)
         self.power[bands] = measured_power[last]

@@ -199,11 +199,44 @@ def escape(site: SiteConfig, band_id: int, seed: int, *, cross_at: float, how: s
     return BandScript(mover=mover, escape_at=cross_at)
 
 
-def demo_scenario(site: SiteConfig, *, escape_band: int, escape_at_s: float = 60.0) -> Scenario:
-    """Everyone walks; `escape_band` walks out through the gate, crossing it `escape_at_s` in."""
+def demo_scenario(site: SiteConfig, *, escape_band: int, escape_at_s: float = 60.0, out_m: float = 25.0) -> Scenario:
+    """Everyone walks; `escape_band` climbs a side fence `escape_at_s` in, walks `out_m` out and stands there.
+
+    The commonest escape (issue 16): over a side fence (the east one of its home zone, or the nearest
+    outer fence if that one is shared with another allowed zone), then standing or wandering a
+    little, e.g. waiting for someone on the road.
+    """
     sc = walking(site, seed=1)
-    sc.scripts[escape_band] = escape(site, escape_band, 1, cross_at=escape_at_s, how="gate", out_m=12.0)
+    sc.scripts[escape_band] = side_fence_escape(site, escape_band, 1, cross_at=escape_at_s, out_m=out_m)
     return sc
+
+
+def side_fence_escape(site: SiteConfig, band_id: int, seed: int, *, cross_at: float, out_m: float) -> BandScript:
+    """Walk in the home zone, cross its east fence at `cross_at`, walk `out_m` straight out, then stand.
+
+    The crossing is at the height of the middle of the whole allowed area (clipped into the home zone):
+    over the side of the compound, as a person heading for the road would.
+    """
+    poly = home_polygon(site, band_id, seed)
+    walk = RandomWalk(poly, band_rng(seed, band_id, "walk"))
+    band = next((b for b in site.bands if b.id == band_id), None)
+    polys = zone_polygons(site)
+    allowed = [polys[z] for z in band.allowed_zones] if band else [poly]
+    lo, hi = poly.min(axis=0), poly.max(axis=0)
+    every = np.concatenate(allowed)
+    mid_y = (float(every[:, 1].min()) + float(every[:, 1].max())) / 2.0
+    probe = np.array([hi[0] - 1.0, min(max(mid_y, lo[1] + 1.0), hi[1] - 1.0)])
+    edge_pt, normal = _outward(poly, probe, allowed)
+    inner = edge_pt - normal * 1.0
+    start = walk.position(cross_at - 30.0)
+    route = _escape_route(start, inner, edge_pt, normal, cross_at, out_m)
+    leave_at = float(route.t[0])
+    if leave_at > 0:
+        start = walk.position(leave_at)
+        route = _escape_route(start, inner, edge_pt, normal, cross_at, out_m)
+        leave_at = float(route.t[0])
+    mover: Mover = Switch(walk, route, leave_at) if leave_at > 0 else route
+    return BandScript(mover=mover, escape_at=cross_at)
 
 
 def with_events(script: BandScript, **events: tuple[Interval, ...]) -> BandScript:

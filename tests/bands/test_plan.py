@@ -16,8 +16,11 @@ def test_plan_ranks_fence_line_only_layout_below_good_one() -> None:
     good = make_plan(load_site_config(DEMO_SITE), seed=1, trials=6)
     fence = make_plan(load_site_config(FENCE_SITE), seed=1, trials=6)
     assert good.score > fence.score
-    assert max(e.recall for e in good.edges) > max(e.recall for e in fence.edges) + 0.2
-    assert all(e.false_rate < 0.05 for e in good.edges)
+    # With the breach detector itself in the loop, the fence-line layout's failure is the false alarms
+    # of people standing at a fence (its receivers cannot tell the two sides apart), not recall.
+    assert good.false_per_100h < 0.5 < fence.false_per_100h
+    assert max(e.false_rate for e in fence.edges) > 100 * max(e.false_rate for e in good.edges)
+    assert good.recall > 0.8
 
 
 def test_plan_cli_prints_report_and_png(tmp_path: Path) -> None:

@@ -9,8 +9,10 @@ import numpy as np
 from edge.bands.rules import BandRules, Decision, Fix, RuleParams
 from protocols.advert import FLAG_CHARGING, FLAG_MOVING, FLAG_SOS, FLAG_STRAP_OPEN
 
+# The geofence tests here exercise the position-fix CUSUM rule, kept as the "cusum" variant for comparison;
+# the default window test has its own tests (test_window_rules.py).
 P = RuleParams(breach_dwell_s=20, restricted_dwell_s=5, clear_dwell_s=10, missing_after_s=60, fever_c=37.8,
-               low_battery_pct=15, no_motion_s=1800)
+               low_battery_pct=15, no_motion_s=1800, breach_test="cusum")
 
 
 def fix(ts: float, out_m: float, evidence: float, *, restricted: str | None = None, err: float = 3.0) -> Fix:
@@ -150,12 +152,23 @@ def test_low_battery_clears_above_threshold_plus_5_or_when_charging() -> None:
 
 def test_no_motion_with_strap_closed_only() -> None:
     r = BandRules(1, P)
-    out = [d for t in range(0, 1900, 10) for d in r.on_advert(float(t), 0, 80, None)]
+    # An advert every 2 s: heard well enough to judge stillness (adverts 10 s apart no longer are).
+    out = [d for t in range(0, 1900, 2) for d in r.on_advert(float(t), 0, 80, None)]
     assert states(out, "no_motion") == [("raised", 1800.0)]
     assert states(r.on_advert(1901, FLAG_MOVING, 80, None), "no_motion") == [("cleared", 1901)]
     off = BandRules(2, P)
     out = [d for t in range(0, 4000, 10) for d in off.on_advert(float(t), FLAG_STRAP_OPEN, 80, None)]
     assert states(out, "no_motion") == []
+
+
+def test_no_motion_not_for_a_band_heard_only_now_and_then() -> None:
+    """Stillness cannot be judged from a handful of adverts (issue 16): a far escapee heard every ~10 s."""
+    r = BandRules(1, P)
+    out = [d for t in range(0, 4000, 10) for d in r.on_advert(float(t), 0, 80, None)]
+    assert states(out, "no_motion") == []
+    # Heard well again and still for no_motion_s: now it counts.
+    out = [d for t in range(4000, 6000) for d in r.on_advert(float(t), 0, 80, None)]
+    assert [s for s, _ in states(out, "no_motion")] == ["raised"]
 
 
 def test_security_alarm_raises_and_clears_after_quiet_period() -> None:

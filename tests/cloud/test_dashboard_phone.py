@@ -151,6 +151,8 @@ def test_breach_sounds_guard_acks_with_thumb_command_sees_who_and_when(world: Wo
         assert "rời block-a" in text and "ngoài hàng rào 14,2 m" in text, text
         assert DATE_TIME.search(text), text   # times carry their date
         assert "KHẨN" in guard.inner_text("#banner")
+        # No live position of band 1001 here: the map shows it where the alert put it, as an old fix.
+        guard.wait_for_selector('.site[data-site="site-d"] canvas[data-alert-fixes="1"]', timeout=2_000)
 
         # The newest alert needing attention is the first one, its button fully on screen and not covered.
         assert guard.evaluate("document.querySelector('#alerts li').dataset.alertId") == alert_id
@@ -403,10 +405,15 @@ def test_guard_signs_in_with_a_qr_code_and_the_session_renews(world: World) -> N
         renewed = page.evaluate("JSON.parse(localStorage.getItem('qwatch.session'))")
         assert renewed["token"] != stored["token"]
         page.wait_for_selector("#conn.up", timeout=10_000)
-        # The phone stays signed in across a reload (a closed tab), with no code.
+        # Sound is on by default; turned off, it stays off. The phone stays signed in across a reload (a
+        # closed tab), with no code.
+        assert page.get_attribute("#sound", "aria-pressed") == "true"
+        page.tap("#sound")
+        assert page.get_attribute("#sound", "aria-pressed") == "false"
         page.reload()
         page.wait_for_selector("#conn.up", timeout=10_000)
         assert page.get_attribute("#who", "data-name") == "lan.nguyen"
+        assert page.get_attribute("#sound", "aria-pressed") == "false" and page.inner_text("#sound") == "Âm thanh: tắt"
         # The code was single use.
         page2 = ctx.new_page()
         page2.goto(world.cloud.url + made.json()["url"])

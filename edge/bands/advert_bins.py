@@ -1,0 +1,107 @@
+"""Per-second reception counts of every band at every receiver, for the window breach test.
+
+The filter windows (`rssi_filter`) keep the last 8 samples per link; the breach test needs tens of
+seconds with nothing thrown away: per band × receiver × second, how many adverts were heard and
+the sum of their (offset-corrected) levels. A ring of `span_s` one-second bins, laid out
+(second, band, receiver) so starting a new second clears one contiguous slice. Each band's advert
+interval is learned from its counters, so a window's "adverts sent" is known even when nobody
+heard some of them (`sent`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+
+class AdvertBins:
+    """Ring of one-second bins: (count, level sum) per band × receiver, and each band's advert interval."""
+
+    def __init__(self, n_bands: int, n_rx: int, span_s: int = 64, interval_s: float = 1.0) -> None:
+        self.span = span_s
+        self.count = np.zeros((span_s, n_bands, n_rx), dtype=np.float32)
+        self.total = np.zeros((span_s, n_bands, n_rx), dtype=np.float64)
+        self.sec = np.full(span_s, -(2**62), dtype=np.int64)  # which second each bin holds
+        self.interval = np.full(n_bands, interval_s)
+        self._last_counter = np.full(n_bands, -1, dtype=np.int64)
+        self._last_ts = np.zeros(n_bands)
+        self.first = np.full(n_bands, np.inf)  # first second a band was heard (its windows start there)
+
+    def _bins(self, seconds: I64) -> I64:
+        """Ring slots of `seconds`, starting (clearing) bins for seconds newer than they hold; -1 = too old."""
+        slot = seconds % self.span
+        out = np.where(seconds >= self.sec[slot], slot, -1)
+        newer = seconds > self.sec[slot]
+        if newer.any():
+            for s in np.unique(seconds[newer]).tolist():
+                j = s % self.span
+                if s > self.sec[j]:
+                    self.count[j] = 0.0
+                    self.total[j] = 0.0
+                    self.sec[j] = s
+        return np.asarray(out)
+
+    def add(self, band: int, rx: int, ts: float, level: float) -> None:
+        """One heard advert."""
+        s = math.floor(ts)
+        j = s % self.span
+        if s > self.sec[j]:
+            self.count[j] = 0.0
+            self.total[j] = 0.0
+            self.sec[j] = s
+        elif s < self.sec[j]:
+            return
+        self.count[j, band, rx] += 1.0
+        self.total[j, band, rx] += level
+        if s < self.first[band]:
+            self.first[band] = s
+
+    def add_many(self, band: I64, rx: I64, ts: F64, level: F64) -> None:
+        """Heard adverts in arrival order (the same state as `add` for each)."""
+        if len(band) == 0:
+            return
+        order = np.argsort(ts, kind="stable")  # a bin is started by its first second, as `add` would
+        slots = self._bins(np.floor(ts[order]).astype(np.int64))
+        ok = slots >= 0
+        b, r, j = band[order][ok], rx[order][ok], slots[ok]
+        np.add.at(self.count, (j, b, r), 1.0)
+        np.add.at(self.total, (j, b, r), level[order][ok])
+        np.minimum.at(self.first, b, np.floor(ts[order][ok]))
+
+    def note_counter(self, band: int, ts: float, counter: int) -> None:
+        """An accepted advert's counter: learn the band's advert interval (slowly, robust to gaps)."""
+        last = int(self._last_counter[band])
+        if last >= 0:
+            dc = (counter - last) & 0xFFFFFFFF
+            dt = ts - float(self._last_ts[band])
+            if 1 <= dc <= 60 and 0.0 < dt < 120.0:
+                step = min(max(dt / dc, 0.2), 10.0)
+                self.interval[band] += 0.05 * (step - self.interval[band])
+        self._last_counter[band] = counter
+        self._last_ts[band] = ts
+
+    def window(self, rows: I64, now: float, window_s: float) -> tuple[F64, F64, F64]:
+        """For bands `rows`: heard counts k (M, R), mean levels x̄ (M, R; 0 where unheard) and adverts sent (M,).
+
+        The window is the whole seconds in (now - window_s, now].
+        """
+        top = math.floor(now)
+        n = min(round(window_s), self.span)
+        # A band first heard inside the window sent nothing before that: count its adverts from then.
+        span = np.clip(top + 1 - self.first[rows], 0.0, float(n))
+        secs = np.arange(top - n + 1, top + 1, dtype=np.int64)
+        slots = secs % self.span
+        valid = slots[self.sec[slots] == secs]
+        if len(valid) == 0:
+            shape = (len(rows), self.count.shape[2])
+            return np.zeros(shape), np.zeros(shape), span / self.interval[rows]
+        k = self.count[valid][:, rows].sum(axis=0, dtype=np.float64)
+        tot = self.total[valid][:, rows].sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            xbar = np.where(k > 0, tot / np.maximum(k, 1.0), 0.0)
+        return k, xbar, span / self.interval[rows]

@@ -1,0 +1,158 @@
+"""What each receiver hears: its floor and hearing curve, learned from data, and its health.
+
+* **Floor per receiver.** The 0.5 % quantile of every level the receiver reported (1 dB bins,
+  offset-corrected) once it has `min_samples`; the site-wide floor until then. A deaf receiver
+  (floor -85 dBm) then has its own curve, so its silence is not over-read; a keen one (-105) gives
+  the strong evidence its silence is.
+* **Hearing curve.** P(heard | level v) = (1 - loss)·logistic((v - floor - knee)/width) above the
+  floor, 0 below, averaged over the per-packet fading; `logmiss` tabulates log(1 - P) per receiver
+  for the window test (`window_kernels`).
+* **Gain from the bands.** The window test reports, for bands confidently inside, each heard link's
+  residual against the best inside explanation (the window's median residual removed: position and
+  band gain absorb what all links share). Their running mean per receiver is the gain error the
+  beacons did not catch (an outside receiver far from every beacon is not pinned by them at all).
+  It corrects the receiver's levels, shrunk by how much it knows against the beacons' variance,
+  and the combined variance replaces the beacons' alone (`corrections`).
+* **Health.** A receiver whose learned gain (beacons + bands) is `gain_off_db` or more from its
+  configured offset is reported `gain_off` and down-weighted; one whose floor is far above the
+  others' is `deaf` (its own floor already keeps its silence from being over-read).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+F64 = NDArray[np.float64]
+V0, DV, V1 = -140.0, 0.5, -10.0  # level grid of the miss tables (dBm)
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(15)
+_GH_W = _GH_W / _GH_W.sum()
+
+
+@dataclass(frozen=True, slots=True)
+class HearingParams:
+    """Hearing-curve and health constants."""
+
+    floor_quantile: float = 0.01
+    min_samples: int = 300
+    knee_above_floor_db: float = 3.0  # half the adverts are lost this far above the floor
+    width_db: float = 2.0
+    base_loss: float = 0.15  # far above the floor (collisions, scan gaps)
+    deaf_above_median_db: float = 6.0  # a floor this far above the receivers' median is reported deaf
+    gain_off_db: float = 4.0
+    gain_min_links: int = 60  # residuals needed before a receiver's gain is judged
+    gain_alpha: float = 0.01
+    resid_var_db2: float = 16.0  # variance of one link residual (slow shadowing, position error)
+    resid_correlation: float = 3.0  # residuals of one receiver share shadowing and geometry
+    # Until a receiver's floor is measured it is assumed this high: an unknown floor must not turn a
+    # deaf receiver's misses into evidence (at start-up on a site with floors of -98 … -88 dBm the
+    # keen default pushed bands tens of metres out).
+    unmeasured_floor_dbm: float = -90.0
+
+
+def miss_table(floor_dbm: float, fast_sd: float, p: HearingParams) -> F64:
+    """log(1 - P(heard)) on the grid V0..V1 for a receiver with this floor, fading averaged out."""
+    v = np.arange(V0, V1 + DV / 2, DV)
+    x = v[:, None] + fast_sd * _GH_X[None, :]
+    ok = (1.0 - p.base_loss) / (1.0 + np.exp(-(x - floor_dbm - p.knee_above_floor_db) / p.width_db))
+    ok = np.where(x >= floor_dbm, ok, 0.0)
+    q = (ok * _GH_W[None, :]).sum(axis=1)
+    return np.asarray(np.log(np.clip(1.0 - q, 1e-12, 1.0)))
+
+
+class Hearing:
+    """Per-receiver floors, miss tables and gain health."""
+
+    def __init__(self, rx_ids: list[str], fast_sd: float, params: HearingParams | None = None,
+                 default_floor_dbm: float = -100.0) -> None:
+        self.p = params or HearingParams()
+        self.rx_ids = rx_ids
+        n = len(rx_ids)
+        self.fast_sd = fast_sd
+        start = max(default_floor_dbm, self.p.unmeasured_floor_dbm)
+        self.floor = np.full(n, start)  # in corrected terms (what the window test compares with)
+        self.raw_floor = np.full(n, start)  # as reported
+        self.measured = np.zeros(n, dtype=bool)
+        self.logmiss = np.tile(miss_table(start, fast_sd, self.p), (n, 1)) if n else np.zeros((0, 1))
+        self._tables: dict[float, F64] = {}
+        self.resid_mean = np.zeros(n)  # dB the receiver reads high, beyond the beacon calibration
+        self.resid_n = np.zeros(n)
+        self.dev_db = np.zeros(n)  # learned gain deviation from the configured offset (for health)
+
+    def update_floors(self, rx_hist: NDArray[np.int64], site_floor_dbm: float | None,
+                      bias_db: F64 | None = None) -> None:
+        """Re-read every receiver's floor from its level histogram (1 dB bins from -140 dBm).
+
+        The histogram holds levels as reported (offset-corrected); the window test compares corrected
+        levels (plus the receiver's calibrated bias `bias_db`), so the floor is moved by the same bias:
+        a receiver 7 dB less sensitive than configured stops hearing 7 dB higher in corrected terms.
+        """
+        fallback = max(site_floor_dbm, self.p.unmeasured_floor_dbm) if site_floor_dbm is not None \
+            else self.p.unmeasured_floor_dbm
+        for r in range(len(self.rx_ids)):
+            total = int(rx_hist[r].sum())
+            if total >= self.p.min_samples:
+                cum = np.cumsum(rx_hist[r])
+                floor = float(np.searchsorted(cum, self.p.floor_quantile * total) - 140)
+                self.measured[r] = True
+            else:
+                floor = fallback
+            self.raw_floor[r] = floor
+            if bias_db is not None:
+                floor = round(2.0 * (floor + float(bias_db[r]))) / 2.0  # 0.5 dB steps: the tables are cached
+            if floor != self.floor[r] or not self._tables:
+                self.floor[r] = floor
+                table = self._tables.get(floor)
+                if table is None:
+                    table = self._tables[floor] = miss_table(floor, self.fast_sd, self.p)
+                self.logmiss[r] = table
+
+    def note_residuals(self, rx: NDArray[np.int64], resid: F64) -> None:
+        """Residuals (dB, observed minus best inside explanation) of heard links of confidently-inside bands."""
+        a = self.p.gain_alpha
+        for r, e in zip(rx.tolist(), resid.tolist(), strict=True):
+            n = self.resid_n[r] + 1.0
+            self.resid_n[r] = n
+            self.resid_mean[r] += max(a, 1.0 / n) * (float(np.clip(e, -20.0, 20.0)) - self.resid_mean[r])
+
+    def corrections(self, beacon_var_db2: F64) -> tuple[F64, F64]:
+        """(R,) dB to add to each receiver's levels, and the (R,) variance of its gain after that.
+
+        The band residuals' mean is weighed against the beacons' variance (a precision-weighted
+        shrink), so a receiver the beacons pin well moves little and an unpinned one follows the bands.
+        """
+        n_eff = self.resid_n / self.p.resid_correlation
+        prec_b = 1.0 / np.maximum(beacon_var_db2, 1e-3)
+        prec_r = n_eff / self.p.resid_var_db2
+        var = 1.0 / (prec_b + prec_r)
+        corr = -self.resid_mean * prec_r * var
+        return np.asarray(corr), np.asarray(var)
+
+    def note_deviation(self, dev_db: F64) -> None:
+        """The learned gain deviation from the configured offset (beacon bias plus band correction)."""
+        self.dev_db = np.asarray(dev_db, dtype=np.float64)
+
+    def extra_var_db2(self) -> F64:
+        """(R,) variance added to a receiver reported gain_off: it is down-weighted, not trusted."""
+        judged = self.resid_n >= self.p.gain_min_links
+        off = np.maximum(np.abs(self.dev_db) - (self.p.gain_off_db - 1.0), 0.0)
+        return np.asarray(np.where(judged, off**2, 0.0))
+
+    def report(self, alive: NDArray[np.bool_] | None = None) -> dict[str, dict[str, float | int | str]]:
+        """Per receiver: floor, gain residual, residual count and state (ok, gain_off, deaf, silent)."""
+        med = float(np.median(self.raw_floor[self.measured])) if self.measured.any() else None
+        out: dict[str, dict[str, float | int | str]] = {}
+        for r, rx in enumerate(self.rx_ids):
+            state = "ok"
+            if alive is not None and not alive[r]:
+                state = "silent"
+            elif self.resid_n[r] >= self.p.gain_min_links and abs(self.dev_db[r]) >= self.p.gain_off_db:
+                state = "gain_off"
+            elif med is not None and self.measured[r] and self.raw_floor[r] >= med + self.p.deaf_above_median_db:
+                state = "deaf"
+            out[rx] = {"floor_dbm": round(float(self.raw_floor[r]), 1),
+                       "gain_dev_db": round(float(self.dev_db[r]), 2),
+                       "gain_links": int(self.resid_n[r]), "state": state}
+        return out

@@ -1,0 +1,190 @@
+"""Glue of the window breach test: which bands to test each tick, over which windows, and learning.
+
+Per tick it tests (`window_test`) every band that is suspect (its fix is near or beyond its fence,
+it is heard by at most two receivers, it was recently unheard, its last test leaned outside, or it
+is in breach) every `suspect_every_s`, and every other band every `others_every_s`, over the long
+windows breach_dwell_s + (0, 10, 20) s; bands in breach also over the short clear window every
+tick. From bands confidently inside it learns each band's gain (`band_gain`) and each receiver's
+gain residual (`hearing`), and each calibration round it re-reads every receiver's floor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.bands.band_gain import BandGains, GainParams
+from edge.bands.hearing import Hearing, HearingParams
+from edge.bands.tracker import Tracker
+from edge.bands.window_test import Candidates, LinkInputs, WindowParams, fast_sd, run_test, slow_sd
+from protocols.site_config import SiteConfig
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A band's window-test result this tick (NaN = not tested or nothing heard)."""
+
+    lr: float  # max 2·ln LR over the long windows
+    clear_lr: float  # over the short clear window (bands in breach only)
+    x: float  # best outside position of the window with the largest LR
+    y: float
+    out_m: float  # its distance beyond the allowed area
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorParams:
+    """Scheduling of the window test."""
+
+    suspect_every_s: int = 3
+    others_every_s: int = 15
+    shorter_below: float = -2.0  # the shorter windows are tested only where the longest is above this
+    suspect_out_m: float = -1.5  # a fix closer than this to the fence (or beyond) makes a band suspect
+    recent_unheard_s: float = 8.0
+    gain_every_s: float = 20.0
+    residual_min_k: float = 5.0
+    residual_above_floor_db: float = 4.0
+
+
+class WindowDetector:
+    """Runs the window test for a site's bands and learns band gains and receiver health."""
+
+    def __init__(self, site: SiteConfig, tracker: Tracker, n_bands: int, dwell_s: float,
+                 params: WindowParams | None = None, sched: DetectorParams | None = None,
+                 hearing: HearingParams | None = None, gains: GainParams | None = None) -> None:
+        self.p = params or WindowParams()
+        self.s = sched or DetectorParams()
+        self.tracker = tracker
+        self.n = n_bands
+        self.windows = tuple(dwell_s + e for e in self.p.extra_s)
+        self.sigma = site.radio.shadowing_db
+        self.cand = Candidates(site, tracker.rx_pos, self.p)
+        self.set_of_band = np.array([self.cand.set_of[tuple(sorted(b.allowed_zones))] for b in site.bands],
+                                    dtype=np.int64)
+        self.hearing = Hearing(tracker.rx_ids, fast_sd(self.sigma, self.p), hearing,
+                               default_floor_dbm=tracker.p.assumed_floor_dbm)
+        self.gains = BandGains(n_bands, gains)
+        self.last_lr = np.full(n_bands, np.nan)
+        self._resid_last = np.full(n_bands, -math.inf)
+        n_rx = len(tracker.rx_ids)
+        self._gain: tuple[F64, F64] = (np.zeros(n_rx), np.full(n_rx, 36.0))  # band-learned correction, variance
+        self._next_floor = -math.inf
+
+    def _inputs(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_]) -> LinkInputs:
+        tr = self.tracker
+        k, xbar, sent = tr.bins.window(rows, now, window_s)
+        corr, var = self._gain
+        xbar = np.where(k > 0, xbar + (tr.calibration.rx_bias + corr)[None, :], 0.0)
+        budget = tr.p.calibration_budget_db or 0.0
+        extra = self.hearing.extra_var_db2() + np.maximum(var - budget**2, 0.0)
+        sd = slow_sd(self.sigma, self.p, extra)
+        return LinkInputs(k=k, xbar=xbar, n_sent=sent, power=tr.power[rows] + self.gains.mean[rows],
+                          sb=self.gains.sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
+                          listen=listen, floor=self.hearing.floor, logmiss=self.hearing.logmiss,
+                          exponent=tr.calibration.exponent, sets=self.set_of_band[rows])
+
+    def due(self, now: float, out_m: Mapping[int, float], rx_count: Mapping[int, int], active: set[int]) -> I64:
+        """Dense indices of the bands to test over the long windows this tick."""
+        tr = self.tracker
+        sec = math.floor(now)
+        ls = tr.last_sample[:self.n]
+        longest = max(self.windows)
+        heard = ls > now - longest
+        idx = np.arange(self.n)
+        suspect = (ls <= now - self.s.recent_unheard_s) | (self.last_lr > self.p.threshold / 4)
+        for i, o in out_m.items():
+            if o > self.s.suspect_out_m or rx_count.get(i, 0) <= 2:
+                suspect[i] = True
+        for i in active:
+            suspect[i] = True
+        due = np.where(suspect, (sec + idx) % self.s.suspect_every_s == 0, (sec + idx) % self.s.others_every_s == 0)
+        return np.asarray(np.nonzero(heard & due)[0], dtype=np.int64)
+
+    def tick(self, now: float, rows: I64, clear_rows: I64, fix_out_m: Mapping[int, float]) -> dict[int, Verdict]:
+        """Test `rows` over the long windows and `clear_rows` over the clear window; learn from confident ones."""
+        tr = self.tracker
+        if now >= self._next_floor:
+            self._next_floor = now + tr.p.calibrate_every_s
+            self._gain = self.hearing.corrections(tr.calibration.link_var_db2())
+            self.hearing.note_deviation(tr.calibration.rx_bias + self._gain[0])
+            self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias + self._gain[0])
+        listen = np.array(tr.rx_last) > now - 5.0
+        out: dict[int, Verdict] = {}
+        lr_best = np.full(len(rows), np.nan)
+        xy = np.full((len(rows), 2), np.nan)
+        om = np.full(len(rows), np.nan)
+        if not listen.any():
+            rows = rows[:0]  # nobody is listening (node down, or a replay past its data): nothing to test
+            clear_rows = clear_rows[:0]
+        if len(rows):
+            # The longest window first; the shorter ones only where it is not confidently inside
+            # (a walker who has just left: the long window still holds inside time).
+            order = sorted(self.windows, reverse=True)
+            x = self._inputs(rows, now, order[0], listen)
+            res = run_test(self.cand, x)
+            lr_best, xy, om = res.lr.copy(), res.out_xy.copy(), res.out_m.copy()
+            self._learn(now, rows, x, res.lr, res.b_mean, res.b_var, res.in_xy, fix_out_m)
+            more = np.nonzero(~(res.lr <= self.s.shorter_below))[0]
+            for w in order[1:]:
+                if not len(more):
+                    break
+                sub = rows[more]
+                r2 = run_test(self.cand, self._inputs(sub, now, w, listen))
+                better = ~np.isnan(r2.lr) & ~(r2.lr <= lr_best[more])
+                idx = more[better]
+                lr_best[idx] = r2.lr[better]
+                xy[idx] = r2.out_xy[better]
+                om[idx] = r2.out_m[better]
+            self.last_lr[rows] = lr_best
+        clear: dict[int, float] = {}
+        if len(clear_rows):
+            res = run_test(self.cand, self._inputs(clear_rows, now, self.p.clear_window_s, listen))
+            clear = dict(zip(clear_rows.tolist(), res.lr.tolist(), strict=True))
+        seen: set[int] = set()
+        for j, i in enumerate(rows.tolist()):
+            seen.add(i)
+            out[i] = Verdict(float(lr_best[j]), clear.get(i, math.nan), float(xy[j, 0]), float(xy[j, 1]), float(om[j]))
+        for i, c in clear.items():
+            if i not in seen:
+                out[i] = Verdict(math.nan, c, math.nan, math.nan, math.nan)
+        return out
+
+    def _learn(self, now: float, rows: I64, x: LinkInputs, lr: F64, b_mean: F64, b_var: F64, in_xy: F64,
+               fix_out_m: Mapping[int, float]) -> None:
+        """Band gains and receiver residuals from bands confidently inside (the guard against learning an escape)."""
+        heard_links = (x.k > 0).sum(axis=1)
+        for j, i in enumerate(rows.tolist()):
+            if not (lr[j] <= self.p.confident_inside) or heard_links[j] < 3 or fix_out_m.get(i, 0.0) > -1.0:
+                continue
+            self.gains.update(i, now, float(b_mean[j]), float(b_var[j]))
+            if now - self._resid_last[i] < self.s.gain_every_s:
+                continue  # overlapping windows share their shadowing: one look per band per 20 s
+            self._resid_last[i] = now
+            d = np.linalg.norm(self.tracker.rx_pos - in_xy[j][None, :], axis=1)
+            model = x.power[j] + b_mean[j] - x.exponent * 10.0 * np.log10(np.maximum(d, self.p.min_distance_m))
+            ok = (x.k[j] >= self.s.residual_min_k) & (x.xbar[j] > self.hearing.floor + self.s.residual_above_floor_db)
+            ok &= x.k[j] >= 0.25 * x.n_sent[j]  # a link heard only now and then reads high (the lucky samples)
+            if ok.sum() >= 3:
+                r = np.nonzero(ok)[0]
+                # In the beacon frame (without this module's own correction), so the running mean is the
+                # receiver's whole remaining error, not what is left after correcting it.
+                resid = x.xbar[j][r] - self._gain[0][r] - model[r]
+                # Position and band gain absorb what all links share; a receiver's own error is what
+                # remains after removing the window's median residual.
+                self.hearing.note_residuals(r.astype(np.int64), resid - np.median(resid))
+
+    def receivers(self, now: float) -> dict[str, dict[str, float | int | str]]:
+        """Receiver health for telemetry, doctor and plan."""
+        alive = np.array(self.tracker.rx_last) > now - self.tracker.p.rx_alive_s
+        return self.hearing.report(alive)
+
+
+def rows_of(bands: Sequence[int], index: Mapping[int, int]) -> I64:
+    """Dense indices of band IDs."""
+    return np.array([index[b] for b in bands], dtype=np.int64)

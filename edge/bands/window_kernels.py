@@ -1,0 +1,239 @@
+"""Compiled kernel of the window breach test (`edge.bands.window_test`): one call per tick.
+
+Per band and window the data are, per receiver r, the number of adverts heard k_r of the N sent
+and their mean corrected level x̄_r. With the slow shadowing s_r held over the window (integrated
+out with Gauss-Hermite nodes) and the fast part per packet, the log-likelihood of a mean level μ
+at that receiver is
+
+    T_r(μ) = log E_s[ exp(-k (x̄ - μ - s)² / 2σ_f²) · (1 - q_r(μ + s))^(N - k) ]
+
+where q_r is receiver r's hearing probability (its learned floor; `logmiss` tabulates
+log(1 - q_r)). The heard samples' own reception factor does not depend on μ and drops out, so
+truncation near the floor is exact, and every advert a listening receiver missed counts.
+A candidate position x gives μ_r = P + b - n·10·log10(d_r(x)); the band's gain b is marginalised
+over its learned prior. The test is 2·(max over outside candidates - max over inside candidates).
+`window_lr_reference` in `window_test` is the plain numpy oracle of the same maths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.bands.jit import kernel
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+MU_STEP = 1.0  # dB between tabulated μ values (linear interpolation in between)
+MAX_TABLE = 400
+
+
+@kernel
+def _interp_n(table: F64, n: int, v0: float, dv: float, v: float) -> float:
+    """Linear interpolation in the first n entries of a table sampled at v0 + i·dv, clamped at both ends."""
+    x = (v - v0) / dv
+    if x <= 0.0:
+        return float(table[0])
+    if x >= n - 1:
+        return float(table[n - 1])
+    i = int(x)
+    f = x - i
+    return float(table[i] + (table[i + 1] - table[i]) * f)
+
+
+@kernel
+def _interp(table: F64, v0: float, dv: float, v: float) -> float:
+    """Linear interpolation in a table sampled at v0 + i·dv, clamped at both ends."""
+    x = (v - v0) / dv
+    n = table.shape[0]
+    if x <= 0.0:
+        return float(table[0])
+    if x >= n - 1:
+        return float(table[n - 1])
+    i = int(x)
+    f = x - i
+    return float(table[i] + (table[i + 1] - table[i]) * f)
+
+
+@kernel
+def _link_table(k: float, xbar: float, missed: float, slow_sd: float, fast_sd: float, logmiss: F64,
+                v0: float, dv: float, gh_x: F64, gh_lw: F64, mu_lo: float, n_mu: int, out: F64) -> None:
+    """T(μ) for μ = mu_lo + j·MU_STEP, j < n_mu (see the module docstring)."""
+    inv2f = 0.5 / (fast_sd * fast_sd)
+    nq = gh_x.shape[0]
+    for j in range(n_mu):
+        mu = mu_lo + j * MU_STEP
+        top = -1e300
+        for q in range(nq):
+            s = slow_sd * gh_x[q]
+            a = gh_lw[q]
+            if k > 0.0:
+                e = xbar - mu - s
+                a -= k * e * e * inv2f
+            if missed > 0.0:
+                a += missed * _interp(logmiss, v0, dv, mu + s)
+            if a > top:
+                top = a
+        acc = 0.0
+        for q in range(nq):
+            s = slow_sd * gh_x[q]
+            a = gh_lw[q]
+            if k > 0.0:
+                e = xbar - mu - s
+                a -= k * e * e * inv2f
+            if missed > 0.0:
+                a += missed * _interp(logmiss, v0, dv, mu + s)
+            acc += math.exp(a - top)
+        out[j] = top + math.log(acc)
+
+
+@kernel
+def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64, fast_sd: float,
+              listen: B, floor: F64, logmiss: F64, v0: float, dv: float, logd: F64, lo: I64, mid: I64,
+              hi: I64, set_of_row: I64, exponent: float, gh_x: F64, gh_lw: F64, bz: F64, blw: F64, lr: F64,
+              best_in: I64, best_out: I64, b_mean: F64, b_var: F64) -> None:
+    """Per row m (a band's window): the outside-vs-inside log-likelihood ratio and its arg-maxes.
+
+    k, xbar, slow_sd (M, R); n_sent, power (prior mean P + b̂), sb (M,); logd (G, R) = 10·log10(d)
+    of every candidate to every receiver; set s = rows lo[s]:hi[s] of logd, of which lo[s]:mid[s] are
+    inside and mid[s]:hi[s] outside. bz/blw: standard-normal nodes and log weights of the band-gain
+    prior. Writes lr (2·Δ log-likelihood; NaN if nothing to test), best_in/best_out (candidate rows),
+    b_mean/b_var (band-gain posterior at the best inside point, relative to the prior mean).
+
+    Two exact-enough shortcuts keep a big site cheap: outside candidates farther from the strongest
+    heard receiver than its level allows (3.5 σ) are skipped, and an unheard receiver's term is
+    skipped where the band would be 4 dB + 3.5 σ below its floor (its log-miss term is ~0 there).
+    """
+    n_rx = k.shape[1]
+    nb = bz.shape[0]
+    tables = np.empty((n_rx, MAX_TABLE))
+    mu0 = np.empty(n_rx)
+    nmu = np.zeros(n_rx, dtype=np.int64)
+    cut = np.empty(n_rx)
+    heard = np.zeros(n_rx, dtype=np.bool_)
+    links = np.empty(n_rx, dtype=np.int64)
+    lmin = np.empty(n_rx)
+    lmax = np.empty(n_rx)
+    per_b = np.empty(nb)
+    best_b = np.empty(nb)
+    n_g = logd.shape[0]
+    active = np.zeros(n_g, dtype=np.bool_)
+    for m in range(k.shape[0]):
+        s = set_of_row[m]
+        p = power[m]
+        sdb = sb[m]
+        n = n_sent[m]
+        bmin = p + sdb * bz[0]
+        bmax = p + sdb * bz[nb - 1]
+        strong = -1
+        top_x = -1e300
+        for r in range(n_rx):
+            if min(k[m, r], n) > 0.0 and xbar[m, r] > top_x:
+                top_x = xbar[m, r]
+                strong = r
+        if strong < 0:
+            lr[m] = math.nan
+            best_in[m] = -1
+            best_out[m] = -1
+            b_mean[m] = 0.0
+            b_var[m] = 0.0
+            continue
+        # Farthest a candidate can be from the strongest receiver and still explain its level.
+        reach = (bmax - top_x + 3.5 * slow_sd[m, strong] + 3.0 * fast_sd) / exponent
+        for r in range(n_rx):
+            lmin[r] = 1e300
+            lmax[r] = -1e300
+        for g in range(lo[s], hi[s]):
+            ok = g < mid[s] or logd[g, strong] <= reach
+            active[g] = ok
+            if ok:
+                for r in range(n_rx):
+                    v = logd[g, r]
+                    if v < lmin[r]:
+                        lmin[r] = v
+                    if v > lmax[r]:
+                        lmax[r] = v
+        nl = 0
+        for r in range(n_rx):
+            kr = min(k[m, r], n)
+            heard[r] = kr > 0.0
+            if not heard[r] and not listen[r]:
+                continue
+            hi_mu = bmax - exponent * lmin[r]
+            lo_mu = bmin - exponent * lmax[r]
+            cut[r] = -1e300
+            if not heard[r]:
+                cut[r] = floor[r] - 4.0 - 3.5 * slow_sd[m, r]
+                if hi_mu < cut[r]:
+                    continue  # could not have been heard from any candidate: nothing to learn
+                lo_mu = max(lo_mu, cut[r])
+            start = math.floor(lo_mu) - 1.0
+            cnt = min(math.ceil(hi_mu - start) + 2, MAX_TABLE)
+            # A receiver that stopped listening (down, or its node) says nothing by missing adverts.
+            missed = max(n - kr, 0.0) if listen[r] else 0.0
+            _link_table(kr, xbar[m, r], missed, slow_sd[m, r], fast_sd, logmiss[r], v0, dv, gh_x,
+                        gh_lw, start, cnt, tables[r])
+            mu0[r] = start
+            nmu[r] = cnt
+            links[nl] = r
+            nl += 1
+        top_in = -1e300
+        top_out = -1e300
+        i_in = -1
+        i_out = -1
+        for g in range(lo[s], hi[s]):
+            if not active[g]:
+                continue
+            for j in range(nb):
+                base = p + sdb * bz[j]
+                acc = blw[j]
+                for li in range(nl):
+                    r = links[li]
+                    mu = base - exponent * logd[g, r]
+                    if mu < cut[r]:
+                        continue
+                    acc += _interp_n(tables[r], nmu[r], mu0[r], MU_STEP, mu)
+                per_b[j] = acc
+            top = -1e300
+            for j in range(nb):
+                if per_b[j] > top:
+                    top = per_b[j]
+            tot = 0.0
+            for j in range(nb):
+                tot += math.exp(per_b[j] - top)
+            ll = top + math.log(tot)
+            if g < mid[s]:
+                if ll > top_in:
+                    top_in = ll
+                    i_in = g
+                    for j in range(nb):
+                        best_b[j] = per_b[j]
+            elif ll > top_out:
+                top_out = ll
+                i_out = g
+        if i_in >= 0 and i_out >= 0:
+            lr[m] = 2.0 * (top_out - top_in)
+        else:  # no outside point can explain the level at all (or no inside candidates: degenerate)
+            lr[m] = -1000.0 if i_in >= 0 else math.nan
+        best_in[m] = i_in
+        best_out[m] = i_out
+        # Posterior of the band gain at the best inside point (for learning it while inside).
+        top = -1e300
+        for j in range(nb):
+            if best_b[j] > top:
+                top = best_b[j]
+        w_sum = 0.0
+        m1 = 0.0
+        m2 = 0.0
+        for j in range(nb):
+            w = math.exp(best_b[j] - top)
+            v = sdb * bz[j]
+            w_sum += w
+            m1 += w * v
+            m2 += w * v * v
+        mean = m1 / w_sum
+        b_mean[m] = mean
+        b_var[m] = max(m2 / w_sum - mean * mean, 0.0)

@@ -1,0 +1,229 @@
+"""The breach test: "outside the allowed area by at least the margin" vs "inside", per band and window.
+
+For a window of W seconds the band is held at one position (a person standing or wandering
+outside accumulates evidence over the whole window), and every receiver contributes through its
+exact window likelihood (`window_kernels`): the adverts it heard (mean level, count) and the ones
+it missed while listening, through its own learned hearing curve (`hearing`), with the slow
+shadowing of the link held over the window and integrated out, so a correlated window counts
+once, and a static shadow on one link cannot fake agreement across several receivers. The band's
+gain is marginalised over its learned prior (`band_gain`). No position fix is needed: a band
+heard now and then by one outside receiver and never by the inside one is outside.
+
+Candidates per distinct allowed-zone set: the allowed area's outline (1 m) and interior grid;
+outside, a grid around the area at least `margin_m` beyond it and far points out to 400 m.
+The statistic is 2·(best outside - best inside) log-likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.bands.geometry import ZoneMap, ZoneShape, as_points, grid_over, sample_region
+from edge.bands.hearing import DV, V0
+from edge.bands.window_kernels import MU_STEP, window_lr
+from protocols.site_config import SiteConfig
+
+F64 = NDArray[np.float64]
+I64 = NDArray[np.int64]
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(7)  # slow shadowing nodes
+_GH_LW = np.log(_GH_W / _GH_W.sum())
+_B_X, _B_W = np.polynomial.hermite_e.hermegauss(5)  # band-gain prior nodes
+_B_LW = np.log(_B_W / _B_W.sum())
+
+
+@dataclass(frozen=True, slots=True)
+class WindowParams:
+    """Windows, thresholds and the link model of the window breach test."""
+
+    extra_s: tuple[float, ...] = (0.0, 10.0, 20.0)  # long windows: breach_dwell_s + each of these
+    clear_window_s: float = 8.0
+    threshold: float = 16.0  # 2·ln LR over a long window that counts as "outside" (from the null runs)
+    clear_threshold: float = 2.0  # a short window below this counts as "back inside"
+    confident_inside: float = -6.0  # 2·ln LR at most this (and a fix well inside): learn gains from it
+    margin_m: float = 3.0  # "outside" = at least this far beyond the allowed area
+    outside_pad_m: float = 45.0
+    outside_spacing_m: float = 6.0
+    inside_spacing_m: float = 4.0
+    edge_spacing_m: float = 1.5
+    slow_fraction: float = 0.5  # share of the site's shadowing variance held over a window
+    model_error_db: float = 1.5  # path-loss model error per link, held over the window
+    min_distance_m: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    """One band's test over one window."""
+
+    lr: F64  # (M,) 2·ln LR, NaN where nothing could be tested
+    out_xy: F64  # (M, 2) best outside position
+    out_m: F64  # (M,) its distance beyond the allowed area
+    in_xy: F64  # (M, 2) best inside position
+    b_mean: F64  # (M,) band-gain posterior mean at the best inside point, relative to the prior mean
+    b_var: F64
+
+
+class Candidates:
+    """Candidate positions per allowed-zone set, with 10·log10(distance) to every receiver."""
+
+    def __init__(self, site: SiteConfig, rx_pos: F64, p: WindowParams) -> None:
+        polys = {z.id: as_points(z.polygon) for z in site.zones}
+        zmap = ZoneMap([ZoneShape(z.id, z.kind, as_points(z.polygon)) for z in site.zones])
+        zone_ids = [z.id for z in site.zones]
+        self.set_of: dict[tuple[str, ...], int] = {}
+        self.allowed_zones: list[tuple[str, ...]] = []
+        pts_all: list[F64] = []
+        out_all: list[F64] = []
+        lo, mid, hi = [], [], []
+        n = 0
+        for b in site.bands:
+            key = tuple(sorted(b.allowed_zones))
+            if key in self.set_of:
+                continue
+            self.set_of[key] = len(self.allowed_zones)
+            self.allowed_zones.append(key)
+            shapes = [polys[z] for z in key]
+            inside = sample_region(shapes, spacing=p.inside_spacing_m, edge_spacing=p.edge_spacing_m)
+            allp = np.concatenate(shapes)
+            bx = (float(allp[:, 0].min()) - p.outside_pad_m, float(allp[:, 1].min()) - p.outside_pad_m,
+                  float(allp[:, 0].max()) + p.outside_pad_m, float(allp[:, 1].max()) + p.outside_pad_m)
+            grid = grid_over(bx, p.outside_spacing_m)
+            centre = np.array([(bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2])
+            ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+            far = np.concatenate([centre + r * np.stack([np.cos(ang), np.sin(ang)], axis=1)
+                                  for r in (100.0, 200.0, 400.0)])
+            cand = np.concatenate([grid, far])
+            mask = np.array([z in key for z in zone_ids], dtype=bool)
+            dist = zmap.union_signed_distance(zmap.signed_distances(cand), mask)
+            outside = cand[dist >= p.margin_m]
+            lo.append(n)
+            mid.append(n + len(inside))
+            n += len(inside) + len(outside)
+            hi.append(n)
+            pts_all += [inside, outside]
+            out_all += [np.zeros(len(inside)), dist[dist >= p.margin_m]]
+        self.pts = np.concatenate(pts_all) if pts_all else np.zeros((0, 2))
+        self.out_m = np.concatenate(out_all) if out_all else np.zeros(0)
+        self.lo, self.mid, self.hi = (np.array(v, dtype=np.int64) for v in (lo, mid, hi))
+        d = np.linalg.norm(self.pts[:, None, :] - rx_pos[None, :, :], axis=2)
+        self.logd = np.ascontiguousarray(10.0 * np.log10(np.maximum(d, p.min_distance_m)))
+        n_s = len(self.lo)
+        self.logd_min = np.zeros((n_s, rx_pos.shape[0]))
+        self.logd_max = np.zeros((n_s, rx_pos.shape[0]))
+        for s in range(n_s):
+            block = self.logd[self.lo[s]:self.hi[s]]
+            if len(block):
+                self.logd_min[s] = block.min(axis=0)
+                self.logd_max[s] = block.max(axis=0)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInputs:
+    """Everything but the candidates that one call of the test needs (rows = bands tested)."""
+
+    k: F64  # (M, R) adverts heard in the window
+    xbar: F64  # (M, R) their mean corrected level (dBm)
+    n_sent: F64  # (M,)
+    power: F64  # (M,) measured power + learned band gain
+    sb: F64  # (M,) band-gain prior sd
+    slow_sd: F64  # (M, R) held (slow) part of each link's sd
+    fast_sd: float
+    listen: NDArray[np.bool_]  # (R,)
+    floor: F64  # (R,)
+    logmiss: F64  # (R, V)
+    exponent: float
+    sets: I64  # (M,) candidate set of each row
+
+
+def run_test(c: Candidates, x: LinkInputs) -> WindowResult:
+    """The compiled test for every row."""
+    m = len(x.sets)
+    lr, b_mean, b_var = np.empty(m), np.empty(m), np.empty(m)
+    best_in, best_out = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
+    f64 = np.float64
+    window_lr(np.ascontiguousarray(x.k, dtype=f64), np.ascontiguousarray(x.xbar, dtype=f64),
+              np.ascontiguousarray(x.n_sent, dtype=f64), np.ascontiguousarray(x.power, dtype=f64),
+              np.ascontiguousarray(x.sb, dtype=f64), np.ascontiguousarray(x.slow_sd, dtype=f64), float(x.fast_sd),
+              np.ascontiguousarray(x.listen, dtype=np.bool_), np.ascontiguousarray(x.floor, dtype=f64),
+              np.ascontiguousarray(x.logmiss, dtype=f64), float(V0), float(DV), c.logd, c.lo, c.mid, c.hi,
+              np.ascontiguousarray(x.sets, dtype=np.int64), float(x.exponent), _GH_X,
+              _GH_LW, _B_X, _B_LW, lr, best_in, best_out, b_mean, b_var)
+    return _result(c, lr, best_in, best_out, b_mean, b_var)
+
+
+def _result(c: Candidates, lr: F64, best_in: I64, best_out: I64, b_mean: F64, b_var: F64) -> WindowResult:
+    ok_in, ok_out = best_in >= 0, best_out >= 0
+    in_xy = np.where(ok_in[:, None], c.pts[np.maximum(best_in, 0)], np.nan)
+    out_xy = np.where(ok_out[:, None], c.pts[np.maximum(best_out, 0)], np.nan)
+    out_m = np.where(ok_out, c.out_m[np.maximum(best_out, 0)], np.nan)
+    return WindowResult(lr, out_xy, out_m, in_xy, b_mean, b_var)
+
+
+def link_loglik(k: float, xbar: float, missed: float, slow_sd: float, fast_sd: float, logmiss: F64,
+                mu: F64) -> F64:
+    """Reference (numpy) of one link's window log-likelihood at levels `mu` (no tabulation)."""
+    s = slow_sd * _GH_X[None, :]
+    v = mu[:, None] + s
+    a = _GH_LW[None, :] + np.zeros_like(v)
+    if k > 0:
+        a = a - k * (xbar - v) ** 2 / (2 * fast_sd**2)
+    if missed > 0:
+        grid = V0 + DV * np.arange(len(logmiss))
+        a = a + missed * np.interp(v, grid, logmiss)
+    top = a.max(axis=1, keepdims=True)
+    return np.asarray((top + np.log(np.exp(a - top).sum(axis=1, keepdims=True)))[:, 0])
+
+
+def run_reference(c: Candidates, x: LinkInputs) -> WindowResult:
+    """The same test in plain numpy, evaluating every link exactly at every candidate (the oracle)."""
+    m = len(x.sets)
+    lr = np.full(m, np.nan)
+    best_in = np.full(m, -1, dtype=np.int64)
+    best_out = np.full(m, -1, dtype=np.int64)
+    b_mean, b_var = np.zeros(m), np.zeros(m)
+    for i in range(m):
+        s = int(x.sets[i])
+        k = np.minimum(x.k[i], x.n_sent[i])
+        if not (k > 0).any():
+            continue
+        rows = np.arange(c.lo[s], c.hi[s])
+        per_b = np.zeros((len(rows), len(_B_X)))
+        for j, z in enumerate(_B_X):
+            base = x.power[i] + x.sb[i] * z
+            acc = np.full(len(rows), _B_LW[j])
+            for r in range(k.shape[0]):
+                if k[r] <= 0 and not x.listen[r]:
+                    continue
+                mu = base - x.exponent * c.logd[rows, r]
+                missed = max(float(x.n_sent[i] - k[r]), 0.0) if x.listen[r] else 0.0
+                acc += link_loglik(float(k[r]), float(x.xbar[i, r]), missed,
+                                   float(x.slow_sd[i, r]), x.fast_sd, x.logmiss[r], mu)
+            per_b[:, j] = acc
+        top = per_b.max(axis=1, keepdims=True)
+        ll = top[:, 0] + np.log(np.exp(per_b - top).sum(axis=1))
+        n_in = int(c.mid[s] - c.lo[s])
+        gi, go = int(np.argmax(ll[:n_in])), int(np.argmax(ll[n_in:]))
+        lr[i] = 2.0 * (ll[n_in + go] - ll[gi])
+        best_in[i], best_out[i] = rows[gi], rows[n_in + go]
+        w = np.exp(per_b[gi] - per_b[gi].max())
+        v = x.sb[i] * _B_X
+        b_mean[i] = float((w * v).sum() / w.sum())
+        b_var[i] = float(max((w * v * v).sum() / w.sum() - b_mean[i] ** 2, 0.0))
+    return _result(c, lr, best_in, best_out, b_mean, b_var)
+
+
+def slow_sd(shadowing_db: float, p: WindowParams, extra_var_db2: F64) -> F64:
+    """(R,) held part of every receiver's link sd: slow shadowing, model error, per-receiver extra."""
+    return np.asarray(np.sqrt(shadowing_db**2 * p.slow_fraction + p.model_error_db**2 + np.maximum(extra_var_db2, 0.0)))
+
+
+def fast_sd(shadowing_db: float, p: WindowParams) -> float:
+    """Per-packet sd (dB)."""
+    return max(math.sqrt(shadowing_db**2 * (1.0 - p.slow_fraction)), 1.0)
+
+
+__all__ = ["MU_STEP", "Candidates", "LinkInputs", "WindowParams", "WindowResult", "fast_sd", "link_loglik",
+           "run_reference", "run_test", "slow_sd"]

@@ -1,0 +1,182 @@
+"""The window breach test's pieces: the compiled kernel against its numpy oracle, the per-second bins,
+band-gain learning and its guard, receiver floors and health, and the window rule (clock injected)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.bands.advert_bins import AdvertBins
+from edge.bands.band_gain import BandGains, GainParams
+from edge.bands.hearing import Hearing, HearingParams, miss_table
+from edge.bands.rules import BandRules, Decision, RuleParams
+from edge.bands.window_test import Candidates, LinkInputs, WindowParams, link_loglik, run_reference, run_test
+from protocols.site_config import SiteConfig
+
+P = RuleParams(breach_dwell_s=20, clear_dwell_s=10, window_threshold=16.0, window_clear=2.0)
+
+
+def _site() -> SiteConfig:
+    return SiteConfig.model_validate({
+        "site": {"id": "t"},
+        "zones": [{"id": "a", "kind": "permitted", "polygon": [[0, 0], [20, 0], [20, 14], [0, 14]]}],
+        "receivers": [{"id": "in", "position": [10, 7], "source": "sim"},
+                      {"id": "s", "position": [10, -15], "source": "sim"},
+                      {"id": "n", "position": [10, 29], "source": "sim"},
+                      {"id": "e", "position": [35, 7], "source": "sim"}],
+        "bands": [{"id": 1, "allowed_zones": ["a"]}, {"id": 2, "allowed_zones": ["a"]}],
+    })
+
+
+def _inputs(site: SiteConfig, cand: Candidates, xy: list[tuple[float, float]], rng: np.random.Generator,
+            window: int = 20, deaf: int | None = None) -> LinkInputs:
+    """Samples of bands standing at `xy` over one window, drawn from the same model the test assumes."""
+    rx = np.array([r.position for r in site.receivers], dtype=float)
+    floor = np.full(len(rx), -97.0)
+    if deaf is not None:
+        floor[deaf] = -85.0
+    k = np.zeros((len(xy), len(rx)))
+    xbar = np.zeros_like(k)
+    for i, p in enumerate(xy):
+        d = np.maximum(np.linalg.norm(rx - np.array(p), axis=1), 0.5)
+        mean = -59.0 - 27.0 * np.log10(d) + rng.normal(0, 3.0, len(rx))
+        s = mean[None, :] + rng.normal(0, 3.0, (window, len(rx)))
+        heard = (s > floor + 3.0) & (rng.random(s.shape) < 0.85)
+        k[i] = heard.sum(axis=0)
+        xbar[i] = np.where(k[i] > 0, np.where(heard, s, 0).sum(axis=0) / np.maximum(k[i], 1), 0.0)
+    logmiss = np.stack([miss_table(f, 3.0, HearingParams()) for f in floor])
+    m = len(xy)
+    return LinkInputs(k=k, xbar=xbar, n_sent=np.full(m, float(window)), power=np.full(m, -59.0), sb=np.full(m, 1.5),
+                      slow_sd=np.full((m, len(rx)), 3.5), fast_sd=3.0, listen=np.ones(len(rx), dtype=bool),
+                      floor=floor, logmiss=logmiss, exponent=2.7, sets=np.zeros(m, dtype=np.int64))
+
+
+def test_kernel_matches_the_numpy_oracle_and_separates_inside_from_outside() -> None:
+    site = _site()
+    p = WindowParams(outside_spacing_m=6.0, outside_pad_m=40.0)
+    cand = Candidates(site, np.array([r.position for r in site.receivers], dtype=float), p)
+    rng = np.random.default_rng(3)
+    pts = [(10.0, 7.0), (2.0, 12.0), (19.0, 1.0), (10.0, -18.0), (40.0, 10.0)]
+    x = _inputs(site, cand, pts, rng)
+    fast, ref = run_test(cand, x), run_reference(cand, x)
+    # Tabulated (1 dB, linear interpolation) vs exact: the statistic agrees to a fraction of a unit.
+    # The kernel skips outside points that cannot explain the strongest level: there it reports -1000.
+    sure = ref.lr < -500
+    assert (fast.lr[sure] <= -500).all()
+    assert np.allclose(fast.lr[~sure], ref.lr[~sure], rtol=0.01, atol=0.6), (fast.lr, ref.lr)
+    assert np.allclose(fast.b_mean[:3], ref.b_mean[:3], atol=0.15)  # (outside rows: the best inside point may differ)
+    assert (fast.lr[:3] < 4.0).all()  # inside
+    assert (fast.lr[3:] > 16.0).all(), fast.lr  # 18 and 20 m outside, standing for 20 s, each near an outside receiver
+    assert (fast.out_m[3:] > 10.0).all()
+
+
+def test_unheard_band_gives_no_test_and_a_deaf_receiver_is_not_evidence() -> None:
+    site = _site()
+    cand = Candidates(site, np.array([r.position for r in site.receivers], dtype=float), WindowParams())
+    x = _inputs(site, cand, [(10.0, 7.0)], np.random.default_rng(1))
+    silent = LinkInputs(**{**{f: getattr(x, f) for f in x.__dataclass_fields__}, "k": np.zeros_like(x.k)})
+    assert np.isnan(run_test(cand, silent).lr[0])
+    # A band at the north fence, with the inside receiver deaf (floor -85): its misses must not push
+    # the band outside, because its own floor is used.
+    rng = np.random.default_rng(7)
+    lrs = [run_test(cand, _inputs(site, cand, [(10.0, 13.0)], rng, deaf=0)).lr[0] for _ in range(20)]
+    assert max(lrs) < 16.0
+
+
+def test_link_loglik_counts_misses_through_the_hearing_curve() -> None:
+    lm = miss_table(-97.0, 3.0, HearingParams())
+    mu = np.array([-110.0, -95.0, -80.0])
+    ll = link_loglik(0.0, 0.0, 20.0, 3.0, 3.0, lm, mu)
+    # Twenty misses: likely far below the floor, unlikely well above it.
+    assert ll[0] > -0.5 > ll[1] > ll[2]
+
+
+def test_advert_bins_window_counts_means_and_interval() -> None:
+    bins = AdvertBins(2, 3, span_s=16)
+    for t in range(100, 120):
+        bins.add(0, 1, t + 0.3, -80.0 - (t % 2))
+        bins.note_counter(0, t + 0.3, 5000 + t - 100)
+    bins.add_many(np.array([1, 1]), np.array([2, 2]), np.array([118.5, 119.5]), np.array([-90.0, -92.0]))
+    k, xbar, sent = bins.window(np.array([0, 1]), 119.9, 10.0)
+    assert k[0, 1] == 10 and k[0, 0] == 0 and abs(xbar[0, 1] + 80.5) < 1e-9
+    assert k[1, 2] == 2 and abs(xbar[1, 2] + 91.0) < 1e-9
+    assert abs(sent[0] - 10.0) < 0.2
+    assert abs(sent[1] - 2.0) < 1e-9  # first heard 2 s ago: nothing was sent before that
+    for t in range(120, 200):  # a band advertising every 1.25 s
+        bins.note_counter(1, t * 1.25, t)
+    assert abs(bins.interval[1] - 1.25) < 0.02
+    k, _, _ = bins.window(np.array([0]), 140.0, 10.0)  # older than the ring: gone
+    assert k.sum() == 0
+
+
+def test_band_gain_learns_from_inside_windows_and_is_guarded() -> None:
+    g = BandGains(2, GainParams(prior_sd_db=2.0, min_sd_db=0.8, max_abs_db=6.0, every_s=20.0, correlation=3.0,
+                                learn=True))
+    sd0 = float(g.sd(np.array([0]))[0])
+    t = 0.0
+    for _ in range(40):  # each window: likelihood N(+2 dB, 1.5²) combined with the current prior
+        prior_var = 1.0 / g.prec[0]
+        lik_var = 1.5**2
+        post_var = 1.0 / (1.0 / prior_var + 1.0 / lik_var)
+        post_mean = post_var * (2.0 - g.mean[0]) / lik_var
+        assert g.update(0, t, post_mean, post_var)
+        t += 20.0
+    assert abs(g.mean[0] - 2.0) < 0.3
+    assert 0.8 - 1e-9 <= float(g.sd(np.array([0]))[0]) < sd0
+    assert not g.update(0, t - 19.0, 1.0, 0.5)  # at most one update per every_s (last one at t - 20)
+    for _ in range(200):  # even a stream of +5 dB windows cannot move it beyond max_abs_db
+        t += 20.0
+        g.update(0, t, 5.0, 0.5)
+    assert g.mean[0] <= 6.0
+
+
+def test_hearing_floors_per_receiver_and_health_report() -> None:
+    h = Hearing(["a", "b", "c", "d"], 3.0, HearingParams(min_samples=100, gain_min_links=10))
+    hist = np.zeros((4, 141), dtype=np.int64)
+    for r, floor in enumerate((-99, -98, -99, -84)):
+        hist[r, floor + 140: floor + 140 + 30] = 20
+    h.update_floors(hist, -99.0)
+    assert list(h.floor) == [-99.0, -98.0, -99.0, -84.0]
+    h.note_residuals(np.array([2] * 30), np.full(30, -5.0))
+    h.note_residuals(np.array([0, 1] * 15), np.zeros(30))
+    corr, var = h.corrections(np.full(4, 36.0))  # beacons pin nobody: the bands' estimate wins
+    assert 4.0 < corr[2] < 5.0 and corr[0] == 0.0 and var[2] < 3.0 and var[3] == 36.0
+    h.note_deviation(np.array([0.5, -1.0, corr[2], 0.0]))
+    rep = h.report()
+    assert rep["d"]["state"] == "deaf" and rep["c"]["state"] == "gain_off" and rep["a"]["state"] == "ok"
+    extra = h.extra_var_db2()
+    assert extra[2] > 0.0 and extra[0] == 0.0
+    assert h.report(np.array([True, False, True, True]))["b"]["state"] == "silent"
+
+
+def _states(out: list[Decision]) -> list[tuple[str, float]]:
+    return [(d.state, d.ts) for d in out if d.type == "geofence_breach"]
+
+
+def test_window_rule_raises_on_a_long_window_and_clears_after_the_clear_dwell() -> None:
+    r = BandRules(1, P)
+    nan = float("nan")
+    out: list[Decision] = []
+    for t in range(0, 10):
+        out += r.on_window(float(t), 5.0, nan, (0.0, -30.0, 28.0))
+    assert _states(out) == []
+    out += r.on_window(10.0, 17.0, nan, (0.0, -30.0, 28.0))
+    assert _states(out) == [("raised", 10.0)]
+    d = next(x for x in out if x.type == "geofence_breach")
+    assert d.detail["outside_m"] == 28.0 and "left_zone" in d.detail and d.detail["reason"] == "outside"
+    out = []
+    for t in range(11, 20):  # unheard (NaN): the breach stands
+        out += r.on_window(float(t), nan, nan, (nan, nan, nan))
+    for t in range(20, 26):  # back inside, but a doubtful tick restarts the clear dwell
+        out += r.on_window(float(t), nan, 0.5, (nan, nan, nan))
+    out += r.on_window(26.0, nan, 9.0, (nan, nan, nan))
+    for t in range(27, 40):
+        out += r.on_window(float(t), nan, 0.5, (nan, nan, nan))
+    assert _states(out) == [("cleared", 37.0)]
+
+
+@pytest.mark.parametrize("lr", [15.9, float("nan")])
+def test_window_rule_below_threshold_never_raises(lr: float) -> None:
+    r = BandRules(1, P)
+    out = [d for t in range(200) for d in r.on_window(float(t), lr, 0.0, (0.0, 0.0, 5.0))]
+    assert _states(out) == []
