@@ -198,14 +198,14 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
     assert "edge-02" in out and "ok" in out, out
 
     # 6. the band's SOS through edge-02 raises an alert in the cloud, with the person's label.
-    alerts = wait_for(lambda: [a for a in api.sos() if a["state"] != "cleared"], 30,
+    alerts = wait_for(lambda: [a for a in api.sos() if a["state"] != "cleared"], 45,
                       what="SOS alert of the enrolled band in the cloud")
     assert alerts[0]["node"] == "edge-02" and alerts[0]["person"] == "P-017"
 
     def node_row() -> dict[str, Any]:
         return api.node("edge-02")
 
-    wait_for(lambda: node_row()["config_version"] == 1, 15, what="edge-02 reports config version 1")
+    wait_for(lambda: node_row()["config_version"] == 1, 30, what="edge-02 reports config version 1")
     assert [s["config_latest"] for s in api.get("/api/v1/sites") if s["site"] == SITE] == [1]
 
     # An invalid config is refused by the node, which keeps running on version 1.
@@ -222,8 +222,8 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
                      str(w["prov"] / "bundles" / "qwatch-cloud-tools.json"), "--mqtt", f"127.0.0.1:{w['broker'].port}",
                      "--node", "edge-02", "--wait", "30")
     assert "ok" in out, out
-    wait_for(lambda: node_row()["config_version"] == 2, 15, what="edge-02 reports config version 2")
-    wait_for(lambda: all(a["state"] == "cleared" for a in api.sos()), 15, what="the open SOS cleared")
+    wait_for(lambda: node_row()["config_version"] == 2, 30, what="edge-02 reports config version 2")
+    wait_for(lambda: all(a["state"] == "cleared" for a in api.sos()), 30, what="the open SOS cleared")
     cleared = api.sos()
     assert len(cleared) == 1 and cleared[0]["cleared_ts"] is not None  # cleared by the node (cleared_by: config)
     sent_before = w["feed"].sent
@@ -232,6 +232,6 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
     assert len(api.sos()) == 1 and api.sos()[0]["state"] == "cleared"
     counters = wait_for(lambda: (node_row().get("health") or {}).get("watchdogs", {}).get("agent") and
                         (node_row()["health"]["adverts_per_s"].get("unknown_band", 0) > 0) and node_row()["health"],
-                        15, what="edge-02 counts the retired band's adverts as unknown_band")
+                        30, what="edge-02 counts the retired band's adverts as unknown_band")
     assert counters["config_version"] == 2
     log2.close()
