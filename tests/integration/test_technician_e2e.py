@@ -84,6 +84,9 @@ def world(tmp_path: Path, shared_victoria_metrics: ServiceProcess) -> Iterator[d
                "--broker-host", "localhost", "--port", str(port))
     for node in ("edge-01", "edge-02"):
         _cloud_cli("provision-node", "--dir", str(prov), "--site", SITE, "--node", node)
+    # One-shot tools (config push) need a cloud user of their own: the broker makes the client ID the
+    # username, so a second session of `qwatch-cloud` would take over the running ingest's.
+    _cloud_cli("provision-cloud", "--dir", str(prov), "--worker", "tools")
     broker = start_mosquitto_secure(tmp_path / "broker", BrokerFiles.in_dir(prov), port=port)
     users = tmp_path / "users.yaml"
     admin = add_user(users, "tech-lan", "admin", []).token
@@ -190,7 +193,7 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
 
     # 5. config push: the key reaches edge-02 (and only edge-02's site gets it).
     out = _cloud_cli("config", "push", "--site", SITE, "--config", str(w["site"]), "--db", str(w["db"]),
-                     "--credentials", str(w["prov"] / "bundles" / "qwatch-cloud.json"), "--mqtt",
+                     "--credentials", str(w["prov"] / "bundles" / "qwatch-cloud-tools.json"), "--mqtt",
                      f"127.0.0.1:{w['broker'].port}", "--node", "edge-02", "--wait", "30")
     assert "edge-02" in out and "ok" in out, out
 
@@ -207,7 +210,7 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
 
     # An invalid config is refused by the node, which keeps running on version 1.
     bad = push(Composed(SITE, "zones: 3\n", {}, []), 99, ["edge-02"], host="127.0.0.1", port=w["broker"].port,
-               creds=load_credentials(w["prov"] / "bundles" / "qwatch-cloud.json"), wait_s=20)
+               creds=load_credentials(w["prov"] / "bundles" / "qwatch-cloud-tools.json"), wait_s=20)
     assert bad[0].result is not None and not bad[0].result.ok
     assert "cmd/config" in (bad[0].result.error or "") and bad[0].result.config_version == 1
     time.sleep(1.5)
@@ -216,7 +219,7 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
     # 7. retire the band, push: 8. its adverts raise nothing but a counter.
     _cloud_cli("band", "retire", str(BAND), "--db", str(w["db"]), "--by", "duty-officer")
     out = _cloud_cli("config", "push", "--site", SITE, "--db", str(w["db"]), "--credentials",
-                     str(w["prov"] / "bundles" / "qwatch-cloud.json"), "--mqtt", f"127.0.0.1:{w['broker'].port}",
+                     str(w["prov"] / "bundles" / "qwatch-cloud-tools.json"), "--mqtt", f"127.0.0.1:{w['broker'].port}",
                      "--node", "edge-02", "--wait", "30")
     assert "ok" in out, out
     wait_for(lambda: node_row()["config_version"] == 2, 30, what="edge-02 reports config version 2")
