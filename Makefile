@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := mosquitto victoria-metrics python3-venv python3-gi ffmpeg \
 	gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-	chromium fonts-dejavu-core systemd
+	chromium fonts-dejavu-core systemd postgresql
 
 .PHONY: all demo test deps venv lint typecheck imports unit bench clean
 

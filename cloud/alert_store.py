@@ -7,14 +7,18 @@ raised → cleared → acknowledged. ``state`` is the latest transition. A ``cle
 before its ``raised`` (possible after redelivery) creates the row as cleared; the late ``raised``
 only fills in the raise time and detail, so the final state is right whatever the arrival order.
 
-The SQL is plain (``INSERT … ON CONFLICT``, no SQLite-only functions) so the same statements run
-on PostgreSQL when the province outgrows one machine; only the DDL's ``INTEGER PRIMARY KEY``
-would become ``BIGSERIAL`` there.
+The SQL is plain (``INSERT … ON CONFLICT``, conditional ``UPDATE``, no SQLite-only functions), so the
+same statements run on SQLite (``--db PATH``) and on PostgreSQL (``--db postgresql://…``, see
+:mod:`cloud.store_db`; schema in ``cloud/migrations/postgresql/``). On PostgreSQL several processes
+share the store: each alert's upsert and acknowledgement take a transaction-scoped advisory lock on the
+alert (SQLite's ``BEGIN IMMEDIATE`` already serialises all writers), and every change of an alert is
+announced with ``NOTIFY`` so the other API replicas push it live (cloud/live_pg.py).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -26,6 +30,7 @@ from typing import Any
 
 from cloud.delivery_store import DeliveryQueue
 from cloud.sqlite_db import open_db
+from cloud.store_db import ALERT_CHANNEL, DB_ERRORS, PgConn, migrate, parse_db, redact
 from protocols.payloads import Alert
 
 SCHEMA = """
@@ -175,7 +180,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False)
 
 
-def _row_to_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _row_to_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     d = dict(row)
     d["subject"] = _loads(d["subject"])
     d["detail"] = _loads(d["detail"])
@@ -227,20 +232,37 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class AlertStore(DeliveryQueue):
-    """SQLite-backed alert store and node registry persistence (thread-safe, one connection). The
-    escalation outbox and the report's query are in :class:`cloud.delivery_store.DeliveryQueue`."""
+    """Alert store and node registry persistence on SQLite or PostgreSQL (thread-safe, one connection).
+    The escalation outbox and the report's query are in :class:`cloud.delivery_store.DeliveryQueue`.
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        # synchronous=FULL: an alert is acknowledged to the broker only after its commit reaches the disk.
-        self._conn = open_db(self.path, SCHEMA)
+    ``db``: a file path, ``sqlite:///PATH`` or ``postgresql://…`` (:func:`cloud.store_db.parse_db`).
+    """
+
+    def __init__(self, db: Path | str) -> None:
+        target = parse_db(db)
+        self.path = target.location
+        self.postgresql = target.is_postgresql
+        # Tags this store's NOTIFYs, so the live listener of the same process skips what it published.
+        self.origin = secrets.token_hex(6)
         self._lock = threading.RLock()
         self._batch_depth = 0
-        with self._lock:
-            self._migrate()
+        self._conn: Any
+        if self.postgresql:
+            self._conn = PgConn(self.path)
+            migrate(self._conn)
+        else:
+            # synchronous=FULL: an alert is acknowledged to the broker only after its commit reaches the disk.
+            self._conn = open_db(self.path, SCHEMA)
+            with self._lock:
+                self._migrate()
+
+    @property
+    def display(self) -> str:
+        """Where the store is, for logs (no password)."""
+        return redact(self.path)
 
     def _migrate(self) -> None:
-        """Add the columns of :data:`MIGRATIONS` that an older database lacks (additive only)."""
+        """SQLite: add the columns of :data:`MIGRATIONS` that an older database lacks (additive only)."""
         for table, column, sql_type in MIGRATIONS:
             try:
                 self._conn.execute(f"SELECT {column} FROM {table} LIMIT 0")
@@ -266,12 +288,12 @@ class AlertStore(DeliveryQueue):
                 self._batch_depth -= 1
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Any]:
         with self._lock:
             if self._batch_depth:
                 yield self._conn
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN" if self.postgresql else "BEGIN IMMEDIATE")
             try:
                 yield self._conn
             except BaseException:
@@ -283,10 +305,24 @@ class AlertStore(DeliveryQueue):
         """True if the database answers a trivial query."""
         try:
             with self._lock:
+                if self.postgresql:
+                    return bool(self._conn.ping())
                 self._conn.execute("SELECT 1").fetchone()
             return True
-        except sqlite3.Error:
+        except DB_ERRORS:
             return False
+
+    def _serialise(self, db: Any, alert_id: str) -> None:
+        """PostgreSQL: hold the alert's advisory lock until the transaction ends, so concurrent
+        processes read-then-write one alert one at a time (SQLite's BEGIN IMMEDIATE already does)."""
+        if self.postgresql:
+            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (alert_id,))
+
+    def _announce(self, db: Any, alert_id: str) -> None:
+        """PostgreSQL: NOTIFY the other processes that this alert changed (sent at commit, dropped on
+        rollback). The receivers read the row themselves: the payload stays far below NOTIFY's 8000 bytes."""
+        if self.postgresql:
+            db.execute("SELECT pg_notify(?, ?)", (ALERT_CHANNEL, f"{self.origin}|{alert_id}"))
 
     # --- alerts -------------------------------------------------------------------------------
 
@@ -300,6 +336,7 @@ class AlertStore(DeliveryQueue):
         """
         now = time.time() if now is None else now
         with self._tx() as db:
+            self._serialise(db, alert.alert_id)
             owner = db.execute("SELECT site, node FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
             if owner is not None and (owner["site"], owner["node"]) != (alert.site, alert.node):
                 return UpsertResult("conflict", None)
@@ -310,8 +347,8 @@ class AlertStore(DeliveryQueue):
             )
             if cur.rowcount == 0:
                 return UpsertResult("duplicate", None)
-            row = db.execute("SELECT state FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
-            if row is None:
+            # `owner` is still the row's presence: the alert is locked (advisory lock / BEGIN IMMEDIATE).
+            if owner is None:
                 self._insert_alert(db, alert, now, person)
                 outcome = "inserted"
             elif alert.state == "raised":
@@ -328,11 +365,13 @@ class AlertStore(DeliveryQueue):
                     (alert.ts, now, alert.alert_id),
                 )
                 outcome = "updated"
-            stored = self._get(db, alert.alert_id)
+            # A new alert has no delivery history yet: one query fewer on the ingest's hot path.
+            stored = self._get(db, alert.alert_id, events=outcome != "inserted")
+            self._announce(db, alert.alert_id)
         return UpsertResult(outcome, stored)
 
     @staticmethod
-    def _insert_alert(db: sqlite3.Connection, alert: Alert, now: float, person: str | None = None) -> None:
+    def _insert_alert(db: Any, alert: Alert, now: float, person: str | None = None) -> None:
         raised_ts = alert.ts if alert.state == "raised" else None
         cleared_ts = alert.ts if alert.state == "cleared" else None
         db.execute(
@@ -344,16 +383,17 @@ class AlertStore(DeliveryQueue):
         )
 
     @staticmethod
-    def _get(db: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
+    def _get(db: Any, alert_id: str, *, events: bool = True) -> dict[str, Any] | None:
         row = db.execute(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         if row is None:
             return None
         out = _row_to_dict(row)
-        AlertStore._attach_events(db, [out])
+        if events:
+            AlertStore._attach_events(db, [out])
         return out
 
     @staticmethod
-    def _attach_events(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+    def _attach_events(db: Any, rows: list[dict[str, Any]]) -> None:
         """Fill each row's ``events`` (escalation deliveries) from ``alert_history``, 500 IDs per query."""
         by_id = {r["alert_id"]: r for r in rows}
         ids = list(by_id)
@@ -373,18 +413,22 @@ class AlertStore(DeliveryQueue):
         """Record a guard's acknowledgement. Raises :class:`AckError` if unknown or already acked."""
         now = time.time() if now is None else now
         with self._tx() as db:
+            self._serialise(db, alert_id)
             current = self._get(db, alert_id)
             if current is None:
                 raise AckError("not_found", f"alert {alert_id} not found")
             if current["acked_at"] is not None:
                 raise AckError("already_acknowledged", f"alert {alert_id} was acknowledged by {current['acked_by']}")
             # raised → acknowledged (cleared may follow), or cleared → acknowledged (the end).
-            db.execute(
+            cur = db.execute(
                 "UPDATE alerts SET state = 'acknowledged', acked_at = ?, acked_by = ?, ack_note = ?, "
-                "updated_at = ? WHERE alert_id = ?",
+                "updated_at = ? WHERE alert_id = ? AND acked_at IS NULL",
                 (now, by, note, now, alert_id),
             )
+            if cur.rowcount != 1:  # cannot happen under the lock; never let a second guard overwrite the first
+                raise AckError("already_acknowledged", f"alert {alert_id} was acknowledged meanwhile")
             stored = self._get(db, alert_id)
+            self._announce(db, alert_id)
         assert stored is not None
         return stored
 
@@ -403,7 +447,8 @@ class AlertStore(DeliveryQueue):
             where.append("COALESCE(raised_ts, first_received) <= ?")
             args.append(q.until)
         if q.person is not None:
-            where.append("person LIKE ? ESCAPE '!'")
+            # ILIKE on PostgreSQL: SQLite's LIKE ignores (ASCII) case, PostgreSQL's does not.
+            where.append(f"person {'ILIKE' if self.postgresql else 'LIKE'} ? ESCAPE '!'")
             args.append("%" + q.person.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
         if q.unacknowledged:
             where.append("acked_at IS NULL")
@@ -448,8 +493,8 @@ class AlertStore(DeliveryQueue):
         with self._tx() as db:
             rows = db.execute(
                 "SELECT alert_id, site, node, raised_ts, first_received FROM alerts "
-                "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL"
-            ).fetchall()
+                "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL ORDER BY alert_id"
+            ).fetchall()  # one order for every process: row locks taken in it cannot deadlock
             won: list[str] = []
             for r in rows:
                 if now - min(r["raised_ts"] or r["first_received"], r["first_received"]) \
@@ -461,6 +506,7 @@ class AlertStore(DeliveryQueue):
                 if cur.rowcount != 1:
                     continue
                 won.append(r["alert_id"])
+                self._announce(db, r["alert_id"])
                 for channel in channels(r["site"]) if channels is not None else ():
                     db.execute(
                         "INSERT INTO escalation_deliveries (alert_id, site, node, channel, state, attempts, next_at, "
@@ -475,7 +521,7 @@ class AlertStore(DeliveryQueue):
         with self._lock:
             rows = self._conn.execute("SELECT state, COUNT(*) AS n FROM alerts GROUP BY state").fetchall()
             out = {r["state"]: int(r["n"]) for r in rows}
-            unacked = self._conn.execute("SELECT COUNT(*) FROM alerts WHERE acked_at IS NULL").fetchone()[0]
+            unacked = self._conn.execute("SELECT COUNT(*) AS n FROM alerts WHERE acked_at IS NULL").fetchone()["n"]
         out["unacknowledged"] = int(unacked)
         return out
 
@@ -503,7 +549,7 @@ class AlertStore(DeliveryQueue):
                 "ON CONFLICT (site, node, camera, kind, ts) DO NOTHING",
                 (site, node, camera, kind, ts, payload),
             )
-            return cur.rowcount > 0
+            return bool(cur.rowcount > 0)
 
     def add_snapshot(self, site: str, node: str, camera: str, alert_id: str, jpeg: bytes) -> bool:
         """Store an alert snapshot once; False if it was a duplicate delivery."""
@@ -513,7 +559,7 @@ class AlertStore(DeliveryQueue):
                 "ON CONFLICT (alert_id, camera) DO NOTHING",
                 (alert_id, camera, site, node, jpeg, time.time()),
             )
-            return cur.rowcount > 0
+            return bool(cur.rowcount > 0)
 
     def snapshot(self, alert_id: str) -> bytes | None:
         """The first snapshot JPEG stored for an alert, if any."""

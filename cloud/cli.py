@@ -21,11 +21,13 @@ from cloud.band_cli import band_app, config_app
 from cloud.band_registry import BandRegistry, RegistryPeople
 from cloud.ingest import Ingest, IngestConfig
 from cloud.live import LiveHub
+from cloud.live_pg import AlertListener
 from cloud.notifier import Notifier
 from cloud.notify import NotifyConfig, load_notify
 from cloud.provision_cli import register as register_provisioning
 from cloud.report_cli import app as report_app
 from cloud.site_geometry import SiteGeometry
+from cloud.store_db import DB_ERRORS, DbTarget, DbUrlError, parse_db, redact
 from cloud.timeseries import TelemetryWriter
 from cloud.users_cli import ServeUsersOpt, log_auth_mode, open_auth
 from cloud.users_cli import app as users_app
@@ -53,7 +55,7 @@ def _host_port(value: str, option: str) -> tuple[str, int]:
 def _escalation(values: list[str], sites: Mapping[str, SiteConfig] | None = None) -> dict[str, float]:
     """Per-site escalation times: each site config's ``rules.escalate_after_s``, then the
     ``--escalate-site SITE=SECONDS`` flags, which win over a site config."""
-    # The site's value even when the file leaves it at its default (docs/protocol-notes.md):
+    # The site's value even when the file leaves it at its default (docs/protocol.md §3):
     # the site config, not the cloud's fallback, defines that site's escalation time.
     out = {sid: cfg.rules.escalate_after_s for sid, cfg in (sites or {}).items()}
     for v in values:
@@ -89,7 +91,7 @@ def _load_sites(paths: list[Path]) -> dict[str, SiteConfig]:
 class Options:
     """Options shared by ``serve`` and ``ingest``."""
 
-    db: Path
+    db: str
     mqtt: str | None
     vm: str
     spool: Path | None
@@ -103,9 +105,16 @@ class Options:
     credentials: Path | None = None
     notify: Path | None = None
     tz: str = DEFAULT_TZ
+    registry_db: Path | None = None
 
 
-DbOpt = Annotated[Path, typer.Option("--db", help="SQLite alert store file")]
+DbOpt = Annotated[str, typer.Option(
+    "--db", help="alert store: a SQLite file (PATH or sqlite:///PATH) or postgresql://USER@HOST:PORT/DB "
+                 "(shared by ingest and API replicas: docs/deploy.md)")]
+RegistryOpt = Annotated[Path | None, typer.Option(
+    "--registry-db", help="SQLite file of the band registry [default: the --db file; var/cloud/registry.db "
+                          "when --db is PostgreSQL]")]
+DEFAULT_DB = "var/cloud/qwatch.db"
 MqttOpt = Annotated[str | None, typer.Option(
     "--mqtt", help="broker HOST:PORT (default: the bundle's broker with --credentials, else 127.0.0.1:1883)")]
 CredOpt = Annotated[Path | None, typer.Option(
@@ -155,10 +164,7 @@ def people_of(sites: Mapping[str, SiteConfig]) -> dict[str, dict[int, str]]:
 
 def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
            ) -> tuple[AlertStore, TelemetryWriter, Ingest, LiveHub]:
-    level = getattr(logging, o.log_level.upper(), None)
-    if not isinstance(level, int):
-        raise typer.BadParameter(f"{o.log_level!r}: expected DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logging(o.log_level)
     creds = _load_cloud_credentials(o.credentials)
     if o.mqtt is not None:
         host, port = _host_port(o.mqtt, "--mqtt")
@@ -172,18 +178,54 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     notify = _open_notify(o.notify)
     for site_id, after_s in sorted(per_site.items()):
         log.info("event=escalation site=%s after_s=%g", site_id, after_s)
-    store = AlertStore(o.db)
-    spool = o.spool if o.spool is not None else o.db.parent / "telemetry-spool"
+    target = db_target(o.db)
+    store = open_store(o.db)
+    local_dir = Path(target.location).parent if not target.is_postgresql else Path(DEFAULT_DB).parent
+    spool = o.spool if o.spool is not None else local_dir / "telemetry-spool"
     writer = TelemetryWriter(o.vm, spool)
     hub = LiveHub()
     cfg = IngestConfig(host=host, port=port, client_id=o.client_id, shared=o.shared, silence_s=o.silence_s,
                        escalate_after_s=o.escalate_after_s, escalate_per_site=per_site, credentials=creds,
-                       people=RegistryPeople(BandRegistry(o.db), people_of(sites)))
+                       people=RegistryPeople(BandRegistry(registry_path(o.db, o.registry_db)), people_of(sites)))
     notifier = Notifier(store, notify, tz=tz) if notify is not None else None
     ingest = Ingest(cfg, store, writer, hub, notifier=notifier)
     writer.start()
     ingest.start()
     return store, writer, ingest, hub
+
+
+def open_store(db: str) -> AlertStore:
+    """The alert store of ``--db``; a database that cannot be reached is a one-line error, not a traceback."""
+    db_target(db)
+    try:
+        return AlertStore(db)
+    except DB_ERRORS as err:
+        raise typer.BadParameter(f"cannot open the alert store {redact(db)}: {str(err).strip()}",
+                                 param_hint="--db") from None
+
+
+def _logging(log_level: str) -> None:
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"{log_level!r}: expected DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def db_target(db: str) -> DbTarget:
+    """``--db`` parsed, or a usage error."""
+    try:
+        return parse_db(db)
+    except DbUrlError as err:
+        raise typer.BadParameter(str(err), param_hint="--db") from None
+
+
+def registry_path(db: str, registry_db: Path | None) -> Path:
+    """The band registry's SQLite file: ``--registry-db``, else the alert store's own file (SQLite), else
+    ``var/cloud/registry.db`` (the registry holds band keys and is not on PostgreSQL: docs/deploy.md)."""
+    if registry_db is not None:
+        return registry_db
+    target = db_target(db)
+    return Path(target.location) if not target.is_postgresql else Path(DEFAULT_DB).parent / "registry.db"
 
 
 def _load_cloud_credentials(path: Path | None) -> MqttCredentials | None:
@@ -200,16 +242,18 @@ def _load_cloud_credentials(path: Path | None) -> MqttCredentials | None:
     return creds
 
 
-def _teardown(store: AlertStore, writer: TelemetryWriter, ingest: Ingest) -> None:
-    ingest.stop()
-    writer.stop()
+def _teardown(store: AlertStore, writer: TelemetryWriter | None, ingest: Ingest | None) -> None:
+    if ingest is not None:
+        ingest.stop()
+    if writer is not None:
+        writer.stop()
     store.close()
     log.info("event=cloud_stopped")
 
 
 @app.command()
 def serve(
-    db: DbOpt = Path("var/cloud/qwatch.db"),
+    db: DbOpt = DEFAULT_DB,
     mqtt: MqttOpt = None,
     vm: VmOpt = "http://127.0.0.1:8428",
     port: Annotated[int, typer.Option("--port", help="HTTP port for API and dashboard")] = 8080,
@@ -235,35 +279,52 @@ def serve(
         "--signin-fail-limit", min=1, max=10000, help="failed sign-ins per client per window, then 429")] = 10,
     signin_window_s: Annotated[float, typer.Option("--signin-window-s", min=1, max=86400,
                                                    help="the failure window")] = 300.0,
+    registry_db: RegistryOpt = None,
+    no_ingest: Annotated[bool, typer.Option(
+        "--no-ingest", help="an API replica: no MQTT ingest here (other processes ingest into the shared "
+                            "PostgreSQL --db); alerts and acks of other processes still arrive live")] = False,
 ) -> None:
     """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
     import uvicorn
 
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
-                site_config, credentials, notify, tz)
+                site_config, credentials, notify, tz, registry_db)
     sites = _load_sites(site_config)
     auth = open_auth(users, SignInSettings(session_ttl_s=session_ttl_s, code_ttl_s=code_ttl_s,
                                            fail_limit=signin_fail_limit, fail_window_s=signin_window_s))
-    store, writer, ingest, hub = _setup(o, sites)
+    if no_ingest and not db_target(db).is_postgresql:
+        raise typer.BadParameter("an API replica shares the alert store: use a postgresql:// --db",
+                                 param_hint="--no-ingest")
+    if no_ingest:
+        _logging(log_level)
+        store, writer, ingest, hub = open_store(db), None, None, LiveHub()
+    else:
+        store, writer, ingest, hub = _setup(o, sites)
+    # Alerts stored or acknowledged by the other processes of a shared store, pushed to this one's clients.
+    listener = AlertListener(store, hub).start() if store.postgresql else None
     log_auth_mode(auth, host, port)
     geometry = {sid: SiteGeometry.from_config(cfg) for sid, cfg in sites.items()}
-    bands = BandRegistry(db)  # the band registry's tables live in the alert store's file
+    bands = BandRegistry(registry_path(db, registry_db))  # with SQLite, in the alert store's file
     api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/"),
-                                  sites=geometry, auth=auth, tz=open_tz(tz), notifier=ingest.notifier,
+                                  sites=geometry, auth=auth, tz=open_tz(tz),
+                                  notifier=ingest.notifier if ingest is not None else None,
                                   people=RegistryPeople(bands, people_of(sites)), bands=bands))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="off"))
-    log.info("event=serve url=http://%s:%d/ mqtt=%s:%d tls=%s vm=%s db=%s", host, port, ingest.cfg.host,
-             ingest.cfg.port, credentials is not None, vm, db)
+    log.info("event=serve url=http://%s:%d/ ingest=%s mqtt=%s tls=%s vm=%s db=%s", host, port, ingest is not None,
+             f"{ingest.cfg.host}:{ingest.cfg.port}" if ingest is not None else "-", credentials is not None, vm,
+             store.display)
     try:
         server.run()
     finally:
+        if listener is not None:
+            listener.stop()
         _teardown(store, writer, ingest)
 
 
 @app.command()
 def ingest(
-    db: DbOpt = Path("var/cloud/qwatch.db"),
+    db: DbOpt = DEFAULT_DB,
     mqtt: MqttOpt = None,
     vm: VmOpt = "http://127.0.0.1:8428",
     spool: SpoolOpt = None,
@@ -277,10 +338,11 @@ def ingest(
     credentials: CredOpt = None,
     notify: NotifyOpt = None,
     tz: TzOpt = DEFAULT_TZ,
+    registry_db: RegistryOpt = None,
 ) -> None:
     """Run the ingest alone (scale-out workers use --shared and distinct --client-id)."""
     o = Options(db, mqtt, vm, spool, client_id, shared, silence_s, escalate_after_s, escalate_site, log_level,
-                site_config, credentials, notify, tz)
+                site_config, credentials, notify, tz, registry_db)
     store, writer, ing, _hub = _setup(o)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,7 +9,6 @@ here they are leased (a conditional update: two processes never send the same on
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -22,9 +21,9 @@ DELIVERY_EVENT = "escalation_delivery"
 class DeliveryQueue:
     """Mixin over the store's connection, lock and transactions."""
 
-    _conn: sqlite3.Connection
+    _conn: Any  # a sqlite3.Connection or a cloud.store_db.PgConn
     _lock: threading.RLock
-    _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    _tx: Callable[[], AbstractContextManager[Any]]
 
     def claim_deliveries(self, now: float, *, lease_s: float = 60.0, limit: int = 20) -> list[dict[str, Any]]:
         """Pending deliveries that are due, each leased to the caller for ``lease_s`` (a conditional
@@ -32,7 +31,7 @@ class DeliveryQueue:
         with self._tx() as db:
             due = db.execute(
                 "SELECT id FROM escalation_deliveries WHERE state = 'pending' AND next_at <= ? AND lease_until <= ? "
-                "ORDER BY next_at LIMIT ?", (now, now, limit)).fetchall()
+                "ORDER BY next_at, id LIMIT ?", (now, now, limit)).fetchall()
             claimed: list[dict[str, Any]] = []
             for r in due:
                 cur = db.execute(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from cloud.alert_store import AlertStore, alert_view
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
 from cloud.notifier import Notifier
+from cloud.store_db import DB_ERRORS
 from cloud.timeseries import TelemetryWriter, band_lines, node_lines
 from protocols import topics as T
 from protocols.bounds import Range, SettingError, check_bounds
@@ -108,6 +108,9 @@ class IngestConfig:
 
 class StoreUnavailable(Exception):
     """The durable write failed: leave the message unacknowledged."""
+
+
+STORE_FAILURES: tuple[type[Exception], ...] = (StoreUnavailable, *DB_ERRORS)
 
 
 class Ingest:
@@ -266,7 +269,7 @@ class Ingest:
             with self.store.batch():
                 for topic, payload, _mid, _qos in batch:
                     self.handle(topic, payload)
-        except (StoreUnavailable, sqlite3.Error) as exc:
+        except STORE_FAILURES as exc:
             # No ack: once the store answers again we reconnect and the broker redelivers.
             self.counts["store_errors"] += 1
             log.error("event=store_unavailable messages=%d error=%s", len(batch), exc)
@@ -307,7 +310,7 @@ class Ingest:
             outcome = self._dispatch(parsed, payload, now)
         except PayloadError as exc:
             return self._bad(f"{parsed.kind}:{exc.reason}", topic, str(exc))
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             raise StoreUnavailable(str(exc)) from exc
         except Exception:  # a bug must not take the ingest down; count it loudly
             log.exception("event=handler_error topic=%s", topic)
@@ -461,7 +464,7 @@ class Ingest:
                         self.liveness.dirty.update(self.liveness.records)
                         self._persist_nodes()
                     last_full_save = time.monotonic()
-            except sqlite3.Error as exc:
+            except DB_ERRORS as exc:
                 self.counts["tick_store_errors"] += 1
                 log.error("event=tick_store_error error=%s", exc)
             if self._reconnect.is_set() and self.store.ping():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -28,9 +29,15 @@ def open_db(path: str, schema: str, *, private: bool = False) -> sqlite3.Connect
 
 
 def _make_private(db: Path) -> None:
-    """Owner-only from creation (SQLite gives its -wal/-shm files the database file's mode)."""
-    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    """Owner-only from creation (SQLite gives its -wal/-shm files the database file's mode).
+
+    The file is opened here only to create it: closing any descriptor of a database file drops
+    every POSIX lock this process holds on it, so doing that while another connection of this
+    process (the alert store shares the file) has it open lets other processes think nobody
+    uses the database, checkpoint and delete its WAL under that connection.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         if p.exists():
             os.chmod(p, 0o600)

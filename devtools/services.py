@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -62,9 +63,11 @@ def _fail_missing(name: str) -> NoReturn:
     raise ServiceError(msg)
 
 
-_DEB_PACKAGE = {"mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "victoria-metrics": "victoria-metrics",
+_DEB_PACKAGE = {"postgres": "postgresql", "initdb": "postgresql",
+                "mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "victoria-metrics": "victoria-metrics",
                 "chromium": "chromium"}
-_EXTRA_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+_EXTRA_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin", *sorted(
+    (str(p) for p in Path("/usr/lib/postgresql").glob("*/bin")), reverse=True))  # Debian keeps PostgreSQL's here
 
 
 def require_binary(name: str) -> str:
@@ -103,8 +106,10 @@ class ServiceProcess:
         port: int,
         scheme: str,
         ready: Callable[[ServiceProcess], bool],
+        user: str | None = None,
     ) -> None:
         self.name = name
+        self.user = user  # run the child as this user (PostgreSQL refuses to run as root)
         self.argv = list(argv)
         self.workdir = workdir
         self.host = host
@@ -148,6 +153,8 @@ class ServiceProcess:
                 cwd=self.workdir,
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # only calls prctl: safe between fork and exec
+                user=self.user,
+                group=self.user,
             )
         self.starts += 1
         with _live_lock:
@@ -395,3 +402,69 @@ def flush_victoria_metrics(url: str, timeout: float = 5.0) -> None:
     """
     with urllib.request.urlopen(f"{url.rstrip('/')}/internal/force_flush", timeout=timeout) as resp:
         resp.read()
+
+
+PG_USER = "postgres"
+
+
+def start_postgresql(workdir: Path, *, port: int | None = None, fsync: bool = True) -> ServiceProcess:
+    """Start a throw-away PostgreSQL server (``initdb`` under ``workdir``) on a free loopback port.
+
+    Trust authentication for loopback only, superuser ``postgres``; ``.url`` is a libpq URL of the
+    ``postgres`` database. Run as root (this lab), the cluster belongs to the ``postgres`` system
+    user, since PostgreSQL refuses to run as root. ``fsync=False`` is for tests only: it trades
+    crash safety of this scratch cluster for speed (CREATE DATABASE per test).
+    """
+    initdb = require_binary("initdb")
+    postgres = require_binary("postgres")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    user = PG_USER if os.geteuid() == 0 else None
+    home = workdir / "pg"
+    if user is not None:
+        # The postgres user cannot enter a root-only temp dir (pytest's are 0700): a world-traversable
+        # dir of its own, linked from workdir, removed when the process exits.
+        link = workdir / "pg"
+        if not link.exists():
+            own = Path(tempfile.mkdtemp(prefix="qwatch-pg-"))
+            os.chmod(own, 0o755)
+            shutil.chown(own, user, user)
+            atexit.register(shutil.rmtree, own, True)
+            link.symlink_to(own)
+        home = link.resolve()
+    home.mkdir(exist_ok=True)
+    data = home / "data"
+    sock = home
+    if not (data / "PG_VERSION").exists():
+        done = subprocess.run(
+            [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+             *([] if fsync else ["--no-sync"])],
+            capture_output=True, text=True, user=user, group=user, cwd=home, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"initdb failed ({done.returncode}): {(done.stdout + done.stderr)[-2000:]}")
+
+    def make(p: int) -> ServiceProcess:
+        argv = [postgres, "-D", str(data), "-p", str(p), "-k", str(sock), "-c", f"listen_addresses={LOOPBACK}",
+                "-c", "max_connections=200", "-c", "shared_buffers=32MB", "-c", "log_min_messages=warning"]
+        if not fsync:
+            argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        svc = ServiceProcess("postgresql", argv, workdir=workdir, host=LOOPBACK, port=p, scheme="postgresql",
+                             ready=_pg_ready, user=user)
+        return svc
+
+    return _start_with_port_retry(make, port)
+
+
+def _pg_ready(svc: ServiceProcess) -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(pg_url(svc), connect_timeout=1):
+            return True
+    except Exception:  # not accepting connections yet (starting up, recovering)
+        return False
+
+
+def pg_url(svc: ServiceProcess, dbname: str = "postgres") -> str:
+    """The libpq URL of database ``dbname`` on a server from :func:`start_postgresql`."""
+    return f"postgresql://postgres@{svc.host}:{svc.port}/{dbname}"

@@ -9,7 +9,7 @@ goes up by one on every advert and that jumps forward are normal; read with plai
 band that wrapped past 2^32-1 would be judged a replayer forever (its 0, 1, … are "lower").
 Half the counter space is 68 years of adverts at 1 Hz, so no genuine advert is ever that far
 behind, and an attacker can only replay what a band really sent (the tag covers the counter).
-See docs/protocol-notes.md, "Counter rollover and restarts".
+See docs/protocol.md §1 (receiver rules 4 and 5).
 
 The last accepted counter of each band is the state that makes replays detectable; the agent
 saves it (`take_changed_counters`) and loads it after a restart (`restore_counters`).

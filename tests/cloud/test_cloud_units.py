@@ -19,8 +19,9 @@ def _alert(site: str = "s1", node: str = "n1", ts: float = 100.0, type: str = "g
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> AlertStore:
-    return AlertStore(tmp_path / "a.db")
+def store(store_db: str) -> AlertStore:
+    """The alert store on SQLite, then on PostgreSQL (conftest's ``store_db``): every test below runs on both."""
+    return AlertStore(store_db)
 
 
 # ------------------------------------------------------------------ alert store
@@ -238,7 +239,7 @@ def test_escalation_from_site_configs_with_flags_winning(tmp_path: Path) -> None
     fast = _site_file(tmp_path, "fast", "rules: {escalate_after_s: 45}\n")
     plain = _site_file(tmp_path, "plain")  # no key: the site config's documented default (300 s)
     flagged = _site_file(tmp_path, "flagged", "rules: {escalate_after_s: 45}\n")
-    o = Options(db=tmp_path / "q.db", mqtt="127.0.0.1:9", vm="http://127.0.0.1:9", spool=None, client_id="t",
+    o = Options(db=str(tmp_path / "q.db"), mqtt="127.0.0.1:9", vm="http://127.0.0.1:9", spool=None, client_id="t",
                 shared=False, silence_s=90.0, escalate_after_s=120.0, escalate_site=["flagged=20", "other=7"],
                 log_level="WARNING", site_config=[fast, plain, flagged])
     store, writer, ingest, _hub = _setup(o)  # the real wiring; the broker is unreachable, which is fine

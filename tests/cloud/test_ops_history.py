@@ -45,8 +45,8 @@ INSERT INTO alerts VALUES ('01J00000000000000000000000', 's1', 'edge-01', 'sos',
     AlertStore(db).close()  # opening again is a no-op migration
 
 
-def test_only_one_of_two_processes_wins_an_escalation(tmp_path: Path) -> None:
-    a, b = AlertStore(tmp_path / "q.db"), AlertStore(tmp_path / "q.db")
+def test_only_one_of_two_processes_wins_an_escalation(store_db: str) -> None:
+    a, b = AlertStore(store_db), AlertStore(store_db)  # two connections, as two processes have
     a.upsert(_alert(ts=100.0), now=100.0)
     got_a = a.escalate_due(500.0, default_after_s=60.0, channels=lambda s: ["email"])
     got_b = b.escalate_due(501.0, default_after_s=60.0, channels=lambda s: ["email"])
@@ -56,8 +56,8 @@ def test_only_one_of_two_processes_wins_an_escalation(tmp_path: Path) -> None:
     b.close()
 
 
-def test_range_and_person_filters_in_the_store(tmp_path: Path) -> None:
-    store = AlertStore(tmp_path / "q.db")
+def test_range_and_person_filters_in_the_store(store_db: str) -> None:
+    store = AlertStore(store_db)
     old = _alert(ts=1000.0)
     store.upsert(old, now=1000.0, person="Nguyễn Văn Lan")
     store.upsert(old.cleared(1100.0), now=1100.0)
