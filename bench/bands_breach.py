@@ -35,6 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import math
+import pickle
 import platform
 import sys
 import time
@@ -295,11 +296,33 @@ def max_in_window(ts: Iterable[float], window: float = 600.0) -> int:
     return best
 
 
+def previous_ideal(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    """The ideal observer's cells of an earlier run's markdown recall table, by (layout, radio, σ).
+
+    The ideal observer does not depend on the detector, and the same seeds give the same observations,
+    so a re-run of the software alone (`--no-ideal --ideal-from FILE`) can be set beside them.
+    """
+    out: dict[tuple[str, str, str], dict[str, str]] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for k, line in enumerate(lines):
+        if not line.startswith("**Recall within"):
+            continue
+        head = [c.strip() for c in lines[k + 2].strip("|").split("|")]
+        for row in lines[k + 4:]:
+            if not row.startswith("|"):
+                break
+            cells = dict(zip(head, [c.strip() for c in row.strip("|").split("|")], strict=False))
+            out[(cells["layout"], cells["radio"], cells["σ"])] = {c: v for c, v in cells.items() if "ideal" in c
+                                                                 or c == "escapes"}
+    return out
+
+
 def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict[tuple[str, str, str], float],
-                ideal: bool) -> tuple[list[str], list[list[str]]]:
+                ideal: bool, prev: dict[tuple[str, str, str], dict[str, str]] | None = None,
+                ) -> tuple[list[str], list[list[str]]]:
     cols = ["layout", "radio", "σ", "escapes", *[f"sw {k}" for k in kinds], "sw fence/gate", "sw all",
             "latency p50/p95 s"]
-    if ideal:
+    if ideal or prev:
         cols += [f"ideal {v}" for v in VARIANTS] + [f"gap vs {v}" for v in VARIANTS]
     cols += ["returns cleared ≤ clear_dwell+20 s", "clear p50/max s"]
     rows: list[list[str]] = []
@@ -316,7 +339,16 @@ def recall_rows(results: list[RunResult], kinds: Sequence[str], thresholds: dict
         row.append(f"{frac(len(caught), len(esc))} ({100 * len(caught) / max(len(esc), 1):.0f} %)")
         lat = [e["latency"] for e in caught]
         row.append(f"{np.percentile(lat, 50):.0f}/{np.percentile(lat, 95):.0f}" if lat else "-")
-        if ideal:
+        own = any(r.ideal_escape for r in group)
+        if prev is not None and not own:
+            cells = prev.get((layout, radio, f"{sigma:.0f}"), {})
+            same = cells.get("escapes") == str(len(esc))
+            got = [cells.get(f"ideal {v}", "-") if same else "-" for v in VARIANTS]
+            row += got
+            row += [f"{len(caught) - int(g.split('/')[0]):+d}" if "/" in g else "-" for g in got]
+        elif ideal and not own:
+            row += ["-"] * (2 * len(VARIANTS))
+        if ideal and own:
             thr_key = (layout, radio)
             ideal_caught = {}
             for v in VARIANTS:
@@ -401,6 +433,31 @@ def run_all(jobs: list[tuple[Any, ...]], workers: int, con: Console, label: str)
     return out
 
 
+def run_phases(a: argparse.Namespace, layouts: list[str], radios: list[str], sigmas: list[float],
+               null_sigmas: list[float], kinds: list[str], bads: list[str], ideal_layouts: list[str],
+               con: Console) -> tuple[list[RunResult], list[RunResult], list[RunResult]]:
+    """Recall runs, null runs, bad-receiver runs (each a pool of independent processes)."""
+    recall_jobs = [(lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 100 * k + int(sigma), a.duration,
+                    a.bands, a.escapes, kinds, not a.no_ideal and (not ideal_layouts or lay in ideal_layouts))
+                   for lay in layouts for radio in radios for sigma in sigmas for k in range(a.seeds)]
+    recall = run_all(recall_jobs, a.jobs, con, "recall runs")
+    null_jobs = []
+    for radio in radios:
+        per_run = a.null_bands * a.null_duration / 3600.0
+        n_runs = max(math.ceil(a.null_hours / per_run), 1)
+        for k in range(n_runs):
+            lay, sigma = layouts[k % len(layouts)], null_sigmas[(k // len(layouts)) % len(null_sigmas)]
+            null_jobs.append((lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 50_000 + k, a.null_duration,
+                              a.null_bands, 0, kinds, False))
+    null = run_all(null_jobs, a.jobs, con, "null runs")
+    bad_jobs = [(lay, Channel(radio, 6.0, a.loss, a.gains, bad), a.seed + 90_000 + k, a.bad_duration, a.null_bands, 0,
+                 kinds, False)
+                for k, (lay, radio, bad) in enumerate((lay, radio, bad) for lay in layouts for radio in radios
+                                                      for bad in bads)]
+    badr = run_all(bad_jobs, a.jobs, con, "bad-receiver runs")
+    return recall, null, badr
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few minutes: demo + compound, σ 6, small null runs")
@@ -424,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-ideal", action="store_true")
     ap.add_argument("--md", type=Path, help="also write the markdown tables here")
+    ap.add_argument("--ideal-from", type=Path, help="rows without their own ideal observer take its cells from an "
+                    "earlier --md file of the same seeds and layouts (it does not depend on the detector)")
+    ap.add_argument("--ideal-layouts", default="", help="run the ideal observer on these layouts only ('' = all)")
+    ap.add_argument("--save", type=Path, help="pickle every run's results here (re-render with --load)")
+    ap.add_argument("--load", type=Path, help="render the tables of a --save file instead of running")
     ap.add_argument("--seed", type=int, default=16_000)
     a = ap.parse_args(argv)
     if a.quick:
@@ -436,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         null_sigmas = [float(x) for x in a.null_sigma.split(",") if x]
         kinds = [x for x in a.kinds.split(",") if x]
         bads = [x for x in a.bad.split(",") if x]
+        ideal_layouts = [x for x in a.ideal_layouts.split(",") if x]
         for lay in layouts:
             if lay not in BREACH_LAYOUTS:
                 raise ValueError(f"unknown layout {lay!r}; allowed: {', '.join(BREACH_LAYOUTS)}")
@@ -459,26 +522,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{platform.python_version()}, jobs {a.jobs}, loss {a.loss:.0%}, gains ±{a.gains:g} dB")
     t_all = time.perf_counter()
     md: list[str] = []
-    recall_jobs = [(lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 100 * k + int(sigma), a.duration,
-                    a.bands, a.escapes, kinds, not a.no_ideal)
-                   for lay in layouts for radio in radios for sigma in sigmas for k in range(a.seeds)]
-    recall = run_all(recall_jobs, a.jobs, con, "recall runs")
-    null_jobs = []
-    for radio in radios:
-        per_run = a.null_bands * a.null_duration / 3600.0
-        n_runs = max(math.ceil(a.null_hours / per_run), 1)
-        for k in range(n_runs):
-            lay, sigma = layouts[k % len(layouts)], null_sigmas[(k // len(layouts)) % len(null_sigmas)]
-            null_jobs.append((lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 50_000 + k, a.null_duration,
-                              a.null_bands, 0, kinds, False))
-    null = run_all(null_jobs, a.jobs, con, "null runs")
-    bad_jobs = [(lay, Channel(radio, 6.0, a.loss, a.gains, bad), a.seed + 90_000 + k, a.bad_duration, a.null_bands, 0,
-                 kinds, False)
-                for k, (lay, radio, bad) in enumerate((lay, radio, bad) for lay in layouts for radio in radios
-                                                      for bad in bads)]
-    badr = run_all(bad_jobs, a.jobs, con, "bad-receiver runs")
+    if a.load is not None:
+        with a.load.open("rb") as fh:
+            recall, null, badr = pickle.load(fh)  # our own file, written by --save
+    else:
+        recall, null, badr = run_phases(a, layouts, radios, sigmas, null_sigmas, kinds, bads, ideal_layouts, con)
+    if a.save is not None:
+        with a.save.open("wb") as fh:
+            pickle.dump((recall, null, badr), fh)
     thresholds: dict[tuple[str, str, str], float] = {}
-    if not a.no_ideal and recall:
+    if any(r.ideal_escape for r in recall):
         cols = ["layout", "radio", "variant", "null band-h", "threshold 2·lnΛ", "how"]
         rows = []
         for lay in layouts:
@@ -493,7 +546,8 @@ def main(argv: list[str] | None = None) -> int:
         show(con, f"Ideal observer thresholds (budget {a.budget:g} per 100 band-hours, from the recall runs' null "
                   "bands)", cols, rows, md)
     if recall:
-        cols, rows = recall_rows(recall, kinds, thresholds, not a.no_ideal)
+        prev = previous_ideal(a.ideal_from) if a.ideal_from is not None else None
+        cols, rows = recall_rows(recall, kinds, thresholds, any(r.ideal_escape for r in recall), prev)
         show(con, f"Recall within breach_dwell_s + 30 s (software = BandPipeline on main; {a.seeds} runs × "
                   f"{a.escapes} escapes per row, loss {a.loss:.0%}, gains ±{a.gains:g} dB)", cols, rows, md)
         cols, rows = null_rows(recall, lambda r: (r.layout, r.channel.radio), ["layout", "radio"])

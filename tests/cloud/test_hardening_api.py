@@ -198,3 +198,34 @@ def test_item10_error_bodies_match_the_documented_shapes(ctx: CloudContext, clie
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     no_person = client.post(f"/api/v1/alerts/{a.alert_id}/ack", json={})
     assert no_person.status_code == 422 and isinstance(no_person.json()["detail"], list)
+
+
+def test_item10_revoked_token_websocket_closes_within_recheck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One live message just before the check is due used to push the check a whole RECHECK_S later
+    (8.7 s measured against the documented 5 s); now the socket closes within RECHECK_S."""
+    from starlette.websockets import WebSocketDisconnect
+
+    from cloud import api_live
+    from cloud.auth import Authenticator, SignInSettings
+    from cloud.users import add_user, revoke_user
+
+    recheck = 2.0
+    monkeypatch.setattr(api_live, "RECHECK_S", recheck)
+    users = tmp_path / "users.yaml"
+    token = add_user(users, "lan", "guard", ["site-a"]).token
+    ctx = CloudContext(store=AlertStore(tmp_path / "ws.db"), hub=LiveHub(),
+                       auth=Authenticator(users, SignInSettings(fail_limit=1000)))
+    with TestClient(create_app(ctx)) as client, client.websocket_connect(
+            "/api/v1/live", headers={"Authorization": f"Bearer {token}"}) as ws:
+        assert ws.receive_json()["kind"] == "hello"
+        t0 = time.monotonic()
+        revoke_user(users, "lan")
+        timer = threading.Timer(recheck - 0.3, lambda: ctx.hub.publish("alert", {"site": "site-a", "n": 1}))
+        timer.start()
+        with pytest.raises(WebSocketDisconnect) as exc:
+            while True:
+                ws.receive_json()
+        took = time.monotonic() - t0
+        timer.cancel()
+    assert exc.value.code == 4401
+    assert took <= recheck + 0.9, f"closed {took:.1f} s after the revocation (RECHECK_S = {recheck})"

@@ -44,7 +44,7 @@ receivers:
   - {id: rx-in, position: [15, 10], source: sim}
   - {id: rx-s, position: [15, -12], source: sim}
   - {id: rx-w, position: [-12, 10], source: sim}
-  - {id: rx-e, position: [42, 10], source: sim}
+  - {id: rx-e, position: [52, 10], source: sim}  # 22 m out: the escapee stands 25 m out
 bands:
   - {id: 1001, person: "P-1", allowed_zones: [block-a]}
   - {id: 1002, person: "P-2", allowed_zones: [block-a]}
