@@ -7,7 +7,7 @@ band-hours with the 95 % upper bound. Optionally one receiver's gain is off by `
 is deaf below `--deaf` dBm (the simulated hardware, not the site config). The full harness of the
 issue is bench/bands_breach.py; this one is the detector's quick loop.
 
-Usage: .venv/bin/python bench/bands_window_check.py [--layouts demo,perimeter] [--radios default,alt]
+Usage: .venv/bin/python -m bench.bands_window_check [--layouts demo,perimeter] [--radios default,alt]
        [--sigmas 4,6] [--seeds N] [--duration S] [--escapes K] [--rule KEY=VALUE ...] [--bad-gain DB]
        [--deaf DBM] [--bad-rx ID] [--null]
 """

@@ -40,7 +40,7 @@ def run_pipeline(path: Path) -> tuple[float, int, int]:
     det = MotionDetector(SPEC)
 
     def on_sample(s: Sample) -> None:
-        det.process(s.gray, s.ts, s.index)
+        det.process(s.gray, s.ts, s.index, s.chroma)
 
     cap = Capture(str(path), CaptureOptions(media_time=True, loop_files=False, keep_full=False),
                   on_sample=on_sample, name="bench")
@@ -127,8 +127,9 @@ def memory_child(path: str, cameras: int) -> None:
 def memory_per_camera(path: Path) -> tuple[float, float, float]:
     """(RSS added by 1 camera, by 4 cameras, MB per extra camera), fresh processes, paced live."""
     def rss(n: int) -> tuple[float, float]:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), str(n)],
-                             capture_output=True, text=True, check=True, timeout=600)
+        out = subprocess.run([sys.executable, "-m", "bench.camera_cost", "--memory-child", str(path), str(n)],
+                             capture_output=True, text=True, check=True, timeout=600,
+                             cwd=Path(__file__).resolve().parent.parent)
         idle, peak = out.stdout.strip().splitlines()[-1].split()
         return float(idle), float(peak)
 
@@ -140,6 +141,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=30.0, help="clip length (media seconds)")
     ap.add_argument("--json", action="store_true", help="also print results as JSON")
+    ap.add_argument("--clip", type=Path, default=None, help="use this video file instead of a synthetic crossing")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -148,8 +150,14 @@ def main() -> None:
     cv2.setNumThreads(1)  # OpenCV's own worker pool; the decoder threads are set per capture
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "cost.mp4"
-        synth.encode(synth.SceneSpec("crossing", seconds=args.seconds, event_at=args.seconds / 3,
-                                     event_len=args.seconds / 3, crf=23), clip)
+        if args.clip is not None:
+            clip = args.clip
+            probe = cv2.VideoCapture(str(clip))
+            args.seconds = probe.get(cv2.CAP_PROP_FRAME_COUNT) / max(probe.get(cv2.CAP_PROP_FPS), 1.0)
+            probe.release()
+        else:
+            synth.encode(synth.SceneSpec("crossing", seconds=args.seconds, event_at=args.seconds / 3,
+                                         event_len=args.seconds / 3, crf=23), clip)
         per_min = 60.0 / args.seconds
         pipe_cpu, frames_in, processed = run_pipeline(clip)
         base_cpu, base_n = run_baseline(clip, None)
@@ -161,7 +169,8 @@ def main() -> None:
     res = {
         "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}, {platform.platform()}",
         "opencv": cv2.__version__,
-        "clip": f"{args.seconds:.0f} s 640x360 25 fps H.264 (libx264 crf 23), {frames_in} frames",
+        "clip": (f"{args.clip.name}: {args.seconds:.0f} s, {frames_in} frames" if args.clip is not None else
+                 f"{args.seconds:.0f} s 640x360 25 fps H.264 (libx264 crf 23), {frames_in} frames"),
         "pipeline_cpu_s_per_min": round(pipe_cpu * per_min, 2),
         "baseline_cpu_s_per_min": round(base_cpu * per_min, 2),
         "baseline_1thread_cpu_s_per_min": round(base1_cpu * per_min, 2),

@@ -113,8 +113,9 @@ def _motion_spans(events: list[dict[str, Any]], zone: str, end_ts: float) -> lis
     return spans
 
 
-def score_clip(gt: dict[str, Any], events: list[dict[str, Any]], stats: dict[str, Any]) -> Score:
-    """Score one clip's §6 events against its ground truth."""
+def score_clip(gt: dict[str, Any], events: list[dict[str, Any]], stats: dict[str, Any],
+               zones: tuple[str, ...] = tuple(alt.ZONES)) -> Score:
+    """Score one clip's §6 events against its ground truth (zone ids: the first model's by default)."""
     s = Score(clips=1)
     dur = float(gt["clip"]["seconds"])
     s.media_s = dur
@@ -122,7 +123,7 @@ def score_clip(gt: dict[str, Any], events: list[dict[str, Any]], stats: dict[str
     tampers = [(a, dur if b is None else b) for a, b in gt["tamper_intervals"]]
     busy = _merge([(a, b) for a, b in gt["person_intervals"]] + tampers, 0.0)
     s.empty_s = dur - STARTUP_S - sum(max(b, STARTUP_S) - max(a, STARTUP_S) for a, b in busy)
-    for zone in alt.ZONES:
+    for zone in zones:
         spans = _motion_spans(events, zone, dur)
         for a, b in _merge([(a, b) for z, a, b in gt["zone_intervals"] if z == zone], 1.0):
             if b - a < 1.0:

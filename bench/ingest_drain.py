@@ -8,7 +8,10 @@ queue at the broker for it; the cloud restarts and we time until every row is st
 This is the cloud side only. The edge side of an outage (outbox → broker after the broker comes back,
 whole agent) is ``bench/edge_backlog_drain.py``; alert latency is ``bench/edge_alert_latency.py``.
 
-Run: ``.venv/bin/python -m bench.ingest_drain [--alerts 2000]``.
+``--backend both`` runs it on the SQLite store and then on a PostgreSQL store (a local Debian PostgreSQL
+started for the run, fsync on), in the same run, for a ratio between the two.
+
+Run: ``.venv/bin/python -m bench.ingest_drain [--alerts 2000] [--backend sqlite|postgresql|both]``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 
-from devtools.services import ServiceProcess, free_port, start_mosquitto, start_victoria_metrics  # noqa: E402
+from devtools.services import (  # noqa: E402
+    ServiceProcess,
+    free_port,
+    pg_url,
+    start_mosquitto,
+    start_postgresql,
+    start_victoria_metrics,
+)
 from protocols.payloads import new_alert  # noqa: E402
 
 SITE, NODE = "drain-site", "edge-bench"
@@ -49,10 +59,11 @@ def _wait(cond: Callable[[], Any], timeout: float, what: str) -> Any:
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def start_cloud(work: Path, mq: ServiceProcess, vm: ServiceProcess, port: int) -> subprocess.Popen[bytes]:
+def start_cloud(work: Path, mq: ServiceProcess, vm: ServiceProcess, port: int, db: str) -> subprocess.Popen[bytes]:
     """``qwatch-cloud serve`` as its own process; returns once /healthz is ok."""
-    argv = [sys.executable, "-m", "cloud.cli", "serve", "--db", str(work / "cloud.db"), "--mqtt", mq.address,
-            "--vm", vm.url, "--port", str(port), "--log-level", "WARNING", "--client-id", "bench-ingest"]
+    argv = [sys.executable, "-m", "cloud.cli", "serve", "--db", db, "--mqtt", mq.address,
+            "--vm", vm.url, "--port", str(port), "--log-level", "WARNING", "--client-id", "bench-ingest",
+            "--spool", str(work / "spool"), "--registry-db", str(work / "registry.db")]
     log = open(work / "cloud.log", "ab")  # noqa: SIM115 - lives as long as the child
     proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=log)
 
@@ -66,12 +77,28 @@ def start_cloud(work: Path, mq: ServiceProcess, vm: ServiceProcess, port: int) -
     return proc
 
 
-def _stored(db: Path) -> int:
-    con = sqlite3.connect(db)
+def _one(db: str, sql: str) -> tuple[Any, ...]:
+    """One row of ``sql`` (``?`` = SITE) from the SQLite file or PostgreSQL URL ``db``."""
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db) as pg:
+            row = pg.execute(sql.replace("?", "%s"), (SITE,)).fetchone()
+    else:
+        con = sqlite3.connect(db)
+        try:
+            row = con.execute(sql, (SITE,)).fetchone()
+        finally:
+            con.close()
+    assert row is not None
+    return tuple(row)
+
+
+def _stored(db: str) -> int:
     try:
-        return int(con.execute("SELECT COUNT(*) FROM alerts WHERE site = ?", (SITE,)).fetchone()[0])
-    finally:
-        con.close()
+        return int(_one(db, "SELECT COUNT(*) FROM alerts WHERE site = ?")[0])
+    except Exception:  # the table does not exist yet
+        return 0
 
 
 def queue_alerts(mq: ServiceProcess, n: int) -> None:
@@ -90,47 +117,56 @@ def queue_alerts(mq: ServiceProcess, n: int) -> None:
     pub.disconnect()
 
 
-def drain(work: Path, mq: ServiceProcess, vm: ServiceProcess, n: int) -> tuple[float, float, int]:
+def drain(work: Path, mq: ServiceProcess, vm: ServiceProcess, n: int, db: str) -> tuple[float, float, int]:
     """(restart → all stored s, first → last row s, rows stored)."""
     port = free_port()
-    cloud = start_cloud(work, mq, vm, port)  # creates the persistent session at the broker
+    cloud = start_cloud(work, mq, vm, port, db)  # creates the persistent session at the broker
     cloud.terminate()
     cloud.wait(15)
     queue_alerts(mq, n)
     t0 = time.monotonic()
-    cloud = start_cloud(work, mq, vm, port)
+    cloud = start_cloud(work, mq, vm, port, db)
     try:
-        _wait(lambda: _stored(work / "cloud.db") >= n, 120, "backlog drained")
+        _wait(lambda: _stored(db) >= n, 120, "backlog drained")
         elapsed = time.monotonic() - t0
     finally:
         cloud.terminate()
         cloud.wait(15)
-    con = sqlite3.connect(work / "cloud.db")
-    first, last = con.execute(
-        "SELECT MIN(first_received), MAX(first_received) FROM alerts WHERE site = ?", (SITE,)).fetchone()
-    con.close()
-    return elapsed, last - first, _stored(work / "cloud.db")
+    first, last = _one(db, "SELECT MIN(first_received), MAX(first_received) FROM alerts WHERE site = ?")
+    return elapsed, last - first, _stored(db)
 
 
 def main() -> None:
     """Run the drain and print the table."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--alerts", type=int, default=2000, help="backlog size")
+    ap.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="sqlite", help="alert store")
     args = ap.parse_args()
     console = Console()
+    backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    rows: list[tuple[str, float, float, int]] = []
     with tempfile.TemporaryDirectory(prefix="qwatch-bench-drain-") as tmp:
-        work = Path(tmp)
-        mq = start_mosquitto(work / "mosquitto")
-        vm = start_victoria_metrics(work / "vm")
+        root = Path(tmp)
+        pg = start_postgresql(root / "postgresql") if "postgresql" in backends else None
         try:
-            secs, span, got = drain(work, mq, vm, args.alerts)
+            for backend in backends:
+                work = root / backend
+                mq = start_mosquitto(work / "mosquitto")  # a fresh broker per backend: same starting point
+                vm = start_victoria_metrics(work / "vm")
+                db = pg_url(pg) if backend == "postgresql" and pg is not None else str(work / "cloud.db")
+                try:
+                    rows.append((backend, *drain(work, mq, vm, args.alerts, db)))
+                finally:
+                    mq.stop()
+                    vm.stop()
         finally:
-            mq.stop()
-            vm.stop()
+            if pg is not None:
+                pg.stop()
     t = Table(title="Ingest backlog drain (alerts queued in the persistent session)")
-    for col in ("alerts", "stored", "restart→all stored s", "first→last row s", "rows/s"):
+    for col in ("store", "alerts", "stored", "restart→all stored s", "first→last row s", "rows/s"):
         t.add_column(col, justify="right")
-    t.add_row(str(args.alerts), str(got), f"{secs:.2f}", f"{span:.2f}", f"{got / max(span, 1e-3):.0f}")
+    for backend, secs, span, got in rows:
+        t.add_row(backend, str(args.alerts), str(got), f"{secs:.2f}", f"{span:.2f}", f"{got / max(span, 1e-3):.0f}")
     console.print(t)
     console.print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or '?'}, "
                   f"Python {platform.python_version()}, {platform.platform()}, load {os.getloadavg()[0]:.1f}")

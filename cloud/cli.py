@@ -179,7 +179,7 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     for site_id, after_s in sorted(per_site.items()):
         log.info("event=escalation site=%s after_s=%g", site_id, after_s)
     target = db_target(o.db)
-    store = _open_store(o.db)
+    store = open_store(o.db)
     local_dir = Path(target.location).parent if not target.is_postgresql else Path(DEFAULT_DB).parent
     spool = o.spool if o.spool is not None else local_dir / "telemetry-spool"
     writer = TelemetryWriter(o.vm, spool)
@@ -194,7 +194,7 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     return store, writer, ingest, hub
 
 
-def _open_store(db: str) -> AlertStore:
+def open_store(db: str) -> AlertStore:
     """The alert store of ``--db``; a database that cannot be reached is a one-line error, not a traceback."""
     db_target(db)
     try:
@@ -297,7 +297,7 @@ def serve(
                                  param_hint="--no-ingest")
     if no_ingest:
         _logging(log_level)
-        store, writer, ingest, hub = _open_store(db), None, None, LiveHub()
+        store, writer, ingest, hub = open_store(db), None, None, LiveHub()
     else:
         store, writer, ingest, hub = _setup(o, sites)
     # Alerts stored or acknowledged by the other processes of a shared store, pushed to this one's clients.

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from cloud.alert_store import AlertStore
 from cloud.api_context import DEFAULT_TZ
 from cloud.band_registry import BandRegistry, RegistryPeople
 from cloud.report import collect, known_sites, report_csv
@@ -34,8 +33,10 @@ def _configs(paths: list[Path]) -> dict[str, SiteConfig]:
 @app.command("daily")
 def daily(
     date: Annotated[str, typer.Option("--date", help="local day YYYY-MM-DD in the province's time zone")],
-    db: Annotated[Path, typer.Option("--db", help="the cloud's alert store (as given to serve)")
-                  ] = Path("var/cloud/qwatch.db"),
+    db: Annotated[str, typer.Option("--db", help="the cloud's alert store (as given to serve: a file or a "
+                                                 "postgresql:// URL)")] = "var/cloud/qwatch.db",
+    registry_db: Annotated[Path | None, typer.Option(
+        "--registry-db", help="the band registry file (as given to serve) [default: as serve's]")] = None,
     site: Annotated[str | None, typer.Option("--site", help="one site only (default: every site)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
     out: Annotated[Path | None, typer.Option("--out", help="write here instead of stdout")] = None,
@@ -48,7 +49,7 @@ def daily(
     node uptime, camera offline-minutes."""
     import datetime as dt
 
-    from cloud.cli import open_tz
+    from cloud.cli import db_target, open_store, open_tz, registry_path
 
     if fmt not in ("json", "csv"):
         raise typer.BadParameter(f"{fmt!r}: expected json or csv", param_hint="--format")
@@ -56,13 +57,14 @@ def daily(
         day = dt.date.fromisoformat(date)
     except ValueError:
         raise typer.BadParameter(f"{date!r}: expected a calendar date YYYY-MM-DD", param_hint="--date") from None
-    if not db.is_file():
+    target = db_target(db)
+    if not target.is_postgresql and not Path(target.location).is_file():
         raise typer.BadParameter(f"{db}: no such alert store (the --db of `qwatch-cloud serve`)", param_hint="--db")
     zone = open_tz(tz)
     configs = _configs(site_config)
-    store = AlertStore(db)
+    store = open_store(db)
     try:
-        people = RegistryPeople(BandRegistry(db), {sid: {b.id: b.person for b in c.bands}
+        people = RegistryPeople(BandRegistry(registry_path(db, registry_db)), {sid: {b.id: b.person for b in c.bands}
                                                    for sid, c in configs.items()})  # as `serve` counts them
         sites = {site} if site is not None else known_sites(store, [*configs, *people])
         report = collect(store, day, zone, sites, people=people, names={s: c.site.name for s, c in configs.items()},

@@ -87,12 +87,14 @@ class PgConn:
     ``execute(sql, args)`` returning a cursor (``rowcount``, ``fetchone``, ``fetchall``; rows are dicts).
 
     Autocommit, so the store's own ``BEGIN``/``COMMIT`` frame each transaction as on SQLite. A broken
-    connection (server restarted) is replaced at the next ``BEGIN`` or ping.
+    connection (server restarted, failover) is replaced at the next statement outside a transaction;
+    a transaction it broke fails (the caller retries: the ingest leaves the batch unacknowledged).
     """
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
         self.url = url
         self._timeout = connect_timeout
+        self._in_tx = False
         self._c = self._connect()
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
@@ -101,12 +103,18 @@ class PgConn:
 
     def _fresh(self) -> None:
         if self._c.closed or self._c.broken:
+            self._in_tx = False
             self._c = self._connect()
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[dict[str, Any]]:
+        if sql in ("COMMIT", "ROLLBACK"):
+            self._in_tx = False
+        elif sql == "BEGIN" or not self._in_tx:
+            self._fresh()  # outside a transaction; inside one, a lost connection must fail it
+        cur = self._c.execute(pg_sql(sql), tuple(args))
         if sql == "BEGIN":
-            self._fresh()
-        return self._c.execute(pg_sql(sql), tuple(args))
+            self._in_tx = True
+        return cur
 
     def script(self, sql: str) -> None:
         """Run several statements (no parameters: psycopg then sends them as one simple query)."""

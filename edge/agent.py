@@ -456,6 +456,7 @@ def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
         "telemetry_dropped": int(agent.link.counters.get("telemetry_dropped", 0)),
         "health_errors": [e[:1000] for e in agent.health.as_list()[:64]], "cameras": cams, "watchdogs": watchdogs,
         "config_version": agent.config_version,
+        "receivers": agent.pipeline.receivers(now) if agent.pipeline is not None else {},
     })
 
 

@@ -189,6 +189,20 @@ class CameraHealth(_Model):
     reconnects: int = Field(ge=0)
 
 
+class ReceiverHealth(_Model):
+    """Per-receiver health in node telemetry, as the wristband pipeline learned it (docs/bands.md).
+
+    `state`: ``ok``; ``gain_off`` (its learned gain is 4 dB or more from its configured offset: it is
+    down-weighted; check the hardware or `rssi_offset`); ``deaf`` (it stops hearing far above the
+    others); ``silent`` (it heard nothing recently).
+    """
+
+    floor_dbm: float = Field(ge=-140, le=20)
+    gain_dev_db: float = Field(ge=-40, le=40)
+    gain_links: int = Field(ge=0)
+    state: Literal["ok", "gain_off", "deaf", "silent"]
+
+
 class NodeTelemetry(_Model):
     """`…/telemetry/node`: node health, docs/protocol.md §5.
 
@@ -215,6 +229,8 @@ class NodeTelemetry(_Model):
         default_factory=dict, max_length=256)
     # Extension: the version of the pushed site config the node runs (None: its local files, never pushed).
     config_version: int | None = Field(default=None, ge=1, le=2**53)
+    # Extension (issue 16): each receiver's learned floor, gain deviation and state.
+    receivers: dict[Id, ReceiverHealth] = Field(default_factory=dict, max_length=500)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 

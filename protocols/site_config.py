@@ -194,8 +194,6 @@ class Camera(_Model):
     perspective: list[PerspectivePoint] | None = Field(
         default=None, min_length=2, max_length=4,
         description="2-4 measured person heights by image row; person size is then checked per row")
-    person_check: bool = Field(
-        default=False, description="confirm a track with OpenCV's HOG people detector before its event")
 
     @field_validator("perspective")
     @classmethod

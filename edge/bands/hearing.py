@@ -42,7 +42,8 @@ class HearingParams:
     base_loss: float = 0.15  # far above the floor (collisions, scan gaps)
     deaf_above_median_db: float = 6.0  # a floor this far above the receivers' median is reported deaf
     gain_off_db: float = 4.0
-    gain_min_links: int = 60  # residuals needed before a receiver's gain is judged
+    gain_min_links: int = 60  # residuals needed before a receiver's gain is judged (or:)
+    judge_sd_db: float = 2.0  # ... its learned gain known this well (beacons and bands together)
     gain_alpha: float = 0.01
     resid_var_db2: float = 16.0  # variance of one link residual (slow shadowing, position error)
     resid_correlation: float = 3.0  # residuals of one receiver share shadowing and geometry
@@ -80,6 +81,7 @@ class Hearing:
         self.resid_mean = np.zeros(n)  # dB the receiver reads high, beyond the beacon calibration
         self.resid_n = np.zeros(n)
         self.dev_db = np.zeros(n)  # learned gain deviation from the configured offset (for health)
+        self.dev_var = np.full(n, 36.0)
 
     def update_floors(self, rx_hist: NDArray[np.int64], site_floor_dbm: float | None,
                       bias_db: F64 | None = None) -> None:
@@ -130,13 +132,19 @@ class Hearing:
         corr = -self.resid_mean * prec_r * var
         return np.asarray(corr), np.asarray(var)
 
-    def note_deviation(self, dev_db: F64) -> None:
-        """The learned gain deviation from the configured offset (beacon bias plus band correction)."""
+    def note_deviation(self, dev_db: F64, var_db2: F64 | None = None) -> None:
+        """The learned gain deviation from the configured offset (beacon bias plus band correction) and
+        its variance: a receiver is judged once its gain is known to `judge_sd_db` (or from enough links)."""
         self.dev_db = np.asarray(dev_db, dtype=np.float64)
+        if var_db2 is not None:
+            self.dev_var = np.asarray(var_db2, dtype=np.float64)
+
+    def _judged(self) -> NDArray[np.bool_]:
+        return np.asarray((self.resid_n >= self.p.gain_min_links) | (self.dev_var <= self.p.judge_sd_db**2))
 
     def extra_var_db2(self) -> F64:
         """(R,) variance added to a receiver reported gain_off: it is down-weighted, not trusted."""
-        judged = self.resid_n >= self.p.gain_min_links
+        judged = self._judged()
         off = np.maximum(np.abs(self.dev_db) - (self.p.gain_off_db - 1.0), 0.0)
         return np.asarray(np.where(judged, off**2, 0.0))
 
@@ -144,15 +152,16 @@ class Hearing:
         """Per receiver: floor, gain residual, residual count and state (ok, gain_off, deaf, silent)."""
         med = float(np.median(self.raw_floor[self.measured])) if self.measured.any() else None
         out: dict[str, dict[str, float | int | str]] = {}
+        judged = self._judged()
         for r, rx in enumerate(self.rx_ids):
             state = "ok"
             if alive is not None and not alive[r]:
                 state = "silent"
-            elif self.resid_n[r] >= self.p.gain_min_links and abs(self.dev_db[r]) >= self.p.gain_off_db:
+            elif judged[r] and abs(self.dev_db[r]) >= self.p.gain_off_db:
                 state = "gain_off"
             elif med is not None and self.measured[r] and self.raw_floor[r] >= med + self.p.deaf_above_median_db:
                 state = "deaf"
-            out[rx] = {"floor_dbm": round(float(self.raw_floor[r]), 1),
-                       "gain_dev_db": round(float(self.dev_db[r]), 2),
+            out[rx] = {"floor_dbm": round(float(np.clip(self.raw_floor[r], -140.0, 20.0)), 1),
+                       "gain_dev_db": round(float(np.clip(self.dev_db[r], -40.0, 40.0)), 2),
                        "gain_links": int(self.resid_n[r]), "state": state}
         return out

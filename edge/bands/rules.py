@@ -87,8 +87,8 @@ class RuleParams:
     window_clear: float = 2.0
     # Start-up: receiver floors, calibration and band gains are still being learned and their spread is
     # underestimated; the null runs' only false breaches above the threshold came in the first ~2 min.
-    window_startup_s: float = 120.0
-    window_startup_extra: float = 6.0
+    window_startup_s: float = 90.0
+    window_startup_extra: float = 3.0
     # Stillness cannot be judged from a handful of adverts: no `no_motion` while the band's adverts
     # arrive on average further apart than this (an escapee far away, heard now and then).
     no_motion_max_gap_s: float = 3.0

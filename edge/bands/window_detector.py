@@ -112,7 +112,7 @@ class WindowDetector:
         if now >= self._next_floor:
             self._next_floor = now + tr.p.calibrate_every_s
             self._gain = self.hearing.corrections(tr.calibration.link_var_db2())
-            self.hearing.note_deviation(tr.calibration.rx_bias + self._gain[0])
+            self.hearing.note_deviation(tr.calibration.rx_bias + self._gain[0], self._gain[1])
             self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias + self._gain[0])
         listen = np.array(tr.rx_last) > now - 5.0
         out: dict[int, Verdict] = {}

@@ -95,7 +95,12 @@ class Candidates:
             ang = np.linspace(0, 2 * np.pi, 24, endpoint=False)
             far = np.concatenate([centre + r * np.stack([np.cos(ang), np.sin(ang)], axis=1)
                                   for r in (100.0, 200.0, 400.0)])
-            cand = np.concatenate([grid, far])
+            # Near a receiver the likelihood is sharp (a few metres change the level by 10 dB): the grid
+            # is refined around every receiver so a person standing next to one is not missed.
+            ring = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+            near = np.concatenate([rx_pos[:, None, :] + r * np.stack([np.cos(ring), np.sin(ring)], axis=1)[None]
+                                   for r in (0.0, 1.5, 3.0)], axis=1).reshape(-1, 2) if len(rx_pos) else grid[:0]
+            cand = np.concatenate([grid, far, near])
             mask = np.array([z in key for z in zone_ids], dtype=bool)
             dist = zmap.union_signed_distance(zmap.signed_distances(cand), mask)
             outside = cand[dist >= p.margin_m]

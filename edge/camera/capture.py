@@ -75,10 +75,13 @@ class Sample:
 
 
 def chroma_of(small: np.ndarray) -> float | None:
-    """Mean |B-G| + |G-R| over a 40x22 copy: collapses to ~0 when the camera is in IR mode."""
+    """Mean |B-G| + |G-R| over a 16x9 copy: collapses to ~0 when the camera is in IR mode.
+
+    The copy is small so that colour noise of a high-gain picture (independent per channel on
+    the sensor) averages out and does not look like colour."""
     if small.ndim != 3 or small.shape[2] != 3:
         return None
-    tiny = cv2.resize(small, (40, 22), interpolation=cv2.INTER_AREA).astype(np.int16)
+    tiny = cv2.resize(small, (16, 9), interpolation=cv2.INTER_AREA).astype(np.int16)
     return float(np.abs(tiny[..., 0] - tiny[..., 1]).mean() + np.abs(tiny[..., 1] - tiny[..., 2]).mean())
 
 

@@ -462,7 +462,8 @@ class MotionDetector:
         lo, hi = float(field.min()), float(field.max())
         if lo > 0.96 and hi < 1.04:  # within what the 7 % Weber term absorbs anyway
             return None  # steady light: skip the full-size multiply
-        return cv2.resize(field, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
+        out: np.ndarray = cv2.resize(field, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
+        return out
 
     def _update_background(self, cur: np.ndarray, fg: np.ndarray) -> None:
         assert self._bg is not None
@@ -584,6 +585,7 @@ class MotionDetector:
         self, small: np.ndarray, gray: np.ndarray, ts: float, frame: int, events: list[MotionEvent]
     ) -> bool:
         busy = any(z.in_motion or z.active_run for z in self._zones)
+        self._tamper.night = self.night.night
         tampered, change = self._tamper.step(small, gray, ts, self._frames, self.last_global_fraction, busy)
         if change is not None:
             events.append(MotionEvent(change.kind, None, ts, frame, None, None, change.reason))

@@ -51,6 +51,7 @@ class TamperState:
     ref_std: float = 0.0
     ref_sharp: float = 0.0
     structure: float = 0.0  # running structure correlation while untampered; ~0 for a featureless view
+    night_structure: float = 0.0  # the same, learnt also while things move (night views rarely rest)
     candidate_since: float | None = None
     pending: str | None = None  # reason of the suspected tamper
     misses: int = 0
@@ -97,6 +98,7 @@ class TamperDetector:
         self.counters = counters  # shared with the motion detector: tamper_events, tamper_frames
         self.state = TamperState()
         self._hann = cv2.createHanningWindow((80, 45), cv2.CV_32F)
+        self.night = False  # set by the motion detector from its night mode
 
     @property
     def active(self) -> bool:
@@ -124,6 +126,11 @@ class TamperDetector:
             change = self._clear(ts)
             if not t.active and not busy and broad_change <= 0.01:
                 self._learn(m)
+            if not t.active and t.night_structure <= 0.0:
+                t.night_structure = max(m.corr, 1e-3)
+            elif not t.active and m.corr > 0.75 * t.night_structure:
+                # Not taught by a falling correlation (a slow turn must not drag it down).
+                t.night_structure += 0.1 * (m.corr - t.night_structure)
             return t.active, change
         return True, self._suspect(ts, reason)
 
@@ -156,6 +163,12 @@ class TamperDetector:
             reason = "moved"
         elif textured and m.sharp < 0.66 * t.ref_sharp:
             reason = "defocused"
+        elif self.night and t.night_structure >= 0.2 and m.corr < (0.7 if textured else 0.6) * t.night_structure:
+            # An IR view is noisy and lit by the camera's own lamp: its structure never correlates
+            # well and the lamp's hot spot stays put when the camera turns. What still holds is the
+            # structure it had a moment ago: when that falls to 60 % (70 % of a well-structured
+            # view), the view is gone (knocked, turned or blurred); noise, insects and rain leave it.
+            reason = "moved" if m.shift >= 4.0 else "defocused"
         if reason is None and t.candidate_since is not None and not t.misses and m.corr < 0.5:
             # One borderline check inside a suspected tamper does not restart the hold.
             t.misses, reason = 1, t.pending or "moved"

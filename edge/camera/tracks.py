@@ -70,13 +70,19 @@ class TrackParams:
     min_seen: float = 0.6  # share of its frames in which the track had a blob
     max_speed_h: float = 4.0  # person heights per second (a sprint ~2.5; fragments move faster)
     max_speed_night_h: float = 3.5
-    min_straight: float = 0.45  # net / path length over the last ~1.5 s
+    max_path_speed_h: float = 5.0  # along the path, person heights per second
+    max_path_speed_night_h: float = 2.6
+    round_lo: float = 0.7  # night: blob height / width in this range (and smaller than a person) is round
+    round_hi: float = 1.4
+    min_straight: float = 0.55  # net / path length over the last ~1.5 s
     min_move_h: float = 0.2  # net displacement over the life, person heights
     min_move_px: float = 2.5
     size_lo: float = 0.3  # larger blob side / expected person height
-    size_hi: float = 2.2
+    size_hi: float = 1.8
+    growth_free: float = 1.3  # expected size change (by perspective) below which growth is not checked
     max_misses: int = 5  # frames without a blob before the track ends
     min_edge: float = 0.28  # edge sharpness of the change (see `edge_ratio`); lens-near things are blurred
+    min_edge_night: float = 0.28
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +109,7 @@ class Blob:
         return self.y + self.h / 2
 
 
-@dataclass(slots=True)
+@dataclass
 class Track:
     """One followed region: its recent history and its verdict."""
 
@@ -115,7 +121,8 @@ class Track:
     misses: int = 0
     confirmed: bool = False
     reason: str = "new"  # why it is not (yet) confirmed
-    edge: float = -1.0  # edge sharpness at the last confirmation attempt
+    edge: float = -1.0  # median edge sharpness of the recent frames (see `edge_ratio`)
+    edges: list[float] = field(default_factory=list)
     blob: Blob | None = None  # this frame's blob (None when missed)
     path: list[tuple[float, float]] = field(default_factory=list)  # foot points, for the snapshot
 
@@ -266,12 +273,16 @@ class Tracker:
         self.tracks = alive
         for t in alive:
             if not t.confirmed and t.blob is not None:
+                if diff is not None and fg is not None and len(t.hist) >= 2:
+                    # Measured every frame until confirmed; the median of the last five decides, so one
+                    # noisy frame cannot make an insect look sharp.
+                    t.edges.append(edge_ratio(diff, fg, t.blob))
+                    del t.edges[:-5]
+                    t.edge = sorted(t.edges)[len(t.edges) // 2]
                 self._score(t, night)
-                if t.confirmed and diff is not None and fg is not None:
-                    t.edge = edge_ratio(diff, fg, t.blob)
-                    if t.edge < self.p.min_edge:
-                        t.confirmed, t.reason = False, "blurred"
-                        self.counters["tracks_confirmed"] -= 1
+                if t.confirmed and t.edges and t.edge < (self.p.min_edge_night if night else self.p.min_edge):
+                    t.confirmed, t.reason = False, "blurred"
+                    self.counters["tracks_confirmed"] -= 1
         return alive
 
     def _extend(self, t: Track, b: Blob, ts: float) -> None:
@@ -282,6 +293,22 @@ class Tracker:
         t.misses = 0
         if len(t.path) < 200:
             t.path.append((b.fx / self.w, b.fy / self.h))
+
+    def _grows_like_a_person(self, hist: list[tuple[float, float, float, int, int]]) -> bool:
+        """A person who moves up or down the picture moves nearer or farther and changes size with
+        the perspective; an insect or a drop at the lens keeps its size wherever it goes."""
+        if len(hist) < 6:
+            return True
+        first, last = hist[:3], hist[-3:]
+        row0 = sorted(y for _, _, y, _, _ in first)[1]
+        row1 = sorted(y for _, _, y, _, _ in last)[1]
+        expect = self.expected_h(row1, 1.0) / self.expected_h(row0, 1.0)
+        if 1 / self.p.growth_free < expect < self.p.growth_free:
+            return True
+        size0 = sorted(max(w, h) for _, _, _, w, h in first)[1]
+        size1 = sorted(max(w, h) for _, _, _, w, h in last)[1]
+        seen = size1 / max(size0, 1)
+        return 0.6 < seen / expect < 1.7
 
     def _velocity(self, t: Track) -> tuple[float, float]:
         if len(t.hist) < 2:
@@ -311,6 +338,9 @@ class Tracker:
             if size > p.size_hi:
                 t.reason = "large"
                 return
+            if not self._grows_like_a_person(hist):
+                t.reason = "rigid"
+                return
         # Speed over the last second (robust to a jittery outline: end points of a window).
         recent = [hh for hh in hist if hh[0] >= ts - 1.0 - 1e-6]
         if len(recent) >= 2:
@@ -318,6 +348,21 @@ class Tracker:
             v = math.hypot(recent[-1][1] - recent[0][1], recent[-1][2] - recent[0][2]) / max(dt, self.dt)
             if v / href > (p.max_speed_night_h if night else p.max_speed_h):
                 t.reason = "fast"
+                return
+        if len(recent) >= 3:
+            # Path speed (every step counts): an insect zig-zags fast but gets nowhere, so its
+            # endpoint speed can look like a walk while its path speed is a sprint's.
+            steps = sum(math.hypot(b[1] - a[1], b[2] - a[2]) for a, b in itertools.pairwise(recent))
+            pv = steps / max(recent[-1][0] - recent[0][0], self.dt) / href
+            if pv > (p.max_path_speed_night_h if night else p.max_path_speed_h):
+                t.reason = "fast"
+                return
+        if night and self.perspective is not None:
+            # At night the lamp lights insects near the lens: round, smaller than a person there.
+            # A person is tall (walking) or long (crawling), rarely round.
+            aspects = sorted(bh / max(bw, 1) for _, _, _, bw, bh in hist)
+            if p.round_lo < aspects[len(aspects) // 2] < p.round_hi and size < 1.0:
+                t.reason = "round"
                 return
         win = [hh for hh in hist if hh[0] >= ts - 1.5 - 1e-6]
         path = sum(math.hypot(b[1] - a[1], b[2] - a[2]) for a, b in itertools.pairwise(win))
@@ -331,6 +376,15 @@ class Tracker:
         if t.seen < p.min_seen * t.frames:
             t.reason = "intermittent"
             return
+        if len(hist) >= 6:
+            # A raindrop slides straight down the lens keeping its size; a person coming down the
+            # picture is coming nearer and grows.
+            dx, dy = t.last[1] - hist[0][1], t.last[2] - hist[0][2]
+            size0 = sorted(max(w, h) for *_, w, h in hist[:3])[1]
+            grow = sorted(max(w, h) for *_, w, h in hist[-3:])[1] / max(1, size0)
+            if dy > 0 and abs(dx) < 0.25 * dy and grow < 1.05:
+                t.reason = "slide"
+                return
         net = _rigid_shift(hist[0], t.last)
         net_recent = _rigid_shift(recent[0], t.last)
         if net < max(p.min_move_px, p.min_move_h * href) or net_recent < max(2.0, 0.1 * href):

@@ -140,3 +140,24 @@ def test_band_retire_cli(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no such database" in res.output
     res = run(cloud_app, ["config", "push", "--site", "kg-01", "--db", str(db)])
     assert res.exit_code == 2 and "pass --config" in res.output
+
+
+def test_registry_on_the_alert_store_file_keeps_the_stores_locks(tmp_path: Path) -> None:
+    """The registry opens the alert store's file in the same process. Touching the file with a raw
+    open/close there would drop the store's POSIX locks; another process would then delete the WAL
+    under the store, and the store's later commits would be invisible to every other process."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "cloud.db"
+    store = AlertStore(db)
+    reg = BandRegistry(db)
+    count = [sys.executable, "-c", "import sqlite3, sys; "
+             "print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM alert_events').fetchone()[0])", str(db)]
+    try:
+        assert subprocess.run(count, capture_output=True, text=True, check=True).stdout.strip() == "0"
+        store.upsert(new_alert(site="kg-01", node="edge-01", type="sos", subject={"band": 1}, ts=1.0), now=2.0)
+        assert subprocess.run(count, capture_output=True, text=True, check=True).stdout.strip() == "1"
+    finally:
+        reg.close()
+        store.close()

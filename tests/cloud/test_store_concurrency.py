@@ -137,3 +137,23 @@ def test_postgresql_schema_migrates_once_and_changes_are_notified(pg_database: s
     assert got == [f"{stores[0].origin}|{a.alert_id}", f"{stores[1].origin}|{a.alert_id}"]
     for s in stores:
         s.close()
+
+
+def test_postgresql_store_reconnects_after_its_connection_is_killed(pg_database: str) -> None:
+    """A failover or a server restart breaks the store's connection: the next operation may fail (the
+    ingest then leaves its batch unacknowledged), the ones after it run on a new connection."""
+    store = AlertStore(pg_database)
+    a = _alert(1)
+    store.upsert(a, now=1.0)
+    with psycopg.connect(pg_database, autocommit=True) as admin:
+        killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+    assert killed
+    with pytest.raises(psycopg.OperationalError):
+        store.upsert(a.cleared(110.0), now=2.0)  # the transaction the kill broke fails, nothing half-written
+    assert store.get(a.alert_id) is not None  # a plain read reconnects on its own
+    assert store.ping()
+    assert store.upsert(a.cleared(110.0), now=3.0).outcome == "updated"  # the redelivery is stored once
+    row = store.get(a.alert_id)
+    assert row is not None and row["state"] == "cleared"
+    store.close()

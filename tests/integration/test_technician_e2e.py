@@ -84,6 +84,9 @@ def world(tmp_path: Path, shared_victoria_metrics: ServiceProcess) -> Iterator[d
                "--broker-host", "localhost", "--port", str(port))
     for node in ("edge-01", "edge-02"):
         _cloud_cli("provision-node", "--dir", str(prov), "--site", SITE, "--node", node)
+    # One-shot tools (config push) need a cloud user of their own: the broker makes the client ID the
+    # username, so a second session of `qwatch-cloud` would take over the running ingest's.
+    _cloud_cli("provision-cloud", "--dir", str(prov), "--worker", "tools")
     broker = start_mosquitto_secure(tmp_path / "broker", BrokerFiles.in_dir(prov), port=port)
     users = tmp_path / "users.yaml"
     admin = add_user(users, "tech-lan", "admin", []).token
@@ -190,24 +193,24 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
 
     # 5. config push: the key reaches edge-02 (and only edge-02's site gets it).
     out = _cloud_cli("config", "push", "--site", SITE, "--config", str(w["site"]), "--db", str(w["db"]),
-                     "--credentials", str(w["prov"] / "bundles" / "qwatch-cloud.json"), "--mqtt",
+                     "--credentials", str(w["prov"] / "bundles" / "qwatch-cloud-tools.json"), "--mqtt",
                      f"127.0.0.1:{w['broker'].port}", "--node", "edge-02", "--wait", "30")
     assert "edge-02" in out and "ok" in out, out
 
     # 6. the band's SOS through edge-02 raises an alert in the cloud, with the person's label.
-    alerts = wait_for(lambda: [a for a in api.sos() if a["state"] != "cleared"], 30,
+    alerts = wait_for(lambda: [a for a in api.sos() if a["state"] != "cleared"], 45,
                       what="SOS alert of the enrolled band in the cloud")
     assert alerts[0]["node"] == "edge-02" and alerts[0]["person"] == "P-017"
 
     def node_row() -> dict[str, Any]:
         return api.node("edge-02")
 
-    wait_for(lambda: node_row()["config_version"] == 1, 15, what="edge-02 reports config version 1")
+    wait_for(lambda: node_row()["config_version"] == 1, 30, what="edge-02 reports config version 1")
     assert [s["config_latest"] for s in api.get("/api/v1/sites") if s["site"] == SITE] == [1]
 
     # An invalid config is refused by the node, which keeps running on version 1.
     bad = push(Composed(SITE, "zones: 3\n", {}, []), 99, ["edge-02"], host="127.0.0.1", port=w["broker"].port,
-               creds=load_credentials(w["prov"] / "bundles" / "qwatch-cloud.json"), wait_s=20)
+               creds=load_credentials(w["prov"] / "bundles" / "qwatch-cloud-tools.json"), wait_s=20)
     assert bad[0].result is not None and not bad[0].result.ok
     assert "cmd/config" in (bad[0].result.error or "") and bad[0].result.config_version == 1
     time.sleep(1.5)
@@ -216,11 +219,11 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
     # 7. retire the band, push: 8. its adverts raise nothing but a counter.
     _cloud_cli("band", "retire", str(BAND), "--db", str(w["db"]), "--by", "duty-officer")
     out = _cloud_cli("config", "push", "--site", SITE, "--db", str(w["db"]), "--credentials",
-                     str(w["prov"] / "bundles" / "qwatch-cloud.json"), "--mqtt", f"127.0.0.1:{w['broker'].port}",
+                     str(w["prov"] / "bundles" / "qwatch-cloud-tools.json"), "--mqtt", f"127.0.0.1:{w['broker'].port}",
                      "--node", "edge-02", "--wait", "30")
     assert "ok" in out, out
-    wait_for(lambda: node_row()["config_version"] == 2, 15, what="edge-02 reports config version 2")
-    wait_for(lambda: all(a["state"] == "cleared" for a in api.sos()), 15, what="the open SOS cleared")
+    wait_for(lambda: node_row()["config_version"] == 2, 30, what="edge-02 reports config version 2")
+    wait_for(lambda: all(a["state"] == "cleared" for a in api.sos()), 30, what="the open SOS cleared")
     cleared = api.sos()
     assert len(cleared) == 1 and cleared[0]["cleared_ts"] is not None  # cleared by the node (cleared_by: config)
     sent_before = w["feed"].sent
@@ -229,6 +232,6 @@ def test_site_from_zero(world: dict[str, Any]) -> None:
     assert len(api.sos()) == 1 and api.sos()[0]["state"] == "cleared"
     counters = wait_for(lambda: (node_row().get("health") or {}).get("watchdogs", {}).get("agent") and
                         (node_row()["health"]["adverts_per_s"].get("unknown_band", 0) > 0) and node_row()["health"],
-                        15, what="edge-02 counts the retired band's adverts as unknown_band")
+                        30, what="edge-02 counts the retired band's adverts as unknown_band")
     assert counters["config_version"] == 2
     log2.close()

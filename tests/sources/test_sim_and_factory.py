@@ -77,7 +77,7 @@ def test_open_sources_builds_one_per_hardware_receiver_and_one_sim(site: SiteCon
     assert kinds == [("BleakSource", "rx-a"), ("BleakSource", "rx-b"), ("SerialSource", "rx-s"),
                      ("SimSource", "sim")]
     sim = sources[-1]
-    assert isinstance(sim, SimSource) and sim.receivers == ["rx-n", "rx-w", "rx-e"]
+    assert isinstance(sim, SimSource) and sim.receivers == [r.id for r in mixed.receivers if r.source == "sim"]
     assert isinstance(sources[0], BleakSource) and isinstance(sources[2], SerialSource)
 
 
