@@ -8,6 +8,7 @@ a replay of a field log produces exactly the alerts the live agent would have.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -94,6 +95,7 @@ class BandPipeline:
         self._counts: dict[str, int] = {}
         self.front = AdvertFront(self.verifier, self.tracker.index, self.tracker.rx_index, site.company_id)
         self._started: float | None = None
+        self._window_second: int | None = None  # the whole second the window test last ran in
         self._seq = 0
 
     def _init_candidates(self, site: SiteConfig) -> None:
@@ -254,10 +256,21 @@ class BandPipeline:
         return alerts
 
     def _window(self, now: float) -> list[Alert]:
-        """Run the window breach test on the bands due this tick and feed the rules its results."""
+        """Run the window breach test on the bands due this second and feed the rules its results.
+
+        Once per whole second, at the first tick in it: the test's windows are whole seconds of advert
+        counts (`AdvertBins`) and its schedule (`WindowDetector.due`) is per second, so the agent's
+        faster ticks (every `tick_s` = 0.2 s) would test the same bands on the same windows again,
+        five times the CPU for a fraction of a second's more adverts. Ticks on whole seconds (replay,
+        the benchmarks) are each a new second: unchanged.
+        """
         det = self.detector
         if det is None:
             return []
+        second = math.floor(now)
+        if second == self._window_second:
+            return []
+        self._window_second = second
         index = self.tracker.index
         out_m: dict[int, float] = {}
         rx_count: dict[int, int] = {}
