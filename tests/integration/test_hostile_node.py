@@ -122,6 +122,9 @@ def test_hostile_node_cannot_blind_the_dashboard_or_touch_other_sites(
                 time.sleep(2.0)
                 huge.disconnect()
                 huge.loop_stop()
+                # The broker forces client ID = username, so `huge` (same credentials) took the hostile
+                # client's session over; paho reconnects it after its reconnect delay.
+                wait_for(hostile.is_connected, 15, interval=0.1, what="the hostile client to reconnect")
                 # --- cross-site alert_id (item 7): a clear for the honest site's alert, on the hostile prefix
                 forged = _hostile_alert_text("{}", alert_id=first, state="cleared", type="geofence_breach",
                                              severity="critical", subject={"band": 1001})
