@@ -4,7 +4,9 @@ The ingest runs on paho's network thread; WebSocket handlers run on the API's as
 subscriber gets a bounded asyncio queue filled through ``call_soon_threadsafe``; a subscriber too
 slow to keep up loses *position* updates (counted) but never alerts, which are small and rare.
 A subscriber may be limited to some sites (a guard): it gets only messages whose ``data["site"]`` is one
-of them, so nothing of another site is even queued for it.
+of them, so nothing of another site is even queued for it. Independently it may *watch* only some sites'
+band positions (the province view on a phone, docs/cloud.md "The live feed at province scale"): position
+updates of other sites are not queued for it; alerts, escalations and node events always are.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     sites: frozenset[str] | None = None  # None: every site
+    # Whose band positions it gets (None: every site it may see). Replaced whole by the WebSocket handler
+    # while the ingest thread reads it: a frozenset swap needs no lock.
+    watch: frozenset[str] | None = None
 
     def offer(self, text: str, droppable: bool, hub: LiveHub) -> None:
         """Called on the subscriber's loop: enqueue, shedding positions when backed up."""
@@ -57,6 +62,8 @@ class LiveHub:
         self.counts: Counter[str] = Counter()
         # Last band positions per (site, node): a new dashboard gets a full picture at once.
         self.positions: dict[tuple[str, str], dict[str, Any]] = {}
+        # When each (site, node)'s positions arrived (this machine's clock): stale counts for summaries.
+        self.received: dict[tuple[str, str], float] = {}
 
     def subscribe(self, sites: frozenset[str] | None = None) -> Subscriber:
         """Register the calling coroutine's loop (only ``sites``' messages if given); pair with
@@ -76,8 +83,9 @@ class LiveHub:
         """Connected subscribers."""
         return len(self._subs)
 
-    def publish(self, kind: str, data: dict[str, Any], *, droppable: bool = False) -> None:
-        """Send ``{"kind": kind, "data": data, "sent_at": now}`` to every subscriber."""
+    def publish(self, kind: str, data: dict[str, Any], *, droppable: bool = False, watched: bool = False) -> None:
+        """Send ``{"kind": kind, "data": data, "sent_at": now}`` to every subscriber (``watched``: only to
+        those watching ``data["site"]``)."""
         text = live_json({"kind": kind, "data": data, "sent_at": time.time()})
         if text is None:
             self.counts[f"unserialisable_{kind}"] += 1
@@ -85,6 +93,11 @@ class LiveHub:
         site = data.get("site")
         with self._lock:
             subs = [s for s in self._subs if s.sites is None or site in s.sites]
+        if watched:
+            before = len(subs)
+            subs = [s for s in subs if s.watch is None or site in s.watch]
+            if before != len(subs):
+                self.counts[f"unwatched_{kind}"] += before - len(subs)
         for sub in subs:
             try:
                 sub.loop.call_soon_threadsafe(sub.offer, text, droppable, self)
@@ -95,4 +108,5 @@ class LiveHub:
     def publish_positions(self, site: str, node: str, data: dict[str, Any]) -> None:
         """Remember and send the latest band positions of one node."""
         self.positions[(site, node)] = data
-        self.publish("bands", data, droppable=True)
+        self.received[(site, node)] = time.time()
+        self.publish("bands", data, droppable=True, watched=True)
