@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ CREATE INDEX IF NOT EXISTS alerts_site_received ON alerts (site, first_received)
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts (first_received);
 CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (site, node, seq);
+-- Alerts that may still escalate (cloud.alert_store.AlertStore.escalate_due reads only these).
+CREATE INDEX IF NOT EXISTS alerts_escalation_pending ON alerts (first_received)
+    WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL;
 CREATE TABLE IF NOT EXISTS nodes (
     site TEXT NOT NULL,
     node TEXT NOT NULL,
@@ -336,39 +339,51 @@ class AlertStore(DeliveryQueue):
         """
         now = time.time() if now is None else now
         with self._tx() as db:
-            self._serialise(db, alert.alert_id)
-            owner = db.execute("SELECT site, node FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            with self._pipeline(db):  # the lock and the read in one round trip (the server runs them in order)
+                self._serialise(db, alert.alert_id)
+                owner = db.execute("SELECT site, node FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
             if owner is not None and (owner["site"], owner["node"]) != (alert.site, alert.node):
                 return UpsertResult("conflict", None)
-            cur = db.execute(
-                "INSERT INTO alert_events (alert_id, state, site, node, ts, received_at, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, state) DO NOTHING",
-                (alert.alert_id, alert.state, alert.site, alert.node, alert.ts, now, alert.to_json()),
-            )
-            if cur.rowcount == 0:
-                return UpsertResult("duplicate", None)
-            # `owner` is still the row's presence: the alert is locked (advisory lock / BEGIN IMMEDIATE).
             if owner is None:
-                self._insert_alert(db, alert, now, person)
-                outcome = "inserted"
-            elif alert.state == "raised":
-                # A late raised (its cleared came first): keep the state, fill in the raise facts.
-                db.execute(
-                    "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ?, "
-                    "person = COALESCE(person, ?) WHERE alert_id = ?",
-                    (alert.ts, _dumps(alert.detail), alert.severity, now, person, alert.alert_id),
-                )
-                outcome = "updated"
-            else:
-                db.execute(
-                    "UPDATE alerts SET state = 'cleared', cleared_ts = ?, updated_at = ? WHERE alert_id = ?",
-                    (alert.ts, now, alert.alert_id),
-                )
-                outcome = "updated"
-            # A new alert has no delivery history yet: one query fewer on the ingest's hot path.
-            stored = self._get(db, alert.alert_id, events=outcome != "inserted")
-            self._announce(db, alert.alert_id)
-        return UpsertResult(outcome, stored)
+                # A first delivery: no event of it can exist (events and their alert row are written in one
+                # transaction, under the alert's lock), so every write and the read-back go in one round trip.
+                with self._pipeline(db):
+                    self._insert_event(db, alert, now)
+                    self._insert_alert(db, alert, now, person)
+                    self._announce(db, alert.alert_id)
+                    # A new alert has no delivery history yet: no history read.
+                    stored = self._get(db, alert.alert_id, events=False)
+                return UpsertResult("inserted", stored)
+            if self._insert_event(db, alert, now).rowcount == 0:
+                return UpsertResult("duplicate", None)
+            with self._pipeline(db):
+                if alert.state == "raised":
+                    # A late raised (its cleared came first): keep the state, fill in the raise facts.
+                    db.execute(
+                        "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ?, "
+                        "person = COALESCE(person, ?) WHERE alert_id = ?",
+                        (alert.ts, _dumps(alert.detail), alert.severity, now, person, alert.alert_id),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE alerts SET state = 'cleared', cleared_ts = ?, updated_at = ? WHERE alert_id = ?",
+                        (alert.ts, now, alert.alert_id),
+                    )
+                self._announce(db, alert.alert_id)
+                stored = self._get(db, alert.alert_id)
+        return UpsertResult("updated", stored)
+
+    def _pipeline(self, db: Any) -> AbstractContextManager[None]:
+        """PostgreSQL: psycopg pipeline mode (cloud.store_db.PgConn.pipeline); SQLite: nothing to save."""
+        return db.pipeline() if self.postgresql else nullcontext()
+
+    @staticmethod
+    def _insert_event(db: Any, alert: Alert, now: float) -> Any:
+        return db.execute(
+            "INSERT INTO alert_events (alert_id, state, site, node, ts, received_at, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, state) DO NOTHING",
+            (alert.alert_id, alert.state, alert.site, alert.node, alert.ts, now, alert.to_json()),
+        )
 
     @staticmethod
     def _insert_alert(db: Any, alert: Alert, now: float, person: str | None = None) -> None:
@@ -490,10 +505,15 @@ class AlertStore(DeliveryQueue):
         delivery channels to queue for each escalated alert, in the same transaction.
         """
         per_site = per_site or {}
+        # Only alerts old enough for the shortest limit come back (exact per-site check below), through a
+        # partial index of the pending ones: a tick no longer reads every raised alert of the province.
+        # min(raised_ts, first_received) <= cutoff, written portably (raised_ts may be NULL).
+        cutoff = now - min([default_after_s, *per_site.values()])
         with self._tx() as db:
             rows = db.execute(
                 "SELECT alert_id, site, node, raised_ts, first_received FROM alerts "
-                "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL ORDER BY alert_id"
+                "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL "
+                "AND (first_received <= ? OR raised_ts <= ?) ORDER BY alert_id", (cutoff, cutoff)
             ).fetchall()  # one order for every process: row locks taken in it cannot deadlock
             won: list[str] = []
             for r in rows:

@@ -82,7 +82,9 @@ class LiveHub:
         if text is None:
             self.counts[f"unserialisable_{kind}"] += 1
             return
-        site = data.get("site")
+        self._fan_out(kind, data.get("site"), text, droppable)
+
+    def _fan_out(self, kind: str, site: object, text: str, droppable: bool) -> None:
         with self._lock:
             subs = [s for s in self._subs if s.sites is None or site in s.sites]
         for sub in subs:
@@ -92,7 +94,17 @@ class LiveHub:
                 self.unsubscribe(sub)
         self.counts[f"sent_{kind}"] += len(subs)
 
-    def publish_positions(self, site: str, node: str, data: dict[str, Any]) -> None:
-        """Remember and send the latest band positions of one node."""
+    def publish_positions(self, site: str, node: str, data: dict[str, Any], *, data_json: str | None = None) -> None:
+        """Remember and send the latest band positions of one node.
+
+        ``data_json``: ``data`` already encoded as strict JSON (the ingest's fast path,
+        cloud.ingest_telemetry); without it ``data`` is encoded here."""
         self.positions[(site, node)] = data
-        self.publish("bands", data, droppable=True)
+        if data_json is None:
+            self.publish("bands", data, droppable=True)
+            return
+        text = f'{{"kind":"bands","data":{data_json},"sent_at":{json.dumps(time.time())}}}'
+        if len(text) > MAX_MESSAGE_CHARS:
+            self.counts["unserialisable_bands"] += 1
+            return
+        self._fan_out("bands", site, text, True)
