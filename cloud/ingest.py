@@ -57,6 +57,8 @@ from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
 TELEMETRY_SUFFIXES = ("/" + T.TELEMETRY_BANDS, "/" + T.TELEMETRY_NODE)
+TELEMETRY_SLICE_S = 0.02  # telemetry handled between two looks at the alert queue
+TELEMETRY_IDLE_S = 0.02  # nothing queued: wait this long for an alert, then look at telemetry again
 
 # Re-exported: the settings moved to cloud.ingest_config, callers still import them from here.
 __all__ = ["INGEST_BOUNDS", "PAYLOAD_LIMITS", "STORE_FAILURES", "Ingest", "IngestConfig", "StoreUnavailable"]
@@ -95,11 +97,10 @@ class Ingest:
         self._stop = threading.Event()
         self._reconnect = threading.Event()
         self._inbox: queue.Queue[tuple[str, bytes, int, int]] = queue.Queue()
-        # QoS 0 telemetry has its own bounded queue and thread: alerts never wait behind a telemetry
-        # flood, and past the bound telemetry is shed (counted), never alerts (docs/cloud.md, "Ingest").
+        # QoS 0 telemetry has its own bounded queue, served after the alerts: alerts never wait behind a
+        # telemetry flood, and past the bound telemetry is shed (counted), never alerts (docs/cloud.md).
         self._telemetry: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=cfg.telemetry_queue)
         self._counts_lock = threading.Lock()
-        self._telemetry_thread: threading.Thread | None = None
         self._live_buffer: list[tuple[str, dict[str, Any]]] | None = None
         self._live_owner = 0
         self._ticker: threading.Thread | None = None
@@ -137,8 +138,6 @@ class Ingest:
         """Connect in the background (retrying forever) and start the liveness/escalation ticker."""
         self._writer_thread = threading.Thread(target=self._store_loop, name="ingest-store", daemon=True)
         self._writer_thread.start()
-        self._telemetry_thread = threading.Thread(target=self._telemetry_loop, name="ingest-telemetry", daemon=True)
-        self._telemetry_thread.start()
         self._connect()
         self._ticker = threading.Thread(target=self._tick_loop, name="ingest-tick", daemon=True)
         self._ticker.start()
@@ -154,7 +153,7 @@ class Ingest:
             self.notifier.stop()
         self.client.disconnect()
         self.client.loop_stop()
-        for t in (self._ticker, self._writer_thread, self._telemetry_thread):
+        for t in (self._ticker, self._writer_thread):
             if t is not None:
                 t.join(5)
         self._persist_nodes()
@@ -204,26 +203,39 @@ class Ingest:
         with self._counts_lock:
             (self.counts if counter is None else counter)[key] += 1
 
-    def _telemetry_loop(self) -> None:
-        """Band and node telemetry (QoS 0: nothing to acknowledge, no store transaction)."""
-        while not self._stop.is_set():
+    def _telemetry_slice(self) -> bool:
+        """Handle queued telemetry (QoS 0: nothing to acknowledge, no store transaction) for at most
+        TELEMETRY_SLICE_S or until an alert is waiting. False when there was none."""
+        deadline = time.monotonic() + TELEMETRY_SLICE_S
+        handled = False
+        while self._inbox.empty() and time.monotonic() < deadline:
             try:
-                topic, payload = self._telemetry.get(timeout=0.2)
+                topic, payload = self._telemetry.get_nowait()
             except queue.Empty:
-                continue
+                break
+            handled = True
             try:
                 self.handle(topic, payload)
-            except Exception:  # this thread must not die (a store failure in a liveness alert included)
+            except Exception:  # the loop must not die (a store failure in a liveness alert included)
                 self._count("telemetry_errors")
                 log.exception("event=telemetry_error topic=%.200s", topic)
+        return handled
 
     def _store_loop(self) -> None:
+        # One thread for both queues, alerts first: a second thread for telemetry made every store round
+        # trip wait for the GIL behind it (bursts of 200 alerts took seconds under load, bench.cloud_load).
         while not self._stop.is_set():
             self.last_batch = time.monotonic()
             try:
-                first = self._inbox.get(timeout=0.2)
+                first = self._inbox.get_nowait()
             except queue.Empty:
-                continue
+                if not self._telemetry_slice():
+                    try:
+                        first = self._inbox.get(timeout=TELEMETRY_IDLE_S)
+                    except queue.Empty:
+                        continue
+                else:
+                    continue
             batch = [first]
             while len(batch) < self.cfg.max_batch:
                 try:
