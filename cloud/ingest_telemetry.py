@@ -38,9 +38,8 @@ def band_telemetry(site: str, node: str, tel: BandTelemetry, writer: TelemetryWr
     """One ``…/telemetry/bands`` message: its lines to VictoriaMetrics, its positions to the live feed."""
     if writer is not None:
         writer.submit(band_lines(site, node, tel))
-    # Nobody watching: only remember the positions (the next dashboard's hello), skip the encoding.
-    text = positions_json(site, node, tel) if hub.subscribers else None
-    hub.publish_positions(site, node, positions(site, node, tel), data_json=text)
+    # Encoded only if someone watches the site; otherwise only remembered (the next dashboard's hello).
+    hub.publish_positions(site, node, positions(site, node, tel), data_json=lambda: positions_json(site, node, tel))
 
 
 def node_telemetry(site: str, node: str, tel: NodeTelemetry, writer: TelemetryWriter | None) -> dict[str, Any]:

@@ -131,11 +131,13 @@ def _window_stats(site: SiteConfig, cand: Candidates, pts: np.ndarray, trials: i
     xbar = np.where(k > 0, np.where(ok, s, 0.0).sum(axis=2) / np.maximum(k, 1.0), 0.0)
     table = miss_table(FLOOR_DBM, fast_sd(sigma, wp), hp)
     m = len(p)
+    listen = np.ones(len(rx), dtype=bool)
     x = LinkInputs(k=k, xbar=xbar, n_sent=np.full(m, float(n_adv)), power=np.full(m, POWER),
                    sb=np.full(m, BAND_GAIN_SD_DB),
                    slow_sd=np.broadcast_to(slow_sd(sigma, wp, np.full(len(rx), GAIN_RESIDUAL_DB**2)), k.shape),
-                   fast_sd=fast_sd(sigma, wp), listen=np.ones(len(rx), dtype=bool), floor=np.full(len(rx), FLOOR_DBM),
-                   logmiss=np.tile(table, (len(rx), 1)), exponent=n_exp, sets=np.zeros(m, dtype=np.int64))
+                   fast_sd=fast_sd(sigma, wp), listen=listen, floor=np.full(len(rx), FLOOR_DBM),
+                   logmiss=np.tile(table, (len(rx), 1)), exponent=n_exp,
+                   sets=cand.restrict(np.zeros(m, dtype=np.int64), k, np.full(m, float(n_adv)), listen))
     lr = run_test(cand, x).lr
     d_pt = np.maximum(np.linalg.norm(pts[:, None, :] - rx[None, :, :], axis=2), 0.5)
     hear = (POWER - 10 * n_exp * np.log10(d_pt) > FLOOR_DBM + 6.0).sum(axis=1)

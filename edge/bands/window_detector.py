@@ -87,7 +87,8 @@ class WindowDetector:
         return LinkInputs(k=k, xbar=xbar, n_sent=sent, power=tr.power[rows] + self.gains.mean[rows],
                           sb=self.gains.sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
                           listen=listen, floor=self.hearing.floor, logmiss=self.hearing.logmiss,
-                          exponent=tr.calibration.exponent, sets=self.set_of_band[rows])
+                          exponent=tr.calibration.exponent,
+                          sets=self.cand.restrict(self.set_of_band[rows], k, sent, listen))
 
     def due(self, now: float, out_m: Mapping[int, float], rx_count: Mapping[int, int], active: set[int]) -> I64:
         """Dense indices of the bands to test over the long windows this tick."""

@@ -70,6 +70,23 @@ def test_kernel_matches_the_numpy_oracle_and_separates_inside_from_outside() -> 
     assert (fast.out_m[3:] > 10.0).all()
 
 
+def test_far_outside_candidates_only_for_a_band_no_receiver_hears_well() -> None:
+    site = _site()
+    p = WindowParams(far_m=30.0, far_heard_share=0.5)
+    cand = Candidates(site, np.array([r.position for r in site.receivers], dtype=float), p)
+    full = np.arange(cand.lo[0], cand.hi[0])
+    assert cand.out_m[full].max() > 100.0  # the far ring is there for bands nobody hears
+    listen = np.array([True, True, True, False])
+    k = np.array([[12.0, 0.0, 0.0, 0.0],  # heard well by the inside receiver
+                  [3.0, 2.0, 0.0, 0.0],  # heard now and then only
+                  [0.0, 0.0, 0.0, 15.0]])  # heard well only by a receiver that is not listening
+    sets = cand.restrict(np.zeros(3, dtype=np.int64), k, np.full(3, 20.0), listen)
+    assert sets.tolist() == [cand.n_full, 0, 0]
+    near = np.arange(cand.mid[cand.n_full], cand.hi[cand.n_full])
+    assert len(near) and cand.out_m[near].max() <= 30.0
+    assert cand.mid[cand.n_full] - cand.lo[cand.n_full] == cand.mid[0] - cand.lo[0]  # same inside points
+
+
 def test_unheard_band_gives_no_test_and_a_deaf_receiver_is_not_evidence() -> None:
     site = _site()
     cand = Candidates(site, np.array([r.position for r in site.receivers], dtype=float), WindowParams())

@@ -36,7 +36,7 @@ def test_hub_sends_the_pre_encoded_positions() -> None:
         hub = LiveHub()
         sub = hub.subscribe()
         hub.publish_positions("kg-01", "edge-01", positions("kg-01", "edge-01", tel),
-                              data_json=positions_json("kg-01", "edge-01", tel))
+                              data_json=lambda: positions_json("kg-01", "edge-01", tel))
         return await asyncio.wait_for(sub.queue.get(), 2)
 
     msg = json.loads(asyncio.run(run()))

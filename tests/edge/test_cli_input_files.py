@@ -51,11 +51,22 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() |
                        max_leaves=12)
 
 
+def _settable(node: Any, key: Any, last: bool) -> bool:
+    if isinstance(node, dict):
+        return isinstance(key, str) and (last or key in node)
+    return isinstance(node, list) and isinstance(key, int) and -len(node) <= key < len(node)
+
+
 def _put(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """`doc` with `value` at `path`. Where an earlier hostile value replaced a node on the path (a
+    polygon that is now a number), the new value replaces that node instead: still one hostile value."""
     doc = json.loads(json.dumps(doc))
     node = doc
-    for p in path[:-1]:
-        node = node[p]
+    for depth, key in enumerate(path[:-1]):
+        if not _settable(node[key], path[depth + 1], depth + 2 == len(path)):
+            node[key] = value
+            return doc
+        node = node[key]
     node[path[-1]] = value
     return doc
 
