@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from cloud.sqlite_db import open_db
+from cloud.sqlite_db import open_db, transaction
 from cloud.store_db import ALERT_CHANNEL, DB_ERRORS, PgConn, migrate, parse_db, redact
 
 SCHEMA = """
@@ -184,13 +184,8 @@ class StoreBase:
             if self._batch_depth:
                 yield self._conn
                 return
-            self._conn.execute("BEGIN" if self.postgresql else "BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+            with transaction(self._conn, "BEGIN" if self.postgresql else "BEGIN IMMEDIATE") as db:
+                yield db
 
     def ping(self) -> bool:
         """True if the database answers a trivial query."""
