@@ -20,7 +20,8 @@ parses them) and only their timestamps are rewritten when sent. The MQTT 5 clien
 written for this bench (CONNECT with Will, PUBLISH QoS 0/1, DISCONNECT) over blocking sockets: a
 paho client and thread per node would cost more CPU than the cloud being measured. It does not
 subscribe to ``…/cmd/#`` (nothing is sent to the nodes in this bench). Connections are anonymous with
-client ID ``site/node`` (docs/protocol.md §5); the bench broker's configuration is in bench.cloud_load.
+client ID ``site/node`` (docs/protocol.md §5), or with ``--bundles`` over TLS as each node's provisioned
+user (``qwatch-cloud provision-node`` bundles); the bench broker's configuration is in bench.cloud_load.
 
 Output on stdout, one JSON object a line: ``{"ev": "step", …}`` when a step starts, ``{"ev": "alert",
 "id", "t", "kind"}`` for each raised alert sent (``t`` = time.time() just before the PUBLISH is written),
@@ -36,12 +37,15 @@ import json
 import os
 import random
 import socket
+import ssl
 import struct
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from protocols.credentials import load_credentials
 from protocols.payloads import (
     BandState,
     BandTelemetry,
@@ -73,14 +77,20 @@ def _str(s: str) -> bytes:
     return struct.pack("!H", len(b)) + b
 
 
-def connect_packet(client_id: str, will_topic: str, will_payload: bytes, *, session_expiry_s: int) -> bytes:
+def connect_packet(client_id: str, will_topic: str, will_payload: bytes, *, session_expiry_s: int,
+                   username: str | None = None, password: str | None = None) -> bytes:
     """MQTT 5 CONNECT: clean start, keepalive off, Will QoS 1 retained with a Will Delay Interval."""
-    flags = 0x02 | 0x04 | (1 << 3) | 0x20
+    flags = 0x02 | 0x04 | (1 << 3) | 0x20  # clean start, Will, Will QoS 1, Will retained
+    flags |= (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     props = b"\x11" + struct.pack("!I", session_expiry_s)
     will_props = b"\x18" + struct.pack("!I", WILL_DELAY_S)
     var = _str("MQTT") + bytes([5, flags]) + struct.pack("!H", 0) + _varint(len(props)) + props
     payload = (_str(client_id) + _varint(len(will_props)) + will_props + _str(will_topic)
                + struct.pack("!H", len(will_payload)) + will_payload)
+    if username is not None:
+        payload += _str(username)
+    if password is not None:
+        payload += _str(password)
     body = var + payload
     return b"\x10" + _varint(len(body)) + body
 
@@ -160,6 +170,15 @@ class Fleet:
         self.bytes: Counter[str] = Counter()
         self.pending_clears: list[tuple[float, Node, str, dict[str, object]]] = []
         self.max_lag_s = 0.0
+        # --bundles: TLS verified against the province CA, each node with its provisioned user (site/node).
+        self.tls: ssl.SSLContext | None = None
+        self.passwords: dict[str, str] = {}
+        if args.bundles:
+            for n in self.nodes:
+                creds = load_credentials(Path(args.bundles) / n.site / f"{n.node}.json")
+                self.passwords[n.site] = creds.password.get_secret_value()
+                if self.tls is None:
+                    self.tls = creds.tls_context()
 
     # ----------------------------------------------------------------- wire
     def send(self, n: Node, kind: str, data: bytes) -> None:
@@ -185,12 +204,16 @@ class Fleet:
         offline = Status(state="offline", ts=now, version="bench-load", boot_id=n.boot_id)
         s = socket.create_connection(self.addr, timeout=10)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(connect_packet(f"{n.site}/{n.node}", f"{n.prefix}/status",
-                                 offline.model_dump_json(by_alias=True).encode(), session_expiry_s=WILL_DELAY_S))
+        if self.tls is not None:
+            s = self.tls.wrap_socket(s, server_hostname=self.addr[0])
+        user = f"{n.site}/{n.node}"
+        s.sendall(connect_packet(user, f"{n.prefix}/status", offline.model_dump_json(by_alias=True).encode(),
+                                 session_expiry_s=WILL_DELAY_S, username=user if self.tls else None,
+                                 password=self.passwords.get(n.site)))
         ack = s.recv(64)
         if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
             raise SystemExit(f"CONNACK refused for {n.site}/{n.node}: {ack!r}")
-        s.settimeout(None)  # blocking: sendall waits for the broker, recv(MSG_DONTWAIT) never does
+        s.settimeout(None)  # blocking: sendall waits for the broker; drain() reads without blocking
         n.sock = s
         n.started = now
         n.node_tmpl = n.node_base.replace(b'"BOOTID"', json.dumps(n.boot_id).encode())
@@ -201,15 +224,18 @@ class Fleet:
         """Read and drop what the broker sent (PUBACKs)."""
         if n.sock is None:
             return
+        n.sock.setblocking(False)  # (an SSLSocket takes no recv flags)
         try:
-            while n.sock.recv(65536, socket.MSG_DONTWAIT):
+            while n.sock.recv(65536):
                 pass
             self._drop(n)  # recv returned b"": the broker closed the connection
             self.sent["closed_by_broker"] += 1
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):
             pass
         except OSError:
             self._drop(n)
+        if n.sock is not None:
+            n.sock.setblocking(True)
 
     # ----------------------------------------------------------------- traffic
     def bands(self, n: Node, now: float, second: int) -> None:
@@ -340,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cut-dead", type=int, default=10, help="sites whose node loses power at each step's power cut")
     p.add_argument("--cut-sites", type=int, default=2, help="sites whose receivers go dark (band_missing per band)")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--bundles", default="", help="province bundles dir (DIR/bundles): TLS and per-node users")
     args = p.parse_args(argv)
     if args.sites < 1 or args.bands < args.sites:
         raise SystemExit("need at least one site and one band per site")

@@ -22,9 +22,10 @@ A step is saturated when the ingest falls behind what is offered (ingested < 95 
 its inbox grows past 1000 messages), when VictoriaMetrics lines are shed or spooled, or when the
 alert p99 to store exceeds 1 s.
 
-The bench broker (``bench_broker_conf``) is the test broker of devtools/services.py: loopback, no
-TLS, anonymous, no ACL. Production brokers add TLS, a password check at CONNECT and an ACL pattern
-match per PUBLISH (docs/deploy.md); those costs are not in these numbers.
+The bench broker (``bench_broker_conf``) is by default the test broker of devtools/services.py:
+loopback, no TLS, anonymous, no ACL. ``--secure`` runs the province's security instead: ``pki init``
+and ``provision-node`` for every simulated node (TLS verified against the province CA, a password per
+node, an ACL block per node, client ID = username), and the cloud with its ``qwatch-cloud`` bundle.
 
     nice -n 5 .venv/bin/python -m bench.cloud_load [--schedule 50:40,100:40,250:40,500:40] [--workers 0]
 """
@@ -54,11 +55,14 @@ from websockets.sync.client import connect as ws_connect
 
 REPO = Path(__file__).resolve().parents[1]
 
+from cloud.provision import Province  # noqa: E402
 from devtools.services import (  # noqa: E402
+    LOOPBACK,
     ServiceProcess,
     free_port,
     pg_url,
     start_mosquitto,
+    start_mosquitto_secure,
     start_postgresql,
     start_victoria_metrics,
 )
@@ -199,10 +203,12 @@ def vm_rows_inserted(vm: ServiceProcess) -> int:
 
 
 # ---------------------------------------------------------------------------- the cloud
-def start_cloud(work: Path, mq: ServiceProcess, vm: ServiceProcess, db: str, port: int, workers: int
-                ) -> list[subprocess.Popen[bytes]]:
+def start_cloud(work: Path, mq: ServiceProcess, vm: ServiceProcess, db: str, port: int, workers: int,
+                creds: Path | None = None) -> list[subprocess.Popen[bytes]]:
     common = ["--db", db, "--mqtt", mq.address, "--vm", vm.url, "--log-level", "WARNING",
-              "--registry-db", str(work / "registry.db")]
+              "--registry-db", str(work / "registry.db"), *(["--credentials", str(creds)] if creds else [])]
+    if creds is not None and workers:
+        raise SystemExit("--secure with --workers: each worker needs its own cloud user (not built in this bench)")
     shared = ["--shared"] if workers else []
     procs = []
     log = open(work / "serve.log", "ab")  # noqa: SIM115 - lives as long as the child
@@ -265,7 +271,22 @@ class StepResult:
 def run(args: argparse.Namespace) -> tuple[list[StepResult], dict[str, Any]]:
     work = Path(tempfile.mkdtemp(prefix="qwatch-load-"))
     console.print(f"work dir {work}")
-    mq = start_mosquitto(work / "mq", extra_conf=bench_broker_conf())
+    cloud_creds: Path | None = None
+    bundles = ""
+    if args.secure:
+        # The province's own security: TLS, a password per node (mosquitto_passwd), per-node ACL blocks,
+        # client ID = username. Provisioning 500 nodes takes a while (one mosquitto_passwd run each).
+        t0 = time.monotonic()
+        prov = Province(work / "province")
+        prov.init("loadtest", [LOOPBACK])
+        for s in range(args.sites):
+            prov.provision_node(f"load-{s:04d}", "edge-01")
+        bundles = str(prov.bundles)
+        cloud_creds = prov.bundles / "qwatch-cloud.json"
+        console.print(f"provisioned {args.sites} nodes in {time.monotonic() - t0:.0f} s")
+        mq = start_mosquitto_secure(work / "mq", prov.files, extra_conf=bench_broker_conf())
+    else:
+        mq = start_mosquitto(work / "mq", extra_conf=bench_broker_conf())
     pg = start_postgresql(work / "pg", fsync=True)
     vm = start_victoria_metrics(work / "vm", extra_args=["-memory.allowedBytes=512MiB"])
     db = pg_url(pg)
@@ -273,7 +294,7 @@ def run(args: argparse.Namespace) -> tuple[list[StepResult], dict[str, Any]]:
     procs: list[subprocess.Popen[bytes]] = []
     pub: subprocess.Popen[str] | None = None
     try:
-        procs = start_cloud(work, mq, vm, db, port, args.workers)
+        procs = start_cloud(work, mq, vm, db, port, args.workers, cloud_creds)
         notes = NotifyRecorder(db)
         notes.start()
         ws = WsRecorder(f"ws://127.0.0.1:{port}/api/v1/live")
@@ -285,7 +306,7 @@ def run(args: argparse.Namespace) -> tuple[list[StepResult], dict[str, Any]]:
         comps += [Component("cloud serve" if k == 0 else f"ingest-{k}", p.pid) for k, p in enumerate(procs)]
         argv = [sys.executable, "-m", "bench._load_nodes", "--broker", mq.address, "--sites", str(args.sites),
                 "--bands", str(args.bands), "--cameras", str(args.cameras), "--schedule", args.schedule,
-                "--cut-dead", str(args.cut_dead), "--cut-sites", str(args.cut_sites)]
+                "--cut-dead", str(args.cut_dead), "--cut-sites", str(args.cut_sites), "--bundles", bundles]
         pub = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True, bufsize=1)
         comps.append(Component("load_nodes", pub.pid))
         assert pub.stdout is not None
@@ -371,8 +392,9 @@ def run(args: argparse.Namespace) -> tuple[list[StepResult], dict[str, Any]]:
         for t, site, step in kills:
             lat = steps[step].lat
             lat.setdefault("will:sent", []).append(0.0)
-            if site in offline:
-                lat.setdefault("will:store", []).append(offline[site] - t)
+            after = [r for r in offline.get(site, []) if r >= t]  # the node_offline this kill caused
+            if after:
+                lat.setdefault("will:store", []).append(min(after) - t)
         info = {"ws_band_msgs": ws.bands_msgs, "alerts": len(alerts),
                 "stored": sum(1 for a in alerts if a in notes.first), "ws": sum(1 for a in alerts if a in ws.first),
                 "work": str(work)}
@@ -395,15 +417,17 @@ def run(args: argparse.Namespace) -> tuple[list[StepResult], dict[str, Any]]:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _node_offline(db: str) -> dict[str, float]:
-    """Site -> commit time of its first node_offline alert (received_at of the raised event)."""
+def _node_offline(db: str) -> dict[str, list[float]]:
+    """Site -> the ingest's receipt times of its raised node_offline alerts (a site may lose power twice)."""
     import psycopg
 
+    out: dict[str, list[float]] = {}
     with psycopg.connect(db) as con:
-        rows = con.execute("SELECT a.site, MIN(e.received_at) FROM alerts a JOIN alert_events e "
-                           "ON e.alert_id = a.alert_id WHERE a.type = 'node_offline' AND e.state = 'raised' "
-                           "GROUP BY a.site").fetchall()
-    return {str(site): float(t) for site, t in rows}
+        rows = con.execute("SELECT a.site, e.received_at FROM alerts a JOIN alert_events e "
+                           "ON e.alert_id = a.alert_id WHERE a.type = 'node_offline' AND e.state = 'raised'").fetchall()
+    for site, t in rows:
+        out.setdefault(str(site), []).append(float(t))
+    return out
 
 
 # ---------------------------------------------------------------------------- report
@@ -476,6 +500,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=0, help="extra `qwatch-cloud ingest --shared` processes")
     p.add_argument("--cut-dead", type=int, default=10)
     p.add_argument("--cut-sites", type=int, default=2)
+    p.add_argument("--secure", action="store_true",
+                   help="the province broker: TLS, provisioned users and ACL (pki init + provision-node per node)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs, data) after the run")
     p.add_argument("--settle-s", type=float, default=30.0, help="wait this long for the last alerts to be stored")
     args = p.parse_args(argv)
