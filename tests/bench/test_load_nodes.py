@@ -39,7 +39,7 @@ def test_simulated_nodes_publish_valid_protocol_messages(mosquitto: ServiceProce
     sub.loop_start()
     time.sleep(0.3)
     args = argparse.Namespace(broker=mosquitto.address, sites=2, bands=20, cameras=4, schedule="2:2.2",
-                              alert_every_s=1.0, camera_every_s=1.0, cut_dead=0, cut_sites=1, seed=1)
+                              alert_every_s=1.0, camera_every_s=1.0, cut_dead=0, cut_sites=1, seed=1, bundles="")
     try:
         Fleet(args).run()
         time.sleep(0.5)
