@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ CREATE INDEX IF NOT EXISTS alerts_site_received ON alerts (site, first_received)
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts (first_received);
 CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (site, node, seq);
+-- Alerts that may still escalate (cloud.delivery_store.EscalationQueue.escalate_due reads only these).
+CREATE INDEX IF NOT EXISTS alerts_escalation_pending ON alerts (first_received)
+    WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL;
 CREATE TABLE IF NOT EXISTS nodes (
     site TEXT NOT NULL,
     node TEXT NOT NULL,
@@ -200,6 +203,11 @@ class StoreBase:
         processes read-then-write one alert one at a time (SQLite's BEGIN IMMEDIATE already does)."""
         if self.postgresql:
             db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (alert_id,))
+
+    def _pipeline(self, db: Any) -> AbstractContextManager[None]:
+        """PostgreSQL: psycopg pipeline mode (cloud.store_db.PgConn.pipeline), statements sent without
+        waiting for each answer; SQLite: nothing to save, nothing done."""
+        return db.pipeline() if self.postgresql else nullcontext()
 
     def _announce(self, db: Any, alert_id: str) -> None:
         """PostgreSQL: NOTIFY the other processes that this alert changed (sent at commit, dropped on
