@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -32,6 +31,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.alert_store import AlertStore, alert_view
 from cloud.ingest_config import INGEST_BOUNDS, PAYLOAD_LIMITS, STORE_FAILURES, IngestConfig, StoreUnavailable
+from cloud.ingest_queues import IDLE_WAIT_S, IngestQueues
 from cloud.ingest_telemetry import band_telemetry, node_telemetry
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
@@ -56,9 +56,6 @@ from protocols.text import LabelError, clean_label
 from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
-TELEMETRY_SUFFIXES = ("/" + T.TELEMETRY_BANDS, "/" + T.TELEMETRY_NODE)
-TELEMETRY_SLICE_S = 0.02  # telemetry handled between two looks at the alert queue
-TELEMETRY_IDLE_S = 0.02  # nothing queued: wait this long for an alert, then look at telemetry again
 
 # Re-exported: the settings moved to cloud.ingest_config, callers still import them from here.
 __all__ = ["INGEST_BOUNDS", "PAYLOAD_LIMITS", "STORE_FAILURES", "Ingest", "IngestConfig", "StoreUnavailable"]
@@ -96,10 +93,8 @@ class Ingest:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._reconnect = threading.Event()
-        self._inbox: queue.Queue[tuple[str, bytes, int, int]] = queue.Queue()
-        # QoS 0 telemetry has its own bounded queue, served after the alerts: alerts never wait behind a
-        # telemetry flood, and past the bound telemetry is shed (counted), never alerts (docs/cloud.md).
-        self._telemetry: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=cfg.telemetry_queue)
+        # Alerts first, telemetry in between and shed when its queue is full (cloud.ingest_queues).
+        self._queues = IngestQueues(telemetry_max=cfg.telemetry_queue, max_batch=cfg.max_batch)
         self._counts_lock = threading.Lock()
         self._live_buffer: list[tuple[str, dict[str, Any]]] | None = None
         self._live_owner = 0
@@ -190,13 +185,8 @@ class Ingest:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         # Only hand over: the store thread commits in groups and acknowledges after the commit.
-        if msg.qos == 0 and msg.topic.endswith(TELEMETRY_SUFFIXES):
-            try:
-                self._telemetry.put_nowait((msg.topic, bytes(msg.payload)))
-            except queue.Full:
-                self._count("telemetry_shed")
-            return
-        self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        if not self._queues.offer(msg.topic, bytes(msg.payload), msg.mid, msg.qos):
+            self._count("telemetry_shed")
 
     def _count(self, key: str, counter: Counter[str] | None = None) -> None:
         # Two threads handle messages (store, telemetry): `c[k] += 1` is not atomic across them.
@@ -204,15 +194,10 @@ class Ingest:
             (self.counts if counter is None else counter)[key] += 1
 
     def _telemetry_slice(self) -> bool:
-        """Handle queued telemetry (QoS 0: nothing to acknowledge, no store transaction) for at most
-        TELEMETRY_SLICE_S or until an alert is waiting. False when there was none."""
-        deadline = time.monotonic() + TELEMETRY_SLICE_S
+        """Handle queued telemetry (QoS 0: nothing to acknowledge, no store transaction) for one slice or
+        until an alert is waiting. False when there was none."""
         handled = False
-        while self._inbox.empty() and time.monotonic() < deadline:
-            try:
-                topic, payload = self._telemetry.get_nowait()
-            except queue.Empty:
-                break
+        for topic, payload in self._queues.telemetry_slice(time.monotonic):
             handled = True
             try:
                 self.handle(topic, payload)
@@ -226,22 +211,13 @@ class Ingest:
         # trip wait for the GIL behind it (bursts of 200 alerts took seconds under load, bench.cloud_load).
         while not self._stop.is_set():
             self.last_batch = time.monotonic()
-            try:
-                first = self._inbox.get_nowait()
-            except queue.Empty:
-                if not self._telemetry_slice():
-                    try:
-                        first = self._inbox.get(timeout=TELEMETRY_IDLE_S)
-                    except queue.Empty:
-                        continue
-                else:
+            batch = self._queues.alert_batch()
+            if not batch:
+                if self._telemetry_slice():
                     continue
-            batch = [first]
-            while len(batch) < self.cfg.max_batch:
-                try:
-                    batch.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
+                batch = self._queues.alert_batch(wait_s=IDLE_WAIT_S)
+                if not batch:
+                    continue
             if self._reconnect.is_set():
                 continue  # unacknowledged on purpose: the broker redelivers after the reconnect
             try:
@@ -460,17 +436,9 @@ class Ingest:
                 # A fresh connection on the same session makes the broker resend unacked messages.
                 self.client.disconnect()
                 self.client.loop_stop()
-                self._discard_inbox()
+                self._queues.discard_alerts()  # their mids die with the old connection: the broker resends
                 self._reconnect.clear()
                 self._connect()
-
-    def _discard_inbox(self) -> None:
-        # Messages of the old connection: their mids die with it and the broker resends them.
-        while True:
-            try:
-                self._inbox.get_nowait()
-            except queue.Empty:
-                return
 
     # ------------------------------------------------------------------ commands to nodes
     def send_ack_command(self, alert: Mapping[str, Any], *, by: str, note: str) -> str | None:
@@ -495,7 +463,7 @@ class Ingest:
             "last_message_at": self.last_message_at,
             "tick_age_s": round(time.monotonic() - self.last_tick, 3),
             "store_loop_age_s": round(time.monotonic() - self.last_batch, 3),
-            "inbox_depth": self._inbox.qsize(),
-            "telemetry_depth": self._telemetry.qsize(),
+            "inbox_depth": self._queues.depths()[0],
+            "telemetry_depth": self._queues.depths()[1],
             "live": dict(self.hub.counts),
         }
