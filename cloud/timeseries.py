@@ -83,6 +83,15 @@ def band_lines(site: str, node: str, tel: BandTelemetry) -> list[str]:
     f = _float
     for b in tel.bands:
         head = f"band,band={b.band}{tail}" if b.zone is None else f"band,band={b.band}{tail},zone={_tag(b.zone)}"
+        if not (b.battery is None or b.err_m is None or b.rssi is None or b.temp_c is None or b.x is None
+                or b.y is None):
+            # The common case, every field present: one f-string, and Point's "3.0" -> "3" done by one replace
+            # (repr never ends a float's digits in 0 otherwise; a trailing comma makes every field end in ",").
+            fields = (f"battery={b.battery},err_m={b.err_m!r},flags={b.flags},rssi={b.rssi!r},"
+                      f"rx_count={b.rx_count},temp_c={b.temp_c!r},x={b.x!r},y={b.y!r},").replace(".0,", ",")
+            if "nan" not in fields and "inf" not in fields:  # validated telemetry never has them: else below
+                append(f"{head} {fields[:-1]} {round(b.ts * 1000)}")
+                continue
         parts = [] if b.battery is None else [f"battery={b.battery}"]
         if b.err_m is not None and (s := f(b.err_m)) is not None:
             parts.append("err_m=" + s)
