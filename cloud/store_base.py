@@ -6,7 +6,7 @@ PostgreSQL, where each alert's writers also take an advisory lock, :meth:`StoreB
 The SQL of every part is written once with ``?`` placeholders and runs on both (:mod:`cloud.store_db`).
 
 The SQLite schema is :data:`SCHEMA` here; the PostgreSQL one is the same tables with PostgreSQL types in
-``cloud/migrations/postgresql/`` (tests/cloud/test_store_schema.py checks they name the same columns).
+``cloud/migrations/postgresql/`` (tests/cloud/test_store_schema.py checks they name the same columns and indexes).
 """
 
 from __future__ import annotations
