@@ -127,6 +127,18 @@ class PgConn:
         with self._c.pipeline():
             yield
 
+    def listen(self, channel: str) -> Iterator[str]:
+        """LISTEN on ``channel`` and yield each notification's payload as it arrives (at most 1 s apart,
+        ``""`` then, so the caller can look at its stop flag). The connection must not be used for a
+        transaction meanwhile (autocommit reads are fine)."""
+        self._c.execute(f"LISTEN {channel}")
+        yield ""  # listening from here on
+        while True:
+            # Taken out of psycopg's generator before they are handed over: it holds the connection's lock
+            # while it runs, and the caller reads rows on this connection between two notifications.
+            payloads = [n.payload for n in self._c.notifies(timeout=1.0, stop_after=1)]
+            yield from payloads or [""]
+
     def script(self, sql: str) -> None:
         """Run several statements (no parameters: psycopg then sends them as one simple query)."""
         self._c.execute(sql.encode())
