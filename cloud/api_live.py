@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -73,6 +74,29 @@ def resolve_watch(ctx: CloudContext, who: Principal, choice: str | list[str]) ->
         total = sum(n for site, (n, _stale) in band_counts(ctx).items() if who.sees(site))
         return None if total <= ctx.live_all_bands else frozenset()
     return frozenset(s for s in choice if who.sees(s))
+
+
+@dataclass
+class WatchState:
+    """One connection's watch choice; ``gen`` counts the client's changes, so a re-evaluation of ``auto``
+    that was under way when the client chose again never overwrites the newer choice."""
+
+    choice: str | list[str]
+    gen: int = 0
+
+
+async def _rewatch(ctx: CloudContext, who: Principal, sub: Subscriber, state: WatchState, *, always: bool) -> None:
+    """Resolve the choice now; on a change (or ``always``: the client asked) set it and queue the positions
+    of the sites now watched (through the subscriber's own queue: one writer per socket, shed like any
+    positions). ``auto`` is re-resolved every RECHECK_S, so a province that grows past the budget while a
+    dashboard is open turns into summaries, and back."""
+    gen = state.gen
+    watch = await asyncio.to_thread(resolve_watch, ctx, who, state.choice)
+    if gen != state.gen or (watch == sub.watch and not always):
+        return
+    sub.watch = watch
+    for reply in await asyncio.to_thread(_positions_messages, ctx, who, watch):
+        sub.offer(reply, True, ctx.hub)
 
 
 def _watching(watch: Watch) -> str | list[str]:
@@ -148,14 +172,15 @@ async def live(ws: WebSocket, ctx: Ctx) -> None:
         await ws.close(code=4422, reason=str(err))
         return
     sub = ctx.hub.subscribe(sites=who.sites)
+    state = WatchState(choice)
     recv: asyncio.Task[Any] | None = None
     try:
         sub.watch = await asyncio.to_thread(resolve_watch, ctx, who, choice)
         for text in await asyncio.to_thread(_hello, ctx, who, sub.watch, asked is not None):
             await ws.send_text(text)
         # Read the receive side too: watch changes, and a closed browser tab frees its queue at once.
-        recv = asyncio.create_task(_read_ops(ws, ctx, who, sub))
-        await _pump(ws, ctx, who, sub, recv)
+        recv = asyncio.create_task(_read_ops(ws, ctx, who, sub, state))
+        await _pump(ws, ctx, who, sub, recv, state)
     except (WebSocketDisconnect, RuntimeError):
         return
     finally:
@@ -166,7 +191,8 @@ async def live(ws: WebSocket, ctx: Ctx) -> None:
                 await recv
 
 
-async def _pump(ws: WebSocket, ctx: CloudContext, who: Principal, sub: Subscriber, recv: asyncio.Task[Any]) -> None:
+async def _pump(ws: WebSocket, ctx: CloudContext, who: Principal, sub: Subscriber, recv: asyncio.Task[Any],
+                state: WatchState) -> None:
     """Send what the hub queues for ``sub`` until the client leaves or its token stops being valid."""
     checked = time.monotonic()
     while True:
@@ -188,9 +214,11 @@ async def _pump(ws: WebSocket, ctx: CloudContext, who: Principal, sub: Subscribe
                 log.info("event=live_closed reason=token_revoked user=%s", who.name)
                 await ws.close(code=4401, reason="token revoked")
                 return
+            if state.choice == "auto":
+                await _rewatch(ctx, who, sub, state, always=False)
 
 
-async def _read_ops(ws: WebSocket, ctx: CloudContext, who: Principal, sub: Subscriber) -> None:
+async def _read_ops(ws: WebSocket, ctx: CloudContext, who: Principal, sub: Subscriber, state: WatchState) -> None:
     """Apply the client's ``watch`` messages until it closes; anything else is refused and counted."""
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
@@ -206,10 +234,8 @@ async def _read_ops(ws: WebSocket, ctx: CloudContext, who: Principal, sub: Subsc
                 reason = "oversized" if str(err) == "oversized" else "bad"
                 ctx.hub.counts[f"live_op_refused:{reason}"] += 1
                 continue
-            sub.watch = await asyncio.to_thread(resolve_watch, ctx, who, choice)
-            # Through the subscriber's own queue (one writer per socket), and droppable like any positions.
-            for reply in await asyncio.to_thread(_positions_messages, ctx, who, sub.watch):
-                sub.offer(reply, True, ctx.hub)
+            state.choice, state.gen = choice, state.gen + 1
+            await _rewatch(ctx, who, sub, state, always=True)
 
 
 def _positions_messages(ctx: CloudContext, who: Principal, watch: Watch) -> list[str]:

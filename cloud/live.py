@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +91,9 @@ class LiveHub:
         if text is None:
             self.counts[f"unserialisable_{kind}"] += 1
             return
-        site = data.get("site")
+        self._send(kind, self._targets(kind, data.get("site"), watched), text, droppable)
+
+    def _targets(self, kind: str, site: object, watched: bool) -> list[Subscriber]:
         with self._lock:
             subs = [s for s in self._subs if s.sites is None or site in s.sites]
         if watched:
@@ -98,6 +101,9 @@ class LiveHub:
             subs = [s for s in subs if s.watch is None or site in s.watch]
             if before != len(subs):
                 self.counts[f"unwatched_{kind}"] += before - len(subs)
+        return subs
+
+    def _send(self, kind: str, subs: list[Subscriber], text: str, droppable: bool) -> None:
         for sub in subs:
             try:
                 sub.loop.call_soon_threadsafe(sub.offer, text, droppable, self)
@@ -105,8 +111,22 @@ class LiveHub:
                 self.unsubscribe(sub)
         self.counts[f"sent_{kind}"] += len(subs)
 
-    def publish_positions(self, site: str, node: str, data: dict[str, Any]) -> None:
-        """Remember and send the latest band positions of one node."""
+    def publish_positions(self, site: str, node: str, data: dict[str, Any], *,
+                          data_json: Callable[[], str] | None = None) -> None:
+        """Remember and send the latest band positions of one node.
+
+        ``data_json``: makes ``data`` as strict JSON (the ingest's fast path, cloud.ingest_telemetry), called
+        only when someone watches this site; without it ``data`` is encoded here."""
         self.positions[(site, node)] = data
         self.received[(site, node)] = time.time()
-        self.publish("bands", data, droppable=True, watched=True)
+        if data_json is None:
+            self.publish("bands", data, droppable=True, watched=True)
+            return
+        subs = self._targets("bands", site, True)
+        if not subs:
+            return
+        text = f'{{"kind":"bands","data":{data_json()},"sent_at":{json.dumps(time.time())}}}'
+        if len(text) > MAX_MESSAGE_CHARS:
+            self.counts["unserialisable_bands"] += 1
+            return
+        self._send("bands", subs, text, True)

@@ -91,6 +91,21 @@ function siteCounts(site) {
     nodes: nodes ? nodes.length : n("nodes_total") };
 }
 
+// A large province's cards, the sites that need someone first: escalated, critical open, not acknowledged,
+// then the rest; by site ID within each. Cards move only when the order changes.
+function orderBriefs(sites) {
+  const rank = (site) => {
+    const c = siteCounts(site);
+    const esc = finite((state.sites.get(site) || {}).escalated) ? state.sites.get(site).escalated : 0;
+    return esc > 0 ? 0 : c.crit > 0 ? 1 : c.unack > 0 ? 2 : 3;
+  };
+  const order = [...sites].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+  const box = $("#sites");
+  if (order.join("\n") !== [...box.children].map((c) => c.dataset.site).join("\n")) {
+    for (const site of order) box.append(siteCard(site));
+  }
+}
+
 // An unwatched site of a large province: its counts and a button that opens its map (watches it).
 function renderBrief(card, site) {
   const c = siteCounts(site);
@@ -186,6 +201,7 @@ function renderMaps(only) {
       track: state.track && state.track.site === site ? state.track : null,
     });
   }
+  if (!only && state.watching !== null) orderBriefs(sites);
   for (const site of [...bandCounts.keys()]) if (!sites.includes(site)) bandCounts.delete(site);
   $("#band-count").textContent = t("map.bandCount", { n: [...bandCounts.values()].reduce((x, y) => x + y, 0) });
   const note = $("#province-note");

@@ -570,6 +570,9 @@ def test_large_province_on_a_phone_opens_as_summaries_and_one_site_at_a_time(wor
         page.wait_for_selector(f'li[data-alert-id="{alert_id}"]', timeout=2_000)
         page.wait_for_function("window.__alarm.oscillators >= 1", timeout=2_000)
         page.wait_for_selector('.site.brief-only.alarm[data-site="site-pb"]', timeout=2_000)
+        # Sites needing someone come first (site-pb's critical breach; site-pa has no alert).
+        page.wait_for_function("""() => { const ids = [...document.querySelectorAll('#sites .site')]
+          .map((c) => c.dataset.site); return ids.indexOf('site-pb') < ids.indexOf('site-pa'); }""", timeout=8_000)
         # One tap opens site-pa: its map, its positions only, then its live updates.
         box = page.locator(f"{pa} .open-site").bounding_box()
         assert box is not None and box["height"] >= 44

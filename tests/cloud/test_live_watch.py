@@ -4,6 +4,7 @@ bad choices are refused (query: close 4422; message: ignored and counted). Real 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,34 @@ def test_a_hello_too_large_for_one_message_keeps_its_alerts(
     assert {(m["kind"], m["data"]["site"], m["data"]["node"]) for m in follow} == {
         ("bands", s, "edge-01") for s in SITES} | {("bands", "site-a", "edge-02")}
     assert ctx.hub.counts["hello_positions_split"] == 1
+
+
+def test_auto_follows_the_province_size_while_connected(
+        world: tuple[TestClient, CloudContext, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` is re-resolved every RECHECK_S: past the budget the client is told to show summaries (an
+    empty watch), back under it it gets every position again; an explicit site choice is left alone."""
+    client, ctx, h = world
+    monkeypatch.setattr("cloud.api_live.RECHECK_S", 0.2)
+    ctx.live_all_bands = 1000
+    with client.websocket_connect("/api/v1/live?watch=auto", headers={"Authorization": h["command"]}) as ws:
+        assert ws.receive_json()["data"]["watching"] == "*"
+        # An alert after a few rechecks ends each step: without the re-resolution it would come first
+        # (a failure, not a test waiting forever on a message that never comes).
+        ctx.live_all_bands = 10   # the province "grew" past the budget
+        time.sleep(0.6)
+        ctx.hub.publish("alert", {"site": "site-c", "alert_id": "C-1"})
+        msg = ws.receive_json()
+        assert (msg["kind"], msg["data"]) == ("positions", {"watching": [], "positions": []})
+        assert ws.receive_json()["data"]["alert_id"] == "C-1"
+        ctx.live_all_bands = 1000
+        time.sleep(0.6)
+        ctx.hub.publish("alert", {"site": "site-c", "alert_id": "C-2"})
+        msg = ws.receive_json()
+        assert msg["data"]["watching"] == "*" and len(msg["data"]["positions"]) == 4
+        assert ws.receive_json()["data"]["alert_id"] == "C-2"
+        ws.send_json({"op": "watch", "sites": ["site-c"]})
+        assert ws.receive_json()["data"]["watching"] == ["site-c"]
+        ctx.live_all_bands = 0
+        time.sleep(0.6)   # three rechecks
+        ctx.hub.publish("alert", {"site": "site-c", "alert_id": "C-LIVE"})
+        assert ws.receive_json()["kind"] == "alert"   # no positions message came first: the choice stays
