@@ -96,39 +96,47 @@ class AlertStore(EscalationQueue, NodeEventStore):
         """
         now = time.time() if now is None else now
         with self._tx() as db:
-            self._serialise(db, alert.alert_id)
-            owner = db.execute("SELECT site, node FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            with self._pipeline(db):  # the lock and the read in one round trip (the server runs them in order)
+                self._serialise(db, alert.alert_id)
+                owner = db.execute("SELECT site, node FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
             if owner is not None and (owner["site"], owner["node"]) != (alert.site, alert.node):
                 return UpsertResult("conflict", None)
-            cur = db.execute(
-                "INSERT INTO alert_events (alert_id, state, site, node, ts, received_at, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, state) DO NOTHING",
-                (alert.alert_id, alert.state, alert.site, alert.node, alert.ts, now, alert.to_json()),
-            )
-            if cur.rowcount == 0:
-                return UpsertResult("duplicate", None)
-            # `owner` is still the row's presence: the alert is locked (advisory lock / BEGIN IMMEDIATE).
             if owner is None:
-                self._insert_alert(db, alert, now, person)
-                outcome = "inserted"
-            elif alert.state == "raised":
-                # A late raised (its cleared came first): keep the state, fill in the raise facts.
-                db.execute(
-                    "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ?, "
-                    "person = COALESCE(person, ?) WHERE alert_id = ?",
-                    (alert.ts, dumps(alert.detail), alert.severity, now, person, alert.alert_id),
-                )
-                outcome = "updated"
-            else:
-                db.execute(
-                    "UPDATE alerts SET state = 'cleared', cleared_ts = ?, updated_at = ? WHERE alert_id = ?",
-                    (alert.ts, now, alert.alert_id),
-                )
-                outcome = "updated"
-            # A new alert has no delivery history yet: one query fewer on the ingest's hot path.
-            stored = fetch_alert(db, alert.alert_id, events=outcome != "inserted")
-            self._announce(db, alert.alert_id)
-        return UpsertResult(outcome, stored)
+                # A first delivery: no event of it can exist (events and their alert row are written in one
+                # transaction, under the alert's lock), so every write and the read-back go in one round trip.
+                with self._pipeline(db):
+                    self._insert_event(db, alert, now)
+                    self._insert_alert(db, alert, now, person)
+                    self._announce(db, alert.alert_id)
+                    # A new alert has no delivery history yet: no history read.
+                    stored = fetch_alert(db, alert.alert_id, events=False)
+                return UpsertResult("inserted", stored)
+            if self._insert_event(db, alert, now).rowcount == 0:
+                return UpsertResult("duplicate", None)
+            with self._pipeline(db):
+                if alert.state == "raised":
+                    # A late raised (its cleared came first): keep the state, fill in the raise facts.
+                    db.execute(
+                        "UPDATE alerts SET raised_ts = ?, detail = ?, severity = ?, updated_at = ?, "
+                        "person = COALESCE(person, ?) WHERE alert_id = ?",
+                        (alert.ts, dumps(alert.detail), alert.severity, now, person, alert.alert_id),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE alerts SET state = 'cleared', cleared_ts = ?, updated_at = ? WHERE alert_id = ?",
+                        (alert.ts, now, alert.alert_id),
+                    )
+                self._announce(db, alert.alert_id)
+                stored = fetch_alert(db, alert.alert_id)
+        return UpsertResult("updated", stored)
+
+    @staticmethod
+    def _insert_event(db: Any, alert: Alert, now: float) -> Any:
+        return db.execute(
+            "INSERT INTO alert_events (alert_id, state, site, node, ts, received_at, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alert_id, state) DO NOTHING",
+            (alert.alert_id, alert.state, alert.site, alert.node, alert.ts, now, alert.to_json()),
+        )
 
     @staticmethod
     def _insert_alert(db: Any, alert: Alert, now: float, person: str | None = None) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from cloud.sqlite_db import open_db
+from cloud.sqlite_db import open_db, transaction
 from protocols.errors import QwatchError, TopicError
 from protocols.topics import check_id
 
@@ -119,14 +119,8 @@ class BandRegistry:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, transaction(self._conn) as db:
+            yield db
 
     @staticmethod
     def _audit(db: sqlite3.Connection, now: float, actor: str, band: int, site: str, action: str,

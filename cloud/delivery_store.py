@@ -36,10 +36,15 @@ class EscalationQueue(StoreBase):
         delivery channels to queue for each escalated alert, in the same transaction.
         """
         per_site = per_site or {}
+        # Only alerts old enough for the shortest limit come back (exact per-site check below), through a
+        # partial index of the pending ones: a tick no longer reads every raised alert of the province.
+        # min(raised_ts, first_received) <= cutoff, written portably (raised_ts may be NULL).
+        cutoff = now - min([default_after_s, *per_site.values()])
         with self._tx() as db:
             rows = db.execute(
                 "SELECT alert_id, site, node, raised_ts, first_received FROM alerts "
-                "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL ORDER BY alert_id"
+                "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL "
+                "AND (first_received <= ? OR raised_ts <= ?) ORDER BY alert_id", (cutoff, cutoff)
             ).fetchall()  # one order for every process: row locks taken in it cannot deadlock
             won: list[str] = []
             for r in rows:

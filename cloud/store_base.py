@@ -6,7 +6,7 @@ PostgreSQL, where each alert's writers also take an advisory lock, :meth:`StoreB
 The SQL of every part is written once with ``?`` placeholders and runs on both (:mod:`cloud.store_db`).
 
 The SQLite schema is :data:`SCHEMA` here; the PostgreSQL one is the same tables with PostgreSQL types in
-``cloud/migrations/postgresql/`` (tests/cloud/test_store_schema.py checks they name the same columns).
+``cloud/migrations/postgresql/`` (tests/cloud/test_store_schema.py checks they name the same columns and indexes).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from cloud.sqlite_db import open_db
+from cloud.sqlite_db import open_db, transaction
 from cloud.store_db import ALERT_CHANNEL, DB_ERRORS, PgConn, migrate, parse_db, redact
 
 SCHEMA = """
@@ -57,6 +57,9 @@ CREATE INDEX IF NOT EXISTS alerts_site_received ON alerts (site, first_received)
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
 CREATE INDEX IF NOT EXISTS alerts_received ON alerts (first_received);
 CREATE INDEX IF NOT EXISTS alert_events_node ON alert_events (site, node, seq);
+-- Alerts that may still escalate (cloud.delivery_store.EscalationQueue.escalate_due reads only these).
+CREATE INDEX IF NOT EXISTS alerts_escalation_pending ON alerts (first_received)
+    WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL;
 CREATE TABLE IF NOT EXISTS nodes (
     site TEXT NOT NULL,
     node TEXT NOT NULL,
@@ -181,13 +184,8 @@ class StoreBase:
             if self._batch_depth:
                 yield self._conn
                 return
-            self._conn.execute("BEGIN" if self.postgresql else "BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+            with transaction(self._conn, "BEGIN" if self.postgresql else "BEGIN IMMEDIATE") as db:
+                yield db
 
     def ping(self) -> bool:
         """True if the database answers a trivial query."""
@@ -205,6 +203,11 @@ class StoreBase:
         processes read-then-write one alert one at a time (SQLite's BEGIN IMMEDIATE already does)."""
         if self.postgresql:
             db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (alert_id,))
+
+    def _pipeline(self, db: Any) -> AbstractContextManager[None]:
+        """PostgreSQL: psycopg pipeline mode (cloud.store_db.PgConn.pipeline), statements sent without
+        waiting for each answer; SQLite: nothing to save, nothing done."""
+        return db.pipeline() if self.postgresql else nullcontext()
 
     def _announce(self, db: Any, alert_id: str) -> None:
         """PostgreSQL: NOTIFY the other processes that this alert changed (sent at commit, dropped on
