@@ -105,8 +105,8 @@ def run_replay_two(pipeline: BandPipeline, lines: Iterable[str] | TextIO, emit: 
                     if second is not None:
                         back.tick(cast(Tick, second).now)
                     break
-                else:
-                    raise RuntimeError(f"the replay's front process failed:\n{first}")
+                else:  # its last traceback line says what (no traceback on a technician's screen)
+                    raise RuntimeError(f"the replay's front process failed: {str(first).strip().splitlines()[-1]}")
     finally:
         receive.close()
         proc.join(timeout=5.0)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from edge.bands.pipeline import BandPipeline
 from edge.replay import run_replay
@@ -37,3 +40,13 @@ def test_two_processes_give_the_one_process_output(demo_site: SiteConfig, demo_k
     assert _run(demo_site, demo_keys, lines, 2) == one  # lines as an iterable
     text = "\n".join(lines) + "\n"
     assert _run(demo_site, demo_keys, io.StringIO(text), 2) == _run(demo_site, demo_keys, io.StringIO(text), 1)
+
+
+def test_a_failing_front_process_is_reported_not_hung(demo_site: SiteConfig, demo_keys: dict[int, bytes]) -> None:
+    def lines() -> Iterator[str]:
+        yield '{"ts": 1700000000.0, "rx": "rx-a", "rssi": -60, "company_id": 65535, "data": ""}\n'
+        raise ValueError("disk went away")
+
+    pipe = BandPipeline(demo_site, demo_keys, node="j")
+    with pytest.raises(RuntimeError, match="front process failed: ValueError: disk went away"):
+        run_replay(pipe, lines(), lambda a: None, jobs=2)
