@@ -108,15 +108,15 @@ def breakdown(make: Callable[[], BandPipeline], text: str) -> dict[str, float]:
     pipe.observe_batch = wrap("observe_batch", pipe.observe_batch)  # type: ignore[method-assign]
     pipe.verifier.verify = wrap("verifier.verify", pipe.verifier.verify)  # type: ignore[method-assign]
     pipe.tracker.add_many = wrap("Tracker.add_many", pipe.tracker.add_many)  # type: ignore[method-assign]
-    parse, on_advert = replay_mod._parse_block, BandRules.on_advert
-    replay_mod._parse_block = wrap("block parse", parse)
+    parse, on_advert = replay_mod.parse_block, BandRules.on_advert
+    replay_mod.parse_block = wrap("block parse", parse)
     BandRules.on_advert = wrap("rules.on_advert", on_advert)  # type: ignore[method-assign]
     try:
         t0 = time.process_time()
         run_replay(pipe, io.StringIO(text), lambda _a: None)
         acc["total"] = time.process_time() - t0
     finally:
-        replay_mod._parse_block = parse
+        replay_mod.parse_block = parse
         BandRules.on_advert = on_advert  # type: ignore[method-assign]
     return acc
 

@@ -6,8 +6,15 @@ VictoriaMetrics: the page does not need it to render), headless Chromium through
 site, a few alerts, one node dead so its bands are stale), then each run opens the dashboard in a fresh
 browser context (empty cache) and records from the page itself:
 
-- bytes: the page and its static files as transferred (HTTP headers included), and the live WebSocket hello;
-- first contentful paint, DOMContentLoaded, the hello's arrival, the badge turning "live", the first map drawn.
+- bytes: the page and its static files as transferred (HTTP headers included), the live WebSocket hello, and
+  everything the live feed sent until the first screen was drawn;
+- first contentful paint, DOMContentLoaded, the hello's arrival, the badge turning "live", the first screen
+  (a site map with bands, or a large province's per-site summaries), the first map drawn, and, where the
+  province opens as summaries, how long one tap on a site takes to draw its map ("open site").
+
+Each profile opens the page one way: ``?watch=all`` is every band of the province live (what every
+dashboard did before the province view: the baseline of the same run), ``/`` is the default (per-site
+summaries once the province has more than ``live_all_bands`` bands, else as before), ``?site=`` one site.
 
 The phone profile is Chromium's CPU throttling (``--cpu-slowdown``, default 4x: a low-end Android on this
 machine's cores) and network emulation (100 ms round trip, 2 Mbit/s down, 1 Mbit/s up: a busy site Wi-Fi).
@@ -53,24 +60,39 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--lang=vi-VN", "--disable-bac
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 # Marks taken by the page itself (performance.now(), ms since navigation start).
 MARKS_JS = """
-window.__marks = {};
+window.__marks = { wsBytes: 0 };
 const NativeWS = window.WebSocket;
 window.WebSocket = function (...args) {
   const ws = new NativeWS(...args);
   ws.addEventListener("message", (e) => {
+    window.__marks.wsBytes += e.data.length;
+    window.__marks.lastMsg = performance.now();
     if (!window.__marks.hello) { window.__marks.hello = performance.now(); window.__marks.helloBytes = e.data.length; }
   });
   return ws;
 };
 window.WebSocket.prototype = NativeWS.prototype;
+const MAP = '.site:not(.brief-only) canvas[data-bands]:not([data-bands="0"])';
 new MutationObserver(() => {
+  const m = window.__marks;
   const c = document.getElementById("conn");
-  if (c && c.dataset.state === "up" && !window.__marks.live) window.__marks.live = performance.now();
-  if (!window.__marks.map && document.querySelector('.site canvas[data-bands]:not([data-bands="0"])')) {
-    window.__marks.map = performance.now();
+  if (c && c.dataset.state === "up" && !m.live) m.live = performance.now();
+  if (!m.map && document.querySelector(MAP)) m.map = performance.now();
+  if (!m.screen && (m.map || document.querySelector(".site.brief-only .brief div"))) {
+    m.screen = performance.now(); m.screenBytes = m.wsBytes;
+  }
+  if (m.openStart && !m.opened && document.querySelector(`.site[data-site="${m.openSite}"]${MAP.slice(5)}`)) {
+    m.opened = performance.now() - m.openStart;
   }
 }).observe(document, { subtree: true, attributes: true, childList: true });
 """
+# One tap on a site's "show the map" button (a province shown as summaries); the observer times its map.
+OPEN_JS = """(site) => {
+  const b = document.querySelector(`.site.brief-only[data-site="${site}"] .open-site`);
+  if (!b) return false;
+  window.__marks.openSite = site; window.__marks.openStart = performance.now(); b.click();
+  return true;
+}"""
 COLLECT_JS = """() => {
   const nav = performance.getEntriesByType("navigation")[0];
   const res = performance.getEntriesByType("resource");
@@ -82,11 +104,14 @@ COLLECT_JS = """() => {
 }"""
 PHONE: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True,
                          "device_scale_factor": 2, "throttle": True}
-# The baseline of the same run: the same phone refusing compression (what `serve` sent before it had gzip).
+DESKTOP: dict[str, Any] = {"viewport": {"width": 1400, "height": 850}}
+# The baseline of the same run: every band live (?watch=all), what every dashboard was sent before.
 PROFILES: dict[str, dict[str, Any]] = {
-    "desktop 1400x850, loopback": {"viewport": {"width": 1400, "height": 850}},
-    "phone 390x844, CPU /{slow}, site Wi-Fi": PHONE,
-    "same phone, no gzip (baseline)": {**PHONE, "extra_http_headers": {"Accept-Encoding": "identity"}},
+    "desktop 1400x850, loopback, every band (?watch=all)": {**DESKTOP, "path": "/?watch=all"},
+    "desktop 1400x850, loopback, default": {**DESKTOP, "path": "/"},
+    "phone 390x844, CPU /{slow}, site Wi-Fi, every band (?watch=all)": {**PHONE, "path": "/?watch=all"},
+    "phone 390x844, CPU /{slow}, site Wi-Fi, default": {**PHONE, "path": "/"},
+    "phone 390x844, CPU /{slow}, site Wi-Fi, one site (?site=)": {**PHONE, "path": "/?site={site}"},
 }
 
 
@@ -189,8 +214,9 @@ def refresh_live(c: mqtt.Client, sites: list[str], n_bands: int) -> None:
                   qos=0).wait_for_publish()
 
 
-def measure(browser: Any, url: str, profile: dict[str, Any], slowdown: float, token: str) -> dict[str, Any]:
-    opts = {k: v for k, v in profile.items() if k != "throttle"}
+def measure(browser: Any, url: str, profile: dict[str, Any], slowdown: float, token: str,
+            open_site: str) -> dict[str, Any]:
+    opts = {k: v for k, v in profile.items() if k not in ("throttle", "path")}
     ctx = browser.new_context(**opts)
     try:
         page = ctx.new_page()
@@ -201,8 +227,14 @@ def measure(browser: Any, url: str, profile: dict[str, Any], slowdown: float, to
             cdp.send("Network.enable")
             cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 100,
                                                           "downloadThroughput": 2e6 / 8, "uploadThroughput": 1e6 / 8})
-        page.goto(f"{url}/#token={token}")
-        page.wait_for_function("window.__marks.map && window.__marks.live", timeout=60_000)
+        page.goto(f"{url}{profile['path'].format(site=open_site)}#token={token}")
+        page.wait_for_function("window.__marks.screen && window.__marks.live", timeout=120_000)
+        if page.evaluate(OPEN_JS, open_site):
+            page.wait_for_function("window.__marks.opened", timeout=60_000)
+        else:
+            page.wait_for_function("window.__marks.map", timeout=120_000)
+        # Everything the feed had to send (every band with ?watch=all) has arrived: 1.5 s without a message.
+        page.wait_for_function("performance.now() - window.__marks.lastMsg > 1500", timeout=120_000, polling=250)
         out: dict[str, Any] = page.evaluate(COLLECT_JS)
         return out
     finally:
@@ -221,14 +253,16 @@ def screenshots(browser: Any, url: str, out: Path, breach: str, tokens: dict[str
     shots: list[Path] = []
     phone: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
     desktop: dict[str, Any] = {"viewport": {"width": 1400, "height": 850}}
-    views: list[tuple[str, dict[str, Any], str]] = [
-        ("phone-live", phone, "live"), ("desktop-live", desktop, "live"), ("desktop-wall", desktop, "wall"),
-        ("phone-health", phone, "health"), ("phone-history", phone, "history")]
-    for name, opts, view in views:
+    # The guard's phone, the command centre's desktop and wall, and the command centre on a phone (with a
+    # large province: per-site summaries).
+    views: list[tuple[str, dict[str, Any], str, str]] = [
+        ("phone-live", phone, "live", "guard"), ("desktop-live", desktop, "live", "command"),
+        ("desktop-wall", desktop, "wall", "command"), ("phone-health", phone, "health", "guard"),
+        ("phone-history", phone, "history", "guard"), ("phone-province", phone, "live", "command")]
+    for name, opts, view, who in views:
         ctx = browser.new_context(**opts, reduced_motion="reduce", locale="vi-VN", timezone_id="Asia/Ho_Chi_Minh")
         page = ctx.new_page()
-        # The guard's phone, the command centre's desktop and wall.
-        page.goto(f"{url}/?view={view}#token={tokens['guard' if opts.get('has_touch') else 'command']}")
+        page.goto(f"{url}/?view={view}#token={tokens[who]}")
         page.wait_for_selector("#conn.up", timeout=10_000)
         if view == "live":
             page.wait_for_selector(f'li[data-alert-id="{breach}"]', timeout=10_000)
@@ -238,6 +272,9 @@ def screenshots(browser: Any, url: str, out: Path, breach: str, tokens: dict[str
                 page.mouse.click(5, 5)
         elif view == "history":
             page.wait_for_selector("#history tbody tr", timeout=10_000)
+        if name == "phone-province":   # below the alerts: the sites (summaries in a large province)
+            page.wait_for_selector(".site", timeout=10_000)
+            page.evaluate("document.querySelector('#map-panel').scrollIntoView()")
         time.sleep(0.6)   # one more animation frame of every map
         path = out / f"{name}.png"
         page.screenshot(path=str(path))
@@ -248,7 +285,7 @@ def screenshots(browser: Any, url: str, out: Path, breach: str, tokens: dict[str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=5, help="0: only the --screens")
     ap.add_argument("--sites", type=int, default=3)
     ap.add_argument("--bands", type=int, default=200, help="band positions per site")
     ap.add_argument("--cpu-slowdown", type=float, default=4.0)
@@ -260,7 +297,7 @@ def main() -> int:
     demo = load_site_config(DEMO)
     names = ["demo-site", *[f"kg-site-{i:02d}" for i in range(1, args.sites)]]
     geometry = {"demo-site": SiteGeometry.from_config(demo)}
-    console = Console(width=170)
+    console = Console(width=200)
     with tempfile.TemporaryDirectory(prefix="qwatch-dash-bench-") as tmp:
         users = Path(tmp) / "users.yaml"
         tokens = {"guard": add_user(users, "Trần Thị Hoa", "guard", ["demo-site"]).token,
@@ -277,10 +314,11 @@ def main() -> int:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
                 results: dict[str, list[dict[str, Any]]] = {}
-                for label, profile in PROFILES.items():
-                    tok = tokens["command"]
-                    measure(browser, cloud.url, profile, args.cpu_slowdown, tok)   # warm the server, not the browser
-                    results[label] = [measure(browser, cloud.url, profile, args.cpu_slowdown, tok)
+                tok, last = tokens["command"], names[-1]
+                for label, profile in PROFILES.items() if args.runs > 0 else ():
+                    # warm the server, not the browser
+                    measure(browser, cloud.url, profile, args.cpu_slowdown, tok, last)
+                    results[label] = [measure(browser, cloud.url, profile, args.cpu_slowdown, tok, last)
                                       for _ in range(args.runs)]
                 if args.screens:
                     # The living nodes report again (once a second in the field): their bands are fresh.
@@ -291,11 +329,13 @@ def main() -> int:
             pub.loop_stop()
         finally:
             cloud.stop()
+    if args.runs == 0:   # screenshots only
+        return 0
     raw, gz = static_sizes()
     table = Table(title=f"dashboard: {args.sites} sites x {args.bands} bands, median (max) of {args.runs} runs, "
                         "fresh context each")
-    for col in ("profile", "requests", "page KB transferred", "hello KB", "first paint ms", "DOM ready ms",
-                "hello ms", "live ms", "first map ms"):
+    for col in ("profile", "page KB", "hello KB", "feed KB to 1st screen", "feed KB in all", "first paint ms",
+                "hello ms", "first screen ms", "first map ms", "open site ms", "feed done ms"):
         table.add_column(col, justify="right" if col != "profile" else "left")
 
     def cell(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> str:
@@ -303,13 +343,19 @@ def main() -> int:
         return f"{statistics.median(vals):.0f} ({max(vals):.0f})" if vals else "-"
 
     for label, rows in results.items():
-        table.add_row(label.format(slow=f"{args.cpu_slowdown:g}"), str(rows[0]["requests"]),
+        table.add_row(label.format(slow=f"{args.cpu_slowdown:g}"),
                       f"{statistics.median(r['transfer'] for r in rows) / 1024:.1f}",
                       f"{statistics.median(r['helloBytes'] for r in rows) / 1024:.1f}",
-                      cell(rows, "fcp"), cell(rows, "dcl"), cell(rows, "hello"), cell(rows, "live"), cell(rows, "map"))
+                      f"{statistics.median(r['screenBytes'] for r in rows) / 1024:.1f}",
+                      f"{statistics.median(r['wsBytes'] for r in rows) / 1024:.1f}",
+                      cell(rows, "fcp"), cell(rows, "hello"), cell(rows, "screen"), cell(rows, "map"),
+                      cell(rows, "opened"), cell(rows, "lastMsg"))
     console.print(table)
     console.print(f"static files (html, js, css, svg): {raw / 1024:.1f} KB raw, {gz / 1024:.1f} KB gzip -6; "
-                  "hello KB: the WebSocket hello's JSON as the page received it (before any per-message deflate)")
+                  "hello KB: the WebSocket hello's JSON as the page received it (before any per-message deflate); "
+                  "feed KB: live messages until the first screen, and in all (done: the last one's arrival); "
+                  "first screen: a map with bands or the province's summaries; open site: one tap on the last "
+                  "site's button until its map is drawn")
     console.print(f"machine: {platform.machine()} {platform.python_version()}, shared with other jobs")
     return 0
 

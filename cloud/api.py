@@ -13,8 +13,9 @@ Endpoints (routes live in one module per concern):
 - ``cloud.api_sites``: ``GET /api/v1/sites`` (the province at a glance, with each configured site's
   zones/receivers/beacons as ``geometry``), ``GET /api/v1/positions`` (latest band positions),
   ``GET /api/v1/bands/{band}/track?since=&until=`` (positions read back from VictoriaMetrics).
-- ``cloud.api_live``: ``WS /api/v1/live``: ``{"kind": "hello"|"alert"|"escalation"|"bands"|"node"|"camera_event",
-  "data": …}``.
+- ``cloud.api_live``: ``WS /api/v1/live[?watch=*|auto|SITE,…]``: ``{"kind": "hello"|"alert"|"escalation"|"bands"|
+  "positions"|"node"|"camera_event", "data": …}``; the client's ``{"op": "watch", "sites": …}`` picks whose band
+  positions it gets (docs/cloud.md, "The live feed at province scale").
 - ``cloud.api_reports``: ``GET /api/v1/reports/daily?date=YYYY-MM-DD[&site=][&format=csv]`` (cloud.report).
 - ``cloud.api_auth``: ``POST /api/v1/auth/codes`` (admin: a one-time code for a user),
   ``POST /api/v1/auth/exchange`` (code → session token), ``POST /api/v1/auth/renew`` (cloud.signin).

@@ -35,21 +35,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class BandOut(BaseModel):
-    """A band as the API shows it: never its key."""
-
-    model_config = ConfigDict(extra="forbid")
-    band: int
-    site: str
-    person: str
-    allowed_zones: list[str]
-    enrolled_at: float
-    enrolled_by: str
-    retired_at: float | None
-    retired_by: str | None
-    active: bool
-
-
 class EnrolRequest(BaseModel):
     """Register a band (the dock programmed it with `key`)."""
 
@@ -82,25 +67,21 @@ def _admin(who: Principal) -> str:
     return who.name or "api"
 
 
-def _out(rec: BandRecord) -> BandOut:
-    return BandOut.model_validate(rec.as_dict())
-
-
 def _raise(exc: RegistryError) -> HTTPException:
     return HTTPException({"not_found": 404, "conflict": 409}.get(exc.code, 422), str(exc))
 
 
 @router.get("", responses=ERRORS)
 def list_bands(ctx: Ctx, who: User, site: Annotated[str | None, Query(pattern=ID_RE)] = None,
-               active: bool = False) -> list[BandOut]:
+               active: bool = False) -> list[BandRecord]:
     """Bands by ID (a guard: their sites only)."""
     if site is not None:
         who.require_site(site)
-    return [_out(b) for b in _registry(ctx).bands(site, include_retired=not active) if who.sees(b.site)]
+    return [b for b in _registry(ctx).bands(site, include_retired=not active) if who.sees(b.site)]
 
 
 @router.post("", status_code=201, responses=ERRORS)
-def enrol_band(ctx: Ctx, who: User, body: EnrolRequest) -> BandOut:
+def enrol_band(ctx: Ctx, who: User, body: EnrolRequest) -> BandRecord:
     """Enrol (or re-key with ``rekey``) a band at a site. Admins only."""
     by = _admin(who)
     try:
@@ -110,32 +91,32 @@ def enrol_band(ctx: Ctx, who: User, body: EnrolRequest) -> BandOut:
     except RegistryError as exc:
         raise _raise(exc) from None
     log.info("event=band_enrolled band=%d site=%s by=%s", rec.band, rec.site, by)
-    return _out(rec)
+    return rec
 
 
 @router.get("/{band}", responses=ERRORS)
-def get_band(ctx: Ctx, who: User, band: BandId) -> BandOut:
+def get_band(ctx: Ctx, who: User, band: BandId) -> BandRecord:
     """One band, active or retired."""
     rec = _registry(ctx).get(band)
     if rec is None:
         raise HTTPException(404, f"band {band} is not in the registry")
     who.require_site(rec.site)
-    return _out(rec)
+    return rec
 
 
 @router.patch("/{band}", responses=ERRORS)
-def update_band(ctx: Ctx, who: User, band: BandId, body: UpdateRequest) -> BandOut:
+def update_band(ctx: Ctx, who: User, band: BandId, body: UpdateRequest) -> BandRecord:
     """Change the person label or the allowed zones. Admins only."""
     by = _admin(who)
     try:
         rec = _registry(ctx).update(band, by=by, person=body.person, allowed_zones=body.allowed_zones)
     except RegistryError as exc:
         raise _raise(exc) from None
-    return _out(rec)
+    return rec
 
 
 @router.post("/{band}/retire", responses=ERRORS)
-def retire_band(ctx: Ctx, who: User, band: BandId) -> BandOut:
+def retire_band(ctx: Ctx, who: User, band: BandId) -> BandRecord:
     """End the band's enrolment; its key is deleted and it leaves the next config push. Admins only."""
     by = _admin(who)
     try:
@@ -143,7 +124,7 @@ def retire_band(ctx: Ctx, who: User, band: BandId) -> BandOut:
     except RegistryError as exc:
         raise _raise(exc) from None
     log.info("event=band_retired band=%d site=%s by=%s", band, rec.site, by)
-    return _out(rec)
+    return rec
 
 
 @router.get("/{band}/audit", responses=ERRORS)

@@ -71,6 +71,9 @@ class CloudContext:
     notifier: Notifier | None = None
     people: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # site -> band -> label (configs)
     bands: BandRegistry | None = None  # the band registry (cloud.band_registry); None: routes answer 503
+    # The live feed's ``watch=auto``: a province user gets every band position live up to this many bands,
+    # above it per-site summaries and the positions of the sites they open (docs/cloud.md, province scale).
+    live_all_bands: int = 1000
 
 
 def get_ctx(conn: HTTPConnection) -> CloudContext:

@@ -16,6 +16,8 @@ from cloud.auth import OPEN, Principal
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(get_principal)], responses=errors(401, 403, 429))
 TRACK_FIELDS = ("x", "y", "err_m")
+# A node's band positions not refreshed for this long count as stale (the dashboard's STALE_S, the same).
+STALE_S = 30.0
 TimeParam = Annotated[float | None, Query(ge=0, allow_inf_nan=False)]
 
 
@@ -45,6 +47,23 @@ def _track(vm_url: str, band: int, since: float, until: float,
     return [points[k] for k in sorted(points)]
 
 
+def band_counts(ctx: CloudContext, now: float | None = None) -> dict[str, tuple[int, int]]:
+    """Per site: (bands, of which stale). A band heard by several nodes counts once, and is stale only if no
+    node that reports it is online and fresh (reported within :data:`STALE_S`)."""
+    now = time.time() if now is None else now
+    online = ({(r["site"], r["node"]) for r in ctx.ingest.liveness.snapshot() if r["online"]}
+              if ctx.ingest is not None else None)
+    seen: dict[str, set[int]] = {}
+    fresh: dict[str, set[int]] = {}
+    for key, pos in list(ctx.hub.positions.items()):
+        ids = {b["band"] for b in pos.get("bands", []) if isinstance(b, dict) and "band" in b}
+        seen.setdefault(key[0], set()).update(ids)
+        live = (online is None or key in online) and now - ctx.hub.received.get(key, 0.0) <= STALE_S
+        if live:
+            fresh.setdefault(key[0], set()).update(ids)
+    return {site: (len(ids), len(ids - fresh.get(site, set()))) for site, ids in seen.items()}
+
+
 def site_summaries(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, Any]]:
     """Every site the cloud knows of (configured, alerted or heard from) that ``who`` may see, by ID."""
     sites: dict[str, dict[str, Any]] = {}
@@ -52,8 +71,8 @@ def site_summaries(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, A
     def site(name: str) -> dict[str, Any]:
         return sites.setdefault(name, {"site": name, "open": 0, "unacknowledged": 0, "critical_open": 0,
                                        "escalated": 0, "last_alert_at": None, "nodes": [], "bands": 0,
-                                       "geometry": None, "escalation_deliveries": None,
-                                       "config_latest": None})
+                                       "bands_stale": 0, "nodes_online": 0, "geometry": None,
+                                       "escalation_deliveries": None, "config_latest": None})
 
     for sid, geom in ctx.sites.items():
         site(sid)["geometry"] = geom.model_dump(mode="json")
@@ -66,15 +85,33 @@ def site_summaries(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, A
             health = ctx.ingest.node_health.get((rec["site"], rec["node"]))
             # The pushed config version the node reports in its telemetry (None: never pushed or not heard).
             version = health.get("config_version") if health else None
-            site(rec["site"])["nodes"].append({**rec, "health": health, "config_version": version})
-    for (s, _node), pos in list(ctx.hub.positions.items()):
-        site(s)["bands"] += len(pos.get("bands", []))
+            entry = site(rec["site"])
+            entry["nodes"].append({**rec, "health": health, "config_version": version})
+            entry["nodes_online"] += bool(rec["online"])
+    for sid, (n, stale) in band_counts(ctx).items():
+        site(sid).update(bands=n, bands_stale=stale)
     if ctx.bands is not None:
         # The latest pushed config version: a node whose config_version is lower has not applied it yet.
         for sid, entry in sites.items():
             last = ctx.bands.last_push(sid)
             entry["config_latest"] = last[0] if last is not None else None
     return [sites[k] for k in sorted(sites) if who.sees(k)]
+
+
+# What a province summary keeps of a site's summary: counts only (no geometry, no node health).
+BRIEF_FIELDS = ("site", "bands", "bands_stale", "nodes_online", "open", "unacknowledged", "critical_open",
+                "escalated", "last_alert_at")
+
+
+def site_briefs(ctx: CloudContext, who: Principal = OPEN) -> list[dict[str, Any]]:
+    """Per site ``who`` may see, only the counts a province overview draws (a few dozen bytes a site):
+    bands and stale bands, nodes online of ``nodes``, alerts open / needing attention / critical / escalated."""
+    out = []
+    for s in site_summaries(ctx, who):
+        brief = {k: s[k] for k in BRIEF_FIELDS}
+        brief["nodes_total"] = len(s["nodes"])
+        out.append(brief)
+    return out
 
 
 def scoped_positions(ctx: CloudContext, who: Principal) -> list[dict[str, Any]]:

@@ -17,11 +17,12 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cloud.sqlite_db import open_db
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from cloud.sqlite_db import open_db, transaction
 from protocols.errors import QwatchError, TopicError
 from protocols.topics import check_id
 
@@ -68,11 +69,13 @@ class RegistryError(QwatchError):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
-class BandRecord:
-    """A band as the API shows it (no key)."""
+class BandRecord(BaseModel):
+    """A band as the registry holds it and as the API shows it (the response model of /api/v1/bands): one
+    definition, so the store's record and the API schema cannot drift apart. It has no key field: the key
+    goes into the registry with an enrolment and leaves it only in a site's config push (`site_keys`)."""
 
-    band: int
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    band: int = Field(ge=1, le=0xFFFFFFFF)
     site: str
     person: str
     allowed_zones: list[str]
@@ -81,12 +84,13 @@ class BandRecord:
     retired_at: float | None
     retired_by: str | None
 
+    # pydantic's documented way to put a property in the serialised model and its schema; mypy does not
+    # model a decorator stacked on @property.
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def active(self) -> bool:
+        """Not retired."""
         return self.retired_at is None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "active": self.active}
 
 
 def _record(row: sqlite3.Row) -> BandRecord:
@@ -115,14 +119,8 @@ class BandRegistry:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, transaction(self._conn) as db:
+            yield db
 
     @staticmethod
     def _audit(db: sqlite3.Connection, now: float, actor: str, band: int, site: str, action: str,

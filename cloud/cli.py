@@ -283,6 +283,10 @@ def serve(
     no_ingest: Annotated[bool, typer.Option(
         "--no-ingest", help="an API replica: no MQTT ingest here (other processes ingest into the shared "
                             "PostgreSQL --db); alerts and acks of other processes still arrive live")] = False,
+    live_all_bands: Annotated[int, typer.Option(
+        "--live-all-bands", min=0, max=1_000_000,
+        help="a province user's dashboard gets every band position live up to this many bands; above it, "
+             "per-site summaries and the map of the site opened (guards always see their sites live)")] = 1000,
 ) -> None:
     """Run ingest + API + live dashboard in one process (Ctrl-C stops it cleanly)."""
     import uvicorn
@@ -308,7 +312,8 @@ def serve(
     api = create_app(CloudContext(store=store, hub=hub, ingest=ingest, writer=writer, vm_url=vm.rstrip("/"),
                                   sites=geometry, auth=auth, tz=open_tz(tz),
                                   notifier=ingest.notifier if ingest is not None else None,
-                                  people=RegistryPeople(bands, people_of(sites)), bands=bands))
+                                  people=RegistryPeople(bands, people_of(sites)), bands=bands,
+                                  live_all_bands=live_all_bands))
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="off"))
     log.info("event=serve url=http://%s:%d/ ingest=%s mqtt=%s tls=%s vm=%s db=%s", host, port, ingest is not None,

@@ -1,7 +1,8 @@
-"""The escalation outbox and the daily report's query, as part of :class:`cloud.alert_store.AlertStore`.
+"""Escalation: marking overdue alerts escalated and the outbox of their deliveries, as part of
+:class:`cloud.alert_store.AlertStore`.
 
-Deliveries are queued by ``AlertStore.escalate_due`` in the transaction that marks the alert escalated;
-here they are leased (a conditional update: two processes never send the same one at once), finished
+:meth:`EscalationQueue.escalate_due` marks an alert and queues its deliveries in one transaction; here
+they are then leased (a conditional update: two processes never send the same one at once), finished
 (sent, to retry, or given up) and counted. Each finished try is an ``escalation_delivery`` event in
 ``alert_history``. The SQL is as portable as the rest of the store.
 """
@@ -9,21 +10,62 @@ here they are leased (a conditional update: two processes never send the same on
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from cloud.alert_rows import fetch_alert
+from cloud.store_base import StoreBase
 
 # Which history events live in ``alert_history``; raised/cleared/acknowledged/escalated are the row's columns.
 DELIVERY_EVENT = "escalation_delivery"
 
 
-class DeliveryQueue:
-    """Mixin over the store's connection, lock and transactions."""
+class EscalationQueue(StoreBase):
+    """``alerts.escalated_at``, the ``escalation_deliveries`` outbox and its ``alert_history`` events."""
 
-    _conn: Any  # a sqlite3.Connection or a cloud.store_db.PgConn
-    _lock: threading.RLock
-    _tx: Callable[[], AbstractContextManager[Any]]
+    def escalate_due(
+        self, now: float, *, default_after_s: float, per_site: Mapping[str, float] | None = None,
+        channels: Callable[[str], Sequence[str]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Mark raised, unacknowledged, not yet escalated alerts older than their site's limit.
+
+        Age counts from the edge's decision time, so an alert that sat in an outbox during an
+        outage escalates at once. Returns the alerts escalated now. The mark is a conditional
+        ``UPDATE … WHERE escalated_at IS NULL``: when several processes share the store, exactly one
+        wins each alert and only the winner gets it back (and notifies). ``channels(site)`` names the
+        delivery channels to queue for each escalated alert, in the same transaction.
+        """
+        per_site = per_site or {}
+        # Only alerts old enough for the shortest limit come back (exact per-site check below), through a
+        # partial index of the pending ones: a tick no longer reads every raised alert of the province.
+        # min(raised_ts, first_received) <= cutoff, written portably (raised_ts may be NULL).
+        cutoff = now - min([default_after_s, *per_site.values()])
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT alert_id, site, node, raised_ts, first_received FROM alerts "
+                "WHERE state = 'raised' AND acked_at IS NULL AND escalated_at IS NULL "
+                "AND (first_received <= ? OR raised_ts <= ?) ORDER BY alert_id", (cutoff, cutoff)
+            ).fetchall()  # one order for every process: row locks taken in it cannot deadlock
+            won: list[str] = []
+            for r in rows:
+                if now - min(r["raised_ts"] or r["first_received"], r["first_received"]) \
+                        < per_site.get(r["site"], default_after_s):
+                    continue
+                cur = db.execute(
+                    "UPDATE alerts SET escalated_at = ?, updated_at = ? WHERE alert_id = ? AND escalated_at IS NULL "
+                    "AND acked_at IS NULL", (now, now, r["alert_id"]))
+                if cur.rowcount != 1:
+                    continue
+                won.append(r["alert_id"])
+                self._announce(db, r["alert_id"])
+                for channel in channels(r["site"]) if channels is not None else ():
+                    db.execute(
+                        "INSERT INTO escalation_deliveries (alert_id, site, node, channel, state, attempts, next_at, "
+                        "lease_until, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, 0, "
+                        "NULL, ?, ?) ON CONFLICT (site, node, alert_id, channel) DO NOTHING",
+                        (r["alert_id"], r["site"], r["node"], channel, now, now, now))
+            escalated = [fetch_alert(db, a) for a in won]
+        return [a for a in escalated if a is not None]
 
     def claim_deliveries(self, now: float, *, lease_s: float = 60.0, limit: int = 20) -> list[dict[str, Any]]:
         """Pending deliveries that are due, each leased to the caller for ``lease_s`` (a conditional
@@ -70,17 +112,3 @@ class DeliveryQueue:
         for r in rows:
             out.setdefault(r["site"], {"pending": 0, "ok": 0, "failed": 0})[r["state"]] = int(r["n"])
         return out
-
-    def report_alerts(self, site: str, start: float, end: float) -> list[dict[str, Any]]:
-        """What a daily report of ``site`` over ``[start, end)`` needs: alerts raised in the window, alerts
-        escalated in it, and node/camera outages that overlap it (to count offline time)."""
-        from cloud.alert_store import ALERT_COLUMNS, _row_to_dict
-
-        sql = (f"SELECT {ALERT_COLUMNS} FROM alerts WHERE site = ? AND ("
-               "(COALESCE(raised_ts, first_received) >= ? AND COALESCE(raised_ts, first_received) < ?) "
-               "OR (escalated_at >= ? AND escalated_at < ?) "
-               "OR (type IN ('node_offline', 'camera_offline') AND COALESCE(raised_ts, first_received) < ? "
-               "AND (cleared_ts IS NULL OR cleared_ts > ?))) ORDER BY first_received, alert_id")
-        with self._lock:
-            return [_row_to_dict(r) for r in self._conn.execute(
-                sql, (site, start, end, start, end, end, start)).fetchall()]

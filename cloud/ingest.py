@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -32,14 +30,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.alert_store import AlertStore, alert_view
+from cloud.ingest_config import INGEST_BOUNDS, PAYLOAD_LIMITS, STORE_FAILURES, IngestConfig, StoreUnavailable
+from cloud.ingest_queues import IDLE_WAIT_S, IngestQueues
+from cloud.ingest_telemetry import band_telemetry, node_telemetry
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
 from cloud.notifier import Notifier
 from cloud.store_db import DB_ERRORS
-from cloud.timeseries import TelemetryWriter, band_lines, node_lines
+from cloud.timeseries import TelemetryWriter
 from protocols import topics as T
-from protocols.bounds import Range, SettingError, check_bounds
-from protocols.credentials import MqttCredentials, apply_credentials, diagnose_tls, refusal_hint
+from protocols.credentials import apply_credentials, diagnose_tls, refusal_hint
 from protocols.errors import PayloadError, TopicError
 from protocols.payloads import (
     DOCTOR_PROBE_ID,
@@ -57,61 +57,8 @@ from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
 
-# Largest payload accepted per topic kind, checked before parsing (the broker's own limit is the
-# size of a camera snapshot, cloud.broker_conf.MESSAGE_SIZE_LIMIT). An alert's detail is at most
-# 4 KiB (protocols.payloads.MAX_DETAIL_BYTES), so 16 KiB is generous; a 60 MB detail was once stored.
-PAYLOAD_LIMITS: dict[str, int] = {
-    T.ALERT: 16 << 10, T.STATUS: 4 << 10, T.CMD_RESULT: 8 << 10, T.CAMERA_EVENT: 8 << 10,
-    T.TELEMETRY_NODE: 256 << 10, T.TELEMETRY_BANDS: 1 << 20,
-}
-
-
-# Bounds of IngestConfig (and of the matching `qwatch-cloud serve/ingest` options). MQTT carries
-# keepalive and Receive Maximum as 16-bit values and the session expiry as 32 bits.
-INGEST_BOUNDS = {
-    "port": Range(ge=1, le=65535), "session_expiry_s": Range(ge=0, le=2**32 - 1), "keepalive_s": Range(ge=1, le=65535),
-    "receive_maximum": Range(ge=1, le=65535), "silence_s": Range(ge=0.01, le=7 * 86400),
-    "escalate_after_s": Range(ge=0.01, le=86400), "tick_s": Range(ge=0.01, le=60), "max_batch": Range(ge=1, le=100_000),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class IngestConfig:
-    """Broker connection, session and liveness settings. Tests shorten the timeouts."""
-
-    host: str
-    port: int
-    client_id: str = "qwatch-cloud-ingest"
-    shared: bool = False
-    session_expiry_s: int = 7 * 24 * 3600
-    keepalive_s: int = 15
-    receive_maximum: int = 500
-    silence_s: float = 90.0
-    escalate_after_s: float = 120.0
-    escalate_per_site: Mapping[str, float] = field(default_factory=dict)
-    # Person labels from the site configs the cloud was given: site -> band -> label (fallback when the
-    # edge did not put ``person`` in the alert's detail).
-    people: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
-    tick_s: float = 1.0
-    max_batch: int = 500
-    # None: plain MQTT without authentication (loopback test/demo broker). A bundle from
-    # `qwatch-cloud pki init` (role cloud): TLS verified against its CA, and its username/password.
-    credentials: MqttCredentials | None = None
-
-    def __post_init__(self) -> None:
-        check_bounds(self, INGEST_BOUNDS)
-        for site, after in self.escalate_per_site.items():
-            if not INGEST_BOUNDS["escalate_after_s"].allows(after):
-                raise SettingError("IngestConfig", f"escalate_per_site[{site}]",
-                                   f"{after!r} is out of range; allowed: {INGEST_BOUNDS['escalate_after_s']}")
-
-
-class StoreUnavailable(Exception):
-    """The durable write failed: leave the message unacknowledged."""
-
-
-STORE_FAILURES: tuple[type[Exception], ...] = (StoreUnavailable, *DB_ERRORS)
-
+# Re-exported: the settings moved to cloud.ingest_config, callers still import them from here.
+__all__ = ["INGEST_BOUNDS", "PAYLOAD_LIMITS", "STORE_FAILURES", "Ingest", "IngestConfig", "StoreUnavailable"]
 
 class Ingest:
     """The ingest service. ``handle()`` is the socket-free core; ``start()`` wires it to paho."""
@@ -146,7 +93,9 @@ class Ingest:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._reconnect = threading.Event()
-        self._inbox: queue.Queue[tuple[str, bytes, int, int]] = queue.Queue()
+        # Alerts first, telemetry in between and shed when its queue is full (cloud.ingest_queues).
+        self._queues = IngestQueues(telemetry_max=cfg.telemetry_queue, max_batch=cfg.max_batch)
+        self._counts_lock = threading.Lock()
         self._live_buffer: list[tuple[str, dict[str, Any]]] | None = None
         self._live_owner = 0
         self._ticker: threading.Thread | None = None
@@ -236,21 +185,39 @@ class Ingest:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         # Only hand over: the store thread commits in groups and acknowledges after the commit.
-        self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        if not self._queues.offer(msg.topic, bytes(msg.payload), msg.mid, msg.qos):
+            self._count("telemetry_shed")
+
+    def _count(self, key: str, counter: Counter[str] | None = None) -> None:
+        # Two threads handle messages (store, telemetry): `c[k] += 1` is not atomic across them.
+        with self._counts_lock:
+            (self.counts if counter is None else counter)[key] += 1
+
+    def _telemetry_slice(self) -> bool:
+        """Handle queued telemetry (QoS 0: nothing to acknowledge, no store transaction) for one slice or
+        until an alert is waiting. False when there was none."""
+        handled = False
+        for topic, payload in self._queues.telemetry_slice(time.monotonic):
+            handled = True
+            try:
+                self.handle(topic, payload)
+            except Exception:  # the loop must not die (a store failure in a liveness alert included)
+                self._count("telemetry_errors")
+                log.exception("event=telemetry_error topic=%.200s", topic)
+        return handled
 
     def _store_loop(self) -> None:
+        # One thread for both queues, alerts first: a second thread for telemetry made every store round
+        # trip wait for the GIL behind it (bursts of 200 alerts took seconds under load, bench.cloud_load).
         while not self._stop.is_set():
             self.last_batch = time.monotonic()
-            try:
-                first = self._inbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < self.cfg.max_batch:
-                try:
-                    batch.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._queues.alert_batch()
+            if not batch:
+                if self._telemetry_slice():
+                    continue
+                batch = self._queues.alert_batch(wait_s=IDLE_WAIT_S)
+                if not batch:
+                    continue
             if self._reconnect.is_set():
                 continue  # unacknowledged on purpose: the broker redelivers after the reconnect
             try:
@@ -298,7 +265,7 @@ class Ingest:
         """Process one message durably. Returns an outcome; raises StoreUnavailable to withhold the ack."""
         now = self.clock()
         self.last_message_at = now
-        self.counts["messages"] += 1
+        self._count("messages")
         if topic.startswith(T.CLOUD_PREFIX + "/"):
             self.counts["own_announcements"] += 1  # our escalations, echoed by the wildcard subscription
             return "ignored"
@@ -315,13 +282,13 @@ class Ingest:
         except Exception:  # a bug must not take the ingest down; count it loudly
             log.exception("event=handler_error topic=%s", topic)
             return self._bad("internal_error", topic)
-        self.counts[f"{parsed.kind}:{outcome}"] += 1
+        self._count(f"{parsed.kind}:{outcome}")
         if parsed.kind not in (T.CMD, T.STATUS) and outcome != DOCTOR_PROBE_ID:
             self._traffic(parsed.site, parsed.node, now)
         return outcome
 
     def _bad(self, reason: str, topic: str, detail: str = "") -> str:
-        self.malformed[reason] += 1
+        self._count(reason, self.malformed)
         log.warning("event=malformed reason=%s topic=%.200s detail=%.200s", reason, topic, detail)
         return "malformed"
 
@@ -340,17 +307,11 @@ class Ingest:
                 return "retained_cleared"
             return self._status(p, parse_payload(Status, payload), now)
         if p.kind == T.TELEMETRY_BANDS:
-            bands = parse_payload(BandTelemetry, payload)
-            if self.writer is not None:
-                self.writer.submit(band_lines(p.site, p.node, bands))
-            self.hub.publish_positions(p.site, p.node, {"site": p.site, "node": p.node, "ts": bands.ts,
-                                                        "bands": [b.model_dump() for b in bands.bands]})
+            band_telemetry(p.site, p.node, parse_payload(BandTelemetry, payload), self.writer, self.hub)
             return "ok"
         if p.kind == T.TELEMETRY_NODE:
-            health = parse_payload(NodeTelemetry, payload)
-            if self.writer is not None:
-                self.writer.submit(node_lines(p.site, p.node, health))
-            self.node_health[(p.site, p.node)] = health.model_dump(by_alias=True)
+            self.node_health[(p.site, p.node)] = node_telemetry(p.site, p.node, parse_payload(NodeTelemetry, payload),
+                                                                self.writer)
             return "ok"
         if p.kind == T.CAMERA_EVENT:
             ev = parse_payload(CameraEvent, payload)
@@ -414,9 +375,12 @@ class Ingest:
         return status.state
 
     def _traffic(self, site: str, node: str, now: float) -> None:
+        # Stored outside the liveness lock: the telemetry thread holds no store lock here, and the
+        # lock order everywhere is store, then liveness.
         with self._lock:
-            for a in self.liveness.on_traffic(site, node, now):
-                self._store_alert(a, now)
+            alerts = self.liveness.on_traffic(site, node, now)
+        for a in alerts:
+            self._store_alert(a, now)
 
     def _persist_nodes(self) -> None:
         for rec in self.liveness.take_dirty():
@@ -472,17 +436,9 @@ class Ingest:
                 # A fresh connection on the same session makes the broker resend unacked messages.
                 self.client.disconnect()
                 self.client.loop_stop()
-                self._discard_inbox()
+                self._queues.discard_alerts()  # their mids die with the old connection: the broker resends
                 self._reconnect.clear()
                 self._connect()
-
-    def _discard_inbox(self) -> None:
-        # Messages of the old connection: their mids die with it and the broker resends them.
-        while True:
-            try:
-                self._inbox.get_nowait()
-            except queue.Empty:
-                return
 
     # ------------------------------------------------------------------ commands to nodes
     def send_ack_command(self, alert: Mapping[str, Any], *, by: str, note: str) -> str | None:
@@ -507,6 +463,7 @@ class Ingest:
             "last_message_at": self.last_message_at,
             "tick_age_s": round(time.monotonic() - self.last_tick, 3),
             "store_loop_age_s": round(time.monotonic() - self.last_batch, 3),
-            "inbox_depth": self._inbox.qsize(),
+            "inbox_depth": self._queues.depths()[0],
+            "telemetry_depth": self._queues.depths()[1],
             "live": dict(self.hub.counts),
         }

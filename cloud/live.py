@@ -4,7 +4,9 @@ The ingest runs on paho's network thread; WebSocket handlers run on the API's as
 subscriber gets a bounded asyncio queue filled through ``call_soon_threadsafe``; a subscriber too
 slow to keep up loses *position* updates (counted) but never alerts, which are small and rare.
 A subscriber may be limited to some sites (a guard): it gets only messages whose ``data["site"]`` is one
-of them, so nothing of another site is even queued for it.
+of them, so nothing of another site is even queued for it. Independently it may *watch* only some sites'
+band positions (the province view on a phone, docs/cloud.md "The live feed at province scale"): position
+updates of other sites are not queued for it; alerts, escalations and node events always are.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,9 @@ class Subscriber:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     sites: frozenset[str] | None = None  # None: every site
+    # Whose band positions it gets (None: every site it may see). Replaced whole by the WebSocket handler
+    # while the ingest thread reads it: a frozenset swap needs no lock.
+    watch: frozenset[str] | None = None
 
     def offer(self, text: str, droppable: bool, hub: LiveHub) -> None:
         """Called on the subscriber's loop: enqueue, shedding positions when backed up."""
@@ -57,6 +63,8 @@ class LiveHub:
         self.counts: Counter[str] = Counter()
         # Last band positions per (site, node): a new dashboard gets a full picture at once.
         self.positions: dict[tuple[str, str], dict[str, Any]] = {}
+        # When each (site, node)'s positions arrived (this machine's clock): stale counts for summaries.
+        self.received: dict[tuple[str, str], float] = {}
 
     def subscribe(self, sites: frozenset[str] | None = None) -> Subscriber:
         """Register the calling coroutine's loop (only ``sites``' messages if given); pair with
@@ -76,15 +84,26 @@ class LiveHub:
         """Connected subscribers."""
         return len(self._subs)
 
-    def publish(self, kind: str, data: dict[str, Any], *, droppable: bool = False) -> None:
-        """Send ``{"kind": kind, "data": data, "sent_at": now}`` to every subscriber."""
+    def publish(self, kind: str, data: dict[str, Any], *, droppable: bool = False, watched: bool = False) -> None:
+        """Send ``{"kind": kind, "data": data, "sent_at": now}`` to every subscriber (``watched``: only to
+        those watching ``data["site"]``)."""
         text = live_json({"kind": kind, "data": data, "sent_at": time.time()})
         if text is None:
             self.counts[f"unserialisable_{kind}"] += 1
             return
-        site = data.get("site")
+        self._send(kind, self._targets(kind, data.get("site"), watched), text, droppable)
+
+    def _targets(self, kind: str, site: object, watched: bool) -> list[Subscriber]:
         with self._lock:
             subs = [s for s in self._subs if s.sites is None or site in s.sites]
+        if watched:
+            before = len(subs)
+            subs = [s for s in subs if s.watch is None or site in s.watch]
+            if before != len(subs):
+                self.counts[f"unwatched_{kind}"] += before - len(subs)
+        return subs
+
+    def _send(self, kind: str, subs: list[Subscriber], text: str, droppable: bool) -> None:
         for sub in subs:
             try:
                 sub.loop.call_soon_threadsafe(sub.offer, text, droppable, self)
@@ -92,7 +111,22 @@ class LiveHub:
                 self.unsubscribe(sub)
         self.counts[f"sent_{kind}"] += len(subs)
 
-    def publish_positions(self, site: str, node: str, data: dict[str, Any]) -> None:
-        """Remember and send the latest band positions of one node."""
+    def publish_positions(self, site: str, node: str, data: dict[str, Any], *,
+                          data_json: Callable[[], str] | None = None) -> None:
+        """Remember and send the latest band positions of one node.
+
+        ``data_json``: makes ``data`` as strict JSON (the ingest's fast path, cloud.ingest_telemetry), called
+        only when someone watches this site; without it ``data`` is encoded here."""
         self.positions[(site, node)] = data
-        self.publish("bands", data, droppable=True)
+        self.received[(site, node)] = time.time()
+        if data_json is None:
+            self.publish("bands", data, droppable=True, watched=True)
+            return
+        subs = self._targets("bands", site, True)
+        if not subs:
+            return
+        text = f'{{"kind":"bands","data":{data_json()},"sent_at":{json.dumps(time.time())}}}'
+        if len(text) > MAX_MESSAGE_CHARS:
+            self.counts["unserialisable_bands"] += 1
+            return
+        self._send("bands", subs, text, True)

@@ -1,11 +1,14 @@
-"""The cloud's SQLite connections (alert store, band registry): one way to open them."""
+"""The cloud's SQLite connections (alert store, band registry): one way to open them, and the one
+transaction frame every store uses (on SQLite and on :class:`cloud.store_db.PgConn` alike)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def open_db(path: str, schema: str, *, private: bool = False) -> sqlite3.Connection:
@@ -41,3 +44,17 @@ def _make_private(db: Path) -> None:
     for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         if p.exists():
             os.chmod(p, 0o600)
+
+
+@contextlib.contextmanager
+def transaction(conn: Any, begin: str = "BEGIN IMMEDIATE") -> Iterator[Any]:
+    """``begin`` … ``COMMIT`` around the block, ``ROLLBACK`` on any exception. The caller holds its store's
+    lock. ``BEGIN IMMEDIATE`` (SQLite's default here) takes the write lock at once, so two writers never
+    both read and then fail to upgrade; PostgreSQL's stores pass ``BEGIN``."""
+    conn.execute(begin)
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -115,6 +116,28 @@ class PgConn:
         if sql == "BEGIN":
             self._in_tx = True
         return cur
+
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """Send the statements of the block without waiting for each answer (psycopg pipeline mode).
+
+        The server still runs them in order; a ``fetch*()`` or ``rowcount`` inside the block waits for
+        the answers up to that statement. The ingest's alert upsert sends its lock, reads and writes
+        in two or three round trips this way instead of six or seven (docs/cloud.md)."""
+        with self._c.pipeline():
+            yield
+
+    def listen(self, channel: str) -> Iterator[str]:
+        """LISTEN on ``channel`` and yield each notification's payload as it arrives (at most 1 s apart,
+        ``""`` then, so the caller can look at its stop flag). The connection must not be used for a
+        transaction meanwhile (autocommit reads are fine)."""
+        self._c.execute(f"LISTEN {channel}")
+        yield ""  # listening from here on
+        while True:
+            # Taken out of psycopg's generator before they are handed over: it holds the connection's lock
+            # while it runs, and the caller reads rows on this connection between two notifications.
+            payloads = [n.payload for n in self._c.notifies(timeout=1.0, stop_after=1)]
+            yield from payloads or [""]
 
     def script(self, sql: str) -> None:
         """Run several statements (no parameters: psycopg then sends them as one simple query)."""

@@ -45,7 +45,6 @@ def _ms(ts: float) -> int:
 _ESCAPE_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\r": r"\r", "\t": r"\t"})
 
 
-_BAND_FIELDS_SORTED = tuple(sorted(BAND_FIELDS))  # Point writes fields in name order
 
 
 def _tag(value: str) -> str:
@@ -62,28 +61,51 @@ def _num(value: float) -> str | None:
     return s[:-2] if s.endswith(".0") else s
 
 
+def _float(value: float) -> str | None:
+    """_num for a value already known to be a float (the hot path skips the conversion)."""
+    s = repr(value)
+    if s[-2:] == ".0":
+        return s[:-2]
+    return None if s in ("nan", "inf", "-inf") else s
+
+
 def band_lines(site: str, node: str, tel: BandTelemetry) -> list[str]:
     """Line protocol for one band telemetry message (one line per band).
 
-    The hot path of the ingest's VictoriaMetrics writes (every band, every few seconds), so the lines
-    are built as strings, byte for byte what influxdb-client's ``Point`` builds (tests compare the two),
-    at several times its speed (bench/timeseries_lines.py).
+    The hot path of the ingest's VictoriaMetrics writes (every band, every second), so the lines are
+    built as strings, byte for byte what influxdb-client's ``Point`` builds (tests compare the two),
+    at several times its speed (bench/timeseries_lines.py). Fields are written in name order, as
+    ``Point`` does; the integer fields (battery, flags, rx_count) print as Point prints their float.
     """
-    out = []
-    prefix = f"band,band={{}},node={_tag(node)},site={_tag(site)}"
+    out: list[str] = []
+    append = out.append
+    tail = f",node={_tag(node)},site={_tag(site)}"
+    f = _float
     for b in tel.bands:
-        head = prefix.format(b.band)
-        if b.zone is not None:
-            head += ",zone=" + _tag(b.zone)
-        fields = []
-        for name in _BAND_FIELDS_SORTED:
-            value = getattr(b, name)
-            if value is not None:
-                text = _num(float(value))
-                if text is not None:
-                    fields.append(f"{name}={text}")
-        if fields:
-            out.append(f"{head} {','.join(fields)} {_ms(b.ts)}")
+        head = f"band,band={b.band}{tail}" if b.zone is None else f"band,band={b.band}{tail},zone={_tag(b.zone)}"
+        if not (b.battery is None or b.err_m is None or b.rssi is None or b.temp_c is None or b.x is None
+                or b.y is None):
+            # The common case, every field present: one f-string, and Point's "3.0" -> "3" done by one replace
+            # (repr never ends a float's digits in 0 otherwise; a trailing comma makes every field end in ",").
+            fields = (f"battery={b.battery},err_m={b.err_m!r},flags={b.flags},rssi={b.rssi!r},"
+                      f"rx_count={b.rx_count},temp_c={b.temp_c!r},x={b.x!r},y={b.y!r},").replace(".0,", ",")
+            if "nan" not in fields and "inf" not in fields:  # validated telemetry never has them: else below
+                append(f"{head} {fields[:-1]} {round(b.ts * 1000)}")
+                continue
+        parts = [] if b.battery is None else [f"battery={b.battery}"]
+        if b.err_m is not None and (s := f(b.err_m)) is not None:
+            parts.append("err_m=" + s)
+        parts.append(f"flags={b.flags}")
+        if b.rssi is not None and (s := f(b.rssi)) is not None:
+            parts.append("rssi=" + s)
+        parts.append(f"rx_count={b.rx_count}")
+        if b.temp_c is not None and (s := f(b.temp_c)) is not None:
+            parts.append("temp_c=" + s)
+        if b.x is not None and (s := f(b.x)) is not None:
+            parts.append("x=" + s)
+        if b.y is not None and (s := f(b.y)) is not None:
+            parts.append("y=" + s)
+        append(f"{head} {','.join(parts)} {round(b.ts * 1000)}")
     return out
 
 
@@ -104,8 +126,42 @@ def band_lines_point(site: str, node: str, tel: BandTelemetry) -> list[str]:
     return out
 
 
+_ESCAPE_KEY = _ESCAPE_TAG  # influxdb-client escapes field keys as tag values (without the trailing-\ rule)
+
+
+def _line(measurement: str, tags: list[tuple[str, str]], fields: dict[str, float], t_ms: int) -> str:
+    """One line as influxdb-client's ``Point`` writes it: tags and fields in name order, empty tag values
+    and non-finite fields left out, and no line at all without a field."""
+    head = measurement + "".join(f",{k}={_tag(v)}" for k, v in sorted(tags) if v != "")
+    body = ",".join(f"{k.translate(_ESCAPE_KEY)}={text}" for k, v in sorted(fields.items())
+                    if (text := _num(v)) is not None)
+    return f"{head} {body} {t_ms}" if body else ""
+
+
 def node_lines(site: str, node: str, tel: NodeTelemetry) -> list[str]:
-    """Line protocol for one node health message: health, adverts by outcome, cameras, watchdogs."""
+    """Line protocol for one node health message: health, adverts by outcome, cameras, watchdogs.
+
+    Strings, byte for byte what ``node_lines_point`` builds with influxdb-client's ``Point`` (tested)."""
+    t = _ms(tel.ts)
+    base = [("node", node), ("site", site)]
+    fields = {name: float(v) for name in NODE_FIELDS if (v := getattr(tel, name)) is not None}
+    fields["health_errors"] = float(len(tel.health_errors))
+    lines = [_line("node", base, fields, t)]
+    for outcome, rate in tel.adverts_per_s.items():
+        lines.append(_line("adverts", [*base, ("outcome", outcome)], {"per_s": float(rate)}, t))
+    for cam, h in tel.cameras.items():
+        lines.append(_line("camera", [*base, ("camera", cam)],
+                           {"online": float(h.online), "fps_in": h.fps_in, "fps_proc": h.fps_proc,
+                            "skipped": float(h.skipped), "reconnects": float(h.reconnects)}, t))
+    for loop, counters in tel.watchdogs.items():
+        numeric = {k: float(v) for k, v in counters.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if numeric:
+            lines.append(_line("watchdog", [*base, ("loop", loop)], numeric, t))
+    return [line for line in lines if line]
+
+
+def node_lines_point(site: str, node: str, tel: NodeTelemetry) -> list[str]:
+    """The same lines through influxdb-client's ``Point``: the reference of tests."""
     t = _ms(tel.ts)
     base = Point("node").tag("site", site).tag("node", node)
     for name in NODE_FIELDS:

@@ -2,7 +2,8 @@
 
 Starts Mosquitto and VictoriaMetrics (child processes on free loopback ports, data in a
 temp dir), the cloud (`qwatch-cloud serve`) and one edge agent on the demo site with the
-simulator. One person walks out through the gate (a minute in by default). Alerts are
+simulator. One person climbs the east side fence (35 s in by default), walks 25 m out
+and stands there, the commonest escape (docs/bands.md). Alerts are
 printed as the cloud stores them, read back from the cloud's own API, so what you see
 is what reached the command centre. The cloud runs with sign-in on (`serve --users`): the demo
 creates one command-centre user and prints a sign-in link that carries its token in the URL
@@ -164,8 +165,14 @@ def _subject(a: dict[str, Any]) -> str:
 def _print_alert(a: dict[str, Any], state: str) -> None:
     d = a.get("detail") or {}
     where = ""
+    if d.get("person"):
+        where += f"{d['person']} "
+    if d.get("outside_m") is not None:
+        where += f"{float(d['outside_m']):.0f} m outside {d.get('left_zone') or 'the allowed area'} "
+    elif d.get("zone"):
+        where += f"zone={d['zone']} "
     if d.get("x") is not None and d.get("y") is not None:
-        where = f"at ({float(d['x']):.1f}, {float(d['y']):.1f}) m zone={d.get('zone')}"
+        where += f"at ({float(d['x']):.1f}, {float(d['y']):.1f}) m"
     stamp = time.strftime("%H:%M:%S", time.localtime(float(a.get("ts", time.time()))))
     style = SEVERITY_STYLE.get(str(a.get("severity")), "white") if state == "raised" else "green"
     console.print(f"[dim]{stamp}[/] [{style}]{state.upper():8}[/] [{style}]{a.get('type')}[/] "
@@ -215,7 +222,8 @@ def run_demo(duration: float, escape_at: float, workdir: Path | None, require: s
                       f"({demo.api}/?code={phone}; one use, 10 min; `qwatch-cloud user code` makes more)")
         console.print(f"  broker {demo.mq.address}  VictoriaMetrics {demo.vm.url}  logs in {wd}")
         when = f"~{escape_at:.0f} s in" if escape_at >= 0 else "before the start (already outside)"
-        console.print(f"  one person walks out through the gate {when}. Ctrl-C stops everything.\n")
+        console.print(f"  one person climbs the east side fence {when}, walks 25 m out and stands there. "
+                      "Ctrl-C stops everything.\n")
         code = _watch(demo, duration, stop, seen_types)
     except KeyboardInterrupt:
         console.print("\n[dim]Ctrl-C: stopping…[/]")

@@ -191,8 +191,9 @@ def check_kernel_cache(*, warm: bool) -> list[Check]:
     if not cache:
         return [warn("kernels", "kernel cache", "no writable cache dir: every start compiles the kernels",
                      "set NUMBA_CACHE_DIR to a writable dir (the unit sets it under /var/lib/qwatch)")]
-    sources = sorted(Path(p) for p in (Path(jit.__file__).parent / "fit_kernels.py",
-                                       Path(jit.__file__).parent / "geometry.py"))
+    here = Path(jit.__file__).parent
+    # Every module with compiled kernels (`@kernel`); the window test's is the largest to compile.
+    sources = sorted(here / f"{m}.py" for m in ("fit_kernels", "geometry", "window_kernels"))
     stale = []
     for src in sources:
         index = list(Path(cache).rglob(f"{src.stem}.*.nbi"))

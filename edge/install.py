@@ -132,9 +132,9 @@ def _user_exists(name: str) -> bool:
     return True
 
 
-def _run(cmd: list[str]) -> Callable[[], None]:
+def _run(cmd: list[str], timeout_s: float = 60.0) -> Callable[[], None]:
     def go() -> None:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode != 0:
             raise InstallError(f"{' '.join(cmd)} failed: {(proc.stderr or proc.stdout).strip()}")
     return go
@@ -205,6 +205,14 @@ def plan_install(layout: Layout, root: Path, files: dict[str, Path], *, enable: 
         chown = _chown(path, owner, layout.user) if live else None
         plan.steps.append(Step(f"chown {owner}:{layout.user} {path}", chown, "" if live else "--root"))
     plan.steps.append(Step(f"write unit {unit}", _write(unit, render_unit(layout), 0o644)))
+    # Compile the tick kernels now, as the service user into the unit's cache dir: on a Pi a cold
+    # cache would hold the first tick (and every alert) back by a minute or more (docs/benchmarks.md).
+    python = str(Path(layout.exe).parent / "python")
+    warm = ["runuser", "-u", layout.user, "--", "env", f"NUMBA_CACHE_DIR={layout.data_dir}/numba-cache", python,
+            "-c", "from edge.bands.kernel_warmup import warm_up; print(f'kernels ready in {warm_up():.1f} s')"]
+    plan.steps.append(Step(f"compile the tick kernels into {data / 'numba-cache'} as {layout.user}",
+                           _run(warm, timeout_s=900.0) if live else None,  # ~1-2 min on a Pi 4
+                           "" if live else "--root: run `qwatch-edge doctor --warm-kernels` as the service user"))
     if live:
         plan.steps.append(Step("systemctl daemon-reload", _run(["systemctl", "daemon-reload"])))
     if enable:

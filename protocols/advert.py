@@ -147,15 +147,12 @@ def decode_status(data: bytes) -> StatusAdvert:
         raise AdvertError("reserved_flags", f"flags 0x{flags:02x} set reserved bits 5-7")
     if battery > 100 and battery != BATTERY_UNKNOWN:
         raise AdvertError("battery_range", f"battery {battery} is neither 0-100 nor 255")
-    return StatusAdvert(
-        band_id=band_id,
-        counter=counter,
-        flags=flags,
-        battery=None if battery == BATTERY_UNKNOWN else battery,
-        skin_temp_c=None if temp == TEMP_UNKNOWN else temp / 100.0,
-        measured_power=power,
-        tag=bytes(data[BODY_LEN:]),
-    )
+    # Positional tuple.__new__: one is built per received advert, keyword construction costs twice as much.
+    return _new_advert(StatusAdvert, (band_id, counter, flags, None if battery == BATTERY_UNKNOWN else battery,
+                                      None if temp == TEMP_UNKNOWN else temp / 100.0, power, bytes(data[BODY_LEN:])))
+
+
+_new_advert = tuple.__new__
 
 
 def build_advertising_data(company_id: int, payload: bytes) -> bytes:

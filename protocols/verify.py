@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from hmac import compare_digest
 from typing import Literal, NamedTuple
 
 from cryptography.hazmat.primitives.cmac import CMAC
 
-from protocols.advert import StatusAdvert, check_tag, decode_status, tag_context
+from protocols.advert import BODY_LEN, TAG_LEN, StatusAdvert, decode_status, tag_context
 from protocols.errors import AdvertError
 
 ACCEPTED = "accepted"
@@ -88,6 +89,7 @@ class AdvertVerifier:
     ) -> None:
         self._keys = dict(keys)
         self._company_id = company_id
+        self._cid_le = (company_id & 0xFFFF).to_bytes(2, "little")  # the first 2 bytes of every tag's message
         self._dup_window_s = dup_window_s
         self._alarm_window_s = alarm_window_s
         self._alarm_count = alarm_count
@@ -153,17 +155,22 @@ class AdvertVerifier:
             state.mac = tag_context(key)
         # The same bytes as the last accepted advert were already authenticated: skip the CMAC.
         # This is the common case (one advert heard by several receivers) and halves the cost.
-        if data != state.last_payload and not check_tag(key, company_id, data, ctx=state.mac):
-            return Verdict(BAD_TAG, band_id=band_id, alarm=self._note(state.bad_tags, ts, "advert_forgery"))
+        if data != state.last_payload:
+            # protocols.advert.check_tag inlined (decode_status checked the length; company_id is the
+            # site's): the keyed context is copied, never keyed again per advert.
+            mac = state.mac.copy()
+            mac.update(self._cid_le + data[:BODY_LEN])
+            if not compare_digest(mac.finalize()[:TAG_LEN], data[BODY_LEN:]):
+                return Verdict(BAD_TAG, None, band_id, self._note(state.bad_tags, ts, "advert_forgery"))
         if state.last_counter < 0 or counter_newer(advert.counter, state.last_counter):
             state.last_counter = advert.counter
             self._changed.add(band_id)
             state.last_ts = ts
             state.last_payload = bytes(data)
-            return Verdict(ACCEPTED, advert, band_id)
+            return Verdict(ACCEPTED, advert, band_id, None)
         if advert.counter == state.last_counter and abs(ts - state.last_ts) <= self._dup_window_s:
-            return Verdict(DUPLICATE, advert, band_id)
-        return Verdict(REPLAY, band_id=band_id, alarm=self._note(state.replays, ts, "advert_replay"))
+            return Verdict(DUPLICATE, advert, band_id, None)
+        return Verdict(REPLAY, None, band_id, self._note(state.replays, ts, "advert_replay"))
 
     def _note(self, window: deque[float], ts: float, alarm: Alarm) -> Alarm | None:
         window.append(ts)

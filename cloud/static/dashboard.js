@@ -18,6 +18,10 @@ const state = {
   track: null,                // {site, band, points} from VictoriaMetrics, drawn on that site's map
   view: "live",
   siteFilter: null,
+  // Whose band positions the live feed sends (docs/cloud.md, province scale): null = every site we may see;
+  // a Set = only those (a large province: per-site summaries, and the map of the site opened).
+  watching: null,
+  watchAll: false,
   bad: { count: 0, reasons: new Map() },
   conn: { ws: "idle", health: null, helloOk: false, helloFailed: false },
   started: false,
@@ -66,10 +70,56 @@ function siteCard(site) {
     card.dataset.site = site;
     const title = el("div", "title");
     title.append(el("b"), el("span", "muted"));
-    card.append(title, document.createElement("canvas"), el("div", "stale-note"));
+    const open = el("button", "open-site");
+    open.type = "button";
+    open.addEventListener("click", () => setSiteFilter(site));
+    card.append(title, el("div", "brief"), open, document.createElement("canvas"), el("div", "stale-note"));
     $("#sites").append(card);
   }
   return card;
+}
+
+function watched(site) { return state.watching === null || state.watching.has(site); }
+
+// A site's counts, from its full summary (GET /api/v1/sites) or the hello's brief one, whichever came last.
+function siteCounts(site) {
+  const s = state.sites.get(site) || {};
+  const n = (k) => (finite(s[k]) ? s[k] : 0);
+  const nodes = Array.isArray(s.nodes) && s.nodes.length ? s.nodes : null;
+  return { bands: n("bands"), stale: n("bands_stale"), unack: n("unacknowledged"), crit: n("critical_open"),
+    on: nodes ? nodes.filter((x) => x.online === true).length : n("nodes_online"),
+    nodes: nodes ? nodes.length : n("nodes_total") };
+}
+
+// A large province's cards, the sites that need someone first: escalated, critical open, not acknowledged,
+// then the rest; by site ID within each. Cards move only when the order changes.
+function orderBriefs(sites) {
+  const rank = (site) => {
+    const c = siteCounts(site);
+    const esc = finite((state.sites.get(site) || {}).escalated) ? state.sites.get(site).escalated : 0;
+    return esc > 0 ? 0 : c.crit > 0 ? 1 : c.unack > 0 ? 2 : 3;
+  };
+  const order = [...sites].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+  const box = $("#sites");
+  if (order.join("\n") !== [...box.children].map((c) => c.dataset.site).join("\n")) {
+    for (const site of order) box.append(siteCard(site));
+  }
+}
+
+// An unwatched site of a large province: its counts and a button that opens its map (watches it).
+function renderBrief(card, site) {
+  const c = siteCounts(site);
+  card.querySelector(".title b").textContent = siteName(site);
+  card.querySelector(".title span").textContent = t("map.briefNodes", { on: c.on, n: c.nodes });
+  const brief = card.querySelector(".brief");
+  brief.replaceChildren(
+    el("div", "", t("map.briefBands", { bands: c.bands, stale: c.stale })),
+    el("div", c.unack || c.crit ? "hot" : "", t("map.briefAlerts", { n: c.unack, crit: c.crit })));
+  card.dataset.stale = String(c.stale);
+  card.querySelector(".open-site").textContent = t("map.openSite");
+  card.querySelector(".stale-note").textContent = "";
+  card.querySelector("canvas").dataset.bands = "0";   // no map drawn for it now
+  bandCounts.set(site, c.bands);
 }
 
 // The site's bands, one entry per band: a band heard by two nodes is drawn from the live, newest report.
@@ -117,9 +167,13 @@ function renderMaps(only) {
   }
   for (const site of sites) {
     if (only && !only.has(site)) continue;   // only the sites that changed are rebuilt and redrawn
+    const card = siteCard(site);
+    card.classList.toggle("brief-only", !watched(site));
+    card.classList.toggle("alarm", [...state.alerts.values()].some((a) => a.site === site && isActive(a) &&
+      (a.severity === "critical" || (BAND_ALARM_TYPES.has(a.type) && a.subject.band !== undefined))));
+    if (!watched(site)) { renderBrief(card, site); continue; }
     const bands = siteBands(site, now);
     bandCounts.set(site, bands.length);
-    const card = siteCard(site);
     const s = state.sites.get(site);
     const nodes = s && Array.isArray(s.nodes) ? s.nodes : [];
     const online = nodes.filter((n) => n.online === true).length;
@@ -147,8 +201,12 @@ function renderMaps(only) {
       track: state.track && state.track.site === site ? state.track : null,
     });
   }
+  if (!only && state.watching !== null) orderBriefs(sites);
   for (const site of [...bandCounts.keys()]) if (!sites.includes(site)) bandCounts.delete(site);
   $("#band-count").textContent = t("map.bandCount", { n: [...bandCounts.values()].reduce((x, y) => x + y, 0) });
+  const note = $("#province-note");
+  note.hidden = state.watching === null || state.siteFilter !== null;
+  note.textContent = note.hidden ? "" : t("map.provinceNote");
 }
 
 // ---------------------------------------------------------------- sites, nodes, views
@@ -232,6 +290,39 @@ function setSiteFilter(site) {
   checkSiteHint();
   renderAlerts();
   scheduleMaps();
+  sendWatch();
+}
+
+// Ask the live feed for the positions of the site being looked at; else every site with ?watch=all (a wall
+// screen on a strong desktop), else the server's choice ("auto": all in a small province, none in a large one).
+function watchChoice() { return state.siteFilter || (state.watchAll ? "*" : "auto"); }
+function sendWatch() {
+  if (socket && socket.readyState === 1 && state.conn.helloOk) {   // 1: OPEN
+    socket.send(JSON.stringify({ op: "watch", sites: state.siteFilter ? [state.siteFilter] : watchChoice() }));
+  }
+}
+
+function setWatching(raw) {
+  state.watching = Array.isArray(raw) ? new Set(raw.filter((x) => typeof x === "string" && ID_RE.test(x))) : null;
+  // Positions of sites no longer watched are not refreshed any more: forget them rather than show them stale.
+  for (const site of [...state.positions.keys()]) {
+    if (!watched(site)) { state.positions.delete(site); state.trails.delete(site); }
+  }
+}
+
+// The hello's per-site counts (GET /api/v1/sites brings the full summaries a moment later).
+function mergeBriefs(list) {
+  for (const raw of Array.isArray(list) ? list : []) {
+    try {
+      if (!raw || typeof raw !== "object" || typeof raw.site !== "string" || !ID_RE.test(raw.site)) throw new Bad("summary:shape");
+      const counts = {};
+      for (const k of ["bands", "bands_stale", "nodes_online", "nodes_total", "open", "unacknowledged", "critical_open",
+        "escalated", "last_alert_at"]) counts[k] = num(raw[k]);
+      const had = state.sites.get(raw.site);
+      if (had) Object.assign(had, counts);
+      else state.sites.set(raw.site, cleanSite({ site: raw.site, ...counts }));
+    } catch (e) { countBad(e.reason || "summary:shape"); }
+  }
 }
 
 function setView(view) {
@@ -282,6 +373,8 @@ async function checkHealth() {
 
 function onHello(data) {
   const d = obj(data);
+  if ("watching" in d) setWatching(d.watching);
+  if ("summary" in d) mergeBriefs(d.summary);
   for (const raw of Array.isArray(d.alerts) ? d.alerts : []) {
     try {
       const a = cleanAlert(raw);
@@ -299,6 +392,23 @@ function onHello(data) {
   state.conn.helloFailed = false;
   renderConn();
   renderAlerts();
+  scheduleMaps();
+  // The filter changed while the hello was on its way: ask again.
+  if (("watching" in d) && state.siteFilter && !watched(state.siteFilter)) sendWatch();
+}
+
+// The answer to a watch: the watched sites' current positions.
+function onPositions(data) {
+  const d = obj(data);
+  setWatching(d.watching);
+  for (const p of Array.isArray(d.positions) ? d.positions : []) {
+    try {
+      const ts = obj(p).ts;
+      updatePositions(p, finite(ts) ? Math.min(ts, Date.now() / 1000) : undefined);
+    } catch (e) { countBad(e.reason || "positions:bands"); }
+  }
+  scheduleMaps();
+  scheduleSitesRefresh();   // the summaries of the sites just left, as of now
 }
 
 // The hello could not be read at all: fetch the same picture over HTTP, item by item.
@@ -335,7 +445,8 @@ function onMessage(ev) {
       upsertAlert(a, false);
       renderAlerts();
       scheduleSitesRefresh();
-    } else if (msg.kind === "bands") updatePositions(msg.data);
+    } else if (msg.kind === "bands") { if (watched(obj(msg.data).site)) updatePositions(msg.data); }
+    else if (msg.kind === "positions") onPositions(msg.data);
     else if (msg.kind === "node") scheduleSitesRefresh();
     // Other kinds (camera_event, future ones) are not drawn here.
   } catch (e) {
@@ -347,7 +458,9 @@ let retry = 500;
 let socket = null;
 function connect() {
   const protocols = auth.token ? ["qwatch.v1", `qwatch.bearer.${auth.token}`] : ["qwatch.v1"];
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/live`, protocols);
+  const watch = encodeURIComponent(watchChoice());
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/live?watch=${watch}`,
+    protocols);
   socket = ws;
   state.conn.ws = state.conn.ws === "closed" ? "closed" : "connecting";
   renderConn();
@@ -402,6 +515,7 @@ function startDashboard() {
   $("#sound").hidden = false;
   renderSoundButton();
   const params = new URLSearchParams(location.search);
+  state.watchAll = params.get("watch") === "all";
   const site = params.get("site");
   if (site && ID_RE.test(site)) setSiteFilter(site);
   setView(params.get("view") || localStorage.getItem("qwatch.view") || "live");

@@ -8,6 +8,7 @@ a replay of a field log produces exactly the alerts the live agent would have.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,19 +16,18 @@ from typing import Any
 import numpy as np
 
 from edge.bands.geometry import ZoneMap, ZoneShape, as_points, grid_over, sample_region
-from edge.bands.ingest_batch import UNKNOWN_RX, SampleSink, observe_batch
+from edge.bands.ingest_batch import Accepted, AdvertFront, Event, FrontBatch
 from edge.bands.kernel_warmup import warm_up
 from edge.bands.rules import BandRules, Decision, Fix, RuleParams
 from edge.bands.silence import DEFAULT_SILENCE, SilenceEvidence, SilenceParams
 from edge.bands.tracker import Tracker, TrackerParams
 from edge.bands.window_detector import WindowDetector
 from edge.bands.window_test import WindowParams
-from protocols.advert import StatusAdvert
 from protocols.observation import RawObservation
 from protocols.payloads import DEFAULT_SEVERITY, Alert, BandState, BandSubject, BandTelemetry
 from protocols.site_config import SiteConfig
 from protocols.ulid import seeded_ulid
-from protocols.verify import ACCEPTED, DUPLICATE, AdvertVerifier
+from protocols.verify import AdvertVerifier
 
 log = logging.getLogger("qwatch.edge.bands")
 
@@ -93,9 +93,9 @@ class BandPipeline:
         self._est_extra: dict[int, tuple[int, float]] = {}
         self._active: dict[tuple[int, str], Alert] = {}
         self._counts: dict[str, int] = {}
-        self._dup: dict[str, tuple[float, StatusAdvert, int]] = {}  # payload hex -> (ts, advert, index)
-        self._last_payload: dict[int, str] = {}
+        self.front = AdvertFront(self.verifier, self.tracker.index, self.tracker.rx_index, site.company_id)
         self._started: float | None = None
+        self._window_second: int | None = None  # the whole second the window test last ran in
         self._seq = 0
 
     def _init_candidates(self, site: SiteConfig) -> None:
@@ -168,20 +168,13 @@ class BandPipeline:
 
     def observe(self, ts: float, rx: str, rssi: int, company_id: int, data: bytes) -> list[Alert]:
         """One advert as one receiver heard it. Never raises for bad input; returns new alerts."""
-        rx_idx = self.tracker.rx_index.get(rx)
-        if rx_idx is None:
-            self._count(UNKNOWN_RX)
-            return []
-        # Fast path for the commonest case: the advert we just accepted, heard by another receiver.
-        # Same bytes within the duplicate window is exactly the verifier's duplicate rule. The table
-        # is keyed by lowercase hex, the form logs carry, so `observe_batch` needs no bytes for it.
-        key = data.hex()
-        hit = self._dup.get(key)
-        if hit is not None and company_id == self.site.company_id and abs(ts - hit[0]) <= 2.0:
-            self._count(DUPLICATE)
-            self.tracker.add(hit[2], rx_idx, ts, rssi, hit[1].measured_power)
-            return []
-        return self._verified(ts, rx_idx, rssi, company_id, bytes(data), key, self.tracker.add)
+        events: list[Event] = []
+        counts: dict[str, int] = {}
+        sample = self.front.one(ts, rx, company_id, data, events, counts)
+        self.add_counts(counts)
+        if sample is not None:
+            self.tracker.add(sample[0], sample[1], ts, rssi, sample[2])
+        return self._events(events) if events else []
 
     def observe_batch(self, ts: Sequence[float], rx: Sequence[str], rssi: Sequence[int],
                       company_id: Sequence[int], data_hex: Sequence[str]) -> list[Alert]:
@@ -190,42 +183,37 @@ class BandPipeline:
         Exactly `observe` on each in turn (alerts, counters, verifier, filter and rule state); see
         `edge.bands.ingest_batch` for why. Used by `replay`; the live agent calls `observe`.
         """
-        return observe_batch(self, ts, rx, rssi, company_id, data_hex)
+        return self.apply(self.front.batch(ts, rx, rssi, company_id, data_hex))
 
-    def _verified(self, ts: float, rx_idx: int, rssi: int, company_id: int, data: bytes, key: str,
-                  add: SampleSink) -> list[Alert]:
-        """What the duplicate table could not settle: the verifier, then rules; samples go to `add`."""
-        verdict = self.verifier.verify(ts, company_id, data)
-        self._count(verdict.outcome)
-        alerts: list[Alert] = []
-        if verdict.alarm is not None and verdict.band_id is not None:
-            alerts += self._security(ts, verdict.band_id, verdict.alarm, verdict.outcome)
-        advert = verdict.advert
-        if advert is None or verdict.outcome not in (ACCEPTED, DUPLICATE):
-            return alerts
-        idx = self.tracker.index.get(advert.band_id)
-        if idx is None:
-            return alerts
-        add(idx, rx_idx, ts, rssi, advert.measured_power)
-        if verdict.outcome == ACCEPTED:
-            old = self._last_payload.get(advert.band_id)
-            if old is not None:
-                self._dup.pop(old, None)
-            self._last_payload[advert.band_id] = key
-            self._dup[key] = (ts, advert, idx)
-            alerts += self._accepted(ts, advert)
+    def apply(self, batch: FrontBatch) -> list[Alert]:
+        """The back half of `observe_batch`: a front batch's events to the rules, its samples to the tracker."""
+        alerts = self._events(batch.events) if batch.events else []
+        self.add_counts(batch.counts)
+        if len(batch.band_idx):
+            self.tracker.add_many(batch.band_idx, batch.rx_idx, batch.ts, batch.rssi, batch.power)
         return alerts
 
-    def _accepted(self, ts: float, advert: StatusAdvert) -> list[Alert]:
-        st = self._status.get(advert.band_id)
+    def _events(self, events: list[Event]) -> list[Alert]:
+        alerts: list[Alert] = []
+        for ev in events:
+            if isinstance(ev, Accepted):
+                found = self._accepted(ev.ts, ev.band, ev.flags, ev.battery, ev.temp_c)
+            else:
+                found = self._security(ev.ts, ev.band, ev.alarm, ev.outcome)
+            if found:
+                alerts += found
+        return alerts
+
+    def _accepted(self, ts: float, band: int, flags: int, battery: int | None, temp_c: float | None) -> list[Alert]:
+        st = self._status.get(band)
         if st is None:
-            st = self._status[advert.band_id] = _Status()
-        st.ts, st.flags, st.battery, st.temp_c = ts, advert.flags, advert.battery, advert.skin_temp_c
-        rules = self.rules.get(advert.band_id)
+            st = self._status[band] = _Status()
+        st.ts, st.flags, st.battery, st.temp_c = ts, flags, battery, temp_c
+        rules = self.rules.get(band)
         if rules is None:
             return []
-        decisions = rules.on_advert(ts, advert.flags, advert.battery, advert.skin_temp_c)
-        return self._alerts(advert.band_id, decisions) if decisions else []
+        decisions = rules.on_advert(ts, flags, battery, temp_c)
+        return self._alerts(band, decisions) if decisions else []
 
     def _security(self, ts: float, band: int, alarm: str, outcome: str) -> list[Alert]:
         rules: BandRules | None = self.rules.get(band)
@@ -242,6 +230,8 @@ class BandPipeline:
         """Once a second: re-estimate positions, run dwell and missing rules."""
         if self._started is None:
             self._started = now
+            # The log line's own time stamp is when the node started deciding (cold-start benchmark).
+            log.info("event=first_tick node=%s bands=%d", self.node, self._n_bands)
             for rules in self.rules.values():
                 rules.prime(now)
         est = self.tracker.estimate(now)
@@ -266,10 +256,21 @@ class BandPipeline:
         return alerts
 
     def _window(self, now: float) -> list[Alert]:
-        """Run the window breach test on the bands due this tick and feed the rules its results."""
+        """Run the window breach test on the bands due this second and feed the rules its results.
+
+        Once per whole second, at the first tick in it: the test's windows are whole seconds of advert
+        counts (`AdvertBins`) and its schedule (`WindowDetector.due`) is per second, so the agent's
+        faster ticks (every `tick_s` = 0.2 s) would test the same bands on the same windows again,
+        five times the CPU for a fraction of a second's more adverts. Ticks on whole seconds (replay,
+        the benchmarks) are each a new second: unchanged.
+        """
         det = self.detector
         if det is None:
             return []
+        second = math.floor(now)
+        if second == self._window_second:
+            return []
+        self._window_second = second
         index = self.tracker.index
         out_m: dict[int, float] = {}
         rx_count: dict[int, int] = {}
@@ -439,13 +440,6 @@ class BandPipeline:
                 battery=st.battery, temp_c=st.temp_c, flags=st.flags,
             ))
         return BandTelemetry.model_validate({"schema": "qwatch.bands/1", "ts": now, "bands": bands})
-
-    # The two steps `edge.bands.ingest_batch` runs per observation, public so it needs no private state.
-    verify_observation = _verified
-
-    def duplicate_table(self) -> dict[str, tuple[float, StatusAdvert, int]]:
-        """The duplicate fast path's table: payload hex -> (accepted at, advert, band index)."""
-        return self._dup
 
     def add_counts(self, counts: Mapping[str, int]) -> None:
         """Add to the advert counters (a batch adds its unknown-receiver and duplicate counts once)."""

@@ -1,4 +1,7 @@
-"""Motion inside fence zones for one camera (pure: frames in, events out); tamper in tamper.py.
+"""Motion inside fence zones for one camera (pure: frames in, events out).
+
+Tamper is in tamper.py, tracks in tracks.py, the zone state machine in zones.py, the day/night
+decision in nightmode.py.
 
 One `MotionDetector` per camera. It takes grayscale frames at the detect size with their
 time stamps and returns `MotionEvent`s. No I/O, no clock: the caller supplies `ts`.
@@ -8,13 +11,14 @@ Per frame:
    so auto-exposure, dusk and cloud shadows do not look like motion.
 2. A global translation (camera shake) is estimated and the background moved to the picture;
    the difference is taken against a running-average background. After a (re)learn the
-   background is a cumulative mean until it reaches the running average's memory.
+   background is a cumulative mean until it reaches the running average's memory. At night
+   the signed difference is averaged over a small box first (IR noise vs a person's contrast).
 3. The threshold follows the measured noise (robust median of the difference) with a floor
    and a Weber term; opening plus a two-frame persistence test remove rain and speckle.
 4. A sudden change over a large part of the picture (lights, clouds, IR switch) is not
    motion: the background is re-learnt, the change is counted, zones are frozen briefly.
-5. Per zone: changed-area fraction inside the polygon vs `min_area`, `dwell_frames` frames
-   (one frame below the limit tolerated) to start, a quiet period to end.
+5. Blobs of the change are followed as tracks (tracks.py); only tracks that behave like a
+   person feed the zones (zones.py: changed area vs `min_area`, dwell frames, quiet period).
 6. Tamper (covered, moved, defocused): `edge.camera.tamper.TamperDetector`; while it holds,
    the background is re-learnt and open motion events end.
 """
@@ -30,34 +34,25 @@ import numpy as np
 from edge.camera.nightmode import NightMode
 from edge.camera.tamper import TAMPER_END, TAMPER_START, TamperDetector
 from edge.camera.tracks import Perspective, Track, Tracker, TrackParams, find_blobs
+from edge.camera.zones import (
+    MOTION_END,
+    MOTION_START,
+    BBox,
+    MotionEvent,
+    Polygon,
+    ZoneFrame,
+    Zones,
+    ZoneSpec,
+    rasterize,
+)
 from protocols.bounds import Range, check_bounds
-
-Polygon = tuple[tuple[float, float], ...]
-BBox = tuple[float, float, float, float]
 
 _SMALL = (160, 90)  # size of the statistics / tamper image
 _LOW = (32, 18)  # size of the illumination field
 _SHAKE_PIXELS = 1500  # strongest-gradient pixels of the 160x90 picture used for the shake estimate
 
-MOTION_START = "motion_start"
-MOTION_END = "motion_end"
 __all__ = ["MOTION_END", "MOTION_START", "TAMPER_END", "TAMPER_START", "DetectorSpec", "MotionDetector",
            "MotionEvent", "ZoneSpec"]
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneSpec:
-    """A detection zone in relative image coordinates."""
-
-    id: str
-    polygon: Polygon
-    min_area: float = 0.002
-    dwell_frames: int = 3
-    alert: bool = True
-
-    def __post_init__(self) -> None:
-        # The site config's ranges for camera zones (protocols.site_config.CameraZone).
-        check_bounds(self, {"min_area": Range(gt=0, le=1), "dwell_frames": Range(ge=1, le=100)})
 
 
 # Bounds of DetectorSpec. width, height and fps are the site config's `detect:` ranges
@@ -69,6 +64,7 @@ _DETECTOR_BOUNDS = {
     "relative_threshold": Range(ge=0, le=1), "global_fraction": Range(gt=0, le=1), "settle_s": Range(ge=0, le=60),
     "tamper_hold_s": Range(ge=0, le=3600), "tamper_clear_s": Range(ge=0, le=3600),
     "tamper_ref_tau_s": Range(gt=0, le=86400), "warmup_s": Range(ge=0, le=60), "min_blob_px": Range(ge=1),
+    "night_box": Range(ge=1, le=15),
 }
 
 
@@ -101,76 +97,13 @@ class DetectorSpec:
     tracks: bool = True  # zone events only for tracks that behave like a person
     track_params: TrackParams = field(default_factory=TrackParams)
     min_blob_px: int = 6  # changed pixels of a blob worth following
+    # At night the signed difference is averaged over night_box x night_box before the threshold
+    # (1 = off): IR noise (sigma 5-9 per pixel) is as large as a person's IR contrast, a person
+    # is an extended region and the noise is not (see docs/camera.md, "Night").
+    night_box: int = 1
 
     def __post_init__(self) -> None:
         check_bounds(self, _DETECTOR_BOUNDS)
-
-
-@dataclass(frozen=True, slots=True)
-class MotionEvent:
-    """One detector event; `zone` is None for motion outside every zone and for tamper."""
-
-    kind: str
-    zone: str | None
-    ts: float
-    frame: int
-    bbox: BBox | None
-    score: float | None
-    reason: str | None = None  # tamper: covered | moved | defocused
-    path: tuple[tuple[float, float], ...] = ()  # motion_start: the track's foot points (relative), for evidence
-
-
-@dataclass(slots=True)
-class _ZoneState:
-    spec: ZoneSpec
-    x0: int
-    y0: int
-    mask: np.ndarray  # uint8 0/255, cropped to the zone's bounding rect
-    pixels: int
-    active_run: int = 0
-    gap: bool = False  # one frame below min_area inside the current run
-    quiet_run: int = 0
-    in_motion: bool = False
-    peak_score: float = 0.0
-    last_bbox: BBox | None = None
-
-
-def _rasterize(polys: tuple[Polygon, ...], w: int, h: int) -> np.ndarray:
-    img = np.zeros((h, w), np.uint8)
-    for poly in polys:
-        pts = np.array([[round(x * (w - 1)), round(y * (h - 1))] for x, y in poly], np.int32)
-        if len(pts) >= 3:
-            cv2.fillPoly(img, [pts], 255)
-    return img
-
-
-def _make_zone(spec: ZoneSpec, mask_full: np.ndarray) -> _ZoneState | None:
-    ys, xs = np.nonzero(mask_full)
-    if len(xs) == 0:
-        return None
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
-    crop = np.ascontiguousarray(mask_full[y0:y1, x0:x1])
-    return _ZoneState(spec=spec, x0=x0, y0=y0, mask=crop, pixels=int(cv2.countNonZero(crop)))
-
-
-def _build_zones(spec: DetectorSpec, valid: np.ndarray) -> list[_ZoneState]:
-    """The configured zones (masks removed) and, if enabled, the 'outside every zone' pseudo-zone."""
-    h, w = valid.shape
-    zones: list[_ZoneState] = []
-    union: np.ndarray = np.zeros((h, w), np.uint8)
-    for z in spec.zones:
-        zm = cv2.bitwise_and(_rasterize((z.polygon,), w, h), valid)
-        union = cv2.bitwise_or(union, zm)
-        st = _make_zone(z, zm)
-        if st is not None:
-            zones.append(st)
-    if spec.outside_events:
-        outside = cv2.bitwise_and(valid, cv2.bitwise_not(union))
-        oz = ZoneSpec("", (), spec.outside_min_area, spec.outside_dwell_frames, False)
-        st = _make_zone(oz, outside)
-        if st is not None:
-            zones.append(st)
-    return zones
 
 
 class MotionDetector:
@@ -184,7 +117,7 @@ class MotionDetector:
         self._quiet_frames = max(1, math.ceil(spec.quiet_s * fps))
         self._settle_frames = max(1, math.ceil(spec.settle_s * fps))
         self._warmup_frames = max(1, math.ceil(spec.warmup_s * fps))
-        masked = _rasterize(spec.masks, w, h)
+        masked = rasterize(spec.masks, w, h)
         self._valid = cv2.bitwise_not(masked)
         self._valid_px = max(1, int(cv2.countNonZero(self._valid)))
         self._valid_bool = self._valid > 0
@@ -192,7 +125,8 @@ class MotionDetector:
         self._valid_small_f = (self._valid_small > 0).astype(np.float32)
         self._shake_model: tuple[np.ndarray, ...] | None = None
         self._shaky = 0  # frames left of per-frame shake estimation (set by a measured shake)
-        self._zones = _build_zones(spec, self._valid)
+        outside = ZoneSpec("", (), spec.outside_min_area, spec.outside_dwell_frames, False) \
+            if spec.outside_events else None
         self._open_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
         self._dil_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (7, 7))
         self._solid_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (7, 7))
@@ -207,7 +141,10 @@ class MotionDetector:
         self._thr_map: np.ndarray | None = None
         self._prev_stats: tuple[float, float] | None = None
         self._prev_fg: np.ndarray | None = None
-        self._sigma = 2.0
+        self._sigma = 2.0  # noise of the difference the threshold is applied to
+        self._sigma_px = 2.0  # noise of one pixel's difference (night-mode decision)
+        self._sigma_fresh = False  # take the next noise measurement as it is
+        self._box = 1  # averaging box of the signed difference (night_box at night)
         self._n_learn = 0  # frames since the background was (re)learnt from one frame
         self._rate = self._alpha  # background learning rate of this frame
         self._frames = 0
@@ -219,6 +156,7 @@ class MotionDetector:
             "tamper_events": 0,
             "tamper_frames": 0,
         }
+        self.zones = Zones(spec.zones, self._valid, self._quiet_frames, outside, self.counters)
         self._tamper = TamperDetector(fps=fps, hold_s=spec.tamper_hold_s, clear_s=spec.tamper_clear_s,
                                       ref_tau_s=spec.tamper_ref_tau_s, counters=self.counters)
         self.last_fg: np.ndarray | None = None
@@ -254,7 +192,11 @@ class MotionDetector:
         self.last_fg = fg
         self.last_global_fraction = global_frac
         jump = self._exposure_jump(small)
-        night = self.night.update(self._prev_stats[0] if self._prev_stats else 128.0, self._sigma, chroma)
+        night = self.night.update(self._prev_stats[0] if self._prev_stats else 128.0, self._sigma_px, chroma)
+        box = self.spec.night_box if night else 1
+        if box != self._box:
+            # The difference changes scale with the box: the next noise measurement is taken as it is.
+            self._box, self._sigma_fresh, self._thr_map = box, True, None
         if tampered or jump or global_frac > self.spec.global_fraction:
             if not tampered:
                 self.counters["global_changes"] += 1
@@ -277,20 +219,14 @@ class MotionDetector:
             self.tracker.reset()  # the background is not yet trustworthy: nothing to follow
             return events
         self._track_step(fg, ts, night)
-        for zone in self._zones:
-            ev = self._zone_step(zone, fg, ts, frame)
-            if ev is not None:
-                events.append(ev)
+        zf = ZoneFrame(fg if self._fg_count else None, self._raw_fg if self._prev_count else None,
+                       self._person if self._fg_count else None)
+        events.extend(self.zones.step(zf, ts, frame, self._track_path))
         return events
 
     def finish(self, ts: float, frame: int) -> list[MotionEvent]:
         """End every open motion event (end of a file); tamper stays as it is."""
-        out = []
-        for z in self._zones:
-            if z.in_motion:
-                z.in_motion = False
-                out.append(self._event(MOTION_END, z, ts, frame, z.last_bbox, z.peak_score))
-        return out
+        return self.zones.finish(ts, frame)
 
     @property
     def tamper_active(self) -> bool:
@@ -304,7 +240,7 @@ class MotionDetector:
 
     def zone_states(self) -> dict[str | None, bool]:
         """Zone id (None = outside) -> whether motion is open there."""
-        return {(z.spec.id or None): z.in_motion for z in self._zones}
+        return self.zones.states()
 
     # ------------------------------------------------------------------ motion
     def _exposure_jump(self, small: np.ndarray) -> bool:
@@ -383,6 +319,18 @@ class MotionDetector:
             bg8 = cv2.warpAffine(bg8, m, (self.spec.width, self.spec.height), borderMode=cv2.BORDER_REPLICATE)
         # Not averaged over 3x3 first (tried: it helps low-contrast garments a little, but the
         # median no longer rises with rain, and steady rain then fires the zones).
+        if self._box > 1:
+            # Night: a person's IR contrast is ~1.5 sigma of the per-pixel noise, so a per-pixel
+            # threshold finds a few of their pixels (and the opening removes those). Averaging the
+            # signed difference over a k x k box keeps a person's contrast and divides the
+            # (independent) noise by ~k; thin rain streaks are diluted as well.
+            signed = cv2.subtract(src, bg8, dtype=cv2.CV_16S)
+            if self._frames % 2 == 0:
+                raw = np.abs(signed[::4, ::4][self._valid_bool[::4, ::4]])
+                if raw.size:
+                    k = raw.size // 2
+                    self._sigma_px = 1.2533 * float(np.partition(raw, k)[k])
+            return cv2.convertScaleAbs(cv2.blur(signed, (self._box, self._box)))
         diff = cv2.absdiff(src, bg8)
         return diff
 
@@ -398,7 +346,10 @@ class MotionDetector:
             sigma = 1.2533 * float(np.partition(sample, k)[k])
             # While the background converges, follow the measurement: the start value may be far
             # below a rainy night's, and a one-frame background's excess noise fades within frames.
-            self._sigma = sigma if early else 0.8 * self._sigma + 0.2 * sigma
+            self._sigma = sigma if early or self._sigma_fresh else 0.8 * self._sigma + 0.2 * sigma
+            self._sigma_fresh = False
+            if self._box == 1:
+                self._sigma_px = self._sigma
         thr = min(max(self.spec.min_threshold, self.spec.noise_k * self._sigma), 45.0)
         if self._thr_map is None or self._frames % 4 == 0:
             # Weber term: a residual lighting error scales with brightness, so bright sky needs more.
@@ -511,80 +462,10 @@ class MotionDetector:
                     best, best_d = t, d
         return tuple((round(x, 4), round(y, 4)) for x, y in best.path) if best is not None else ()
 
-    def _zone_step(self, z: _ZoneState, fg: np.ndarray, ts: float, frame: int) -> MotionEvent | None:
-        h, w = z.mask.shape
-        sl = (slice(z.y0, z.y0 + h), slice(z.x0, z.x0 + w))
-        roi = cv2.bitwise_and(fg[sl], z.mask) if self._fg_count else None
-        score = cv2.countNonZero(roi) / z.pixels if roi is not None else 0.0
-        # Events and their boxes come only from confirmed person tracks; the dwell count runs on all
-        # change, so a person whose track is confirmed after the dwell frames fires at once.
-        pers = self._person
-        proi = (roi if pers is fg else cv2.bitwise_and(pers[sl], z.mask)) if pers is not None and roi is not None \
-            else None
-        pscore = cv2.countNonZero(proi) / z.pixels if proi is not None else 0.0
-        raw = self._raw_fg if self._prev_count else None
-        if score < z.spec.min_area and raw is not None and z.active_run == 0:
-            # The first frame of new motion cannot pass the persistence test yet; it still counts
-            # towards dwell_frames, and the decision frame must pass it.
-            raw_roi = cv2.bitwise_and(raw[sl], z.mask)
-            if cv2.countNonZero(raw_roi) / z.pixels >= z.spec.min_area:
-                z.active_run = 1
-                return None
-        if roi is not None and max(score, pscore) >= z.spec.min_area:
-            z.active_run += 1
-            z.gap = False
-            if proi is not None and pscore >= z.spec.min_area:
-                z.quiet_run = 0
-                z.last_bbox = self._bbox(proi, z)
-                z.peak_score = max(z.peak_score, pscore)
-                if not z.in_motion and z.active_run >= z.spec.dwell_frames:
-                    z.in_motion = True
-                    z.peak_score = pscore
-                    ev = self._event(MOTION_START, z, ts, frame, z.last_bbox, pscore)
-                    return MotionEvent(ev.kind, ev.zone, ev.ts, ev.frame, ev.bbox, ev.score,
-                                       path=self._track_path(ev.bbox))
-            if z.in_motion:
-                return self._quiet_step(z, pscore, ts, frame)
-            return None
-        if z.active_run and not z.gap and not z.in_motion:
-            # A small or low-contrast person flickers around min_area from frame to frame: one
-            # frame below it does not restart the dwell count (it does not count towards it either).
-            z.gap = True
-        else:
-            z.active_run, z.gap = 0, False
-        return self._quiet_step(z, pscore, ts, frame) if z.in_motion else None
-
-    def _quiet_step(self, z: _ZoneState, pscore: float, ts: float, frame: int) -> MotionEvent | None:
-        if pscore >= 0.5 * z.spec.min_area:
-            z.quiet_run = 0
-            return None
-        z.quiet_run += 1
-        if z.quiet_run >= self._quiet_frames:
-            z.in_motion = False
-            z.quiet_run = 0
-            return self._event(MOTION_END, z, ts, frame, z.last_bbox, z.peak_score)
-        return None
-
-    def _bbox(self, roi: np.ndarray, z: _ZoneState) -> BBox:
-        x, y, bw, bh = cv2.boundingRect(roi)
-        W, H = self.spec.width, self.spec.height
-        return (
-            round((z.x0 + x) / W, 4),
-            round((z.y0 + y) / H, 4),
-            round(bw / W, 4),
-            round(bh / H, 4),
-        )
-
-    def _event(
-        self, kind: str, z: _ZoneState, ts: float, frame: int, bbox: BBox | None, score: float
-    ) -> MotionEvent:
-        self.counters["motion_events"] += 1
-        return MotionEvent(kind, z.spec.id or None, ts, frame, bbox, round(score, 5))
-
     def _tamper_step(
         self, small: np.ndarray, gray: np.ndarray, ts: float, frame: int, events: list[MotionEvent]
     ) -> bool:
-        busy = any(z.in_motion or z.active_run for z in self._zones)
+        busy = self.zones.busy
         self._tamper.night = self.night.night
         tampered, change = self._tamper.step(small, gray, ts, self._frames, self.last_global_fraction, busy)
         if change is not None:

@@ -118,7 +118,7 @@ def _state(pipe: BandPipeline) -> dict[str, Any]:
         "rssi": w.rssi.tobytes(), "ts": w.ts.tobytes(), "pos": w.pos.tolist(), "hist": tr.rssi_hist.tolist(),
         "power": tr.power.tolist(), "rx_last": list(tr.rx_last), "last_sample": tr.last_sample.tolist(),
         "rules": {b: repr(r) for b, r in pipe.rules.items()}, "status": {b: repr(s) for b, s in pipe._status.items()},
-        "dup": {k: (v[0], v[1], v[2]) for k, v in pipe._dup.items()}, "last_payload": pipe._last_payload,
+        "dup": dict(pipe.front.dup), "last_payload": dict(pipe.front.last_payload),
         "fixes": {b: repr(f) for b, f in pipe._fixes.items()}, "active": sorted(pipe._active),
     }
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cloud.alert_store import AlertStore
 from cloud.api import CloudContext, create_app
 from cloud.auth import Authenticator
-from cloud.band_registry import BandRegistry, RegistryError, RegistryPeople
+from cloud.band_registry import BandRecord, BandRegistry, RegistryError, RegistryPeople
 from cloud.cli import app as cloud_app
 from cloud.config_push import compose
 from cloud.ingest import Ingest, IngestConfig
@@ -94,6 +94,20 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, CloudContext, dict[str, st
                        bands=BandRegistry(tmp_path / "cloud.db"))
     with TestClient(create_app(ctx)) as client:
         yield client, ctx, {k: f"Bearer {v}" for k, v in tokens.items()}
+
+
+def test_api_band_schema_is_the_registry_record_and_has_no_key(
+        api: tuple[TestClient, CloudContext, dict[str, str]]) -> None:
+    """The band responses are BandRecord itself (one definition); its schema names every field and no key."""
+    client, _ctx, _h = api
+    spec = client.get("/openapi.json").json()
+    ok = spec["paths"]["/api/v1/bands/{band}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    name = ok["$ref"].rsplit("/", 1)[-1]
+    props = set(spec["components"]["schemas"][name]["properties"])
+    assert props == set(BandRecord.model_fields) | {"active"}
+    for schema_name, schema in spec["components"]["schemas"].items():
+        if "Request" not in schema_name:  # what goes in may carry a key; nothing that comes out may
+            assert not [p for p in schema.get("properties", {}) if "key" in p.lower() and p != "rekey"], schema_name
 
 
 def test_api_keys_go_in_never_out(api: tuple[TestClient, CloudContext, dict[str, str]]) -> None:

@@ -16,9 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from cloud.api_context import CloudContext
 from cloud.auth import Authenticator, SignInSettings
 from cloud.site_geometry import SiteGeometry
 from cloud.users import add_user
@@ -535,3 +537,65 @@ def test_escalation_notifications_are_shown_on_the_card(world: World) -> None:
         assert page.evaluate("sound.log.some((e) => e.level === 'escalation')")
     finally:
         ctx.close()
+
+
+def test_large_province_on_a_phone_opens_as_summaries_and_one_site_at_a_time(world: World) -> None:
+    """Over the live feed's band budget the command centre's phone gets per-site counts and no positions; one
+    tap opens a site's map (that site's positions only); an alert of a site not opened still arrives at once;
+    the guard's own sites stay live. Vietnamese first, English switchable."""
+    app = world.cloud.server.config.app
+    assert isinstance(app, FastAPI)
+    app_ctx: CloudContext = app.state.ctx
+    budget = app_ctx.live_all_bands
+    app_ctx.live_all_bands = 5   # the module's sites already hold more bands than this
+    now = time.time()
+    for site, bands in (("site-pa", [(4100 + k, 2.0 + k, 3.0) for k in range(6)]), ("site-pb", [(4200, 5.0, 5.0)]),
+                        ("site-d", [(4300, 10.0, 10.0)])):
+        world.pub.publish(f"qwatch/v1/{site}/edge-01/status", status_json("online", f"boot-{site}", now), retain=True)
+        world.pub.publish(f"qwatch/v1/{site}/edge-01/telemetry/bands", bands_json(now, bands), qos=0)
+    wait_for(lambda: ("site-pb", "edge-01") in world.cloud.hub.positions, 5, what="positions in the hub")
+    ctx, page = open_page(world, "command", PHONE)
+    gctx, guard = open_page(world, "guard", PHONE)
+    try:
+        pa = '.site[data-site="site-pa"]'
+        page.wait_for_selector(f"{pa}.brief-only .brief div", timeout=5_000)
+        assert "6 vòng đeo · 0 có vị trí cũ" in page.inner_text(f"{pa} .brief")
+        assert page.evaluate("state.watching !== null && state.watching.size === 0 && state.positions.size === 0")
+        assert page.is_visible("#province-note") and page.inner_text(f"{pa} .open-site") == "Xem bản đồ khu này"
+        assert page.evaluate("document.querySelectorAll('.site:not(.brief-only)').length") == 0
+        # An alert of a site nobody opened arrives at once, sounds, and marks that site's card.
+        arm_sound(page, True)
+        alert_id, raw = alert_json(site="site-pb", band=4200, detail={"x": 5.0, "y": 5.0, "zone": None})
+        world.pub.publish("qwatch/v1/site-pb/edge-01/alert", raw)
+        page.wait_for_selector(f'li[data-alert-id="{alert_id}"]', timeout=2_000)
+        page.wait_for_function("window.__alarm.oscillators >= 1", timeout=2_000)
+        page.wait_for_selector('.site.brief-only.alarm[data-site="site-pb"]', timeout=2_000)
+        # Sites needing someone come first (site-pb's critical breach; site-pa has no alert).
+        page.wait_for_function("""() => { const ids = [...document.querySelectorAll('#sites .site')]
+          .map((c) => c.dataset.site); return ids.indexOf('site-pb') < ids.indexOf('site-pa'); }""", timeout=8_000)
+        # One tap opens site-pa: its map, its positions only, then its live updates.
+        box = page.locator(f"{pa} .open-site").bounding_box()
+        assert box is not None and box["height"] >= 44
+        page.tap(f"{pa} .open-site")
+        page.wait_for_selector(f'{pa}:not(.brief-only) canvas[data-bands="6"]', timeout=5_000)
+        assert page.evaluate("[...state.positions.keys()]") == ["site-pa"]
+        world.pub.publish("qwatch/v1/site-pa/edge-01/telemetry/bands",
+                          bands_json(time.time(), [(4100 + k, 2.0 + k, 4.0) for k in range(7)]), qos=0)
+        page.wait_for_selector(f'{pa} canvas[data-bands="7"]', timeout=5_000)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        # Back to the province: summaries again; English on request.
+        page.click("#site-filter")
+        page.wait_for_selector(f"{pa}.brief-only", timeout=5_000)
+        page.click("#lang")
+        page.wait_for_function("document.querySelector('.site[data-site=\"site-pa\"] .brief').innerText"
+                               ".includes('7 bands')", timeout=8_000)
+        assert page.inner_text(f"{pa} .open-site") == "Show this site's map"
+        # The guard's own sites are live whatever the province's size: site-d's map is drawn.
+        guard.wait_for_selector('.site[data-site="site-d"]:not(.brief-only) canvas[data-bands]:not([data-bands="0"])',
+                                timeout=5_000)
+        assert guard.evaluate("state.watching === null && document.querySelectorAll('.brief-only').length === 0")
+        assert page_errors(page) == [] and page_errors(guard) == []
+    finally:
+        app_ctx.live_all_bands = budget
+        ctx.close()
+        gctx.close()

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from cloud.alert_store import AckError, AlertStore, UpsertResult
-from cloud.store_db import ALERT_CHANNEL, DbTarget, DbUrlError, parse_db, redact
+from cloud.store_db import ALERT_CHANNEL, MIGRATIONS_DIR, DbTarget, DbUrlError, parse_db, redact
 from protocols.payloads import Alert, new_alert
 
 WORKERS = 4
@@ -125,8 +125,8 @@ def test_postgresql_schema_migrates_once_and_changes_are_notified(pg_database: s
     stores = _race(n, lambda _k: AlertStore(pg_database))  # processes starting together
     assert all(isinstance(s, AlertStore) for s in stores), stores
     with psycopg.connect(pg_database, autocommit=True) as listener:
-        assert [r[0] for r in listener.execute("SELECT name FROM schema_migrations").fetchall()] == [
-            "0001_alert_store.sql"]
+        assert [r[0] for r in listener.execute("SELECT name FROM schema_migrations ORDER BY version").fetchall()
+                ] == sorted(p.name for p in MIGRATIONS_DIR.glob("*.sql"))  # each once
         listener.execute(f"LISTEN {ALERT_CHANNEL}")
         a = _alert(1)
         stores[0].upsert(a, now=1.0)
