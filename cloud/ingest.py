@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -362,7 +363,11 @@ class Ingest:
         return res.outcome
 
     def _status(self, p: T.ParsedTopic, status: Status, now: float) -> str:
+        # Read before taking the liveness lock: the lock order everywhere is store, then liveness.
+        shared = self.store.load_node(p.site, p.node) if self.store.postgresql else None
         with self._lock:
+            if shared is not None:
+                self._refresh_node(shared)
             alerts = self.liveness.on_status(p.site, p.node, status, now)
             for a in alerts:
                 self._store_alert(a, now)
@@ -373,6 +378,16 @@ class Ingest:
         log.info("event=status site=%s node=%s state=%s boot_id=%s alerts=%d", p.site, p.node, status.state,
                  status.boot_id, len(alerts))
         return status.state
+
+    def _refresh_node(self, row: dict[str, Any]) -> None:
+        """Take the node's session from the shared store before judging a birth or Will: with ingest replicas
+        the node's last birth may have gone to another process (shared subscription), and judging its Will
+        by this process's memory called it stale and lost the node_offline (bench.cloud_load --workers 1)."""
+        rec = NodeRecord.from_row(row)
+        mine = self.liveness.records.get((rec.site, rec.node))
+        if mine is not None:
+            rec = replace(rec, last_seen=max(rec.last_seen, mine.last_seen))
+        self.liveness.records[(rec.site, rec.node)] = rec
 
     def _traffic(self, site: str, node: str, now: float) -> None:
         # Stored outside the liveness lock: the telemetry thread holds no store lock here, and the
@@ -424,9 +439,16 @@ class Ingest:
                 self.tick()
                 if time.monotonic() - last_full_save > 30:
                     # last_seen changes on every message; save it in bulk, not per message.
-                    with self.store.batch(), self._lock:
-                        self.liveness.dirty.update(self.liveness.records)
-                        self._persist_nodes()
+                    if self.store.postgresql:
+                        # Shared with other processes: only move last_seen forward, never write this process's
+                        # view of a session over a newer birth or Will another process stored.
+                        with self._lock:
+                            seen = [(r.site, r.node, r.last_seen) for r in self.liveness.records.values()]
+                        self.store.touch_nodes(seen)
+                    else:
+                        with self.store.batch(), self._lock:
+                            self.liveness.dirty.update(self.liveness.records)
+                            self._persist_nodes()
                     last_full_save = time.monotonic()
             except DB_ERRORS as exc:
                 self.counts["tick_store_errors"] += 1

@@ -194,6 +194,9 @@ class Camera(_Model):
     perspective: list[PerspectivePoint] | None = Field(
         default=None, min_length=2, max_length=4,
         description="2-4 measured person heights by image row; person size is then checked per row")
+    person_check: Literal["off", "night", "always"] = Field(
+        default="off", description="HOG person check on a track about to raise an event (needs OpenCV's HOG; "
+                                   "measured in docs/camera.md)")
 
     @field_validator("perspective")
     @classmethod

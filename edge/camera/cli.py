@@ -90,6 +90,7 @@ def camera_test(
     try:
         site = load_site_config(config)
         cam = site.camera(camera)
+        spec = detector_spec(cam)
     except ConfigError as err:
         typer.echo(f"qwatch-edge: configuration error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -107,12 +108,11 @@ def camera_test(
     opts = CaptureOptions(width=cam.detect.width, height=cam.detect.height, fps=cam.detect.fps,
                           stall_s=stall_s, open_timeout_s=min(10.0, stall_s), media_time=is_file,
                           loop_files=False, keep_full=False, backoff_max_s=10.0)
-    spec = detector_spec(cam)
     # What the detector assumes about people's size, so the technician can check it on site.
     assumed = (f"perspective (person height / picture height by foot row): {spec.perspective.describe()}"
                if spec.perspective is not None else
                "perspective: none configured (person size not checked; speed judged by each blob's own height)")
-    typer.echo(f"camera-test: camera={cam.id} {assumed}", err=True)
+    typer.echo(f"camera-test: camera={cam.id} {assumed}; person_check={cam.person_check}", err=True)
     runner = _Runner(cam.id, src, MotionDetector(spec), opts, max_seconds)
     timer = None
     if not is_file and max_seconds is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from edge.camera import personcheck
 from edge.camera.motion import DetectorSpec, MotionEvent, ZoneSpec
 from edge.camera.tracks import Perspective
+from protocols.errors import ConfigError
 from protocols.payloads import CameraEvent
 from protocols.site_config import CameraConfig
 
@@ -16,8 +18,12 @@ def detector_spec(cam: CameraConfig) -> DetectorSpec:
     )
     masks = tuple(tuple((float(x), float(y)) for x, y in m) for m in cam.masks)
     persp = Perspective.fit([(p.row, p.person_h) for p in cam.perspective]) if cam.perspective else None
+    if cam.person_check != "off" and not personcheck.available():
+        raise ConfigError("site config", f"cameras[{cam.id}].person_check",
+                          "this OpenCV build has no HOG people detector (it is in opencv-contrib-python-headless "
+                          "of the same version); set person_check: off")
     return DetectorSpec(width=cam.detect.width, height=cam.detect.height, fps=cam.detect.fps,
-                        zones=zones, masks=masks, perspective=persp)
+                        zones=zones, masks=masks, perspective=persp, person_check=cam.person_check)
 
 
 def _clamp_bbox(b: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:

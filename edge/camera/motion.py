@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from edge.camera.nightmode import NightMode
+from edge.camera.personcheck import HogPersonCheck
 from edge.camera.tamper import TAMPER_END, TAMPER_START, TamperDetector
 from edge.camera.tracks import Perspective, Track, Tracker, TrackParams, find_blobs
 from edge.camera.zones import (
@@ -64,7 +65,8 @@ _DETECTOR_BOUNDS = {
     "relative_threshold": Range(ge=0, le=1), "global_fraction": Range(gt=0, le=1), "settle_s": Range(ge=0, le=60),
     "tamper_hold_s": Range(ge=0, le=3600), "tamper_clear_s": Range(ge=0, le=3600),
     "tamper_ref_tau_s": Range(gt=0, le=86400), "warmup_s": Range(ge=0, le=60), "min_blob_px": Range(ge=1),
-    "night_box": Range(ge=1, le=15),
+    "night_box": Range(ge=1, le=15), "night_box_sigma": Range(ge=0, le=255),
+    "person_check_threshold": Range(ge=-20, le=20),
 }
 
 
@@ -100,10 +102,15 @@ class DetectorSpec:
     # At night the signed difference is averaged over night_box x night_box before the threshold
     # (1 = off): IR noise (sigma 5-9 per pixel) is as large as a person's IR contrast, a person
     # is an extended region and the noise is not (see docs/camera.md, "Night").
-    night_box: int = 1
+    night_box: int = 5
+    night_box_sigma: float = 4.5  # ... when the per-pixel noise sigma is at least this (grey levels)
+    person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
+    person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
     def __post_init__(self) -> None:
         check_bounds(self, _DETECTOR_BOUNDS)
+        if self.person_check not in ("off", "night", "always"):
+            raise ValueError(f"person_check must be off, night or always, not {self.person_check!r}")
 
 
 class MotionDetector:
@@ -162,11 +169,15 @@ class MotionDetector:
         self.last_fg: np.ndarray | None = None
         self.last_global_fraction = 0.0
         self.tracker = Tracker(w, h, fps, spec.track_params, spec.perspective, counters=self.counters)
+        if spec.person_check != "off":
+            self.tracker.person_check = HogPersonCheck(spec.person_check_threshold, self.counters).ok
+            self.tracker.check_by_day = spec.person_check == "always"
         self.night = NightMode(fps, counters=self.counters)
         self._join_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 9))
         self._person: np.ndarray | None = None  # change of confirmed tracks (zone motion)
         self._person_count = 0
         self._diff: np.ndarray | None = None
+        self._diff_edge: np.ndarray | None = None  # raw difference at night (the box blurs outlines)
 
     # ------------------------------------------------------------------ public API
     def process(self, gray: np.ndarray, ts: float, frame: int, chroma: float | None = None) -> list[MotionEvent]:
@@ -193,7 +204,11 @@ class MotionDetector:
         self.last_global_fraction = global_frac
         jump = self._exposure_jump(small)
         night = self.night.update(self._prev_stats[0] if self._prev_stats else 128.0, self._sigma_px, chroma)
-        box = self.spec.night_box if night else 1
+        # The box helps only where the threshold is set by the noise: with little noise (a good
+        # sensor, or H.264 that already smoothed it) it would only blur small people and spread
+        # compression blocks into blobs. Hysteresis of 1 grey level.
+        lim = self.spec.night_box_sigma - (1.0 if self._box > 1 else 0.0)
+        box = self.spec.night_box if night and self._sigma_px >= lim else 1
         if box != self._box:
             # The difference changes scale with the box: the next noise measurement is taken as it is.
             self._box, self._sigma_fresh, self._thr_map = box, True, None
@@ -218,7 +233,7 @@ class MotionDetector:
             self._settle = max(0, self._settle - 1)
             self.tracker.reset()  # the background is not yet trustworthy: nothing to follow
             return events
-        self._track_step(fg, ts, night)
+        self._track_step(fg, ts, night, cur)
         zf = ZoneFrame(fg if self._fg_count else None, self._raw_fg if self._prev_count else None,
                        self._person if self._fg_count else None)
         events.extend(self.zones.step(zf, ts, frame, self._track_path))
@@ -329,8 +344,13 @@ class MotionDetector:
                 raw = np.abs(signed[::4, ::4][self._valid_bool[::4, ::4]])
                 if raw.size:
                     k = raw.size // 2
-                    self._sigma_px = 1.2533 * float(np.partition(raw, k)[k])
+                    self._sigma_px = 0.8 * self._sigma_px + 0.2 * 1.2533 * float(np.partition(raw, k)[k])
+            # The outline sharpness of a track (tracks.edge_ratio) is judged on the raw difference:
+            # a bright lens object is blurred there, while noise makes a faint blob look sharp, so
+            # a faint person is never rejected as blurred.
+            self._diff_edge = cv2.convertScaleAbs(signed)
             return cv2.convertScaleAbs(cv2.blur(signed, (self._box, self._box)))
+        self._diff_edge = None
         diff = cv2.absdiff(src, bg8)
         return diff
 
@@ -425,7 +445,7 @@ class MotionDetector:
         # Moving things still fade in slowly, so a parked object or a ghost cannot hold motion forever.
         cv2.accumulateWeighted(cur, self._bg, self._alpha * 0.25, mask=fg)
 
-    def _track_step(self, fg: np.ndarray, ts: float, night: bool) -> None:
+    def _track_step(self, fg: np.ndarray, ts: float, night: bool, gray: np.ndarray) -> None:
         """Follow this frame's blobs; the zones then see only the change of confirmed tracks."""
         if not self.spec.tracks:
             self._person, self._person_count = fg, self._fg_count
@@ -435,7 +455,8 @@ class MotionDetector:
             self._person, self._person_count = None, 0
             return
         blobs, _labels = find_blobs(fg, self._join_kernel, self.spec.min_blob_px)
-        tracks = self.tracker.update(blobs, ts, night, self._diff, fg)
+        edge_src = self._diff if self._diff_edge is None else self._diff_edge
+        tracks = self.tracker.update(blobs, ts, night, edge_src, fg, gray)
         keep = [t.blob for t in tracks if t.confirmed and t.blob is not None]
         if not keep:
             self._person, self._person_count = None, 0

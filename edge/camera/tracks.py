@@ -22,13 +22,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-__all__ = ["Blob", "Perspective", "Track", "TrackParams", "Tracker", "find_blobs"]
+__all__ = ["Blob", "PersonCheck", "Perspective", "Track", "TrackParams", "Tracker", "find_blobs"]
+
+# (grey picture, foot x, foot row, expected person height px) -> looks like a person
+PersonCheck = Callable[[np.ndarray, float, float, float], bool]
 
 MAX_BLOBS = 48  # per frame; more means noise everywhere (the global-change test handles it)
 
@@ -202,6 +205,9 @@ class Tracker:
         self.counters = counters if counters is not None else {}
         self.counters.setdefault("tracks", 0)
         self.counters.setdefault("tracks_confirmed", 0)
+        # Optional person confirmation (personcheck.py), run only on a track about to be confirmed.
+        self.person_check: PersonCheck | None = None
+        self.check_by_day = False  # False: only at night
 
     def expected_h(self, foot_y: float, blob_h: float) -> float:
         """Person height in detect px at this foot row (perspective), else the blob's own height."""
@@ -214,7 +220,7 @@ class Tracker:
         self.tracks.clear()
 
     def update(self, blobs: list[Blob], ts: float, night: bool, diff: np.ndarray | None = None,
-               fg: np.ndarray | None = None) -> list[Track]:
+               fg: np.ndarray | None = None, gray: np.ndarray | None = None) -> list[Track]:
         """Match this frame's blobs to tracks, start new tracks, end lost ones, score all.
 
         `diff` and `fg` (the difference image and the change mask) let a track about to be
@@ -283,7 +289,20 @@ class Tracker:
                 if t.confirmed and t.edges and t.edge < (self.p.min_edge_night if night else self.p.min_edge):
                     t.confirmed, t.reason = False, "blurred"
                     self.counters["tracks_confirmed"] -= 1
+                if t.confirmed and gray is not None and not self._checked_person(t, gray, night):
+                    t.confirmed, t.reason = False, "not_person"
+                    self.counters["tracks_confirmed"] -= 1
         return alive
+
+    def _checked_person(self, t: Track, gray: np.ndarray, night: bool) -> bool:
+        """The optional person check on a track that passed every rule (False: not a person)."""
+        if self.person_check is None or not (night or self.check_by_day) or t.blob is None:
+            return True
+        aspects = sorted(bh / max(bw, 1) for _, _, _, bw, bh in t.hist)
+        if aspects[len(aspects) // 2] < 0.8:
+            return True  # long and low (a crawler): an upright-people detector cannot judge it
+        b = t.blob
+        return self.person_check(gray, b.fx, b.fy, max(float(b.h), self.expected_h(b.fy, b.h)))
 
     def _extend(self, t: Track, b: Blob, ts: float) -> None:
         t.blob = b
