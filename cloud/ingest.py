@@ -32,7 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.alert_store import AlertStore, alert_view
 from cloud.ingest_config import INGEST_BOUNDS, PAYLOAD_LIMITS, STORE_FAILURES, IngestConfig, StoreUnavailable
-from cloud.ingest_queues import IDLE_WAIT_S, IngestQueues
+from cloud.ingest_queues import IDLE_WAIT_S, IngestQueues, delivery_mode, subscriptions
 from cloud.ingest_telemetry import band_telemetry, node_telemetry
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
@@ -57,13 +57,6 @@ from protocols.text import LabelError, clean_label
 from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
-SHARED_SUB_ID, POSITIONS_SUB_ID = 1, 2  # MQTT 5 subscription identifiers when relaying every node's positions
-
-
-def _sub_id(n: int) -> Properties:
-    props = Properties(PacketTypes.SUBSCRIBE)
-    props.SubscriptionIdentifier = n
-    return props
 
 # Re-exported: the settings moved to cloud.ingest_config, callers still import them from here.
 __all__ = ["INGEST_BOUNDS", "PAYLOAD_LIMITS", "STORE_FAILURES", "Ingest", "IngestConfig", "StoreUnavailable"]
@@ -178,15 +171,14 @@ class Ingest:
             return
         self.connected = True
         self.counts["connects"] += 1
-        # retainHandling=1: retained messages only for a new subscription, not on every reconnect.
-        if self.relays_positions:
-            # Two subscriptions told apart by their MQTT 5 subscription identifiers (docs/cloud.md).
-            client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainHandling=1),
-                             properties=_sub_id(SHARED_SUB_ID))
-            client.subscribe(T.ALL_BAND_TELEMETRY, options=SubscribeOptions(qos=0, retainHandling=1),
-                             properties=_sub_id(POSITIONS_SUB_ID))
-        else:
-            client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainHandling=1))
+        # retainHandling=1: retained messages only for a new subscription, not on every reconnect. Relaying
+        # positions: two subscriptions told apart by their MQTT 5 subscription identifiers (docs/cloud.md).
+        for topic, qos, sub_id in subscriptions(self.subscription, self.relays_positions):
+            props = None
+            if sub_id is not None:
+                props = Properties(PacketTypes.SUBSCRIBE)
+                props.SubscriptionIdentifier = sub_id
+            client.subscribe(topic, options=SubscribeOptions(qos=qos, retainHandling=1), properties=props)
         log.info("event=connected session_present=%s sub=%s", flags.session_present, self.subscription)
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
@@ -205,13 +197,8 @@ class Ingest:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         # Only hand over: the store thread commits in groups and acknowledges after the commit.
-        mode = "full"
-        if self.relays_positions:
-            ids = getattr(msg.properties, "SubscriptionIdentifier", None) or []
-            if SHARED_SUB_ID not in ids:
-                mode = "positions"  # the direct copy: every node's positions, nothing else
-            elif POSITIONS_SUB_ID not in ids and msg.topic.endswith("/" + T.TELEMETRY_BANDS):
-                mode = "lines"  # our share of the band telemetry: its positions come by the direct copy
+        ids = getattr(msg.properties, "SubscriptionIdentifier", None) if self.relays_positions else None
+        mode = delivery_mode(msg.topic, ids) if self.relays_positions else "full"
         if not self._queues.offer(msg.topic, bytes(msg.payload), msg.mid, msg.qos, mode):
             self._count("telemetry_shed")
 
