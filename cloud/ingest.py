@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -56,6 +57,13 @@ from protocols.text import LabelError, clean_label
 from protocols.ulid import new_ulid
 
 log = logging.getLogger("qwatch.cloud.ingest")
+SHARED_SUB_ID, POSITIONS_SUB_ID = 1, 2  # MQTT 5 subscription identifiers when relaying every node's positions
+
+
+def _sub_id(n: int) -> Properties:
+    props = Properties(PacketTypes.SUBSCRIBE)
+    props.SubscriptionIdentifier = n
+    return props
 
 # Re-exported: the settings moved to cloud.ingest_config, callers still import them from here.
 __all__ = ["INGEST_BOUNDS", "PAYLOAD_LIMITS", "STORE_FAILURES", "Ingest", "IngestConfig", "StoreUnavailable"]
@@ -154,6 +162,11 @@ class Ingest:
         self._persist_nodes()
 
     @property
+    def relays_positions(self) -> bool:
+        """A shared-subscription process that also takes every node's band positions for its live map."""
+        return self.cfg.shared and self.cfg.all_positions
+
+    @property
     def subscription(self) -> str:
         """``qwatch/v1/#``, or the shared ``$share/ingest/qwatch/v1/#`` for N workers."""
         return T.SHARED_INGEST if self.cfg.shared else T.SUBSCRIBE_ALL
@@ -166,7 +179,14 @@ class Ingest:
         self.connected = True
         self.counts["connects"] += 1
         # retainHandling=1: retained messages only for a new subscription, not on every reconnect.
-        client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainHandling=1))
+        if self.relays_positions:
+            # Two subscriptions told apart by their MQTT 5 subscription identifiers (docs/cloud.md).
+            client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainHandling=1),
+                             properties=_sub_id(SHARED_SUB_ID))
+            client.subscribe(T.ALL_BAND_TELEMETRY, options=SubscribeOptions(qos=0, retainHandling=1),
+                             properties=_sub_id(POSITIONS_SUB_ID))
+        else:
+            client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainHandling=1))
         log.info("event=connected session_present=%s sub=%s", flags.session_present, self.subscription)
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
@@ -185,7 +205,14 @@ class Ingest:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         # Only hand over: the store thread commits in groups and acknowledges after the commit.
-        if not self._queues.offer(msg.topic, bytes(msg.payload), msg.mid, msg.qos):
+        mode = "full"
+        if self.relays_positions:
+            ids = getattr(msg.properties, "SubscriptionIdentifier", None) or []
+            if SHARED_SUB_ID not in ids:
+                mode = "positions"  # the direct copy: every node's positions, nothing else
+            elif POSITIONS_SUB_ID not in ids and msg.topic.endswith("/" + T.TELEMETRY_BANDS):
+                mode = "lines"  # our share of the band telemetry: its positions come by the direct copy
+        if not self._queues.offer(msg.topic, bytes(msg.payload), msg.mid, msg.qos, mode):
             self._count("telemetry_shed")
 
     def _count(self, key: str, counter: Counter[str] | None = None) -> None:
@@ -197,10 +224,10 @@ class Ingest:
         """Handle queued telemetry (QoS 0: nothing to acknowledge, no store transaction) for one slice or
         until an alert is waiting. False when there was none."""
         handled = False
-        for topic, payload in self._queues.telemetry_slice(time.monotonic):
+        for topic, payload, mode in self._queues.telemetry_slice(time.monotonic):
             handled = True
             try:
-                self.handle(topic, payload)
+                self.handle(topic, payload, mode=mode)
             except Exception:  # the loop must not die (a store failure in a liveness alert included)
                 self._count("telemetry_errors")
                 log.exception("event=telemetry_error topic=%.200s", topic)
@@ -261,11 +288,12 @@ class Ingest:
             self.hub.publish(kind, data)
 
     # ------------------------------------------------------------------ core
-    def handle(self, topic: str, payload: bytes) -> str:
-        """Process one message durably. Returns an outcome; raises StoreUnavailable to withhold the ack."""
+    def handle(self, topic: str, payload: bytes, *, mode: str = "full") -> str:
+        """Process one message durably. Returns an outcome; raises StoreUnavailable to withhold the ack.
+        ``mode`` (band telemetry only): "lines" or "positions" for half the work (``relays_positions``)."""
         now = self.clock()
         self.last_message_at = now
-        self._count("messages")
+        self._count("messages" if mode != "positions" else "positions_relayed")
         if topic.startswith(T.CLOUD_PREFIX + "/"):
             self.counts["own_announcements"] += 1  # our escalations, echoed by the wildcard subscription
             return "ignored"
@@ -274,7 +302,7 @@ class Ingest:
         except TopicError:
             return self._bad("topic", topic)
         try:
-            outcome = self._dispatch(parsed, payload, now)
+            outcome = self._dispatch(parsed, payload, now, mode)
         except PayloadError as exc:
             return self._bad(f"{parsed.kind}:{exc.reason}", topic, str(exc))
         except DB_ERRORS as exc:
@@ -292,7 +320,7 @@ class Ingest:
         log.warning("event=malformed reason=%s topic=%.200s detail=%.200s", reason, topic, detail)
         return "malformed"
 
-    def _dispatch(self, p: T.ParsedTopic, payload: bytes, now: float) -> str:
+    def _dispatch(self, p: T.ParsedTopic, payload: bytes, now: float, mode: str = "full") -> str:
         limit = PAYLOAD_LIMITS.get(p.kind)
         if limit is not None and len(payload) > limit:
             raise PayloadError("too_large", f"{len(payload)} bytes; at most {limit} for {p.kind}")
@@ -307,7 +335,8 @@ class Ingest:
                 return "retained_cleared"
             return self._status(p, parse_payload(Status, payload), now)
         if p.kind == T.TELEMETRY_BANDS:
-            band_telemetry(p.site, p.node, parse_payload(BandTelemetry, payload), self.writer, self.hub)
+            band_telemetry(p.site, p.node, parse_payload(BandTelemetry, payload),
+                           self.writer if mode != "positions" else None, self.hub if mode != "lines" else None)
             return "ok"
         if p.kind == T.TELEMETRY_NODE:
             self.node_health[(p.site, p.node)] = node_telemetry(p.site, p.node, parse_payload(NodeTelemetry, payload),
@@ -362,7 +391,11 @@ class Ingest:
         return res.outcome
 
     def _status(self, p: T.ParsedTopic, status: Status, now: float) -> str:
+        # Read before taking the liveness lock: the lock order everywhere is store, then liveness.
+        shared = self.store.load_node(p.site, p.node) if self.store.postgresql else None
         with self._lock:
+            if shared is not None:
+                self._refresh_node(shared)
             alerts = self.liveness.on_status(p.site, p.node, status, now)
             for a in alerts:
                 self._store_alert(a, now)
@@ -373,6 +406,16 @@ class Ingest:
         log.info("event=status site=%s node=%s state=%s boot_id=%s alerts=%d", p.site, p.node, status.state,
                  status.boot_id, len(alerts))
         return status.state
+
+    def _refresh_node(self, row: dict[str, Any]) -> None:
+        """Take the node's session from the shared store before judging a birth or Will: with ingest replicas
+        the node's last birth may have gone to another process (shared subscription), and judging its Will
+        by this process's memory called it stale and lost the node_offline (bench.cloud_load --workers 1)."""
+        rec = NodeRecord.from_row(row)
+        mine = self.liveness.records.get((rec.site, rec.node))
+        if mine is not None:
+            rec = replace(rec, last_seen=max(rec.last_seen, mine.last_seen))
+        self.liveness.records[(rec.site, rec.node)] = rec
 
     def _traffic(self, site: str, node: str, now: float) -> None:
         # Stored outside the liveness lock: the telemetry thread holds no store lock here, and the
@@ -424,9 +467,16 @@ class Ingest:
                 self.tick()
                 if time.monotonic() - last_full_save > 30:
                     # last_seen changes on every message; save it in bulk, not per message.
-                    with self.store.batch(), self._lock:
-                        self.liveness.dirty.update(self.liveness.records)
-                        self._persist_nodes()
+                    if self.store.postgresql:
+                        # Shared with other processes: only move last_seen forward, never write this process's
+                        # view of a session over a newer birth or Will another process stored.
+                        with self._lock:
+                            seen = [(r.site, r.node, r.last_seen) for r in self.liveness.records.values()]
+                        self.store.touch_nodes(seen)
+                    else:
+                        with self.store.batch(), self._lock:
+                            self.liveness.dirty.update(self.liveness.records)
+                            self._persist_nodes()
                     last_full_save = time.monotonic()
             except DB_ERRORS as exc:
                 self.counts["tick_store_errors"] += 1

@@ -23,6 +23,9 @@ TELEMETRY_SLICE_S = 0.02  # telemetry handled between two looks at the alert que
 IDLE_WAIT_S = 0.02  # nothing queued: wait this long for an alert, then look at telemetry again
 
 Message = tuple[str, bytes, int, int]  # topic, payload, MQTT message id, QoS
+# How to handle a telemetry message: everything ("full"), only its VictoriaMetrics lines ("lines": a copy of
+# the shared subscription whose positions come by the direct one) or only its live positions ("positions").
+Telemetry = tuple[str, bytes, str]
 
 
 class IngestQueues:
@@ -31,13 +34,13 @@ class IngestQueues:
     def __init__(self, *, telemetry_max: int, max_batch: int) -> None:
         self.max_batch = max_batch
         self._alerts: queue.Queue[Message] = queue.Queue()
-        self._telemetry: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=telemetry_max)
+        self._telemetry: queue.Queue[Telemetry] = queue.Queue(maxsize=telemetry_max)
 
-    def offer(self, topic: str, payload: bytes, mid: int, qos: int) -> bool:
+    def offer(self, topic: str, payload: bytes, mid: int, qos: int, mode: str = "full") -> bool:
         """Queue one message (paho's thread). False: telemetry shed because its queue is full."""
         if qos == 0 and topic.endswith(TELEMETRY_SUFFIXES):
             try:
-                self._telemetry.put_nowait((topic, payload))
+                self._telemetry.put_nowait((topic, payload, mode))
             except queue.Full:
                 return False
             return True
@@ -59,7 +62,7 @@ class IngestQueues:
         return batch
 
     def telemetry_slice(self, clock: Callable[[], float], slice_s: float = TELEMETRY_SLICE_S
-                        ) -> Iterator[tuple[str, bytes]]:
+                        ) -> Iterator[Telemetry]:
         """Telemetry messages, oldest first, until ``slice_s`` has passed on ``clock`` or an alert waits."""
         deadline = clock() + slice_s
         while self._alerts.empty() and clock() < deadline:

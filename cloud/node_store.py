@@ -7,7 +7,7 @@ Camera events and snapshots are stored once per delivery key, so a redelivered M
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cloud.store_base import StoreBase
@@ -49,6 +49,20 @@ class NodeEventStore(StoreBase):
         """All node registry rows."""
         with self._lock:
             return [dict(r) for r in self._conn.execute("SELECT * FROM nodes ORDER BY site, node").fetchall()]
+
+    def load_node(self, site: str, node: str) -> dict[str, Any] | None:
+        """One node registry row, or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM nodes WHERE site = ? AND node = ?", (site, node)).fetchone()
+        return dict(row) if row is not None else None
+
+    def touch_nodes(self, seen: Sequence[tuple[str, str, float]]) -> None:
+        """Move ``last_seen`` of existing rows forward only (``(site, node, last_seen)`` each), leaving the
+        session columns alone: with a shared store another process may have written a newer birth or Will."""
+        with self._tx() as db, self._pipeline(db):
+            for site, node, t in seen:
+                db.execute("UPDATE nodes SET last_seen = CASE WHEN last_seen < ? THEN ? ELSE last_seen END "
+                           "WHERE site = ? AND node = ?", (t, t, site, node))
 
     def save_node(self, rec: Mapping[str, Any]) -> None:
         """Insert or replace one node registry row (keys as in the ``nodes`` table)."""

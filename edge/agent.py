@@ -6,34 +6,35 @@ thread owns the pipeline: it drains observations, runs rule ticks, publishes ban
 once a second and node telemetry every `node_telemetry_s`, and handles cloud commands.
 The MQTT link has its own pump thread. SIGTERM/SIGINT stop everything in order.
 
-Development tools inject through `AgentHooks` (the product runs with none): the sim receivers'
-scenario, and an extra alert source run in the agent loop (devtools.storm's synthetic alert
-storm, for the fault-injection suite and benchmarks). With an alert source and a site that has
-no receivers, that source is the only input; otherwise it runs on top of the real pipeline.
+Development tools inject through `AgentHooks` (edge/agent_options.py; the product runs with none).
+With an alert source and a site that has no receivers, that source is the only input; otherwise it
+runs on top of the real pipeline. Node telemetry is built in edge/agent_telemetry.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 from edge import config_store
+from edge.agent_options import AGENT_BOUNDS as AGENT_BOUNDS  # re-exported: the CLI's bounds
+from edge.agent_options import AgentHooks as AgentHooks
+from edge.agent_options import AgentOptions as AgentOptions
+from edge.agent_options import AlertSource as AlertSource
+from edge.agent_telemetry import TickTimes
+from edge.agent_telemetry import build_node_telemetry as build_node_telemetry  # re-exported
 from edge.bands.recorder import ObservationRecorder
 from edge.config_store import validate_push
 from edge.health import HealthErrors, HostMetrics
-from edge.mqtt_link import LINK_BOUNDS, Command, LinkConfig, MqttLink
+from edge.mqtt_link import Command, LinkConfig, MqttLink
 from edge.outbox import Outbox
 from edge.state import CounterSaver, active_key, restore_alerts
-from protocols.bounds import Range, check_bounds
 from protocols.cli_errors import EXIT_NO_BROKER
 from protocols.credentials import load_node_credentials
 from protocols.errors import ConfigError, PayloadError
@@ -42,10 +43,8 @@ from protocols.payloads import (
     COMMANDS,
     Alert,
     CameraEvent,
-    CameraHealth,
     CommandResult,
     ConfigCommand,
-    NodeTelemetry,
     parse_payload,
 )
 from protocols.site_config import SiteConfig, load_band_keys, load_site_config
@@ -55,68 +54,6 @@ from protocols.ulid import new_ulid
 log = logging.getLogger("qwatch.edge.agent")
 
 VERSION = "0.1.0"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentOptions:
-    """Everything `qwatch-edge run` can set."""
-
-    config: Path
-    keys: Path
-    node: str
-    broker_host: str
-    broker_port: int
-    data_dir: Path
-    sim_seed: int = 0
-    sim_start_ts: float | None = None
-    keepalive_s: int = 15
-    will_delay_s: int = 5
-    reconnect_max_s: float = 10.0
-    max_inflight: int = 50
-    telemetry_buffer: int = 600
-    duration_s: float = 0.0
-    record: Path | None = None
-    cameras: bool = True
-    node_telemetry_s: float = 5.0
-    tick_s: float = 0.2
-    credentials: Path | None = None  # MQTT credentials bundle: TLS + username/password
-
-    def __post_init__(self) -> None:
-        check_bounds(self, AGENT_BOUNDS)
-
-
-# Bounds of AgentOptions, which are also the `qwatch-edge run` options' bounds (edge/cli.py;
-# tests/edge/test_cli.py checks they match). The link settings are LinkConfig's; reconnect_max_s
-# may not go below the link's reconnect_min_s (0.5 s).
-AGENT_BOUNDS = {
-    "broker_port": LINK_BOUNDS["port"], "sim_seed": Range(ge=0), "sim_start_ts": Range(ge=0),
-    "keepalive_s": LINK_BOUNDS["keepalive_s"], "will_delay_s": LINK_BOUNDS["will_delay_s"],
-    "reconnect_max_s": Range(ge=0.5, le=3600), "max_inflight": LINK_BOUNDS["max_inflight"],
-    "telemetry_buffer": LINK_BOUNDS["telemetry_buffer"], "duration_s": Range(ge=0),
-    "node_telemetry_s": Range(ge=0.1, le=3600), "tick_s": Range(ge=0.01, le=10),
-}
-
-
-class AlertSource(Protocol):
-    """An extra alert producer run in the agent loop, injected by development tools."""
-
-    def step(self, mono: float, emit: Callable[[Alert], None]) -> None:
-        """Emit (commit to the outbox) the alerts due at monotonic time `mono`."""
-        ...
-
-    def describe(self) -> str:
-        """One log fragment (key=value pairs) saying what the source will produce."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class AgentHooks:
-    """What a development tool may inject into the agent (devtools.dev_agent); the product uses none."""
-
-    # The sim receivers' scenario (an edge.sim.scenarios.Scenario) instead of the default one.
-    scenario: Callable[[SiteConfig], Any] | None = None
-    # An extra alert source; the site config is given so the source can name the site.
-    alert_source: Callable[[AgentOptions, SiteConfig], AlertSource] | None = None
 
 
 class Agent:
@@ -148,14 +85,15 @@ class Agent:
         self.counters: dict[str, int] = {"obs_dropped": 0, "alerts": 0, "camera_events": 0,
                                          "loop_errors": 0, "loops": 0}
         self.max_lag_ms = 0.0
+        self.tick_times = TickTimes()
         self.pipeline: Any = None
         self.sources: list[Any] = []
         self.cameras: dict[str, Any] = {}
         self.alert_source = None if self.hooks.alert_source is None else self.hooks.alert_source(opts, site)
-        self._record: ObservationRecorder | None = None
+        self.recorder: ObservationRecorder | None = None
         self._counter_saver = CounterSaver(self.outbox)
-        self._last_counts: dict[str, int] = {}
-        self._started = time.monotonic()
+        self.last_counts: dict[str, int] = {}
+        self.started_mono = time.monotonic()
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> None:
@@ -172,7 +110,7 @@ class Agent:
         self.pipeline = BandPipeline(self.site, self.keys, node=self.node)
         self._restore_state()
         if self.opts.record is not None:
-            self._record = ObservationRecorder(self.opts.record)
+            self.recorder = ObservationRecorder(self.opts.record)
         self._start_sources()
         if self.opts.cameras:
             for cam in self.site.cameras:
@@ -228,8 +166,8 @@ class Agent:
         self._counter_saver.maybe_save(self._verifier(), time.monotonic(), time.time(), force=True)
         self.link.stop(drain_s=2.0)
         self.outbox.close()
-        if self._record is not None:
-            self._record.close()
+        if self.recorder is not None:
+            self.recorder.close()
         log.info("event=agent_stopped node=%s boot_id=%s", self.node, self.boot_id)
 
     # ------------------------------------------------------------------ inputs (other threads)
@@ -306,8 +244,8 @@ class Agent:
             except queue.Empty:
                 return
             timeout = 0.0
-            if self._record is not None:
-                self._record.write(obs)
+            if self.recorder is not None:
+                self.recorder.write(obs)
             for alert in self.pipeline.observe(obs.ts, obs.rx, obs.rssi, obs.company_id, obs.data):
                 self.emit_alert(alert)
             if time.monotonic() >= deadline:
@@ -315,15 +253,18 @@ class Agent:
 
     def _tick(self, now: float) -> None:
         if self.pipeline is not None:
-            for alert in self.pipeline.tick(now):
+            t0 = time.perf_counter()
+            alerts = self.pipeline.tick(now)
+            self.tick_times.add(time.perf_counter() - t0)
+            for alert in alerts:
                 self.emit_alert(alert)
         self._counter_saver.maybe_save(self._verifier(), time.monotonic(), now)
         self.outbox.retry_persist()
         self.health.sync("outbox_", self.outbox.health_errors())
         refusal = self.link.refusal
         self.health.sync("mqtt_puback", {"mqtt_puback_refused": refusal} if refusal else {})
-        if self._record is not None:
-            self._record.flush()
+        if self.recorder is not None:
+            self.recorder.flush()
 
     def _band_telemetry(self, now: float) -> None:
         if self.pipeline is None:
@@ -421,51 +362,6 @@ class Agent:
         self.site, self.keys, self.config_version = new, keys, pushed.version
         log.info("event=config_applied node=%s version=%s", self.node, pushed.version)
         return None
-
-
-def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
-    """Node health for `…/telemetry/node`: host metrics, rates, outbox, watchdog counters."""
-    h = agent.host.sample()
-    counts = dict(agent.pipeline.counters()) if agent.pipeline is not None else {}
-    dt = max(agent.opts.node_telemetry_s, 1e-3)
-    rates = {k: round((v - agent._last_counts.get(k, 0)) / dt, 2) for k, v in counts.items()}
-    agent._last_counts = counts
-    watchdogs: dict[str, dict[str, int | float | str]] = {
-        "mqtt": dict(agent.link.stats()),
-        "outbox": {**agent.outbox.counters, "depth": agent.outbox.depth(),
-                   "oldest_age_s": round(agent.outbox.oldest_age(now), 2)},
-        "agent": {**agent.counters, "obs_queue": agent.obs.qsize(), "tick_lag_max_ms": round(agent.max_lag_ms, 1)},
-    }
-    if agent._record is not None:
-        watchdogs["recorder"] = dict(agent._record.stats())
-    for src in agent.sources:
-        watchdogs[f"source:{src.receiver_id}"] = _safe_stats(src)
-    cams: dict[str, CameraHealth] = {}
-    for cam_id, worker in agent.cameras.items():
-        st = _safe_stats(worker)
-        watchdogs[f"camera:{cam_id}"] = st
-        cams[cam_id] = CameraHealth(
-            online=bool(st.get("online", False)), fps_in=max(0.0, float(st.get("fps_in", 0.0))),
-            fps_proc=max(0.0, float(st.get("fps_proc", 0.0))), skipped=max(0, int(st.get("skipped", 0))),
-            reconnects=max(0, int(st.get("reconnects", 0))))
-    return NodeTelemetry.model_validate({
-        "schema": "qwatch.node/1", "ts": now, "boot_id": agent.boot_id,
-        "uptime_s": round(time.monotonic() - agent._started, 1), "cpu_pct": h.cpu_pct,
-        "mem_rss_mb": h.mem_rss_mb, "mem_pct": h.mem_pct, "disk_free_mb": h.disk_free_mb, "temp_c": h.temp_c,
-        "adverts_per_s": rates, "outbox_depth": agent.outbox.depth(),
-        "telemetry_dropped": int(agent.link.counters.get("telemetry_dropped", 0)),
-        "health_errors": [e[:1000] for e in agent.health.as_list()[:64]], "cameras": cams, "watchdogs": watchdogs,
-        "config_version": agent.config_version,
-        "receivers": agent.pipeline.receivers(now) if agent.pipeline is not None else {},
-    })
-
-
-def _safe_stats(obj: Any) -> dict[str, int | float | str]:
-    try:
-        return {str(k)[:64]: v[:500] if isinstance(v, str) else v for k, v in obj.stats().items()
-                if isinstance(v, int | float | str) and not (isinstance(v, float) and not math.isfinite(v))}
-    except Exception as exc:
-        return {"stats_error": f"{type(exc).__name__}: {exc}"}
 
 
 def run_agent(opts: AgentOptions, hooks: AgentHooks | None = None) -> int:

@@ -30,7 +30,7 @@ def test_a_waiting_alert_ends_the_telemetry_slice() -> None:
     for i in range(10):
         q.offer(BANDS, b"%d" % i, 0, 0)
     got = []
-    for _topic, payload in q.telemetry_slice(lambda: 0.0, slice_s=1.0):
+    for _topic, payload, _mode in q.telemetry_slice(lambda: 0.0, slice_s=1.0):
         got.append(payload)
         if len(got) == 3:
             q.offer(ALERT, b"alert", 1, 1)  # arrives while telemetry is being handled
