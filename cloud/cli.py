@@ -162,7 +162,7 @@ def people_of(sites: Mapping[str, SiteConfig]) -> dict[str, dict[int, str]]:
     return {sid: {b.id: b.person for b in cfg.bands} for sid, cfg in sites.items()}
 
 
-def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
+def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None, *, all_positions: bool = False,
            ) -> tuple[AlertStore, TelemetryWriter, Ingest, LiveHub]:
     _logging(o.log_level)
     creds = _load_cloud_credentials(o.credentials)
@@ -186,6 +186,7 @@ def _setup(o: Options, sites: Mapping[str, SiteConfig] | None = None,
     hub = LiveHub()
     cfg = IngestConfig(host=host, port=port, client_id=o.client_id, shared=o.shared, silence_s=o.silence_s,
                        escalate_after_s=o.escalate_after_s, escalate_per_site=per_site, credentials=creds,
+                       all_positions=all_positions,
                        people=RegistryPeople(BandRegistry(registry_path(o.db, o.registry_db)), people_of(sites)))
     notifier = Notifier(store, notify, tz=tz) if notify is not None else None
     ingest = Ingest(cfg, store, writer, hub, notifier=notifier)
@@ -303,7 +304,8 @@ def serve(
         _logging(log_level)
         store, writer, ingest, hub = open_store(db), None, None, LiveHub()
     else:
-        store, writer, ingest, hub = _setup(o, sites)
+        # With --shared, every node's positions for this replica's dashboards, not only its share.
+        store, writer, ingest, hub = _setup(o, sites, all_positions=True)
     # Alerts stored or acknowledged by the other processes of a shared store, pushed to this one's clients.
     listener = AlertListener(store, hub).start() if store.postgresql else None
     log_auth_mode(auth, host, port)

@@ -32,7 +32,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cloud.alert_store import AlertStore, alert_view
 from cloud.ingest_config import INGEST_BOUNDS, PAYLOAD_LIMITS, STORE_FAILURES, IngestConfig, StoreUnavailable
-from cloud.ingest_queues import IDLE_WAIT_S, IngestQueues
+from cloud.ingest_queues import IDLE_WAIT_S, IngestQueues, delivery_mode, subscriptions
 from cloud.ingest_telemetry import band_telemetry, node_telemetry
 from cloud.live import LiveHub
 from cloud.node_registry import NodeLiveness, NodeRecord
@@ -155,6 +155,11 @@ class Ingest:
         self._persist_nodes()
 
     @property
+    def relays_positions(self) -> bool:
+        """A shared-subscription process that also takes every node's band positions for its live map."""
+        return self.cfg.shared and self.cfg.all_positions
+
+    @property
     def subscription(self) -> str:
         """``qwatch/v1/#``, or the shared ``$share/ingest/qwatch/v1/#`` for N workers."""
         return T.SHARED_INGEST if self.cfg.shared else T.SUBSCRIBE_ALL
@@ -166,8 +171,14 @@ class Ingest:
             return
         self.connected = True
         self.counts["connects"] += 1
-        # retainHandling=1: retained messages only for a new subscription, not on every reconnect.
-        client.subscribe(self.subscription, options=SubscribeOptions(qos=1, retainHandling=1))
+        # retainHandling=1: retained messages only for a new subscription, not on every reconnect. Relaying
+        # positions: two subscriptions told apart by their MQTT 5 subscription identifiers (docs/cloud.md).
+        for topic, qos, sub_id in subscriptions(self.subscription, self.relays_positions):
+            props = None
+            if sub_id is not None:
+                props = Properties(PacketTypes.SUBSCRIBE)
+                props.SubscriptionIdentifier = sub_id
+            client.subscribe(topic, options=SubscribeOptions(qos=qos, retainHandling=1), properties=props)
         log.info("event=connected session_present=%s sub=%s", flags.session_present, self.subscription)
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
@@ -186,7 +197,9 @@ class Ingest:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         # Only hand over: the store thread commits in groups and acknowledges after the commit.
-        if not self._queues.offer(msg.topic, bytes(msg.payload), msg.mid, msg.qos):
+        ids = getattr(msg.properties, "SubscriptionIdentifier", None) if self.relays_positions else None
+        mode = delivery_mode(msg.topic, ids) if self.relays_positions else "full"
+        if not self._queues.offer(msg.topic, bytes(msg.payload), msg.mid, msg.qos, mode):
             self._count("telemetry_shed")
 
     def _count(self, key: str, counter: Counter[str] | None = None) -> None:
@@ -198,10 +211,10 @@ class Ingest:
         """Handle queued telemetry (QoS 0: nothing to acknowledge, no store transaction) for one slice or
         until an alert is waiting. False when there was none."""
         handled = False
-        for topic, payload in self._queues.telemetry_slice(time.monotonic):
+        for topic, payload, mode in self._queues.telemetry_slice(time.monotonic):
             handled = True
             try:
-                self.handle(topic, payload)
+                self.handle(topic, payload, mode=mode)
             except Exception:  # the loop must not die (a store failure in a liveness alert included)
                 self._count("telemetry_errors")
                 log.exception("event=telemetry_error topic=%.200s", topic)
@@ -262,11 +275,12 @@ class Ingest:
             self.hub.publish(kind, data)
 
     # ------------------------------------------------------------------ core
-    def handle(self, topic: str, payload: bytes) -> str:
-        """Process one message durably. Returns an outcome; raises StoreUnavailable to withhold the ack."""
+    def handle(self, topic: str, payload: bytes, *, mode: str = "full") -> str:
+        """Process one message durably. Returns an outcome; raises StoreUnavailable to withhold the ack.
+        ``mode`` (band telemetry only): "lines" or "positions" for half the work (``relays_positions``)."""
         now = self.clock()
         self.last_message_at = now
-        self._count("messages")
+        self._count("messages" if mode != "positions" else "positions_relayed")
         if topic.startswith(T.CLOUD_PREFIX + "/"):
             self.counts["own_announcements"] += 1  # our escalations, echoed by the wildcard subscription
             return "ignored"
@@ -275,7 +289,7 @@ class Ingest:
         except TopicError:
             return self._bad("topic", topic)
         try:
-            outcome = self._dispatch(parsed, payload, now)
+            outcome = self._dispatch(parsed, payload, now, mode)
         except PayloadError as exc:
             return self._bad(f"{parsed.kind}:{exc.reason}", topic, str(exc))
         except DB_ERRORS as exc:
@@ -293,7 +307,7 @@ class Ingest:
         log.warning("event=malformed reason=%s topic=%.200s detail=%.200s", reason, topic, detail)
         return "malformed"
 
-    def _dispatch(self, p: T.ParsedTopic, payload: bytes, now: float) -> str:
+    def _dispatch(self, p: T.ParsedTopic, payload: bytes, now: float, mode: str = "full") -> str:
         limit = PAYLOAD_LIMITS.get(p.kind)
         if limit is not None and len(payload) > limit:
             raise PayloadError("too_large", f"{len(payload)} bytes; at most {limit} for {p.kind}")
@@ -308,7 +322,8 @@ class Ingest:
                 return "retained_cleared"
             return self._status(p, parse_payload(Status, payload), now)
         if p.kind == T.TELEMETRY_BANDS:
-            band_telemetry(p.site, p.node, parse_payload(BandTelemetry, payload), self.writer, self.hub)
+            band_telemetry(p.site, p.node, parse_payload(BandTelemetry, payload),
+                           self.writer if mode != "positions" else None, self.hub if mode != "lines" else None)
             return "ok"
         if p.kind == T.TELEMETRY_NODE:
             self.node_health[(p.site, p.node)] = node_telemetry(p.site, p.node, parse_payload(NodeTelemetry, payload),

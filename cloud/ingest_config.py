@@ -51,6 +51,9 @@ class IngestConfig:
     # Telemetry messages waiting for the telemetry thread; past this, new ones are shed (counted). At
     # one band message per node per second this is several seconds of a 500-node province.
     telemetry_queue: int = 5000
+    # With `shared`: also subscribe, not shared, to every node's band telemetry, for this process's live map
+    # (`serve --shared`: each replica's dashboards then show every node, not only its share).
+    all_positions: bool = False
     # None: plain MQTT without authentication (loopback test/demo broker). A bundle from
     # `qwatch-cloud pki init` (role cloud): TLS verified against its CA, and its username/password.
     credentials: MqttCredentials | None = None

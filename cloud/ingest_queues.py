@@ -14,7 +14,7 @@ No sockets and no store here: the clock is a parameter, so the order is testable
 from __future__ import annotations
 
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from protocols import topics as T
 
@@ -23,6 +23,32 @@ TELEMETRY_SLICE_S = 0.02  # telemetry handled between two looks at the alert que
 IDLE_WAIT_S = 0.02  # nothing queued: wait this long for an alert, then look at telemetry again
 
 Message = tuple[str, bytes, int, int]  # topic, payload, MQTT message id, QoS
+# How to handle a telemetry message: everything ("full"), only its VictoriaMetrics lines ("lines": a copy of
+# the shared subscription whose positions come by the direct one) or only its live positions ("positions").
+Telemetry = tuple[str, bytes, str]
+
+
+SHARED_SUB_ID, POSITIONS_SUB_ID = 1, 2  # MQTT 5 subscription identifiers when relaying every node's positions
+
+
+def subscriptions(main: str, relay_positions: bool) -> list[tuple[str, int, int | None]]:
+    """(topic filter, QoS, subscription identifier) to subscribe: the ingest's one subscription, or with
+    ``relay_positions`` that one plus every node's band telemetry, not shared (``serve --shared``)."""
+    if not relay_positions:
+        return [(main, 1, None)]
+    return [(main, 1, SHARED_SUB_ID), (T.ALL_BAND_TELEMETRY, 0, POSITIONS_SUB_ID)]
+
+
+def delivery_mode(topic: str, sub_ids: Sequence[int] | None) -> str:
+    """With both subscriptions: how to handle a delivery, by the subscription identifiers it came with.
+    Only by the direct one: "positions" (the live map only); band telemetry only by the shared one:
+    "lines" (its positions come by the direct copy); anything else, or both identifiers on one copy: "full"."""
+    ids = sub_ids or []
+    if SHARED_SUB_ID not in ids:
+        return "positions"
+    if POSITIONS_SUB_ID not in ids and topic.endswith("/" + T.TELEMETRY_BANDS):
+        return "lines"
+    return "full"
 
 
 class IngestQueues:
@@ -31,13 +57,13 @@ class IngestQueues:
     def __init__(self, *, telemetry_max: int, max_batch: int) -> None:
         self.max_batch = max_batch
         self._alerts: queue.Queue[Message] = queue.Queue()
-        self._telemetry: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=telemetry_max)
+        self._telemetry: queue.Queue[Telemetry] = queue.Queue(maxsize=telemetry_max)
 
-    def offer(self, topic: str, payload: bytes, mid: int, qos: int) -> bool:
+    def offer(self, topic: str, payload: bytes, mid: int, qos: int, mode: str = "full") -> bool:
         """Queue one message (paho's thread). False: telemetry shed because its queue is full."""
         if qos == 0 and topic.endswith(TELEMETRY_SUFFIXES):
             try:
-                self._telemetry.put_nowait((topic, payload))
+                self._telemetry.put_nowait((topic, payload, mode))
             except queue.Full:
                 return False
             return True
@@ -59,7 +85,7 @@ class IngestQueues:
         return batch
 
     def telemetry_slice(self, clock: Callable[[], float], slice_s: float = TELEMETRY_SLICE_S
-                        ) -> Iterator[tuple[str, bytes]]:
+                        ) -> Iterator[Telemetry]:
         """Telemetry messages, oldest first, until ``slice_s`` has passed on ``clock`` or an alert waits."""
         deadline = clock() + slice_s
         while self._alerts.empty() and clock() < deadline:

@@ -34,10 +34,14 @@ def positions(site: str, node: str, tel: BandTelemetry) -> dict[str, Any]:
     return {"site": site, "node": node, "ts": tel.ts, "bands": _BANDS.dump_python(tel.bands)}
 
 
-def band_telemetry(site: str, node: str, tel: BandTelemetry, writer: TelemetryWriter | None, hub: LiveHub) -> None:
-    """One ``…/telemetry/bands`` message: its lines to VictoriaMetrics, its positions to the live feed."""
+def band_telemetry(site: str, node: str, tel: BandTelemetry, writer: TelemetryWriter | None,
+                   hub: LiveHub | None) -> None:
+    """One ``…/telemetry/bands`` message: its lines to VictoriaMetrics, its positions to the live feed
+    (either is skipped when None: cloud.ingest's relay of every node's positions)."""
     if writer is not None:
         writer.submit(band_lines(site, node, tel))
+    if hub is None:
+        return
     # Encoded only if someone watches the site; otherwise only remembered (the next dashboard's hello).
     hub.publish_positions(site, node, positions(site, node, tel), data_json=lambda: positions_json(site, node, tel))
 

@@ -10,6 +10,8 @@ from protocols.errors import TopicError
 PREFIX = "qwatch/v1"
 SUBSCRIBE_ALL = "qwatch/v1/#"
 SHARED_INGEST = "$share/ingest/qwatch/v1/#"
+# Every node's band telemetry (a `serve --shared` replica's live map, beside its shared subscription).
+ALL_BAND_TELEMETRY = "qwatch/v1/+/+/telemetry/bands"
 # The cloud's own announcements (docs/cloud.md "Escalation"): one level shorter than any node topic, so no
 # node's ``qwatch/v1/{site}/{node}/#`` grant can reach them unless a site is called "cloud" (refused).
 CLOUD_PREFIX = "qwatch/v1/cloud"

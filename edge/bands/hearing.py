@@ -53,11 +53,13 @@ class HearingParams:
     unmeasured_floor_dbm: float = -90.0
 
 
-def miss_table(floor_dbm: float, fast_sd: float, p: HearingParams) -> F64:
-    """log(1 - P(heard)) on the grid V0..V1 for a receiver with this floor, fading averaged out."""
+def miss_table(floor_dbm: float, fast_sd: float, p: HearingParams, loss: float | None = None) -> F64:
+    """log(1 - P(heard)) on the grid V0..V1 for a receiver with this floor (and plateau loss, default
+    `p.base_loss`), fading averaged out."""
     v = np.arange(V0, V1 + DV / 2, DV)
     x = v[:, None] + fast_sd * _GH_X[None, :]
-    ok = (1.0 - p.base_loss) / (1.0 + np.exp(-(x - floor_dbm - p.knee_above_floor_db) / p.width_db))
+    plateau = 1.0 - (p.base_loss if loss is None else loss)
+    ok = plateau / (1.0 + np.exp(-(x - floor_dbm - p.knee_above_floor_db) / p.width_db))
     ok = np.where(x >= floor_dbm, ok, 0.0)
     q = (ok * _GH_W[None, :]).sum(axis=1)
     return np.asarray(np.log(np.clip(1.0 - q, 1e-12, 1.0)))
@@ -77,7 +79,8 @@ class Hearing:
         self.raw_floor = np.full(n, start)  # as reported
         self.measured = np.zeros(n, dtype=bool)
         self.logmiss = np.tile(miss_table(start, fast_sd, self.p), (n, 1)) if n else np.zeros((0, 1))
-        self._tables: dict[float, F64] = {}
+        self._tables: dict[tuple[float, float], F64] = {}
+        self.loss = np.full(n, self.p.base_loss)  # plateau loss per receiver (set_loss)
         self.resid_mean = np.zeros(n)  # dB the receiver reads high, beyond the beacon calibration
         self.resid_n = np.zeros(n)
         self.dev_db = np.zeros(n)  # learned gain deviation from the configured offset (for health)
@@ -106,10 +109,22 @@ class Hearing:
                 floor = round(2.0 * (floor + float(bias_db[r]))) / 2.0  # 0.5 dB steps: the tables are cached
             if floor != self.floor[r] or not self._tables:
                 self.floor[r] = floor
-                table = self._tables.get(floor)
-                if table is None:
-                    table = self._tables[floor] = miss_table(floor, self.fast_sd, self.p)
-                self.logmiss[r] = table
+                self._table(r)
+
+    def _table(self, r: int) -> None:
+        key = (float(self.floor[r]), float(self.loss[r]))
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = miss_table(key[0], self.fast_sd, self.p, key[1])
+        self.logmiss[r] = table
+
+    def set_loss(self, loss: F64) -> None:
+        """Each receiver's share of adverts lost far above its floor (bursts, collisions, body), in 0.02
+        steps (the tables are cached): misses beyond it are what the level explains."""
+        q = np.round(np.clip(np.asarray(loss, dtype=np.float64), 0.0, 0.9) * 50.0) / 50.0
+        for r in np.nonzero(q != self.loss)[0].tolist():
+            self.loss[r] = q[r]
+            self._table(r)
 
     def note_residuals(self, rx: NDArray[np.int64], resid: F64) -> None:
         """Residuals (dB, observed minus best inside explanation) of heard links of confidently-inside bands."""

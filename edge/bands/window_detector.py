@@ -4,15 +4,16 @@ Per tick it tests (`window_test`) every band that is suspect (its fix is near or
 it is heard by at most two receivers, it was recently unheard, its last test leaned outside, or it
 is in breach) every `suspect_every_s`, and every other band every `others_every_s`, over the long
 windows breach_dwell_s + (0, 10, 20) s; bands in breach also over the short clear window every
-tick. From bands confidently inside it learns each band's gain (`band_gain`) and each receiver's
-gain residual (`hearing`), and each calibration round it re-reads every receiver's floor.
+tick. From bands confidently inside it learns each band's gain (`band_gain`), each receiver's
+gain residual (`hearing`) and the site's path-loss exponent (`window_exponent`), and each
+calibration round it re-reads every receiver's floor.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +21,8 @@ from numpy.typing import NDArray
 from edge.bands.band_gain import BandGains, GainParams
 from edge.bands.hearing import Hearing, HearingParams
 from edge.bands.tracker import Tracker
+from edge.bands.window_exponent import ExponentLearner, ExponentParams
+from edge.bands.window_loss import LossLearner, LossParams
 from edge.bands.window_test import Candidates, LinkInputs, WindowParams, fast_sd, run_test, slow_sd
 from protocols.site_config import SiteConfig
 
@@ -57,7 +60,8 @@ class WindowDetector:
 
     def __init__(self, site: SiteConfig, tracker: Tracker, n_bands: int, dwell_s: float,
                  params: WindowParams | None = None, sched: DetectorParams | None = None,
-                 hearing: HearingParams | None = None, gains: GainParams | None = None) -> None:
+                 hearing: HearingParams | None = None, gains: GainParams | None = None,
+                 exponent: ExponentParams | None = None, loss: LossParams | None = None) -> None:
         self.p = params or WindowParams()
         self.s = sched or DetectorParams()
         self.tracker = tracker
@@ -70,6 +74,12 @@ class WindowDetector:
         self.hearing = Hearing(tracker.rx_ids, fast_sd(self.sigma, self.p), hearing,
                                default_floor_dbm=tracker.p.assumed_floor_dbm)
         self.gains = BandGains(n_bands, gains)
+        self.exponent = ExponentLearner(exponent)
+        self._exp_last = np.full(n_bands, -math.inf)
+        hp, lp = self.hearing.p, loss or LossParams()
+        self.loss = LossLearner(len(tracker.rx_ids), hp.base_loss,
+                                hp.knee_above_floor_db + lp.above_knee_sd * self.hearing.fast_sd, lp)
+        self._loss_last = np.full(n_bands, -math.inf)
         self.last_lr = np.full(n_bands, np.nan)
         self._resid_last = np.full(n_bands, -math.inf)
         n_rx = len(tracker.rx_ids)
@@ -87,7 +97,7 @@ class WindowDetector:
         return LinkInputs(k=k, xbar=xbar, n_sent=sent, power=tr.power[rows] + self.gains.mean[rows],
                           sb=self.gains.sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
                           listen=listen, floor=self.hearing.floor, logmiss=self.hearing.logmiss,
-                          exponent=tr.calibration.exponent,
+                          exponent=self.exponent.value(tr.calibration.exponent),
                           sets=self.cand.restrict(self.set_of_band[rows], k, sent, listen))
 
     def due(self, now: float, out_m: Mapping[int, float], rx_count: Mapping[int, int], active: set[int]) -> I64:
@@ -115,6 +125,8 @@ class WindowDetector:
             self._gain = self.hearing.corrections(tr.calibration.link_var_db2())
             self.hearing.note_deviation(tr.calibration.rx_bias + self._gain[0], self._gain[1])
             self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias + self._gain[0])
+            if self.loss.p.learn:
+                self.hearing.set_loss(self.loss.value())
         listen = np.array(tr.rx_last) > now - 5.0
         out: dict[int, Verdict] = {}
         lr_best = np.full(len(rows), np.nan)
@@ -131,6 +143,11 @@ class WindowDetector:
             res = run_test(self.cand, x)
             lr_best, xy, om = res.lr.copy(), res.out_xy.copy(), res.out_m.copy()
             self._learn(now, rows, x, res.lr, res.b_mean, res.b_var, res.in_xy, fix_out_m)
+            self._learn_exponent(now, rows, x, res.lr, res.ll_in, fix_out_m)
+            look = now - self._loss_last[rows] >= self.loss.p.every_s
+            if self.loss.p.learn and look.any():
+                self.loss.add(now, x.k[look], x.xbar[look], x.n_sent[look], self.hearing.floor, listen)
+                self._loss_last[rows[look]] = now
             more = np.nonzero(~(res.lr <= self.s.shorter_below))[0]
             for w in order[1:]:
                 if not len(more):
@@ -179,6 +196,24 @@ class WindowDetector:
                 # Position and band gain absorb what all links share; a receiver's own error is what
                 # remains after removing the window's median residual.
                 self.hearing.note_residuals(r.astype(np.int64), resid - np.median(resid))
+
+    def _learn_exponent(self, now: float, rows: I64, x: LinkInputs, lr: F64, ll_in: F64,
+                        fix_out_m: Mapping[int, float]) -> None:
+        """The exponent's likelihood at n̂ ± h from a few confidently-inside windows (`window_exponent`)."""
+        ep = self.exponent.p
+        if not ep.learn:
+            return
+        ok = (lr <= self.p.confident_inside) & ((x.k > 0).sum(axis=1) >= 3) & np.isfinite(ll_in)
+        ok &= now - self._exp_last[rows] >= ep.every_s
+        pick = [j for j in np.nonzero(ok)[0].tolist() if fix_out_m.get(int(rows[j]), 0.0) <= -1.0][:ep.max_rows]
+        if not pick:
+            return
+        idx = np.array(pick, dtype=np.int64)
+        sub = x.take(idx)
+        lo = run_test(self.cand, replace(sub, exponent=x.exponent - ep.step), inside_only=True).ll_in
+        hi = run_test(self.cand, replace(sub, exponent=x.exponent + ep.step), inside_only=True).ll_in
+        self.exponent.add(now, x.exponent, lo, ll_in[idx], hi)
+        self._exp_last[rows[idx]] = now
 
     def receivers(self, now: float) -> dict[str, dict[str, float | int | str]]:
         """Receiver health for telemetry, doctor and plan."""

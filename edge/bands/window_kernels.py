@@ -94,14 +94,15 @@ def _link_table(k: float, xbar: float, missed: float, slow_sd: float, fast_sd: f
 def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64, fast_sd: float,
               listen: B, floor: F64, logmiss: F64, v0: float, dv: float, logd: F64, lo: I64, mid: I64,
               hi: I64, set_of_row: I64, exponent: float, gh_x: F64, gh_lw: F64, bz: F64, blw: F64, lr: F64,
-              best_in: I64, best_out: I64, b_mean: F64, b_var: F64) -> None:
+              best_in: I64, best_out: I64, b_mean: F64, b_var: F64, ll_in: F64) -> None:
     """Per row m (a band's window): the outside-vs-inside log-likelihood ratio and its arg-maxes.
 
     k, xbar, slow_sd (M, R); n_sent, power (prior mean P + b̂), sb (M,); logd (G, R) = 10·log10(d)
     of every candidate to every receiver; set s = rows lo[s]:hi[s] of logd, of which lo[s]:mid[s] are
     inside and mid[s]:hi[s] outside. bz/blw: standard-normal nodes and log weights of the band-gain
     prior. Writes lr (2·Δ log-likelihood; NaN if nothing to test), best_in/best_out (candidate rows),
-    b_mean/b_var (band-gain posterior at the best inside point, relative to the prior mean).
+    b_mean/b_var (band-gain posterior at the best inside point, relative to the prior mean), ll_in (the
+    best inside log-likelihood itself, for learning the exponent; NaN if nothing to test).
 
     Two exact-enough shortcuts keep a big site cheap: outside candidates farther from the strongest
     heard receiver than its level allows (3.5 σ) are skipped, and an unheard receiver's term is
@@ -140,6 +141,7 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             best_out[m] = -1
             b_mean[m] = 0.0
             b_var[m] = 0.0
+            ll_in[m] = math.nan
             continue
         # Farthest a candidate can be from the strongest receiver and still explain its level.
         reach = (bmax - top_x + 3.5 * slow_sd[m, strong] + 3.0 * fast_sd) / exponent
@@ -220,6 +222,7 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             lr[m] = -1000.0 if i_in >= 0 else math.nan
         best_in[m] = i_in
         best_out[m] = i_out
+        ll_in[m] = top_in if i_in >= 0 else math.nan
         # Posterior of the band gain at the best inside point (for learning it while inside).
         top = -1e300
         for j in range(nb):

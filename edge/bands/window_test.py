@@ -19,7 +19,7 @@ The statistic is 2·(best outside - best inside) log-likelihood.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -72,6 +72,7 @@ class WindowResult:
     in_xy: F64  # (M, 2) best inside position
     b_mean: F64  # (M,) band-gain posterior mean at the best inside point, relative to the prior mean
     b_var: F64
+    ll_in: F64  # (M,) best inside log-likelihood (band gain marginalised), NaN where nothing was tested
 
 
 class Candidates:
@@ -168,29 +169,36 @@ class LinkInputs:
     exponent: float
     sets: I64  # (M,) candidate set of each row
 
+    def take(self, idx: I64) -> LinkInputs:
+        """The same inputs for the rows `idx` only."""
+        return replace(self, k=self.k[idx], xbar=self.xbar[idx], n_sent=self.n_sent[idx], power=self.power[idx],
+                       sb=self.sb[idx], slow_sd=self.slow_sd[idx], sets=self.sets[idx])
 
-def run_test(c: Candidates, x: LinkInputs) -> WindowResult:
-    """The compiled test for every row."""
+
+def run_test(c: Candidates, x: LinkInputs, inside_only: bool = False) -> WindowResult:
+    """The compiled test for every row (`inside_only`: only the inside candidates, for `ll_in`; lr is then -1000)."""
     m = len(x.sets)
-    lr, b_mean, b_var = np.empty(m), np.empty(m), np.empty(m)
+    lr, b_mean, b_var, ll_in = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
     best_in, best_out = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
     f64 = np.float64
+    hi = c.mid if inside_only else c.hi
     window_lr(np.ascontiguousarray(x.k, dtype=f64), np.ascontiguousarray(x.xbar, dtype=f64),
               np.ascontiguousarray(x.n_sent, dtype=f64), np.ascontiguousarray(x.power, dtype=f64),
               np.ascontiguousarray(x.sb, dtype=f64), np.ascontiguousarray(x.slow_sd, dtype=f64), float(x.fast_sd),
               np.ascontiguousarray(x.listen, dtype=np.bool_), np.ascontiguousarray(x.floor, dtype=f64),
-              np.ascontiguousarray(x.logmiss, dtype=f64), float(V0), float(DV), c.logd, c.lo, c.mid, c.hi,
+              np.ascontiguousarray(x.logmiss, dtype=f64), float(V0), float(DV), c.logd, c.lo, c.mid, hi,
               np.ascontiguousarray(x.sets, dtype=np.int64), float(x.exponent), _GH_X,
-              _GH_LW, _B_X, _B_LW, lr, best_in, best_out, b_mean, b_var)
-    return _result(c, lr, best_in, best_out, b_mean, b_var)
+              _GH_LW, _B_X, _B_LW, lr, best_in, best_out, b_mean, b_var, ll_in)
+    return _result(c, lr, best_in, best_out, b_mean, b_var, ll_in)
 
 
-def _result(c: Candidates, lr: F64, best_in: I64, best_out: I64, b_mean: F64, b_var: F64) -> WindowResult:
+def _result(c: Candidates, lr: F64, best_in: I64, best_out: I64, b_mean: F64, b_var: F64,
+            ll_in: F64) -> WindowResult:
     ok_in, ok_out = best_in >= 0, best_out >= 0
     in_xy = np.where(ok_in[:, None], c.pts[np.maximum(best_in, 0)], np.nan)
     out_xy = np.where(ok_out[:, None], c.pts[np.maximum(best_out, 0)], np.nan)
     out_m = np.where(ok_out, c.out_m[np.maximum(best_out, 0)], np.nan)
-    return WindowResult(lr, out_xy, out_m, in_xy, b_mean, b_var)
+    return WindowResult(lr, out_xy, out_m, in_xy, b_mean, b_var, ll_in)
 
 
 def link_loglik(k: float, xbar: float, missed: float, slow_sd: float, fast_sd: float, logmiss: F64,
@@ -214,7 +222,7 @@ def run_reference(c: Candidates, x: LinkInputs) -> WindowResult:
     lr = np.full(m, np.nan)
     best_in = np.full(m, -1, dtype=np.int64)
     best_out = np.full(m, -1, dtype=np.int64)
-    b_mean, b_var = np.zeros(m), np.zeros(m)
+    b_mean, b_var, ll_in = np.zeros(m), np.zeros(m), np.full(m, np.nan)
     for i in range(m):
         s = int(x.sets[i])
         k = np.minimum(x.k[i], x.n_sent[i])
@@ -239,11 +247,12 @@ def run_reference(c: Candidates, x: LinkInputs) -> WindowResult:
         gi, go = int(np.argmax(ll[:n_in])), int(np.argmax(ll[n_in:]))
         lr[i] = 2.0 * (ll[n_in + go] - ll[gi])
         best_in[i], best_out[i] = rows[gi], rows[n_in + go]
+        ll_in[i] = ll[gi]
         w = np.exp(per_b[gi] - per_b[gi].max())
         v = x.sb[i] * _B_X
         b_mean[i] = float((w * v).sum() / w.sum())
         b_var[i] = float(max((w * v * v).sum() / w.sum() - b_mean[i] ** 2, 0.0))
-    return _result(c, lr, best_in, best_out, b_mean, b_var)
+    return _result(c, lr, best_in, best_out, b_mean, b_var, ll_in)
 
 
 def slow_sd(shadowing_db: float, p: WindowParams, extra_var_db2: F64) -> F64:

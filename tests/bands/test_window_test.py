@@ -29,7 +29,7 @@ def _site() -> SiteConfig:
 
 
 def _inputs(site: SiteConfig, cand: Candidates, xy: list[tuple[float, float]], rng: np.random.Generator,
-            window: int = 20, deaf: int | None = None) -> LinkInputs:
+            window: int = 20, deaf: int | None = None, n_true: float = 2.7) -> LinkInputs:
     """Samples of bands standing at `xy` over one window, drawn from the same model the test assumes."""
     rx = np.array([r.position for r in site.receivers], dtype=float)
     floor = np.full(len(rx), -97.0)
@@ -39,7 +39,7 @@ def _inputs(site: SiteConfig, cand: Candidates, xy: list[tuple[float, float]], r
     xbar = np.zeros_like(k)
     for i, p in enumerate(xy):
         d = np.maximum(np.linalg.norm(rx - np.array(p), axis=1), 0.5)
-        mean = -59.0 - 27.0 * np.log10(d) + rng.normal(0, 3.0, len(rx))
+        mean = -59.0 - 10.0 * n_true * np.log10(d) + rng.normal(0, 3.0, len(rx))
         s = mean[None, :] + rng.normal(0, 3.0, (window, len(rx)))
         heard = (s > floor + 3.0) & (rng.random(s.shape) < 0.85)
         k[i] = heard.sum(axis=0)
@@ -65,6 +65,9 @@ def test_kernel_matches_the_numpy_oracle_and_separates_inside_from_outside() -> 
     assert (fast.lr[sure] <= -500).all()
     assert np.allclose(fast.lr[~sure], ref.lr[~sure], rtol=0.01, atol=0.6), (fast.lr, ref.lr)
     assert np.allclose(fast.b_mean[:3], ref.b_mean[:3], atol=0.15)  # (outside rows: the best inside point may differ)
+    assert np.allclose(fast.ll_in, ref.ll_in, rtol=0.01, atol=0.3), (fast.ll_in, ref.ll_in)
+    inner = run_test(cand, x, inside_only=True)
+    assert np.allclose(inner.ll_in[:3], fast.ll_in[:3], atol=1e-6)  # the same inside points, the same best
     assert (fast.lr[:3] < 4.0).all()  # inside
     assert (fast.lr[3:] > 16.0).all(), fast.lr  # 18 and 20 m outside, standing for 20 s, each near an outside receiver
     assert (fast.out_m[3:] > 10.0).all()

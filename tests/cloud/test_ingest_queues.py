@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloud.ingest_queues import IngestQueues
+from cloud.ingest_queues import POSITIONS_SUB_ID, SHARED_SUB_ID, IngestQueues, delivery_mode, subscriptions
 
 BANDS = "qwatch/v1/kg-01/edge-01/telemetry/bands"
 NODE = "qwatch/v1/kg-01/edge-01/telemetry/node"
@@ -30,7 +30,7 @@ def test_a_waiting_alert_ends_the_telemetry_slice() -> None:
     for i in range(10):
         q.offer(BANDS, b"%d" % i, 0, 0)
     got = []
-    for _topic, payload in q.telemetry_slice(lambda: 0.0, slice_s=1.0):
+    for _topic, payload, _mode in q.telemetry_slice(lambda: 0.0, slice_s=1.0):
         got.append(payload)
         if len(got) == 3:
             q.offer(ALERT, b"alert", 1, 1)  # arrives while telemetry is being handled
@@ -52,3 +52,14 @@ def test_the_slice_ends_when_its_time_is_up() -> None:
     got = list(q.telemetry_slice(clock, slice_s=0.035))
     assert 1 <= len(got) < 10 and q.depths()[1] == 10 - len(got)
     assert q.discard_alerts() == 0
+
+
+def test_relayed_deliveries_are_split_by_subscription_identifier() -> None:
+    assert subscriptions("$share/ingest/qwatch/v1/#", False) == [("$share/ingest/qwatch/v1/#", 1, None)]
+    assert subscriptions("$share/ingest/qwatch/v1/#", True) == [
+        ("$share/ingest/qwatch/v1/#", 1, SHARED_SUB_ID), ("qwatch/v1/+/+/telemetry/bands", 0, POSITIONS_SUB_ID)]
+    assert delivery_mode(BANDS, [POSITIONS_SUB_ID]) == "positions"  # the direct copy: live map only
+    assert delivery_mode(BANDS, [SHARED_SUB_ID]) == "lines"  # our share: lines, positions come directly
+    assert delivery_mode(BANDS, [SHARED_SUB_ID, POSITIONS_SUB_ID]) == "full"  # one copy for both
+    assert delivery_mode(ALERT, [SHARED_SUB_ID]) == "full"
+    assert delivery_mode(NODE, [SHARED_SUB_ID]) == "full"
