@@ -231,7 +231,8 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             lo_mu = bmin - exponent * lmax[r]
             cut[r] = -1e300
             if not heard[r]:
-                cut[r] = floor[r] - 4.0 - 3.5 * math.sqrt(slow_sd[m, r] ** 2 + (blk_sd[m, r] ** 2 if n_blk > 1 else 0.0))
+                sd_r = math.sqrt(slow_sd[m, r] ** 2 + (blk_sd[m, r] ** 2 if n_blk > 1 else 0.0))
+                cut[r] = floor[r] - 4.0 - 3.5 * sd_r
                 if hi_mu < cut[r]:
                     continue  # could not have been heard from any candidate: nothing to learn
                 lo_mu = max(lo_mu, cut[r])

@@ -178,10 +178,11 @@ class LinkInputs:
 
     def take(self, idx: I64) -> LinkInputs:
         """The same inputs for the rows `idx` only."""
-        blk = {} if self.kb is None or self.xb is None or self.nsb is None or self.blk_sd is None else {
-            "kb": self.kb[idx], "xb": self.xb[idx], "nsb": self.nsb[idx], "blk_sd": self.blk_sd[idx]}
-        return replace(self, k=self.k[idx], xbar=self.xbar[idx], n_sent=self.n_sent[idx], power=self.power[idx],
-                       sb=self.sb[idx], slow_sd=self.slow_sd[idx], sets=self.sets[idx], **blk)
+        out = replace(self, k=self.k[idx], xbar=self.xbar[idx], n_sent=self.n_sent[idx], power=self.power[idx],
+                      sb=self.sb[idx], slow_sd=self.slow_sd[idx], sets=self.sets[idx])
+        if self.kb is None or self.xb is None or self.nsb is None or self.blk_sd is None:
+            return out
+        return replace(out, kb=self.kb[idx], xb=self.xb[idx], nsb=self.nsb[idx], blk_sd=self.blk_sd[idx])
 
     def blocks(self) -> tuple[F64, F64, F64, F64]:
         """(kb, xb, nsb, blk_sd) for the kernel: one block (blk_sd 0) when the window is not cut."""
@@ -274,7 +275,7 @@ def run_reference(c: Candidates, x: LinkInputs) -> WindowResult:
                 mu = base - x.exponent * c.logd[rows, r]
                 missed = max(float(x.n_sent[i] - k[r]), 0.0) if x.listen[r] else 0.0
                 if kb.shape[2] > 1 and blk[i, r] > 0:
-                    mb = np.maximum(nsb[i] - np.minimum(kb[i, r], nsb[i]), 0.0) if x.listen[r] else np.zeros_like(nsb[i])
+                    mb = np.maximum(nsb[i] - np.minimum(kb[i, r], nsb[i]), 0.0) * float(x.listen[r])
                     acc += link_loglik_blocks(kb[i, r], xb[i, r], mb, float(x.slow_sd[i, r]), float(blk[i, r]),
                                               x.fast_sd, x.logmiss[r], mu)
                     continue
