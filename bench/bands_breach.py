@@ -125,6 +125,7 @@ class RunResult:
     ideal_null_hours: float = 0.0
     ideal_escape: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)
     bad_rx_bias: tuple[float, float] | None = None  # bad receiver: (bias the calibration learned, true), vs others
+    bad_rx_state: str | None = None  # bad receiver: its state in `BandPipeline.receivers()` at the end of the run
     cpu_s: float = 0.0
 
 
@@ -179,8 +180,10 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
                 (raised if a.state == "raised" else cleared).setdefault(band, []).append(a.ts - START)
     res = RunResult(layout, ch, seed, duration)
     score(res, site, escapes, raised, cleared, duration)
-    if ch.bad is not None and BAD_KINDS[ch.bad][0] == "gain":
+    if ch.bad is not None:
         res.bad_rx_bias = learned_bias(pipe, sim, inside_receiver(site))
+        health = pipe.receivers(START + duration).get(sim.rx_ids[inside_receiver(site)], {})
+        res.bad_rx_state = str(health.get("state", "-"))
     if obs_ideal is not None:
         score_ideal(res, obs_ideal, escapes, duration)
     res.cpu_s = time.process_time() - t_cpu
@@ -188,11 +191,17 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
 
 
 def learned_bias(pipe: BandPipeline, sim: Simulator, bad: int) -> tuple[float, float] | None:
-    """What the pipeline's calibration adds to the bad receiver relative to the others' median, and what
-    it should add (the true gain difference, sign flipped). None if the pipeline does not say."""
+    """What the pipeline adds to the bad receiver's levels relative to the others' median (the beacons'
+    calibration plus the correction learned from bands, i.e. `gain_dev_db` of `receivers()`; the
+    beacons' alone when the pipeline does not report it), and what it should add (the true gain
+    difference, sign flipped). None if the pipeline does not say."""
     try:
-        bias = pipe.calibration()["rx_bias_db"]
-        learned = [float(bias[r]) for r in sim.rx_ids]
+        health = pipe.receivers(START)
+        if health:
+            learned = [float(health[r]["gain_dev_db"]) for r in sim.rx_ids]
+        else:
+            bias = pipe.calibration()["rx_bias_db"]
+            learned = [float(bias[r]) for r in sim.rx_ids]
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
     gain = sim.channel.rx_gain
@@ -380,7 +389,7 @@ def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...
               head: list[str]) -> tuple[list[str], list[list[str]]]:
     cols = [*head, "runs", "band-h", "false breaches", "per 100 bh (95 % upper)", "max in 10 min", "CPU s"]
     if any(r.bad_rx_bias is not None for r in results):
-        cols.append("bad rx: calibration learned / true dB")
+        cols.append("bad rx: learned / true dB, state")
     groups: dict[tuple[str, ...], list[RunResult]] = {}
     for r in results:
         groups.setdefault(by(r), []).append(r)
@@ -392,8 +401,8 @@ def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...
         burst = max(max_in_window(r.false_ts) for r in g)
         row = [*key, str(len(g)), f"{bh:.1f}", str(n), rate(n, bh), str(burst), f"{sum(r.cpu_s for r in g):.0f}"]
         if len(cols) > len(row):
-            bias = [r.bad_rx_bias for r in g if r.bad_rx_bias is not None]
-            row.append(", ".join(f"{a:+.1f} / {b:+.1f}" for a, b in bias) or "-")
+            row.append(", ".join(f"{b[0]:+.1f} / {b[1]:+.1f} {r.bad_rx_state or '-'}" for r in g
+                                 if (b := r.bad_rx_bias) is not None) or "-")
         rows.append(row)
     return cols, rows
 
@@ -444,7 +453,7 @@ def run_phases(a: argparse.Namespace, layouts: list[str], radios: list[str], sig
     null_jobs = []
     for radio in radios:
         per_run = a.null_bands * a.null_duration / 3600.0
-        n_runs = max(math.ceil(a.null_hours / per_run), 1)
+        n_runs = max(math.ceil(a.null_hours / per_run), 1) if a.null_hours > 0 else 0
         for k in range(n_runs):
             lay, sigma = layouts[k % len(layouts)], null_sigmas[(k // len(layouts)) % len(null_sigmas)]
             null_jobs.append((lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 50_000 + k, a.null_duration,

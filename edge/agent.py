@@ -27,7 +27,7 @@ from edge.agent_options import AGENT_BOUNDS as AGENT_BOUNDS  # re-exported: the 
 from edge.agent_options import AgentHooks as AgentHooks
 from edge.agent_options import AgentOptions as AgentOptions
 from edge.agent_options import AlertSource as AlertSource
-from edge.agent_telemetry import TickTimes
+from edge.agent_telemetry import TelemetrySaver, TickTimes
 from edge.agent_telemetry import build_node_telemetry as build_node_telemetry  # re-exported
 from edge.bands.recorder import ObservationRecorder
 from edge.config_store import validate_push
@@ -73,6 +73,7 @@ class Agent:
         self.host = HostMetrics(opts.data_dir)
         opts.data_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(opts.data_dir)
+        self.telemetry_saver = TelemetrySaver(opts.data_dir)
         self.link = MqttLink(
             LinkConfig(opts.broker_host, opts.broker_port, keepalive_s=opts.keepalive_s,
                        reconnect_max_s=opts.reconnect_max_s, max_inflight=opts.max_inflight,
@@ -274,6 +275,7 @@ class Agent:
 
     def _node_telemetry(self, now: float) -> None:
         tel = build_node_telemetry(self, now)
+        self.telemetry_saver.maybe_save(tel, now)
         self.link.publish_telemetry(self.topics.telemetry_node, tel.model_dump_json(by_alias=True).encode())
 
     # ------------------------------------------------------------------ commands

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protocols.payloads import CameraHealth, NodeTelemetry
 
 if TYPE_CHECKING:
     from edge.agent import Agent
+
+log = logging.getLogger("qwatch.edge.telemetry")
+
+# The last node telemetry message, as published, kept in the data dir for `qwatch-edge doctor` and
+# `qwatch-edge plan --receivers` (receiver health: docs/bands.md, "Receivers: floors, gains, health").
+NODE_TELEMETRY_FILE = "node-telemetry.json"
+SAVE_EVERY_S = 60.0  # an SD card need not be written every few seconds
+
+
+class TelemetrySaver:
+    """Writes the node telemetry message to `data_dir/node-telemetry.json` at most every `every_s` (atomically)."""
+
+    def __init__(self, data_dir: Path, every_s: float = SAVE_EVERY_S) -> None:
+        self.path = data_dir / NODE_TELEMETRY_FILE
+        self.every_s = every_s
+        self._last = -math.inf
+
+    def maybe_save(self, tel: NodeTelemetry, now: float) -> bool:
+        """Save `tel` if the last save is `every_s` old; False when not due or the write failed (logged)."""
+        if now - self._last < self.every_s:
+            return False
+        self._last = now
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(tel.model_dump_json(by_alias=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("event=telemetry_save_failed path=%s error=%r", self.path, exc.strerror)
+            return False
+        return True
 
 
 class TickTimes:

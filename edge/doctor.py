@@ -4,7 +4,8 @@ Checks, in order: the files (site config, band keys and their mode, MQTT credent
 radios (BLE adapters through bleak, serial scanners with HELLO), the cameras (open, one frame,
 size, rate, zones against the frame), the broker with the node's own credentials (connect,
 own namespace, foreign namespace refused, the cloud ingest's session), the clock against the
-cloud, disk and outbox, the compiled kernel cache, and the Pi's temperature and throttling.
+cloud, disk and outbox, the health of each receiver as the running agent learned it (its saved node
+telemetry: gain off, deaf, silent), the compiled kernel cache, and the Pi's temperature and throttling.
 
 Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for bad
 arguments. `--json` prints `{"ok": bool, "checks": [{group, name, status, detail, fix}]}`.
@@ -32,6 +33,7 @@ from edge.doctor_checks import (
     check_pi,
     check_site_config,
 )
+from edge.receiver_health import check_receivers
 from protocols.cli_errors import EXIT_FAILED, EXIT_USAGE, id_option, parse_hostport
 from protocols.errors import ConfigError
 from protocols.topics import NodeTopics
@@ -88,6 +90,7 @@ def run_checks(o: DoctorOptions) -> list[Check]:
     checks += check_data_dir(o.data_dir)
     checks += check_disk(o.data_dir)
     checks += check_outbox(o.data_dir, time.time())
+    checks += check_receivers(o.data_dir)
     checks += check_kernel_cache(warm=o.warm_kernels)
     checks += check_pi()
     return checks

@@ -16,6 +16,7 @@ which is cheap enough to try every candidate position.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +30,9 @@ from edge.bands.locate import LN10, LinkModel, LocateParams, locate
 from edge.bands.rssi_filter import robust_median
 from edge.bands.rules import RuleParams
 from edge.bands.window_test import Candidates, LinkInputs, WindowParams, fast_sd, run_test, slow_sd
+from edge.receiver_health import describe, load_receivers
 from protocols.errors import ConfigError
+from protocols.payloads import ReceiverHealth
 from protocols.site_config import SiteConfig, load_site_config
 
 POWER = -59.0
@@ -69,6 +72,7 @@ class PlanReport:
     suggestion_gain: float
     grid: np.ndarray = field(repr=False)
     grid_err: np.ndarray = field(repr=False)
+    receivers: dict[str, ReceiverHealth] = field(default_factory=dict)  # as a node reported them (--receivers)
 
     @property
     def score(self) -> float:
@@ -111,11 +115,45 @@ def _solve(site: SiteConfig, samples: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return locate(med, cnt, spread, np.full(len(med), POWER), rx, params, site.radio.path_loss_exponent)
 
 
+@dataclass(frozen=True)
+class RxModel:
+    """Each receiver as the plan models it: its floor, variance the detector adds to its links, and whether
+    it hears at all. The default is every receiver sound; `from_health` takes what a node reported."""
+
+    floor: np.ndarray  # (R,) dBm
+    extra_var: np.ndarray  # (R,) dB²
+    alive: np.ndarray  # (R,) bool
+
+    @staticmethod
+    def sound(n: int) -> RxModel:
+        return RxModel(np.full(n, FLOOR_DBM), np.zeros(n), np.ones(n, dtype=bool))
+
+    @staticmethod
+    def from_health(site: SiteConfig, health: Mapping[str, ReceiverHealth]) -> RxModel:
+        """Deaf: its reported floor. Gain off: corrected by the detector, but down-weighted as the detector
+        does ((|dev| - 3)² dB²). Silent: hears nothing and says nothing by missing."""
+        hp = HearingParams()
+        m = RxModel.sound(len(site.receivers))
+        for r, rx in enumerate(site.receivers):
+            h = health.get(rx.id)
+            if h is None:
+                continue
+            if h.state == "deaf":
+                m.floor[r] = max(h.floor_dbm, FLOOR_DBM)
+            elif h.state == "gain_off":
+                m.extra_var[r] = max(abs(h.gain_dev_db) - (hp.gain_off_db - 1.0), 0.0) ** 2
+            elif h.state == "silent":
+                m.alive[r] = False
+        return m
+
+
 def _window_stats(site: SiteConfig, cand: Candidates, pts: np.ndarray, trials: int, rng: np.random.Generator,
-                  window_s: float, wp: WindowParams) -> tuple[np.ndarray, np.ndarray]:
+                  window_s: float, wp: WindowParams, rxm: RxModel | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Window-test statistic (2·ln LR) per draw for a band standing at each point (len(pts)·trials,),
     and per point the number of receivers that would hear it well (mean level 6 dB above the floor)."""
     rx = np.array([r.position for r in site.receivers], dtype=np.float64).reshape(-1, 2)
+    rxm = rxm or RxModel.sound(len(rx))
+    floor = rxm.floor[None, :, None]
     sigma, n_exp = site.radio.shadowing_db, site.radio.path_loss_exponent
     hp = HearingParams()
     p = np.repeat(pts, trials, axis=0)
@@ -125,22 +163,22 @@ def _window_stats(site: SiteConfig, cand: Candidates, pts: np.ndarray, trials: i
             + rng.normal(0, GAIN_RESIDUAL_DB, (1, len(rx))))
     s = (mean + rng.normal(0, sigma * math.sqrt(0.5), mean.shape))[..., None] + rng.normal(
         0, sigma * math.sqrt(0.5), (*mean.shape, n_adv))
-    p_ok = (1 - hp.base_loss) / (1 + np.exp(-(s - FLOOR_DBM - hp.knee_above_floor_db) / hp.width_db))
-    ok = (rng.random(s.shape) < p_ok) & (s >= FLOOR_DBM)
+    p_ok = (1 - hp.base_loss) / (1 + np.exp(-(s - floor - hp.knee_above_floor_db) / hp.width_db))
+    ok = (rng.random(s.shape) < p_ok) & (s >= floor) & rxm.alive[None, :, None]
     k = ok.sum(axis=2).astype(np.float64)
     xbar = np.where(k > 0, np.where(ok, s, 0.0).sum(axis=2) / np.maximum(k, 1.0), 0.0)
-    table = miss_table(FLOOR_DBM, fast_sd(sigma, wp), hp)
+    logmiss = np.stack([miss_table(float(f), fast_sd(sigma, wp), hp) for f in rxm.floor])
     m = len(p)
-    listen = np.ones(len(rx), dtype=bool)
+    listen = rxm.alive.copy()
     x = LinkInputs(k=k, xbar=xbar, n_sent=np.full(m, float(n_adv)), power=np.full(m, POWER),
                    sb=np.full(m, BAND_GAIN_SD_DB),
-                   slow_sd=np.broadcast_to(slow_sd(sigma, wp, np.full(len(rx), GAIN_RESIDUAL_DB**2)), k.shape),
-                   fast_sd=fast_sd(sigma, wp), listen=listen, floor=np.full(len(rx), FLOOR_DBM),
-                   logmiss=np.tile(table, (len(rx), 1)), exponent=n_exp,
+                   slow_sd=np.broadcast_to(slow_sd(sigma, wp, GAIN_RESIDUAL_DB**2 + rxm.extra_var), k.shape),
+                   fast_sd=fast_sd(sigma, wp), listen=listen, floor=rxm.floor.copy(),
+                   logmiss=logmiss, exponent=n_exp,
                    sets=cand.restrict(np.zeros(m, dtype=np.int64), k, np.full(m, float(n_adv)), listen))
     lr = run_test(cand, x).lr
     d_pt = np.maximum(np.linalg.norm(pts[:, None, :] - rx[None, :, :], axis=2), 0.5)
-    hear = (POWER - 10 * n_exp * np.log10(d_pt) > FLOOR_DBM + 6.0).sum(axis=1)
+    hear = ((POWER - 10 * n_exp * np.log10(d_pt) > rxm.floor[None, :] + 6.0) & rxm.alive[None, :]).sum(axis=1)
     return np.where(np.isnan(lr), -np.inf, lr), hear
 
 
@@ -186,8 +224,10 @@ def _crlb_error(site: SiteConfig, rx: np.ndarray, pts: np.ndarray) -> np.ndarray
     return np.asarray(np.sqrt(np.trace(np.linalg.inv(fim), axis1=1, axis2=2)))
 
 
-def make_plan(site: SiteConfig, *, seed: int = 0, trials: int = 12, spacing: float = 2.0) -> PlanReport:
-    """Run the planning Monte Carlo for a site."""
+def make_plan(site: SiteConfig, *, seed: int = 0, trials: int = 12, spacing: float = 2.0,
+              health: Mapping[str, ReceiverHealth] | None = None) -> PlanReport:
+    """Run the planning Monte Carlo for a site; with `health` (a node's reported receivers), the breach
+    predictions model each receiver as it was reported (deaf, gain off and down-weighted, silent)."""
     if not site.receivers:
         raise ConfigError("site", "receivers", "plan needs at least one receiver")
     rng = np.random.default_rng(seed)
@@ -202,15 +242,16 @@ def make_plan(site: SiteConfig, *, seed: int = 0, trials: int = 12, spacing: flo
     for poly in permitted:
         inside |= point_in_polygon(grid, poly)
     in_err = grid_err[inside] if inside.any() else grid_err
-    edges = _edge_reports(site, trials, rng)
+    edges = _edge_reports(site, trials, rng, RxModel.from_health(site, health or {}), health or {})
     order = np.argsort(-np.where(inside, grid_err, -1))[:3]
     weak = [(float(grid[i, 0]), float(grid[i, 1]), float(grid_err[i])) for i in order if inside[i]]
     suggestion, gain = _suggest(site, rx, grid[inside] if inside.any() else grid, bounds)
     return PlanReport(float(np.median(in_err)), float(np.percentile(in_err, 90)), edges, weak, suggestion, gain,
-                      grid, grid_err)
+                      grid, grid_err, dict(health or {}))
 
 
-def _edge_reports(site: SiteConfig, trials: int, rng: np.random.Generator) -> list[EdgeReport]:
+def _edge_reports(site: SiteConfig, trials: int, rng: np.random.Generator, rxm: RxModel,
+                  health: Mapping[str, ReceiverHealth]) -> list[EdgeReport]:
     """Recall and false-alarm rate of the breach detector per fence edge, with the reason a weak edge is weak."""
     rules = RuleParams.from_rules(site.rules)
     wp = WindowParams(threshold=rules.window_threshold)
@@ -231,10 +272,10 @@ def _edge_reports(site: SiteConfig, trials: int, rng: np.random.Generator) -> li
         # The detector takes the largest of several windows over the ~20 s a person stands out before
         # the deadline; the slow shadowing decorrelates within that on a time-varying channel: two
         # independent draws (dwell + 10 s and dwell + 20 s) stand for it.
-        lr_out, hear_out = _window_stats(site, cand, outside, trials, rng, window_s, wp)
-        lr_out2, _ = _window_stats(site, cand, outside, trials, rng, window_s + 10.0, wp)
+        lr_out, hear_out = _window_stats(site, cand, outside, trials, rng, window_s, wp, rxm)
+        lr_out2, _ = _window_stats(site, cand, outside, trials, rng, window_s + 10.0, wp, rxm)
         lr_out = np.maximum(lr_out, lr_out2)
-        lr_in, _ = _window_stats(site, cand, inside, trials, rng, window_s, wp)
+        lr_in, _ = _window_stats(site, cand, inside, trials, rng, window_s, wp, rxm)
         recall = float(np.mean(lr_out >= wp.threshold))
         false = _false_per_100h(lr_in, wp.threshold, window_s + 10.0)
         why = ""
@@ -245,8 +286,19 @@ def _edge_reports(site: SiteConfig, trials: int, rng: np.random.Generator) -> li
                    f"(6 dB above the floor) by {int(hear_out[mid])} receiver(s), the nearest {near:.0f} m away")
         elif false > 0.5:
             why = "a person standing at this fence often looks outside (receivers too far on both sides)"
+        if why:
+            why += _bad_nearby(site, health, (a + b) / 2)
         out.append(EdgeReport(zid, (float(a[0]), float(a[1])), (float(b[0]), float(b[1])), recall, false, why))
     return out
+
+
+def _bad_nearby(site: SiteConfig, health: Mapping[str, ReceiverHealth], mid: np.ndarray,
+                within_m: float = 30.0) -> str:
+    """", with rx-a deaf" for the reported receivers that are not ok within `within_m` of an edge's middle."""
+    near = [f"{r.id} {health[r.id].state}" for r in site.receivers
+            if r.id in health and health[r.id].state != "ok"
+            and float(np.linalg.norm(np.asarray(r.position, dtype=np.float64) - mid)) <= within_m]
+    return f"; with {', '.join(near)}" if near else ""
 
 
 def _bounds(permitted: list[np.ndarray], rx: np.ndarray, pad: float) -> tuple[float, float, float, float]:
@@ -302,13 +354,27 @@ def render_png(site: SiteConfig, report: PlanReport, out: Path) -> None:
     plt.close(fig)
 
 
+def _receiver_lines(health: Mapping[str, ReceiverHealth]) -> list[str]:
+    """What a node reported about its receivers (`--receivers`), each bad one with its fix."""
+    if not health:
+        return []
+    bad = {rx: h for rx, h in sorted(health.items()) if h.state != "ok"}
+    lines = [f"receivers as the node reported them: {len(health) - len(bad)} of {len(health)} ok"
+             + ("; the fence predictions below model the others as reported" if bad else "")]
+    for rx, h in bad.items():
+        detail, fix = describe(rx, h)
+        lines.append(f"  {h.state:8s} {detail}; fix: {fix}")
+    return lines
+
+
 def format_report(site: SiteConfig, r: PlanReport) -> str:
     """The text `plan` prints."""
     lines = [f"site {site.site.id}: {len(site.receivers)} receivers, {len(site.beacons)} beacons, "
              f"shadowing {site.radio.shadowing_db} dB, exponent {site.radio.path_loss_exponent}",
-             f"expected localisation error inside permitted zones: p50 {r.err_p50:.1f} m, p90 {r.err_p90:.1f} m",
-             "fence edges (recall: share of people standing 20-35 m out whom the breach detector catches;",
-             "             false: predicted false breaches per 100 band-hours for a person standing at the fence):"]
+             f"expected localisation error inside permitted zones: p50 {r.err_p50:.1f} m, p90 {r.err_p90:.1f} m"]
+    lines += _receiver_lines(r.receivers)
+    lines += ["fence edges (recall: share of people standing 20-35 m out whom the breach detector catches;",
+              "             false: predicted false breaches per 100 band-hours for a person standing at the fence):"]
     for e in r.edges:
         flag = f"  <- weak: {e.why}" if e.why else ""
         lines.append(f"  {e.zone:12s} ({e.a[0]:.0f},{e.a[1]:.0f})-({e.b[0]:.0f},{e.b[1]:.0f}): "
@@ -328,11 +394,15 @@ def plan(
     config: Annotated[Path, typer.Option("--config", help="site YAML (docs/protocol.md §3)")],
     out: Annotated[Path | None, typer.Option("--out", help="write a PNG heat map here")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Monte Carlo seed")] = 0,
+    receivers: Annotated[Path | None, typer.Option(
+        "--receivers", help="a node's saved node telemetry (DATA_DIR/node-telemetry.json): show its receivers' "
+                            "health and predict with them as reported")] = None,
 ) -> None:
     """Expected localisation error, breach recall and false alarms per fence edge, and where to add a receiver."""
     try:
         site = load_site_config(config)
-        report = make_plan(site, seed=seed)
+        health = load_receivers(receivers)[0] if receivers is not None else None
+        report = make_plan(site, seed=seed, health=health)
     except ConfigError as err:
         typer.echo(f"qwatch-edge: configuration error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -30,3 +30,32 @@ def test_plan_cli_prints_report_and_png(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "expected localisation error" in res.stdout and "one more receiver" in res.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plan_with_a_nodes_reported_receivers_names_them_and_predicts_with_them(tmp_path: Path) -> None:
+    from edge.receiver_health import load_receivers
+    from tests.edge.receiver_files import save_health
+
+    site = load_site_config(DEMO_SITE)
+    rx_ids = [r.id for r in site.receivers]
+    tel = save_health(tmp_path, rx_ids, deaf="rx-a", low="rx-b", ts=1.7e9)
+    health, _ = load_receivers(tel)
+    assert health["rx-a"].state == "deaf" and health["rx-b"].state == "gain_off"
+    sound = make_plan(site, seed=1, trials=6)
+    bad = make_plan(site, seed=1, trials=6, health=health)
+    # rx-a is block-a's only inside receiver: deaf, the escapes beyond block-a's fences go unheard by it.
+    block_a = [(s.recall, b.recall) for s, b in zip(sound.edges, bad.edges, strict=True) if s.zone == "block-a"]
+    assert sum(b for _s, b in block_a) < sum(s for s, _b in block_a) - 0.3
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    res = CliRunner().invoke(app, ["plan", "--config", str(DEMO_SITE), "--receivers", str(tel)])
+    assert res.exit_code == 0, res.output
+    assert f"receivers as the node reported them: {len(rx_ids) - 2} of {len(rx_ids)} ok" in res.stdout
+    assert "rx-a: stops hearing at -84 dBm" in res.stdout and "rx-b: reads" in res.stdout
+    assert "with rx-a deaf" in res.stdout  # a weak edge says which receiver makes it weak
+    junk = tmp_path / "junk.json"
+    junk.write_text('{"receivers": {}}')
+    res = CliRunner().invoke(app, ["plan", "--config", str(DEMO_SITE), "--receivers", str(junk)])
+    assert res.exit_code == 2 and "not a node telemetry message" in res.output

@@ -120,8 +120,9 @@ def test_advert_bins_window_counts_means_and_interval() -> None:
     k, xbar, sent = bins.window(np.array([0, 1]), 119.9, 10.0)
     assert k[0, 1] == 10 and k[0, 0] == 0 and abs(xbar[0, 1] + 80.5) < 1e-9
     assert k[1, 2] == 2 and abs(xbar[1, 2] + 91.0) < 1e-9
-    assert abs(sent[0] - 10.0) < 0.2
-    assert abs(sent[1] - 2.0) < 1e-9  # first heard 2 s ago: nothing was sent before that
+    # The newest second (119) is 0.9 s old: it counts for 0.9 of an advert, not a whole one missed.
+    assert abs(sent[0] - 9.9) < 0.2
+    assert abs(sent[1] - 1.9) < 1e-9  # first heard in second 118: nothing was sent before that
     for t in range(120, 200):  # a band advertising every 1.25 s
         bins.note_counter(1, t * 1.25, t)
     assert abs(bins.interval[1] - 1.25) < 0.02

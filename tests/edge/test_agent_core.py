@@ -115,3 +115,17 @@ def test_sim_start_ts_reaches_the_sim_source(tmp_path: Path) -> None:
             for s in agent.sources:
                 s.stop()
             agent.outbox.close()
+
+
+def test_node_telemetry_is_saved_for_doctor_and_plan_at_most_once_a_minute(agent: Agent, tmp_path: Path) -> None:
+    from edge.agent_telemetry import NODE_TELEMETRY_FILE
+
+    path = tmp_path / "data" / NODE_TELEMETRY_FILE
+    agent._node_telemetry(1000.0)
+    first = NodeTelemetry.model_validate_json(path.read_bytes())
+    assert first.ts == 1000.0 and first.schema_ == "qwatch.node/1"
+    agent._node_telemetry(1030.0)  # not due: an SD card is not written every few seconds
+    assert NodeTelemetry.model_validate_json(path.read_bytes()).ts == 1000.0
+    agent._node_telemetry(1061.0)
+    assert NodeTelemetry.model_validate_json(path.read_bytes()).ts == 1061.0
+    assert not path.with_suffix(".tmp").exists()

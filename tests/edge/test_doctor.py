@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -245,3 +247,19 @@ def test_cold_kernel_cache_and_pi_without_vcgencmd(tmp_path: Path, monkeypatch: 
     assert pi.status == "warn" and "libraspberrypi-bin" in pi.fix
     model.write_bytes(b"QEMU Virtual Machine\x00")
     assert "not a Pi" in check_pi(model_file=model)[0].detail
+
+
+def test_doctor_shows_a_deaf_and_a_miscalibrated_receiver_from_the_agents_telemetry(
+        node: dict[str, Path], cloud_clock: str) -> None:
+    from tests.edge.receiver_files import save_health
+
+    _code, checks = _doctor(node, cloud_clock)
+    assert checks["bands/receiver health"]["status"] == "pass"  # the agent has not run here
+    save_health(node["data"], ["rx-1", "rx-2", "rx-3", "rx-4"], deaf="rx-2", low="rx-3", ts=time.time() - 30)
+    code, checks = _doctor(node, cloud_clock)
+    deaf, low = checks["bands/receiver rx-2"], checks["bands/receiver rx-3"]
+    assert deaf["status"] == "warn" and "-84 dBm" in deaf["detail"] and "antenna" in deaf["fix"]
+    assert low["status"] == "warn" and re.search(r"reads 6\.[5-9] dB low", low["detail"])
+    assert re.search(r"add \+6\.[5-9] to its rssi_offset", low["fix"])
+    assert "bands/receiver rx-1" not in checks and "bands/receiver health" not in checks
+    assert code == 0 or _failed(checks).keys() - {"bands/receiver rx-2", "bands/receiver rx-3"}  # warnings only
