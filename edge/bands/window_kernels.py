@@ -251,16 +251,19 @@ def _pruned(bound: float, top: float) -> bool:
 def _search(k_lo: int, k_hi: int, kptr: I64, kmin: F64, kmax: F64, cptr: I64, cg: I64, cmin: F64, cmax: F64,
             active: B, logd: F64, p: float, sdb: float, bz: F64, blw: F64, exponent: float, links: I64, nl: int,
             tables: F64, spmax: F64, nmu: I64, mu0: F64, cut: F64, per_b: F64, best_b: F64,
-            keep_b: bool) -> tuple[float, int]:
-    """The best candidate under coarse cells k_lo:k_hi (the first one, by row, among equals) and its log-likelihood.
+            keep_b: bool, top0: float, best0: int) -> tuple[float, int]:
+    """The best candidate under coarse cells k_lo:k_hi and its log-likelihood, if better than (top0, best0).
+
+    Among equals the first in (exponent, row) order wins, as in a plain loop over exponents then rows.
 
     Branch and bound over two levels of square cells (coarse cells hold fine cells, fine cells hold
     candidates): a cell's bound (`_cell_bound`) is above every candidate's log-likelihood in it, so
     cells are opened best bound first and the search stops at the first one whose bound is below the
     best found. The result is the exhaustive search's, bit for bit (`_cand_ll` is the same arithmetic).
     """
-    top = -1e300
-    best = -1
+    top = top0
+    best = best0
+    own = False  # whether `best` was found in this call (a tie goes to the earlier exponent, then the lower row)
     n_k = k_hi - k_lo
     if n_k <= 0:
         return top, best
@@ -298,9 +301,10 @@ def _search(k_lo: int, k_hi: int, kptr: I64, kmin: F64, kmax: F64, cptr: I64, cg
                 if not active[g]:
                     continue
                 ll = _cand_ll(g, logd, p, sdb, bz, blw, exponent, links, nl, tables, nmu, mu0, cut, per_b)
-                if ll > top or (ll == top and g < best):
+                if ll > top or (own and ll == top and g < best):
                     top = ll
                     best = g
+                    own = True
                     if keep_b:
                         for j in range(bz.shape[0]):
                             best_b[j] = per_b[j]
@@ -362,9 +366,9 @@ def _block_table(kb: F64, xb: F64, missb: F64, held_sd: float, blk_sd: float, fa
 @kernel
 def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64, fast_sd: float,
               listen: B, floor: F64, logmiss: F64, v0: float, dv: float, logd: F64, lo: I64, mid: I64,
-              hi: I64, set_of_row: I64, exponent: float, gh_x: F64, gh_lw: F64, bz: F64, blw: F64,
-              cell_lo: I64, cell_mid: I64, cell_hi: I64, kptr: I64, kmin: F64, kmax: F64, cptr: I64, cg: I64,
-              cmin: F64, cmax: F64, lr: F64,
+              hi: I64, set_of_row: I64, exponents: F64, profile_above: float, gh_x: F64, gh_lw: F64, bz: F64,
+              blw: F64, cell_lo: I64, cell_mid: I64, cell_hi: I64, kptr: I64, kmin: F64, kmax: F64, cptr: I64,
+              cg: I64, cmin: F64, cmax: F64, lr: F64,
               best_in: I64, best_out: I64, b_mean: F64, b_var: F64, ll_in: F64, kb: F64, xb: F64, nsb: F64,
               blk_sd: F64) -> None:
     """Per row m (a band's window): the outside-vs-inside log-likelihood ratio and its arg-maxes.
@@ -380,6 +384,11 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
     (kb, xb: (M, R, B) heard counts and mean levels per block, nsb: (M, B) adverts sent per block), the
     link's slow shadowing is slow_sd[m, r] held over the window plus blk_sd[m, r] drawn afresh per block;
     elsewhere slow_sd is all held (one block: kb, xb, nsb are not read).
+
+    `exponents`: the path-loss exponents the test allows (the calibrated one first, then values it cannot
+    rule out); each hypothesis takes its best (position, exponent) pair, i.e. the exponent is a nuisance
+    parameter profiled in both. Exponents after the first are tried only where the first gives a
+    statistic above `profile_above`.
 
     Two exact-enough shortcuts keep a big site cheap: outside candidates farther from the strongest
     heard receiver than its level allows (3.5 σ) are skipped, and an unheard receiver's term is
@@ -407,6 +416,12 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
     work = np.empty(MAX_TABLE + 200)
     n_g = logd.shape[0]
     active = np.zeros(n_g, dtype=np.bool_)
+    n_e = exponents.shape[0]
+    e_min = exponents[0]
+    e_max = exponents[0]
+    for e in range(n_e):
+        e_min = min(e_min, exponents[e])
+        e_max = max(e_max, exponents[e])
     for m in range(k.shape[0]):
         s = set_of_row[m]
         p = power[m]
@@ -431,7 +446,7 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
         # Farthest a candidate can be from the strongest receiver and still explain its level.
         # The shortcuts below use each link's whole slow sd (held and per-block parts together).
         sd_strong = math.sqrt(slow_sd[m, strong] ** 2 + (blk_sd[m, strong] ** 2 if n_blk > 1 else 0.0))
-        reach = (bmax - top_x + 3.5 * sd_strong + 3.0 * fast_sd) / exponent
+        reach = (bmax - top_x + 3.5 * sd_strong + 3.0 * fast_sd) / e_min
         for r in range(n_rx):
             lmin[r] = 1e300
             lmax[r] = -1e300
@@ -451,8 +466,8 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             heard[r] = kr > 0.0
             if not heard[r] and not listen[r]:
                 continue
-            hi_mu = bmax - exponent * lmin[r]
-            lo_mu = bmin - exponent * lmax[r]
+            hi_mu = bmax - e_min * lmin[r]
+            lo_mu = bmin - e_max * lmax[r]
             cut[r] = -1e300
             if not heard[r]:
                 sd_r = math.sqrt(slow_sd[m, r] ** 2 + (blk_sd[m, r] ** 2 if n_blk > 1 else 0.0))
@@ -481,11 +496,23 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             nl += 1
         for li in range(nl):
             _sparse_max(tables, links[li], nmu[links[li]], spmax)
-        # Inside first (its best point is needed exactly), then outside; each best-first over cells.
-        top_in, i_in = _search(cell_lo[s], cell_mid[s], kptr, kmin, kmax, cptr, cg, cmin, cmax, active, logd, p,
-                               sdb, bz, blw, exponent, links, nl, tables, spmax, nmu, mu0, cut, per_b, best_b, True)
-        top_out, i_out = _search(cell_mid[s], cell_hi[s], kptr, kmin, kmax, cptr, cg, cmin, cmax, active, logd, p,
-                                 sdb, bz, blw, exponent, links, nl, tables, spmax, nmu, mu0, cut, per_b, best_b, False)
+        top_in = -1e300
+        top_out = -1e300
+        i_in = -1
+        i_out = -1
+        for e in range(n_e):
+            # The other exponents only where the calibrated one leaves the band not confidently inside
+            # (the detector's gate for its shorter windows): the profile's cost stays with bands near a fence.
+            if e == 1 and (i_in < 0 or i_out < 0 or 2.0 * (top_out - top_in) <= profile_above):
+                break
+            exponent = exponents[e]
+            # Inside first (its best point is needed exactly), then outside; each best-first over cells.
+            top_in, i_in = _search(cell_lo[s], cell_mid[s], kptr, kmin, kmax, cptr, cg, cmin, cmax, active, logd,
+                                   p, sdb, bz, blw, exponent, links, nl, tables, spmax, nmu, mu0, cut, per_b,
+                                   best_b, True, top_in, i_in)
+            top_out, i_out = _search(cell_mid[s], cell_hi[s], kptr, kmin, kmax, cptr, cg, cmin, cmax, active, logd,
+                                     p, sdb, bz, blw, exponent, links, nl, tables, spmax, nmu, mu0, cut, per_b,
+                                     best_b, False, top_out, i_out)
         if i_in >= 0 and i_out >= 0:
             lr[m] = 2.0 * (top_out - top_in)
         else:  # no outside point can explain the level at all (or no inside candidates: degenerate)

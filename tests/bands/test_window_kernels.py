@@ -4,6 +4,8 @@ tables of receivers that heard nothing: both must give the exhaustive search's r
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -60,3 +62,6 @@ def test_pruned_search_and_memo_equal_the_exhaustive_search_bit_for_bit(seed: in
         assert np.array_equal(getattr(back, f)[::-1], getattr(ref, f), equal_nan=True), f
     inner, inner_ref = run_test(cand, x, inside_only=True), run_test(every, x, inside_only=True)
     _same(inner, inner_ref)
+    # The exponent profiled over three values (each hypothesis keeps its best over exponents and rows).
+    prof = replace(x, exponent_up=(0.0, 0.2, 0.4), profile_above=-2.0 if seed % 2 else -math.inf)
+    _same(run_test(cand, prof), run_test(every, prof))
