@@ -105,7 +105,8 @@ class WindowDetector:
                        sb=self.gains.sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
                        listen=listen, floor=self.hearing.floor, logmiss=self.hearing.logmiss,
                        exponent=self.exponent.value(tr.calibration.exponent),
-                       sets=self.cand.restrict(self.set_of_band[rows], k, sent, listen))
+                       sets=self.cand.restrict(self.set_of_band[rows], k, sent, listen),
+                       exponent_up=self.p.exponent_up, profile_above=self.p.profile_above)
         n_blk = self.clock.blocks(window_s)
         if n_blk <= 1:
             return x
@@ -232,9 +233,14 @@ class WindowDetector:
             return
         idx = np.array(pick, dtype=np.int64)
         sub = x.take(idx)
+        if len(x.exponent_up) > 1:  # the learner needs the likelihood at one exponent each, not profiled
+            sub = replace(sub, exponent_up=(0.0,))
+            ll_mid = run_test(self.cand, sub, inside_only=True).ll_in
+        else:
+            ll_mid = ll_in[idx]
         lo = run_test(self.cand, replace(sub, exponent=x.exponent - ep.step), inside_only=True).ll_in
         hi = run_test(self.cand, replace(sub, exponent=x.exponent + ep.step), inside_only=True).ll_in
-        self.exponent.add(now, x.exponent, lo, ll_in[idx], hi)
+        self.exponent.add(now, x.exponent, lo, ll_mid, hi)
         self._exp_last[rows[idx]] = now
 
     def receivers(self, now: float) -> dict[str, dict[str, float | int | str]]:

@@ -145,7 +145,8 @@ def _block_table(kb: F64, xb: F64, missb: F64, held_sd: float, blk_sd: float, fa
 @kernel
 def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64, fast_sd: float,
               listen: B, floor: F64, logmiss: F64, v0: float, dv: float, logd: F64, lo: I64, mid: I64,
-              hi: I64, set_of_row: I64, exponent: float, gh_x: F64, gh_lw: F64, bz: F64, blw: F64, lr: F64,
+              hi: I64, set_of_row: I64, exponents: F64, profile_above: float, gh_x: F64, gh_lw: F64, bz: F64,
+              blw: F64, lr: F64,
               best_in: I64, best_out: I64, b_mean: F64, b_var: F64, ll_in: F64, kb: F64, xb: F64, nsb: F64,
               blk_sd: F64) -> None:
     """Per row m (a band's window): the outside-vs-inside log-likelihood ratio and its arg-maxes.
@@ -161,6 +162,11 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
     (kb, xb: (M, R, B) heard counts and mean levels per block, nsb: (M, B) adverts sent per block), the
     link's slow shadowing is slow_sd[m, r] held over the window plus blk_sd[m, r] drawn afresh per block;
     elsewhere slow_sd is all held (one block: kb, xb, nsb are not read).
+
+    `exponents`: the path-loss exponents the test allows (the calibrated one first, then values it cannot
+    rule out); each hypothesis takes its best (position, exponent) pair, i.e. the exponent is a nuisance
+    parameter profiled in both. Exponents after the first are tried only where the first gives a
+    statistic above `profile_above`.
 
     Two exact-enough shortcuts keep a big site cheap: outside candidates farther from the strongest
     heard receiver than its level allows (3.5 σ) are skipped, and an unheard receiver's term is
@@ -183,6 +189,12 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
     work = np.empty(MAX_TABLE + 200)
     n_g = logd.shape[0]
     active = np.zeros(n_g, dtype=np.bool_)
+    n_e = exponents.shape[0]
+    e_min = exponents[0]
+    e_max = exponents[0]
+    for e in range(n_e):
+        e_min = min(e_min, exponents[e])
+        e_max = max(e_max, exponents[e])
     for m in range(k.shape[0]):
         s = set_of_row[m]
         p = power[m]
@@ -207,7 +219,7 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
         # Farthest a candidate can be from the strongest receiver and still explain its level.
         # The shortcuts below use each link's whole slow sd (held and per-block parts together).
         sd_strong = math.sqrt(slow_sd[m, strong] ** 2 + (blk_sd[m, strong] ** 2 if n_blk > 1 else 0.0))
-        reach = (bmax - top_x + 3.5 * sd_strong + 3.0 * fast_sd) / exponent
+        reach = (bmax - top_x + 3.5 * sd_strong + 3.0 * fast_sd) / e_min
         for r in range(n_rx):
             lmin[r] = 1e300
             lmax[r] = -1e300
@@ -227,8 +239,8 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             heard[r] = kr > 0.0
             if not heard[r] and not listen[r]:
                 continue
-            hi_mu = bmax - exponent * lmin[r]
-            lo_mu = bmin - exponent * lmax[r]
+            hi_mu = bmax - e_min * lmin[r]
+            lo_mu = bmin - e_max * lmax[r]
             cut[r] = -1e300
             if not heard[r]:
                 sd_r = math.sqrt(slow_sd[m, r] ** 2 + (blk_sd[m, r] ** 2 if n_blk > 1 else 0.0))
@@ -256,36 +268,42 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
         top_out = -1e300
         i_in = -1
         i_out = -1
-        for g in range(lo[s], hi[s]):
-            if not active[g]:
-                continue
-            for j in range(nb):
-                base = p + sdb * bz[j]
-                acc = blw[j]
-                for li in range(nl):
-                    r = links[li]
-                    mu = base - exponent * logd[g, r]
-                    if mu < cut[r]:
-                        continue
-                    acc += _interp_n(tables[r], nmu[r], mu0[r], MU_STEP, mu)
-                per_b[j] = acc
-            top = -1e300
-            for j in range(nb):
-                if per_b[j] > top:
-                    top = per_b[j]
-            tot = 0.0
-            for j in range(nb):
-                tot += math.exp(per_b[j] - top)
-            ll = top + math.log(tot)
-            if g < mid[s]:
-                if ll > top_in:
-                    top_in = ll
-                    i_in = g
-                    for j in range(nb):
-                        best_b[j] = per_b[j]
-            elif ll > top_out:
-                top_out = ll
-                i_out = g
+        for e in range(n_e):
+            # The other exponents only where the calibrated one leaves the band not confidently inside
+            # (the detector's gate for its shorter windows): the profile's cost stays with bands near a fence.
+            if e == 1 and (i_in < 0 or i_out < 0 or 2.0 * (top_out - top_in) <= profile_above):
+                break
+            exponent = exponents[e]
+            for g in range(lo[s], hi[s]):
+                if not active[g]:
+                    continue
+                for j in range(nb):
+                    base = p + sdb * bz[j]
+                    acc = blw[j]
+                    for li in range(nl):
+                        r = links[li]
+                        mu = base - exponent * logd[g, r]
+                        if mu < cut[r]:
+                            continue
+                        acc += _interp_n(tables[r], nmu[r], mu0[r], MU_STEP, mu)
+                    per_b[j] = acc
+                top = -1e300
+                for j in range(nb):
+                    if per_b[j] > top:
+                        top = per_b[j]
+                tot = 0.0
+                for j in range(nb):
+                    tot += math.exp(per_b[j] - top)
+                ll = top + math.log(tot)
+                if g < mid[s]:
+                    if ll > top_in:
+                        top_in = ll
+                        i_in = g
+                        for j in range(nb):
+                            best_b[j] = per_b[j]
+                elif ll > top_out:
+                    top_out = ll
+                    i_out = g
         if i_in >= 0 and i_out >= 0:
             lr[m] = 2.0 * (top_out - top_in)
         else:  # no outside point can explain the level at all (or no inside candidates: degenerate)
