@@ -37,8 +37,8 @@ class ClockParams:
     lags: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
     taus: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 128.0)
     above_floor_db: float = 10.0  # only links whose mean is this far above the receiver's floor
-    min_pairs: int = 1000  # pairs at the longest lag before the estimate is used
-    min_var_db2: float = 2.0  # a time-varying slow variance below this is noise: hold everything
+    min_pairs: int = 500  # pairs at the longest lag before the estimate is used
+    min_var_db2: float = 4.0  # a time-varying slow variance below this is noise: hold everything
     max_blocks: int = 4
 
 

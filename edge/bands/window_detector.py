@@ -147,7 +147,9 @@ class WindowDetector:
             self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias + self._gain[0])
             if self.loss.p.learn:
                 self.hearing.set_loss(self.loss.value())
-            self.clock.add(tr.bins, now, self.hearing.raw_floor)
+            # An unmeasured floor is taken keen here: a link nearer the true floor than it looks loses its
+            # low samples, which shrinks the measured change with time (fewer blocks), never grows it.
+            self.clock.add(tr.bins, now, np.where(self.hearing.measured, self.hearing.raw_floor, -100.0))
         listen = np.array(tr.rx_last) > now - 5.0
         out: dict[int, Verdict] = {}
         lr_best = np.full(len(rows), np.nan)
