@@ -89,6 +89,7 @@ class Hearing:
         self.resid_n = np.zeros(n)
         self._ring = np.zeros((n, self.p.resid_keep))
         self._ring_at = np.zeros(n, dtype=np.int64)
+        self._dirty: set[int] = set()
         self.dev_db = np.zeros(n)  # learned gain deviation from the configured offset (for health)
         self.dev_var = np.full(n, 36.0)
 
@@ -142,10 +143,14 @@ class Hearing:
         for r, e in zip(rx.tolist(), resid.tolist(), strict=True):
             self._ring[r, self._ring_at[r] % keep] = float(np.clip(e, -20.0, 20.0))
             self._ring_at[r] += 1
-        for r in set(rx.tolist()):
-            n = min(int(self._ring_at[r]), keep)
-            self.resid_mean[r] = float(np.median(self._ring[r, :n]))
-            self.resid_n[r] = n
+            self._dirty.add(r)
+        self.resid_n = np.minimum(self._ring_at, keep).astype(np.float64)
+
+    def _medians(self) -> None:
+        """The medians of the receivers with new residuals (read once per calibration round, not per look)."""
+        for r in self._dirty:
+            self.resid_mean[r] = float(np.median(self._ring[r, :int(self.resid_n[r])]))
+        self._dirty.clear()
 
     def corrections(self, beacon_var_db2: F64) -> tuple[F64, F64]:
         """(R,) dB to add to each receiver's levels, and the (R,) variance of its gain after that.
@@ -153,6 +158,7 @@ class Hearing:
         The band residuals' mean is weighed against the beacons' variance (a precision-weighted
         shrink), so a receiver the beacons pin well moves little and an unpinned one follows the bands.
         """
+        self._medians()
         n_eff = self.resid_n / self.p.resid_correlation
         prec_b = 1.0 / np.maximum(beacon_var_db2, 1e-3)
         prec_r = n_eff / self.p.resid_var_db2
