@@ -27,6 +27,7 @@ Run: .venv/bin/python -m bench.camera_heldout2 --clips --seeds 2 [--perspective]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import inspect
 import json
@@ -165,8 +166,10 @@ def site_yaml(url: str, perspective: bool) -> str:
 class Impl:
     """One source tree's detector, loaded in this process (its own module objects)."""
 
-    def __init__(self, name: str, root: Path | None, site: Path, plain_site: Path) -> None:
+    def __init__(self, name: str, root: Path | None, site: Path, plain_site: Path,
+                 overrides: dict[str, float] | None = None) -> None:
         self.name = name
+        self.overrides = overrides or {}
         saved = {k: v for k, v in sys.modules.items() if k == "edge" or k.startswith(("edge.", "protocols"))}
         for k in saved:
             del sys.modules[k]
@@ -190,7 +193,15 @@ class Impl:
             else (lambda _bgr: None)
 
     def new(self) -> Any:
-        return self.motion.MotionDetector(self.events.detector_spec(self.cam))
+        spec = self.events.detector_spec(self.cam)
+        if self.overrides:
+            # A variant of the same tree: DetectorSpec fields by name, TrackParams fields as tp.NAME.
+            tp = {k[3:]: v for k, v in self.overrides.items() if k.startswith("tp.")}
+            top = {k: v for k, v in self.overrides.items() if not k.startswith("tp.")}
+            if tp:
+                top["track_params"] = dataclasses.replace(spec.track_params, **tp)
+            spec = dataclasses.replace(spec, **top)
+        return self.motion.MotionDetector(spec)
 
     def run(self, frames: Any, end_ts: float) -> tuple[list[dict[str, Any]], float, dict[str, int]]:
         """(events as §6 dicts, detector CPU ms per frame, counters) for (t, BGR frame) pairs."""
@@ -393,6 +404,9 @@ def main() -> None:
     ap.add_argument("--perspective", action="store_true", help="give the camera its perspective")
     ap.add_argument("--impl", action="append", default=[], help="NAME=ROOT: also run this source tree")
     ap.add_argument("--no-current", action="store_true")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME:KEY=V,KEY=V: also run the current tree with these DetectorSpec values"
+                    " (tp.KEY: TrackParams)")
     ap.add_argument("--hours-night", type=float, default=0.0)
     ap.add_argument("--hours-day", type=float, default=0.0)
     ap.add_argument("--segment-s", type=float, default=1800.0)
@@ -408,6 +422,11 @@ def main() -> None:
     plain = tmp / "site-plain.yaml"
     plain.write_text(site_yaml("unused.mp4", False), encoding="utf-8")
     impls = [Impl(n, r, site, plain) for n, r in roots]
+    for v in args.variant:
+        name, _, kvs = v.partition(":")
+        over = {k: (int(float(x)) if float(x).is_integer() else float(x))
+                for k, x in (kv.split("=", 1) for kv in kvs.split(",") if kv)}
+        impls.append(Impl(name, None, site, plain, over))
     load0, t0 = os.getloadavg(), time.monotonic()
     md: list[str] = []
     out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}

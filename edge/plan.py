@@ -175,7 +175,8 @@ def _window_stats(site: SiteConfig, cand: Candidates, pts: np.ndarray, trials: i
                    slow_sd=np.broadcast_to(slow_sd(sigma, wp, GAIN_RESIDUAL_DB**2 + rxm.extra_var), k.shape),
                    fast_sd=fast_sd(sigma, wp), listen=listen, floor=rxm.floor.copy(),
                    logmiss=logmiss, exponent=n_exp,
-                   sets=cand.restrict(np.zeros(m, dtype=np.int64), k, np.full(m, float(n_adv)), listen))
+                   sets=cand.restrict(np.zeros(m, dtype=np.int64), k, np.full(m, float(n_adv)), listen),
+                   exponent_up=wp.exponent_up, profile_above=wp.profile_above)  # as the detector does
     lr = run_test(cand, x).lr
     d_pt = np.maximum(np.linalg.norm(pts[:, None, :] - rx[None, :, :], axis=2), 0.5)
     hear = ((POWER - 10 * n_exp * np.log10(d_pt) > rxm.floor[None, :] + 6.0) & rxm.alive[None, :]).sum(axis=1)

@@ -88,12 +88,14 @@ class AdvertBins:
     def window(self, rows: I64, now: float, window_s: float) -> tuple[F64, F64, F64]:
         """For bands `rows`: heard counts k (M, R), mean levels x̄ (M, R; 0 where unheard) and adverts sent (M,).
 
-        The window is the whole seconds in (now - window_s, now].
+        The window is the whole seconds in (now - window_s, now]; the newest one counts for its elapsed share.
         """
         top = math.floor(now)
         n = min(round(window_s), self.span)
-        # A band first heard inside the window sent nothing before that: count its adverts from then.
-        span = np.clip(top + 1 - self.first[rows], 0.0, float(n))
+        # A band first heard inside the window sent nothing before that: count its adverts from then. The
+        # newest second is only `now - top` old: its adverts are still to come (a tick on the whole second
+        # sees it empty), so it counts for that share only, not as a second of misses at every receiver.
+        span = np.clip(now - self.first[rows], 0.0, n - 1.0 + (now - top))
         secs = np.arange(top - n + 1, top + 1, dtype=np.int64)
         slots = secs % self.span
         valid = slots[self.sec[slots] == secs]
@@ -105,3 +107,29 @@ class AdvertBins:
         with np.errstate(invalid="ignore", divide="ignore"):
             xbar = np.where(k > 0, tot / np.maximum(k, 1.0), 0.0)
         return k, xbar, span / self.interval[rows]
+
+    def window_blocks(self, rows: I64, now: float, window_s: float, n_blocks: int) -> tuple[F64, F64, F64]:
+        """The same window cut into `n_blocks` consecutive blocks of whole seconds (oldest first):
+        k (M, R, B), x̄ (M, R, B; 0 where unheard) and adverts sent (M, B)."""
+        top = math.floor(now)
+        n = min(round(window_s), self.span)
+        secs = np.arange(top - n + 1, top + 1, dtype=np.int64)
+        m, n_rx = len(rows), self.count.shape[2]
+        k = np.zeros((m, n_rx, n_blocks))
+        tot = np.zeros((m, n_rx, n_blocks))
+        sent = np.zeros((m, n_blocks))
+        first = self.first[rows]
+        for b, part in enumerate(np.array_split(secs, n_blocks)):
+            if not len(part):
+                continue
+            # Seconds of the block at or after the band's first advert: it sent nothing before that.
+            end = now if part[-1] == top else float(part[-1] + 1)  # the newest second: only its elapsed share
+            sent[:, b] = np.clip(end - np.maximum(first, part[0]), 0.0, end - part[0]) / self.interval[rows]
+            slots = part % self.span
+            valid = slots[self.sec[slots] == part]
+            if len(valid):
+                k[:, :, b] = self.count[valid][:, rows].sum(axis=0, dtype=np.float64)
+                tot[:, :, b] = self.total[valid][:, rows].sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            xbar = np.where(k > 0, tot / np.maximum(k, 1.0), 0.0)
+        return k, xbar, sent

@@ -60,6 +60,15 @@ class WindowParams:
     # person standing just inside a fence better than inside does. Escapes of interest stand 20-35 m out.
     far_m: float = 35.0
     far_heard_share: float = 0.01
+    # The path-loss exponent as a nuisance parameter of both hypotheses, profiled over the calibrated value
+    # plus these steps (`window_kernels.window_lr`); (0.0,) = the calibrated exponent only. Upwards only:
+    # the beacons' estimate averages the levels of the adverts that were heard, and a long link is heard
+    # only on its up-fades, so it reads the slope flat (2.17-2.5 for a true 2.4-2.65 on the alt radio,
+    # 2.46-2.53 for 2.7 on the default one). Measured with (0, 0.2, 0.4): alt null false breaches 17 -> 0 in
+    # 50 band-h and demo recall up, but compound recall to 0/16 on both radios, whose escapees' evidence
+    # comes from that same low exponent: off (docs/bands.md, "Exponent profiled in both hypotheses").
+    exponent_up: tuple[float, ...] = (0.0,)
+    profile_above: float = -2.0  # ... tried only where the calibrated exponent gives a statistic above this
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +177,30 @@ class LinkInputs:
     logmiss: F64  # (R, V)
     exponent: float
     sets: I64  # (M,) candidate set of each row
+    # The window cut into blocks (`shadow_clock`): per block heard counts and mean levels (M, R, B), adverts
+    # sent (M, B), and the sd of the slow shadowing drawn afresh per block (M, R); slow_sd is then the part
+    # held over the whole window. None = one block (everything in slow_sd held).
+    kb: F64 | None = None
+    xb: F64 | None = None
+    nsb: F64 | None = None
+    blk_sd: F64 | None = None
+    exponent_up: tuple[float, ...] = (0.0,)  # the exponents tested: exponent + each of these (profiled) ...
+    profile_above: float = -math.inf  # ... where the first exponent's statistic is above this
 
     def take(self, idx: I64) -> LinkInputs:
         """The same inputs for the rows `idx` only."""
-        return replace(self, k=self.k[idx], xbar=self.xbar[idx], n_sent=self.n_sent[idx], power=self.power[idx],
-                       sb=self.sb[idx], slow_sd=self.slow_sd[idx], sets=self.sets[idx])
+        out = replace(self, k=self.k[idx], xbar=self.xbar[idx], n_sent=self.n_sent[idx], power=self.power[idx],
+                      sb=self.sb[idx], slow_sd=self.slow_sd[idx], sets=self.sets[idx])
+        if self.kb is None or self.xb is None or self.nsb is None or self.blk_sd is None:
+            return out
+        return replace(out, kb=self.kb[idx], xb=self.xb[idx], nsb=self.nsb[idx], blk_sd=self.blk_sd[idx])
+
+    def blocks(self) -> tuple[F64, F64, F64, F64]:
+        """(kb, xb, nsb, blk_sd) for the kernel: one block (blk_sd 0) when the window is not cut."""
+        if self.kb is None or self.xb is None or self.nsb is None or self.blk_sd is None:
+            m, r = self.k.shape
+            return self.k[:, :, None], self.xbar[:, :, None], self.n_sent[:, None], np.zeros((m, r))
+        return self.kb, self.xb, self.nsb, self.blk_sd
 
 
 def run_test(c: Candidates, x: LinkInputs, inside_only: bool = False) -> WindowResult:
@@ -182,14 +210,21 @@ def run_test(c: Candidates, x: LinkInputs, inside_only: bool = False) -> WindowR
     best_in, best_out = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
     f64 = np.float64
     hi = c.mid if inside_only else c.hi
+    kb, xb, nsb, blk = x.blocks()
     window_lr(np.ascontiguousarray(x.k, dtype=f64), np.ascontiguousarray(x.xbar, dtype=f64),
               np.ascontiguousarray(x.n_sent, dtype=f64), np.ascontiguousarray(x.power, dtype=f64),
               np.ascontiguousarray(x.sb, dtype=f64), np.ascontiguousarray(x.slow_sd, dtype=f64), float(x.fast_sd),
               np.ascontiguousarray(x.listen, dtype=np.bool_), np.ascontiguousarray(x.floor, dtype=f64),
               np.ascontiguousarray(x.logmiss, dtype=f64), float(V0), float(DV), c.logd, c.lo, c.mid, hi,
-              np.ascontiguousarray(x.sets, dtype=np.int64), float(x.exponent), _GH_X,
-              _GH_LW, _B_X, _B_LW, lr, best_in, best_out, b_mean, b_var, ll_in)
+              np.ascontiguousarray(x.sets, dtype=np.int64), _exponents(x), float(x.profile_above), _GH_X,
+              _GH_LW, _B_X, _B_LW, lr, best_in, best_out, b_mean, b_var, ll_in,
+              np.ascontiguousarray(kb, dtype=f64), np.ascontiguousarray(xb, dtype=f64),
+              np.ascontiguousarray(nsb, dtype=f64), np.ascontiguousarray(blk, dtype=f64))
     return _result(c, lr, best_in, best_out, b_mean, b_var, ll_in)
+
+
+def _exponents(x: LinkInputs) -> F64:
+    return np.ascontiguousarray(float(x.exponent) + np.asarray(x.exponent_up or (0.0,), dtype=np.float64))
 
 
 def _result(c: Candidates, lr: F64, best_in: I64, best_out: I64, b_mean: F64, b_var: F64,
@@ -216,6 +251,21 @@ def link_loglik(k: float, xbar: float, missed: float, slow_sd: float, fast_sd: f
     return np.asarray((top + np.log(np.exp(a - top).sum(axis=1, keepdims=True)))[:, 0])
 
 
+def link_loglik_blocks(kb: F64, xb: F64, missb: F64, held_sd: float, blk_sd: float, fast_sd: float,
+                       logmiss: F64, mu: F64) -> F64:
+    """Reference of one link's log-likelihood with the slow shadowing held (h) plus drawn per block (s_b)."""
+    h = held_sd * _GH_X
+    acc = np.zeros((len(mu), len(h)))
+    for b in range(len(kb)):
+        if kb[b] <= 0 and missb[b] <= 0:
+            continue
+        acc += link_loglik(float(kb[b]), float(xb[b]), float(missb[b]), blk_sd, fast_sd, logmiss,
+                           (mu[:, None] + h[None, :]).ravel()).reshape(acc.shape)
+    a = acc + _GH_LW[None, :]
+    top = a.max(axis=1, keepdims=True)
+    return np.asarray((top + np.log(np.exp(a - top).sum(axis=1, keepdims=True)))[:, 0])
+
+
 def run_reference(c: Candidates, x: LinkInputs) -> WindowResult:
     """The same test in plain numpy, evaluating every link exactly at every candidate (the oracle)."""
     m = len(x.sets)
@@ -223,26 +273,38 @@ def run_reference(c: Candidates, x: LinkInputs) -> WindowResult:
     best_in = np.full(m, -1, dtype=np.int64)
     best_out = np.full(m, -1, dtype=np.int64)
     b_mean, b_var, ll_in = np.zeros(m), np.zeros(m), np.full(m, np.nan)
+    kb, xb, nsb, blk = x.blocks()
     for i in range(m):
         s = int(x.sets[i])
         k = np.minimum(x.k[i], x.n_sent[i])
         if not (k > 0).any():
             continue
         rows = np.arange(c.lo[s], c.hi[s])
+        ll = np.full(len(rows), -np.inf)
         per_b = np.zeros((len(rows), len(_B_X)))
-        for j, z in enumerate(_B_X):
-            base = x.power[i] + x.sb[i] * z
-            acc = np.full(len(rows), _B_LW[j])
-            for r in range(k.shape[0]):
-                if k[r] <= 0 and not x.listen[r]:
-                    continue
-                mu = base - x.exponent * c.logd[rows, r]
-                missed = max(float(x.n_sent[i] - k[r]), 0.0) if x.listen[r] else 0.0
-                acc += link_loglik(float(k[r]), float(x.xbar[i, r]), missed,
-                                   float(x.slow_sd[i, r]), x.fast_sd, x.logmiss[r], mu)
-            per_b[:, j] = acc
-        top = per_b.max(axis=1, keepdims=True)
-        ll = top[:, 0] + np.log(np.exp(per_b - top).sum(axis=1))
+        for n_exp in _exponents(x):  # profiled: each candidate keeps its best exponent
+            per_e = np.zeros((len(rows), len(_B_X)))
+            for j, z in enumerate(_B_X):
+                base = x.power[i] + x.sb[i] * z
+                acc = np.full(len(rows), _B_LW[j])
+                for r in range(k.shape[0]):
+                    if k[r] <= 0 and not x.listen[r]:
+                        continue
+                    mu = base - n_exp * c.logd[rows, r]
+                    missed = max(float(x.n_sent[i] - k[r]), 0.0) if x.listen[r] else 0.0
+                    if kb.shape[2] > 1 and blk[i, r] > 0:
+                        mb = np.maximum(nsb[i] - np.minimum(kb[i, r], nsb[i]), 0.0) * float(x.listen[r])
+                        acc += link_loglik_blocks(kb[i, r], xb[i, r], mb, float(x.slow_sd[i, r]),
+                                                  float(blk[i, r]), x.fast_sd, x.logmiss[r], mu)
+                        continue
+                    acc += link_loglik(float(k[r]), float(x.xbar[i, r]), missed,
+                                       float(x.slow_sd[i, r]), x.fast_sd, x.logmiss[r], mu)
+                per_e[:, j] = acc
+            top = per_e.max(axis=1, keepdims=True)
+            ll_e = top[:, 0] + np.log(np.exp(per_e - top).sum(axis=1))
+            better = ll_e > ll
+            ll = np.where(better, ll_e, ll)
+            per_b[better] = per_e[better]
         n_in = int(c.mid[s] - c.lo[s])
         gi, go = int(np.argmax(ll[:n_in])), int(np.argmax(ll[n_in:]))
         lr[i] = 2.0 * (ll[n_in + go] - ll[gi])
@@ -266,4 +328,5 @@ def fast_sd(shadowing_db: float, p: WindowParams) -> float:
 
 
 __all__ = ["MU_STEP", "Candidates", "LinkInputs", "WindowParams", "WindowResult", "fast_sd", "link_loglik",
+           "link_loglik_blocks",
            "run_reference", "run_test", "slow_sd"]
