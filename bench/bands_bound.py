@@ -322,12 +322,12 @@ def plan_jobs(a: argparse.Namespace) -> list[Job]:
     radios = [x for x in a.radios.split(",") if x]
     sigmas = [float(x) for x in a.sigmas.split(",") if x]
     jobs = [Job("escape", lay, radio, s, a.seed + 100 * k + int(s), 48, 660.0)
-            for lay in layouts for radio in radios for s in sigmas for k in range(a.seeds)]
+            for lay in layouts for radio in radios for s in sigmas for k in range(a.seeds)] if a.seeds else []
     for k in range(a.null_worlds):
         for lay in layouts:
             for radio in radios:
                 s = sigmas[k % len(sigmas)]
-                jobs.append(Job("null", lay, radio, s, a.seed + 70_000 + 1000 * k + len(jobs), a.null_bands,
+                jobs.append(Job("null", lay, radio, s, a.null_seed + 1000 * k + len(jobs), a.null_bands,
                                 a.null_duration))
     return jobs
 
@@ -411,13 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layouts", default=",".join(BREACH_LAYOUTS))
     ap.add_argument("--radios", default="default,alt")
     ap.add_argument("--sigmas", default="4,6,8")
-    ap.add_argument("--seeds", type=int, default=2, help="escape worlds per row (bands_breach's seeds)")
+    ap.add_argument("--seeds", type=int, default=2, help="escape worlds per row (bands_breach's seeds; 0 = null only)")
     ap.add_argument("--null-worlds", type=int, default=6, help="null worlds per layout × radio (σ cycled)")
     ap.add_argument("--null-bands", type=int, default=100)
     ap.add_argument("--null-duration", type=float, default=1200.0)
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=16_000)
+    ap.add_argument("--seed", type=int, default=16_000, help="bands_breach's --seed (the same escapes)")
+    ap.add_argument("--null-seed", type=int, default=86_000, help="first null world's seed (another one adds "
+                    "independent null worlds: pool the --save files with --load A B)")
     ap.add_argument("--md", type=Path)
     ap.add_argument("--save", type=Path, help="pickle the results here (rewritten as jobs finish)")
     ap.add_argument("--load", type=Path, nargs="*", help="render saved results instead of running")

@@ -211,7 +211,10 @@ def _ar1_chain(rho: float) -> tuple[F64, F64, F64]:
 
 
 class IdealObserver:
-    """The ideal observer of issue 16, on the true channel and the same observations as the pipeline.
+    """The in-run ideal observer of issue 16, on the true channel and the same observations as the pipeline.
+
+    Superseded as the bound by `bench.bands_bound` (exact per radio model, thresholds from thousands
+    of cheap null band-hours); kept because it runs on the pipeline's very observations.
 
     It knows every receiver's true gain, reception floor and hearing curve, the true path-loss
     exponent and shadowing σ with its slow/fast split, and (variant ``true``) each band's true

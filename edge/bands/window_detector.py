@@ -217,12 +217,18 @@ class WindowDetector:
 
     def _learn(self, now: float, rows: I64, x: LinkInputs, lr: F64, b_mean: F64, b_var: F64, in_xy: F64,
                fix_out_m: Mapping[int, float]) -> None:
-        """Band gains and receiver residuals from bands confidently inside (the guard against learning an escape)."""
+        """Band gains from bands confidently inside (the guard against learning an escape); receiver residuals from
+        every tested band (their median is the guard, `Hearing.note_residuals`)."""
         heard_links = (x.k > 0).sum(axis=1)
         for j, i in enumerate(rows.tolist()):
-            if not (lr[j] <= self.p.confident_inside) or heard_links[j] < 3 or fix_out_m.get(i, 0.0) > -1.0:
+            if heard_links[j] < 3:
                 continue
-            self.gains.update(i, now, float(b_mean[j]), float(b_var[j]))
+            if lr[j] <= self.p.confident_inside and fix_out_m.get(i, 0.0) <= -1.0:
+                self.gains.update(i, now, float(b_mean[j]), float(b_var[j]))
+            # Receiver residuals from every band, whatever the breach test says: a receiver that reads
+            # low pulls the bands near it towards the fence, and a "confidently inside" gate kept exactly
+            # those out (alt L-wing, a receiver 5.2 dB low was learned 4.4 dB high). The median over
+            # hundreds of bands (`Hearing.note_residuals`) is what keeps a real escapee from mattering.
             if now - self._resid_last[i] < self.s.gain_every_s:
                 continue  # overlapping windows share their shadowing: one look per band per 20 s
             self._resid_last[i] = now
