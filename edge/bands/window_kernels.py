@@ -29,6 +29,10 @@ I64 = NDArray[np.int64]
 B = NDArray[np.bool_]
 MU_STEP = 1.0  # dB between tabulated μ values (linear interpolation in between)
 MAX_TABLE = 400
+LEVELS = 9  # 2**(LEVELS-1) >= MAX_TABLE / 2: levels of the range-max tables
+_LOG2 = np.array([0, 0] + [math.floor(math.log2(i)) for i in range(2, MAX_TABLE + 2)], dtype=np.int64)  # of a length
+MEMO_LO, MEMO_N = -300, 400  # whole-dB μ from -300 to +99 dBm: the memo of unheard receivers' tables
+BOUND_SLACK = 1e-9  # relative: rounding of the bound vs the exact sum (both are sums of the same terms' maxima)
 
 
 @kernel
@@ -59,35 +63,252 @@ def _interp(table: F64, v0: float, dv: float, v: float) -> float:
 
 
 @kernel
+def _link_entry(k: float, xbar: float, missed: float, slow_sd: float, inv2f: float, logmiss: F64, v0: float,
+                dv: float, gh_x: F64, gh_lw: F64, mu: float, a_q: F64) -> float:
+    """T(μ) at one μ (see the module docstring); a_q is scratch of len(gh_x)."""
+    nq = gh_x.shape[0]
+    top = -1e300
+    for q in range(nq):
+        s = slow_sd * gh_x[q]
+        a = gh_lw[q]
+        if k > 0.0:
+            e = xbar - mu - s
+            a -= k * e * e * inv2f
+        if missed > 0.0:
+            a += missed * _interp(logmiss, v0, dv, mu + s)
+        a_q[q] = a  # kept for the log-sum-exp's second pass
+        if a > top:
+            top = a
+    acc = 0.0
+    for q in range(nq):
+        acc += math.exp(a_q[q] - top)
+    return float(top + math.log(acc))
+
+
+@kernel
 def _link_table(k: float, xbar: float, missed: float, slow_sd: float, fast_sd: float, logmiss: F64,
-                v0: float, dv: float, gh_x: F64, gh_lw: F64, mu_lo: float, n_mu: int, out: F64) -> None:
+                v0: float, dv: float, gh_x: F64, gh_lw: F64, mu_lo: float, n_mu: int, out: F64, a_q: F64) -> None:
     """T(μ) for μ = mu_lo + j·MU_STEP, j < n_mu (see the module docstring)."""
     inv2f = 0.5 / (fast_sd * fast_sd)
-    nq = gh_x.shape[0]
+    for j in range(n_mu):
+        out[j] = _link_entry(k, xbar, missed, slow_sd, inv2f, logmiss, v0, dv, gh_x, gh_lw, mu_lo + j * MU_STEP, a_q)
+
+
+@kernel
+def _miss_table(r: int, missed: float, slow_sd: float, fast_sd: float, logmiss: F64, v0: float, dv: float,
+                gh_x: F64, gh_lw: F64, mu_lo: float, n_mu: int, out: F64, a_q: F64, memo: F64, filled: B,
+                key: F64) -> None:
+    """`_link_table` of a receiver that heard nothing, through a memo of its entries.
+
+    Such a table depends only on the receiver and the adverts missed (the same for all rows of a call),
+    and its μ are whole dB (mu_lo is whole), so every row's entries are the same numbers: each one is
+    computed once per call (`memo[r]`, valid for `key[r]` = (missed, slow sd)).
+    """
+    if key[2 * r] != missed or key[2 * r + 1] != slow_sd:
+        filled[r, :] = False
+        key[2 * r] = missed
+        key[2 * r + 1] = slow_sd
+    inv2f = 0.5 / (fast_sd * fast_sd)
     for j in range(n_mu):
         mu = mu_lo + j * MU_STEP
-        top = -1e300
-        for q in range(nq):
-            s = slow_sd * gh_x[q]
-            a = gh_lw[q]
-            if k > 0.0:
-                e = xbar - mu - s
-                a -= k * e * e * inv2f
-            if missed > 0.0:
-                a += missed * _interp(logmiss, v0, dv, mu + s)
-            if a > top:
-                top = a
-        acc = 0.0
-        for q in range(nq):
-            s = slow_sd * gh_x[q]
-            a = gh_lw[q]
-            if k > 0.0:
-                e = xbar - mu - s
-                a -= k * e * e * inv2f
-            if missed > 0.0:
-                a += missed * _interp(logmiss, v0, dv, mu + s)
-            acc += math.exp(a - top)
-        out[j] = top + math.log(acc)
+        i = int(mu) - MEMO_LO
+        if 0 <= i < MEMO_N and mu == math.floor(mu):
+            if not filled[r, i]:
+                memo[r, i] = _link_entry(0.0, 0.0, missed, slow_sd, inv2f, logmiss, v0, dv, gh_x, gh_lw, mu, a_q)
+                filled[r, i] = True
+            out[j] = memo[r, i]
+        else:
+            out[j] = _link_entry(0.0, 0.0, missed, slow_sd, inv2f, logmiss, v0, dv, gh_x, gh_lw, mu, a_q)
+
+
+@kernel
+def _sparse_max(tables: F64, r: int, n: int, sp: F64) -> None:
+    """sp[r, l, i] = max(tables[r, i : i + 2**l]) for every level that fits in the first n entries."""
+    for i in range(n):
+        sp[r, 0, i] = tables[r, i]
+    w = 1
+    lv = 0
+    while 2 * w <= n:
+        for i in range(n - 2 * w + 1):
+            a = sp[r, lv, i]
+            b = sp[r, lv, i + w]
+            sp[r, lv + 1, i] = a if a > b else b
+        w *= 2
+        lv += 1
+
+
+@kernel
+def _range_max(sp: F64, r: int, n: int, x0: float, x1: float) -> float:
+    """Largest entry of table r that linear interpolation (clamped, as `_interp_n`) can use for x in [x0, x1]."""
+    i0 = min(max(math.floor(x0), 0), n - 1)
+    i1 = min(max(math.ceil(x1), 0), n - 1)
+    lv = _LOG2[i1 - i0 + 1]
+    a = sp[r, lv, i0]
+    b = sp[r, lv, i1 - (1 << lv) + 1]
+    return float(a if a > b else b)
+
+
+@kernel
+def _cand_ll(g: int, logd: F64, p: float, sdb: float, bz: F64, blw: F64, exponent: float, links: I64, nl: int,
+             tables: F64, nmu: I64, mu0: F64, cut: F64, per_b: F64) -> float:
+    """Log-likelihood of candidate g (band gain marginalised); per_b gets it per gain node."""
+    nb = bz.shape[0]
+    for j in range(nb):
+        per_b[j] = blw[j]
+    for li in range(nl):  # per gain node the links are added in the same order as ever: the same sums
+        r = links[li]
+        e = exponent * logd[g, r]
+        n = nmu[r]
+        m0 = mu0[r]
+        for j in range(nb):
+            mu = (p + sdb * bz[j]) - e
+            if mu < cut[r]:
+                continue
+            x = (mu - m0) / MU_STEP
+            if x <= 0.0:
+                v = tables[r, 0]
+            elif x >= n - 1:
+                v = tables[r, n - 1]
+            else:
+                i = int(x)
+                f = x - i
+                v = tables[r, i] + (tables[r, i + 1] - tables[r, i]) * f
+            per_b[j] += v
+    top = -1e300
+    for j in range(nb):
+        if per_b[j] > top:
+            top = per_b[j]
+    tot = 0.0
+    for j in range(nb):
+        tot += math.exp(per_b[j] - top)
+    return float(top + math.log(tot))
+
+
+@kernel
+def _cell_bound(c: int, cmin: F64, cmax: F64, p: float, sdb: float, bz: F64, blw: F64, exponent: float,
+                links: I64, nl: int, spmax: F64, nmu: I64, mu0: F64, cut: F64, per_b: F64) -> float:
+    """An upper bound of `_cand_ll` over every candidate of cell c (its per-receiver 10·log10 d range)."""
+    nb = bz.shape[0]
+    for j in range(nb):
+        per_b[j] = blw[j]
+    for li in range(nl):
+        r = links[li]
+        e1 = exponent * cmin[c, r]
+        e2 = exponent * cmax[c, r]
+        e_hi = max(e1, e2)
+        e_lo = min(e1, e2)
+        n = nmu[r]
+        m0 = mu0[r]
+        cr = cut[r]
+        for j in range(nb):
+            base = p + sdb * bz[j]
+            a = base - e_hi  # the members' μ lie in [a, b] (rounding is monotonic)
+            b = base - e_lo
+            if b < cr:
+                continue  # every member skips this link
+            if a < cr:  # some members skip it (adding 0), the others add the table
+                per_b[j] += max(_range_max(spmax, r, n, (cr - m0) / MU_STEP, (b - m0) / MU_STEP), 0.0)
+            else:
+                per_b[j] += _range_max(spmax, r, n, (a - m0) / MU_STEP, (b - m0) / MU_STEP)
+    top = -1e300
+    for j in range(nb):
+        if per_b[j] > top:
+            top = per_b[j]
+    tot = 0.0
+    for j in range(nb):
+        tot += math.exp(per_b[j] - top)
+    return float(top + math.log(tot))
+
+
+@kernel
+def _any_active(c: int, cptr: I64, cg: I64, active: B) -> bool:
+    """Whether cell c holds a candidate still in play (numba compiles no `any` over a generator)."""
+    for t in range(cptr[c], cptr[c + 1]):  # noqa: SIM110
+        if active[cg[t]]:
+            return True
+    return False
+
+
+@kernel
+def _bounds(c_lo: int, c_hi: int, cmin: F64, cmax: F64, p: float, sdb: float, bz: F64, blw: F64, exponent: float,
+            links: I64, nl: int, spmax: F64, nmu: I64, mu0: F64, cut: F64, per_b: F64, ok: B, ub: F64) -> I64:
+    """Bounds of cells c_lo:c_hi into ub (-inf where not ok, +inf where NaN); their order, best first."""
+    n_c = c_hi - c_lo
+    for c in range(c_lo, c_hi):
+        v = (_cell_bound(c, cmin, cmax, p, sdb, bz, blw, exponent, links, nl, spmax, nmu, mu0, cut, per_b)
+             if ok[c - c_lo] else -math.inf)
+        ub[c - c_lo] = math.inf if v != v else v  # a NaN bound proves nothing: such a cell is searched
+    return np.argsort(-ub[:n_c])
+
+
+@kernel
+def _pruned(bound: float, top: float) -> bool:
+    """No candidate under `bound` can beat (or tie with) `top`, allowing for rounding."""
+    return bound == -math.inf or bound + BOUND_SLACK * (1.0 + abs(top)) < top
+
+
+@kernel
+def _search(k_lo: int, k_hi: int, kptr: I64, kmin: F64, kmax: F64, cptr: I64, cg: I64, cmin: F64, cmax: F64,
+            active: B, logd: F64, p: float, sdb: float, bz: F64, blw: F64, exponent: float, links: I64, nl: int,
+            tables: F64, spmax: F64, nmu: I64, mu0: F64, cut: F64, per_b: F64, best_b: F64,
+            keep_b: bool, top0: float, best0: int) -> tuple[float, int]:
+    """The best candidate under coarse cells k_lo:k_hi and its log-likelihood, if better than (top0, best0).
+
+    Among equals the first in (exponent, row) order wins, as in a plain loop over exponents then rows.
+
+    Branch and bound over two levels of square cells (coarse cells hold fine cells, fine cells hold
+    candidates): a cell's bound (`_cell_bound`) is above every candidate's log-likelihood in it, so
+    cells are opened best bound first and the search stops at the first one whose bound is below the
+    best found. The result is the exhaustive search's, bit for bit (`_cand_ll` is the same arithmetic).
+    """
+    top = top0
+    best = best0
+    own = False  # whether `best` was found in this call (a tie goes to the earlier exponent, then the lower row)
+    n_k = k_hi - k_lo
+    if n_k <= 0:
+        return top, best
+    ok = np.empty(n_k, dtype=np.bool_)
+    for c in range(k_lo, k_hi):
+        any_active = False
+        for f in range(kptr[c], kptr[c + 1]):
+            if _any_active(f, cptr, cg, active):
+                any_active = True
+                break
+        ok[c - k_lo] = any_active
+    ubk = np.empty(n_k)
+    order = _bounds(k_lo, k_hi, kmin, kmax, p, sdb, bz, blw, exponent, links, nl, spmax, nmu, mu0, cut, per_b, ok,
+                    ubk)
+    for o in range(n_k):
+        if _pruned(ubk[order[o]], top):
+            break
+        c = k_lo + order[o]
+        f_lo, f_hi = kptr[c], kptr[c + 1]
+        n_f = f_hi - f_lo
+        okf = np.ones(n_f, dtype=np.bool_)
+        ubf = np.full(n_f, math.inf)
+        order_f = np.arange(n_f)
+        if n_f > 1:  # a lone fine cell's bound is its coarse cell's, nearly: open it directly
+            for f in range(f_lo, f_hi):
+                okf[f - f_lo] = _any_active(f, cptr, cg, active)
+            order_f = _bounds(f_lo, f_hi, cmin, cmax, p, sdb, bz, blw, exponent, links, nl, spmax, nmu, mu0, cut,
+                              per_b, okf, ubf)
+        for of in range(n_f):
+            if _pruned(ubf[order_f[of]], top):
+                break
+            f = f_lo + order_f[of]
+            for t in range(cptr[f], cptr[f + 1]):
+                g = cg[t]
+                if not active[g]:
+                    continue
+                ll = _cand_ll(g, logd, p, sdb, bz, blw, exponent, links, nl, tables, nmu, mu0, cut, per_b)
+                if ll > top or (own and ll == top and g < best):
+                    top = ll
+                    best = g
+                    own = True
+                    if keep_b:
+                        for j in range(bz.shape[0]):
+                            best_b[j] = per_b[j]
+    return top, best
 
 
 @kernel
@@ -146,7 +367,8 @@ def _block_table(kb: F64, xb: F64, missb: F64, held_sd: float, blk_sd: float, fa
 def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64, fast_sd: float,
               listen: B, floor: F64, logmiss: F64, v0: float, dv: float, logd: F64, lo: I64, mid: I64,
               hi: I64, set_of_row: I64, exponents: F64, profile_above: float, gh_x: F64, gh_lw: F64, bz: F64,
-              blw: F64, lr: F64,
+              blw: F64, cell_lo: I64, cell_mid: I64, cell_hi: I64, kptr: I64, kmin: F64, kmax: F64, cptr: I64,
+              cg: I64, cmin: F64, cmax: F64, lr: F64,
               best_in: I64, best_out: I64, b_mean: F64, b_var: F64, ll_in: F64, kb: F64, xb: F64, nsb: F64,
               blk_sd: F64) -> None:
     """Per row m (a band's window): the outside-vs-inside log-likelihood ratio and its arg-maxes.
@@ -175,6 +397,11 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
     n_rx = k.shape[1]
     nb = bz.shape[0]
     tables = np.empty((n_rx, MAX_TABLE))
+    spmax = np.empty((n_rx, LEVELS, MAX_TABLE))
+    a_q = np.empty(gh_x.shape[0])
+    memo = np.empty((n_rx, MEMO_N))
+    filled = np.zeros((n_rx, MEMO_N), dtype=np.bool_)
+    memo_key = np.full(2 * n_rx, math.nan)
     mu0 = np.empty(n_rx)
     nmu = np.zeros(n_rx, dtype=np.int64)
     cut = np.empty(n_rx)
@@ -257,13 +484,18 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
                     missb[b] = max(nsb[m, b] - min(kb[m, r, b], nsb[m, b]), 0.0) if listen[r] else 0.0
                 _block_table(kb[m, r], xb[m, r], missb, slow_sd[m, r], blk_sd[m, r], fast_sd, logmiss[r], v0,
                              dv, gh_x, gh_lw, start, cnt, work, tables[r])
-            else:
+            elif kr > 0.0 or missed <= 0.0:
                 _link_table(kr, xbar[m, r], missed, slow_sd[m, r], fast_sd, logmiss[r], v0, dv, gh_x,
-                            gh_lw, start, cnt, tables[r])
+                            gh_lw, start, cnt, tables[r], a_q)
+            else:
+                _miss_table(r, missed, slow_sd[m, r], fast_sd, logmiss[r], v0, dv, gh_x, gh_lw, start, cnt,
+                            tables[r], a_q, memo, filled, memo_key)
             mu0[r] = start
             nmu[r] = cnt
             links[nl] = r
             nl += 1
+        for li in range(nl):
+            _sparse_max(tables, links[li], nmu[links[li]], spmax)
         top_in = -1e300
         top_out = -1e300
         i_in = -1
@@ -274,36 +506,13 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             if e == 1 and (i_in < 0 or i_out < 0 or 2.0 * (top_out - top_in) <= profile_above):
                 break
             exponent = exponents[e]
-            for g in range(lo[s], hi[s]):
-                if not active[g]:
-                    continue
-                for j in range(nb):
-                    base = p + sdb * bz[j]
-                    acc = blw[j]
-                    for li in range(nl):
-                        r = links[li]
-                        mu = base - exponent * logd[g, r]
-                        if mu < cut[r]:
-                            continue
-                        acc += _interp_n(tables[r], nmu[r], mu0[r], MU_STEP, mu)
-                    per_b[j] = acc
-                top = -1e300
-                for j in range(nb):
-                    if per_b[j] > top:
-                        top = per_b[j]
-                tot = 0.0
-                for j in range(nb):
-                    tot += math.exp(per_b[j] - top)
-                ll = top + math.log(tot)
-                if g < mid[s]:
-                    if ll > top_in:
-                        top_in = ll
-                        i_in = g
-                        for j in range(nb):
-                            best_b[j] = per_b[j]
-                elif ll > top_out:
-                    top_out = ll
-                    i_out = g
+            # Inside first (its best point is needed exactly), then outside; each best-first over cells.
+            top_in, i_in = _search(cell_lo[s], cell_mid[s], kptr, kmin, kmax, cptr, cg, cmin, cmax, active, logd,
+                                   p, sdb, bz, blw, exponent, links, nl, tables, spmax, nmu, mu0, cut, per_b,
+                                   best_b, True, top_in, i_in)
+            top_out, i_out = _search(cell_mid[s], cell_hi[s], kptr, kmin, kmax, cptr, cg, cmin, cmax, active, logd,
+                                     p, sdb, bz, blw, exponent, links, nl, tables, spmax, nmu, mu0, cut, per_b,
+                                     best_b, False, top_out, i_out)
         if i_in >= 0 and i_out >= 0:
             lr[m] = 2.0 * (top_out - top_in)
         else:  # no outside point can explain the level at all (or no inside candidates: degenerate)

@@ -35,6 +35,8 @@ _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(7)  # slow shadowing nodes
 _GH_LW = np.log(_GH_W / _GH_W.sum())
 _B_X, _B_W = np.polynomial.hermite_e.hermegauss(5)  # band-gain prior nodes
 _B_LW = np.log(_B_W / _B_W.sum())
+CELL_M = 12.0  # side of the kernel's fine search cells (speed settings only: the result does not depend on them)
+CELL_RATIO = 1  # fine cells a side of a coarse cell
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,7 @@ class Candidates:
         self.lo, self.mid, self.hi = (np.array(v, dtype=np.int64) for v in (lo, mid, hi))
         d = np.linalg.norm(self.pts[:, None, :] - rx_pos[None, :, :], axis=2)
         self.logd = np.ascontiguousarray(10.0 * np.log10(np.maximum(d, p.min_distance_m)))
+        self.set_cells(CELL_M, CELL_RATIO)
         n_s = len(self.lo)
         self.logd_min = np.zeros((n_s, rx_pos.shape[0]))
         self.logd_max = np.zeros((n_s, rx_pos.shape[0]))
@@ -153,6 +156,42 @@ class Candidates:
             if len(block):
                 self.logd_min[s] = block.min(axis=0)
                 self.logd_max[s] = block.max(axis=0)
+
+    def set_cells(self, fine_m: float, ratio: int = 1) -> None:
+        """Two levels of squares over each set's inside and outside candidates (the kernel's search cells).
+
+        Fine cells of `fine_m` hold candidates (rows of `logd`, ascending); coarse cells of `ratio`
+        fine cells a side hold fine cells. Per cell its range of 10·log10 d to every receiver, from
+        which the kernel bounds the likelihood of all its candidates at once (`window_kernels._search`).
+        """
+        fine: list[I64] = []
+        coarse: list[tuple[int, int]] = []
+        cell_lo, cell_mid, cell_hi = [], [], []
+        for s in range(len(self.lo)):
+            cell_lo.append(len(coarse))
+            for a, b in ((self.lo[s], self.mid[s]), (self.mid[s], self.hi[s])):
+                if b > a:
+                    rows = np.arange(a, b, dtype=np.int64)
+                    key = np.floor(self.pts[a:b] / fine_m).astype(np.int64)
+                    big = np.floor_divide(key, ratio)
+                    for kb in np.unique(big, axis=0):
+                        in_big = (big == kb).all(axis=1)
+                        start = len(fine)
+                        for kf in np.unique(key[in_big], axis=0):
+                            fine.append(rows[in_big & (key == kf).all(axis=1)])
+                        coarse.append((start, len(fine)))
+                if a == self.lo[s]:
+                    cell_mid.append(len(coarse))
+            cell_hi.append(len(coarse))
+        self.cell_lo, self.cell_mid, self.cell_hi = (np.array(v, dtype=np.int64) for v in (cell_lo, cell_mid, cell_hi))
+        n_rx = self.logd.shape[1]
+        self.cptr = np.cumsum([0] + [len(m) for m in fine]).astype(np.int64)
+        self.cg = np.concatenate(fine).astype(np.int64) if fine else np.zeros(0, dtype=np.int64)
+        self.cmin = np.array([self.logd[m].min(axis=0) for m in fine]).reshape(-1, n_rx)
+        self.cmax = np.array([self.logd[m].max(axis=0) for m in fine]).reshape(-1, n_rx)
+        self.kptr = np.array([0] + [b for _, b in coarse], dtype=np.int64)
+        self.kmin = np.array([self.cmin[a:b].min(axis=0) for a, b in coarse]).reshape(-1, n_rx)
+        self.kmax = np.array([self.cmax[a:b].max(axis=0) for a, b in coarse]).reshape(-1, n_rx)
 
     def restrict(self, sets: I64, k: F64, n_sent: F64, listen: NDArray[np.bool_]) -> I64:
         """Rows' candidate sets: the near twin where some listening receiver heard the band."""
@@ -210,6 +249,7 @@ def run_test(c: Candidates, x: LinkInputs, inside_only: bool = False) -> WindowR
     best_in, best_out = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
     f64 = np.float64
     hi = c.mid if inside_only else c.hi
+    cell_hi = c.cell_mid if inside_only else c.cell_hi
     kb, xb, nsb, blk = x.blocks()
     window_lr(np.ascontiguousarray(x.k, dtype=f64), np.ascontiguousarray(x.xbar, dtype=f64),
               np.ascontiguousarray(x.n_sent, dtype=f64), np.ascontiguousarray(x.power, dtype=f64),
@@ -217,7 +257,8 @@ def run_test(c: Candidates, x: LinkInputs, inside_only: bool = False) -> WindowR
               np.ascontiguousarray(x.listen, dtype=np.bool_), np.ascontiguousarray(x.floor, dtype=f64),
               np.ascontiguousarray(x.logmiss, dtype=f64), float(V0), float(DV), c.logd, c.lo, c.mid, hi,
               np.ascontiguousarray(x.sets, dtype=np.int64), _exponents(x), float(x.profile_above), _GH_X,
-              _GH_LW, _B_X, _B_LW, lr, best_in, best_out, b_mean, b_var, ll_in,
+              _GH_LW, _B_X, _B_LW, c.cell_lo, c.cell_mid, cell_hi, c.kptr, c.kmin, c.kmax, c.cptr, c.cg, c.cmin, c.cmax,
+              lr, best_in, best_out, b_mean, b_var, ll_in,
               np.ascontiguousarray(kb, dtype=f64), np.ascontiguousarray(xb, dtype=f64),
               np.ascontiguousarray(nsb, dtype=f64), np.ascontiguousarray(blk, dtype=f64))
     return _result(c, lr, best_in, best_out, b_mean, b_var, ll_in)
