@@ -13,7 +13,8 @@ simulator output and scores its `geofence_breach` alerts:
 * **false breaches** per 100 band-hours with the exact Poisson 95 % upper bound, over null runs of
   walkers and fence-standers (0.5–3 m inside a fence), start-ups included (every run starts cold);
 * **one bad receiver** (an inside receiver reading 6 or 4 dB low, or deaf below −85 dBm): false
-  breaches and the most in any 10 minutes (a burst);
+  breaches and the most in any 10 minutes (a burst), the gain the pipeline learned for that receiver
+  (beacons + bands, against the others' median) beside the true one, and the state it reports;
 * **model check**: the simulator's default channel against what the ideal observer assumes.
 
 Runs are independent processes (`--jobs`, default 2: this machine has 2 shared cores).

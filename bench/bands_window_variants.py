@@ -98,9 +98,10 @@ def one(job: tuple[str, str, int, str, float, tuple[str, ...]]) -> Run:
     inputs = det._inputs
     test: Test = getattr(window_detector, "run_test")  # noqa: B009  (patched below: not a re-export)
 
-    def spy_inputs(rows: np.ndarray, now: float, window_s: float, listen: np.ndarray) -> LinkInputs:
+    def spy_inputs(rows: np.ndarray, now: float, window_s: float, listen: np.ndarray,
+                   blocks: bool = True) -> LinkInputs:
         last["rows"], last["window"] = rows, window_s
-        return inputs(rows, now, window_s, listen)
+        return inputs(rows, now, window_s, listen, blocks)
 
     def spy_test(c: Candidates, x: LinkInputs, inside_only: bool = False) -> WindowResult:
         res = test(c, x, inside_only)

@@ -192,9 +192,9 @@ class CameraHealth(_Model):
 class ReceiverHealth(_Model):
     """Per-receiver health in node telemetry, as the wristband pipeline learned it (docs/bands.md).
 
-    `state`: ``ok``; ``gain_off`` (its learned gain is 4 dB or more from its configured offset: it is
-    down-weighted; check the hardware or `rssi_offset`); ``deaf`` (it stops hearing far above the
-    others); ``silent`` (it heard nothing recently).
+    `state`: ``ok``; ``gain_off`` (its learned deviation from its configured offset is 4 dB or more
+    from the receivers' median deviation: it is down-weighted; check the hardware or `rssi_offset`);
+    ``deaf`` (it stops hearing 5 dB or more above the others); ``silent`` (it heard nothing recently).
     """
 
     floor_dbm: float = Field(ge=-140, le=20)

@@ -7,15 +7,19 @@
 * **Hearing curve.** P(heard | level v) = (1 - loss)·logistic((v - floor - knee)/width) above the
   floor, 0 below, averaged over the per-packet fading; `logmiss` tabulates log(1 - P) per receiver
   for the window test (`window_kernels`).
-* **Gain from the bands.** The window test reports, for bands confidently inside, each heard link's
-  residual against the best inside explanation (the window's median residual removed: position and
-  band gain absorb what all links share). Their running mean per receiver is the gain error the
-  beacons did not catch (an outside receiver far from every beacon is not pinned by them at all).
-  It corrects the receiver's levels, shrunk by how much it knows against the beacons' variance,
-  and the combined variance replaces the beacons' alone (`corrections`).
-* **Health.** A receiver whose learned gain (beacons + bands) is `gain_off_db` or more from its
-  configured offset is reported `gain_off` and down-weighted; one whose floor is far above the
-  others' is `deaf` (its own floor already keeps its silence from being over-read).
+* **Gain from the bands.** The window test reports, for every tested band (whatever the breach test
+  says: a receiver reading low pulls its bands towards the fence, and a "confidently inside" gate
+  kept exactly those out), each well-heard link's residual against the best inside explanation (the
+  window's median residual removed: position and band gain absorb what all links share). Their median
+  over each receiver's last `resid_keep` is the gain error the beacons did not catch (an outside
+  receiver far from every beacon is not pinned by them at all; a real escapee's few windows cannot
+  move a median). It corrects the receiver's levels, shrunk by how much it knows against the beacons'
+  variance, and the combined variance replaces the beacons' alone (`corrections`). Not for a deaf
+  receiver: its links near the floor read high (only the lucky packets arrive).
+* **Health.** A receiver whose learned gain (beacons + bands) is `gain_off_db` or more from the
+  receivers' median deviation is reported `gain_off` and down-weighted; one whose floor is
+  `deaf_above_median_db` above the others' is `deaf` (its own floor already keeps its silence from
+  being over-read).
 """
 
 from __future__ import annotations
@@ -40,13 +44,13 @@ class HearingParams:
     knee_above_floor_db: float = 3.0  # half the adverts are lost this far above the floor
     width_db: float = 2.0
     base_loss: float = 0.15  # far above the floor (collisions, scan gaps)
-    deaf_above_median_db: float = 6.0  # a floor this far above the receivers' median is reported deaf
+    deaf_above_median_db: float = 5.0  # a floor this far above the receivers' median is reported deaf
     gain_off_db: float = 4.0
     gain_min_links: int = 60  # residuals needed before a receiver's gain is judged (or:)
     judge_sd_db: float = 2.0  # ... its learned gain known this well (beacons and bands together)
-    gain_alpha: float = 0.01
     resid_var_db2: float = 16.0  # variance of one link residual (slow shadowing, position error)
     resid_correlation: float = 3.0  # residuals of one receiver share shadowing and geometry
+    resid_keep: int = 400  # the gain error is the median of each receiver's last this many residuals
     # Until a receiver's floor is measured it is assumed this high: an unknown floor must not turn a
     # deaf receiver's misses into evidence (at start-up on a site with floors of -98 … -88 dBm the
     # keen default pushed bands tens of metres out).
@@ -83,6 +87,9 @@ class Hearing:
         self.loss = np.full(n, self.p.base_loss)  # plateau loss per receiver (set_loss)
         self.resid_mean = np.zeros(n)  # dB the receiver reads high, beyond the beacon calibration
         self.resid_n = np.zeros(n)
+        self._ring = np.zeros((n, self.p.resid_keep))
+        self._ring_at = np.zeros(n, dtype=np.int64)
+        self._dirty: set[int] = set()
         self.dev_db = np.zeros(n)  # learned gain deviation from the configured offset (for health)
         self.dev_var = np.full(n, 36.0)
 
@@ -127,12 +134,23 @@ class Hearing:
             self._table(r)
 
     def note_residuals(self, rx: NDArray[np.int64], resid: F64) -> None:
-        """Residuals (dB, observed minus best inside explanation) of heard links of confidently-inside bands."""
-        a = self.p.gain_alpha
+        """Residuals (dB, observed minus the band's best inside explanation) of well-heard links.
+
+        The gain error is their median over each receiver's last `resid_keep`: the few windows of a real
+        escapee (whose inside explanation is wrong) cannot move it, and the bands a bad receiver pulls
+        towards the fence, whose residuals carry its error most clearly, count like any other."""
+        keep = self.p.resid_keep
         for r, e in zip(rx.tolist(), resid.tolist(), strict=True):
-            n = self.resid_n[r] + 1.0
-            self.resid_n[r] = n
-            self.resid_mean[r] += max(a, 1.0 / n) * (float(np.clip(e, -20.0, 20.0)) - self.resid_mean[r])
+            self._ring[r, self._ring_at[r] % keep] = float(np.clip(e, -20.0, 20.0))
+            self._ring_at[r] += 1
+            self._dirty.add(r)
+        self.resid_n = np.minimum(self._ring_at, keep).astype(np.float64)
+
+    def _medians(self) -> None:
+        """The medians of the receivers with new residuals (read once per calibration round, not per look)."""
+        for r in self._dirty:
+            self.resid_mean[r] = float(np.median(self._ring[r, :int(self.resid_n[r])]))
+        self._dirty.clear()
 
     def corrections(self, beacon_var_db2: F64) -> tuple[F64, F64]:
         """(R,) dB to add to each receiver's levels, and the (R,) variance of its gain after that.
@@ -140,12 +158,25 @@ class Hearing:
         The band residuals' mean is weighed against the beacons' variance (a precision-weighted
         shrink), so a receiver the beacons pin well moves little and an unpinned one follows the bands.
         """
+        self._medians()
         n_eff = self.resid_n / self.p.resid_correlation
         prec_b = 1.0 / np.maximum(beacon_var_db2, 1e-3)
         prec_r = n_eff / self.p.resid_var_db2
+        # A deaf receiver hears only the bands close to it, the links near its floor read high (only the
+        # lucky packets arrive) and its residuals say "reads high": corrected by them, it pushed every
+        # band near it away (alt L-wing, floor -84 dBm: learned 7 dB high, 7 false breaches in 10 min).
+        # Its own floor and hearing curve already model it; its gain stays the beacons'.
+        prec_r = np.where(self.deaf(), 0.0, prec_r)
         var = 1.0 / (prec_b + prec_r)
         corr = -self.resid_mean * prec_r * var
         return np.asarray(corr), np.asarray(var)
+
+    def deaf(self) -> NDArray[np.bool_]:
+        """(R,) receivers whose measured floor is `deaf_above_median_db` or more above the others' median."""
+        if not self.measured.any():
+            return np.zeros(len(self.rx_ids), dtype=bool)
+        med = float(np.median(self.raw_floor[self.measured]))
+        return np.asarray(self.measured & (self.raw_floor >= med + self.p.deaf_above_median_db))
 
     def note_deviation(self, dev_db: F64, var_db2: F64 | None = None) -> None:
         """The learned gain deviation from the configured offset (beacon bias plus band correction) and
@@ -154,28 +185,36 @@ class Hearing:
         if var_db2 is not None:
             self.dev_var = np.asarray(var_db2, dtype=np.float64)
 
+    def relative_dev(self) -> F64:
+        """Each receiver's learned gain deviation less the receivers' median (with 4 or more receivers): what
+        they all share (a site-wide offset, the band powers' mean) is no one receiver's fault; a receiver is
+        judged by how far it disagrees with the others (alt perimeter: a receiver 6 dB low, learned +5.1 dB
+        against the others' median, was still reported ok when judged against its configured offset)."""
+        if len(self.dev_db) < 4:
+            return np.asarray(self.dev_db)
+        return np.asarray(self.dev_db - float(np.median(self.dev_db)))
+
     def _judged(self) -> NDArray[np.bool_]:
         return np.asarray((self.resid_n >= self.p.gain_min_links) | (self.dev_var <= self.p.judge_sd_db**2))
 
     def extra_var_db2(self) -> F64:
         """(R,) variance added to a receiver reported gain_off: it is down-weighted, not trusted."""
-        judged = self._judged()
-        off = np.maximum(np.abs(self.dev_db) - (self.p.gain_off_db - 1.0), 0.0)
+        judged = self._judged() & ~self.deaf()
+        off = np.maximum(np.abs(self.relative_dev()) - (self.p.gain_off_db - 1.0), 0.0)
         return np.asarray(np.where(judged, off**2, 0.0))
 
     def report(self, alive: NDArray[np.bool_] | None = None) -> dict[str, dict[str, float | int | str]]:
         """Per receiver: floor, gain residual, residual count and state (ok, gain_off, deaf, silent)."""
-        med = float(np.median(self.raw_floor[self.measured])) if self.measured.any() else None
         out: dict[str, dict[str, float | int | str]] = {}
-        judged = self._judged()
+        judged, deaf, rel = self._judged(), self.deaf(), self.relative_dev()
         for r, rx in enumerate(self.rx_ids):
             state = "ok"
             if alive is not None and not alive[r]:
                 state = "silent"
-            elif judged[r] and abs(self.dev_db[r]) >= self.p.gain_off_db:
-                state = "gain_off"
-            elif med is not None and self.measured[r] and self.raw_floor[r] >= med + self.p.deaf_above_median_db:
+            elif deaf[r]:  # before gain_off: a deaf receiver's gain cannot be judged from its lucky packets
                 state = "deaf"
+            elif judged[r] and abs(rel[r]) >= self.p.gain_off_db:
+                state = "gain_off"
             out[rx] = {"floor_dbm": round(float(np.clip(self.raw_floor[r], -140.0, 20.0)), 1),
                        "gain_dev_db": round(float(np.clip(self.dev_db[r], -40.0, 40.0)), 2),
                        "gain_links": int(self.resid_n[r]), "state": state}

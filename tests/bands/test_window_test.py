@@ -209,6 +209,25 @@ def test_hearing_floors_per_receiver_and_health_report() -> None:
     assert h.report(np.array([True, False, True, True]))["b"]["state"] == "silent"
 
 
+def test_receiver_gain_is_a_median_and_a_deaf_receiver_keeps_the_beacons_gain() -> None:
+    h = Hearing(["a", "b", "c", "d"], 3.0, HearingParams(min_samples=100, gain_min_links=10))
+    hist = np.zeros((4, 141), dtype=np.int64)
+    for r, floor in enumerate((-99, -98, -99, -85)):
+        hist[r, floor + 140: floor + 140 + 30] = 20
+    h.update_floors(hist, -99.0)
+    # Receiver a reads 6 dB low in 90 windows; 10 windows of an escapee (inside explanation wrong) say +15.
+    h.note_residuals(np.array([0] * 100), np.r_[np.full(90, -6.0), np.full(10, 15.0)])
+    # The deaf receiver's links near its floor read high (only the lucky packets arrive).
+    h.note_residuals(np.array([3] * 100), np.full(100, 6.0))
+    corr, var = h.corrections(np.full(4, 36.0))
+    assert 5.0 < corr[0] < 6.0  # the median: a mean would say 3.9
+    assert corr[3] == 0.0 and var[3] == 36.0  # not corrected by its truncated links
+    h.note_deviation(corr)
+    rep = h.report()
+    assert rep["a"]["state"] == "gain_off" and rep["d"]["state"] == "deaf"
+    assert h.extra_var_db2()[3] == 0.0
+
+
 def _states(out: list[Decision]) -> list[tuple[str, float]]:
     return [(d.state, d.ts) for d in out if d.type == "geofence_breach"]
 
