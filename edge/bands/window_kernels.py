@@ -67,6 +67,19 @@ def _interp(table: F64, v0: float, dv: float, v: float) -> float:
 
 
 @kernel
+def _log_sum_exp(v: F64, n: int) -> float:
+    """log Σ exp(v[:n]), shifted by the maximum so no term overflows."""
+    top = -1e300
+    for j in range(n):
+        if v[j] > top:
+            top = v[j]
+    tot = 0.0
+    for j in range(n):
+        tot += math.exp(v[j] - top)
+    return float(top + math.log(tot))
+
+
+@kernel
 def _link_entry(k: float, xbar: float, missed: float, slow_sd: float, inv2f: float, logmiss: F64, v0: float,
                 dv: float, gh_x: F64, gh_lw: F64, mu: float, a_q: F64) -> float:
     """T(μ) at one μ (see the module docstring); a_q is scratch of len(gh_x)."""
@@ -178,14 +191,7 @@ def _cand_ll(g: int, logd: F64, p: float, sdb: float, bz: F64, blw: F64, exponen
                 f = x - i
                 v = tables[r, i] + (tables[r, i + 1] - tables[r, i]) * f
             per_b[j] += v
-    top = -1e300
-    for j in range(nb):
-        if per_b[j] > top:
-            top = per_b[j]
-    tot = 0.0
-    for j in range(nb):
-        tot += math.exp(per_b[j] - top)
-    return float(top + math.log(tot))
+    return _log_sum_exp(per_b, nb)
 
 
 @kernel
@@ -214,14 +220,7 @@ def _cell_bound(c: int, cmin: F64, cmax: F64, p: float, sdb: float, bz: F64, blw
                 per_b[j] += max(_range_max(spmax, r, n, (cr - m0) / MU_STEP, (b - m0) / MU_STEP), 0.0)
             else:
                 per_b[j] += _range_max(spmax, r, n, (a - m0) / MU_STEP, (b - m0) / MU_STEP)
-    top = -1e300
-    for j in range(nb):
-        if per_b[j] > top:
-            top = per_b[j]
-    tot = 0.0
-    for j in range(nb):
-        tot += math.exp(per_b[j] - top)
-    return float(top + math.log(tot))
+    return _log_sum_exp(per_b, nb)
 
 
 @kernel
