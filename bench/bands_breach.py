@@ -499,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
                     "earlier --md file of the same seeds and layouts (it does not depend on the detector)")
     ap.add_argument("--ideal-layouts", default="", help="run the ideal observer on these layouts only ('' = all)")
     ap.add_argument("--save", type=Path, help="pickle every run's results here (re-render with --load)")
-    ap.add_argument("--load", type=Path, help="render the tables of a --save file instead of running")
+    ap.add_argument("--load", type=Path, action="append", help="render the tables of a --save file instead of "
+                    "running (repeat it to pool several files, e.g. batches of null runs with different --seed)")
     ap.add_argument("--seed", type=int, default=16_000)
     a = ap.parse_args(argv)
     if a.quick:
@@ -537,8 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     md: list[str] = []
     if a.load is not None:
-        with a.load.open("rb") as fh:
-            recall, null, badr = pickle.load(fh)  # our own file, written by --save
+        recall: list[RunResult] = []
+        null: list[RunResult] = []
+        badr: list[RunResult] = []
+        for path in a.load:
+            with path.open("rb") as fh:
+                parts = pickle.load(fh)  # our own file, written by --save
+            recall, null, badr = recall + parts[0], null + parts[1], badr + parts[2]
     else:
         recall, null, badr = run_phases(a, layouts, radios, sigmas, null_sigmas, kinds, bads, ideal_layouts, con)
     if a.save is not None:
@@ -570,9 +576,10 @@ def main(argv: list[str] | None = None) -> int:
     if null:
         cols, rows = null_rows(null, lambda r: (r.channel.radio, r.layout), ["radio", "layout"])
         _cols2, rows2 = null_rows(null, lambda r: (r.channel.radio,), ["radio"])
+        _cols3, rows3 = null_rows(null, lambda r: (r.channel.radio, f"σ {r.channel.sigma:g}"), ["radio", "layout"])
         show(con, f"False breaches, null runs ({a.null_bands} bands × {a.null_duration:.0f} s per run, 2/3 walkers, "
                   f"1/3 standing 0.5–3 m inside a fence, σ {a.null_sigma}, start-ups included)",
-             cols, rows + [[*r[:1], "all", *r[1:]] for r in rows2], md)
+             cols, rows + rows3 + [[*r[:1], "all", *r[1:]] for r in rows2], md)
     if badr:
         cols, rows = null_rows(badr, lambda r: (r.layout, r.channel.radio, r.channel.bad or ""),
                                ["layout", "radio", "bad receiver"])
