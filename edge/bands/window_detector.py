@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.bands.band_gain import BandGains, GainParams
+from edge.bands.empirical_null import EmpiricalNull, NullParams
 from edge.bands.hearing import Hearing, HearingParams
 from edge.bands.shadow_clock import ClockParams, ShadowClock
 from edge.bands.tracker import Tracker
@@ -71,7 +72,7 @@ class WindowDetector:
                  params: WindowParams | None = None, sched: DetectorParams | None = None,
                  hearing: HearingParams | None = None, gains: GainParams | None = None,
                  exponent: ExponentParams | None = None, loss: LossParams | None = None,
-                 clock: ClockParams | None = None) -> None:
+                 clock: ClockParams | None = None, null: NullParams | None = None) -> None:
         self.p = params or WindowParams()
         self.s = sched or DetectorParams()
         self.tracker = tracker
@@ -92,6 +93,8 @@ class WindowDetector:
         self._loss_last = np.full(n_bands, -math.inf)
         self.clock = ShadowClock(np.asarray(tracker.calibration.beacon_idx, dtype=np.int64), clock)
         self.last_lr = np.full(n_bands, np.nan)
+        # The statistic's dispersion on this site (`empirical_null`): reported statistics are divided by it.
+        self.null = EmpiricalNull(n_bands, self.p.threshold, null)
         self._resid_last = np.full(n_bands, -math.inf)
         n_rx = len(tracker.rx_ids)
         self._gain: tuple[F64, F64] = (np.zeros(n_rx), np.full(n_rx, 36.0))  # band-learned correction, variance
@@ -188,6 +191,8 @@ class WindowDetector:
                 lr_best[idx] = lr2[better]
                 xy[idx] = xy2[better]
                 om[idx] = om2[better]
+            self.null.add(now, rows, lr_best)
+            lr_best = lr_best / self.null.scale
             self.last_lr[rows] = lr_best
         clear: dict[int, float] = {}
         if len(clear_rows):
