@@ -128,6 +128,7 @@ class RunResult:
     bad_rx_bias: tuple[float, float] | None = None  # bad receiver: (bias the calibration learned, true), vs others
     bad_rx_state: str | None = None  # bad receiver: its state in `BandPipeline.receivers()` at the end of the run
     cpu_s: float = 0.0
+    alerts: list[str] = field(default_factory=list)  # every alert's JSON: a speed change must keep them identical
     null_scale: float = 1.0  # the window statistic's dispersion φ the pipeline learned (`empirical_null`), at the end
 
 
@@ -166,6 +167,7 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
                  if ideal else None)
     raised: dict[int, list[float]] = {}
     cleared: dict[int, list[float]] = {}
+    trail: list[str] = []
     for s in range(1, int(duration) + 1):
         now = START + s
         alerts = []
@@ -176,11 +178,13 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
         alerts += pipe.tick(now)
         if obs_ideal is not None:
             obs_ideal.tick(now)
+        trail += [a.to_json() for a in alerts]
         for a in alerts:
             if a.type == "geofence_breach":
                 band = int(getattr(a.subject, "band", -1))  # breach alerts always name a band
                 (raised if a.state == "raised" else cleared).setdefault(band, []).append(a.ts - START)
     res = RunResult(layout, ch, seed, duration)
+    res.alerts = trail
     score(res, site, escapes, raised, cleared, duration)
     res.null_scale = float(pipe.breach_null().get("scale", 1.0))
     if ch.bad is not None:

@@ -7,19 +7,22 @@ truncation flatten the beacons' exponent, docs/bands.md "Why fence-standers brea
 radio"), every weakly heard band near a fence reads as leaning outside and the tail stretches: the
 statistic behaves like φ·χ² with φ > 1. φ is the quasi-likelihood dispersion of the test, and it
 is measured here from the site's own bands, which are inside nearly all the time: one sample per
-band per `every_s` of its long-window statistic, the tail between `tail_from` and the cut
-`cut_share` × threshold, its scale from the **median** excess of that truncated exponential. The
-position is two-dimensional, so under a fitting model the reference is χ²₂, whose tail is exactly
-exponential with scale 2 (measured on the default radio, whose channel is the model's: 1.9-2.2).
-The detector reports S/φ with φ = β̂/2 bounded to [1, `max_scale`], i.e. the threshold scales by
-φ, so a site whose model fits (φ ≈ 1) keeps today's recall and one whose model misfits stops
-paying false alarms for it.
+band per `every_s` of its long-window statistic, the tail between `tail_from` (0) and the cut c
+(`cut_share` × threshold). Its scale β̂ is fitted as an exponential truncated to (0, c) from the share
+P of the tail above c/2: P = q/(1+q) with q = exp(-c/2β), so β = c / (2·ln((1-P)/P)). Only three
+comparisons of each statistic are needed (0, c/2, c), which the detector's decide mode settles
+exactly without computing the statistic (`window_test.run_test`'s `decide`; `levels()`). The position
+is two-dimensional, so under a fitting model the reference is χ²₂, whose tail is exactly exponential
+with scale 2 (measured on the default radio, whose channel is the model's: 1.2-2.2). The detector
+reports S/φ with φ = β̂/2 bounded to [1, `max_scale`], i.e. the threshold scales by φ, so a site
+whose model fits (φ ≈ 1) keeps today's recall and one whose model misfits stops paying false alarms
+for it.
 
 Guards (an escape wave must not raise the threshold it is judged by):
-- the median ignores how far above it the escapees' statistics are, only how many they are;
+- the fit counts how many samples are in the upper half of the tail, not how far they reach;
 - only the tail below the cut (half the threshold, where the detector already treats a band as hot)
   is fitted, as a truncated exponential (so the cut does not bias β̂): an escapee's statistics above
-  it count nothing, however high;
+  it count nothing, however high, and within it only which half a sample is in counts;
 - one band contributes at most one sample per `every_s`, so an escapee feeds at most the one or
   two samples of its climb below the cut (tried and removed: barring a band for 10 min once it
   reached the threshold; on a site whose fence-standers all cross it, that bars exactly the
@@ -50,7 +53,7 @@ class NullParams:
     every_s: float = 20.0  # one sample per band per this: overlapping windows share their shadowing
     memory_s: float = 1800.0  # samples older than this are forgotten
     tail_from: float = 0.0  # the tail: statistics above this (a band that leans outside at all)
-    cut_share: float = 0.5  # ... and below this share of the threshold (above it: quarantined)
+    cut_share: float = 0.5  # ... and below this share of the threshold (above it: not fitted)
     min_tail: int = 60  # φ stays 1 until this many samples are in the tail
     reference_scale: float = 2.0  # the tail's scale when the model fits: χ² (Wilks), exp(-t/2)
     # φ at most this: 13 × 1.33 = 17.3, the highest threshold the ideal observer needs at the budget pooled over
@@ -58,8 +61,8 @@ class NullParams:
     # says how badly the model fits, not how far the extreme tail reaches: with 2.0, φ read 1.8-2.0 on the
     # alt demo (threshold 23-26) and its recall fell 10 -> 3/16, far below the bound's 23-25/32.
     max_scale: float = 1.33
-    # φ follows β̂ less this many of its standard errors (the sample median's: β·1.44/√n for an untruncated
-    # exponential), so the threshold rises only where the tail is wider than sampling noise explains.
+    # β̂ is taken from P less this many of its binomial standard errors, so the threshold rises only where the
+    # tail is wider than sampling noise explains.
     guard_se: float = 1.0
     max_step: float = 0.05  # φ moves at most this much per update (one update per `update_every_s`)
     update_every_s: float = 10.0
@@ -99,17 +102,23 @@ class EmpiricalNull:
             self._t.popleft()
             self._s.popleft()
         s = np.fromiter(self._s, dtype=np.float64, count=len(self._s))
-        cut = self.threshold * self.p.cut_share - self.p.tail_from
-        excess = s[(s > self.p.tail_from) & (s < cut + self.p.tail_from)] - self.p.tail_from
-        self.samples, self.tail = len(s), len(excess)
-        self.above_cut = int((s >= cut + self.p.tail_from).sum())
-        if len(excess) < self.p.min_tail:
+        lo, mid, cut = self.levels()
+        tail = (s > lo) & (s < cut)
+        n = int(tail.sum())
+        self.samples, self.tail, self.above_cut = len(s), n, int((s >= cut).sum())
+        if n < self.p.min_tail:
             return
-        beta = truncated_scale(float(np.median(excess)), cut)
-        self.beta = beta
-        beta *= max(1.0 - self.p.guard_se / (math.log(2.0) * math.sqrt(len(excess))), 0.0)
+        share = float((tail & (s > mid)).sum()) / n
+        self.beta = grouped_scale(share, cut - lo)
+        beta = grouped_scale(share - self.p.guard_se * math.sqrt(share * (1.0 - share) / n), cut - lo)
         want = min(max(beta / self.p.reference_scale, 1.0), self.p.max_scale)
         self.scale += min(max(want - self.scale, -self.p.max_step), self.p.max_step)
+
+    def levels(self) -> tuple[float, float, float]:
+        """The raw statistic's comparisons the fit needs (the detector's decide mode settles them exactly):
+        the tail's start, the middle of the fitted range and the cut."""
+        lo, cut = self.p.tail_from, self.threshold * self.p.cut_share
+        return lo, (lo + cut) / 2.0, cut
 
     def state(self) -> dict[str, float | int]:
         """φ, β̂, the samples in memory, those in the fitted tail and those above the cut (telemetry, benches)."""
@@ -118,20 +127,13 @@ class EmpiricalNull:
                 "above_cut": self.above_cut}
 
 
-def truncated_scale(median: float, cut: float) -> float:
-    """β of an exponential truncated to (0, cut) whose median is `median`: 1 - e^(-m/β) = (1 - e^(-c/β)) / 2.
+def grouped_scale(share_upper: float, width: float) -> float:
+    """β of an exponential truncated to (0, width) with `share_upper` of its mass in the upper half.
 
-    The left side over the right falls from 2m/c (β → ∞ it is m/(c/2), the uniform's) to 1 (β → 0):
-    a median at or above c/2 means a tail flat over the whole cut, returned as a large β (1e3)."""
-    if median <= 0.0:
+    P = q/(1+q), q = exp(-width/2β): β = width / (2·ln((1-P)/P)). P → 1/2 is a flat tail (β → ∞, returned
+    as 1e3); P → 0 a tail that ends at once (β → 0)."""
+    if share_upper <= 0.0:
         return 0.0
-    if median >= cut / 2.0:
+    if share_upper >= 0.5:
         return 1e3
-    lo, hi = 1e-3, 1e3
-    for _ in range(60):  # bisection in log β: the equation's sign changes once
-        mid = math.sqrt(lo * hi)
-        if (1.0 - math.exp(-median / mid)) - 0.5 * (1.0 - math.exp(-cut / mid)) > 0.0:
-            lo = mid
-        else:
-            hi = mid
-    return math.sqrt(lo * hi)
+    return min(width / (2.0 * math.log((1.0 - share_upper) / share_upper)), 1e3)

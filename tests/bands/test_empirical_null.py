@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from edge.bands.empirical_null import EmpiricalNull, NullParams, truncated_scale
+from edge.bands.empirical_null import EmpiricalNull, NullParams, grouped_scale
 
 N_BANDS = 100
 THRESHOLD = 13.0
@@ -38,11 +38,11 @@ def _run(beta: float, lean: float, seconds: int = 900, escapes: int = 0, seed: i
 
 
 @pytest.mark.parametrize("beta", [1.0, 2.0, 4.0])
-def test_truncated_scale_recovers_beta(beta: float) -> None:
+def test_grouped_scale_recovers_beta(beta: float) -> None:
     rng = np.random.default_rng(0)
     x = rng.exponential(beta, 400_000)
     x = x[x < 6.5]
-    assert truncated_scale(float(np.median(x)), 6.5) == pytest.approx(beta, rel=0.03)
+    assert grouped_scale(float((x > 3.25).mean()), 6.5) == pytest.approx(beta, rel=0.03)
 
 
 def test_model_that_fits_keeps_the_threshold() -> None:
