@@ -128,6 +128,7 @@ class RunResult:
     bad_rx_bias: tuple[float, float] | None = None  # bad receiver: (bias the calibration learned, true), vs others
     bad_rx_state: str | None = None  # bad receiver: its state in `BandPipeline.receivers()` at the end of the run
     cpu_s: float = 0.0
+    alerts: list[str] = field(default_factory=list)  # every alert's JSON: a speed change must keep them identical
 
 
 def build_scenario(site: SiteConfig, seed: int, n_escapes: int, kinds: Sequence[str], duration: float,
@@ -165,6 +166,7 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
                  if ideal else None)
     raised: dict[int, list[float]] = {}
     cleared: dict[int, list[float]] = {}
+    trail: list[str] = []
     for s in range(1, int(duration) + 1):
         now = START + s
         alerts = []
@@ -175,11 +177,13 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
         alerts += pipe.tick(now)
         if obs_ideal is not None:
             obs_ideal.tick(now)
+        trail += [a.to_json() for a in alerts]
         for a in alerts:
             if a.type == "geofence_breach":
                 band = int(getattr(a.subject, "band", -1))  # breach alerts always name a band
                 (raised if a.state == "raised" else cleared).setdefault(band, []).append(a.ts - START)
     res = RunResult(layout, ch, seed, duration)
+    res.alerts = trail
     score(res, site, escapes, raised, cleared, duration)
     if ch.bad is not None:
         res.bad_rx_bias = learned_bias(pipe, sim, inside_receiver(site))
