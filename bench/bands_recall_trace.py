@@ -87,6 +87,7 @@ class Tracer:
         det = pipe.detector
         assert isinstance(det, WindowDetector)
         self.det, self.pipe, self.sim = det, pipe, sim
+        det.s = replace(det.s, exact_lr=True)  # the trace shows the statistic itself, not just its decisions
         tr = pipe.tracker
         ch = sim.channel
         rx_of = [sim.rx_ids.index(r) for r in tr.rx_ids]

@@ -67,6 +67,12 @@ class DetectorParams:
     gain_every_s: float = 20.0
     residual_min_k: float = 5.0
     residual_above_floor_db: float = 4.0
+    # The long windows' statistic below the threshold is only compared with a few values (confident inside,
+    # shorter_below, blocks and suspect at threshold/4, hot, the threshold): the kernel then settles those
+    # comparisons from its bounds instead of computing it (`window_test.run_test`'s `decide`). The alerts are
+    # the same; `last_lr` and Verdict.lr below the threshold are then not the statistic. True = compute it
+    # everywhere (the ROC and trace benches read it at other thresholds).
+    exact_lr: bool = False
 
 
 class WindowDetector:
@@ -101,6 +107,17 @@ class WindowDetector:
         n_rx = len(tracker.rx_ids)
         self._gain: tuple[F64, F64] = (np.zeros(n_rx), np.full(n_rx, 36.0))  # band-learned correction, variance
         self._next_floor = -math.inf
+
+    def _thresholds(self) -> tuple[float, ...]:
+        """What this class and the rules compare a long window's statistic with (see DetectorParams.exact_lr).
+
+        The threshold last: at and above it the statistic itself is read (the alert's evidence)."""
+        if self.s.exact_lr:
+            return ()
+        t = self.p.threshold
+        below = {self.p.confident_inside, self.s.shorter_below, t * self.s.blocks_above_share, t / 4,
+                 t * self.s.hot_share}
+        return (*sorted(v for v in below if v < t), t)
 
     def _inputs(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_],
                 blocks: bool = True) -> LinkInputs:
@@ -173,8 +190,9 @@ class WindowDetector:
             # (a walker who has just left: the long window still holds inside time).
             order = sorted(self.windows, reverse=True)
             x = self._inputs(rows, now, order[0], listen, blocks=False)
-            res = run_test(self.cand, x)
-            lr_best, xy, om = self._with_blocks(rows, now, order[0], listen, res)
+            decide = self._thresholds()
+            res = run_test(self.cand, x, decide=decide)
+            lr_best, xy, om = self._with_blocks(rows, now, order[0], listen, res, decide)
             self._learn(now, rows, x, res.lr, res.b_mean, res.b_var, res.in_xy, fix_out_m)
             self._learn_exponent(now, rows, x, res.lr, res.ll_in, fix_out_m)
             look = now - self._loss_last[rows] >= self.loss.p.every_s
@@ -188,8 +206,8 @@ class WindowDetector:
                 if not len(pick):
                     continue
                 sub = rows[pick]
-                r2 = run_test(self.cand, self._inputs(sub, now, w, listen, blocks=False))
-                lr2, xy2, om2 = self._with_blocks(sub, now, w, listen, r2)
+                r2 = run_test(self.cand, self._inputs(sub, now, w, listen, blocks=False), decide=decide)
+                lr2, xy2, om2 = self._with_blocks(sub, now, w, listen, r2, decide)
                 better = ~np.isnan(lr2) & ~(lr2 <= lr_best[pick])
                 idx = pick[better]
                 lr_best[idx] = lr2[better]
@@ -210,7 +228,7 @@ class WindowDetector:
         return out
 
     def _with_blocks(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_],
-                     held: WindowResult) -> tuple[F64, F64, F64]:
+                     held: WindowResult, decide: tuple[float, ...]) -> tuple[F64, F64, F64]:
         """The held test's (lr, out_xy, out_m), redone with the window cut into blocks (`shadow_clock`) for
         the rows whose held statistic is above `blocks_above_share` of the threshold: blocks sharpen the
         evidence in the direction it already points, so a band the held test puts inside is not worth it."""
@@ -218,7 +236,7 @@ class WindowDetector:
         up = np.nonzero(held.lr > self.p.threshold * self.s.blocks_above_share)[0]
         if self.clock.blocks(window_s) <= 1 or not len(up):
             return lr, xy, om
-        r = run_test(self.cand, self._inputs(rows[up], now, window_s, listen))
+        r = run_test(self.cand, self._inputs(rows[up], now, window_s, listen), decide=decide)
         lr[up], xy[up], om[up] = r.lr, r.out_xy, r.out_m
         return lr, xy, om
 

@@ -86,6 +86,8 @@ class TrackParams:
     max_misses: int = 5  # frames without a blob before the track ends
     min_edge: float = 0.28  # edge sharpness of the change (see `edge_ratio`); lens-near things are blurred
     min_edge_night: float = 0.28
+    # Night: walk evidence (walks.py, sigma units) a track's box must hold to be confirmed; 0 = off.
+    min_walk_night: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ class Track:
     misses: int = 0
     confirmed: bool = False
     reason: str = "new"  # why it is not (yet) confirmed
+    walk: float = -1.0  # walk evidence in the box when last scored at night (walks.py)
     edge: float = -1.0  # median edge sharpness of the recent frames (see `edge_ratio`)
     edges: list[float] = field(default_factory=list)
     blob: Blob | None = None  # this frame's blob (None when missed)
@@ -208,6 +211,8 @@ class Tracker:
         # Optional person confirmation (personcheck.py), run only on a track about to be confirmed.
         self.person_check: PersonCheck | None = None
         self.check_by_day = False  # False: only at night
+        # Walk evidence of a blob's box (walks.py), set by the detector when it has a perspective.
+        self.walk_score: Callable[[int, int, int, int], float | None] | None = None
 
     def expected_h(self, foot_y: float, blob_h: float) -> float:
         """Person height in detect px at this foot row (perspective), else the blob's own height."""
@@ -288,6 +293,15 @@ class Tracker:
                 self._score(t, night)
                 if t.confirmed and t.edges and t.edge < (self.p.min_edge_night if night else self.p.min_edge):
                     t.confirmed, t.reason = False, "blurred"
+                    self.counters["tracks_confirmed"] -= 1
+                walk = None
+                if night and self.walk_score is not None and t.reason in ("person", "blurred"):
+                    b = t.blob
+                    walk = self.walk_score(b.x, b.y, b.w, b.h)
+                    t.walk = -1.0 if walk is None else walk
+                if t.confirmed and walk is not None and walk < self.p.min_walk_night:
+                    # Not (yet) on a straight walk at person speed: a streak chain or an insect.
+                    t.confirmed, t.reason = False, "no_walk"
                     self.counters["tracks_confirmed"] -= 1
                 if t.confirmed and gray is not None and not self._checked_person(t, gray, night):
                     t.confirmed, t.reason = False, "not_person"
