@@ -35,7 +35,9 @@ def test_a_band_that_just_left_is_judged_on_its_dwell_long_window(demo_site: Sit
     assert isinstance(det, WindowDetector)
     i = pipe.tracker.index[1001]
     row = np.array([i], dtype=np.int64)
-    on, off = det.s, replace(det.s, shortest_always=False)
+    # The statistic itself (not decide mode's bounds below the threshold), with and without the change.
+    on = replace(det.s, exact_lr=True)
+    off = replace(on, shortest_always=False)
     longest, shortest = max(det.windows), min(det.windows)
     seen: list[tuple[float, float, float, float]] = []
     for s in range(1, int(cross) + 26):
