@@ -56,7 +56,12 @@ class DetectorParams:
     # statistic is above this share of the threshold: 4-5× the table cost, spent where a breach can come
     # from (measured on the 500-band site: gated at 0 the tick's window test cost 63 ms, ungated 74, held 36).
     blocks_above_share: float = 0.25
-    shorter_below: float = -2.0  # the shorter windows are tested only where the longest is above this
+    shorter_below: float = -2.0  # the middle windows are tested only where the longest is above this
+    # The shortest window (the dwell) is tested for every tested band, whatever the longest says: a person who
+    # left 15-30 s ago has the longest window still half inside (statistic -8…0) while the dwell-long one is
+    # already at 5-11 and rising; gated on the longest, such a band stayed on the 15 s schedule and its
+    # statistic peaked unseen (compound gate escape 22.5 m out: 14.8 at 38 s, tested at 31 and 43 s).
+    shortest_always: bool = True
     suspect_out_m: float = -1.5  # a fix closer than this to the fence (or beyond) makes a band suspect
     recent_unheard_s: float = 8.0
     gain_every_s: float = 20.0
@@ -195,14 +200,16 @@ class WindowDetector:
                 self.loss.add(now, x.k[look], x.xbar[look], x.n_sent[look], self.hearing.floor, listen)
                 self._loss_last[rows[look]] = now
             more = np.nonzero(~(res.lr <= self.s.shorter_below))[0]
+            every = np.arange(len(rows)) if self.s.shortest_always else more
             for w in order[1:]:
-                if not len(more):
-                    break
-                sub = rows[more]
+                pick = every if w == order[-1] else more
+                if not len(pick):
+                    continue
+                sub = rows[pick]
                 r2 = run_test(self.cand, self._inputs(sub, now, w, listen, blocks=False), decide=decide)
                 lr2, xy2, om2 = self._with_blocks(sub, now, w, listen, r2, decide)
-                better = ~np.isnan(lr2) & ~(lr2 <= lr_best[more])
-                idx = more[better]
+                better = ~np.isnan(lr2) & ~(lr2 <= lr_best[pick])
+                idx = pick[better]
                 lr_best[idx] = lr2[better]
                 xy[idx] = xy2[better]
                 om[idx] = om2[better]
