@@ -15,6 +15,7 @@ from edge.bands.window_test import Candidates, LinkInputs, WindowParams, run_tes
 from tests.bands.test_window_test import _inputs, _site
 
 THRESHOLD = 13.0
+ON = GuardParams(on=True, free_db=6.0, exempt_judged_ok=False)
 
 
 def _reads_low(x: LinkInputs, rx: int, db: float) -> LinkInputs:
@@ -47,12 +48,12 @@ def test_a_breach_resting_on_one_low_receiver_is_held_and_escapees_are_not() -> 
     raw_low = run_test(cand, low).lr
     assert raw_low[0] >= THRESHOLD, raw_low  # without the guard: a false breach
     rows = np.arange(1, dtype=np.int64)
-    held = guard(cand, inputs_of(low), rows, raw_low, np.array([40.0]), THRESHOLD, every, GuardParams())
+    held = guard(cand, inputs_of(low), rows, raw_low, np.array([40.0]), THRESHOLD, every, ON)
     assert held[0] < THRESHOLD, held
 
     raw_esc = run_test(cand, esc).lr
     rows2 = np.arange(2, dtype=np.int64)
-    kept = guard(cand, inputs_of(esc), rows2, raw_esc, np.full(2, 30.0), THRESHOLD, every, GuardParams())
+    kept = guard(cand, inputs_of(esc), rows2, raw_esc, np.full(2, 30.0), THRESHOLD, every, ON)
     assert (raw_esc >= THRESHOLD).all() and (kept >= THRESHOLD).all(), (raw_esc, kept)
     assert (kept <= raw_esc).all()  # the guard only ever lowers a statistic
 
@@ -60,4 +61,4 @@ def test_a_breach_resting_on_one_low_receiver_is_held_and_escapees_are_not() -> 
     assert guard(cand, inputs_of(low), rows, raw_low, np.array([40.0]), THRESHOLD, every,
                  GuardParams(on=False))[0] == raw_low[0]
     assert guard(cand, inputs_of(low), rows, raw_low, np.array([40.0]), THRESHOLD, ~every,
-                 GuardParams())[0] == raw_low[0]
+                 ON)[0] == raw_low[0]
