@@ -128,6 +128,7 @@ class RunResult:
     bad_rx_bias: tuple[float, float] | None = None  # bad receiver: (bias the calibration learned, true), vs others
     bad_rx_state: str | None = None  # bad receiver: its state in `BandPipeline.receivers()` at the end of the run
     cpu_s: float = 0.0
+    alerts: list[str] = field(default_factory=list)  # every alert's JSON: a speed change must keep them identical
 
 
 def build_scenario(site: SiteConfig, seed: int, n_escapes: int, kinds: Sequence[str], duration: float,
@@ -165,6 +166,7 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
                  if ideal else None)
     raised: dict[int, list[float]] = {}
     cleared: dict[int, list[float]] = {}
+    trail: list[str] = []
     for s in range(1, int(duration) + 1):
         now = START + s
         alerts = []
@@ -175,11 +177,13 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
         alerts += pipe.tick(now)
         if obs_ideal is not None:
             obs_ideal.tick(now)
+        trail += [a.to_json() for a in alerts]
         for a in alerts:
             if a.type == "geofence_breach":
                 band = int(getattr(a.subject, "band", -1))  # breach alerts always name a band
                 (raised if a.state == "raised" else cleared).setdefault(band, []).append(a.ts - START)
     res = RunResult(layout, ch, seed, duration)
+    res.alerts = trail
     score(res, site, escapes, raised, cleared, duration)
     if ch.bad is not None:
         res.bad_rx_bias = learned_bias(pipe, sim, inside_receiver(site))
@@ -495,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
                     "earlier --md file of the same seeds and layouts (it does not depend on the detector)")
     ap.add_argument("--ideal-layouts", default="", help="run the ideal observer on these layouts only ('' = all)")
     ap.add_argument("--save", type=Path, help="pickle every run's results here (re-render with --load)")
-    ap.add_argument("--load", type=Path, help="render the tables of a --save file instead of running")
+    ap.add_argument("--load", type=Path, action="append", help="render the tables of a --save file instead of "
+                    "running (repeat it to pool several files, e.g. batches of null runs with different --seed)")
     ap.add_argument("--seed", type=int, default=16_000)
     a = ap.parse_args(argv)
     if a.quick:
@@ -533,8 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     md: list[str] = []
     if a.load is not None:
-        with a.load.open("rb") as fh:
-            recall, null, badr = pickle.load(fh)  # our own file, written by --save
+        recall: list[RunResult] = []
+        null: list[RunResult] = []
+        badr: list[RunResult] = []
+        for path in a.load:
+            with path.open("rb") as fh:
+                parts = pickle.load(fh)  # our own file, written by --save
+            recall, null, badr = recall + parts[0], null + parts[1], badr + parts[2]
     else:
         recall, null, badr = run_phases(a, layouts, radios, sigmas, null_sigmas, kinds, bads, ideal_layouts, con)
     if a.save is not None:
@@ -566,9 +576,10 @@ def main(argv: list[str] | None = None) -> int:
     if null:
         cols, rows = null_rows(null, lambda r: (r.channel.radio, r.layout), ["radio", "layout"])
         _cols2, rows2 = null_rows(null, lambda r: (r.channel.radio,), ["radio"])
+        _cols3, rows3 = null_rows(null, lambda r: (r.channel.radio, f"σ {r.channel.sigma:g}"), ["radio", "layout"])
         show(con, f"False breaches, null runs ({a.null_bands} bands × {a.null_duration:.0f} s per run, 2/3 walkers, "
                   f"1/3 standing 0.5–3 m inside a fence, σ {a.null_sigma}, start-ups included)",
-             cols, rows + [[*r[:1], "all", *r[1:]] for r in rows2], md)
+             cols, rows + rows3 + [[*r[:1], "all", *r[1:]] for r in rows2], md)
     if badr:
         cols, rows = null_rows(badr, lambda r: (r.layout, r.channel.radio, r.channel.bad or ""),
                                ["layout", "radio", "bad receiver"])
