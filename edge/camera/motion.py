@@ -69,6 +69,7 @@ _DETECTOR_BOUNDS = {
     "night_box": Range(ge=1, le=15), "night_box_sigma": Range(ge=0, le=255),
     "person_check_threshold": Range(ge=-20, le=20),
     "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
+    "walk_blur": Range(ge=1, le=9),
 }
 
 
@@ -111,6 +112,7 @@ class DetectorSpec:
     night_walks: bool = True
     walk_memory_s: float = 1.0
     walk_clip: float = 3.0
+    walk_blur: int = 1  # extra upright box k x (2k-1) on the half-size difference before the sums
     person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
     person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
@@ -190,7 +192,8 @@ class MotionDetector:
         self.walks: WalkEvidence | None = None
         if spec.perspective is not None and spec.tracks and spec.night_walks:
             self.walks = WalkEvidence(w, h, fps, (spec.perspective.a, spec.perspective.b * h),
-                                      memory_s=spec.walk_memory_s, clip=spec.walk_clip)
+                                      memory_s=spec.walk_memory_s, clip=spec.walk_clip,
+                                      blur=spec.walk_blur)
             self.tracker.walk_score = self.walks.score
 
     # ------------------------------------------------------------------ public API
