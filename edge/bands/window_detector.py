@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from edge.bands.band_gain import BandGains, GainParams
 from edge.bands.hearing import Hearing, HearingParams
+from edge.bands.receiver_guard import GuardParams, guard
 from edge.bands.shadow_clock import ClockParams, ShadowClock
 from edge.bands.tracker import Tracker
 from edge.bands.window_exponent import ExponentLearner, ExponentParams
@@ -82,8 +83,9 @@ class WindowDetector:
                  params: WindowParams | None = None, sched: DetectorParams | None = None,
                  hearing: HearingParams | None = None, gains: GainParams | None = None,
                  exponent: ExponentParams | None = None, loss: LossParams | None = None,
-                 clock: ClockParams | None = None) -> None:
+                 clock: ClockParams | None = None, rx_guard: GuardParams | None = None) -> None:
         self.p = params or WindowParams()
+        self.guard = rx_guard or GuardParams()
         self.s = sched or DetectorParams()
         self.tracker = tracker
         self.n = n_bands
@@ -193,6 +195,7 @@ class WindowDetector:
             decide = self._thresholds()
             res = run_test(self.cand, x, decide=decide)
             lr_best, xy, om = self._with_blocks(rows, now, order[0], listen, res, decide)
+            w_best = np.full(len(rows), order[0])
             self._learn(now, rows, x, res.lr, res.b_mean, res.b_var, res.in_xy, fix_out_m)
             self._learn_exponent(now, rows, x, res.lr, res.ll_in, fix_out_m)
             look = now - self._loss_last[rows] >= self.loss.p.every_s
@@ -213,7 +216,9 @@ class WindowDetector:
                 lr_best[idx] = lr2[better]
                 xy[idx] = xy2[better]
                 om[idx] = om2[better]
+                w_best[idx] = w
             self.last_lr[rows] = lr_best
+            lr_best = self._guarded(now, rows, clear_rows, lr_best, w_best, listen)
         clear: dict[int, float] = {}
         if len(clear_rows):
             res = run_test(self.cand, self._inputs(clear_rows, now, self.p.clear_window_s, listen))
@@ -225,6 +230,21 @@ class WindowDetector:
         for i, c in clear.items():
             if i not in seen:
                 out[i] = Verdict(math.nan, c, math.nan, math.nan, math.nan)
+        return out
+
+    def _guarded(self, now: float, rows: I64, active: I64, lr: F64, window: F64, listen: NDArray[np.bool_]) -> F64:
+        """A band not yet in breach must reach the threshold with any one receiver's gain left free
+        (`receiver_guard`); bands in breach keep their statistic (the clear rule reads it)."""
+        if not self.guard.on:
+            return lr
+        fresh = ~np.isin(rows, active)
+        if not (fresh & (lr >= self.p.threshold)).any():
+            return lr
+        suspects = ~self.hearing.confirmed_ok() if self.guard.exempt_judged_ok else np.ones(len(listen), dtype=bool)
+        sub = np.nonzero(fresh)[0]
+        out = lr.copy()
+        out[sub] = guard(self.cand, lambda r, w: self._inputs(r, now, w, listen), rows[sub], lr[sub], window[sub],
+                         self.p.threshold, suspects, self.guard)
         return out
 
     def _with_blocks(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_],
