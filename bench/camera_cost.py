@@ -37,7 +37,10 @@ SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZO
                     masks=(synth.MASK_TOP,))
 
 
-def alt2_night_clip(path: Path, crf: int, seconds: float) -> None:
+WALK_FRAMES: list[int] = []  # detect frames with walk evidence running (motion-only pass)
+
+
+def alt2_night_clip(path: Path, crf: int, seconds: float, walks: bool) -> None:
     """The extended held-out model's night (IR, insects, rain, 2 px shake, a near walker) at 640x360
     12 fps, libx264 at `crf`; the detector then gets the model's perspective (walk evidence runs)."""
     global SPEC
@@ -56,7 +59,7 @@ def alt2_night_clip(path: Path, crf: int, seconds: float) -> None:
     if proc.wait(timeout=600) != 0:
         raise RuntimeError("ffmpeg failed")
     SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZONE, 0.01, 3),),
-                        masks=(synth.MASK_TOP,), perspective=Perspective.fit(a2.PERSPECTIVE))
+                        masks=(synth.MASK_TOP,), perspective=Perspective.fit(a2.PERSPECTIVE), night_walks=walks)
 
 
 def run_pipeline(path: Path) -> tuple[float, int, int]:
@@ -106,8 +109,9 @@ def motion_only_ms(path: Path, repeats: int = 5) -> tuple[float, float, float]:
         det = MotionDetector(SPEC)
         t0 = time.process_time()
         for k, g in enumerate(frames):
-            det.process(g, k / 5.0, k)
+            det.process(g, k / 5.0, k, 0.0 if SPEC.perspective is not None else None)  # the night clip is IR grey
         runs.append(1000 * (time.process_time() - t0) / len(frames))
+    WALK_FRAMES.append(det.counters.get("walk_frames", 0))
     mog_runs = []
     for _ in range(repeats):
         mog = cv2.createBackgroundSubtractorMOG2(history=500, varThreshold=16, detectShadows=False)
@@ -168,6 +172,7 @@ def main() -> None:
     ap.add_argument("--clip", type=Path, default=None, help="use this video file instead of a synthetic crossing")
     ap.add_argument("--alt2-night", type=int, default=None, metavar="CRF",
                     help="use the extended model's night clip at this crf, with its perspective")
+    ap.add_argument("--no-walks", action="store_true", help="with --alt2-night: walk evidence off (the cost before)")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -182,7 +187,7 @@ def main() -> None:
             args.seconds = probe.get(cv2.CAP_PROP_FRAME_COUNT) / max(probe.get(cv2.CAP_PROP_FPS), 1.0)
             probe.release()
         elif args.alt2_night is not None:
-            alt2_night_clip(clip, args.alt2_night, args.seconds)
+            alt2_night_clip(clip, args.alt2_night, args.seconds, not args.no_walks)
         else:
             synth.encode(synth.SceneSpec("crossing", seconds=args.seconds, event_at=args.seconds / 3,
                                          event_len=args.seconds / 3, crf=23), clip)
@@ -195,6 +200,7 @@ def main() -> None:
         med_ms, best_ms, mog_ms = motion_only_ms(clip)
         r1, r4, per_cam = memory_per_camera(clip)
     res = {
+        "walk_frames": WALK_FRAMES[-1] if WALK_FRAMES else 0,
         "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}, {platform.platform()}",
         "opencv": cv2.__version__,
         "clip": (f"{args.clip.name}: {args.seconds:.0f} s, {frames_in} frames" if args.clip is not None else

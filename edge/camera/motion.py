@@ -69,6 +69,7 @@ _DETECTOR_BOUNDS = {
     "night_box": Range(ge=1, le=15), "night_box_sigma": Range(ge=0, le=255),
     "person_check_threshold": Range(ge=-20, le=20),
     "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
+    "walk_blur": Range(ge=1, le=9),
 }
 
 
@@ -108,8 +109,10 @@ class DetectorSpec:
     night_box_sigma: float = 4.5  # ... when the per-pixel noise sigma is at least this (grey levels)
     # Walk evidence (walks.py; with a perspective, in night box mode): memory of the leaky sums and the
     # clip of one frame's normalised difference. The gate itself is TrackParams.min_walk_night.
+    night_walks: bool = True
     walk_memory_s: float = 1.0
     walk_clip: float = 3.0
+    walk_blur: int = 1  # extra upright box k x (2k-1) on the half-size difference before the sums
     person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
     person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
@@ -187,9 +190,10 @@ class MotionDetector:
         self._signed_box: np.ndarray | None = None  # boxed signed difference (night box mode)
         # Walk evidence (walks.py) needs the person's size per row: only with a perspective.
         self.walks: WalkEvidence | None = None
-        if spec.perspective is not None and spec.tracks:
+        if spec.perspective is not None and spec.tracks and spec.night_walks:
             self.walks = WalkEvidence(w, h, fps, (spec.perspective.a, spec.perspective.b * h),
-                                      memory_s=spec.walk_memory_s, clip=spec.walk_clip)
+                                      memory_s=spec.walk_memory_s, clip=spec.walk_clip,
+                                      blur=spec.walk_blur)
             self.tracker.walk_score = self.walks.score
 
     # ------------------------------------------------------------------ public API
@@ -247,8 +251,10 @@ class MotionDetector:
         if self.walks is not None:
             if self._box > 1 and self._signed_box is not None:
                 self.walks.update(self._signed_box, self._sigma)
+                self.counters["walk_frames"] = self.counters.get("walk_frames", 0) + 1
             else:
                 self.walks.reset()
+            self.tracker.walks_active = self.walks.best is not None
         if self._settle > 0 or self._frames <= self._warmup_frames:
             self._settle = max(0, self._settle - 1)
             self.tracker.reset()  # the background is not yet trustworthy: nothing to follow

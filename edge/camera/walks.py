@@ -36,7 +36,7 @@ class WalkEvidence:
 
     def __init__(self, width: int, height: int, fps: float, person_h: tuple[float, float],
                  speeds_h: tuple[float, ...] = (0.35, 0.7, 1.2), directions: int = 8,
-                 memory_s: float = 1.0, clip: float = 3.0, scale: int = 2) -> None:
+                 memory_s: float = 1.0, clip: float = 3.0, scale: int = 2, blur: int = 1) -> None:
         """`person_h` = (a, b): a person with the feet at detect row y is a*y + b detect px tall
         (the perspective is a line, so every velocity's shift is an affine map of the picture)."""
         self.scale = scale
@@ -45,6 +45,7 @@ class WalkEvidence:
         self.decay = math.exp(-dt / memory_s)
         self.norm = math.sqrt(1.0 - self.decay * self.decay)  # sum of unit noise -> unit noise
         self.clip = clip
+        self.blur = (blur, 2 * blur - 1)  # extra upright box (half-size px) before the sums; 1 = none
         a2, b2 = person_h[0], person_h[1] / scale  # half-size px of height per half-size row
         self._warps: list[np.ndarray] = []
         for s in speeds_h:
@@ -65,6 +66,8 @@ class WalkEvidence:
     def update(self, signed: np.ndarray, sigma: float) -> None:
         """One frame: `signed` is the boxed signed difference (detect size), `sigma` its noise."""
         d = cv2.resize(signed.astype(np.float32), (self.w2, self.h2), interpolation=cv2.INTER_AREA)
+        if self.blur[0] > 1:
+            d = cv2.blur(d, self.blur)
         # The half-size average lowers the noise further; measure it on the frame itself (robust).
         sample = np.abs(d[::2, ::2]).ravel()
         k = sample.size // 2

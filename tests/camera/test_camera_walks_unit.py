@@ -9,11 +9,13 @@ import math
 import cv2
 import numpy as np
 
-from edge.camera.tracks import Perspective
+from edge.camera.motion import MOTION_START, DetectorSpec, MotionDetector
+from edge.camera.tracks import Perspective, TrackParams
 from edge.camera.walks import WalkEvidence
+from tests.camera.test_camera_night_unit import ZONE
 
 W, H, FPS = 320, 180, 5.0
-PERSP = Perspective.fit([(0.46, 0.147), (0.9, 0.397)])  # the extended held-out model's camera
+PERSP = Perspective.fit([(0.46, 0.147), (0.9, 0.397)])
 SIGMA = 8.0  # per-pixel IR noise (grey levels)
 
 
@@ -80,3 +82,37 @@ def test_no_evidence_before_the_first_frame_and_after_reset() -> None:
     assert walks.score(10, 10, 20, 40) == 0.0
     walks.reset()
     assert walks.score(10, 10, 20, 40) is None
+
+
+def _insect_frames(seed: int) -> list[np.ndarray]:
+    """IR frames (grey, sigma 8) with a lamp-lit insect: a person-sized, 30 levels bright, sharp blob
+    on a random walk at ~3 person heights per second (heading turns up to ±180° per frame)."""
+    rng = np.random.default_rng(seed)
+    base = np.full((H, W), 150.0, np.float32)
+    base += cv2.resize(rng.normal(0, 6, (H // 8, W // 8)).astype(np.float32), (W, H))
+    x, y, ang = 160.0, 110.0, rng.uniform(0, 2 * math.pi)
+    out = []
+    for i in range(45):
+        img = base.copy()
+        if i >= 10:
+            hh = _person_h(y)
+            ang += rng.uniform(-3.1, 3.1)
+            x = min(max(x + 0.6 * hh * math.cos(ang), 20.0), 300.0)
+            y = min(max(y + 0.3 * hh * math.sin(ang), 70.0), 165.0)
+            cv2.ellipse(img, (int(x), int(y - 0.35 * hh)), (int(0.15 * hh), int(0.35 * hh)), 0, 0, 360, 180.0, -1)
+        img += rng.normal(0, SIGMA, img.shape).astype(np.float32)
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+def test_detector_gate_drops_an_erratic_insect_that_every_other_rule_passes() -> None:
+    def starts(frames: list[np.ndarray], gate: float) -> int:
+        det = MotionDetector(DetectorSpec(W, H, FPS, zones=(ZONE,), perspective=PERSP, outside_events=False,
+                                          track_params=TrackParams(min_walk_night=gate)))
+        return sum(1 for i, f in enumerate(frames) for e in det.process(f, i / FPS, i, 0.0) if e.kind == MOTION_START)
+
+    assert TrackParams().min_walk_night > 0  # on by default
+    for seed in (2, 4, 5):
+        frames = _insect_frames(seed)
+        assert starts(frames, 0.0) >= 1, seed  # without the walk gate it is a "person"
+        assert starts(frames, TrackParams().min_walk_night) == 0, seed
