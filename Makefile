@@ -53,7 +53,7 @@ unit: venv
 	$(VENV)/bin/pytest -q -m "not slow and not integration and not faults" $(PYTEST_ARGS)
 
 test: venv lint typecheck imports
-	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) -m devtools.demo

@@ -33,7 +33,6 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,7 @@ from bench.bands_breach import START, Channel, build_scenario, radio_params
 from edge.bands.hearing import miss_table
 from edge.bands.pipeline import BandPipeline
 from edge.bands.window_detector import WindowDetector
-from edge.bands.window_test import Candidates, LinkInputs, WindowResult, run_test
+from edge.bands.window_test import CELL_M, CELL_RATIO, Candidates, LinkInputs, WindowResult, run_test
 from edge.sim import Simulator
 from edge.sim.escapes import KINDS, AllowedArea, Escape
 from edge.sim.keys import site_demo_keys
@@ -51,7 +50,7 @@ from edge.sim.simulator import BAND_POWER_DBM
 from edge.sim.sites import layout_site
 
 F64 = NDArray[np.float64]
-VARIANTS = ("full", "truepos", "exp", "gains", "oracle")
+VARIANTS = ("full", "truepos", "exp", "gains", "rxg", "bandp", "oracle")
 
 
 @dataclass
@@ -73,8 +72,12 @@ def _cand_at(cand: Candidates, s: int, pts_out: F64, rx_pos: F64, min_d: float) 
     pts = np.concatenate([inside, pts_out])
     d = np.linalg.norm(pts[:, None, :] - rx_pos[None, :, :], axis=2)
     logd = np.ascontiguousarray(10.0 * np.log10(np.maximum(d, min_d)))
-    return SimpleNamespace(pts=pts, out_m=np.concatenate([np.zeros(len(inside)), np.full(len(pts_out), 99.0)]),
-                           logd=logd, lo=np.array([0]), mid=np.array([len(inside)]), hi=np.array([len(pts)]))
+    c: Any = object.__new__(Candidates)  # the real class (the kernel needs its search cells), filled by hand
+    c.pts, c.logd = pts, logd
+    c.out_m = np.concatenate([np.zeros(len(inside)), np.full(len(pts_out), 99.0)])
+    c.lo, c.mid, c.hi = (np.array([v], dtype=np.int64) for v in (0, len(inside), len(pts)))
+    c.set_cells(CELL_M, CELL_RATIO)
+    return c
 
 
 class Tracer:
@@ -84,6 +87,7 @@ class Tracer:
         det = pipe.detector
         assert isinstance(det, WindowDetector)
         self.det, self.pipe, self.sim = det, pipe, sim
+        det.s = replace(det.s, exact_lr=True)  # the trace shows the statistic itself, not just its decisions
         tr = pipe.tracker
         ch = sim.channel
         rx_of = [sim.rx_ids.index(r) for r in tr.rx_ids]
@@ -110,8 +114,14 @@ class Tracer:
         listen = np.array(det.tracker.rx_last) > now - 5.0
         return det._inputs(np.array([i], dtype=np.int64), now, w, listen)
 
-    def oracle(self, x: LinkInputs, band: int, gains: bool = True, exponent: bool = True) -> LinkInputs:
-        """The same adverts with the true gains and band power (floors moved with the gains) and/or exponent."""
+    def band_power(self, x: LinkInputs, band: int) -> LinkInputs:
+        """The same inputs with the band's true power known (to 0.3 dB) and nothing else."""
+        return replace(x, power=np.array([self.true_power[band]]), sb=np.array([0.3]))
+
+    def oracle(self, x: LinkInputs, band: int, gains: bool = True, exponent: bool = True,
+               power: bool = True) -> LinkInputs:
+        """The same adverts with the true receiver gains (floors moved with them) and band power (`power`)
+        and/or exponent."""
         det = self.det
         if not gains:
             return replace(x, exponent=self.true_exponent)
@@ -126,7 +136,8 @@ class Tracer:
         logmiss = np.stack([miss_table(float(f), det.hearing.fast_sd, det.hearing.p, float(q))
                             for f, q in zip(floor, det.hearing.loss, strict=True)])
         sd = np.sqrt(det.sigma**2 * det.p.slow_fraction + det.p.model_error_db**2)
-        return replace(x, xbar=xbar, power=np.array([self.true_power[band]]), sb=np.array([0.3]),
+        bp = (np.array([self.true_power[band]]), np.array([0.3])) if power else (x.power, x.sb)
+        return replace(x, xbar=xbar, power=bp[0], sb=bp[1],
                        slow_sd=np.full_like(x.slow_sd, sd), floor=floor, logmiss=logmiss,
                        exponent=self.true_exponent if exponent else x.exponent)
 
@@ -146,6 +157,8 @@ class Tracer:
             out["truepos"].append(float(run_test(c1, replace(x, sets=np.zeros(1, dtype=np.int64))).lr[0]))
             out["exp"].append(float(run_test(det.cand, self.oracle(x, band, gains=False)).lr[0]))
             out["gains"].append(float(run_test(det.cand, self.oracle(x, band, exponent=False)).lr[0]))
+            out["rxg"].append(float(run_test(det.cand, self.oracle(x, band, exponent=False, power=False)).lr[0]))
+            out["bandp"].append(float(run_test(det.cand, self.band_power(x, band)).lr[0]))
             out["oracle"].append(float(run_test(det.cand, self.oracle(x, band)).lr[0]))
             if w == max(det.windows):
                 ids = det.tracker.rx_ids
@@ -283,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     print("# floors (corrected): " + " ".join(f"{r}:{f:.0f}" for r, f in zip(info["rx"], info["floor"], strict=True))
           + "; plateau loss " + " ".join(f"{q:.2f}" for q in info["loss"]))
     cols = ["band", "kind", "how", "out_m", "wander", "caught", "latency", "tested", "sched_max", "full_max",
-            "full_first", "truepos_max", "truepos_first", "exp_max", "gains_max", "oracle_max", "oracle_first",
+            "full_first", "truepos_max", "truepos_first", "exp_max", "gains_max", "rxg_max", "bandp_max", "oracle_max",
+            "oracle_first",
             "unheard_s", "best_win", "best_out", "truth_out_at_best"]
     print("| " + " | ".join(cols) + " | heard (longest window at the deadline) |")
     print("|" + "---|" * (len(cols) + 1))

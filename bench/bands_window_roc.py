@@ -22,7 +22,7 @@ import argparse
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -66,6 +66,7 @@ def one(job: tuple[str, str, int, str, str]) -> Cell:
     pipe = BandPipeline(site, keys, node="bench")
     det = pipe.detector
     assert det is not None  # the window test is the default
+    det.s = replace(det.s, exact_lr=True)  # last_lr is read at every threshold below: the statistic itself
     det.exponent.p = ExponentParams(learn="exponent" in variant)
     det.loss.p = LossParams(learn="loss" in variant)
     esc = {e.band: e for e in escapes}

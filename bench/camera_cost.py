@@ -6,6 +6,8 @@ baseline1 = the same baseline with one decoder thread (like the pipeline), for a
 Also: motion-only CPU per 320x180 detect frame, and resident memory per extra camera.
 
 Run: .venv/bin/python -m bench.camera_cost [--seconds 30]
+     .venv/bin/python -m bench.camera_cost --alt2-night 16   # extended model's night clip, crf 16, with
+                                                            # its perspective (night box + walk evidence on)
 """
 
 from __future__ import annotations
@@ -33,6 +35,31 @@ from edge.camera.motion import DetectorSpec, MotionDetector, ZoneSpec
 
 SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZONE, 0.01, 3),),
                     masks=(synth.MASK_TOP,))
+
+
+WALK_FRAMES: list[int] = []  # detect frames with walk evidence running (motion-only pass)
+
+
+def alt2_night_clip(path: Path, crf: int, seconds: float, walks: bool) -> None:
+    """The extended held-out model's night (IR, insects, rain, 2 px shake, a near walker) at 640x360
+    12 fps, libx264 at `crf`; the detector then gets the model's perspective (walk evidence runs)."""
+    global SPEC
+    from bench import camera_video_alt2 as a2
+    from edge.camera.tracks import Perspective
+    clip = a2.Clip2("cost-night", seconds, seed=41, night=True, insects=3.0, drops=12.0, streaks=1.0, shake=2.0,
+                    people=(a2.Person(3.0, seconds - 3.0, -3.2, 4.5, 3.2, 4.5, "walk", 18.0),))
+    cmd = ["ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "640x360", "-r", "12",
+           "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-g", "24", "-pix_fmt", "yuv420p",
+           str(path)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    for _t, f in a2.frames(clip, 640, 360, 12.0):
+        proc.stdin.write(f.tobytes())
+    proc.stdin.close()
+    if proc.wait(timeout=600) != 0:
+        raise RuntimeError("ffmpeg failed")
+    SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZONE, 0.01, 3),),
+                        masks=(synth.MASK_TOP,), perspective=Perspective.fit(a2.PERSPECTIVE), night_walks=walks)
 
 
 def run_pipeline(path: Path) -> tuple[float, int, int]:
@@ -82,8 +109,9 @@ def motion_only_ms(path: Path, repeats: int = 5) -> tuple[float, float, float]:
         det = MotionDetector(SPEC)
         t0 = time.process_time()
         for k, g in enumerate(frames):
-            det.process(g, k / 5.0, k)
+            det.process(g, k / 5.0, k, 0.0 if SPEC.perspective is not None else None)  # the night clip is IR grey
         runs.append(1000 * (time.process_time() - t0) / len(frames))
+    WALK_FRAMES.append(det.counters.get("walk_frames", 0))
     mog_runs = []
     for _ in range(repeats):
         mog = cv2.createBackgroundSubtractorMOG2(history=500, varThreshold=16, detectShadows=False)
@@ -142,6 +170,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="clip length (media seconds)")
     ap.add_argument("--json", action="store_true", help="also print results as JSON")
     ap.add_argument("--clip", type=Path, default=None, help="use this video file instead of a synthetic crossing")
+    ap.add_argument("--alt2-night", type=int, default=None, metavar="CRF",
+                    help="use the extended model's night clip at this crf, with its perspective")
+    ap.add_argument("--no-walks", action="store_true", help="with --alt2-night: walk evidence off (the cost before)")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -155,6 +186,8 @@ def main() -> None:
             probe = cv2.VideoCapture(str(clip))
             args.seconds = probe.get(cv2.CAP_PROP_FRAME_COUNT) / max(probe.get(cv2.CAP_PROP_FPS), 1.0)
             probe.release()
+        elif args.alt2_night is not None:
+            alt2_night_clip(clip, args.alt2_night, args.seconds, not args.no_walks)
         else:
             synth.encode(synth.SceneSpec("crossing", seconds=args.seconds, event_at=args.seconds / 3,
                                          event_len=args.seconds / 3, crf=23), clip)
@@ -167,9 +200,12 @@ def main() -> None:
         med_ms, best_ms, mog_ms = motion_only_ms(clip)
         r1, r4, per_cam = memory_per_camera(clip)
     res = {
+        "walk_frames": WALK_FRAMES[-1] if WALK_FRAMES else 0,
         "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}, {platform.platform()}",
         "opencv": cv2.__version__,
         "clip": (f"{args.clip.name}: {args.seconds:.0f} s, {frames_in} frames" if args.clip is not None else
+                 f"extended model night, {args.seconds:.0f} s 640x360 12 fps crf {args.alt2_night}, {frames_in} frames"
+                 if args.alt2_night is not None else
                  f"{args.seconds:.0f} s 640x360 25 fps H.264 (libx264 crf 23), {frames_in} frames"),
         "pipeline_cpu_s_per_min": round(pipe_cpu * per_min, 2),
         "baseline_cpu_s_per_min": round(base_cpu * per_min, 2),

@@ -46,6 +46,9 @@ FLOOR_DBM = -100.0
 BAND_GAIN_SD_DB = 1.0  # a band's gain once learned from its own history (band_gain)
 OUT_M = (20.0, 27.5, 35.0)  # where escapees stand (issue 16)
 IN_M = (0.5, 1.5, 3.0)  # where people stand at a fence
+# Where a weak edge's extra receiver goes: ~20 m beyond the fence, among the escapees' standing spots, so
+# "standing out there" and "at the fence" differ by tens of dB at it (the demo layout's outside ring).
+FIX_OUT_M = 22.0
 
 
 @dataclass(frozen=True)
@@ -283,10 +286,15 @@ def _edge_reports(site: SiteConfig, trials: int, rng: np.random.Generator, rxm: 
         if recall < 0.9:
             mid = len(along) * (len(OUT_M) // 2) + len(along) // 2  # the middle of the edge, 27.5 m out
             near = float(np.min(np.linalg.norm(rx - outside[mid], axis=1)))
+            fix = (a + b) / 2 + normal * FIX_OUT_M
             why = (f"a person {OUT_M[len(OUT_M) // 2]:.0f} m out from the middle of this fence is heard well "
-                   f"(6 dB above the floor) by {int(hear_out[mid])} receiver(s), the nearest {near:.0f} m away")
+                   f"(6 dB above the floor) by {int(hear_out[mid])} receiver(s), the nearest {near:.0f} m away; "
+                   f"add a receiver about {FIX_OUT_M:.0f} m out at ({fix[0]:.0f}, {fix[1]:.0f})")
         elif false > 0.5:
-            why = "a person standing at this fence often looks outside (receivers too far on both sides)"
+            fix = (a + b) / 2 + normal * FIX_OUT_M
+            why = ("a person standing at this fence often looks outside (receivers too far on both sides); add a "
+                   f"receiver inside near this fence, or one about {FIX_OUT_M:.0f} m out at "
+                   f"({fix[0]:.0f}, {fix[1]:.0f})")
         if why:
             why += _bad_nearby(site, health, (a + b) / 2)
         out.append(EdgeReport(zid, (float(a[0]), float(a[1])), (float(b[0]), float(b[1])), recall, false, why))

@@ -197,6 +197,11 @@ class Hearing:
     def _judged(self) -> NDArray[np.bool_]:
         return np.asarray((self.resid_n >= self.p.gain_min_links) | (self.dev_var <= self.p.judge_sd_db**2))
 
+    def confirmed_ok(self) -> NDArray[np.bool_]:
+        """(R,) receivers whose gain is judged and within `gain_off_db` of the others', and not deaf."""
+        ok = np.abs(self.relative_dev()) < self.p.gain_off_db
+        return np.asarray(self._judged() & ok & ~self.deaf())
+
     def extra_var_db2(self) -> F64:
         """(R,) variance added to a receiver reported gain_off: it is down-weighted, not trusted."""
         judged = self._judged() & ~self.deaf()

@@ -19,7 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.bands.band_gain import BandGains, GainParams
+from edge.bands.empirical_null import EmpiricalNull, NullParams
 from edge.bands.hearing import Hearing, HearingParams
+from edge.bands.receiver_guard import GuardParams, guard
 from edge.bands.shadow_clock import ClockParams, ShadowClock
 from edge.bands.tracker import Tracker
 from edge.bands.window_exponent import ExponentLearner, ExponentParams
@@ -56,12 +58,23 @@ class DetectorParams:
     # statistic is above this share of the threshold: 4-5× the table cost, spent where a breach can come
     # from (measured on the 500-band site: gated at 0 the tick's window test cost 63 ms, ungated 74, held 36).
     blocks_above_share: float = 0.25
-    shorter_below: float = -2.0  # the shorter windows are tested only where the longest is above this
+    shorter_below: float = -2.0  # the middle windows are tested only where the longest is above this
+    # The shortest window (the dwell) is tested for every tested band, whatever the longest says: a person who
+    # left 15-30 s ago has the longest window still half inside (statistic -8…0) while the dwell-long one is
+    # already at 5-11 and rising; gated on the longest, such a band stayed on the 15 s schedule and its
+    # statistic peaked unseen (compound gate escape 22.5 m out: 14.8 at 38 s, tested at 31 and 43 s).
+    shortest_always: bool = True
     suspect_out_m: float = -1.5  # a fix closer than this to the fence (or beyond) makes a band suspect
     recent_unheard_s: float = 8.0
     gain_every_s: float = 20.0
     residual_min_k: float = 5.0
     residual_above_floor_db: float = 4.0
+    # The long windows' statistic below the threshold is only compared with a few values (confident inside,
+    # shorter_below, blocks and suspect at threshold/4, hot, the threshold): the kernel then settles those
+    # comparisons from its bounds instead of computing it (`window_test.run_test`'s `decide`). The alerts are
+    # the same; `last_lr` and Verdict.lr below the threshold are then not the statistic. True = compute it
+    # everywhere (the ROC and trace benches read it at other thresholds).
+    exact_lr: bool = False
 
 
 class WindowDetector:
@@ -71,8 +84,10 @@ class WindowDetector:
                  params: WindowParams | None = None, sched: DetectorParams | None = None,
                  hearing: HearingParams | None = None, gains: GainParams | None = None,
                  exponent: ExponentParams | None = None, loss: LossParams | None = None,
-                 clock: ClockParams | None = None) -> None:
+                 clock: ClockParams | None = None, rx_guard: GuardParams | None = None,
+                 null: NullParams | None = None) -> None:
         self.p = params or WindowParams()
+        self.guard = rx_guard or GuardParams()
         self.s = sched or DetectorParams()
         self.tracker = tracker
         self.n = n_bands
@@ -91,11 +106,24 @@ class WindowDetector:
                                 hp.knee_above_floor_db + lp.above_knee_sd * self.hearing.fast_sd, lp)
         self._loss_last = np.full(n_bands, -math.inf)
         self.clock = ShadowClock(np.asarray(tracker.calibration.beacon_idx, dtype=np.int64), clock)
-        self.last_lr = np.full(n_bands, np.nan)
+        self.last_lr = np.full(n_bands, np.nan)  # raw: before the site's scale φ (`empirical_null`)
+        # The statistic's dispersion on this site: the long windows' statistics are reported divided by it.
+        self.null = EmpiricalNull(n_bands, self.p.threshold, null)
         self._resid_last = np.full(n_bands, -math.inf)
         n_rx = len(tracker.rx_ids)
         self._gain: tuple[F64, F64] = (np.zeros(n_rx), np.full(n_rx, 36.0))  # band-learned correction, variance
         self._next_floor = -math.inf
+
+    def _thresholds(self) -> tuple[float, ...]:
+        """What this class and the rules compare a long window's statistic with (see DetectorParams.exact_lr).
+
+        The threshold last: at and above it the statistic itself is read (the alert's evidence)."""
+        if self.s.exact_lr:
+            return ()
+        t = self.p.threshold
+        below = {self.p.confident_inside, self.s.shorter_below, t * self.s.blocks_above_share, t / 4,
+                 t * self.s.hot_share, *self.null.levels()}
+        return (*sorted(v for v in below if v < t), t)
 
     def _inputs(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_],
                 blocks: bool = True) -> LinkInputs:
@@ -168,8 +196,10 @@ class WindowDetector:
             # (a walker who has just left: the long window still holds inside time).
             order = sorted(self.windows, reverse=True)
             x = self._inputs(rows, now, order[0], listen, blocks=False)
-            res = run_test(self.cand, x)
-            lr_best, xy, om = self._with_blocks(rows, now, order[0], listen, res)
+            decide = self._thresholds()
+            res = run_test(self.cand, x, decide=decide)
+            lr_best, xy, om = self._with_blocks(rows, now, order[0], listen, res, decide)
+            w_best = np.full(len(rows), order[0])
             self._learn(now, rows, x, res.lr, res.b_mean, res.b_var, res.in_xy, fix_out_m)
             self._learn_exponent(now, rows, x, res.lr, res.ll_in, fix_out_m)
             look = now - self._loss_last[rows] >= self.loss.p.every_s
@@ -177,18 +207,24 @@ class WindowDetector:
                 self.loss.add(now, x.k[look], x.xbar[look], x.n_sent[look], self.hearing.floor, listen)
                 self._loss_last[rows[look]] = now
             more = np.nonzero(~(res.lr <= self.s.shorter_below))[0]
+            every = np.arange(len(rows)) if self.s.shortest_always else more
             for w in order[1:]:
-                if not len(more):
-                    break
-                sub = rows[more]
-                r2 = run_test(self.cand, self._inputs(sub, now, w, listen, blocks=False))
-                lr2, xy2, om2 = self._with_blocks(sub, now, w, listen, r2)
-                better = ~np.isnan(lr2) & ~(lr2 <= lr_best[more])
-                idx = more[better]
+                pick = every if w == order[-1] else more
+                if not len(pick):
+                    continue
+                sub = rows[pick]
+                r2 = run_test(self.cand, self._inputs(sub, now, w, listen, blocks=False), decide=decide)
+                lr2, xy2, om2 = self._with_blocks(sub, now, w, listen, r2, decide)
+                better = ~np.isnan(lr2) & ~(lr2 <= lr_best[pick])
+                idx = pick[better]
                 lr_best[idx] = lr2[better]
                 xy[idx] = xy2[better]
                 om[idx] = om2[better]
+                w_best[idx] = w
             self.last_lr[rows] = lr_best
+            self.null.add(now, rows, lr_best)  # the raw statistic, before the receiver guard
+            lr_best = self._guarded(now, rows, clear_rows, lr_best, w_best, listen)
+            lr_best = lr_best / self.null.scale  # the rules' threshold is thereby 13·φ
         clear: dict[int, float] = {}
         if len(clear_rows):
             res = run_test(self.cand, self._inputs(clear_rows, now, self.p.clear_window_s, listen))
@@ -202,8 +238,23 @@ class WindowDetector:
                 out[i] = Verdict(math.nan, c, math.nan, math.nan, math.nan)
         return out
 
+    def _guarded(self, now: float, rows: I64, active: I64, lr: F64, window: F64, listen: NDArray[np.bool_]) -> F64:
+        """A band not yet in breach must reach the threshold with any one receiver's gain left free
+        (`receiver_guard`); bands in breach keep their statistic (the clear rule reads it)."""
+        if not self.guard.on:
+            return lr
+        fresh = ~np.isin(rows, active)
+        if not (fresh & (lr >= self.p.threshold)).any():
+            return lr
+        suspects = ~self.hearing.confirmed_ok() if self.guard.exempt_judged_ok else np.ones(len(listen), dtype=bool)
+        sub = np.nonzero(fresh)[0]
+        out = lr.copy()
+        out[sub] = guard(self.cand, lambda r, w: self._inputs(r, now, w, listen), rows[sub], lr[sub], window[sub],
+                         self.p.threshold, suspects, self.guard)
+        return out
+
     def _with_blocks(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_],
-                     held: WindowResult) -> tuple[F64, F64, F64]:
+                     held: WindowResult, decide: tuple[float, ...]) -> tuple[F64, F64, F64]:
         """The held test's (lr, out_xy, out_m), redone with the window cut into blocks (`shadow_clock`) for
         the rows whose held statistic is above `blocks_above_share` of the threshold: blocks sharpen the
         evidence in the direction it already points, so a band the held test puts inside is not worth it."""
@@ -211,7 +262,7 @@ class WindowDetector:
         up = np.nonzero(held.lr > self.p.threshold * self.s.blocks_above_share)[0]
         if self.clock.blocks(window_s) <= 1 or not len(up):
             return lr, xy, om
-        r = run_test(self.cand, self._inputs(rows[up], now, window_s, listen))
+        r = run_test(self.cand, self._inputs(rows[up], now, window_s, listen), decide=decide)
         lr[up], xy[up], om[up] = r.lr, r.out_xy, r.out_m
         return lr, xy, om
 

@@ -37,6 +37,8 @@ LEVELS = 9  # 2**(LEVELS-1) >= MAX_TABLE / 2: levels of the range-max tables
 _LOG2 = np.array([0, 0] + [math.floor(math.log2(i)) for i in range(2, MAX_TABLE + 2)], dtype=np.int64)  # of a length
 MEMO_LO, MEMO_N = -300, 400  # whole-dB μ from -300 to +99 dBm: the memo of unheard receivers' tables
 BOUND_SLACK = 1e-9  # relative: rounding of the bound vs the exact sum (both are sums of the same terms' maxima)
+DECIDE_TOL = 1e-9  # relative: a statistic this close to a threshold is never decided from bounds
+UNDECIDED, DECIDED = -1, -2  # `_search`'s best when no candidate was found: none in play / settled by bounds
 
 
 @kernel
@@ -251,13 +253,46 @@ def _pruned(bound: float, top: float) -> bool:
 
 
 @kernel
+def _decided(top: float, found: bool, bound: float, ref: float, decide: F64) -> bool:
+    """Whether every comparison the detector makes is already settled (`window_lr`'s `decide`).
+
+    The outside maximum lies between `top` (the best found; -inf if none) and `bound` (above every
+    candidate not yet evaluated), so the statistic lies between 2·(top - ref) and 2·(bound - ref).
+    Settled = no threshold in that interval (with a margin for rounding) and the interval below the
+    last threshold, above which the statistic itself is read (alert detail).
+    """
+    if decide.shape[0] == 0 or bound != bound or bound == math.inf:
+        return False
+    hi = 2.0 * (bound + BOUND_SLACK * (1.0 + abs(bound)) - ref)
+    tol = DECIDE_TOL * (1.0 + abs(hi))
+    if hi + tol >= decide[decide.shape[0] - 1]:
+        return False
+    lo = 2.0 * (top - ref) - tol if found else -math.inf
+    for i in range(decide.shape[0]):  # noqa: SIM110  (numba compiles no `all` over a generator)
+        if lo <= decide[i] <= hi + tol:
+            return False
+    return True
+
+
+@kernel
+def _settled(top: float, best: int, bound: float) -> tuple[float, int]:
+    """`_search`'s result when bounds settled it: the best found, or the bound itself if none was found."""
+    if best >= 0:
+        return top, best
+    return bound + BOUND_SLACK * (1.0 + abs(bound)), DECIDED
+
+
+@kernel
 def _search(k_lo: int, k_hi: int, kptr: I64, kmin: F64, kmax: F64, cptr: I64, cg: I64, cmin: F64, cmax: F64,
             active: B, logd: F64, p: float, sdb: float, bz: F64, blw: F64, exponent: float, links: I64, nl: int,
             tables: F64, spmax: F64, nmu: I64, mu0: F64, cut: F64, per_b: F64, best_b: F64,
-            keep_b: bool, top0: float, best0: int) -> tuple[float, int]:
+            keep_b: bool, top0: float, best0: int, decide: F64, ref: float) -> tuple[float, int]:
     """The best candidate under coarse cells k_lo:k_hi and its log-likelihood, if better than (top0, best0).
 
     Among equals the first in (exponent, row) order wins, as in a plain loop over exponents then rows.
+    With thresholds in `decide` (see `window_lr`) the search may stop early, once 2·(max - ref) is settled
+    against all of them (`_decided`): it then returns the best found so far, or (an upper bound, DECIDED)
+    if it found none.
 
     Branch and bound over two levels of square cells (coarse cells hold fine cells, fine cells hold
     candidates): a cell's bound (`_cell_bound`) is above every candidate's log-likelihood in it, so
@@ -284,6 +319,8 @@ def _search(k_lo: int, k_hi: int, kptr: I64, kmin: F64, kmax: F64, cptr: I64, cg
     for o in range(n_k):
         if _pruned(ubk[order[o]], top):
             break
+        if _decided(top, best >= 0, ubk[order[o]], ref, decide):
+            return _settled(top, best, ubk[order[o]])
         c = k_lo + order[o]
         f_lo, f_hi = kptr[c], kptr[c + 1]
         n_f = f_hi - f_lo
@@ -295,9 +332,12 @@ def _search(k_lo: int, k_hi: int, kptr: I64, kmin: F64, kmax: F64, cptr: I64, cg
                 okf[f - f_lo] = _any_active(f, cptr, cg, active)
             order_f = _bounds(f_lo, f_hi, cmin, cmax, p, sdb, bz, blw, exponent, links, nl, spmax, nmu, mu0, cut,
                               per_b, okf, ubf)
+        rest = ubk[order[o + 1]] if o + 1 < n_k else -math.inf  # above every candidate of the later coarse cells
         for of in range(n_f):
             if _pruned(ubf[order_f[of]], top):
                 break
+            if _decided(top, best >= 0, max(ubf[order_f[of]], rest), ref, decide):
+                return _settled(top, best, max(ubf[order_f[of]], rest))
             f = f_lo + order_f[of]
             for t in range(cptr[f], cptr[f + 1]):
                 g = cg[t]
@@ -373,7 +413,7 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
               blw: F64, cell_lo: I64, cell_mid: I64, cell_hi: I64, kptr: I64, kmin: F64, kmax: F64, cptr: I64,
               cg: I64, cmin: F64, cmax: F64, lr: F64,
               best_in: I64, best_out: I64, b_mean: F64, b_var: F64, ll_in: F64, kb: F64, xb: F64, nsb: F64,
-              blk_sd: F64) -> None:
+              blk_sd: F64, decide: F64) -> None:
     """Per row m (a band's window): the outside-vs-inside log-likelihood ratio and its arg-maxes.
 
     k, xbar, slow_sd (M, R); n_sent, power (prior mean P + b̂), sb (M,); logd (G, R) = 10·log10(d)
@@ -392,6 +432,12 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
     rule out); each hypothesis takes its best (position, exponent) pair, i.e. the exponent is a nuisance
     parameter profiled in both. Exponents after the first are tried only where the first gives a
     statistic above `profile_above`.
+
+    `decide` (ascending; empty = exact): the thresholds the caller compares lr with. Where lr is below the
+    last of them, the outside search stops as soon as its bounds settle lr against every threshold, and lr
+    is then a value on the same side of each threshold as the exact statistic, not the statistic (and
+    best_out may be -1). At or above the last threshold, and for the inside results, nothing changes.
+    Only with one exponent (a profiled one compares its first exponent's statistic exactly).
 
     Two exact-enough shortcuts keep a big site cheap: outside candidates farther from the strongest
     heard receiver than its level allows (3.5 σ) are skipped, and an unheard receiver's term is
@@ -420,6 +466,7 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
     n_g = logd.shape[0]
     active = np.zeros(n_g, dtype=np.bool_)
     n_e = exponents.shape[0]
+    exact = np.empty(0)
     e_min = exponents[0]
     e_max = exponents[0]
     for e in range(n_e):
@@ -512,11 +559,15 @@ def window_lr(k: F64, xbar: F64, n_sent: F64, power: F64, sb: F64, slow_sd: F64,
             # Inside first (its best point is needed exactly), then outside; each best-first over cells.
             top_in, i_in = _search(cell_lo[s], cell_mid[s], kptr, kmin, kmax, cptr, cg, cmin, cmax, active, logd,
                                    p, sdb, bz, blw, exponent, links, nl, tables, spmax, nmu, mu0, cut, per_b,
-                                   best_b, True, top_in, i_in)
+                                   best_b, True, top_in, i_in, exact, 0.0)
             top_out, i_out = _search(cell_mid[s], cell_hi[s], kptr, kmin, kmax, cptr, cg, cmin, cmax, active, logd,
                                      p, sdb, bz, blw, exponent, links, nl, tables, spmax, nmu, mu0, cut, per_b,
-                                     best_b, False, top_out, i_out)
-        if i_in >= 0 and i_out >= 0:
+                                     best_b, False, top_out, i_out, decide if n_e == 1 and i_in >= 0 else exact,
+                                     top_in)
+        if i_out == DECIDED:  # settled by bounds alone: top_out is a bound, no outside point was evaluated
+            lr[m] = 2.0 * (top_out - top_in)
+            i_out = -1
+        elif i_in >= 0 and i_out >= 0:
             lr[m] = 2.0 * (top_out - top_in)
         else:  # no outside point can explain the level at all (or no inside candidates: degenerate)
             lr[m] = -1000.0 if i_in >= 0 else math.nan

@@ -242,8 +242,13 @@ class LinkInputs:
         return self.kb, self.xb, self.nsb, self.blk_sd
 
 
-def run_test(c: Candidates, x: LinkInputs, inside_only: bool = False) -> WindowResult:
-    """The compiled test for every row (`inside_only`: only the inside candidates, for `ll_in`; lr is then -1000)."""
+def run_test(c: Candidates, x: LinkInputs, inside_only: bool = False, decide: tuple[float, ...] = ()) -> WindowResult:
+    """The compiled test for every row (`inside_only`: only the inside candidates, for `ll_in`; lr is then -1000).
+
+    `decide` (ascending): the thresholds the caller compares lr with, if it reads nothing else of lr below the
+    last one. Then lr below it is only settled against each threshold, not computed (`window_kernels.window_lr`):
+    much cheaper for bands far inside. () = the exact statistic everywhere.
+    """
     m = len(x.sets)
     lr, b_mean, b_var, ll_in = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
     best_in, best_out = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
@@ -260,7 +265,8 @@ def run_test(c: Candidates, x: LinkInputs, inside_only: bool = False) -> WindowR
               _GH_LW, _B_X, _B_LW, c.cell_lo, c.cell_mid, cell_hi, c.kptr, c.kmin, c.kmax, c.cptr, c.cg, c.cmin, c.cmax,
               lr, best_in, best_out, b_mean, b_var, ll_in,
               np.ascontiguousarray(kb, dtype=f64), np.ascontiguousarray(xb, dtype=f64),
-              np.ascontiguousarray(nsb, dtype=f64), np.ascontiguousarray(blk, dtype=f64))
+              np.ascontiguousarray(nsb, dtype=f64), np.ascontiguousarray(blk, dtype=f64),
+              np.asarray(sorted(decide), dtype=f64))
     return _result(c, lr, best_in, best_out, b_mean, b_var, ll_in)
 
 

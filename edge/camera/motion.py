@@ -35,6 +35,7 @@ from edge.camera.nightmode import NightMode
 from edge.camera.personcheck import HogPersonCheck
 from edge.camera.tamper import TAMPER_END, TAMPER_START, TamperDetector
 from edge.camera.tracks import Perspective, Track, Tracker, TrackParams, find_blobs
+from edge.camera.walks import WalkEvidence
 from edge.camera.zones import (
     MOTION_END,
     MOTION_START,
@@ -67,6 +68,8 @@ _DETECTOR_BOUNDS = {
     "tamper_ref_tau_s": Range(gt=0, le=86400), "warmup_s": Range(ge=0, le=60), "min_blob_px": Range(ge=1),
     "night_box": Range(ge=1, le=15), "night_box_sigma": Range(ge=0, le=255),
     "person_check_threshold": Range(ge=-20, le=20),
+    "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
+    "walk_blur": Range(ge=1, le=9),
 }
 
 
@@ -104,6 +107,12 @@ class DetectorSpec:
     # is an extended region and the noise is not (see docs/camera.md, "Night").
     night_box: int = 5
     night_box_sigma: float = 4.5  # ... when the per-pixel noise sigma is at least this (grey levels)
+    # Walk evidence (walks.py; with a perspective, in night box mode): memory of the leaky sums and the
+    # clip of one frame's normalised difference. The gate itself is TrackParams.min_walk_night.
+    night_walks: bool = True
+    walk_memory_s: float = 1.0
+    walk_clip: float = 3.0
+    walk_blur: int = 1  # extra upright box k x (2k-1) on the half-size difference before the sums
     person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
     person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
@@ -178,6 +187,14 @@ class MotionDetector:
         self._person_count = 0
         self._diff: np.ndarray | None = None
         self._diff_edge: np.ndarray | None = None  # raw difference at night (the box blurs outlines)
+        self._signed_box: np.ndarray | None = None  # boxed signed difference (night box mode)
+        # Walk evidence (walks.py) needs the person's size per row: only with a perspective.
+        self.walks: WalkEvidence | None = None
+        if spec.perspective is not None and spec.tracks and spec.night_walks:
+            self.walks = WalkEvidence(w, h, fps, (spec.perspective.a, spec.perspective.b * h),
+                                      memory_s=spec.walk_memory_s, clip=spec.walk_clip,
+                                      blur=spec.walk_blur)
+            self.tracker.walk_score = self.walks.score
 
     # ------------------------------------------------------------------ public API
     def process(self, gray: np.ndarray, ts: float, frame: int, chroma: float | None = None) -> list[MotionEvent]:
@@ -218,6 +235,8 @@ class MotionDetector:
             # The whole scene changed (or the camera is being tampered with): start over.
             self._relearn(cur, low)
             self.tracker.reset()
+            if self.walks is not None:
+                self.walks.reset()
             self._settle = self._settle_frames
             return events
         still = None if self._low_weight is None else (self._low_weight > 0.5).astype(np.uint8)
@@ -229,6 +248,13 @@ class MotionDetector:
         self._rate = max(self._alpha, 1.0 / (self._n_learn + 1))
         cv2.accumulateWeighted(low, self._bg_low, self._rate, mask=still)
         self._update_background(cur, fg)
+        if self.walks is not None:
+            if self._box > 1 and self._signed_box is not None:
+                self.walks.update(self._signed_box, self._sigma)
+                self.counters["walk_frames"] = self.counters.get("walk_frames", 0) + 1
+            else:
+                self.walks.reset()
+            self.tracker.walks_active = self.walks.best is not None
         if self._settle > 0 or self._frames <= self._warmup_frames:
             self._settle = max(0, self._settle - 1)
             self.tracker.reset()  # the background is not yet trustworthy: nothing to follow
@@ -349,8 +375,9 @@ class MotionDetector:
             # a bright lens object is blurred there, while noise makes a faint blob look sharp, so
             # a faint person is never rejected as blurred.
             self._diff_edge = cv2.convertScaleAbs(signed)
-            return cv2.convertScaleAbs(cv2.blur(signed, (self._box, self._box)))
-        self._diff_edge = None
+            self._signed_box = cv2.blur(signed, (self._box, self._box))
+            return cv2.convertScaleAbs(self._signed_box)
+        self._diff_edge = self._signed_box = None
         diff = cv2.absdiff(src, bg8)
         return diff
 

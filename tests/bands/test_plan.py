@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.plan import make_plan
+from edge.plan import format_report, make_plan
 from protocols.site_config import load_site_config
 
 from .conftest import DEMO_SITE, FENCE_SITE
@@ -21,6 +21,8 @@ def test_plan_ranks_fence_line_only_layout_below_good_one() -> None:
     assert good.false_per_100h < 0.5 < fence.false_per_100h
     assert max(e.false_rate for e in fence.edges) > 100 * max(e.false_rate for e in good.edges)
     assert good.recall > 0.8
+    text = format_report(load_site_config(FENCE_SITE), fence)
+    assert "add a receiver" in text and "<- weak" in text  # a weak edge says where the fix goes
 
 
 def test_plan_cli_prints_report_and_png(tmp_path: Path) -> None:

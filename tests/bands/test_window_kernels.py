@@ -65,3 +65,30 @@ def test_pruned_search_and_memo_equal_the_exhaustive_search_bit_for_bit(seed: in
     # The exponent profiled over three values (each hypothesis keeps its best over exponents and rows).
     prof = replace(x, exponent_up=(0.0, 0.2, 0.4), profile_above=-2.0 if seed % 2 else -math.inf)
     _same(run_test(cand, prof), run_test(every, prof))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_decided_statistic_is_on_the_exact_side_of_every_threshold(seed: int) -> None:
+    """`decide`: below the last threshold lr may be a bound, but every comparison with a threshold (<, <=, >, >=)
+    comes out as with the exact statistic; at or above it, and inside, everything is the exact result."""
+    site = _site()
+    rx = np.array([r.position for r in site.receivers], dtype=float)
+    cand = Candidates(site, rx, WindowParams(outside_spacing_m=6.0, outside_pad_m=40.0))
+    x = _cases(site, cand, seed)
+    ref = run_test(cand, x)
+    finite = np.sort(ref.lr[np.isfinite(ref.lr)])
+    # The detector's kind of thresholds, and thresholds placed exactly on some rows' statistic (ties).
+    for decide in ((-6.0, -2.0, 3.25, 6.5, 13.0), tuple(float(v) for v in finite[::5]), (float(np.median(finite)),)):
+        got = run_test(cand, x, decide=decide)
+        for f in ("in_xy", "b_mean", "b_var", "ll_in"):
+            assert np.array_equal(getattr(got, f), getattr(ref, f), equal_nan=True), f
+        above = ref.lr >= decide[-1]
+        for f in ("lr", "out_xy", "out_m"):
+            assert np.array_equal(getattr(got, f)[above], getattr(ref, f)[above], equal_nan=True), f
+        assert np.array_equal(np.isnan(got.lr), np.isnan(ref.lr))
+        ok = np.isfinite(ref.lr)
+        for t in decide:
+            for cmp in (np.less, np.less_equal, np.greater, np.greater_equal):
+                assert np.array_equal(cmp(got.lr[ok], t), cmp(ref.lr[ok], t)), (t, cmp)
+    settled = run_test(cand, x, decide=(-6.0, -2.0, 3.25, 6.5, 13.0))
+    assert (settled.lr != ref.lr).sum() >= 3  # the shortcut is taken (else this test would prove nothing)
