@@ -129,6 +129,7 @@ class RunResult:
     bad_rx_state: str | None = None  # bad receiver: its state in `BandPipeline.receivers()` at the end of the run
     cpu_s: float = 0.0
     alerts: list[str] = field(default_factory=list)  # every alert's JSON: a speed change must keep them identical
+    null_scale: float = 1.0  # the window statistic's dispersion φ the pipeline learned (`empirical_null`), at the end
 
 
 def build_scenario(site: SiteConfig, seed: int, n_escapes: int, kinds: Sequence[str], duration: float,
@@ -185,6 +186,7 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
     res = RunResult(layout, ch, seed, duration)
     res.alerts = trail
     score(res, site, escapes, raised, cleared, duration)
+    res.null_scale = float(pipe.breach_null().get("scale", 1.0))
     if ch.bad is not None:
         res.bad_rx_bias = learned_bias(pipe, sim, inside_receiver(site))
         health = pipe.receivers(START + duration).get(sim.rx_ids[inside_receiver(site)], {})
@@ -392,7 +394,7 @@ def _groups(results: list[RunResult]) -> list[tuple[tuple[str, str, float], list
 
 def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...]],
               head: list[str]) -> tuple[list[str], list[list[str]]]:
-    cols = [*head, "runs", "band-h", "false breaches", "per 100 bh (95 % upper)", "max in 10 min", "CPU s"]
+    cols = [*head, "runs", "band-h", "false breaches", "per 100 bh (95 % upper)", "max in 10 min", "CPU s", "φ at end"]
     if any(r.bad_rx_bias is not None for r in results):
         cols.append("bad rx: learned / true dB, state")
     groups: dict[tuple[str, ...], list[RunResult]] = {}
@@ -404,7 +406,8 @@ def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...
         n = sum(len(r.false_ts) for r in g)
         bh = sum(r.band_hours for r in g)
         burst = max(max_in_window(r.false_ts) for r in g)
-        row = [*key, str(len(g)), f"{bh:.1f}", str(n), rate(n, bh), str(burst), f"{sum(r.cpu_s for r in g):.0f}"]
+        row = [*key, str(len(g)), f"{bh:.1f}", str(n), rate(n, bh), str(burst), f"{sum(r.cpu_s for r in g):.0f}",
+               ", ".join(f"{getattr(r, 'null_scale', 1.0):.2f}" for r in g)]  # (older --load files have none)
         if len(cols) > len(row):
             row.append(", ".join(f"{b[0]:+.1f} / {b[1]:+.1f} {r.bad_rx_state or '-'}" for r in g
                                  if (b := r.bad_rx_bias) is not None) or "-")

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.bands_breach import START, Channel, build_scenario, radio_params
+from bench.bands_breach import START, Channel, RunResult, build_scenario, radio_params
 from bench.bands_recall_trace import Tracer
 from edge.bands.pipeline import BandPipeline
 from edge.bands.window_test import run_test
@@ -92,8 +92,10 @@ def receivers_now(pipe: BandPipeline, sim: Simulator, tracer: Tracer, now: float
 
 
 def diagnose(layout: str, radio: str, sigma: float, seed: int, n_bands: int, duration: float,
-             loss: float = 0.15, gains: float = 2.0) -> list[dict[str, Any]]:
-    """Every breach raised in the run, with the diagnosis at that second."""
+             loss: float = 0.15, gains: float = 2.0, watch: dict[int, list[float]] | None = None,
+             series_s: int = 0) -> list[dict[str, Any]]:
+    """Every breach raised in the run, with the diagnosis at that second; with `watch` (band -> breach
+    times, e.g. from a --save file) and `series_s`, also the statistic every second before each."""
     ch = Channel(radio, sigma, loss, gains)
     site = layout_site(layout, n_bands, shadowing_db=sigma)
     keys = site_demo_keys(site)
@@ -104,12 +106,19 @@ def diagnose(layout: str, radio: str, sigma: float, seed: int, n_bands: int, dur
     index = pipe.tracker.index
     area = AllowedArea(site, list(site.bands[0].allowed_zones))
     out: list[dict[str, Any]] = []
+    series: dict[int, list[str]] = {}
     for s in range(1, int(duration) + 1):
         now = START + s
         alerts = []
         for o in sim.advance(now):
             alerts += pipe.observe(o.ts, o.rx, o.rssi, o.company_id, o.data)
         alerts += pipe.tick(now)
+        for b, times in (watch or {}).items():
+            if any(t - series_s <= s <= t + 0.5 for t in times):
+                ev = tracer.evaluate(index[b], b, now, sim.truth(now)[b])
+                series.setdefault(b, []).append(
+                    f"{s} | {'/'.join(f'{v:.1f}' for v in ev['full'])} | {'/'.join(f'{v:.1f}' for v in ev['oracle'])}"
+                    f" | {tracer.sched.get((index[b], math.floor(now)), math.nan):.1f} | {ev['heard']}")
         for a in alerts:
             if a.type != "geofence_breach" or a.state != "raised":
                 continue
@@ -132,6 +141,7 @@ def diagnose(layout: str, radio: str, sigma: float, seed: int, n_bands: int, dur
                 "band_power_err": round(tracer.true_power[b] - float(det._inputs(np.array([i]), now, det.windows[0],
                                         np.ones(len(pipe.tracker.rx_ids), dtype=bool)).power[0]), 1),
                 "receivers": receivers_now(pipe, sim, tracer, now),
+                "series": series.get(b, []),
             })
     return out
 
@@ -144,19 +154,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, help="the null run's own seed (RunResult.seed)")
     ap.add_argument("--from-save", type=Path, help="a bands_breach --save file: diagnose its null runs' false breaches")
     ap.add_argument("--max-runs", type=int, default=1000, help="with --from-save: at most this many runs")
+    ap.add_argument("--series", type=int, default=0, help="with --from-save: print each breaching band's statistic "
+                    "every second over this many seconds before its breach")
     ap.add_argument("--bands", type=int, default=84)
     ap.add_argument("--duration", type=float, default=1800.0)
     ap.add_argument("--until", type=float, help="stop after this many seconds (the last false breach)")
     a = ap.parse_args(argv)
     if a.from_save is not None:
+        # bands_breach pickles its results as __main__.RunResult / __main__.Channel (it runs as a script)
+        main_mod = sys.modules["__main__"]
+        main_mod.RunResult, main_mod.Channel = RunResult, Channel  # type: ignore[attr-defined]
         with a.from_save.open("rb") as fh:
             _recall, null, _bad = pickle.load(fh)  # our own file, written by bands_breach --save
         todo = [r for r in null if r.false_ts and (a.radio is None or r.channel.radio == a.radio)]
         for r in todo[:a.max_runs]:
             print(f"\n# ===== run {r.layout} {r.channel.radio} σ {r.channel.sigma:g} seed {r.seed}: false breaches at "
                   f"{[round(t) for t in r.false_ts]} s, bands {r.false_bands}")
+            watch: dict[int, list[float]] = {}
+            for t, b in zip(r.false_ts, r.false_bands, strict=True):
+                watch.setdefault(b, []).append(t)
             one(r.layout, r.channel.radio, r.channel.sigma, r.seed, round(r.band_hours * 3600 / r.duration),
-                min(r.duration, max(r.false_ts) + 1), r.channel.loss, r.channel.gains_db)
+                min(r.duration, max(r.false_ts) + 1), r.channel.loss, r.channel.gains_db, watch, a.series)
         return 0
     if a.seed is None:
         ap.error("--seed or --from-save is required")
@@ -166,10 +184,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one(layout: str, radio: str, sigma: float, seed: int, bands: int, until: float, loss: float = 0.15,
-        gains: float = 2.0) -> None:
+        gains: float = 2.0, watch: dict[int, list[float]] | None = None, series_s: int = 0) -> None:
     """Diagnose one run and print every breach."""
     t0 = time.process_time()
-    rows = diagnose(layout, radio, sigma, seed, bands, until, loss, gains)
+    rows = diagnose(layout, radio, sigma, seed, bands, until, loss, gains, watch, series_s)
     print(f"# {layout} {radio} σ {sigma:g} seed {seed}, {bands} bands, {until:.0f} s; "
           f"{len(rows)} breaches; load {os.getloadavg()[0]:.1f}")
     for r in rows:
@@ -185,6 +203,10 @@ def one(layout: str, radio: str, sigma: float, seed: int, bands: int, until: flo
         print(f"heard (longest window, rx:k/N@level): {r['heard']}")
         for line in r["receivers"]:
             print("  " + line)
+        if r["series"]:
+            print("s | full per window | true gains+exponent | sched | heard (longest window)")
+            for line in r["series"]:
+                print(line)
     print(f"# CPU {time.process_time() - t0:.0f} s", flush=True)
 
 

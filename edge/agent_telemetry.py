@@ -79,6 +79,8 @@ def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
         "agent": {**agent.counters, "obs_queue": agent.obs.qsize(), "tick_lag_max_ms": round(agent.max_lag_ms, 1),
                   **agent.tick_times.summary()},
     }
+    if agent.pipeline is not None and (null := agent.pipeline.breach_null()):
+        watchdogs["breach_null"] = dict(null)  # the breach threshold's scale on this site (docs/bands.md)
     if agent.recorder is not None:
         watchdogs["recorder"] = dict(agent.recorder.stats())
     for src in agent.sources:

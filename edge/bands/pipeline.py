@@ -464,6 +464,10 @@ class BandPipeline:
         """Per receiver: learned floor, gain residual and state (ok, gain_off, deaf, silent), or {}."""
         return self.detector.receivers(now) if self.detector is not None else {}
 
+    def breach_null(self) -> dict[str, float | int]:
+        """The window statistic's dispersion learned from the site's bands (`empirical_null`), or {}."""
+        return self.detector.null.state() if self.detector is not None else {}
+
     def calibration(self) -> dict[str, Any]:
         """The self-calibration state: exponent and receiver biases (dB)."""
         cal = self.tracker.calibration

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.bands.band_gain import BandGains, GainParams
+from edge.bands.empirical_null import EmpiricalNull, NullParams
 from edge.bands.hearing import Hearing, HearingParams
 from edge.bands.receiver_guard import GuardParams, guard
 from edge.bands.shadow_clock import ClockParams, ShadowClock
@@ -83,7 +84,8 @@ class WindowDetector:
                  params: WindowParams | None = None, sched: DetectorParams | None = None,
                  hearing: HearingParams | None = None, gains: GainParams | None = None,
                  exponent: ExponentParams | None = None, loss: LossParams | None = None,
-                 clock: ClockParams | None = None, rx_guard: GuardParams | None = None) -> None:
+                 clock: ClockParams | None = None, rx_guard: GuardParams | None = None,
+                 null: NullParams | None = None) -> None:
         self.p = params or WindowParams()
         self.guard = rx_guard or GuardParams()
         self.s = sched or DetectorParams()
@@ -104,7 +106,9 @@ class WindowDetector:
                                 hp.knee_above_floor_db + lp.above_knee_sd * self.hearing.fast_sd, lp)
         self._loss_last = np.full(n_bands, -math.inf)
         self.clock = ShadowClock(np.asarray(tracker.calibration.beacon_idx, dtype=np.int64), clock)
-        self.last_lr = np.full(n_bands, np.nan)
+        self.last_lr = np.full(n_bands, np.nan)  # raw: before the site's scale φ (`empirical_null`)
+        # The statistic's dispersion on this site: the long windows' statistics are reported divided by it.
+        self.null = EmpiricalNull(n_bands, self.p.threshold, null)
         self._resid_last = np.full(n_bands, -math.inf)
         n_rx = len(tracker.rx_ids)
         self._gain: tuple[F64, F64] = (np.zeros(n_rx), np.full(n_rx, 36.0))  # band-learned correction, variance
@@ -118,7 +122,7 @@ class WindowDetector:
             return ()
         t = self.p.threshold
         below = {self.p.confident_inside, self.s.shorter_below, t * self.s.blocks_above_share, t / 4,
-                 t * self.s.hot_share}
+                 t * self.s.hot_share, *self.null.levels()}
         return (*sorted(v for v in below if v < t), t)
 
     def _inputs(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_],
@@ -218,7 +222,9 @@ class WindowDetector:
                 om[idx] = om2[better]
                 w_best[idx] = w
             self.last_lr[rows] = lr_best
+            self.null.add(now, rows, lr_best)  # the raw statistic, before the receiver guard
             lr_best = self._guarded(now, rows, clear_rows, lr_best, w_best, listen)
+            lr_best = lr_best / self.null.scale  # the rules' threshold is thereby 13·φ
         clear: dict[int, float] = {}
         if len(clear_rows):
             res = run_test(self.cand, self._inputs(clear_rows, now, self.p.clear_window_s, listen))
