@@ -40,15 +40,23 @@ class GuardParams:
     # Receivers whose gain is judged (enough residuals, or known to 2 dB) and found `ok` need no guard:
     # the guard is against the receiver the calibration has not caught.
     exempt_judged_ok: bool = False
+    # Leave free only the receivers that heard the band in the window: a receiver reading low pulls out the
+    # bands it hears, while an escapee's main evidence is the inside receiver hearing nothing.
+    heard_only: bool = False
 
 
-def gain_free_lr(c: Candidates, x: LinkInputs, free_db: float, rx: I64) -> F64:
-    """(M,) the smallest statistic over the receivers `rx`, each tested with its gain free by `free_db`."""
+def gain_free_lr(c: Candidates, x: LinkInputs, free_db: float, rx: I64, heard_only: bool = False) -> F64:
+    """(M,) the smallest statistic over the receivers `rx`, each tested with its gain free by `free_db`
+    (`heard_only`: in the rows where it heard the band)."""
     out = np.full(len(x.sets), np.inf)
     for r in rx.tolist():
-        sd = np.array(x.slow_sd, dtype=np.float64, copy=True)
+        rows = np.nonzero(x.k[:, r] > 0)[0] if heard_only else np.arange(len(x.sets))
+        if not len(rows):
+            continue
+        sub = x.take(rows.astype(np.int64))
+        sd = np.array(sub.slow_sd, dtype=np.float64, copy=True)
         sd[:, r] = np.hypot(sd[:, r], free_db)
-        out = np.minimum(out, run_test(c, replace(x, slow_sd=sd)).lr)
+        out[rows] = np.minimum(out[rows], run_test(c, replace(sub, slow_sd=sd)).lr)
     return out
 
 
@@ -68,5 +76,5 @@ def guard(c: Candidates, inputs: Callable[[I64, float], LinkInputs], rows: I64, 
         x = inputs(rows[j], float(w))
         rx = np.nonzero(suspects & x.listen)[0].astype(np.int64)
         if len(rx):
-            out[j] = np.minimum(out[j], gain_free_lr(c, x, p.free_db, rx))
+            out[j] = np.minimum(out[j], gain_free_lr(c, x, p.free_db, rx, p.heard_only))
     return out

@@ -243,14 +243,15 @@ class WindowDetector:
         (`receiver_guard`); bands in breach keep their statistic (the clear rule reads it)."""
         if not self.guard.on:
             return lr
+        t = self.p.threshold * float(self.null.scale)  # raw statistics: the rules read lr / φ against the threshold
         fresh = ~np.isin(rows, active)
-        if not (fresh & (lr >= self.p.threshold)).any():
+        if not (fresh & (lr >= t)).any():
             return lr
         suspects = ~self.hearing.confirmed_ok() if self.guard.exempt_judged_ok else np.ones(len(listen), dtype=bool)
         sub = np.nonzero(fresh)[0]
         out = lr.copy()
         out[sub] = guard(self.cand, lambda r, w: self._inputs(r, now, w, listen), rows[sub], lr[sub], window[sub],
-                         self.p.threshold, suspects, self.guard)
+                         t, suspects, self.guard)
         return out
 
     def _with_blocks(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_],

@@ -76,3 +76,14 @@ def test_start_up_and_off() -> None:
     few = _run(beta=8.0, lean=2 / 3, seconds=30)  # 20 s of one sample per band: 60 tail samples at most
     assert few.scale <= 1.0 + NullParams().max_step + 1e-9
     assert math.isfinite(few.beta) or few.tail < NullParams().min_tail
+
+
+def test_state_fits_node_telemetry() -> None:
+    """`watchdogs.breach_null` before and after the first fit: no NaN (node telemetry refuses it)."""
+    from protocols.payloads import NodeTelemetry
+
+    for null in (EmpiricalNull(N_BANDS, THRESHOLD), _run(beta=3.0, lean=1 / 3, seconds=300)):
+        msg = NodeTelemetry.model_validate({"schema": "qwatch.node/1", "ts": 1_764_000_000.0, "boot_id": "b",
+                                            "uptime_s": 1.0, "cpu_pct": 1.0, "mem_rss_mb": 1.0, "outbox_depth": 0,
+                                            "watchdogs": {"breach_null": null.state()}})
+        assert msg.watchdogs["breach_null"]["scale"] == pytest.approx(null.scale, abs=1e-3)

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.bands.hearing import HearingParams, miss_table
-from edge.bands.receiver_guard import GuardParams, guard
+from edge.bands.receiver_guard import GuardParams, gain_free_lr, guard
 from edge.bands.window_test import Candidates, LinkInputs, WindowParams, run_test
 from tests.bands.test_window_test import _inputs, _site
 
@@ -62,3 +62,18 @@ def test_a_breach_resting_on_one_low_receiver_is_held_and_escapees_are_not() -> 
                  GuardParams(on=False))[0] == raw_low[0]
     assert guard(cand, inputs_of(low), rows, raw_low, np.array([40.0]), THRESHOLD, ~every,
                  ON)[0] == raw_low[0]
+
+
+def test_heard_only_frees_just_the_receivers_that_heard_the_band() -> None:
+    """`heard_only`: the low receiver heard the band, so its pull is still held; an escapee's statistic is never
+    lower than with every receiver freed (the silent inside receiver keeps its evidence)."""
+    site = _site()
+    rx = np.array([r.position for r in site.receivers], dtype=float)
+    cand = Candidates(site, rx, WindowParams(outside_spacing_m=6.0, outside_pad_m=40.0))
+    pts = [(10.0, 13.0), (10.0, 1.0), (19.0, 7.0), (1.0, 7.0)]
+    low = _reads_low(_inputs(site, cand, pts, np.random.default_rng(3), window=40), 0, 18.0).take(np.array([3]))
+    esc = _inputs(site, cand, [(10.0, -18.0), (10.0, 32.0)], np.random.default_rng(0), window=30)
+    every = np.arange(len(rx), dtype=np.int64)
+    assert low.k[0, 0] > 0
+    assert gain_free_lr(cand, low, 6.0, every, heard_only=True)[0] < THRESHOLD
+    assert (gain_free_lr(cand, esc, 6.0, every, heard_only=True) >= gain_free_lr(cand, esc, 6.0, every) - 1e-9).all()
