@@ -37,7 +37,7 @@ I64 = NDArray[np.int64]
 class Verdict:
     """A band's window-test result this tick (NaN = not tested or nothing heard)."""
 
-    lr: float  # max 2·ln LR over the long windows
+    lr: float  # max over the long windows of 2·ln LR less the window's threshold offset, divided by φ
     clear_lr: float  # over the short clear window (bands in breach only)
     x: float  # best outside position of the window with the largest LR
     y: float
@@ -92,6 +92,8 @@ class WindowDetector:
         self.tracker = tracker
         self.n = n_bands
         self.windows = tuple(dwell_s + e for e in self.p.extra_s)
+        # Each window's own threshold offset: its statistic is read as S_w - offset everywhere below.
+        self._offset = dict(zip(self.windows, self.p.threshold_extra, strict=True))
         self.sigma = site.radio.shadowing_db
         self.cand = Candidates(site, tracker.rx_pos, self.p)
         self.set_of_band = np.array([self.cand.set_of[tuple(sorted(b.allowed_zones))] for b in site.bands],
@@ -197,23 +199,25 @@ class WindowDetector:
             order = sorted(self.windows, reverse=True)
             x = self._inputs(rows, now, order[0], listen, blocks=False)
             decide = self._thresholds()
-            res = run_test(self.cand, x, decide=decide)
+            o0 = self._offset[order[0]]
+            res = run_test(self.cand, x, decide=_shifted(decide, o0))
             lr_best, xy, om = self._with_blocks(rows, now, order[0], listen, res, decide)
             w_best = np.full(len(rows), order[0])
-            self._learn(now, rows, x, res.lr, res.b_mean, res.b_var, res.in_xy, fix_out_m)
-            self._learn_exponent(now, rows, x, res.lr, res.ll_in, fix_out_m)
+            self._learn(now, rows, x, res.lr - o0, res.b_mean, res.b_var, res.in_xy, fix_out_m)
+            self._learn_exponent(now, rows, x, res.lr - o0, res.ll_in, fix_out_m)
             look = now - self._loss_last[rows] >= self.loss.p.every_s
             if self.loss.p.learn and look.any():
                 self.loss.add(now, x.k[look], x.xbar[look], x.n_sent[look], self.hearing.floor, listen)
                 self._loss_last[rows[look]] = now
-            more = np.nonzero(~(res.lr <= self.s.shorter_below))[0]
+            more = np.nonzero(~(res.lr - o0 <= self.s.shorter_below))[0]
             every = np.arange(len(rows)) if self.s.shortest_always else more
             for w in order[1:]:
                 pick = every if w == order[-1] else more
                 if not len(pick):
                     continue
                 sub = rows[pick]
-                r2 = run_test(self.cand, self._inputs(sub, now, w, listen, blocks=False), decide=decide)
+                r2 = run_test(self.cand, self._inputs(sub, now, w, listen, blocks=False),
+                              decide=_shifted(decide, self._offset[w]))
                 lr2, xy2, om2 = self._with_blocks(sub, now, w, listen, r2, decide)
                 better = ~np.isnan(lr2) & ~(lr2 <= lr_best[pick])
                 idx = pick[better]
@@ -222,7 +226,7 @@ class WindowDetector:
                 om[idx] = om2[better]
                 w_best[idx] = w
             self.last_lr[rows] = lr_best
-            self.null.add(now, rows, lr_best)  # the raw statistic, before the receiver guard
+            self.null.add(now, rows, lr_best)  # the statistic before φ and the receiver guard
             lr_best = self._guarded(now, rows, clear_rows, lr_best, w_best, listen)
             lr_best = lr_best / self.null.scale  # the rules' threshold is thereby 13·φ
         clear: dict[int, float] = {}
@@ -248,23 +252,27 @@ class WindowDetector:
         if not (fresh & (lr >= t)).any():
             return lr
         suspects = ~self.hearing.confirmed_ok() if self.guard.exempt_judged_ok else np.ones(len(listen), dtype=bool)
-        sub = np.nonzero(fresh)[0]
         out = lr.copy()
-        out[sub] = guard(self.cand, lambda r, w: self._inputs(r, now, w, listen), rows[sub], lr[sub], window[sub],
-                         t, suspects, self.guard)
+        for w, o in self._offset.items():  # the guard recomputes raw statistics: compare them at the window's own level
+            sub = np.nonzero(fresh & (window == w))[0]
+            if len(sub):
+                out[sub] = guard(self.cand, lambda r, w: self._inputs(r, now, w, listen), rows[sub], lr[sub] + o,
+                                 window[sub], t + o, suspects, self.guard) - o
         return out
 
     def _with_blocks(self, rows: I64, now: float, window_s: float, listen: NDArray[np.bool_],
                      held: WindowResult, decide: tuple[float, ...]) -> tuple[F64, F64, F64]:
         """The held test's (lr, out_xy, out_m), redone with the window cut into blocks (`shadow_clock`) for
         the rows whose held statistic is above `blocks_above_share` of the threshold: blocks sharpen the
-        evidence in the direction it already points, so a band the held test puts inside is not worth it."""
-        lr, xy, om = held.lr.copy(), held.out_xy.copy(), held.out_m.copy()
-        up = np.nonzero(held.lr > self.p.threshold * self.s.blocks_above_share)[0]
+        evidence in the direction it already points, so a band the held test puts inside is not worth it.
+        The statistic is returned less the window's threshold offset (`WindowParams.threshold_extra`)."""
+        o = self._offset[window_s]
+        lr, xy, om = held.lr - o, held.out_xy.copy(), held.out_m.copy()
+        up = np.nonzero(lr > self.p.threshold * self.s.blocks_above_share)[0]
         if self.clock.blocks(window_s) <= 1 or not len(up):
             return lr, xy, om
-        r = run_test(self.cand, self._inputs(rows[up], now, window_s, listen), decide=decide)
-        lr[up], xy[up], om[up] = r.lr, r.out_xy, r.out_m
+        r = run_test(self.cand, self._inputs(rows[up], now, window_s, listen), decide=_shifted(decide, o))
+        lr[up], xy[up], om[up] = r.lr - o, r.out_xy, r.out_m
         return lr, xy, om
 
     def _learn(self, now: float, rows: I64, x: LinkInputs, lr: F64, b_mean: F64, b_var: F64, in_xy: F64,
@@ -324,6 +332,11 @@ class WindowDetector:
         """Receiver health for telemetry, doctor and plan."""
         alive = np.array(self.tracker.rx_last) > now - self.tracker.p.rx_alive_s
         return self.hearing.report(alive)
+
+
+def _shifted(decide: tuple[float, ...], offset: float) -> tuple[float, ...]:
+    """Decide-mode levels for a window whose statistic is read less `offset` (its threshold is offset higher)."""
+    return tuple(v + offset for v in decide) if offset else decide
 
 
 def rows_of(bands: Sequence[int], index: Mapping[int, int]) -> I64:

@@ -44,6 +44,13 @@ class WindowParams:
     """Windows, thresholds and the link model of the window breach test."""
 
     extra_s: tuple[float, ...] = (0.0, 10.0, 20.0)  # long windows: breach_dwell_s + each of these
+    # Added to the threshold of each window of extra_s (the detector reads S_w - this everywhere: rules, schedule,
+    # decide mode, the empirical null). One threshold for windows of different length is a multiple test whose
+    # shortest window has the widest null tail: on 2,016 null band-hours of the default radio six of seven false
+    # breaches were the dwell-long window alone at 13-15 while the +10/+20 s windows stood at 1-9. (2, 0, 0) and
+    # (3, 0, 0) removed those six but lost 4 of 64 default-radio escapes, (1, 0, 0) five of six for 2 of 64: off
+    # until a 2,016 band-hour batch decides (docs/bands.md, "Thresholds per window").
+    threshold_extra: tuple[float, ...] = (0.0, 0.0, 0.0)
     clear_window_s: float = 8.0
     threshold: float = 16.0  # 2·ln LR over a long window that counts as "outside" (from the null runs)
     clear_threshold: float = 2.0  # a short window below this counts as "back inside"
@@ -71,6 +78,11 @@ class WindowParams:
     # comes from that same low exponent: off (docs/bands.md, "Exponent profiled in both hypotheses").
     exponent_up: tuple[float, ...] = (0.0,)
     profile_above: float = -2.0  # ... tried only where the calibrated exponent gives a statistic above this
+
+
+    def __post_init__(self) -> None:
+        if len(self.threshold_extra) != len(self.extra_s):
+            raise ValueError("threshold_extra needs one entry per window of extra_s")
 
 
 @dataclass(frozen=True, slots=True)
