@@ -84,14 +84,16 @@ def run_node(root: Path, name: str, site: Path, keys: Path, broker: str, work: P
     env = {**os.environ, "PYTHONPATH": str(root), "NUMBA_CACHE_DIR": str(cache)}
     cmd = [sys.executable, "-m", "edge.cli", "run", "--config", str(site), "--keys", str(keys), "--node", node,
            "--broker", broker, "--data-dir", str(work / node), "--node-telemetry-s", "5", "--log-level", "WARNING"]
-    # As after an install: the tree's own kernel preparation (the AOT build, where the tree has one), then
-    # one untimed start, so that the kernels of this tree are in its cache.
-    kernels = "jit"
+    # As after an install: the tree's own kernel preparation (its `make venv` / `qwatch-edge install` step:
+    # the AOT build where the tree has one, else the JIT warm-up), then one untimed start. Without the first,
+    # a tree checked out afresh compiles in the timed run (its 5 s start cannot finish compiling under load).
     if (root / "edge" / "bands" / "kernel_aot.py").is_file():
-        prep = subprocess.run([sys.executable, "-c", "from edge.bands.kernel_aot import prepare; print(*prepare())"],
-                              cwd=root, env={**env, "QWATCH_KERNELS": "jit"}, capture_output=True, text=True,
-                              check=False, timeout=900)
-        kernels = "aot" if prep.stdout.startswith("True") else "jit (AOT build failed)"
+        code, aot_env = "from edge.bands.kernel_aot import prepare; print(*prepare())", {"QWATCH_KERNELS": "jit"}
+    else:
+        code, aot_env = "from edge.bands.kernel_warmup import warm_up; print(False, warm_up())", {}
+    prep = subprocess.run([sys.executable, "-c", code], cwd=root, env={**env, **aot_env}, capture_output=True,
+                          text=True, check=False, timeout=900)
+    kernels = "aot" if prep.stdout.startswith("True") else "jit"
     subprocess.run([*cmd, "--duration", "5", "--no-cameras"], cwd=root, env=env, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False, timeout=600)
     log = (work / f"{node}.log").open("wb")

@@ -194,7 +194,11 @@ def check_kernel_cache(*, warm: bool) -> list[Check]:
     if not cache:
         return [warn("kernels", "kernel cache", "no writable cache dir: every start compiles the kernels",
                      "set NUMBA_CACHE_DIR to a writable dir (the unit sets it under /var/lib/qwatch)")]
-    return [_jit_cache(cache), _aot_module(cache)]
+    aot = _aot_module(cache)
+    jit_cache = _jit_cache(cache)
+    if aot.status == "pass" and jit_cache.status != "pass":  # the JIT is only the fallback then
+        jit_cache = ok("kernels", "kernel cache", f"not used while the AOT module loads ({jit_cache.detail})")
+    return [jit_cache, aot]
 
 
 def _jit_cache(cache: str) -> Check:

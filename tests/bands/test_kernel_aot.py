@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edge.bands import jit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 _CHILD = r'''
 import hashlib, json, sys
 import numpy as np
+import pytest
+
 from edge.bands import jit
 from edge.bands.pipeline import BandPipeline
 from edge.bands.window_test import Candidates, WindowParams, run_test
@@ -109,3 +113,17 @@ def test_a_module_built_from_other_sources_is_not_loaded(tmp_path: Path) -> None
     broken = jit.aot_path(str(tmp_path))
     broken.write_bytes(b"\x7fELF truncated")  # the current name but unloadable: a warning, then the JIT
     assert _run(code, NUMBA_CACHE_DIR=str(tmp_path)) == "jit"
+
+
+def test_doctor_reports_the_aot_module_and_then_does_not_ask_for_the_jit_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.doctor_checks import check_kernel_cache
+
+    built = _run("from edge.bands.kernel_aot import build; print(build())", QWATCH_KERNELS="jit")
+    assert built != "None", "the AOT build failed (needs gcc and python3-dev)"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    (tmp_path / "aot").mkdir()
+    (tmp_path / "aot" / Path(built).name).write_bytes(Path(built).read_bytes())  # as if installed here
+    jit_cache, aot = check_kernel_cache(warm=False)
+    assert aot.status == "pass" and "without numba" in aot.detail and str(tmp_path) in aot.detail
+    assert jit_cache.status == "pass" and "not used while the AOT module loads" in jit_cache.detail
