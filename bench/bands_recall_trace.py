@@ -14,9 +14,11 @@ band that second, plus three diagnostic variants on the same adverts:
   ``oracle``: both (the calibration's share).
 
 Per escape it prints kind, distance out, the pipeline's latency, the best statistic of each variant
-within the deadline and when it first reached the threshold, the winning window and outside point,
-and the receivers that heard the band (k of N, mean level, learned floor) in the deadline's longest
-window. `--trace BAND` prints that escapee's second-by-second series.
+within the deadline and when it first reached the threshold (the raw statistic; ``phi`` is the site's
+dispersion φ at the deadline and ``full_phi_first`` when the raw statistic first reached 13·φ, the
+threshold the rules applied: reaching 13 but not 13·φ is a miss of the threshold's scale), the winning
+window and outside point, and the receivers that heard the band (k of N, mean level, learned floor) in
+the deadline's longest window. `--trace BAND` prints that escapee's second-by-second series.
 
 Usage: .venv/bin/python -m bench.bands_recall_trace [--layout compound] [--radio alt] [--sigma 6]
        [--seed 16000] [--run-index 0] [--escapes 16] [--bands 48] [--duration 660] [--trace BAND ...]
@@ -64,6 +66,7 @@ class Trace:
     lr: dict[str, list[list[float]]] = field(default_factory=dict)  # variant -> per second, per window
     best: list[tuple[float, float, float]] = field(default_factory=list)  # full: best window's out x, y, out_m
     heard: list[str] = field(default_factory=list)  # receivers heard in the longest window: "rx k/N lvl"
+    phi: list[float] = field(default_factory=list)  # the site's dispersion φ (the threshold is 13·φ)
 
 
 def _cand_at(cand: Candidates, s: int, pts_out: F64, rx_pos: F64, min_d: float) -> Any:
@@ -210,6 +213,7 @@ def run(layout: str, radio: str, sigma: float, seed: int, duration: float, n_ban
                 tr.lr[v].append(ev[v])
             tr.best.append(ev["best"])
             tr.heard.append(ev["heard"])
+            tr.phi.append(float(pipe.detector.null.scale) if pipe.detector is not None else 1.0)
     det = pipe.detector
     assert det is not None
     info = {"threshold": pipe._rules_params.window_threshold, "deadline": deadline, "dwell": dwell,
@@ -264,6 +268,11 @@ def summary(traces: list[Trace], info: dict[str, Any]) -> list[dict[str, Any]]:
                 row["truth_out_at_best"] = round(tr.true_out[kb], 1) if kb is not None else None
         k_dl = max(ok) if ok else None
         row["heard_at_deadline"] = tr.heard[k_dl] if k_dl is not None else ""
+        row["phi"] = round(tr.phi[k_dl], 2) if k_dl is not None else None
+        # The raw statistic against the threshold the rules applied (13·φ): reached 13 but not 13·φ = threshold's miss.
+        full = [_nanmax(tr.lr["full"][k]) for k in ok]
+        row["full_phi_first"] = _r1(next((tr.t[k] for k, v in zip(ok, full, strict=True)
+                                          if v == v and v >= thr * tr.phi[k]), None))
         rows.append(row)
     return rows
 
@@ -295,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
           + " ".join(f"{r}:{g:+.1f}" for r, g in zip(info["rx"], info["gain_err"], strict=True)))
     print("# floors (corrected): " + " ".join(f"{r}:{f:.0f}" for r, f in zip(info["rx"], info["floor"], strict=True))
           + "; plateau loss " + " ".join(f"{q:.2f}" for q in info["loss"]))
-    cols = ["band", "kind", "how", "out_m", "wander", "caught", "latency", "tested", "sched_max", "full_max",
-            "full_first", "truepos_max", "truepos_first", "exp_max", "gains_max", "rxg_max", "bandp_max", "oracle_max",
-            "oracle_first",
+    cols = ["band", "kind", "how", "out_m", "wander", "caught", "latency", "tested", "sched_max", "phi", "full_max",
+            "full_first", "full_phi_first", "truepos_max", "truepos_first", "exp_max", "gains_max", "rxg_max",
+            "bandp_max", "oracle_max", "oracle_first",
             "unheard_s", "best_win", "best_out", "truth_out_at_best"]
     print("| " + " | ".join(cols) + " | heard (longest window at the deadline) |")
     print("|" + "---|" * (len(cols) + 1))

@@ -1,7 +1,9 @@
 """Cold start: from `qwatch-edge run` to the node's first tick, with a cold and a warm kernel cache.
 
-Two measurements, each with a fresh, empty `NUMBA_CACHE_DIR` (cold: every compiled kernel is built)
-and then with the cache that run left behind (warm: the kernels are loaded):
+Two measurements, each with a fresh, empty `NUMBA_CACHE_DIR` (cold: every compiled kernel is built),
+then with the cache that run left behind (warm: the kernels are loaded from the JIT's cache), then,
+for a tree that has `edge/bands/kernel_aot.py`, after its install-time `prepare()` in that cache
+(installed: the kernels run from the module built ahead of time, without numba):
 
 1. The agent: `python -m edge.cli run` on a generated 500-band site (demo geometry, sim receivers,
    no cameras, no broker needed), timed from the spawn to its `event=first_tick` log line; the
@@ -55,12 +57,32 @@ for o in obs:
 t0 = time.perf_counter()
 pipe.tick(np.floor(obs[-1].ts) + 1.0)
 t_tick = time.perf_counter() - t0
-print(json.dumps({"import_s": t_import, "build_s": t_build, "first_tick_s": t_tick}))
+import resource, sys
+print(json.dumps({"import_s": t_import, "build_s": t_build, "first_tick_s": t_tick, "numba": "numba" in sys.modules,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
 '''
 
 
+def prepare_tree(root: Path, cache: Path) -> bool:
+    """The tree's install-time kernel preparation into `cache` (the AOT build); whether it has one and it worked."""
+    if not (root / "edge" / "bands" / "kernel_aot.py").is_file():
+        return False
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(root), "QWATCH_KERNELS": "jit"}
+    proc = subprocess.run([sys.executable, "-c", "from edge.bands.kernel_aot import prepare; print(*prepare())"],
+                          cwd=root, env=env, capture_output=True, text=True, check=False, timeout=900)
+    return proc.stdout.startswith("True")
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def agent_first_tick(site: Path, keys: Path, cache: Path, work: Path, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Spawn the agent; seconds from the spawn to its first tick, and the kernels' share."""
+    """Spawn the agent; seconds from the spawn to its first tick, the kernels' share and its RSS then."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "edge.cli", "run", "--config", str(site), "--keys", str(keys), "--node", "cold",
            "--broker", "127.0.0.1:1", "--data-dir", str(work / "data"), "--no-cameras", "--log-level", "INFO"]
@@ -77,6 +99,7 @@ def agent_first_tick(site: Path, keys: Path, cache: Path, work: Path, timeout_s:
                 found["kernels_s"] = float(m.group(1))
             if "event=first_tick" in line:
                 found["first_tick_s"] = time.perf_counter() - t0
+                found["rss_mb"] = rss_mb(proc.pid)
                 done.set()
         done.set()
 
@@ -124,6 +147,9 @@ def main() -> None:
         agent_rows.append(("cold", agent_first_tick(site, keys, cache, work)))
         for i in range(a.runs):
             agent_rows.append((f"warm {i + 1}", agent_first_tick(site, keys, cache, work)))
+        if prepare_tree(ROOT, cache):
+            for i in range(a.runs):
+                agent_rows.append((f"installed (AOT) {i + 1}", agent_first_tick(site, keys, cache, work)))
         load.append(os.getloadavg()[0])
         impls = [("current", ROOT)] + [(s.split("=", 1)[0], Path(s.split("=", 1)[1]).resolve()) for s in a.impl]
         pipe_rows: list[tuple[str, str, dict[str, Any]]] = []
@@ -132,19 +158,24 @@ def main() -> None:
             pipe_rows.append((name, "cold", pipeline_first_tick(root, cache)))
             for i in range(a.runs):
                 pipe_rows.append((name, f"warm {i + 1}", pipeline_first_tick(root, cache)))
+            if prepare_tree(root, cache):
+                for i in range(a.runs):
+                    pipe_rows.append((name, f"installed (AOT) {i + 1}", pipeline_first_tick(root, cache)))
             load.append(os.getloadavg()[0])
     t1 = Table(title="`qwatch-edge run`, 500 bands (sim receivers, no cameras): spawn → first tick, wall s")
-    for c in ("kernel cache", "spawn → first tick", "of which kernels ready (compile or load)"):
+    for c in ("kernel cache", "spawn → first tick", "of which kernels ready (compile or load)", "RSS MB at first tick"):
         t1.add_column(c)
     for label, r in agent_rows:
-        t1.add_row(label, f"{r['first_tick_s']:.2f}", f"{r.get('kernels_s', float('nan')):.2f}")
+        t1.add_row(label, f"{r['first_tick_s']:.2f}", f"{r.get('kernels_s', float('nan')):.2f}",
+                   f"{r.get('rss_mb', float('nan')):.0f}")
     con.print(t1)
     t2 = Table(title="the pipeline alone (500-band blocks site), wall s")
-    for c in ("implementation", "kernel cache", "imports", "BandPipeline(...)", "first tick", "whole process"):
+    for c in ("implementation", "kernel cache", "imports", "BandPipeline(...)", "first tick", "whole process",
+              "numba loaded", "peak RSS MB"):
         t2.add_column(c)
     for name, label, r in pipe_rows:
         t2.add_row(name, label, f"{r['import_s']:.2f}", f"{r['build_s']:.2f}", f"{r['first_tick_s']:.2f}",
-                   f"{r['process_s']:.2f}")
+                   f"{r['process_s']:.2f}", "yes" if r.get("numba", True) else "no", f"{r['peak_rss_mb']:.0f}")
     con.print(t2)
     con.print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "
               f"load average {min(load):.1f}-{max(load):.1f}")

@@ -9,7 +9,7 @@ on the same inputs. The inputs come from each tree's own replay, so the hashes a
 replays saw the same inputs.
 
 Usage: .venv/bin/python -m bench.window_kernel --log LOG --site SITE --keys KEYS [--lines 240000]
-       [--rounds 3] [--impl base=/path/to/tree]
+       [--rounds 3] [--impl base=/path/to/tree] [--jit-too]
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ pipe = BandPipeline(load_site_config(Path(site)), load_band_keys(Path(keys)), no
 calls = []
 orig = wt.run_test
 
-def rec(c, x, inside_only=False):
-    x0 = copy.deepcopy(x)  # the detector may change its arrays in place after the call
-    r = orig(c, x, inside_only)
-    calls.append((x0, inside_only, r))
+def rec(c, x, inside_only=False, **kw):  # kw: `decide` (the thresholds) since the settled-from-bounds change
+    x0, kw0 = copy.deepcopy(x), copy.deepcopy(kw)  # the detector may change its arrays in place after the call
+    r = orig(c, x, inside_only, **kw)
+    calls.append((x0, inside_only, kw0, r))
     return r
 
 wd.run_test = rec
@@ -65,20 +65,20 @@ best = float("inf")
 digest = hashlib.sha256()
 for k in range(rounds):
     t0 = time.process_time()
-    out = [orig(cand, x, io) for x, io, _ in calls]
+    out = [orig(cand, x, io, **kw) for x, io, kw, _ in calls]
     best = min(best, time.process_time() - t0)
-for (x, io, r), r2 in zip(calls, out):
+for (x, io, _, r), r2 in zip(calls, out):
     for f in ("lr", "out_xy", "out_m", "in_xy", "b_mean", "b_var", "ll_in"):
         a = np.ascontiguousarray(getattr(r2, f))
         digest.update(a.tobytes())
         assert np.array_equal(a, getattr(r, f), equal_nan=True), "a re-run differs from the replay's own call"
-rows = sum(len(x.sets) for x, _, _ in calls)
+rows = sum(len(x.sets) for x, _, _, _ in calls)
 print(json.dumps({"ticks": ticks[0], "calls": len(calls), "rows": rows, "cpu_s": best, "digest": digest.hexdigest()}))
 """
 
 
-def run_child(root: Path, a: argparse.Namespace) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(root)}
+def run_child(root: Path, a: argparse.Namespace, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(root), **(extra or {})}
     args = [str(a.site.resolve()), str(a.keys.resolve()), str(a.log.resolve()), str(a.lines), str(a.rounds)]
     proc = subprocess.run([sys.executable, "-c", _CHILD, *args], cwd=root, env=env, capture_output=True, text=True,
                           check=False)
@@ -96,12 +96,18 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=240_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--impl", action="append", default=[], metavar="NAME=ROOT")
+    ap.add_argument("--jit-too", action="store_true",
+                    help="also run this tree on the numba JIT (QWATCH_KERNELS=jit; by default it uses the module "
+                         "built ahead of time when there is one): the same inputs, so the results must be equal")
     a = ap.parse_args()
     impls = [("current", ROOT)] + [(s.split("=", 1)[0], Path(s.split("=", 1)[1]).resolve()) for s in a.impl]
     load = [os.getloadavg()[0]]
     res = []
     for name, root in impls:
         res.append((name, run_child(root, a)))
+        load.append(os.getloadavg()[0])
+    if a.jit_too:
+        res.append(("current (JIT)", run_child(ROOT, a, {"QWATCH_KERNELS": "jit"})))
         load.append(os.getloadavg()[0])
     ref = res[0][1]
     tab = Table(title=f"window test kernel on the first {a.lines:,} lines of {a.log.name}")

@@ -208,8 +208,10 @@ def plan_install(layout: Layout, root: Path, files: dict[str, Path], *, enable: 
     # Compile the tick kernels now, as the service user into the unit's cache dir: on a Pi a cold
     # cache would hold the first tick (and every alert) back by a minute or more (docs/benchmarks.md).
     python = str(Path(layout.exe).parent / "python")
-    warm = ["runuser", "-u", layout.user, "--", "env", f"NUMBA_CACHE_DIR={layout.data_dir}/numba-cache", python,
-            "-c", "from edge.bands.kernel_warmup import warm_up; print(f'kernels ready in {warm_up():.1f} s')"]
+    # Also built ahead of time into an extension module there: the agent then runs without numba
+    # (~120 MB less RSS); if that build fails (no gcc / python3-dev) it only warns and the JIT is used.
+    warm = ["runuser", "-u", layout.user, "--", "env", f"NUMBA_CACHE_DIR={layout.data_dir}/numba-cache",
+            "QWATCH_KERNELS=jit", python, "-c", "from edge.bands.kernel_aot import prepare; print(prepare()[1])"]
     plan.steps.append(Step(f"compile the tick kernels into {data / 'numba-cache'} as {layout.user}",
                            _run(warm, timeout_s=900.0) if live else None,  # ~1-2 min on a Pi 4
                            "" if live else "--root: run `qwatch-edge doctor --warm-kernels` as the service user"))

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from edge.camera.motion import MOTION_START, DetectorSpec, MotionDetector, ZoneSpec
 from edge.camera.nightmode import NightMode
-from edge.camera.tracks import Perspective
+from edge.camera.tracks import Perspective, TrackParams, _rigid_shift
 from protocols.site_config import Camera
 
 W, H, FPS = 320, 180, 5.0
@@ -204,3 +204,41 @@ def test_snapshot_draws_the_track_path() -> None:
     # Along the path (between its first two points) the picture changed; the box is drawn in both.
     y, x = int(0.75 * 180), int(0.2 * 320)
     assert int(np.abs(drawn[y - 2:y + 3, x - 2:x + 3].astype(int) - plain[y - 2:y + 3, x - 2:x + 3]).max()) > 60
+
+
+def _first_start(frames: list[np.ndarray], params: TrackParams) -> float | None:
+    det = MotionDetector(DetectorSpec(W, H, FPS, zones=(ZONE,), perspective=PERSP, outside_events=False,
+                                      track_params=params))
+    for i, f in enumerate(frames):
+        for e in det.process(f, i / FPS, i):
+            if e.kind == MOTION_START:
+                return e.ts
+    return None
+
+
+def test_crawler_coming_in_from_the_picture_border_fires_by_day() -> None:
+    # A crawler that comes into the picture from its left edge shows only its leading edge: the box's
+    # left side stays at the border while it comes in, so it must not count as "not moving".
+    rng = np.random.default_rng(4)
+    hh = PERSP.height(0.55) * H
+
+    def crawl(img: np.ndarray, t: float) -> np.ndarray:
+        x1 = 0.3 * hh * (t - 2.0)  # the head's end, coming in at 0.3 heights per second
+        cv2.rectangle(img, (int(x1 - 1.3 * hh), int(0.55 * H - 0.4 * hh)), (int(x1), int(0.55 * H)),
+                      float(np.mean(img)) - 45.0, -1)
+        return img
+    frames = _frames(40, rng, crawl)
+    with_border = _first_start(frames, TrackParams())
+    without = _first_start(frames, TrackParams(border_cut=False))
+    assert with_border is not None and with_border <= 2.0 + 2.0
+    # The old rule waited until the whole body was in the picture (the box then moves as a whole).
+    assert without is None or without > with_border + 1.0
+
+
+def test_rigid_shift_reads_the_free_edge_of_a_box_at_the_border() -> None:
+    a = (0.0, 5.0, 50.0, 10, 20)  # (ts, foot x, foot y, w, h): left edge at x = 0
+    b = (1.0, 8.0, 50.0, 16, 20)  # left edge still at 0, right edge 6 px further in
+    assert _rigid_shift(a, b) == 0.0  # one edge only: a growing blob, not a mover
+    assert _rigid_shift(a, b, (W, H)) == pytest.approx(6.0)
+    c, d = (0.0, 100.0, 50.0, 10, 20), (1.0, 103.0, 50.0, 16, 20)  # inside the picture: still growth
+    assert _rigid_shift(c, d, (W, H)) == 0.0

@@ -235,11 +235,19 @@ GOOD_BLE = ("site: {id: s1}\nzones:\n  - {id: a, kind: permitted, polygon: [[0,0
 
 
 def test_cold_kernel_cache_and_pi_without_vcgencmd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.bands import jit
     from edge.doctor_checks import check_kernel_cache, check_pi
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "empty-cache"))
-    cold = check_kernel_cache(warm=False)[0]
+    cold, aot = check_kernel_cache(warm=False)
     assert cold.status == "warn" and "first tick waits" in cold.detail and "--warm-kernels" in cold.fix
+    assert aot.status == "warn" and "none built" in aot.detail and "numba JIT" in aot.detail
+    assert "--warm-kernels" in aot.fix and "python3-dev" in aot.fix
+    stale = tmp_path / "empty-cache" / "aot" / f"{jit.AOT_PREFIX}{'0' * 16}.so"
+    stale.parent.mkdir()
+    stale.write_bytes(b"")
+    aot = check_kernel_cache(warm=False)[1]
+    assert aot.status == "warn" and "only stale ones" in aot.detail and stale.name in aot.detail
     model = tmp_path / "model"
     model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
     monkeypatch.setenv("PATH", str(tmp_path))  # no vcgencmd
