@@ -130,6 +130,10 @@ class RunResult:
     cpu_s: float = 0.0
     alerts: list[str] = field(default_factory=list)  # every alert's JSON: a speed change must keep them identical
     null_scale: float = 1.0  # the window statistic's dispersion φ the pipeline learned (`empirical_null`), at the end
+    # Per receiver (site order): the gain correction the pipeline learned (beacons + bands, `gain_dev_db`) minus the
+    # true one (minus the hardware's deviation from its configured offset), dB, at the end of the run.
+    rx_gain_err: list[float] = field(default_factory=list)
+    rx_ids: list[str] = field(default_factory=list)
 
 
 def build_scenario(site: SiteConfig, seed: int, n_escapes: int, kinds: Sequence[str], duration: float,
@@ -187,6 +191,7 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
     res.alerts = trail
     score(res, site, escapes, raised, cleared, duration)
     res.null_scale = float(pipe.breach_null().get("scale", 1.0))
+    res.rx_ids, res.rx_gain_err = list(sim.rx_ids), gain_errors(pipe, sim)
     if ch.bad is not None:
         res.bad_rx_bias = learned_bias(pipe, sim, inside_receiver(site))
         health = pipe.receivers(START + duration).get(sim.rx_ids[inside_receiver(site)], {})
@@ -215,6 +220,35 @@ def learned_bias(pipe: BandPipeline, sim: Simulator, bad: int) -> tuple[float, f
     others = [i for i in range(len(learned)) if i != bad]
     return (learned[bad] - float(np.median([learned[i] for i in others])),
             -(float(gain[bad]) - float(np.median(gain[others]))))
+
+
+def gain_errors(pipe: BandPipeline, sim: Simulator) -> list[float]:
+    """Per receiver: the correction the pipeline adds to its stored levels (`gain_dev_db`, beacons + bands) minus
+    the true one, -(hardware gain + configured offset); [] if the pipeline does not report it."""
+    try:
+        health = pipe.receivers(START)
+        learned = np.array([float(health[r]["gain_dev_db"]) for r in sim.rx_ids])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return []
+    off = np.array([float(pipe.tracker.rx_offset[pipe.tracker.rx_ids.index(r)]) for r in sim.rx_ids])
+    return [float(v) for v in learned + np.asarray(sim.channel.rx_gain) + off]
+
+
+def gain_rows(results: list[RunResult]) -> tuple[list[str], list[list[str]]]:
+    """Learned minus true receiver gain per run: the part all receivers share (a site-wide offset, which the
+    band powers absorb) and each receiver's own error beyond it, with its RMS and largest."""
+    cols = ["run", "layout", "radio", "σ", "shared dB", "RMS dB", "max |err| dB", "per receiver (err − shared)"]
+    rows = []
+    for r in results:
+        if not r.rx_gain_err:
+            continue
+        e = np.array(r.rx_gain_err)
+        own = e - float(np.median(e))
+        rows.append([str(r.seed), r.layout, r.channel.radio + (f" {r.channel.bad}" if r.channel.bad else ""),
+                     f"{r.channel.sigma:g}", f"{float(np.median(e)):+.1f}", f"{float(np.sqrt(np.mean(own**2))):.2f}",
+                     f"{float(np.abs(own).max()):.1f}",
+                     " ".join(f"{i}{v:+.1f}" for i, v in zip(r.rx_ids, own.tolist(), strict=True))])
+    return cols, rows
 
 
 def null_window(e: Escape | None, duration: float, rules_clear: float) -> list[tuple[float, float]]:
@@ -588,6 +622,9 @@ def main(argv: list[str] | None = None) -> int:
                                ["layout", "radio", "bad receiver"])
         show(con, f"One bad inside receiver (σ 6 dB, {a.null_bands} bands × {a.bad_duration:.0f} s per run)",
              cols, rows, md)
+    cols, rows = gain_rows(recall + null + badr)
+    if rows:
+        show(con, "Receiver gains learned minus true at the end of each run (beacons + bands; dB)", cols, rows, md)
     cols = ["radio", "σ dB", "distance m", "heard: sampled", "modelled", "mean heard dBm: sampled", "modelled"]
     rows = []
     for radio in radios:

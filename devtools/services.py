@@ -203,6 +203,18 @@ class ServiceProcess:
         """SIGSTOP: the port stays open but nothing answers (a stalled network, as seen by clients)."""
         if self._proc is not None:
             self._proc.send_signal(signal.SIGSTOP)
+            # kill() returns before every thread of the target has stopped: a request sent right after
+            # could still be answered (seen in CI). Wait until the kernel reports each thread stopped.
+            tasks = Path(f"/proc/{self._proc.pid}/task")
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                try:
+                    states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+                except (OSError, IndexError):
+                    return  # gone, or no /proc: nothing left to wait for
+                if all(st in ("T", "t") for st in states):
+                    return
+                time.sleep(0.005)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.bands_breach import check_channel, max_in_window, poisson_upper
+from bench.bands_breach import Channel, RunResult, check_channel, gain_errors, gain_rows, max_in_window, poisson_upper
 from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, count_raises, model_check
+from edge.bands.pipeline import BandPipeline
 from edge.sim import RadioParams, Scenario, Simulator
 from edge.sim.keys import site_demo_keys
 from edge.sim.mobility import Still
@@ -55,6 +56,28 @@ def test_poisson_bound_and_bursts() -> None:
     assert poisson_upper(2) == pytest.approx(6.296, abs=0.01)
     assert max_in_window([0.0, 100.0, 590.0, 700.0, 1500.0]) == 3
     assert max_in_window([]) == 0
+
+
+def test_gain_errors_are_learned_minus_true_corrections() -> None:
+    """A pipeline that has learned nothing (gain_dev_db 0) is off by exactly the hardware's deviation from its
+    configured offset, with the sign of a correction: a receiver that reads 3 dB high needs -3 dB and was given
+    0, error +3."""
+    site = layout_site("demo", 4)
+    keys = site_demo_keys(site)
+    sim = Simulator(site, keys, seed=3, start_ts=0.0, radio=RadioParams(rx_gain_uniform_db=2.0))
+    off = np.array([r.rssi_offset for r in site.receivers])
+    sim.channel.rx_gain[0] = 3.0 - off[0]  # reads 3 dB higher than its configured offset says
+    pipe = BandPipeline(site, keys, node="t")
+    err = gain_errors(pipe, sim)
+    assert err == pytest.approx((np.asarray(sim.channel.rx_gain) + off).tolist())
+    assert err[0] == pytest.approx(3.0)
+    res = RunResult("demo", Channel("default", 6.0, 0.15, 2.0), 1, 60.0, rx_gain_err=[1.0, 2.0, 6.0],
+                    rx_ids=["a", "b", "c"])
+    cols, rows = gain_rows([res, RunResult("demo", Channel("alt", 6.0, 0.15, 2.0), 2, 60.0)])
+    assert len(rows) == 1  # a run without the errors has no row
+    row = dict(zip(cols, rows[0], strict=True))
+    assert row["shared dB"] == "+2.0" and row["max |err| dB"] == "4.0" and row["RMS dB"] == "2.38"
+    assert row["per receiver (err − shared)"] == "a-1.0 b+0.0 c+4.0"
 
 
 def test_default_channel_is_the_ideal_observers_model() -> None:
