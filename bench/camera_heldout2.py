@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -167,9 +167,9 @@ class Impl:
     """One source tree's detector, loaded in this process (its own module objects)."""
 
     def __init__(self, name: str, root: Path | None, site: Path, plain_site: Path,
-                 overrides: dict[str, float] | None = None) -> None:
+                 overrides: Mapping[str, float | str] | None = None) -> None:
         self.name = name
-        self.overrides = overrides or {}
+        self.overrides = dict(overrides or {})
         saved = {k: v for k, v in sys.modules.items() if k == "edge" or k.startswith(("edge.", "protocols"))}
         for k in saved:
             del sys.modules[k]
@@ -395,6 +395,15 @@ def _poisson_upper(k: int, conf: float = 0.95) -> float:
     return hi
 
 
+def _value(x: str) -> int | float | str:
+    """A --variant value: a number if it is one, else the text (e.g. shake_register=off)."""
+    try:
+        f = float(x)
+    except ValueError:
+        return x
+    return int(f) if f.is_integer() else f
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", action="store_true", help="person and tamper clips, straight into the detector")
@@ -424,8 +433,7 @@ def main() -> None:
     impls = [Impl(n, r, site, plain) for n, r in roots]
     for v in args.variant:
         name, _, kvs = v.partition(":")
-        over = {k: (int(float(x)) if float(x).is_integer() else float(x))
-                for k, x in (kv.split("=", 1) for kv in kvs.split(",") if kv)}
+        over = {k: _value(x) for k, x in (kv.split("=", 1) for kv in kvs.split(",") if kv)}
         impls.append(Impl(name, None, site, plain, over))
     load0, t0 = os.getloadavg(), time.monotonic()
     md: list[str] = []

@@ -69,7 +69,9 @@ _DETECTOR_BOUNDS = {
     "night_box": Range(ge=1, le=15), "night_box_sigma": Range(ge=0, le=255),
     "person_check_threshold": Range(ge=-20, le=20),
     "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
-    "walk_blur": Range(ge=1, le=9),
+    "walk_blur": Range(ge=1, le=9), "shake_iters": Range(ge=1, le=5),
+    "fine_field": Range(ge=0, le=320), "dynamic_k": Range(ge=0, le=20),
+    "dynamic_tau_s": Range(gt=0, le=600),
 }
 
 
@@ -113,6 +115,18 @@ class DetectorSpec:
     walk_memory_s: float = 1.0
     walk_clip: float = 3.0
     walk_blur: int = 1  # extra upright box k x (2k-1) on the half-size difference before the sums
+    # Off by default: a measured candidate (docs/camera.md, "Shake registration"). Shake: by day the
+    # picture is registered to the background instead of the background moved to
+    # the picture, so the background stays sharp (see _difference); at night the shift estimate is
+    # noisy and the background would learn its errors. off | day | always. shake_iters: LK steps
+    # when registering (one step otherwise; at night more steps only followed the noise).
+    shake_register: str = "off"
+    shake_iters: int = 2
+    # By day, the threshold is at least dynamic_k x the pixel's running mean |difference| (tau
+    # dynamic_tau_s): swaying bushes that a sharp, registered background no longer hides. 0 = off.
+    dynamic_k: float = 0.0
+    dynamic_tau_s: float = 10.0
+    fine_field: int = 0  # width of a second, robust (median) gain field; 0 = off
     person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
     person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
@@ -120,6 +134,8 @@ class DetectorSpec:
         check_bounds(self, _DETECTOR_BOUNDS)
         if self.person_check not in ("off", "night", "always"):
             raise ValueError(f"person_check must be off, night or always, not {self.person_check!r}")
+        if self.shake_register not in ("off", "day", "always"):
+            raise ValueError(f"shake_register must be off, day or always, not {self.shake_register!r}")
 
 
 class MotionDetector:
@@ -140,6 +156,8 @@ class MotionDetector:
         self._valid_small = cv2.resize(self._valid, _SMALL, interpolation=cv2.INTER_NEAREST)
         self._valid_small_f = (self._valid_small > 0).astype(np.float32)
         self._shake_model: tuple[np.ndarray, ...] | None = None
+        self._dyn: np.ndarray | None = None  # running mean |difference| per pixel (dynamic_k)
+        self._cur_reg: np.ndarray | None = None  # this frame registered to the background (shake)
         self._shaky = 0  # frames left of per-frame shake estimation (set by a measured shake)
         outside = ZoneSpec("", (), spec.outside_min_area, spec.outside_dwell_frames, False) \
             if spec.outside_events else None
@@ -247,6 +265,8 @@ class MotionDetector:
         self._n_learn += 1
         self._rate = max(self._alpha, 1.0 / (self._n_learn + 1))
         cv2.accumulateWeighted(low, self._bg_low, self._rate, mask=still)
+        if self._cur_reg is not None:
+            cur = self._cur_reg  # from here on in the background's (the mount's rest) coordinates
         self._update_background(cur, fg)
         if self.walks is not None:
             if self._box > 1 and self._signed_box is not None:
@@ -314,7 +334,10 @@ class MotionDetector:
         self._diff = diff
         self._update_threshold(diff)
         assert self._thr_map is not None
-        fg = cv2.bitwise_and(cv2.compare(diff, self._thr_map, cv2.CMP_GT), self._valid)
+        thr_map = self._thr_map
+        if self.spec.dynamic_k > 0 and self._box == 1 and self.night.day:
+            thr_map = self._dynamic_threshold(diff, thr_map)
+        fg = cv2.bitwise_and(cv2.compare(diff, thr_map, cv2.CMP_GT), self._valid)
         global_frac = cv2.countNonZero(fg) / self._valid_px
         if global_frac > 0:
             fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._open_kernel)  # speckle, thin rain streaks
@@ -349,15 +372,28 @@ class MotionDetector:
             # Lighting drifts slowly: in quiet frames the field is refreshed every other frame.
             self._field_cache = (self._illumination(low, prev_near),)
         field = self._field_cache[0]
-        # Compare in 8 bits (4x cheaper than float); the background itself stays float.
-        src = cur if field is None else cv2.convertScaleAbs(cv2.multiply(cur, field, dtype=cv2.CV_32F))
         bg8 = cv2.convertScaleAbs(self._bg)
-        shift = self._shake_shift(small, bg8)
+        reg = self.spec.shake_register == "always" or (self.spec.shake_register == "day" and self.night.day)
+        shift = self._shake_shift(small, bg8, self.spec.shake_iters if reg else 1)
+        self._cur_reg = None
         if shift is not None:
-            # Camera shake: compare with the background moved to where the picture is now, or every
-            # textured edge differs by gradient x shift and the noise estimate blinds the detector.
-            m = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]], np.float32)
-            bg8 = cv2.warpAffine(bg8, m, (self.spec.width, self.spec.height), borderMode=cv2.BORDER_REPLICATE)
+            # Camera shake: every textured edge differs by gradient x shift, and the noise estimate
+            # then blinds the detector. The picture is moved back to the background (the mount's
+            # rest position) and the background learns the moved picture: a background that learnt
+            # the shaking pictures themselves is their blur, and the mesh and the gravel's texture
+            # then differ from every sharp frame however well the shift is known.
+            dx, dy = (-shift[0], -shift[1]) if reg else shift
+            m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
+            size = (self.spec.width, self.spec.height)
+            if reg:
+                cur = self._cur_reg = cv2.warpAffine(cur, m, size, borderMode=cv2.BORDER_REPLICATE)
+            else:
+                bg8 = cv2.warpAffine(bg8, m, size, borderMode=cv2.BORDER_REPLICATE)
+        # Compare in 8 bits (4x cheaper than float); the background itself stays float. The field is
+        # smooth, so it applies to the registered picture as well.
+        src = cur if field is None else cv2.convertScaleAbs(cv2.multiply(cur, field, dtype=cv2.CV_32F))
+        if self.spec.fine_field:
+            src = self._fine_gain(src, bg8, prev_near)
         # Not averaged over 3x3 first (tried: it helps low-contrast garments a little, but the
         # median no longer rises with rain, and steady rain then fires the zones).
         if self._box > 1:
@@ -380,6 +416,45 @@ class MotionDetector:
         self._diff_edge = self._signed_box = None
         diff = cv2.absdiff(src, bg8)
         return diff
+
+    def _dynamic_threshold(self, diff: np.ndarray, thr_map: np.ndarray) -> np.ndarray:
+        """Raise the threshold where the background itself keeps moving (swaying bushes).
+
+        A running mean of |difference| per pixel (tau `dynamic_tau_s`, not fed where a confirmed
+        person is): on still ground it is ~0.8 sigma and dynamic_k times it stays under the global
+        threshold; where a bush sways back and forth it is the sway's own contrast.
+        """
+        rate = min(1.0, 1.0 / (self.spec.dynamic_tau_s * max(self.spec.fps, 0.1)))
+        if self._dyn is None or self._n_learn <= 1:
+            self._dyn = diff.astype(np.float32)
+        else:
+            free = None if self._person is None else cv2.bitwise_not(self._person)
+            cv2.accumulateWeighted(diff, self._dyn, rate, mask=free)
+        dyn = cv2.convertScaleAbs(self._dyn, alpha=self.spec.dynamic_k)
+        out: np.ndarray = np.maximum(thr_map, dyn)
+        return out
+
+    def _fine_gain(self, src: np.ndarray, bg8: np.ndarray, moving: np.ndarray | None) -> np.ndarray:
+        """A finer gain field, as the median ratio bg / picture over 5 x 5 cells.
+
+        Cloud shadows have detail finer than the illumination field. A median is not moved by a
+        person who fills less than half of its window; where something moved a frame ago the
+        ratio is taken as 1 (no correction).
+        """
+        fw = self.spec.fine_field
+        size = (fw, max(2, round(fw * self.spec.height / self.spec.width)))
+        lb = cv2.resize(bg8, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        lf = cv2.resize(src, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+        ratio = (lb + 8.0) / (lf + 8.0)
+        if moving is not None:
+            mv = cv2.resize(moving, size, interpolation=cv2.INTER_AREA)
+            ratio[mv > 76] = 1.0
+        ratio = np.clip(cv2.medianBlur(ratio, 5), 0.6, 1.7)
+        if float(np.abs(ratio - 1.0).max()) < 0.03:
+            return src
+        up = cv2.resize(ratio, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
+        out: np.ndarray = cv2.convertScaleAbs(cv2.multiply(src, up, dtype=cv2.CV_32F))
+        return out
 
     def _update_threshold(self, diff: np.ndarray) -> None:
         """Noise estimate from the difference; threshold map max(floor, k*sigma, Weber term)."""
@@ -404,10 +479,10 @@ class MotionDetector:
             weber = cv2.convertScaleAbs(self._bg, alpha=self.spec.relative_threshold)
             self._thr_map = np.maximum(weber, np.uint8(round(thr)))
 
-    def _shake_shift(self, small: np.ndarray, bg8: np.ndarray) -> tuple[float, float] | None:
+    def _shake_shift(self, small: np.ndarray, bg8: np.ndarray, iters: int) -> tuple[float, float] | None:
         """Global translation (detect px) of the picture against the background, if it matters.
 
-        One Lucas-Kanade step on the 160x90 picture: d = cur - bg ~ -(gx*sx + gy*sy), solved in
+        Lucas-Kanade on the 160x90 picture: d = cur - bg ~ -(gx*sx + gy*sy), solved in
         least squares over the background's strongest-gradient pixels (chosen again every 5 s
         at 5 fps). A mount that shakes by a pixel or two moves every edge; a person moves
         only their own.
@@ -418,12 +493,22 @@ class MotionDetector:
             return None  # a steady camera is re-checked once a second; a shaking one every frame
         self._shaky = max(0, self._shaky - 1)
         idx, bs, gx, gy, inv = self._shake_model
-        d = small.ravel()[idx].astype(np.float32) - bs
-        d -= float(d.mean())  # an exposure offset is not a shift
-        sx, sy = (-2.0 * (inv @ np.array([float(gx @ d), float(gy @ d)]))).tolist()  # half-size -> detect px
+        px, py = (idx % _SMALL[0]).astype(np.float32), (idx // _SMALL[0]).astype(np.float32)
+        hx, hy = 0.0, 0.0  # shift in half-size px
+        for _ in range(iters):
+            # Gauss-Newton: sample the picture where the background's pixels are now (bilinear), so a
+            # shift of a pixel or more is not under-estimated by the linearisation.
+            d = _bilinear(small, px + hx, py + hy) - bs
+            d -= float(d.mean())  # an exposure offset is not a shift
+            ux, uy = (-(inv @ np.array([float(gx @ d), float(gy @ d)]))).tolist()
+            hx, hy = hx + ux, hy + uy
+            if ux * ux + uy * uy < 0.01:
+                break
+        sx, sy = 2.0 * hx, 2.0 * hy  # half-size -> detect px
         if sx * sx + sy * sy < 0.3 * 0.3 or sx * sx + sy * sy > 16.0:
             return None  # steady camera, or not a shake (a pan is tamper, a jump a global change)
         self._shaky = 25
+        self.counters["shake_frames"] = self.counters.get("shake_frames", 0) + 1
         return sx, sy
 
     def _shake_fit(self, bg8: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -521,3 +606,17 @@ class MotionDetector:
             if change.kind == TAMPER_START:
                 events.extend(self.finish(ts, frame))  # blind from now on: open motion ends here
         return tampered
+
+
+def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """img sampled at (x, y) (float arrays), bilinear, clamped to the picture."""
+    h, w = img.shape
+    x = np.clip(x, 0.0, w - 1.001)
+    y = np.clip(y, 0.0, h - 1.001)
+    x0, y0 = x.astype(np.int32), y.astype(np.int32)
+    fx, fy = x - x0, y - y0
+    f = img.astype(np.float32)
+    top = f[y0, x0] * (1 - fx) + f[y0, x0 + 1] * fx
+    bot = f[y0 + 1, x0] * (1 - fx) + f[y0 + 1, x0 + 1] * fx
+    out: np.ndarray = top * (1 - fy) + bot * fy
+    return out

@@ -58,6 +58,11 @@ class NightMode:
             return False
         return None
 
+    @property
+    def day(self) -> bool:
+        """True once the picture is known to be a day picture (False before the first clear frame)."""
+        return self._known and not self.night
+
     def update(self, mean: float, sigma: float, chroma: float | None) -> bool:
         """Feed one frame's statistics; return the (possibly new) mode: True = night."""
         ind = self.indication(mean, sigma, chroma)
