@@ -60,6 +60,7 @@ from edge.sim.radio_alt import AltRadioChannel
 from edge.sim.scenarios import standing_near_fence, walking
 from edge.sim.simulator import BAND_POWER_DBM
 from edge.sim.sites import BREACH_LAYOUTS, layout_site
+from protocols.payloads import Alert
 from protocols.site_config import SiteConfig
 
 START = 1_700_000_000.0
@@ -153,6 +154,14 @@ def build_scenario(site: SiteConfig, seed: int, n_escapes: int, kinds: Sequence[
         elif k % 3 == 1:
             sc.scripts[b.id] = standing_near_fence(site, b.id, seed, float(rng.uniform(0.5, 3.0)))
     return sc, escapes
+
+
+def feed_second(sim: Simulator, pipe: BandPipeline, now: float) -> list[Alert]:
+    """One simulated second into the pipeline: every advert heard up to `now`, then the tick; the alerts."""
+    alerts: list[Alert] = []
+    for o in sim.advance(now):
+        alerts += pipe.observe(o.ts, o.rx, o.rssi, o.company_id, o.data)
+    return alerts + pipe.tick(now)
 
 
 def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int, n_escapes: int,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bench.bands_breach import START, Channel, build_scenario, radio_params
+from bench.bands_breach import START, Channel, build_scenario, feed_second, radio_params
 from edge.bands.pipeline import BandPipeline
 from edge.sim import Simulator
 from edge.sim.keys import site_demo_keys
@@ -69,10 +69,7 @@ def run(layout: str, radio: str, sigma: float, seed: int, n_bands: int, duration
     out = GainTrace()
     for s in range(1, int(duration) + 1):
         now = START + s
-        alerts = []
-        for o in sim.advance(now):
-            alerts += pipe.observe(o.ts, o.rx, o.rssi, o.company_id, o.data)
-        alerts += pipe.tick(now)
+        alerts = feed_second(sim, pipe, now)
         out.false += [(int(getattr(a.subject, "band", -1)), s) for a in alerts
                       if a.type == "geofence_breach" and a.state == "raised"]
     index = pipe.tracker.index

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.bands_breach import START, Channel, RunResult, build_scenario, radio_params
+from bench.bands_breach import START, Channel, RunResult, build_scenario, feed_second, radio_params
 from bench.bands_recall_trace import Tracer
 from edge.bands.pipeline import BandPipeline
 from edge.bands.window_test import run_test
@@ -109,10 +109,7 @@ def diagnose(layout: str, radio: str, sigma: float, seed: int, n_bands: int, dur
     series: dict[int, list[str]] = {}
     for s in range(1, int(duration) + 1):
         now = START + s
-        alerts = []
-        for o in sim.advance(now):
-            alerts += pipe.observe(o.ts, o.rx, o.rssi, o.company_id, o.data)
-        alerts += pipe.tick(now)
+        alerts = feed_second(sim, pipe, now)
         for b, times in (watch or {}).items():
             if any(t - series_s <= s <= t + 0.5 for t in times):
                 ev = tracer.evaluate(index[b], b, now, sim.truth(now)[b])

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.bands_breach import START, Channel, build_scenario, radio_params
+from bench.bands_breach import START, Channel, build_scenario, feed_second, radio_params
 from edge.bands.hearing import miss_table
 from edge.bands.pipeline import BandPipeline
 from edge.bands.window_detector import WindowDetector
@@ -190,10 +190,7 @@ def run(layout: str, radio: str, sigma: float, seed: int, duration: float, n_ban
     deadline = dwell + 30.0
     for s in range(1, int(duration) + 1):
         now = START + s
-        alerts = []
-        for o in sim.advance(now):
-            alerts += pipe.observe(o.ts, o.rx, o.rssi, o.company_id, o.data)
-        alerts += pipe.tick(now)
+        alerts = feed_second(sim, pipe, now)
         for a in alerts:
             b = int(getattr(a.subject, "band", -1))
             if a.type == "geofence_breach" and a.state == "raised" and b in traces and b not in raised \

@@ -70,8 +70,7 @@ _DETECTOR_BOUNDS = {
     "person_check_threshold": Range(ge=-20, le=20),
     "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
     "walk_blur": Range(ge=1, le=9), "shake_iters": Range(ge=1, le=5),
-    "fine_field": Range(ge=0, le=320), "dynamic_k": Range(ge=0, le=20),
-    "dynamic_tau_s": Range(gt=0, le=600),
+    "dynamic_k": Range(ge=0, le=20), "dynamic_tau_s": Range(gt=0, le=600),
 }
 
 
@@ -126,7 +125,6 @@ class DetectorSpec:
     # dynamic_tau_s): swaying bushes that a sharp, registered background no longer hides. 0 = off.
     dynamic_k: float = 0.0
     dynamic_tau_s: float = 10.0
-    fine_field: int = 0  # width of a second, robust (median) gain field; 0 = off
     person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
     person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
@@ -392,8 +390,6 @@ class MotionDetector:
         # Compare in 8 bits (4x cheaper than float); the background itself stays float. The field is
         # smooth, so it applies to the registered picture as well.
         src = cur if field is None else cv2.convertScaleAbs(cv2.multiply(cur, field, dtype=cv2.CV_32F))
-        if self.spec.fine_field:
-            src = self._fine_gain(src, bg8, prev_near)
         # Not averaged over 3x3 first (tried: it helps low-contrast garments a little, but the
         # median no longer rises with rain, and steady rain then fires the zones).
         if self._box > 1:
@@ -432,28 +428,6 @@ class MotionDetector:
             cv2.accumulateWeighted(diff, self._dyn, rate, mask=free)
         dyn = cv2.convertScaleAbs(self._dyn, alpha=self.spec.dynamic_k)
         out: np.ndarray = np.maximum(thr_map, dyn)
-        return out
-
-    def _fine_gain(self, src: np.ndarray, bg8: np.ndarray, moving: np.ndarray | None) -> np.ndarray:
-        """A finer gain field, as the median ratio bg / picture over 5 x 5 cells.
-
-        Cloud shadows have detail finer than the illumination field. A median is not moved by a
-        person who fills less than half of its window; where something moved a frame ago the
-        ratio is taken as 1 (no correction).
-        """
-        fw = self.spec.fine_field
-        size = (fw, max(2, round(fw * self.spec.height / self.spec.width)))
-        lb = cv2.resize(bg8, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-        lf = cv2.resize(src, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-        ratio = (lb + 8.0) / (lf + 8.0)
-        if moving is not None:
-            mv = cv2.resize(moving, size, interpolation=cv2.INTER_AREA)
-            ratio[mv > 76] = 1.0
-        ratio = np.clip(cv2.medianBlur(ratio, 5), 0.6, 1.7)
-        if float(np.abs(ratio - 1.0).max()) < 0.03:
-            return src
-        up = cv2.resize(ratio, (self.spec.width, self.spec.height), interpolation=cv2.INTER_LINEAR)
-        out: np.ndarray = cv2.convertScaleAbs(cv2.multiply(src, up, dtype=cv2.CV_32F))
         return out
 
     def _update_threshold(self, diff: np.ndarray) -> None:
@@ -495,10 +469,11 @@ class MotionDetector:
         idx, bs, gx, gy, inv = self._shake_model
         px, py = (idx % _SMALL[0]).astype(np.float32), (idx // _SMALL[0]).astype(np.float32)
         hx, hy = 0.0, 0.0  # shift in half-size px
+        small_f = small.astype(np.float32)
         for _ in range(iters):
             # Gauss-Newton: sample the picture where the background's pixels are now (bilinear), so a
             # shift of a pixel or more is not under-estimated by the linearisation.
-            d = _bilinear(small, px + hx, py + hy) - bs
+            d = _bilinear(small_f, px + hx, py + hy) - bs
             d -= float(d.mean())  # an exposure offset is not a shift
             ux, uy = (-(inv @ np.array([float(gx @ d), float(gy @ d)]))).tolist()
             hx, hy = hx + ux, hy + uy
@@ -609,14 +584,13 @@ class MotionDetector:
 
 
 def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """img sampled at (x, y) (float arrays), bilinear, clamped to the picture."""
+    """float32 `img` sampled at (x, y) (float arrays), bilinear, clamped to the picture."""
     h, w = img.shape
     x = np.clip(x, 0.0, w - 1.001)
     y = np.clip(y, 0.0, h - 1.001)
     x0, y0 = x.astype(np.int32), y.astype(np.int32)
     fx, fy = x - x0, y - y0
-    f = img.astype(np.float32)
-    top = f[y0, x0] * (1 - fx) + f[y0, x0 + 1] * fx
-    bot = f[y0 + 1, x0] * (1 - fx) + f[y0 + 1, x0 + 1] * fx
+    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
+    bot = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
     out: np.ndarray = top * (1 - fy) + bot * fy
     return out
