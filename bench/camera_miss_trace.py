@@ -51,20 +51,20 @@ def _frame_row(det: Any, pm: np.ndarray, zm: dict[str, np.ndarray], t: float, gl
     n = int(pm.sum())
     row: dict[str, Any] = {"t": round(t, 1), "person_px": n, "frozen": det._settle > 0 or
                            det.counters.get("global_changes", 0) != globals0}
-    diff, thr, fg = det._diff, det._thr_map, det.last_fg
+    diff, thr, fg, opened = det._diff, det.noise.map, det.last_fg, det.change_mask.opened
     if n == 0 or diff is None or thr is None or fg is None:
         return row
     on = pm > 0
     d = diff[on].astype(np.float32)
     th = thr[on].astype(np.float32)
-    sig_thr = min(max(det.spec.min_threshold, det.spec.noise_k * det._sigma), 45.0)
+    sig_thr = min(max(det.spec.min_threshold, det.spec.noise_k * det.noise.sigma), 45.0)
     row.update({
         "diff_mean": round(float(d.mean()), 1), "diff_p90": round(float(np.percentile(d, 90)), 1),
-        "thr": round(float(np.median(th)), 1), "sigma": round(det._sigma, 2),
+        "thr": round(float(np.median(th)), 1), "sigma": round(det.noise.sigma, 2),
         "thr_by": "weber" if float(np.median(th)) > round(sig_thr) else
-                  ("sigma" if det.spec.noise_k * det._sigma > det.spec.min_threshold else "floor"),
+                  ("sigma" if det.spec.noise_k * det.noise.sigma > det.spec.min_threshold else "floor"),
         "raw": round(float((d > th).mean()), 3),
-        "opened": round(float((det._raw_fg[on] > 0).mean()), 3) if det._raw_fg is not None else 0.0,
+        "opened": round(float((opened[on] > 0).mean()), 3) if opened is not None else 0.0,
         "mask": round(float((fg[on] > 0).mean()), 3),
     })
     tracks = []

@@ -71,9 +71,9 @@ def _features(det: Any, tr: Any, night: bool) -> dict[str, Any]:
     contrast = pol = fill = 0.0
     if b is not None and diff is not None and fg is not None:
         m = fg[b.y:b.y + b.h, b.x:b.x + b.w]
-        contrast = float(cv2.mean(diff[b.y:b.y + b.h, b.x:b.x + b.w], mask=m)[0]) / max(det._sigma_px, 1e-3)
+        contrast = float(cv2.mean(diff[b.y:b.y + b.h, b.x:b.x + b.w], mask=m)[0]) / max(det.noise.sigma_px, 1e-3)
         fill = float(cv2.countNonZero(m)) / max(1, b.w * b.h)
-        bg = det._bg
+        bg = det.background.bg
         if bg is not None:
             cur = det._last_gray[b.y:b.y + b.h, b.x:b.x + b.w].astype(np.float32)
             pol = float(cv2.mean(cur - bg[b.y:b.y + b.h, b.x:b.x + b.w], mask=m)[0])
@@ -87,7 +87,8 @@ def _features(det: Any, tr: Any, night: bool) -> dict[str, Any]:
         "edge": round(tr.edge, 2), "walk": round(tr.walk, 2), "contrast_sigma": round(contrast, 2),
         "polarity": round(pol, 1),
         "fill": round(fill, 2), "born": [round(x0, 3), round(y0, 3)], "href_px": round(mh, 1),
-        "box": [b.x, b.y, b.w, b.h] if b is not None else None, "night": night, "sigma_px": round(det._sigma_px, 2),
+        "box": [b.x, b.y, b.w, b.h] if b is not None else None, "night": night,
+        "sigma_px": round(det.noise.sigma_px, 2),
         "path": [[round(x, 1), round(y, 1)] for _, x, y, _, _ in hist],
         "wh": [[w, h] for *_, w, h in hist],
     }

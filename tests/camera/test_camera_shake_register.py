@@ -57,7 +57,7 @@ def _run(frames: list[np.ndarray], register: str, dynamic_k: float = 0.0) -> tup
     for i, f in enumerate(frames):
         starts += [e.ts for e in det.process(f, i / FPS, i, 20.0) if e.kind == MOTION_START]
         if i / FPS >= 4.0:
-            sig.append(det._sigma)
+            sig.append(det.noise.sigma)
     return det, starts, float(np.median(sig))
 
 
@@ -89,7 +89,7 @@ def test_night_keeps_the_old_shake_path() -> None:
         ea = [(e.kind, e.ts) for e in a.process(f, i / FPS, i, 0.5)]
         eb = [(e.kind, e.ts) for e in b.process(f, i / FPS, i, 0.5)]
         assert ea == eb
-        assert a._sigma == b._sigma
+        assert a.noise.sigma == b.noise.sigma
 
 
 def test_register_mode_is_checked() -> None:
