@@ -147,6 +147,10 @@ class Beacon(_Model):
 class Radio(_Model):
     path_loss_exponent: float = Field(default=2.7, ge=1.5, le=6.0, description="log-distance exponent")
     shadowing_db: float = Field(default=6.0, ge=0.0, le=20.0, description="log-normal shadowing sigma, dB")
+    receiver_gain_sd_db: float = Field(
+        default=3.0, ge=0.5, le=10.0,
+        description="how far a receiver's true gain may be from its configured rssi_offset (1 sd, dB), "
+                    "before the beacons and bands calibrate it")
 
 
 class Rules(_Model):

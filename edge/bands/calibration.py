@@ -3,8 +3,8 @@
 Beacons stand at surveyed positions, so every beacon × receiver RSSI is a measurement of
 ``g_r - 10·n·log10(d)`` (after the beacon's own measured power). The filtered RSSI per pair is
 averaged slowly (minutes) and a ridge least-squares solve gives the receiver biases g_r and the
-exponent n, with priors (g_r ≈ 0 ± 4 dB, n ≈ configured ± 0.4) so a site with one beacon, or a
-pair near the sensitivity floor, cannot drag the model somewhere silly.
+exponent n, with priors (g_r ≈ 0 ± the site's `radio.receiver_gain_sd_db`, n ≈ configured ± 0.4) so a
+site with one beacon, or a pair near the sensitivity floor, cannot drag the model somewhere silly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class Calibration:
     """Running estimate of receiver biases (dB to add to offset-corrected RSSI) and the exponent."""
 
     def __init__(self, rx_pos: F64, beacon_idx: NDArray[np.int64], beacon_pos: F64, exponent: float, *,
-                 alpha: float = 0.1, floor_dbm: float = -95.0, bias_prior_db: float = 6.0,
+                 alpha: float = 0.1, floor_dbm: float = -95.0, bias_prior_db: float = 3.0,
                  exponent_prior: float = 0.4, pair_sigma_db: float = 3.0, min_updates: int = 3,
                  pair_error_db: float | None = None) -> None:
         self.rx_pos = rx_pos
@@ -107,7 +107,7 @@ class Calibration:
 
         The exponent's own uncertainty is common to every link of a band and mostly cancels between
         the inside and outside explanations; adding it per receiver as if independent would blunt
-        every test on a site with few beacons. A receiver no beacon pair pins keeps the prior's 6 dB.
+        every test on a site with few beacons. A receiver no beacon pair pins keeps the prior's sd.
         """
         n_r = len(self.rx_pos)
         var_n = max(float(self.cov[n_r, n_r]), 1e-12)

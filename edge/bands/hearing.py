@@ -91,7 +91,7 @@ class Hearing:
         self._ring_at = np.zeros(n, dtype=np.int64)
         self._dirty: set[int] = set()
         self.dev_db = np.zeros(n)  # learned gain deviation from the configured offset (for health)
-        self.dev_var = np.full(n, 36.0)
+        self.dev_var = np.full(n, np.inf)  # not known until the first calibration round (`note_deviation`)
 
     def update_floors(self, rx_hist: NDArray[np.int64], site_floor_dbm: float | None,
                       bias_db: F64 | None = None) -> None:

@@ -93,6 +93,7 @@ class Tracker:
                               dtype=np.float64).reshape(-1, 2)
         self.calibration = Calibration(self.rx_pos, np.array(beacon_idx, dtype=np.int64), beacon_pos,
                                        site.radio.path_loss_exponent, pair_error_db=0.7 * site.radio.shadowing_db,
+                                       bias_prior_db=site.radio.receiver_gain_sd_db,
                                        floor_dbm=self.p.assumed_floor_dbm + self.p.calibration_above_floor_db)
         self._next_calibration = -np.inf
 

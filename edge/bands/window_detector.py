@@ -113,7 +113,8 @@ class WindowDetector:
         self.null = EmpiricalNull(n_bands, self.p.threshold, null)
         self._resid_last = np.full(n_bands, -math.inf)
         n_rx = len(tracker.rx_ids)
-        self._gain: tuple[F64, F64] = (np.zeros(n_rx), np.full(n_rx, 36.0))  # band-learned correction, variance
+        # Band-learned correction and the gain's variance after it: the site's prior until the first round.
+        self._gain: tuple[F64, F64] = (np.zeros(n_rx), tracker.calibration.link_var_db2())
         self._next_floor = -math.inf
 
     def _thresholds(self) -> tuple[float, ...]:

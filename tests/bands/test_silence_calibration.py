@@ -66,7 +66,8 @@ def test_receivers_that_stopped_listening_give_no_silence_evidence() -> None:
 
 
 def _cal(beacons: np.ndarray) -> Calibration:
-    return Calibration(RX, np.arange(len(beacons), dtype=np.int64), beacons, 2.7, pair_error_db=4.0)
+    return Calibration(RX, np.arange(len(beacons), dtype=np.int64), beacons, 2.7, pair_error_db=4.0,
+                       bias_prior_db=6.0)
 
 
 def test_calibration_variance_is_the_prior_until_beacons_pin_a_receiver() -> None:
