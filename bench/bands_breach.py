@@ -76,6 +76,15 @@ class Channel:
     loss: float
     gains_db: float
     bad: str | None = None  # a BAD_KINDS key
+    band_gains_db: float | None = None  # band powers' spread when not gains_db (receivers and bands apart)
+
+    @property
+    def band_db(self) -> float:
+        return self.gains_db if self.band_gains_db is None else self.band_gains_db
+
+
+def _channel(a: argparse.Namespace, radio: str, sigma: float, bad: str | None = None) -> Channel:
+    return Channel(radio, sigma, a.loss, a.gains, bad, a.band_gains)
 
 
 def inside_receiver(site: SiteConfig) -> int:
@@ -96,10 +105,10 @@ def radio_params(site: SiteConfig, ch: Channel) -> RadioParams | AltRadioParams:
         else:
             deaf = ((inside_receiver(site), value),)
     if ch.radio == "alt":
-        return AltRadioParams.like(ch.sigma, ch.loss, rx_gain_error_db=ch.gains_db, power_error_db=ch.gains_db,
+        return AltRadioParams.like(ch.sigma, ch.loss, rx_gain_error_db=ch.gains_db, power_error_db=ch.band_db,
                                    bad_rx=bad, deaf_rx=deaf)
     return RadioParams(path_loss_exponent=site.radio.path_loss_exponent, shadowing_db=ch.sigma, base_loss=ch.loss,
-                       rx_gain_uniform_db=ch.gains_db, band_power_uniform_db=ch.gains_db, bad_rx=bad, deaf_rx=deaf)
+                       rx_gain_uniform_db=ch.gains_db, band_power_uniform_db=ch.band_db, bad_rx=bad, deaf_rx=deaf)
 
 
 def check_channel(params: RadioParams | AltRadioParams, seed: int, n_tx: int = 6) -> RadioChannel | AltRadioChannel:
@@ -497,7 +506,7 @@ def run_phases(a: argparse.Namespace, layouts: list[str], radios: list[str], sig
                null_sigmas: list[float], kinds: list[str], bads: list[str], ideal_layouts: list[str],
                con: Console) -> tuple[list[RunResult], list[RunResult], list[RunResult]]:
     """Recall runs, null runs, bad-receiver runs (each a pool of independent processes)."""
-    recall_jobs = [(lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 100 * k + int(sigma), a.duration,
+    recall_jobs = [(lay, _channel(a, radio, sigma), a.seed + 100 * k + int(sigma), a.duration,
                     a.bands, a.escapes, kinds, not a.no_ideal and (not ideal_layouts or lay in ideal_layouts))
                    for lay in layouts for radio in radios for sigma in sigmas for k in range(a.seeds)]
     recall = run_all(recall_jobs, a.jobs, con, "recall runs")
@@ -507,10 +516,10 @@ def run_phases(a: argparse.Namespace, layouts: list[str], radios: list[str], sig
         n_runs = max(math.ceil(a.null_hours / per_run), 1) if a.null_hours > 0 else 0
         for k in range(n_runs):
             lay, sigma = layouts[k % len(layouts)], null_sigmas[(k // len(layouts)) % len(null_sigmas)]
-            null_jobs.append((lay, Channel(radio, sigma, a.loss, a.gains), a.seed + 50_000 + k, a.null_duration,
+            null_jobs.append((lay, _channel(a, radio, sigma), a.seed + 50_000 + k, a.null_duration,
                               a.null_bands, 0, kinds, False))
     null = run_all(null_jobs, a.jobs, con, "null runs")
-    bad_jobs = [(lay, Channel(radio, 6.0, a.loss, a.gains, bad), a.seed + 90_000 + k, a.bad_duration, a.null_bands, 0,
+    bad_jobs = [(lay, _channel(a, radio, 6.0, bad), a.seed + 90_000 + k, a.bad_duration, a.null_bands, 0,
                  kinds, False)
                 for k, (lay, radio, bad) in enumerate((lay, radio, bad) for lay in layouts for radio in radios
                                                       for bad in bads)]
@@ -538,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=0.5, help="false alarms per 100 band-hours for the ideal observer")
     ap.add_argument("--loss", type=float, default=0.15)
     ap.add_argument("--gains", type=float, default=2.0, help="hidden receiver and band gain spread, ± dB (uniform)")
+    ap.add_argument("--band-gains", type=float, default=None,
+                    help="hidden band power spread, ± dB, when not --gains (then --gains is the receivers' alone; "
+                         "the ideal observer's band-gain prior stays --gains)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-ideal", action="store_true")
     ap.add_argument("--md", type=Path, help="also write the markdown tables here")
@@ -574,13 +586,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"unknown bad receiver {b!r}; allowed: {', '.join(BAD_KINDS)}")
         if not all(math.isfinite(v) and 0 < v <= 20 for v in sigmas + null_sigmas):
             raise ValueError("σ must be within 0..20 dB")
+        spreads = [a.gains] + ([] if a.band_gains is None else [a.band_gains])
+        if not all(math.isfinite(v) and 0 <= v <= 20 for v in spreads):
+            raise ValueError("gain spreads must be within 0..20 dB")
     except ValueError as exc:
         print(f"bands_breach: {exc}", file=sys.stderr)
         return 2
     con = Console(width=250)
     load = os.getloadavg()
     con.print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, load {load[0]:.1f}/{load[1]:.1f}, python "
-              f"{platform.python_version()}, jobs {a.jobs}, loss {a.loss:.0%}, gains ±{a.gains:g} dB")
+              f"{platform.python_version()}, jobs {a.jobs}, loss {a.loss:.0%}, gains ±{a.gains:g} dB"
+              + ("" if a.band_gains is None else f", band powers ±{a.band_gains:g} dB"))
     t_all = time.perf_counter()
     md: list[str] = []
     if a.load is not None:

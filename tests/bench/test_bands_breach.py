@@ -5,12 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.bands_breach import Channel, RunResult, check_channel, gain_errors, gain_rows, max_in_window, poisson_upper
+from bench.bands_breach import (
+    Channel,
+    RunResult,
+    check_channel,
+    gain_errors,
+    gain_rows,
+    max_in_window,
+    poisson_upper,
+    radio_params,
+)
 from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, count_raises, model_check
 from edge.bands.pipeline import BandPipeline
 from edge.sim import RadioParams, Scenario, Simulator
 from edge.sim.keys import site_demo_keys
 from edge.sim.mobility import Still
+from edge.sim.radio_alt import AltRadioParams
 from edge.sim.scenarios import BandScript
 from edge.sim.simulator import BAND_POWER_DBM
 from edge.sim.sites import layout_site
@@ -87,3 +97,15 @@ def test_default_channel_is_the_ideal_observers_model() -> None:
         assert abs(heard - heard_model) < 0.035
         if heard > 0.05:
             assert abs(mean - mean_model) < 0.8
+
+
+def test_band_powers_can_spread_apart_from_the_receivers() -> None:
+    site = layout_site("demo", 1)
+    both = radio_params(site, Channel("default", 6.0, 0.15, 2.0))
+    apart = radio_params(site, Channel("default", 6.0, 0.15, 2.0, band_gains_db=6.0))
+    assert isinstance(both, RadioParams) and isinstance(apart, RadioParams)
+    assert (both.rx_gain_uniform_db, both.band_power_uniform_db) == (2.0, 2.0)
+    assert (apart.rx_gain_uniform_db, apart.band_power_uniform_db) == (2.0, 6.0)
+    alt = radio_params(site, Channel("alt", 6.0, 0.15, 2.0, band_gains_db=6.0))
+    assert isinstance(alt, AltRadioParams)
+    assert (alt.rx_gain_error_db, alt.power_error_db) == (2.0, 6.0)
