@@ -21,7 +21,7 @@ class Calibration:
     """Running estimate of receiver biases (dB to add to offset-corrected RSSI) and the exponent."""
 
     def __init__(self, rx_pos: F64, beacon_idx: NDArray[np.int64], beacon_pos: F64, exponent: float, *,
-                 alpha: float = 0.1, floor_dbm: float = -95.0, bias_prior_db: float = 3.0,
+                 bias_prior_db: float, alpha: float = 0.1, floor_dbm: float = -95.0,
                  exponent_prior: float = 0.4, pair_sigma_db: float = 3.0, min_updates: int = 3,
                  pair_error_db: float | None = None) -> None:
         self.rx_pos = rx_pos
