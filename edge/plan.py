@@ -10,7 +10,8 @@ threshold): recall is the share of standing spots whose window reaches the thres
 false-alarm rate is predicted for a person standing at that fence all the time, from a normal fit
 to the inside windows' statistic (a rare-event rate cannot be counted in a few hundred draws).
 Each weak edge says why. Where one more receiver would help most is found by the Cramér-Rao bound,
-which is cheap enough to try every candidate position.
+which is cheap enough to try every candidate position. Whether the reference beacons calibrate every
+receiver, and where one more beacon would help, is `edge.plan_calibration`'s.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from edge.bands.locate import LN10, LinkModel, LocateParams, locate
 from edge.bands.rssi_filter import robust_median
 from edge.bands.rules import RuleParams
 from edge.bands.window_test import Candidates, LinkInputs, WindowParams, fast_sd, run_test, slow_sd
+from edge.plan_calibration import BEACON_POWER_DBM, CalibrationPlan, format_calibration, plan_calibration
 from edge.receiver_health import describe, load_receivers
 from protocols.errors import ConfigError
 from protocols.payloads import ReceiverHealth
@@ -76,6 +78,7 @@ class PlanReport:
     grid: np.ndarray = field(repr=False)
     grid_err: np.ndarray = field(repr=False)
     receivers: dict[str, ReceiverHealth] = field(default_factory=dict)  # as a node reported them (--receivers)
+    calibration: CalibrationPlan | None = None  # what the beacons leave of each receiver's gain uncertainty
 
     @property
     def score(self) -> float:
@@ -120,16 +123,18 @@ def _solve(site: SiteConfig, samples: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 @dataclass(frozen=True)
 class RxModel:
-    """Each receiver as the plan models it: its floor, variance the detector adds to its links, and whether
-    it hears at all. The default is every receiver sound; `from_health` takes what a node reported."""
+    """Each receiver as the plan models it: its floor, variance the detector adds to its links, whether it
+    hears at all, and its gain error left after calibration (sd). The default is every receiver sound with
+    `GAIN_RESIDUAL_DB`; `from_health` takes what a node reported."""
 
     floor: np.ndarray  # (R,) dBm
     extra_var: np.ndarray  # (R,) dB²
     alive: np.ndarray  # (R,) bool
+    gain_sd: np.ndarray  # (R,) dB
 
     @staticmethod
     def sound(n: int) -> RxModel:
-        return RxModel(np.full(n, FLOOR_DBM), np.zeros(n), np.ones(n, dtype=bool))
+        return RxModel(np.full(n, FLOOR_DBM), np.zeros(n), np.ones(n, dtype=bool), np.full(n, GAIN_RESIDUAL_DB))
 
     @staticmethod
     def from_health(site: SiteConfig, health: Mapping[str, ReceiverHealth]) -> RxModel:
@@ -163,7 +168,7 @@ def _window_stats(site: SiteConfig, cand: Candidates, pts: np.ndarray, trials: i
     d = np.maximum(np.linalg.norm(p[:, None, :] - rx[None, :, :], axis=2), 0.5)
     n_adv = round(window_s)
     mean = (POWER + rng.normal(0, BAND_GAIN_SD_DB, (len(p), 1)) - 10 * n_exp * np.log10(d)
-            + rng.normal(0, GAIN_RESIDUAL_DB, (1, len(rx))))
+            + rng.normal(0, rxm.gain_sd[None, :], (1, len(rx))))
     s = (mean + rng.normal(0, sigma * math.sqrt(0.5), mean.shape))[..., None] + rng.normal(
         0, sigma * math.sqrt(0.5), (*mean.shape, n_adv))
     p_ok = (1 - hp.base_loss) / (1 + np.exp(-(s - floor - hp.knee_above_floor_db) / hp.width_db))
@@ -175,7 +180,7 @@ def _window_stats(site: SiteConfig, cand: Candidates, pts: np.ndarray, trials: i
     listen = rxm.alive.copy()
     x = LinkInputs(k=k, xbar=xbar, n_sent=np.full(m, float(n_adv)), power=np.full(m, POWER),
                    sb=np.full(m, BAND_GAIN_SD_DB),
-                   slow_sd=np.broadcast_to(slow_sd(sigma, wp, GAIN_RESIDUAL_DB**2 + rxm.extra_var), k.shape),
+                   slow_sd=np.broadcast_to(slow_sd(sigma, wp, rxm.gain_sd**2 + rxm.extra_var), k.shape),
                    fast_sd=fast_sd(sigma, wp), listen=listen, floor=rxm.floor.copy(),
                    logmiss=logmiss, exponent=n_exp,
                    sets=cand.restrict(np.zeros(m, dtype=np.int64), k, np.full(m, float(n_adv)), listen),
@@ -229,9 +234,13 @@ def _crlb_error(site: SiteConfig, rx: np.ndarray, pts: np.ndarray) -> np.ndarray
 
 
 def make_plan(site: SiteConfig, *, seed: int = 0, trials: int = 12, spacing: float = 2.0,
-              health: Mapping[str, ReceiverHealth] | None = None) -> PlanReport:
+              health: Mapping[str, ReceiverHealth] | None = None,
+              beacon_power_dbm: float = BEACON_POWER_DBM, beacon_gains: bool = False) -> PlanReport:
     """Run the planning Monte Carlo for a site; with `health` (a node's reported receivers), the breach
-    predictions model each receiver as it was reported (deaf, gain off and down-weighted, silent)."""
+    predictions model each receiver as it was reported (deaf, gain off and down-weighted, silent). The beacon
+    section (`edge.plan_calibration`) takes the beacons' advertised 1 m power, which the site file lacks. With
+    `beacon_gains`, the fence predictions take each receiver's gain sd from it instead of `GAIN_RESIDUAL_DB`
+    (measured, not the default: docs/bands.md, "Plan: do the beacons calibrate every receiver")."""
     if not site.receivers:
         raise ConfigError("site", "receivers", "plan needs at least one receiver")
     rng = np.random.default_rng(seed)
@@ -246,12 +255,16 @@ def make_plan(site: SiteConfig, *, seed: int = 0, trials: int = 12, spacing: flo
     for poly in permitted:
         inside |= point_in_polygon(grid, poly)
     in_err = grid_err[inside] if inside.any() else grid_err
-    edges = _edge_reports(site, trials, rng, RxModel.from_health(site, health or {}), health or {})
+    calibration = plan_calibration(site, floor_dbm=FLOOR_DBM, beacon_power_dbm=beacon_power_dbm)
+    rxm = RxModel.from_health(site, health or {})
+    if beacon_gains:
+        rxm.gain_sd[:] = calibration.gain_sd
+    edges = _edge_reports(site, trials, rng, rxm, health or {})
     order = np.argsort(-np.where(inside, grid_err, -1))[:3]
     weak = [(float(grid[i, 0]), float(grid[i, 1]), float(grid_err[i])) for i in order if inside[i]]
     suggestion, gain = _suggest(site, rx, grid[inside] if inside.any() else grid, bounds)
     return PlanReport(float(np.median(in_err)), float(np.percentile(in_err, 90)), edges, weak, suggestion, gain,
-                      grid, grid_err, dict(health or {}))
+                      grid, grid_err, dict(health or {}), calibration)
 
 
 def _edge_reports(site: SiteConfig, trials: int, rng: np.random.Generator, rxm: RxModel,
@@ -352,6 +365,9 @@ def render_png(site: SiteConfig, report: PlanReport, out: Path) -> None:
         ax.scatter(bc[:, 0], bc[:, 1], marker="*", s=120, c="cyan", edgecolors="k", label="beacon")
     ax.scatter([report.suggestion[0]], [report.suggestion[1]], marker="X", s=120, c="magenta",
                edgecolors="k", label="suggested receiver")
+    if report.calibration is not None and report.calibration.suggestion is not None:
+        bx, by = report.calibration.suggestion.position
+        ax.scatter([bx], [by], marker="P", s=120, c="cyan", edgecolors="k", label="suggested beacon")
     ax.set_title(f"{site.site.id}: error p50 {report.err_p50:.1f} m, p90 {report.err_p90:.1f} m, "
                  f"score {report.score:.2f}")
     ax.set_aspect("equal")
@@ -382,6 +398,8 @@ def format_report(site: SiteConfig, r: PlanReport) -> str:
              f"shadowing {site.radio.shadowing_db} dB, exponent {site.radio.path_loss_exponent}",
              f"expected localisation error inside permitted zones: p50 {r.err_p50:.1f} m, p90 {r.err_p90:.1f} m"]
     lines += _receiver_lines(r.receivers)
+    if r.calibration is not None:
+        lines += format_calibration(r.calibration, len(site.beacons))
     lines += ["fence edges (recall: share of people standing 20-35 m out whom the breach detector catches;",
               "             false: predicted false breaches per 100 band-hours for a person standing at the fence):"]
     for e in r.edges:
@@ -406,12 +424,15 @@ def plan(
     receivers: Annotated[Path | None, typer.Option(
         "--receivers", help="a node's saved node telemetry (DATA_DIR/node-telemetry.json): show its receivers' "
                             "health and predict with them as reported")] = None,
+    beacon_power: Annotated[float, typer.Option(
+        "--beacon-power", min=-100.0, max=0.0, help="the beacons' advertised 1 m power, dBm")] = BEACON_POWER_DBM,
 ) -> None:
-    """Expected localisation error, breach recall and false alarms per fence edge, and where to add a receiver."""
+    """Expected localisation error, breach recall and false alarms per fence edge, whether the beacons calibrate
+    every receiver, and where to add a receiver or a beacon."""
     try:
         site = load_site_config(config)
         health = load_receivers(receivers)[0] if receivers is not None else None
-        report = make_plan(site, seed=seed, health=health)
+        report = make_plan(site, seed=seed, health=health, beacon_power_dbm=beacon_power)
     except ConfigError as err:
         typer.echo(f"qwatch-edge: configuration error: {err}", err=True)
         raise typer.Exit(2) from None
