@@ -153,7 +153,8 @@ def posterior_sd(site: SiteConfig, rx: F64, beacons: F64, used: NDArray[np.bool_
     n_b = len(beacons)
     cal = Calibration(rx, np.arange(n_b, dtype=np.int64), beacons, site.radio.path_loss_exponent,
                       bias_prior_db=site.radio.receiver_gain_sd_db,
-                      pair_error_db=PAIR_ERROR_SHARE * site.radio.shadowing_db, floor_dbm=cut_dbm, min_updates=1)
+                      pair_error_db=PAIR_ERROR_SHARE * site.radio.shadowing_db, floor_dbm=cut_dbm, min_updates=1,
+                      first_solve_updates=1)
     if n_b:
         med = np.where(used, levels, np.nan)
         cal.update(np.arange(n_b, dtype=np.int64), med, np.full(n_b, power_dbm))

@@ -23,7 +23,7 @@ class Calibration:
     def __init__(self, rx_pos: F64, beacon_idx: NDArray[np.int64], beacon_pos: F64, exponent: float, *,
                  bias_prior_db: float, alpha: float = 0.1, floor_dbm: float = -95.0,
                  exponent_prior: float = 0.4, pair_sigma_db: float = 3.0, min_updates: int = 3,
-                 pair_error_db: float | None = None) -> None:
+                 first_solve_updates: int = 6, pair_error_db: float | None = None) -> None:
         self.rx_pos = rx_pos
         self.beacon_idx = beacon_idx
         self.exponent0 = exponent
@@ -44,6 +44,11 @@ class Calibration:
         # so the covariance uses the site's slow shadowing rather than the solve's weighting σ.
         self.pair_error_db = max(pair_sigma_db, pair_error_db or 0.0)
         self.min_updates = min_updates
+        # No solve at all before this many rounds (≈50 s at the tracker's pace). After 3 rounds only the
+        # strongest pairs clear `min_updates`, and their averages still carry the short-term fading: on the
+        # alt radio's L-wing at σ 8 dB one such first solve read a receiver's gain 2.00 ± 0.19 dB for a true
+        # 2.45 and pulled its block outside (10 false breaches in 10 s, docs/bands.md "First solve").
+        self.first_solve_updates = first_solve_updates
         self.updates = 0
         # Posterior covariance of (g_0..g_{R-1}, n); the prior alone until the first solve.
         self.cov = np.diag(np.r_[np.full(n_r, bias_prior_db**2), exponent_prior**2])
@@ -68,7 +73,8 @@ class Calibration:
             self.level[j, rest] += a * (med[row][rest] - self.level[j, rest])
             self.count[j, ok] += 1
         self.updates += 1
-        self._solve()
+        if self.updates >= self.first_solve_updates:
+            self._solve()
 
     def _solve(self) -> None:
         use = (self.count >= self.min_updates) & (self.level > self.floor_dbm)
