@@ -140,6 +140,7 @@ class RunResult:
     cpu_s: float = 0.0
     alerts: list[str] = field(default_factory=list)  # every alert's JSON: a speed change must keep them identical
     null_scale: float = 1.0  # the window statistic's dispersion φ the pipeline learned (`empirical_null`), at the end
+    null_misfit: bool = False  # ... and whether it reported the model as not fitting the site (`misfit`), at the end
     # Per receiver (site order): the gain correction the pipeline learned (beacons + bands, `gain_dev_db`) minus the
     # true one (minus the hardware's deviation from its configured offset), dB, at the end of the run.
     rx_gain_err: list[float] = field(default_factory=list)
@@ -208,7 +209,8 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
     res = RunResult(layout, ch, seed, duration)
     res.alerts = trail
     score(res, site, escapes, raised, cleared, duration)
-    res.null_scale = float(pipe.breach_null().get("scale", 1.0))
+    null_state = pipe.breach_null()
+    res.null_scale, res.null_misfit = float(null_state.get("scale", 1.0)), bool(null_state.get("misfit", 0))
     res.rx_ids, res.rx_gain_err = list(sim.rx_ids), gain_errors(pipe, sim)
     if ch.bad is not None:
         res.bad_rx_bias = learned_bias(pipe, sim, inside_receiver(site))
@@ -446,7 +448,8 @@ def _groups(results: list[RunResult]) -> list[tuple[tuple[str, str, float], list
 
 def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...]],
               head: list[str]) -> tuple[list[str], list[list[str]]]:
-    cols = [*head, "runs", "band-h", "false breaches", "per 100 bh (95 % upper)", "max in 10 min", "CPU s", "φ at end"]
+    cols = [*head, "runs", "band-h", "false breaches", "per 100 bh (95 % upper)", "max in 10 min", "CPU s", "φ at end",
+            "misfit at end"]
     if any(r.bad_rx_bias is not None for r in results):
         cols.append("bad rx: learned / true dB, state")
     groups: dict[tuple[str, ...], list[RunResult]] = {}
@@ -459,7 +462,8 @@ def null_rows(results: list[RunResult], by: Callable[[RunResult], tuple[str, ...
         bh = sum(r.band_hours for r in g)
         burst = max(max_in_window(r.false_ts) for r in g)
         row = [*key, str(len(g)), f"{bh:.1f}", str(n), rate(n, bh), str(burst), f"{sum(r.cpu_s for r in g):.0f}",
-               ", ".join(f"{getattr(r, 'null_scale', 1.0):.2f}" for r in g)]  # (older --load files have none)
+               ", ".join(f"{getattr(r, 'null_scale', 1.0):.2f}" for r in g),  # (older --load files have none)
+               f"{sum(getattr(r, 'null_misfit', False) for r in g)} of {len(g)}"]
         if len(cols) > len(row):
             row.append(", ".join(f"{b[0]:+.1f} / {b[1]:+.1f} {r.bad_rx_state or '-'}" for r in g
                                  if (b := r.bad_rx_bias) is not None) or "-")

@@ -5,7 +5,8 @@ radios (BLE adapters through bleak, serial scanners with HELLO), the cameras (op
 size, rate, zones against the frame), the broker with the node's own credentials (connect,
 own namespace, foreign namespace refused, the cloud ingest's session), the clock against the
 cloud, disk and outbox, the health of each receiver as the running agent learned it (its saved node
-telemetry: gain off, deaf, silent), the compiled kernel cache, and the Pi's temperature and throttling.
+telemetry: gain off, deaf, silent) and whether the breach model fits the site, the compiled kernel cache,
+and the Pi's temperature and throttling.
 
 Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for bad
 arguments. `--json` prints `{"ok": bool, "checks": [{group, name, status, detail, fix}]}`.
@@ -21,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from edge.breach_model_health import check_breach_model
 from edge.doctor_checks import (
     Check,
     check_clock,
@@ -91,6 +93,7 @@ def run_checks(o: DoctorOptions) -> list[Check]:
     checks += check_disk(o.data_dir)
     checks += check_outbox(o.data_dir, time.time())
     checks += check_receivers(o.data_dir)
+    checks += check_breach_model(o.data_dir)
     checks += check_kernel_cache(warm=o.warm_kernels)
     checks += check_pi()
     return checks

@@ -21,17 +21,28 @@ from protocols.payloads import NodeTelemetry, ReceiverHealth, parse_payload
 STALE_S = 900.0  # older than this, the file is from an agent that is not running now
 
 
-def load_receivers(path: Path) -> tuple[dict[str, ReceiverHealth], float]:
-    """The `receivers` map and `ts` of a saved node telemetry message. Raises ConfigError naming the problem."""
+def load_node_telemetry(path: Path, what: str = "receivers") -> NodeTelemetry:
+    """A saved node telemetry message, validated as on the wire. Raises ConfigError naming the problem."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(str(path), "receivers", f"cannot read: {exc.strerror}") from None
+        raise ConfigError(str(path), what, f"cannot read: {exc.strerror}") from None
     try:
-        tel = parse_payload(NodeTelemetry, raw)
+        return parse_payload(NodeTelemetry, raw)
     except PayloadError as exc:
-        raise ConfigError(str(path), "receivers", f"not a node telemetry message ({exc})") from None
+        raise ConfigError(str(path), what, f"not a node telemetry message ({exc})") from None
+
+
+def load_receivers(path: Path) -> tuple[dict[str, ReceiverHealth], float]:
+    """The `receivers` map and `ts` of a saved node telemetry message. Raises ConfigError naming the problem."""
+    tel = load_node_telemetry(path)
     return dict(tel.receivers), tel.ts
+
+
+def saved_as_of(ts: float, now: float | None) -> str:
+    """How old a saved telemetry message is, for a doctor row ("as of 40 s ago")."""
+    age = (time.time() if now is None else now) - ts
+    return f"as of {age:.0f} s ago" + (" (the agent is not running?)" if age > STALE_S else "")
 
 
 def describe(rx: str, h: ReceiverHealth) -> tuple[str, str]:
@@ -60,8 +71,7 @@ def check_receivers(data_dir: Path, now: float | None = None) -> list[Check]:
         rxs, ts = load_receivers(path)
     except ConfigError as exc:
         return [warn("bands", "receiver health", str(exc), "let the agent run a minute to write it again")]
-    age = (time.time() if now is None else now) - ts
-    when = f"as of {age:.0f} s ago" + (" (the agent is not running?)" if age > STALE_S else "")
+    when = saved_as_of(ts, now)
     if not rxs:
         return [ok("bands", "receiver health", f"no receiver health in {path} yet ({when})")]
     out = []

@@ -30,6 +30,12 @@ Guards (an escape wave must not raise the threshold it is judged by):
 - φ is bounded to [1, `max_scale`], moves at most `max_step` per update, and is 1 until
   `min_tail` samples are in the tail (start-up);
 - the count of samples, the tail's size and φ are reported (`state()`) for telemetry and benches.
+
+A tail far flatter than any bounded φ can absorb (β̂ ≥ `misfit_beta`, ten times the reference; measured
+89-1000 on the alt radio's L-wing at σ 8 dB while it raised false breaches, 1.2-2.2 on the default radio,
+5.5 on the alt demo) is reported as `misfit`, with hysteresis (cleared below `misfit_clear_beta`), for
+node telemetry and `doctor`: the threshold cannot fix that site, its survey can (docs/bands.md, "When the
+model does not fit the site"). Letting φ rise further on such sites was measured and not kept (same section).
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ class NullParams:
     guard_se: float = 1.0
     max_step: float = 0.05  # φ moves at most this much per update (one update per `update_every_s`)
     update_every_s: float = 10.0
+    misfit_beta: float = 20.0  # β̂ at or above this: the site's model misfits beyond what φ absorbs (reported)
+    misfit_clear_beta: float = 10.0  # ... and the report clears below this (the alt demo and σ 6 L-wing read 5.4-7.4)
 
 
 class EmpiricalNull:
@@ -83,6 +91,7 @@ class EmpiricalNull:
         self.samples = 0  # in memory
         self.tail = 0
         self.above_cut = 0  # samples in memory above the cut (not fitted)
+        self.misfit = False
 
     def add(self, now: float, rows: I64, lr: F64) -> None:
         """This tick's long-window statistics (raw, before scaling) of the bands tested."""
@@ -110,6 +119,10 @@ class EmpiricalNull:
             return
         share = float((tail & (s > mid)).sum()) / n
         self.beta = grouped_scale(share, cut - lo)
+        if self.beta >= self.p.misfit_beta:
+            self.misfit = True
+        elif self.beta < self.p.misfit_clear_beta:
+            self.misfit = False
         beta = grouped_scale(share - self.p.guard_se * math.sqrt(share * (1.0 - share) / n), cut - lo)
         want = min(max(beta / self.p.reference_scale, 1.0), self.p.max_scale)
         self.scale += min(max(want - self.scale, -self.p.max_step), self.p.max_step)
@@ -121,10 +134,11 @@ class EmpiricalNull:
         return lo, (lo + cut) / 2.0, cut
 
     def state(self) -> dict[str, float | int]:
-        """φ, β̂, the samples in memory, those in the fitted tail and those above the cut (telemetry, benches)."""
+        """φ, β̂, the samples in memory, those in the fitted tail, those above the cut and `misfit` (1: the
+        model does not fit this site's own bands; telemetry, `doctor`, benches)."""
         beta = round(self.beta, 3) if math.isfinite(self.beta) else 0.0  # 0: not fitted yet (telemetry takes no NaN)
         return {"scale": round(self.scale, 3), "beta": beta, "samples": self.samples, "tail": self.tail,
-                "above_cut": self.above_cut}
+                "above_cut": self.above_cut, "misfit": int(self.misfit)}
 
 
 def grouped_scale(share_upper: float, width: float) -> float:

@@ -67,6 +67,7 @@ def test_escape_wave_does_not_raise_the_threshold() -> None:
     null = _run(beta=2.0, lean=1 / 3, escapes=30)
     assert null.scale <= 1.1
     assert null.above_cut > 0
+    assert null.state()["misfit"] == 0  # nor report the site's model as broken
 
 
 def test_start_up_and_off() -> None:
@@ -87,3 +88,22 @@ def test_state_fits_node_telemetry() -> None:
                                             "uptime_s": 1.0, "cpu_pct": 1.0, "mem_rss_mb": 1.0, "outbox_depth": 0,
                                             "watchdogs": {"breach_null": null.state()}})
         assert msg.watchdogs["breach_null"]["scale"] == pytest.approx(null.scale, abs=1e-3)
+
+
+def test_a_flat_tail_is_reported_as_misfit_and_clears_when_the_site_is_fixed() -> None:
+    """A tail as flat as the alt L-wing's at σ 8 dB (β̂ 89-1000 measured) is beyond φ's bound: reported, not
+    absorbed; once the site's bands fit again (memory_s later) the report clears. A model that fits, or one
+    as wide as the alt demo's (β̂ ≈ 5.5), is not reported."""
+    assert _run(beta=2.0, lean=1 / 3).state()["misfit"] == 0
+    assert _run(beta=5.5, lean=1 / 3).state()["misfit"] == 0
+    rng = np.random.default_rng(3)
+    null = EmpiricalNull(N_BANDS, THRESHOLD)
+    rows = np.arange(N_BANDS, dtype=np.int64)
+    flat = lambda: rng.uniform(0.0, THRESHOLD * 0.5, N_BANDS)  # noqa: E731 - the flattest tail there is
+    for s in range(0, 600, 3):
+        null.add(float(s), rows, flat())
+    assert null.misfit and null.beta >= NullParams().misfit_beta
+    assert null.scale == pytest.approx(NullParams().max_scale)  # φ stays bounded: the report is the remedy
+    for s in range(600, 600 + int(NullParams().memory_s) + 120, 3):
+        null.add(float(s), rows, _null_lr(rng, N_BANDS, 2.0, 1 / 3))
+    assert not null.misfit and null.beta < NullParams().misfit_clear_beta

@@ -86,3 +86,23 @@ def test_calibration_variance_is_the_prior_until_beacons_pin_a_receiver() -> Non
     assert var[0] < 0.5 * prior[0] and var[1] < 0.5 * prior[1]
     # Unpinned by any beacon pair: still about the prior (the exponent is better known now).
     assert var[3] > 0.7 * prior[3]
+
+
+def test_first_solve_waits_for_averages_not_the_first_rounds_fading() -> None:
+    """No gain is read before `first_solve_updates` rounds: a receiver 3 dB low whose first rounds happen to
+    fade deep stays at its configured offset until the averages hold several rounds, then is read right."""
+    beacons = np.array([[4.0, 4.0], [16.0, -6.0], [10.0, 24.0]])
+    cal = _cal(beacons)
+    assert cal.first_solve_updates == 6
+    rng = np.random.default_rng(2)
+    d = np.linalg.norm(beacons[:, None, :] - RX[None, :, :], axis=2)
+    true = -55.0 - 27.0 * np.log10(d)
+    true[:, 1] -= 3.0  # rx1 reads 3 dB low
+    for k in range(12):
+        med = true + rng.normal(0, 1.0, true.shape)
+        if k < 3:
+            med[:, 1] -= 6.0  # its first rounds fade deep
+        cal.update(np.arange(3, dtype=np.int64), med, np.full(3, -55.0))
+        if k < 5:
+            assert np.all(cal.rx_bias == 0.0) and cal.exponent == 2.7
+    assert 1.5 < cal.rx_bias[1] - np.median(np.delete(cal.rx_bias, 1)) < 4.5

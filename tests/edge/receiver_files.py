@@ -31,3 +31,13 @@ def save_health(data_dir: Path, rx_ids: list[str], *, deaf: str, low: str, ts: f
     data_dir.mkdir(parents=True, exist_ok=True)
     assert TelemetrySaver(data_dir).maybe_save(tel, ts)
     return data_dir / NODE_TELEMETRY_FILE
+
+
+def save_breach_null(data_dir: Path, null_state: dict[str, float | int], *, ts: float) -> Path:
+    """A node telemetry file carrying an empirical null's `state()` as the agent reports it."""
+    tel = NodeTelemetry.model_validate({"schema": "qwatch.node/1", "ts": ts, "boot_id": "b1", "uptime_s": 600.0,
+                                        "cpu_pct": 3.0, "mem_rss_mb": 80.0, "outbox_depth": 0,
+                                        "watchdogs": {"breach_null": null_state}})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    assert TelemetrySaver(data_dir).maybe_save(tel, ts)
+    return data_dir / NODE_TELEMETRY_FILE

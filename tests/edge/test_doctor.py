@@ -270,4 +270,31 @@ def test_doctor_shows_a_deaf_and_a_miscalibrated_receiver_from_the_agents_teleme
     assert low["status"] == "warn" and re.search(r"reads 6\.[5-9] dB low", low["detail"])
     assert re.search(r"add \+6\.[5-9] to its rssi_offset", low["fix"])
     assert "bands/receiver rx-1" not in checks and "bands/receiver health" not in checks
+    assert checks["bands/breach model"]["status"] == "pass"  # this telemetry has no breach_null yet
     assert code == 0 or _failed(checks).keys() - {"bands/receiver rx-2", "bands/receiver rx-3"}  # warnings only
+
+
+def test_breach_model_row_warns_when_the_sites_bands_do_not_fit_the_model(tmp_path: Path) -> None:
+    """The row reads a real empirical null's state: a χ²-like tail passes, a flat one (the alt L-wing's
+    kind) warns with what to check; a missing or broken file never fails the doctor."""
+    import numpy as np
+
+    from edge.bands.empirical_null import EmpiricalNull
+    from edge.breach_model_health import check_breach_model
+    from tests.edge.receiver_files import save_breach_null
+
+    assert check_breach_model(tmp_path / "none")[0].status == "pass"
+    rng, rows = np.random.default_rng(0), np.arange(100, dtype=np.int64)
+    fits, flat = EmpiricalNull(100, 13.0), EmpiricalNull(100, 13.0)
+    for s in range(0, 600, 3):
+        fits.add(float(s), rows, rng.exponential(2.0, 100) * (rng.random(100) < 0.3) - 1.0)
+        flat.add(float(s), rows, rng.uniform(0.0, 6.5, 100))
+    now = time.time()
+    save_breach_null(tmp_path / "a", fits.state(), ts=now - 20)
+    row = check_breach_model(tmp_path / "a", now)[0]
+    assert row.status == "pass" and row.detail.startswith("fits") and "as of 20 s ago" in row.detail
+    save_breach_null(tmp_path / "b", flat.state(), ts=now - 20)
+    row = check_breach_model(tmp_path / "b", now)[0]
+    assert row.status == "warn" and "does not fit" in row.detail and "plan --receivers" in row.fix
+    (tmp_path / "b" / "node-telemetry.json").write_text("{not json")
+    assert check_breach_model(tmp_path / "b", now)[0].status == "warn"

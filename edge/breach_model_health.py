@@ -1,0 +1,48 @@
+"""Does the breach detector's path-loss model fit this site? A `qwatch-edge doctor` row from the agent's saved
+node telemetry (`watchdogs.breach_null`, docs/protocol.md §5).
+
+The empirical null (`edge.bands.empirical_null`) measures how the window statistic of the site's own bands,
+which are inside nearly all the time, is spread. Where the model fits, its tail has scale 2 and the breach
+threshold stays as set; a wider tail raises the threshold by φ, bounded at 1.33. A tail far flatter than that
+(`misfit`) means the radio on this site does not behave as the model says: fence-standers can then raise
+false breaches that no threshold within the false-alarm budget removes. The remedy is the survey, not the
+threshold, so the technician is told what to check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.agent_telemetry import NODE_TELEMETRY_FILE
+from edge.doctor_checks import Check, ok, warn
+from edge.receiver_health import load_node_telemetry, saved_as_of
+from protocols.errors import ConfigError
+
+NAME = "breach model"
+
+
+def check_breach_model(data_dir: Path, now: float | None = None) -> list[Check]:
+    """One doctor row: the breach threshold's scale φ on this site, a warning when the model misfits."""
+    path = data_dir / NODE_TELEMETRY_FILE
+    if not path.exists():
+        return [ok("bands", NAME, f"{path} not written yet (the agent saves it once a minute)")]
+    try:
+        tel = load_node_telemetry(path, NAME)
+    except ConfigError as exc:
+        return [warn("bands", NAME, str(exc), "let the agent run a minute to write it again")]
+    when = saved_as_of(tel.ts, now)
+    null = tel.watchdogs.get("breach_null")
+    if not null or not null.get("tail"):
+        return [ok("bands", NAME, f"not measured yet: the site's own bands fill its tail in the first minutes "
+                   f"({when})")]
+    scale, beta, tail = float(null.get("scale", 1.0)), float(null.get("beta", 0.0)), int(null.get("tail", 0))
+    if null.get("misfit"):
+        return [warn("bands", NAME,
+                     f"the path-loss model does not fit this site's own bands (tail scale {beta:.0f}, 2 where it "
+                     f"fits, from {tail} samples); the breach threshold is raised {scale:.2f}× at most, so bands "
+                     f"standing near a fence may raise false breaches ({when})",
+                     "run `qwatch-edge plan --receivers` and fix the receivers it flags; check radio.path_loss_"
+                     "exponent and radio.shadowing_db against a walk test; add reference beacons near the fences "
+                     "(docs/technician.md, \"breach model\")")]
+    return [ok("bands", NAME, f"fits: breach threshold × {scale:.2f} (tail scale {beta:.1f}, 2 where the model "
+               f"fits, {tail} samples; {when})")]
