@@ -47,7 +47,8 @@ class Calibration:
         # No solve at all before this many rounds (≈50 s at the tracker's pace). After 3 rounds only the
         # strongest pairs clear `min_updates`, and their averages still carry the short-term fading: on the
         # alt radio's L-wing at σ 8 dB one such first solve read a receiver's gain 2.00 ± 0.19 dB for a true
-        # 2.45 and pulled its block outside (10 false breaches in 10 s, docs/bands.md "First solve").
+        # 2.45 and pulled its block outside (10 false breaches in 10 s; docs/bands.md, "The first beacon solve
+        # waits ~50 s").
         self.first_solve_updates = first_solve_updates
         self.updates = 0
         # Posterior covariance of (g_0..g_{R-1}, n); the prior alone until the first solve.

@@ -34,8 +34,8 @@ Guards (an escape wave must not raise the threshold it is judged by):
 A tail far flatter than any bounded φ can absorb (β̂ ≥ `misfit_beta`, ten times the reference; measured
 89-1000 on the alt radio's L-wing at σ 8 dB while it raised false breaches, 1.2-2.2 on the default radio,
 5.5 on the alt demo) is reported as `misfit`, with hysteresis (cleared below `misfit_clear_beta`), for
-node telemetry and `doctor`: the threshold cannot fix that site, its survey can (docs/bands.md, "When the
-model does not fit the site"). Letting φ rise further on such sites was measured and not kept (same section).
+node telemetry and `doctor`: the threshold cannot fix that site, its survey can (docs/bands.md, "The first
+beacon solve waits ~50 s"). Letting φ rise further on such sites was measured and not kept (same section).
 """
 
 from __future__ import annotations
