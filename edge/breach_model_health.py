@@ -26,23 +26,29 @@ def check_breach_model(data_dir: Path, now: float | None = None) -> list[Check]:
     path = data_dir / NODE_TELEMETRY_FILE
     if not path.exists():
         return [ok("bands", NAME, f"{path} not written yet (the agent saves it once a minute)")]
+    return [breach_model_row(path, now)]
+
+
+def breach_model_row(path: Path, now: float | None = None) -> Check:
+    """The row from a saved node telemetry file (`doctor`, and `plan --receivers`, whose predictions assume the
+    model fits)."""
     try:
         tel = load_node_telemetry(path, NAME)
     except ConfigError as exc:
-        return [warn("bands", NAME, str(exc), "let the agent run a minute to write it again")]
+        return warn("bands", NAME, str(exc), "let the agent run a minute to write it again")
     when = saved_as_of(tel.ts, now)
     null = tel.watchdogs.get("breach_null")
     if not null or not null.get("tail"):
-        return [ok("bands", NAME, f"not measured yet: the site's own bands fill its tail in the first minutes "
-                   f"({when})")]
+        return ok("bands", NAME, f"not measured yet: the site's own bands fill its tail in the first minutes "
+                  f"({when})")
     scale, beta, tail = float(null.get("scale", 1.0)), float(null.get("beta", 0.0)), int(null.get("tail", 0))
     if null.get("misfit"):
-        return [warn("bands", NAME,
-                     f"the path-loss model does not fit this site's own bands (tail scale {beta:.0f}, 2 where it "
-                     f"fits, from {tail} samples); the breach threshold is raised {scale:.2f}× at most, so bands "
-                     f"standing near a fence may raise false breaches ({when})",
-                     "run `qwatch-edge plan --receivers` and fix the receivers it flags; check radio.path_loss_"
-                     "exponent and radio.shadowing_db against a walk test; add reference beacons near the fences "
-                     "(docs/technician.md, \"breach model\")")]
-    return [ok("bands", NAME, f"fits: breach threshold × {scale:.2f} (tail scale {beta:.1f}, 2 where the model "
-               f"fits, {tail} samples; {when})")]
+        return warn("bands", NAME,
+                    f"the path-loss model does not fit this site's own bands (tail scale {beta:.0f}, 2 where it "
+                    f"fits, from {tail} samples); the breach threshold is raised {scale:.2f}× at most, so bands "
+                    f"standing near a fence may raise false breaches ({when})",
+                    "run `qwatch-edge plan --receivers` and fix the receivers it flags; check radio.path_loss_"
+                    "exponent and radio.shadowing_db against a walk test; add reference beacons near the fences "
+                    "(docs/technician.md, \"breach model\")")
+    return ok("bands", NAME, f"fits: breach threshold × {scale:.2f} (tail scale {beta:.1f}, 2 where the model "
+              f"fits, {tail} samples; {when})")

@@ -31,6 +31,7 @@ from edge.bands.locate import LN10, LinkModel, LocateParams, locate
 from edge.bands.rssi_filter import robust_median
 from edge.bands.rules import RuleParams
 from edge.bands.window_test import Candidates, LinkInputs, WindowParams, fast_sd, run_test, slow_sd
+from edge.breach_model_health import breach_model_row
 from edge.plan_calibration import BEACON_POWER_DBM, CalibrationPlan, format_calibration, plan_calibration
 from edge.receiver_health import describe, load_receivers
 from protocols.errors import ConfigError
@@ -437,6 +438,11 @@ def plan(
         typer.echo(f"qwatch-edge: configuration error: {err}", err=True)
         raise typer.Exit(2) from None
     typer.echo(format_report(site, report))
+    if receivers is not None:
+        row = breach_model_row(receivers)
+        typer.echo(f"breach model as the node measured it: {row.detail}")
+        if row.status != "pass":
+            typer.echo(f"  the false-alarm figures above assume the model fits; {row.fix}")
     if out is not None:
         render_png(site, report, out)
         typer.echo(f"heat map written to {out}")

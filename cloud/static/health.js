@@ -30,6 +30,11 @@ function nodeFacts(n, now) {
   const camsDown = cams.filter(([, c]) => !(c && c.online === true)).map(([k]) => k);
   const mqtt = wd.mqtt && typeof wd.mqtt === "object" ? wd.mqtt : null;
   const outbox = wd.outbox && typeof wd.outbox === "object" ? wd.outbox : {};
+  // What the wristband pipeline learned (docs/protocol.md §5): receivers to check and whether its model fits.
+  const rxs = h && h.receivers && typeof h.receivers === "object" ? Object.entries(h.receivers) : [];
+  const rxBad = rxs.filter(([, r]) => r && (r.state === "gain_off" || r.state === "deaf"))
+    .map(([k, r]) => `${k} (${t(`health.rx.${r.state}`)})`);
+  const bnull = wd.breach_null && typeof wd.breach_null === "object" ? wd.breach_null : null;
   return {
     h, online: n.online === true, mqttDown: mqtt !== null && mqtt.connected === 0,
     telemetryAge: h && finite(h.ts) ? now - h.ts : null,
@@ -38,6 +43,7 @@ function nodeFacts(n, now) {
     outbox: h && finite(h.outbox_depth) ? h.outbox_depth : null,
     outboxOldest: finite(outbox.oldest_age_s) ? outbox.oldest_age_s : null,
     errors: h && Array.isArray(h.health_errors) ? h.health_errors.filter((e) => typeof e === "string") : [],
+    breachKnown: rxs.length > 0 || bnull !== null, rxBad, misfit: bnull !== null && bnull.misfit === 1,
   };
 }
 
@@ -76,6 +82,13 @@ function nodeCard(n, now) {
     fact(dl, "health.cameras", f.camsDown.length
       ? t("health.camerasDown", { on: f.cams - f.camsDown.length, n: f.cams, names: f.camsDown.join(", ") })
       : t("health.camerasOk", { on: f.cams, n: f.cams }), f.camsDown.length > 0).dataset.k = "cameras";
+    if (f.breachKnown) {
+      const parts = [];
+      if (f.rxBad.length) parts.push(t("health.breachRx", { names: f.rxBad.join(", ") }));
+      if (f.misfit) parts.push(t("health.breachMisfit"));
+      fact(dl, "health.breach", parts.length ? parts.join("; ") : t("health.breachOk"), parts.length > 0)
+        .dataset.k = "breach";
+    }
     if (f.errors.length) fact(dl, "health.errors", f.errors.slice(0, 5).join("; "), true);
   }
   if (n.version) fact(dl, "health.version", String(n.version));

@@ -57,6 +57,19 @@ def test_plan_with_a_nodes_reported_receivers_names_them_and_predicts_with_them(
     assert f"receivers as the node reported them: {len(rx_ids) - 2} of {len(rx_ids)} ok" in res.stdout
     assert "rx-a: stops hearing at -84 dBm" in res.stdout and "rx-b: reads" in res.stdout
     assert "with rx-a deaf" in res.stdout  # a weak edge says which receiver makes it weak
+    assert "breach model as the node measured it: not measured yet" in res.stdout
+    # The same node, its empirical null flagging the model as not fitting the site: plan says its false-alarm
+    # figures assume otherwise.
+    import json
+
+    raw = json.loads(tel.read_text())
+    raw["watchdogs"] = {"breach_null": {"scale": 1.33, "beta": 140.0, "samples": 900, "tail": 420, "above_cut": 310,
+                                        "misfit": 1}}
+    tel.write_text(json.dumps(raw))
+    res = CliRunner().invoke(app, ["plan", "--config", str(DEMO_SITE), "--receivers", str(tel)])
+    assert res.exit_code == 0, res.output
+    assert "breach model as the node measured it: the path-loss model does not fit" in res.stdout
+    assert "the false-alarm figures above assume the model fits" in res.stdout
     junk = tmp_path / "junk.json"
     junk.write_text('{"receivers": {}}')
     res = CliRunner().invoke(app, ["plan", "--config", str(DEMO_SITE), "--receivers", str(junk)])

@@ -232,7 +232,11 @@ def node_health(now: float) -> str:
         "mem_rss_mb": 120.0, "temp_c": 71.5, "outbox_depth": 7, "health_errors": [], "config_version": 3,
         "cameras": {"cam-1": {"online": False, "fps_in": 0.0, "fps_proc": 0.0, "skipped": 0, "reconnects": 3}},
         "watchdogs": {"mqtt": {"connected": 1}, "outbox": {"depth": 7, "oldest_age_s": 95.0},
-                      "source:rx-a": {"last_advert_age_s": 0.4}, "source:rx-b": {"last_advert_age_s": 140.0}},
+                      "source:rx-a": {"last_advert_age_s": 0.4}, "source:rx-b": {"last_advert_age_s": 140.0},
+                      "breach_null": {"scale": 1.33, "beta": 120.0, "samples": 900, "tail": 400, "above_cut": 300,
+                                      "misfit": 1}},
+        "receivers": {"rx-a": {"floor_dbm": -98.0, "gain_dev_db": 0.4, "gain_links": 200, "state": "ok"},
+                      "rx-b": {"floor_dbm": -84.0, "gain_dev_db": 0.0, "gain_links": 0, "state": "deaf"}},
     })
 
 
@@ -251,6 +255,11 @@ def test_node_health_and_province_overview(world: World, width: str) -> None:
         assert page.inner_text(f'{node} dd[data-k="receivers"]') == "1/2; im lặng: rx-b"
         assert page.inner_text(f'{node} dd[data-k="cameras"]') == "0/1 trực tuyến; mất: cam-1"
         assert page.inner_text(f'{node} dd[data-k="config"]') == "bản 3"
+        # What the wristband pipeline learned: the deaf receiver and a model that does not fit, as a warning.
+        breach = page.inner_text(f'{node} dd[data-k="breach"]')
+        assert breach.startswith("đầu thu cần kiểm tra: rx-b (nghe kém); mô hình sóng không khớp"), breach
+        assert "rx-a" not in breach
+        assert page.get_attribute(f'{node} dd[data-k="breach"]', "class") == "warn"
         assert "giây trước" in page.inner_text(node) or "bây giờ" in page.inner_text(node)
         assert page.evaluate("document.documentElement.scrollWidth") <= WIDTHS[width]["viewport"]["width"]
 
