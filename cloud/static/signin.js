@@ -95,7 +95,12 @@ async function openBlob(path, filename) {
 function openSnapshot(alertId) { return openBlob(`/api/v1/alerts/${alertId}/snapshot`); }
 
 // Forget the token and everything this tab was shown (personal data), back to the sign-in form.
+// The first reason wins: when the live socket's 4401 and a fetch's 401 race, the page is already
+// reloading, the second response's body can be cut off, and its empty detail would hide the real reason.
+let signingOut = false;
 function signOut(whyKey, detail) {
+  if (signingOut) return;
+  signingOut = true;
   forgetToken();
   if (whyKey) {
     const why = t(whyKey) + (detail ? ` (${detail})` : "");
