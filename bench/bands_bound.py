@@ -51,7 +51,7 @@ from edge.sim.radio import RadioChannel
 from edge.sim.radio_alt import AltRadioChannel, AltRadioParams
 from edge.sim.scenarios import walking
 from edge.sim.simulator import BAND_POWER_DBM
-from edge.sim.sites import BREACH_LAYOUTS, layout_site
+from edge.sim.sites import BREACH_LAYOUTS, DEFAULT_BREACH_LAYOUTS, layout_site
 from protocols.site_config import SiteConfig
 
 F64 = NDArray[np.float64]
@@ -408,7 +408,7 @@ def render(results: list[JobResult], budget: float, md: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--layouts", default=",".join(BREACH_LAYOUTS))
+    ap.add_argument("--layouts", default=",".join(DEFAULT_BREACH_LAYOUTS))
     ap.add_argument("--radios", default="default,alt")
     ap.add_argument("--sigmas", default="4,6,8")
     ap.add_argument("--seeds", type=int, default=2, help="escape worlds per row (bands_breach's seeds; 0 = null only)")

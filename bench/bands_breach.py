@@ -59,7 +59,7 @@ from edge.sim.radio import RadioChannel
 from edge.sim.radio_alt import AltRadioChannel
 from edge.sim.scenarios import standing_near_fence, walking
 from edge.sim.simulator import BAND_POWER_DBM
-from edge.sim.sites import BREACH_LAYOUTS, layout_site
+from edge.sim.sites import BREACH_LAYOUTS, DEFAULT_BREACH_LAYOUTS, layout_site
 from protocols.payloads import Alert
 from protocols.site_config import SiteConfig
 
@@ -534,7 +534,7 @@ def run_phases(a: argparse.Namespace, layouts: list[str], radios: list[str], sig
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few minutes: demo + compound, σ 6, small null runs")
-    ap.add_argument("--layouts", default=",".join(BREACH_LAYOUTS))
+    ap.add_argument("--layouts", default=",".join(DEFAULT_BREACH_LAYOUTS))
     ap.add_argument("--radios", default="default,alt")
     ap.add_argument("--sigmas", default="4,6,8")
     ap.add_argument("--kinds", default=",".join(KINDS))

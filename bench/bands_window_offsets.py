@@ -44,7 +44,7 @@ from edge.bands.window_test import WindowResult
 from edge.sim import Simulator
 from edge.sim.escapes import KINDS
 from edge.sim.keys import site_demo_keys
-from edge.sim.sites import BREACH_LAYOUTS, layout_site
+from edge.sim.sites import BREACH_LAYOUTS, DEFAULT_BREACH_LAYOUTS, layout_site
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     sigmas = [float(x) for x in a.null_sigma.split(",") if x]
     recall = [x for x in a.recall.split(",") if x]
     offsets = [float(x) for x in a.offsets.split(",") if x]
-    layouts = list(BREACH_LAYOUTS)
+    layouts = list(DEFAULT_BREACH_LAYOUTS)
     if any(r not in ("alt", "default") for r in radios) or any(x not in BREACH_LAYOUTS for x in recall) or a.jobs < 1:
         print("bands_window_offsets: unknown radio, layout or jobs", file=sys.stderr)
         return 2
