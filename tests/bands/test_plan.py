@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,6 @@ def test_plan_with_a_nodes_reported_receivers_names_them_and_predicts_with_them(
     assert "breach model as the node measured it: not measured yet" in res.stdout
     # The same node, its empirical null flagging the model as not fitting the site: plan says its false-alarm
     # figures assume otherwise.
-    import json
-
     raw = json.loads(tel.read_text())
     raw["watchdogs"] = {"breach_null": {"scale": 1.33, "beta": 140.0, "samples": 900, "tail": 420, "above_cut": 310,
                                         "misfit": 1}}
