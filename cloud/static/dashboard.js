@@ -218,11 +218,17 @@ function cleanSite(s) {
 }
 
 let sitesLoaded = false;
+// Refreshes overlap (the 5 s timer, live alerts, node messages): a slow older answer must not overwrite a newer one.
+let sitesAsked = 0;
+let sitesShown = 0;
 async function refreshSites() {
+  const seq = ++sitesAsked;
   try {
     const r = await api("/api/v1/sites");
     if (!r.ok) return;
     const list = parseLenient(await r.text());
+    if (seq < sitesShown) return;
+    sitesShown = seq;
     if (!Array.isArray(list)) throw new Bad("sites:shape");
     const next = new Map();
     for (const raw of list) {

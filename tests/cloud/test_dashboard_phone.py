@@ -100,6 +100,21 @@ def open_page(w: World, who: str, size: dict[str, Any], path: str = "/") -> tupl
     return ctx, page
 
 
+def wall_diagnosis(w: World, page: Page, site: str) -> dict[str, Any]:
+    """What the server and the page each believed when a wall tile did not show what it should."""
+    keys = ["open", "unacknowledged", "critical_open", "escalated", "nodes_online"]
+    api = httpx.get(f"{w.cloud.url}/api/v1/sites", headers={"Authorization": f"Bearer {w.tokens['command']}"},
+                    timeout=10)
+    server = ([{k: s.get(k) for k in keys} for s in api.json() if s.get("site") == site] if api.status_code == 200
+              else api.status_code)
+    shown = page.evaluate("([site, keys]) => { const s = state.sites.get(site);"
+                          " return {view: state.view, ws: state.conn.ws, asked: sitesAsked, shown: sitesShown,"
+                          " counts: s ? keys.map((k) => s[k]) : null,"
+                          " worst: document.querySelector(`.tile[data-site='${site}']`)?.dataset.worst ?? null}; }",
+                          [site, keys])
+    return {"server": server, "page": shown, "errors": page_errors(page)}
+
+
 def page_errors(page: Page) -> list[str]:
     return list(page._qwatch_outside)  # type: ignore[attr-defined]
 
@@ -266,9 +281,12 @@ def test_node_health_and_province_overview(world: World, width: str) -> None:
         # The wall: one tile per site, worst state first in colour; a critical open alert makes it "Khẩn cấp".
         alert_id, raw = alert_json(site=site, node="edge-09", band=4001)
         world.pub.publish(f"qwatch/v1/{site}/edge-09/alert", raw)
+        wait_for(lambda: world.cloud.store.get(alert_id), 10, what="alert stored")
         page.click('#views button[data-view="wall"]')
-        tile = page.wait_for_selector(f'.tile[data-site="{site}"][data-worst="crit"]', timeout=10_000)
-        assert tile is not None
+        try:
+            page.wait_for_selector(f'.tile[data-site="{site}"][data-worst="crit"]', timeout=10_000)
+        except PlaywrightTimeout:
+            raise AssertionError(f"wall tile not critical: {wall_diagnosis(world, page, site)}") from None
         assert page.inner_text(f'.tile[data-site="{site}"] .num[data-k="critical"] .n') == "1"
         assert page.inner_text(f'.tile[data-site="{site}"] .worst') == "Khẩn cấp"
         assert page.inner_text(f'.tile[data-site="{site}"] .num[data-k="nodes"] .n') == "1/1"
