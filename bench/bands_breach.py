@@ -22,7 +22,7 @@ Runs are independent processes (`--jobs`, default 2: this machine has 2 shared c
 Usage: .venv/bin/python -m bench.bands_breach [--quick] [--layouts demo,perimeter,compound,lwing]
        [--radios default,alt] [--sigmas 4,6,8] [--kinds walk,stand,return,range] [--seeds N]
        [--null-hours BH] [--bad gain-6,gain-4,deaf-85] [--budget 0.5] [--loss 0.15] [--gains 2]
-       [--jobs 2] [--no-ideal] [--md FILE]
+       [--jobs 2] [--no-ideal] [--md FILE] [--learn-band-gains]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from protocols.payloads import Alert
 from protocols.site_config import SiteConfig
 
 START = 1_700_000_000.0
+LEARN_ENV = "QWATCH_BENCH_LEARN_BAND_GAINS"
 BAD_KINDS = {"gain-6": ("gain", -6.0), "gain-4": ("gain", -4.0), "deaf-85": ("deaf", -85.0)}
 
 
@@ -184,6 +185,8 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
     sc, escapes = build_scenario(site, seed, n_escapes, kinds, duration, rules.breach_dwell_s)
     sim = Simulator(site, keys, seed=seed, start_ts=START, scenario=sc, radio=radio_params(site, ch))
     pipe = BandPipeline(site, keys, node="bench")
+    if os.environ.get(LEARN_ENV) == "1" and pipe.detector is not None:  # --learn-band-gains (off by default)
+        pipe.detector.gains.p = replace(pipe.detector.gains.p, learn=True)
     # The ideal observer costs far more than the pipeline: it watches the escapees and as many null bands.
     watched = [b.id for b in site.bands[:2 * n_escapes]] if n_escapes else [b.id for b in site.bands[:16]]
     obs_ideal = (IdealObserver(site, sim, BAND_POWER_DBM, dwell_s=rules.breach_dwell_s, seed=seed, bands=watched)
@@ -564,7 +567,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=Path, action="append", help="render the tables of a --save file instead of "
                     "running (repeat it to pool several files, e.g. batches of null runs with different --seed)")
     ap.add_argument("--seed", type=int, default=16_000)
+    ap.add_argument("--learn-band-gains", action="store_true",
+                    help="turn the band-gain learner on (edge/bands/band_gain.py, off by default)")
     a = ap.parse_args(argv)
+    if a.learn_band_gains:
+        os.environ[LEARN_ENV] = "1"  # read by each run, in the worker processes too
     if a.quick:
         a.layouts, a.sigmas, a.seeds, a.bad = "demo,compound", "6", 1, "gain-6"
         a.null_hours, a.null_duration, a.null_sigma, a.bad_duration = 50.0, 600.0, "6", 600.0

@@ -14,7 +14,7 @@ A learner is worth turning on only where its b̂ beats b̂ = 0 here (docs/bands.
 band gain learning, session 8": with main's learner it did not, on either radio).
 
 Usage: .venv/bin/python -m bench.bands_gain_trace --layout compound --radio default --seed 66000 \
-       [--sigma 6] [--bands 100] [--duration 900] [--off]
+       [--sigma 6] [--bands 100] [--duration 900] [--off] [--band-gains 6]
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ class GainTrace:
 
 
 def run(layout: str, radio: str, sigma: float, seed: int, n_bands: int, duration: float, learn: bool = True,
-        loss: float = 0.15, gains: float = 2.0) -> GainTrace:
+        loss: float = 0.15, gains: float = 2.0, band_gains: float | None = None) -> GainTrace:
     """One null run (nobody escapes) with the band-gain learner on (`learn`) or off."""
-    ch = Channel(radio, sigma, loss, gains)
+    ch = Channel(radio, sigma, loss, gains, band_gains_db=band_gains)
     site = layout_site(layout, n_bands, shadowing_db=sigma)
     keys = site_demo_keys(site)
     sc, _ = build_scenario(site, seed, 0, ["stand"], duration, site.rules.breach_dwell_s)
@@ -108,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bands", type=int, default=100)
     ap.add_argument("--duration", type=float, default=900.0)
     ap.add_argument("--off", action="store_true", help="learner off (b̂ stays 0: the false breaches without it)")
+    ap.add_argument("--band-gains", type=float, default=None, help="hidden band power spread, ± dB (else ±2, as gains)")
     a = ap.parse_args(argv)
     t0 = time.process_time()
-    tr = run(a.layout, a.radio, a.sigma, a.seed, a.bands, a.duration, learn=not a.off)
-    print(f"# {a.layout} {a.radio} σ {a.sigma:g} seed {a.seed}, {a.bands} bands × {a.duration:g} s, learner "
+    tr = run(a.layout, a.radio, a.sigma, a.seed, a.bands, a.duration, learn=not a.off, band_gains=a.band_gains)
+    print(f"# {a.layout} {a.radio} σ {a.sigma:g} seed {a.seed}, {a.bands} bands × {a.duration:g} s, band powers "
+          f"±{a.band_gains or 2.0:g} dB, learner "
           f"{'off' if a.off else 'on'}; exponent {tr.exponent:.2f} (true {tr.true_exponent:.2f}); load "
           f"{os.getloadavg()[0]:.1f}")
     print("| bands | n | learned − true, mean dB | rms learned | rms less the mean | rms of b̂ = 0 | corr |")

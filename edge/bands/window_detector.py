@@ -4,9 +4,10 @@ Per tick it tests (`window_test`) every band that is suspect (its fix is near or
 it is heard by at most two receivers, it was recently unheard, its last test leaned outside, or it
 is in breach) every `suspect_every_s`, and every other band every `others_every_s`, over the long
 windows breach_dwell_s + (0, 10, 20) s; bands in breach also over the short clear window every
-tick. From bands confidently inside it learns each band's gain (`band_gain`), each receiver's
-gain residual (`hearing`) and the site's path-loss exponent (`window_exponent`), and each
-calibration round it re-reads every receiver's floor.
+tick. From every tested band it learns each receiver's gain residual (`hearing`) and, where turned
+on, the band's own gain from its position-free fit (`band_gain`, off by default); from bands
+confidently inside, the site's path-loss exponent (`window_exponent`); and each calibration round it
+re-reads every receiver's floor.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.bands.band_gain import BandGains, GainParams
+from edge.bands.band_gain import GRID_DB, SMOOTH_DB, BandGains, GainParams
 from edge.bands.empirical_null import EmpiricalNull, NullParams
 from edge.bands.hearing import Hearing, HearingParams
 from edge.bands.receiver_guard import GuardParams, guard
@@ -96,6 +97,7 @@ class WindowDetector:
         self._offset = dict(zip(self.windows, self.p.threshold_extra, strict=True))
         self.sigma = site.radio.shadowing_db
         self.cand = Candidates(site, tracker.rx_pos, self.p)
+        self._free: Candidates | None = None  # every candidate as one set, for the band-gain learner (built on use)
         self.set_of_band = np.array([self.cand.set_of[tuple(sorted(b.allowed_zones))] for b in site.bands],
                                     dtype=np.int64)
         self.hearing = Hearing(tracker.rx_ids, fast_sd(self.sigma, self.p), hearing,
@@ -204,7 +206,8 @@ class WindowDetector:
             res = run_test(self.cand, x, decide=_shifted(decide, o0))
             lr_best, xy, om = self._with_blocks(rows, now, order[0], listen, res, decide)
             w_best = np.full(len(rows), order[0])
-            self._learn(now, rows, x, res.lr - o0, res.b_mean, res.b_var, res.in_xy, fix_out_m)
+            self._learn(now, rows, x, res.b_mean, res.in_xy)
+            self._learn_gains(now, rows, x)
             self._learn_exponent(now, rows, x, res.lr - o0, res.ll_in, fix_out_m)
             look = now - self._loss_last[rows] >= self.loss.p.every_s
             if self.loss.p.learn and look.any():
@@ -276,16 +279,12 @@ class WindowDetector:
         lr[up], xy[up], om[up] = r.lr - o, r.out_xy, r.out_m
         return lr, xy, om
 
-    def _learn(self, now: float, rows: I64, x: LinkInputs, lr: F64, b_mean: F64, b_var: F64, in_xy: F64,
-               fix_out_m: Mapping[int, float]) -> None:
-        """Band gains from bands confidently inside (the guard against learning an escape); receiver residuals from
-        every tested band (their median is the guard, `Hearing.note_residuals`)."""
+    def _learn(self, now: float, rows: I64, x: LinkInputs, b_mean: F64, in_xy: F64) -> None:
+        """Receiver residuals from every tested band (their median is the guard, `Hearing.note_residuals`)."""
         heard_links = (x.k > 0).sum(axis=1)
         for j, i in enumerate(rows.tolist()):
             if heard_links[j] < 3:
                 continue
-            if lr[j] <= self.p.confident_inside and fix_out_m.get(i, 0.0) <= -1.0:
-                self.gains.update(i, now, float(b_mean[j]), float(b_var[j]))
             # Receiver residuals from every band, whatever the breach test says: a receiver that reads
             # low pulls the bands near it towards the fence, and a "confidently inside" gate kept exactly
             # those out (alt L-wing, a receiver 5.2 dB low was learned 4.4 dB high). The median over
@@ -305,6 +304,25 @@ class WindowDetector:
                 # Position and band gain absorb what all links share; a receiver's own error is what
                 # remains after removing the window's median residual.
                 self.hearing.note_residuals(r.astype(np.int64), resid - np.median(resid))
+
+    def _learn_gains(self, now: float, rows: I64, x: LinkInputs) -> None:
+        """Each due band's window likelihood at every gain of `GRID_DB`, its position free (`band_gain`)."""
+        g = self.gains
+        pick = np.nonzero(((x.k > 0).sum(axis=1) >= g.p.min_links) & g.due(rows, now))[0]
+        if not len(pick):
+            return
+        n_g = len(GRID_DB)
+        rep = np.repeat(pick, n_g)
+        y = replace(x.take(rep), power=self.tracker.power[rows[rep]] + np.tile(GRID_DB, len(pick)),
+                    sb=np.full(len(rep), SMOOTH_DB), sets=np.zeros(len(rep), dtype=np.int64), exponent_up=(0.0,))
+        if self._free is None:
+            self._free = self.cand.position_free()
+        res = run_test(self._free, y, inside_only=True)
+        ll = res.ll_in.reshape(len(pick), n_g)
+        # Where the fit puts the band: at the best gain of its curve (the place its evidence is kept under).
+        best = np.argmax(np.where(np.isfinite(ll), ll, -np.inf), axis=1)
+        xy = res.in_xy.reshape(len(pick), n_g, 2)[np.arange(len(pick)), best]
+        g.add(rows[pick], now, ll, xy)
 
     def _learn_exponent(self, now: float, rows: I64, x: LinkInputs, lr: F64, ll_in: F64,
                         fix_out_m: Mapping[int, float]) -> None:

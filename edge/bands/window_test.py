@@ -18,6 +18,7 @@ The statistic is 2·(best outside - best inside) log-likelihood.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 
@@ -204,6 +205,21 @@ class Candidates:
         self.kptr = np.array([0] + [b for _, b in coarse], dtype=np.int64)
         self.kmin = np.array([self.cmin[a:b].min(axis=0) for a, b in coarse]).reshape(-1, n_rx)
         self.kmax = np.array([self.cmax[a:b].max(axis=0) for a, b in coarse]).reshape(-1, n_rx)
+
+    def position_free(self) -> Candidates:
+        """Every candidate of the full sets, once, as one set's inside (its set index is 0): the best position
+        anywhere, inside the fence or out, for learning a band's gain without assuming where it is."""
+        rows = np.concatenate([np.arange(self.lo[s], self.hi[s]) for s in range(self.n_full)])
+        _, first = np.unique(self.pts[rows], axis=0, return_index=True)
+        rows = np.sort(rows[first])
+        free = copy.copy(self)
+        free.pts, free.out_m = self.pts[rows], np.zeros(len(rows))
+        free.logd = np.ascontiguousarray(self.logd[rows])
+        free.lo, free.mid, free.hi = (np.array([v], dtype=np.int64) for v in (0, len(rows), len(rows)))
+        free.n_full, free.set_of, free.allowed_zones = 1, {}, []
+        free.set_cells(CELL_M, CELL_RATIO)
+        free.logd_min, free.logd_max = free.logd.min(axis=0)[None], free.logd.max(axis=0)[None]
+        return free
 
     def restrict(self, sets: I64, k: F64, n_sent: F64, listen: NDArray[np.bool_]) -> I64:
         """Rows' candidate sets: the near twin where some listening receiver heard the band."""

@@ -3,11 +3,14 @@ band-gain learning and its guard, receiver floors and health, and the window rul
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from edge.bands.advert_bins import AdvertBins
-from edge.bands.band_gain import BandGains, GainParams
+from edge.bands.band_gain import GRID_DB, BandGains, GainParams
 from edge.bands.hearing import Hearing, HearingParams, miss_table
 from edge.bands.rules import BandRules, Decision, RuleParams
 from edge.bands.window_test import Candidates, LinkInputs, WindowParams, link_loglik, run_reference, run_test
@@ -169,25 +172,54 @@ def test_advert_bins_window_counts_means_and_interval() -> None:
     assert k.sum() == 0
 
 
-def test_band_gain_learns_from_inside_windows_and_is_guarded() -> None:
-    g = BandGains(2, GainParams(prior_sd_db=2.0, min_sd_db=0.8, max_abs_db=6.0, every_s=20.0, correlation=3.0,
-                                learn=True))
-    sd0 = float(g.sd(np.array([0]))[0])
+def _curve(mean: float, sd: float) -> NDArray[np.float64]:
+    return np.asarray(-0.5 * ((GRID_DB - mean) / sd) ** 2)
+
+
+def test_band_gain_counts_places_not_windows_and_learns_relative_to_the_shared_part() -> None:
+    p = GainParams(prior_sd_db=2.0, min_sd_db=0.5, max_abs_db=8.0, every_s=20.0, temper=1.0, place_m=8.0,
+                   max_places=24, shared_min_bands=10, settle_s=0.0, learn=True)
+    g = BandGains(13, p)
+    assert float(g.sd(np.array([0]))[0]) == pytest.approx(2.0)  # no evidence: the prior
+    rows = np.arange(13)
     t = 0.0
-    for _ in range(40):  # each window: likelihood N(+2 dB, 1.5²) combined with the current prior
-        prior_var = 1.0 / g.prec[0]
-        lik_var = 1.5**2
-        post_var = 1.0 / (1.0 / prior_var + 1.0 / lik_var)
-        post_mean = post_var * (2.0 - g.mean[0]) / lik_var
-        assert g.update(0, t, post_mean, post_var)
+    for k in range(10):  # bands 0-11 walk through ten places; band 12 stands in one place the whole time
+        xy = np.array([[8.0 * k + 1.0, 3.0]] * 12 + [[1.0, 1.0]])
+        # Every band's fit reads 4 dB low (what all share: an exponent's bias), band 0 another 6 dB lower.
+        ll = np.stack([_curve(-10.0, 2.5)] + [_curve(-4.0, 2.5)] * 12)
+        assert g.due(rows, t).all()
+        g.add(rows, t, ll, xy)
+        assert not g.due(rows, t + 19.0).any()  # at most one window per every_s
         t += 20.0
-    assert abs(g.mean[0] - 2.0) < 0.3
-    assert 0.8 - 1e-9 <= float(g.sd(np.array([0]))[0]) < sd0
-    assert not g.update(0, t - 19.0, 1.0, 0.5)  # at most one update per every_s (last one at t - 20)
-    for _ in range(200):  # even a stream of +5 dB windows cannot move it beyond max_abs_db
+    assert g.shared_db == pytest.approx(-4.0)
+    # A parabola through three points of a quadratic is the quadratic: the Gaussian posterior exactly.
+    walked = 10 / 2.5**2
+    assert g.mean[0] == pytest.approx(-6.0 * walked / (walked + 0.25), abs=1e-6)  # far from the prior: still found
+    assert g.mean[1] == pytest.approx(0.0, abs=1e-6)  # a typical band keeps the model's own level
+    assert float(g.sd(np.array([1]))[0]) == pytest.approx(1.0 / math.sqrt(walked + 0.25), abs=1e-6)
+    # Ten windows in one place are one window's evidence: a stander's shadowing is not its gain.
+    stood = 1 / 2.5**2
+    assert float(g.sd(np.array([12]))[0]) == pytest.approx(1.0 / math.sqrt(stood + 0.25), abs=1e-6)
+    g.add(np.array([0]), t, np.array([[np.nan] * len(GRID_DB)]), np.array([[0.0, 0.0]]))  # nothing heard: skipped
+    assert g.updates[0] == 10
+
+
+def test_band_gain_defaults_learn_the_mean_only_and_stay_bounded() -> None:
+    g = BandGains(10, GainParams(learn=True, temper=1.0))
+    rows = np.arange(10)
+    assert not g.due(rows, 0.0).any()  # the first minute of the test: no look (the model is still settling)
+    t = 60.0
+    for k in range(60):  # band 0: a curve still rising at the grid's edge; the others: typical, from many places
+        curves = np.stack([GRID_DB * 5.0] + [_curve(0.0, 2.0)] * 9)
+        g.add(rows, t, curves, np.array([[8.0 * k, 0.0]] * 10))
         t += 20.0
-        g.update(0, t, 5.0, 0.5)
-    assert g.mean[0] <= 6.0
+    assert g.mean[0] == pytest.approx(8.0)  # held at max_abs_db
+    assert float(g.sd(np.array([0]))[0]) == pytest.approx(2.0)  # the sd never narrows below the prior's
+    assert not BandGains(1).due(np.array([0]), 0.0).any()  # off by default
+    few = BandGains(9, GainParams(learn=True, settle_s=0.0))  # fewer bands than the shared part needs: nothing moves
+    for k in range(5):
+        few.add(np.arange(9), 20.0 * k, np.stack([_curve(-6.0, 1.0)] * 9), np.array([[8.0 * k, 0.0]] * 9))
+    assert (few.mean == 0.0).all() and few.updates.min() == 5
 
 
 def test_hearing_floors_per_receiver_and_health_report() -> None:
