@@ -58,7 +58,7 @@ class GainParams:
     max_places: int = 24
     temper: float = 3.0  # each place's curve counts this many times less (one window's curve is too sharp)
     shared_min_bands: int = 10  # bands with evidence from two places or more before any gain is learned
-    # Off by default: its gains beat the prior (±6 dB band powers: rms error 1.5-2.7 dB against 3.1-3.9) and it
+    # Off by default: its gains beat the prior (±6 dB band powers: rms error 1.35-2.42 dB against 3.1-3.9) and it
     # halves the ±6 dB flood, but on the usual ±2 dB full bench the alt radio's false breaches rose (null 87 -> 112,
     # bad-receiver runs 11 -> 34), and it costs a third more CPU (docs/bands.md, "Band gains learned from the
     # position-free fit").

@@ -308,6 +308,8 @@ class WindowDetector:
     def _learn_gains(self, now: float, rows: I64, x: LinkInputs) -> None:
         """Each due band's window likelihood at every gain of `GRID_DB`, its position free (`band_gain`)."""
         g = self.gains
+        if not g.p.learn:
+            return  # off by default: nothing on the tick's path
         pick = np.nonzero(((x.k > 0).sum(axis=1) >= g.p.min_links) & g.due(rows, now))[0]
         if not len(pick):
             return
