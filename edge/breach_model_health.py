@@ -50,5 +50,8 @@ def breach_model_row(path: Path, now: float | None = None) -> Check:
                     "run `qwatch-edge plan --receivers` and fix the receivers it flags; check radio.path_loss_"
                     "exponent and radio.shadowing_db against a walk test; add reference beacons near the fences "
                     "(docs/technician.md, \"breach model\")")
+    bursts = float(null.get("miss_dispersion", 1.0))
+    lost = (f"; adverts are lost in bursts here (dispersion {bursts:.1f}): a missed advert counts 1/{bursts:.1f}"
+            if bursts >= 1.3 else "")
     return ok("bands", NAME, f"fits: breach threshold × {scale:.2f} (tail scale {beta:.1f}, 2 where the model "
-              f"fits, {tail} samples; {when})")
+              f"fits, {tail} samples{lost}; {when})")

@@ -465,8 +465,11 @@ class BandPipeline:
         return self.detector.receivers(now) if self.detector is not None else {}
 
     def breach_null(self) -> dict[str, float | int]:
-        """The window statistic's dispersion learned from the site's bands (`empirical_null`), or {}."""
-        return self.detector.null.state() if self.detector is not None else {}
+        """The window statistic's dispersion learned from the site's bands (`empirical_null`) and the receivers'
+        loss burstiness (`miss_bursts`), or {}."""
+        if self.detector is None:
+            return {}
+        return {**self.detector.null.state(), **self.detector.bursts.state()}
 
     def calibration(self) -> dict[str, Any]:
         """The self-calibration state: exponent and receiver biases (dB)."""

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from edge.bands.band_gain import GRID_DB, SMOOTH_DB, BandGains, GainParams
 from edge.bands.empirical_null import EmpiricalNull, NullParams
 from edge.bands.hearing import Hearing, HearingParams
+from edge.bands.miss_bursts import BurstLearner, BurstParams
 from edge.bands.receiver_guard import GuardParams, guard
 from edge.bands.shadow_clock import ClockParams, ShadowClock
 from edge.bands.tracker import Tracker
@@ -86,7 +87,7 @@ class WindowDetector:
                  hearing: HearingParams | None = None, gains: GainParams | None = None,
                  exponent: ExponentParams | None = None, loss: LossParams | None = None,
                  clock: ClockParams | None = None, rx_guard: GuardParams | None = None,
-                 null: NullParams | None = None) -> None:
+                 null: NullParams | None = None, bursts: BurstParams | None = None) -> None:
         self.p = params or WindowParams()
         self.guard = rx_guard or GuardParams()
         self.s = sched or DetectorParams()
@@ -109,6 +110,8 @@ class WindowDetector:
         self.loss = LossLearner(len(tracker.rx_ids), hp.base_loss,
                                 hp.knee_above_floor_db + lp.above_knee_sd * self.hearing.fast_sd, lp)
         self._loss_last = np.full(n_bands, -math.inf)
+        self.bursts = BurstLearner(len(tracker.rx_ids), self.loss.above_floor_db, bursts)
+        self._miss_weight = np.ones(len(tracker.rx_ids))  # 1 / each receiver's miss dispersion (`miss_bursts`)
         self.clock = ShadowClock(np.asarray(tracker.calibration.beacon_idx, dtype=np.int64), clock)
         self.last_lr = np.full(n_bands, np.nan)  # raw: before the site's scale φ (`empirical_null`)
         # The statistic's dispersion on this site: the long windows' statistics are reported divided by it.
@@ -141,7 +144,8 @@ class WindowDetector:
         sd = slow_sd(self.sigma, self.p, extra)
         x = LinkInputs(k=k, xbar=xbar, n_sent=sent, power=tr.power[rows] + self.gains.mean[rows],
                        sb=self.gains.sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
-                       listen=listen, floor=self.hearing.floor, logmiss=self.hearing.logmiss,
+                       listen=listen, floor=self.hearing.floor,
+                       logmiss=self.hearing.logmiss * self._miss_weight[:, None],
                        exponent=self.exponent.value(tr.calibration.exponent),
                        sets=self.cand.restrict(self.set_of_band[rows], k, sent, listen),
                        exponent_up=self.p.exponent_up, profile_above=self.p.profile_above)
@@ -156,6 +160,18 @@ class WindowDetector:
         xb = np.where(kb > 0, xb + (tr.calibration.rx_bias + corr)[None, :, None], 0.0)
         return replace(x, slow_sd=np.broadcast_to(held, k.shape), kb=kb, xb=xb, nsb=nsb,
                        blk_sd=np.full(k.shape, math.sqrt(var_v)))
+
+    def _learn_bursts(self, now: float, rows: I64, listen: NDArray[np.bool_]) -> None:
+        """Fold the last minute of `rows`' links into each receiver's miss dispersion (`miss_bursts`)."""
+        b = self.bursts
+        if not b.p.learn or not len(rows):
+            return
+        tr = self.tracker
+        kb, _, nsb = tr.bins.window_blocks(rows, now, b.p.span_s, b.blocks)
+        k, xbar, _ = tr.bins.window(rows, now, b.p.span_s)
+        corr, _ = self._gain
+        xbar = np.where(k > 0, xbar + (tr.calibration.rx_bias + corr)[None, :], -math.inf)
+        b.add(now, kb, xbar, nsb, self.hearing.floor, listen)
 
     def due(self, now: float, out_m: Mapping[int, float], rx_count: Mapping[int, int], active: set[int]) -> I64:
         """Dense indices of the bands to test over the long windows this tick."""
@@ -185,6 +201,8 @@ class WindowDetector:
             self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias + self._gain[0])
             if self.loss.p.learn:
                 self.hearing.set_loss(self.loss.value())
+            if self.bursts.p.learn:
+                self._miss_weight = 1.0 / self.bursts.value()
             # An unmeasured floor is taken keen here: a link nearer the true floor than it looks loses its
             # low samples, which shrinks the measured change with time (fewer blocks), never grows it.
             self.clock.add(tr.bins, now, np.where(self.hearing.measured, self.hearing.raw_floor, -100.0))
@@ -213,6 +231,7 @@ class WindowDetector:
             if self.loss.p.learn and look.any():
                 self.loss.add(now, x.k[look], x.xbar[look], x.n_sent[look], self.hearing.floor, listen)
                 self._loss_last[rows[look]] = now
+                self._learn_bursts(now, rows[look], listen)
             more = np.nonzero(~(res.lr - o0 <= self.s.shorter_below))[0]
             every = np.arange(len(rows)) if self.s.shortest_always else more
             for w in order[1:]:

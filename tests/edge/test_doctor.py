@@ -296,5 +296,14 @@ def test_breach_model_row_warns_when_the_sites_bands_do_not_fit_the_model(tmp_pa
     save_breach_null(tmp_path / "b", flat.state(), ts=now - 20)
     row = check_breach_model(tmp_path / "b", now)[0]
     assert row.status == "warn" and "does not fit" in row.detail and "plan --receivers" in row.fix
+    from edge.bands.miss_bursts import BurstLearner
+    bursty = BurstLearner(1, 12.0)  # a receiver losing adverts in blocks: every strong link's 56 s all or nothing
+    kb = np.tile(np.array([8.0, 0.0, 8.0, 8.0, 0.0, 8.0, 8.0]), (10, 1, 1))
+    for s in range(0, 600, 20):
+        bursty.add(float(s), kb, np.full((10, 1), -60.0), np.full((10, 7), 8.0), np.full(1, -95.0), np.ones(1, bool))
+    save_breach_null(tmp_path / "c", {**fits.state(), **bursty.state()}, ts=now - 20)
+    row = check_breach_model(tmp_path / "c", now)[0]
+    assert row.status == "pass" and "lost in bursts" in row.detail
+    assert "lost in bursts" not in check_breach_model(tmp_path / "a", now)[0].detail
     (tmp_path / "b" / "node-telemetry.json").write_text("{not json")
     assert check_breach_model(tmp_path / "b", now)[0].status == "warn"

@@ -1,0 +1,100 @@
+"""Each receiver's loss burstiness, learned from the bands' own adverts: how much one miss is worth.
+
+The window test counts every advert a listening receiver missed as independent evidence through that
+receiver's hearing curve. Real links lose adverts in bursts (a body or a van in the way, a busy scanner,
+Wi-Fi next door): then ten misses in a row are one event, not ten, and a fence-stander's short fade on the
+inside receiver reads as strong evidence of "far from it", i.e. outside. The size of that error is the
+dispersion D of a window's miss count against the binomial's: 1 for independent losses, about 2-3 for
+3 s bursts that take 70 % of adverts a fifth of the time.
+
+D is measured where the level cannot explain a miss: links whose heard level stays well above the
+hearing curve's knee over the whole span (as the plateau loss, `window_loss`). Per such link, the last
+`span_s` seconds are cut into blocks of `block_s`; with h the link's share heard in the span and n_j the
+adverts sent in block j, D = Σ_j (k_j − n_j·h)² / (Σ_j n_j·h·(1−h) · (J−1)/J) (the (J−1)/J: h is taken
+from the same blocks). Pooled per receiver with a prior of D = 1, forgotten over `memory_s`. The window
+test then weighs each miss of receiver r by 1/D_r (a quasi-likelihood: the miss term's log-likelihood
+divided by its dispersion), so a radio whose losses are independent is left exactly as it was.
+
+D at the block scale underestimates D over a window a few blocks long when bursts outlast a block: the
+misses are then still counted somewhat more than they are worth, never less.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class BurstParams:
+    """Selection, prior and bounds of the burstiness learner."""
+
+    learn: bool = True
+    span_s: float = 56.0  # the seconds looked at per link (the advert bins keep 64)
+    block_s: float = 8.0
+    # A link counts when its heard level over the span is this far above the plateau learner's cut (the
+    # knee + 3 per-packet sds): a walker's level changes by several dB in a minute.
+    margin_db: float = 6.0
+    min_heard_share: float = 0.3  # and it heard at least this share of the span's adverts (a link, not a stray)
+    prior: float = 200.0  # weight of D = 1, in adverts' binomial variance (≈ 1,000 adverts at h 0.8)
+    memory_s: float = 900.0
+    max_d: float = 4.0
+
+
+class BurstLearner:
+    """Per receiver: the observed and the binomial variance of block miss counts (discounted sums)."""
+
+    def __init__(self, n_rx: int, above_floor_db: float, params: BurstParams | None = None) -> None:
+        self.p = params or BurstParams()
+        self.above_floor_db = above_floor_db  # the plateau learner's cut (knee + its sds); margin_db on top
+        self.obs = np.zeros(n_rx)
+        self.binom = np.zeros(n_rx)
+        self._t = -math.inf
+
+    @property
+    def blocks(self) -> int:
+        return max(2, round(self.p.span_s / self.p.block_s))
+
+    def add(self, now: float, kb: F64, xbar: F64, nsb: F64, floor: F64, listen: NDArray[np.bool_]) -> None:
+        """Fold the span of bands due a look: heard per block kb (M, R, J), the span's mean level xbar (M, R),
+        adverts sent per block nsb (M, J)."""
+        if not self.p.learn or not len(kb):
+            return
+        n_blk = kb.shape[2]
+        full = np.asarray((nsb > 0.5).all(axis=1))  # heard from before the span: every block had adverts to hear
+        k = kb.sum(axis=2)
+        n = nsb.sum(axis=1)[:, None]
+        h = np.clip(k / np.maximum(n, 1.0), 0.0, 1.0)
+        use = (full[:, None] & listen[None, :] & (h >= self.p.min_heard_share) & (h < 1.0)
+               & (xbar >= floor[None, :] + self.above_floor_db + self.p.margin_db))
+        dev = ((kb - nsb[:, None, :] * h[:, :, None]) ** 2).sum(axis=2)
+        var = n * h * (1.0 - h) * (n_blk - 1) / n_blk
+        if math.isfinite(self._t):
+            decay = math.exp(-max(now - self._t, 0.0) / self.p.memory_s)
+            self.obs *= decay
+            self.binom *= decay
+        self._t = now
+        self.obs += np.where(use, dev, 0.0).sum(axis=0)
+        self.binom += np.where(use, var, 0.0).sum(axis=0)
+
+    def value(self) -> F64:
+        """(R,) dispersion of each receiver's misses (≥ 1: a receiver whose losses look independent keeps 1).
+
+        A receiver with few strong links (an outside one: the residents are far from it) takes the site's
+        pooled value: the radio environment is shared, and leaving it at 1 would weigh its misses (evidence
+        against "near it", i.e. against outside) above the inside receivers' (evidence for outside)."""
+        w = self.p.prior
+        site = (self.obs.sum() + w) / (self.binom.sum() + w)
+        return np.asarray(np.clip((self.obs + w * site) / (self.binom + w), 1.0, self.p.max_d))
+
+    def state(self) -> dict[str, float]:
+        """The site's pooled dispersion and the largest receiver's (node telemetry `watchdogs.breach_null`)."""
+        w = self.p.prior
+        site = float(np.clip((self.obs.sum() + w) / (self.binom.sum() + w), 1.0, self.p.max_d))
+        d = self.value()
+        return {"miss_dispersion": round(site, 3), "miss_dispersion_max": round(float(d.max()) if len(d) else 1.0, 3)}
