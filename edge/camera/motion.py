@@ -203,9 +203,6 @@ class MotionDetector:
                                       memory_s=spec.walk_memory_s, clip=spec.walk_clip,
                                       blur=spec.walk_blur)
             self.tracker.walk_score = self.walks.score
-            if spec.track_params.walk_agree_deg > 0:
-                self.walks.track_velocity = True
-                self.tracker.walk_velocity = self.walks.velocity
 
     # ------------------------------------------------------------------ public API
     def process(self, gray: np.ndarray, ts: float, frame: int, chroma: float | None = None) -> list[MotionEvent]:

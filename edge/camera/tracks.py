@@ -37,8 +37,7 @@ PersonCheck = Callable[[np.ndarray, float, float, float], bool]
 
 MAX_BLOBS = 48  # per frame; more means noise everywhere (the global-change test handles it)
 
-_TRACK_BOUNDS = {"walk_hold_frames": Range(ge=1, le=25), "walk_agree_deg": Range(ge=0, le=180),
-                 "walk_agree_min_h": Range(ge=0, le=10)}
+_TRACK_BOUNDS = {"walk_hold_frames": Range(ge=1, le=25)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +108,6 @@ class TrackParams:
     # that lingers for seconds (an insect, a drop) gets many chances to cross the gate once by
     # chance; a walking person's evidence builds up and stays (docs/camera.md, "Walk hold").
     walk_hold_frames: int = 1
-    # Night: the velocity whose walk sum is largest in the box must point within this many degrees
-    # of the track's own heading over the last second (0 = off); judged only when the track moved
-    # at least walk_agree_min_h person heights per second. Chance evidence has a random heading.
-    walk_agree_deg: float = 0.0
-    walk_agree_min_h: float = 0.3
 
     def __post_init__(self) -> None:
         check_bounds(self, _TRACK_BOUNDS)
@@ -253,7 +247,6 @@ class Tracker:
         self.check_by_day = False  # False: only at night
         # Walk evidence of a blob's box (walks.py), set by the detector when it has a perspective.
         self.walk_score: Callable[[int, int, int, int], float | None] | None = None
-        self.walk_velocity: Callable[[int, int, int, int], tuple[float, float] | None] | None = None
         self.walks_active = False  # the detector says the walk evidence is running this frame
 
     def expected_h(self, foot_y: float, blob_h: float) -> float:
@@ -337,7 +330,7 @@ class Tracker:
                     t.confirmed, t.reason = False, "blurred"
                     self.counters["tracks_confirmed"] -= 1
                 walk = self._walk(t, night)
-                if t.confirmed and walk is not None and (walk < self.p.min_walk_night or not self._walk_agrees(t)):
+                if t.confirmed and walk is not None and walk < self.p.min_walk_night:
                     # Not (yet) on a straight walk at person speed: a streak chain or an insect.
                     t.confirmed, t.reason = False, "no_walk"
                     self.counters["tracks_confirmed"] -= 1
@@ -363,24 +356,6 @@ class Tracker:
         t.walks.append(walk)
         del t.walks[:-hold]
         return min(t.walks) if len(t.walks) == hold else 0.0
-
-    def _walk_agrees(self, t: Track) -> bool:
-        """The walk evidence found a walk in the direction the track moves (walk_agree_deg)."""
-        if self.p.walk_agree_deg <= 0 or self.walk_velocity is None or t.blob is None or len(t.hist) < 2:
-            return True
-        b = t.blob
-        ev = self.walk_velocity(b.x, b.y, b.w, b.h)
-        if ev is None:
-            return True
-        ts = t.last[0]
-        recent = [hh for hh in t.hist if hh[0] >= ts - 1.0 - 1e-6]
-        dt = max(recent[-1][0] - recent[0][0], self.dt)
-        href = self.expected_h(t.last[2], t.last[4])
-        vx, vy = (recent[-1][1] - recent[0][1]) / dt / href, (recent[-1][2] - recent[0][2]) / dt / href
-        if math.hypot(vx, vy) < self.p.walk_agree_min_h:
-            return True  # too slow to have a heading (towards the camera, standing)
-        cos = (vx * ev[0] + vy * ev[1]) / (math.hypot(vx, vy) * math.hypot(*ev))
-        return cos >= math.cos(math.radians(self.p.walk_agree_deg))
 
     def _checked_person(self, t: Track, gray: np.ndarray, night: bool) -> bool:
         """The optional person check on a track that passed every rule (False: not a person)."""

@@ -48,19 +48,15 @@ class WalkEvidence:
         self.blur = (blur, 2 * blur - 1)  # extra upright box (half-size px) before the sums; 1 = none
         a2, b2 = person_h[0], person_h[1] / scale  # half-size px of height per half-size row
         self._warps: list[np.ndarray] = []
-        self.velocities: list[tuple[float, float]] = []  # per sum: (vx, vy) in person heights per second
         for s in speeds_h:
             for k in range(directions):
                 ang = 2 * math.pi * k / directions
                 cx, cy = s * dt * math.cos(ang), s * dt * math.sin(ang)
-                self.velocities.append((s * math.cos(ang), s * math.sin(ang)))
                 # E_new(x, y) = E_old(x - cx*h(y), y - cy*h(y)), h(y) = a2*y + b2: where this
                 # pixel's evidence was a frame ago (an inverse affine map).
                 self._warps.append(np.array([[1.0, -cx * a2, -cx * b2], [0.0, 1.0 - cy * a2, -cy * b2]], np.float32))
         self._sums: list[np.ndarray] | None = None
         self.best: np.ndarray | None = None  # max over velocities of |E_v| * norm, half size
-        self.track_velocity = False  # also keep which velocity gave the max (`velocity()`)
-        self.arg: np.ndarray | None = None  # index of that velocity per pixel, half size
 
     def reset(self) -> None:
         """Forget the sums (the background was re-learnt, or the box mode ended)."""
@@ -91,22 +87,6 @@ class WalkEvidence:
             cv2.max(hi, e, dst=hi)
             cv2.min(lo, e, dst=lo)
         self.best = cv2.max(hi, -lo) * self.norm
-        if self.track_velocity:
-            mags = np.abs(np.stack(self._sums))
-            self.arg = np.argmax(mags, axis=0).astype(np.uint8)
-
-    def velocity(self, x: int, y: int, w: int, h: int) -> tuple[float, float] | None:
-        """The velocity (person heights per second) whose sum is largest where the box's evidence is."""
-        if self.best is None or self.arg is None:
-            return None
-        sc = self.scale
-        x0, y0 = max(0, x // sc), max(0, y // sc)
-        x1, y1 = min(self.w2, (x + w + sc - 1) // sc), min(self.h2, (y + h + sc - 1) // sc)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        sub = self.best[y0:y1, x0:x1]
-        iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
-        return self.velocities[int(self.arg[y0 + iy, x0 + ix])]
 
     def score(self, x: int, y: int, w: int, h: int) -> float | None:
         """Largest walk evidence inside a detect-size box (sigma units); None while not running."""
