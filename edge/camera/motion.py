@@ -74,7 +74,7 @@ _DETECTOR_BOUNDS = {
     "person_check_threshold": Range(ge=-20, le=20),
     "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
     "walk_blur": Range(ge=1, le=9), "shake_iters": Range(ge=1, le=5),
-    "dynamic_k": Range(ge=0, le=20), "dynamic_tau_s": Range(gt=0, le=600),
+    "dynamic_k": Range(ge=0, le=20), "dynamic_tau_s": Range(gt=0, le=600), "dynamic_cap": Range(gt=0, le=20),
 }
 
 
@@ -129,6 +129,12 @@ class DetectorSpec:
     # dynamic_tau_s): swaying bushes that a sharp, registered background no longer hides. 0 = off.
     dynamic_k: float = 0.0
     dynamic_tau_s: float = 10.0
+    # Guard of the dynamic threshold (off by default; docs/camera.md, "Dynamic threshold guard"): its
+    # running mean is not fed where *any* track is (a crawler lingers before it is confirmed), and it
+    # counts up to dynamic_cap x sigma (a fine mesh under sub-pixel shake, or the first difference
+    # after a re-learn, keeps a high mean that would hide a person for tau).
+    dynamic_guard: bool = False
+    dynamic_cap: float = 2.0
     person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
     person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
@@ -184,6 +190,7 @@ class MotionDetector:
         self.night = NightMode(fps, counters=self.counters)
         self._join_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 9))
         self._person: np.ndarray | None = None  # change of confirmed tracks (zone motion)
+        self._tracked: np.ndarray | None = None  # boxes of every live track (dynamic threshold guard)
         # This frame's difference (diagnostics read them too): what the threshold saw, the raw
         # difference at night (the box blurs outlines) and the boxed signed one (night box mode).
         self._diff: np.ndarray | None = None
@@ -285,6 +292,7 @@ class MotionDetector:
             self.counters["global_changes"] += 1
         self._relearn(cur, low)
         self.tracker.reset()
+        self._tracked = None
         if self.walks is not None:
             self.walks.reset()
         self._settle = self._settle_frames
@@ -338,7 +346,10 @@ class MotionDetector:
         n_learn = self.background.n_learn
         thr_map = self.noise.update(diff, self.background.bg, n_learn, self._frames, self._box)
         if self.spec.dynamic_k > 0 and self._box == 1 and self.night.day:
-            thr_map = self.noise.dynamic(diff, thr_map, n_learn, self._person)
+            if self.spec.dynamic_guard:
+                thr_map = self.noise.dynamic(diff, thr_map, n_learn, self._tracked, self.spec.dynamic_cap)
+            else:
+                thr_map = self.noise.dynamic(diff, thr_map, n_learn, self._person)
         return thr_map
 
     def _walk_step(self) -> None:
@@ -360,10 +371,12 @@ class MotionDetector:
         if not fg_count:
             self.tracker.update([], ts, night)
             self._person = None
+            self._mark_tracked()
             return
         blobs, _labels = find_blobs(fg, self._join_kernel, self.spec.min_blob_px)
         edge_src = self._diff if self._diff_edge is None else self._diff_edge
         tracks = self.tracker.update(blobs, ts, night, edge_src, fg, gray)
+        self._mark_tracked()
         keep = [t.blob for t in tracks if t.confirmed and t.blob is not None]
         if not keep:
             self._person = None
@@ -374,6 +387,21 @@ class MotionDetector:
         for b in keep:
             cv2.rectangle(person, (b.x, b.y), (b.x + b.w - 1, b.y + b.h - 1), 255, -1)
         self._person = cv2.bitwise_and(person, self._valid)
+
+    def _mark_tracked(self) -> None:
+        """Boxes of every live track (+2 px), kept out of the dynamic threshold's mean by the guard:
+        whatever is being followed, person or not yet, is not the background swaying."""
+        if not (self.spec.dynamic_guard and self.spec.dynamic_k > 0):
+            return
+        if not self.tracker.tracks:
+            self._tracked = None
+            return
+        m = np.zeros((self.spec.height, self.spec.width), np.uint8)
+        for t in self.tracker.tracks:
+            _, fx, fy, bw, bh = t.last
+            x0, y0 = int(fx - bw / 2) - 2, int(fy - bh) - 2
+            cv2.rectangle(m, (max(0, x0), max(0, y0)), (x0 + bw + 3, int(fy) + 2), 255, -1)
+        self._tracked = m
 
     def _track_path(self, bbox: BBox | None) -> tuple[tuple[float, float], ...]:
         """Foot-point path of the confirmed track nearest to an event's box (evidence)."""

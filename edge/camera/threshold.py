@@ -75,18 +75,28 @@ class NoiseThreshold:
             self.map = np.maximum(weber, np.uint8(round(thr)))
         return self.map
 
-    def dynamic(self, diff: np.ndarray, thr_map: np.ndarray, n_learn: int, person: np.ndarray | None) -> np.ndarray:
+    def dynamic(self, diff: np.ndarray, thr_map: np.ndarray, n_learn: int, person: np.ndarray | None,
+                cap: float = 0.0) -> np.ndarray:
         """Raise `thr_map` where the background itself keeps moving (swaying bushes).
 
-        A running mean of |difference| per pixel (not fed where a confirmed `person` is): on still
-        ground it is ~0.8 sigma and dynamic_k times it stays under the global threshold; where a
-        bush sways back and forth it is the sway's own contrast.
+        A running mean of |difference| per pixel (not fed where `person` is: the confirmed people,
+        or with the guard every track): on still ground it is ~0.8 sigma and dynamic_k times it stays
+        under the global threshold; where a bush sways back and forth it is the sway's own contrast.
+
+        `cap` > 0 (the guard, docs/camera.md, "Dynamic threshold guard"): the mean counts up to
+        `cap` x sigma, so this raises the threshold to at most dynamic_k x cap x sigma. A fine mesh
+        under sub-pixel shake, or the first difference after a re-learn (a one-frame background, a
+        person already there), keeps a large mean that would otherwise hide a person for tau.
         """
         if self.dyn is None or n_learn <= 1:
             self.dyn = diff.astype(np.float32)
         else:
             free = None if person is None else cv2.bitwise_not(person)
             cv2.accumulateWeighted(diff, self.dyn, self._dynamic_rate, mask=free)
-        dyn = cv2.convertScaleAbs(self.dyn, alpha=self._dynamic_k)
+        alpha = self._dynamic_k
+        if cap > 0:
+            dyn = cv2.convertScaleAbs(np.minimum(self.dyn, float(cap * self.sigma)), alpha=alpha)
+        else:
+            dyn = cv2.convertScaleAbs(self.dyn, alpha=alpha)
         out: np.ndarray = np.maximum(thr_map, dyn)
         return out

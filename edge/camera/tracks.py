@@ -28,12 +28,16 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from protocols.bounds import Range, check_bounds
+
 __all__ = ["Blob", "PersonCheck", "Perspective", "Track", "TrackParams", "Tracker", "find_blobs"]
 
 # (grey picture, foot x, foot row, expected person height px) -> looks like a person
 PersonCheck = Callable[[np.ndarray, float, float, float], bool]
 
 MAX_BLOBS = 48  # per frame; more means noise everywhere (the global-change test handles it)
+
+_TRACK_BOUNDS = {"walk_hold_frames": Range(ge=1, le=25)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,14 @@ class TrackParams:
     # jumps is not lost as `fast` (measured: +2 of 28 crossings, ~+2 false events/h).
     max_speed_walk_h: float = 5.0
     max_path_speed_walk_h: float = 4.0
+    # Night: the walk evidence must have held at the gate in this many of the track's last frames
+    # with a blob (1 = only the frame that confirms). The rules are re-tried every frame, so a track
+    # that lingers for seconds (an insect, a drop) gets many chances to cross the gate once by
+    # chance; a walking person's evidence builds up and stays (docs/camera.md, "Walk hold").
+    walk_hold_frames: int = 1
+
+    def __post_init__(self) -> None:
+        check_bounds(self, _TRACK_BOUNDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +150,7 @@ class Track:
     confirmed: bool = False
     reason: str = "new"  # why it is not (yet) confirmed
     walk: float = -1.0  # walk evidence in the box when last scored at night (walks.py)
+    walks: list[float] = field(default_factory=list)  # the last frames' walk evidence (walk_hold_frames)
     edge: float = -1.0  # median edge sharpness of the recent frames (see `edge_ratio`)
     edges: list[float] = field(default_factory=list)
     blob: Blob | None = None  # this frame's blob (None when missed)
@@ -316,11 +329,7 @@ class Tracker:
                 if t.confirmed and t.edges and t.edge < (self.p.min_edge_night if night else self.p.min_edge):
                     t.confirmed, t.reason = False, "blurred"
                     self.counters["tracks_confirmed"] -= 1
-                walk = None
-                if night and self.walk_score is not None and t.reason in ("person", "blurred"):
-                    b = t.blob
-                    walk = self.walk_score(b.x, b.y, b.w, b.h)
-                    t.walk = -1.0 if walk is None else walk
+                walk = self._walk(t, night)
                 if t.confirmed and walk is not None and walk < self.p.min_walk_night:
                     # Not (yet) on a straight walk at person speed: a streak chain or an insect.
                     t.confirmed, t.reason = False, "no_walk"
@@ -329,6 +338,24 @@ class Tracker:
                     t.confirmed, t.reason = False, "not_person"
                     self.counters["tracks_confirmed"] -= 1
         return alive
+
+    def _walk(self, t: Track, night: bool) -> float | None:
+        """Walk evidence that gates this track at night (None: no gate): the smallest of the last
+        `walk_hold_frames` frames' evidence in its box, so one lucky frame does not confirm it."""
+        if not night or self.walk_score is None or t.blob is None:
+            return None
+        hold = self.p.walk_hold_frames
+        if hold == 1 and t.reason not in ("person", "blurred"):
+            return None  # only the confirming frame counts: nothing to keep (the default's cost)
+        b = t.blob
+        walk = self.walk_score(b.x, b.y, b.w, b.h)
+        t.walk = -1.0 if walk is None else walk
+        if walk is None:
+            t.walks.clear()
+            return None
+        t.walks.append(walk)
+        del t.walks[:-hold]
+        return min(t.walks) if len(t.walks) == hold else 0.0
 
     def _checked_person(self, t: Track, gray: np.ndarray, night: bool) -> bool:
         """The optional person check on a track that passed every rule (False: not a person)."""

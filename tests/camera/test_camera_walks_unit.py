@@ -8,6 +8,7 @@ import math
 
 import cv2
 import numpy as np
+import pytest
 
 from edge.camera.motion import MOTION_START, DetectorSpec, MotionDetector
 from edge.camera.tracks import Perspective, TrackParams
@@ -116,3 +117,33 @@ def test_detector_gate_drops_an_erratic_insect_that_every_other_rule_passes() ->
         frames = _insect_frames(seed)
         assert starts(frames, 0.0) >= 1, seed  # without the walk gate it is a "person"
         assert starts(frames, TrackParams().min_walk_night) == 0, seed
+
+
+def _confirmed_after(evidence: list[float], hold: int) -> int | None:
+    """Frame at which a night track walking at 0.9 h/s is confirmed, the walk evidence in its box
+    being `evidence[i]` at frame i (the tracker's own hook; a pure function of the frame here)."""
+    from edge.camera.tracks import Blob, Tracker
+
+    tracker = Tracker(W, H, FPS, TrackParams(walk_hold_frames=hold), PERSP)
+    frame = [0]
+    tracker.walk_score = lambda _x, _y, _w, _h: evidence[frame[0]]
+    hh = int(_person_h(120.0))
+    for i in range(len(evidence)):
+        frame[0] = i
+        x = 20 + int(0.9 * hh * i / FPS)
+        tracks = tracker.update([Blob(x, 120 - hh, hh // 3, hh, hh * hh // 3, 1)], i / FPS, True)
+        if tracks and tracks[0].confirmed:
+            return i
+    return None
+
+
+def test_walk_hold_needs_the_evidence_over_several_frames_not_one_lucky_frame() -> None:
+    lucky = [3.0] * 6 + [8.0] + [3.0] * 5  # one frame over the gate (7): an insect's straight stretch
+    steady = [3.0, 4.0, 5.0, 6.0, 7.5, 8.0, 8.5, 9.0, 9.0, 9.0, 9.0, 9.0]  # a walker's evidence builds up
+    assert TrackParams().walk_hold_frames == 1  # off by default (measured, docs/camera.md)
+    assert _confirmed_after(lucky, 1) == 6
+    assert _confirmed_after(lucky, 2) is None
+    assert _confirmed_after(steady, 1) == 4
+    assert _confirmed_after(steady, 3) == 6  # the frames before it passed the other rules count too
+    with pytest.raises(ValueError, match="walk_hold_frames"):
+        TrackParams(walk_hold_frames=0)
