@@ -89,12 +89,14 @@ class BurstLearner:
         pooled value: the radio environment is shared, and leaving it at 1 would weigh its misses (evidence
         against "near it", i.e. against outside) above the inside receivers' (evidence for outside)."""
         w = self.p.prior
-        site = (self.obs.sum() + w) / (self.binom.sum() + w)
-        return np.asarray(np.clip((self.obs + w * site) / (self.binom + w), 1.0, self.p.max_d))
+        return np.asarray(np.clip((self.obs + w * self._site()) / (self.binom + w), 1.0, self.p.max_d))
+
+    def _site(self) -> float:
+        """The site's pooled dispersion (all receivers' sums, the same prior)."""
+        return float((self.obs.sum() + self.p.prior) / (self.binom.sum() + self.p.prior))
 
     def state(self) -> dict[str, float]:
         """The site's pooled dispersion and the largest receiver's (node telemetry `watchdogs.breach_null`)."""
-        w = self.p.prior
-        site = float(np.clip((self.obs.sum() + w) / (self.binom.sum() + w), 1.0, self.p.max_d))
+        site = float(np.clip(self._site(), 1.0, self.p.max_d))
         d = self.value()
         return {"miss_dispersion": round(site, 3), "miss_dispersion_max": round(float(d.max()) if len(d) else 1.0, 3)}

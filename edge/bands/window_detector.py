@@ -167,10 +167,11 @@ class WindowDetector:
         if not b.p.learn or not len(rows):
             return
         tr = self.tracker
-        kb, _, nsb = tr.bins.window_blocks(rows, now, b.p.span_s, b.blocks)
-        k, xbar, _ = tr.bins.window(rows, now, b.p.span_s)
+        kb, xb, nsb = tr.bins.window_blocks(rows, now, b.p.span_s, b.blocks)
+        k = kb.sum(axis=2)
         corr, _ = self._gain
-        xbar = np.where(k > 0, xbar + (tr.calibration.rx_bias + corr)[None, :], -math.inf)
+        span_mean = (kb * xb).sum(axis=2) / np.maximum(k, 1.0)  # the span's mean level, from its blocks
+        xbar = np.where(k > 0, span_mean + (tr.calibration.rx_bias + corr)[None, :], -math.inf)
         b.add(now, kb, xbar, nsb, self.hearing.floor, listen)
 
     def due(self, now: float, out_m: Mapping[int, float], rx_count: Mapping[int, int], active: set[int]) -> I64:

@@ -93,10 +93,7 @@ class NoiseThreshold:
         else:
             free = None if person is None else cv2.bitwise_not(person)
             cv2.accumulateWeighted(diff, self.dyn, self._dynamic_rate, mask=free)
-        alpha = self._dynamic_k
-        if cap > 0:
-            dyn = cv2.convertScaleAbs(np.minimum(self.dyn, float(cap * self.sigma)), alpha=alpha)
-        else:
-            dyn = cv2.convertScaleAbs(self.dyn, alpha=alpha)
+        mean = np.minimum(self.dyn, float(cap * self.sigma)) if cap > 0 else self.dyn
+        dyn = cv2.convertScaleAbs(mean, alpha=self._dynamic_k)
         out: np.ndarray = np.maximum(thr_map, dyn)
         return out
