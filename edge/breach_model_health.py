@@ -51,7 +51,12 @@ def breach_model_row(path: Path, now: float | None = None) -> Check:
                     "exponent and radio.shadowing_db against a walk test; add reference beacons near the fences "
                     "(docs/technician.md, \"breach model\")")
     bursts = float(null.get("miss_dispersion", 1.0))
-    lost = (f"; adverts are lost in bursts here (dispersion {bursts:.1f}): a missed advert counts 1/{bursts:.1f}"
-            if bursts >= 1.3 else "")
+    measured = float(null.get("miss_dispersion_measured", 1.0))  # older nodes omit it: their D started at 1
+    if measured < 0.5:
+        lost = f"; loss burstiness not measured yet: a missed advert counts 1/{bursts:.1f} until it is"
+    elif bursts >= 1.3:
+        lost = f"; adverts are lost in bursts here (dispersion {bursts:.1f}): a missed advert counts 1/{bursts:.1f}"
+    else:
+        lost = ""
     return ok("bands", NAME, f"fits: breach threshold × {scale:.2f} (tail scale {beta:.1f}, 2 where the model "
               f"fits, {tail} samples{lost}; {when})")

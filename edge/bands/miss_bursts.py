@@ -42,6 +42,14 @@ class BurstParams:
     margin_db: float = 6.0
     min_heard_share: float = 0.3  # and it heard at least this share of the span's adverts (a link, not a stray)
     prior: float = 200.0  # weight of D = 1, in adverts' binomial variance (≈ 1,000 adverts at h 0.8)
+    # At start-up D is not taken as 1 but at least `start_d`, a floor that falls to 1 as the strong links are
+    # measured (weight `start_weight` against theirs) or over `start_s`, whichever is first: at start-up a
+    # fence-stander's fade on the inside receiver is otherwise full evidence for "outside" (the alt radio's null
+    # runs: 17 of 23 false breaches in the first 120 s). Two looks at a dozen strong links per receiver outweigh
+    # it; on a site with few (48 bands at σ 8: minutes) the time limit stops it costing escapes long after.
+    start_d: float = 3.0
+    start_weight: float = 30.0
+    start_s: float = 120.0
     memory_s: float = 900.0
     max_d: float = 4.0
 
@@ -55,6 +63,7 @@ class BurstLearner:
         self.obs = np.zeros(n_rx)
         self.binom = np.zeros(n_rx)
         self._t = -math.inf
+        self._t0 = self._now = math.nan  # the first look and the last
 
     @property
     def blocks(self) -> int:
@@ -63,7 +72,12 @@ class BurstLearner:
     def add(self, now: float, kb: F64, xbar: F64, nsb: F64, floor: F64, listen: NDArray[np.bool_]) -> None:
         """Fold the span of bands due a look: heard per block kb (M, R, J), the span's mean level xbar (M, R),
         adverts sent per block nsb (M, J)."""
-        if not self.p.learn or not len(kb):
+        if not self.p.learn:
+            return
+        if math.isnan(self._t0):
+            self._t0 = now
+        self._now = now
+        if not len(kb):
             return
         n_blk = kb.shape[2]
         full = np.asarray((nsb > 0.5).all(axis=1))  # heard from before the span: every block had adverts to hear
@@ -88,15 +102,34 @@ class BurstLearner:
         A receiver with few strong links (an outside one: the residents are far from it) takes the site's
         pooled value: the radio environment is shared, and leaving it at 1 would weigh its misses (evidence
         against "near it", i.e. against outside) above the inside receivers' (evidence for outside)."""
+        if not self.p.learn:
+            return np.ones(len(self.obs))
         w = self.p.prior
-        return np.asarray(np.clip((self.obs + w * self._site()) / (self.binom + w), 1.0, self.p.max_d))
+        d = np.maximum((self.obs + w * self._site()) / (self.binom + w), self._start_floor())
+        return np.asarray(np.clip(d, 1.0, self.p.max_d))
 
     def _site(self) -> float:
         """The site's pooled dispersion (all receivers' sums, the same prior)."""
         return float((self.obs.sum() + self.p.prior) / (self.binom.sum() + self.p.prior))
 
+    def _measured(self) -> float:
+        """How far the site's strong links are measured: 0 at the start, → 1 (their weight against `start_weight`)."""
+        data = float(self.binom.sum())
+        return data / (data + self.p.start_weight)
+
+    def _start_floor(self) -> float:
+        """D at least this while the links are not measured: `start_d` at the start, → 1 as they are, or by
+        `start_s` after the first look."""
+        age = self._now - self._t0 if math.isfinite(self._t0) else 0.0
+        fade = max(1.0 - age / self.p.start_s, 0.0) if self.p.start_s > 0 else 0.0
+        return 1.0 + (self.p.start_d - 1.0) * min(1.0 - self._measured(), fade)
+
     def state(self) -> dict[str, float]:
-        """The site's pooled dispersion and the largest receiver's (node telemetry `watchdogs.breach_null`)."""
-        site = float(np.clip(self._site(), 1.0, self.p.max_d))
+        """The site's pooled dispersion, the largest receiver's and how much of the site's value is measured
+        (the share of its weight from the links, not from `start_d`; node telemetry `watchdogs.breach_null`)."""
         d = self.value()
-        return {"miss_dispersion": round(site, 3), "miss_dispersion_max": round(float(d.max()) if len(d) else 1.0, 3)}
+        if not self.p.learn:
+            return {"miss_dispersion": 1.0, "miss_dispersion_max": 1.0, "miss_dispersion_measured": 0.0}
+        site = float(np.clip(max(self._site(), self._start_floor()), 1.0, self.p.max_d))
+        return {"miss_dispersion": round(site, 3), "miss_dispersion_max": round(float(d.max()) if len(d) else 1.0, 3),
+                "miss_dispersion_measured": round(self._measured(), 3)}

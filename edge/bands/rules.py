@@ -89,6 +89,7 @@ class RuleParams:
     # underestimated; the null runs' only false breaches above the threshold came in the first ~2 min.
     window_startup_s: float = 90.0
     window_startup_extra: float = 3.0
+    window_startup_fade_s: float = 60.0  # ... then fades to 0 over this (0: ends at once)
     # Stillness cannot be judged from a handful of adverts: no `no_motion` while the band's adverts
     # arrive on average further apart than this (an escapee far away, heard now and then).
     no_motion_max_gap_s: float = 3.0
@@ -291,8 +292,7 @@ class BandRules:
         out: list[Decision] = []
         p = self.p
         if "geofence_breach" not in self.active:
-            young = self._started is not None and ts - self._started < p.window_startup_s
-            if lr >= p.window_threshold + (p.window_startup_extra if young else 0.0):
+            if lr >= p.window_threshold + self._startup_extra(ts):
                 self._clear_dwell.reset()
                 x, y, out_m = where
                 fix = self._last_fix
@@ -383,6 +383,18 @@ class BandRules:
             self._breach_restricted.reset()
             self._set("geofence_breach", False, ts, self._detail(fix), out)
         return out
+
+    def _startup_extra(self, ts: float) -> float:
+        """What the window threshold is raised by this long after the start of monitoring."""
+        p = self.p
+        if self._started is None:
+            return 0.0
+        age = ts - self._started
+        if age < p.window_startup_s:
+            return p.window_startup_extra
+        if age < p.window_startup_s + p.window_startup_fade_s:
+            return p.window_startup_extra * (1.0 - (age - p.window_startup_s) / p.window_startup_fade_s)
+        return 0.0
 
     def _detail(self, fix: Fix) -> dict[str, Any]:
         """Alert detail for a position decision (built only when a decision is made: it is the slow part)."""

@@ -56,7 +56,7 @@ def test_only_strong_links_listening_receivers_and_whole_spans_count() -> None:
     rng = np.random.default_rng(6)
     weak = BurstLearner(2, 12.0)
     _feed(weak, rng, (True, True), level=-80.0)  # 15 dB above the floor: under 12 + the 6 dB margin
-    assert np.allclose(weak.value(), 1.0)
+    assert np.allclose(weak.value(), 1.0) and weak.state()["miss_dispersion_measured"] == 0.0
     deaf = BurstLearner(2, 12.0)
     kb = np.stack([_heard(rng, 12, True), _heard(rng, 12, True)], axis=1)
     nsb = np.full((12, BLOCKS), float(PER_BLOCK))
@@ -68,7 +68,29 @@ def test_only_strong_links_listening_receivers_and_whole_spans_count() -> None:
     assert np.allclose(deaf.value(), 1.0)
     off = BurstLearner(1, 12.0, BurstParams(learn=False))
     _feed(off, rng, (True,), level=-70.0)
-    assert np.allclose(off.value(), 1.0)
+    assert np.allclose(off.value(), 1.0) and off.state()["miss_dispersion"] == 1.0
+
+
+def test_start_up_takes_losses_as_bursty_until_two_looks_say_otherwise() -> None:
+    """Unmeasured, a miss counts 1/`start_d`; two looks at a dozen strong links per receiver with independent
+    losses brings it under 1.3, and a bursty site stays high."""
+    rng = np.random.default_rng(8)
+    calm, rough = BurstLearner(3, 12.0), BurstLearner(3, 12.0)
+    assert np.allclose(calm.value(), BurstParams().start_d) and calm.state()["miss_dispersion_measured"] == 0.0
+    _feed(calm, rng, (False, False, False), level=-70.0, rounds=2)
+    _feed(rough, rng, (True, True, True), level=-70.0, rounds=2)
+    assert calm.value().max() < 1.3 and calm.state()["miss_dispersion_measured"] > 0.8
+    assert rough.value().min() > 1.6
+    # A site whose links never qualify (few bands, all weak) is not held at the start-up value for ever.
+    p = BurstParams()
+    weak = BurstLearner(2, 12.0)
+    _feed(weak, rng, (True, True), level=-80.0, rounds=1)
+    assert np.allclose(weak.value(), p.start_d)
+    weak.add(p.start_s / 2, np.zeros((0, 2, BLOCKS)), np.zeros((0, 2)), np.zeros((0, BLOCKS)), np.full(2, -95.0),
+             np.ones(2, bool))
+    assert np.allclose(weak.value(), 1.0 + (p.start_d - 1.0) / 2)
+    _feed(weak, rng, (True, True), level=-80.0, rounds=int(p.start_s / 20) + 1)
+    assert np.allclose(weak.value(), 1.0)
 
 
 def test_a_receiver_without_strong_links_takes_the_sites_value() -> None:

@@ -286,6 +286,23 @@ def test_window_rule_raises_on_a_long_window_and_clears_after_the_clear_dwell() 
     assert _states(out) == [("cleared", 37.0)]
 
 
+def test_window_rule_start_up_margin_holds_then_fades() -> None:
+    """+3 on the threshold for the first 90 s after the start, then fading to 0 over the next 60 s (the site's
+    null scale φ, which the margin stands in for, moves at most 0.05 per 10 s once it has its samples)."""
+    def first_raise(lr: float) -> float | None:
+        r = BandRules(1, P)
+        r.prime(0.0)
+        out = [d for t in range(1, 200) for d in r.on_window(float(t), lr, 0.0, (0.0, -30.0, 28.0))]
+        raised = [ts for state, ts in _states(out) if state == "raised"]
+        return raised[0] if raised else None
+
+    assert first_raise(19.0) == 1.0  # over threshold + margin: at once
+    assert first_raise(18.5) == 100.0  # 16 + 3 × (1 - (t - 90) / 60) ≤ 18.5 from t = 100
+    assert first_raise(18.96) == 91.0  # the margin starts to fade right after 90 s
+    assert first_raise(17.5) == 120.0
+    assert first_raise(16.0) == 150.0  # the whole margin gone
+
+
 @pytest.mark.parametrize("lr", [15.9, float("nan")])
 def test_window_rule_below_threshold_never_raises(lr: float) -> None:
     r = BandRules(1, P)
