@@ -38,14 +38,15 @@ SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZO
 
 
 WALK_FRAMES: list[int] = []  # detect frames with walk evidence running (motion-only pass)
+STACK_CHECKS: list[int] = []  # coherence checks run (motion-only pass)
 
 
-def alt2_night_clip(path: Path, crf: int, seconds: float, walks: bool) -> None:
+def alt2_night_clip(path: Path, crf: int, seconds: float, walks: bool, coherence: float = 0.0) -> None:
     """The extended held-out model's night (IR, insects, rain, 2 px shake, a near walker) at 640x360
     12 fps, libx264 at `crf`; the detector then gets the model's perspective (walk evidence runs)."""
     global SPEC
     from bench import camera_video_alt2 as a2
-    from edge.camera.tracks import Perspective
+    from edge.camera.tracks import Perspective, TrackParams
     clip = a2.Clip2("cost-night", seconds, seed=41, night=True, insects=3.0, drops=12.0, streaks=1.0, shake=2.0,
                     people=(a2.Person(3.0, seconds - 3.0, -3.2, 4.5, 3.2, 4.5, "walk", 18.0),))
     cmd = ["ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "640x360", "-r", "12",
@@ -59,7 +60,8 @@ def alt2_night_clip(path: Path, crf: int, seconds: float, walks: bool) -> None:
     if proc.wait(timeout=600) != 0:
         raise RuntimeError("ffmpeg failed")
     SPEC = DetectorSpec(320, 180, 5.0, zones=(ZoneSpec("fence-north", synth.FENCE_ZONE, 0.01, 3),),
-                        masks=(synth.MASK_TOP,), perspective=Perspective.fit(a2.PERSPECTIVE), night_walks=walks)
+                        masks=(synth.MASK_TOP,), perspective=Perspective.fit(a2.PERSPECTIVE), night_walks=walks,
+                        track_params=TrackParams(min_coherence_night=coherence))
 
 
 def run_pipeline(path: Path) -> tuple[float, int, int]:
@@ -112,6 +114,7 @@ def motion_only_ms(path: Path, repeats: int = 5) -> tuple[float, float, float]:
             det.process(g, k / 5.0, k, 0.0 if SPEC.perspective is not None else None)  # the night clip is IR grey
         runs.append(1000 * (time.process_time() - t0) / len(frames))
     WALK_FRAMES.append(det.counters.get("walk_frames", 0))
+    STACK_CHECKS.append(det.counters.get("stack_checks", 0))
     mog_runs = []
     for _ in range(repeats):
         mog = cv2.createBackgroundSubtractorMOG2(history=500, varThreshold=16, detectShadows=False)
@@ -173,6 +176,8 @@ def main() -> None:
     ap.add_argument("--alt2-night", type=int, default=None, metavar="CRF",
                     help="use the extended model's night clip at this crf, with its perspective")
     ap.add_argument("--no-walks", action="store_true", help="with --alt2-night: walk evidence off (the cost before)")
+    ap.add_argument("--coherence", type=float, default=0.0,
+                    help="with --alt2-night: TrackParams.min_coherence_night (the night coherence check; 0 = off)")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -187,7 +192,7 @@ def main() -> None:
             args.seconds = probe.get(cv2.CAP_PROP_FRAME_COUNT) / max(probe.get(cv2.CAP_PROP_FPS), 1.0)
             probe.release()
         elif args.alt2_night is not None:
-            alt2_night_clip(clip, args.alt2_night, args.seconds, not args.no_walks)
+            alt2_night_clip(clip, args.alt2_night, args.seconds, not args.no_walks, args.coherence)
         else:
             synth.encode(synth.SceneSpec("crossing", seconds=args.seconds, event_at=args.seconds / 3,
                                          event_len=args.seconds / 3, crf=23), clip)
@@ -201,6 +206,7 @@ def main() -> None:
         r1, r4, per_cam = memory_per_camera(clip)
     res = {
         "walk_frames": WALK_FRAMES[-1] if WALK_FRAMES else 0,
+        "coherence_checks": STACK_CHECKS[-1] if STACK_CHECKS else 0,
         "machine": f"{platform.processor() or platform.machine()} x{os.cpu_count()}, {platform.platform()}",
         "opencv": cv2.__version__,
         "clip": (f"{args.clip.name}: {args.seconds:.0f} s, {frames_in} frames" if args.clip is not None else

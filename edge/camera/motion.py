@@ -38,6 +38,7 @@ from edge.camera.changemask import ChangeMask
 from edge.camera.nightmode import NightMode
 from edge.camera.personcheck import HogPersonCheck
 from edge.camera.shake import ShakeEstimator, align
+from edge.camera.stacking import DiffHistory, path_coherence
 from edge.camera.tamper import TAMPER_END, TAMPER_START, TamperDetector
 from edge.camera.threshold import NoiseThreshold
 from edge.camera.tracks import Perspective, Track, Tracker, TrackParams, find_blobs
@@ -75,6 +76,7 @@ _DETECTOR_BOUNDS = {
     "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
     "walk_blur": Range(ge=1, le=9), "shake_iters": Range(ge=1, le=5),
     "dynamic_k": Range(ge=0, le=20), "dynamic_tau_s": Range(gt=0, le=600), "dynamic_cap": Range(gt=0, le=20),
+    "stack_frames": Range(ge=3, le=25),
 }
 
 
@@ -135,6 +137,10 @@ class DetectorSpec:
     # after a re-learn, keeps a high mean that would hide a person for tau).
     dynamic_guard: bool = False
     dynamic_cap: float = 2.0
+    # The night coherence check (stacking.py; on when TrackParams.min_coherence_night > 0, off by default):
+    # frames kept, and whether patches are also cut at the track's still median foot point.
+    stack_frames: int = 5
+    stack_still: bool = True
     person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
     person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
@@ -196,6 +202,7 @@ class MotionDetector:
         self._diff: np.ndarray | None = None
         self._diff_edge: np.ndarray | None = None
         self._signed_box: np.ndarray | None = None
+        self._signed_raw: np.ndarray | None = None
         # Walk evidence (walks.py) needs the person's size per row: only with a perspective.
         self.walks: WalkEvidence | None = None
         if spec.perspective is not None and spec.tracks and spec.night_walks:
@@ -203,6 +210,11 @@ class MotionDetector:
                                       memory_s=spec.walk_memory_s, clip=spec.walk_clip,
                                       blur=spec.walk_blur)
             self.tracker.walk_score = self.walks.score
+        # Coherence along the path (stacking.py): the last frames' raw differences, kept in night box mode.
+        self._diffs: DiffHistory | None = None
+        if spec.tracks and spec.track_params.min_coherence_night > 0:
+            self._diffs = DiffHistory(spec.stack_frames)
+            self.tracker.stack_score = self._stack_score
 
     # ------------------------------------------------------------------ public API
     def process(self, gray: np.ndarray, ts: float, frame: int, chroma: float | None = None) -> list[MotionEvent]:
@@ -239,6 +251,11 @@ class MotionDetector:
             return events
         self.background.learn(cur, low, fg, fg_count)
         self._walk_step()
+        if self._diffs is not None:
+            if self._signed_raw is not None:
+                self._diffs.push(ts, self._signed_raw)
+            else:
+                self._diffs.reset()
         if self._settle > 0 or self._frames <= self._warmup_frames:
             self._settle = max(0, self._settle - 1)
             self.tracker.reset()  # the background is not yet trustworthy: nothing to follow
@@ -295,6 +312,8 @@ class MotionDetector:
         self._tracked = None
         if self.walks is not None:
             self.walks.reset()
+        if self._diffs is not None:
+            self._diffs.reset()
         self._settle = self._settle_frames
 
     def _choose_box(self, night: bool) -> None:
@@ -335,9 +354,10 @@ class MotionDetector:
             # a bright lens object is blurred there, while noise makes a faint blob look sharp, so
             # a faint person is never rejected as blurred.
             self._diff_edge = cv2.convertScaleAbs(signed)
+            self._signed_raw = signed
             self._signed_box = cv2.blur(signed, (self._box, self._box))
             return cv2.convertScaleAbs(self._signed_box), cur
-        self._diff_edge = self._signed_box = None
+        self._diff_edge = self._signed_box = self._signed_raw = None
         return cv2.absdiff(src, bg8), cur
 
     def _threshold(self, diff: np.ndarray) -> np.ndarray:
@@ -387,6 +407,18 @@ class MotionDetector:
         for b in keep:
             cv2.rectangle(person, (b.x, b.y), (b.x + b.w - 1, b.y + b.h - 1), 255, -1)
         self._person = cv2.bitwise_and(person, self._valid)
+
+    def _stack_score(self, t: Track) -> float | None:
+        """Coherence of a track's last frames along its path (stacking.py); None: cannot judge (seen in
+        fewer than three of the kept frames, or its patches leave the picture)."""
+        if self._diffs is None or t.blob is None:
+            return None
+        kept = [(hh, d) for hh in t.hist if (d := self._diffs.at(hh[0])) is not None]
+        if len(kept) < 3:
+            return None
+        self.counters["stack_checks"] = self.counters.get("stack_checks", 0) + 1
+        return path_coherence([(hh[0], d) for hh, d in kept], [hh for hh, _ in kept], self.noise.sigma_px,
+                              still=self.spec.stack_still)
 
     def _mark_tracked(self) -> None:
         """Boxes of every live track (+2 px), kept out of the dynamic threshold's mean by the guard:

@@ -30,14 +30,17 @@ import numpy as np
 
 from protocols.bounds import Range, check_bounds
 
-__all__ = ["Blob", "PersonCheck", "Perspective", "Track", "TrackParams", "Tracker", "find_blobs"]
+__all__ = ["Blob", "PersonCheck", "Perspective", "StackScore", "Track", "TrackParams", "Tracker", "find_blobs"]
 
 # (grey picture, foot x, foot row, expected person height px) -> looks like a person
 PersonCheck = Callable[[np.ndarray, float, float, float], bool]
 
 MAX_BLOBS = 48  # per frame; more means noise everywhere (the global-change test handles it)
 
-_TRACK_BOUNDS = {"walk_hold_frames": Range(ge=1, le=25)}
+_TRACK_BOUNDS = {"walk_hold_frames": Range(ge=1, le=25), "min_coherence_night": Range(ge=-1, le=1)}
+
+# (track) -> coherence of its last frames' patches along its path (stacking.py), None: cannot judge
+StackScore = Callable[["Track"], "float | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,12 @@ class TrackParams:
     # that lingers for seconds (an insect, a drop) gets many chances to cross the gate once by
     # chance; a walking person's evidence builds up and stays (docs/camera.md, "Walk hold").
     walk_hold_frames: int = 1
+    # Night, night box mode: the track's last frames, cut along its fitted path, must show the same
+    # pattern (stacking.py: correlation of the raw difference patches over their noise-corrected
+    # energy; 0 = off). A chain of rain
+    # streaks is a new streak every frame; an insect zig-zags off any straight path (docs/camera.md,
+    # "Coherence along the path"). Measured, off by default.
+    min_coherence_night: float = 0.0
 
     def __post_init__(self) -> None:
         check_bounds(self, _TRACK_BOUNDS)
@@ -248,6 +257,8 @@ class Tracker:
         # Walk evidence of a blob's box (walks.py), set by the detector when it has a perspective.
         self.walk_score: Callable[[int, int, int, int], float | None] | None = None
         self.walks_active = False  # the detector says the walk evidence is running this frame
+        # Coherence of a track's last frames along its path (stacking.py), set by the detector at night.
+        self.stack_score: StackScore | None = None
 
     def expected_h(self, foot_y: float, blob_h: float) -> float:
         """Person height in detect px at this foot row (perspective), else the blob's own height."""
@@ -334,6 +345,11 @@ class Tracker:
                     # Not (yet) on a straight walk at person speed: a streak chain or an insect.
                     t.confirmed, t.reason = False, "no_walk"
                     self.counters["tracks_confirmed"] -= 1
+                if t.confirmed and night and self.p.min_coherence_night > 0 and self.stack_score is not None:
+                    coh = self.stack_score(t)
+                    if coh is not None and coh < self.p.min_coherence_night:
+                        t.confirmed, t.reason = False, "incoherent"
+                        self.counters["tracks_confirmed"] -= 1
                 if t.confirmed and gray is not None and not self._checked_person(t, gray, night):
                     t.confirmed, t.reason = False, "not_person"
                     self.counters["tracks_confirmed"] -= 1
