@@ -261,10 +261,11 @@ class Agent:
 
     def _tick(self, now: float) -> None:
         # The band pipeline ticks once per whole second, at the agent's first tick in it. Its rules and
-        # window test are built for a 1 Hz clock, which replay and the quality benchmarks use
-        # (docs/bands.md, "Replay"); at every agent tick (tick_s = 0.2 s) it re-estimated every band
-        # five times a second for positions its 1 Hz rules barely moved on (docs/benchmarks.md, the
-        # live node). The faster agent tick stays for the outbox, health and counters below.
+        # window test are built and measured on a 1 Hz clock, the one replay and the quality benchmarks
+        # use (docs/bands.md, "Replay"; the CUSUM rule adds evidence per fix); at every agent tick
+        # (tick_s = 0.2 s) it re-estimated every band five times a second, for CPU and not for any
+        # measured gain (docs/benchmarks.md, the live node). The outbox, health and counters below
+        # keep the faster tick.
         second = math.floor(now)
         if self.pipeline is not None and second != self._band_second:
             self._band_second = second
