@@ -12,7 +12,13 @@ Reported: CPU over the run after `--warmup-s`, RSS at the end, RSS growth (least
 the warm-up, MB per 10 minutes), tick times. `--impl NAME=ROOT` runs another tree the same way after
 this one (e.g. the code before a change; its tick times are shown only if it reports them).
 
+`--profile threads` (current tree only) runs the agent under `bench.agent_profile` instead: the same CLI
+in-process, plus its CPU by thread (/proc/self/task) and by stage (the thread's CPU clock around the
+pipeline's, the cameras' and the telemetry's methods), printed as tables after the run; `--profile
+cprofile` adds a cProfile of every thread (slows Python-heavy code about 2.5x: read its shares only).
+
 Usage: .venv/bin/python -m bench.edge_live_node [--minutes 10] [--cameras 4] [--impl base=/path/to/tree]
+       [--profile threads|cprofile]
 """
 
 from __future__ import annotations
@@ -82,7 +88,13 @@ def run_node(root: Path, name: str, site: Path, keys: Path, broker: str, work: P
     rec = TopicRecorder(broker, topic=f"qwatch/v1/+/{node}/telemetry/node", client_id=f"bench-{node}")
     cache = Path(tempfile.gettempdir()) / f"qwatch-live-bench-cache-{name}"
     env = {**os.environ, "PYTHONPATH": str(root), "NUMBA_CACHE_DIR": str(cache)}
-    cmd = [sys.executable, "-m", "edge.cli", "run", "--config", str(site), "--keys", str(keys), "--node", node,
+    module = "edge.cli"
+    prof_out = work / f"{node}-profile.json"
+    if a.profile and name == "current":
+        module = "bench.agent_profile"  # the same CLI in-process, under the profiler (bench/agent_profile.py)
+        env.update({"QWATCH_PROFILE_OUT": str(prof_out), "QWATCH_PROFILE_AFTER_S": str(a.warmup_s),
+                    "QWATCH_PROFILE_CPROFILE": "1" if a.profile == "cprofile" else "0"})
+    cmd = [sys.executable, "-m", module, "run", "--config", str(site), "--keys", str(keys), "--node", node,
            "--broker", broker, "--data-dir", str(work / node), "--node-telemetry-s", "5", "--log-level", "WARNING"]
     # As after an install: the tree's own kernel preparation (its `make venv` / `qwatch-edge install` step:
     # the AOT build where the tree has one, else the JIT warm-up), then one untimed start. Without the first,
@@ -94,7 +106,8 @@ def run_node(root: Path, name: str, site: Path, keys: Path, broker: str, work: P
     prep = subprocess.run([sys.executable, "-c", code], cwd=root, env={**env, **aot_env}, capture_output=True,
                           text=True, check=False, timeout=900)
     kernels = "aot" if prep.stdout.startswith("True") else "jit"
-    subprocess.run([*cmd, "--duration", "5", "--no-cameras"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+    quiet = {**env, "QWATCH_PROFILE_OUT": os.devnull}
+    subprocess.run([*cmd, "--duration", "5", "--no-cameras"], cwd=root, env=quiet, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False, timeout=600)
     log = (work / f"{node}.log").open("wb")
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -138,7 +151,45 @@ def run_node(root: Path, name: str, site: Path, keys: Path, broker: str, work: P
         "fps_proc": [round(c.get("fps_proc", 0.0), 1) for c in cams.values()],
         "accepted_per_s": rates.get("accepted"), "duplicate_per_s": rates.get("duplicate"),
         "load": (min(load), max(load)), "kernels": kernels,
+        "profile": json.loads(prof_out.read_text()) if prof_out.is_file() else None,
     }
+
+
+def print_profile(con: Console, name: str, prof: dict[str, Any]) -> None:
+    """Per-thread CPU (% of one core over the measured wall time) and, with cProfile, the agent thread's stages."""
+    cpu = prof["cpu"]
+    wall = max(cpu["wall_s"], 1e-9)
+    tab = Table(title=f"{name}: CPU by thread over {wall:.0f} s after the warm-up "
+                      f"(process {100 * cpu['process_cpu_s'] / wall:.1f} % of one core)")
+    for c in ("thread", "CPU s", "% of one core"):
+        tab.add_column(c)
+    for thread, sec in cpu["threads_cpu_s"].items():
+        tab.add_row(thread, f"{sec:.1f}", f"{100 * sec / wall:.2f}")
+    con.print(tab)
+    tab = Table(title=f"{name}: CPU by stage (thread CPU clock around each stage's method; exclusive of nested "
+                      "stages; the rest of each thread by difference)")
+    for c in ("stage", "CPU s", "% of one core"):
+        tab.add_column(c)
+    for stage, sec in prof["stages"].items():
+        tab.add_row(stage, f"{sec:.1f}", f"{100 * sec / wall:.2f}")
+    con.print(tab)
+    cprof = prof.get("cprofile") or {}
+    main_thread = cprof.get("MainThread")
+    if main_thread:
+        total = max(main_thread["total_s"], 1e-9)
+        agent_cpu = cpu["threads_cpu_s"].get("MainThread", 0.0)
+        tab = Table(title="agent thread by stage (cProfile on the thread's CPU clock; the share scaled to the "
+                          "thread's measured CPU)")
+        for c in ("stage", "profiled CPU s", "share", "≈ % of one core"):
+            tab.add_column(c)
+        for stage, sec in main_thread["stages"].items():
+            share = sec / total
+            tab.add_row(stage, f"{sec:.1f}", f"{100 * share:.1f} %", f"{100 * agent_cpu * share / wall:.2f}")
+        con.print(tab)
+    for thread, data in cprof.items():
+        con.print(f"[bold]{thread}[/]: profiled {data['total_s']:.1f} CPU s; top by own time:")
+        for row in data["top_tottime"][:12]:
+            con.print(f"  {row['tottime_s']:7.2f} {row['cumtime_s']:7.2f} {row['calls']:>9} {row['func']}")
 
 
 def main() -> None:
@@ -149,6 +200,8 @@ def main() -> None:
     ap.add_argument("--bands", type=int, default=500)
     ap.add_argument("--cameras", type=int, default=4)
     ap.add_argument("--impl", action="append", default=[], metavar="NAME=ROOT")
+    ap.add_argument("--profile", choices=("threads", "cprofile"), default=None,
+                    help="current only: CPU by thread (threads), and by stage too (cprofile, which slows Python down)")
     a = ap.parse_args()
     con = Console(width=170)
     impls = [("current", ROOT)] + [(s.split("=", 1)[0], Path(s.split("=", 1)[1]).resolve()) for s in a.impl]
@@ -182,7 +235,10 @@ def main() -> None:
     con.print(tab)
     con.print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}; "
               "targets: <= 15 % of one core, RSS < 200 MB, no growth")
-    con.print(json.dumps({name: r for name, r in results}, default=str))
+    for name, r in results:
+        if r["profile"] is not None:
+            print_profile(con, name, r["profile"])
+    con.print(json.dumps({name: {k: v for k, v in r.items() if k != "profile"} for name, r in results}, default=str))
 
 
 if __name__ == "__main__":

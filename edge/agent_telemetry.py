@@ -49,7 +49,7 @@ class TelemetrySaver:
 class TickTimes:
     """Durations of the last `keep` pipeline ticks, for their median, 99th percentile and maximum."""
 
-    def __init__(self, keep: int = 1500) -> None:  # 5 minutes of ticks at the default 0.2 s
+    def __init__(self, keep: int = 1500) -> None:  # 25 minutes of the pipeline's 1 Hz ticks
         self._times: deque[float] = deque(maxlen=keep)
 
     def add(self, seconds: float) -> None:

@@ -129,3 +129,37 @@ def test_node_telemetry_is_saved_for_doctor_and_plan_at_most_once_a_minute(agent
     agent._node_telemetry(1061.0)
     assert NodeTelemetry.model_validate_json(path.read_bytes()).ts == 1061.0
     assert not path.with_suffix(".tmp").exists()
+
+
+def test_the_band_pipeline_ticks_once_per_whole_second_at_the_first_agent_tick_in_it(agent: Agent) -> None:
+    # Its rules and window test run on a 1 Hz clock, as in replay; the agent itself ticks every tick_s (0.2 s).
+    class Pipeline:
+        verifier = None
+
+        def __init__(self) -> None:
+            self.ticks: list[float] = []
+
+        def tick(self, now: float) -> list[Alert]:
+            self.ticks.append(now)
+            return []
+
+    pipe = Pipeline()
+    agent.pipeline = pipe
+    for now in (1000.0, 1000.2, 1000.4, 1000.8, 1001.05, 1001.25, 1002.9, 1003.0, 1003.2):
+        agent._tick(now)
+    assert pipe.ticks == [1000.0, 1001.05, 1002.9, 1003.0]
+    assert agent.tick_times.summary()["tick_n"] == 4
+    agent.outbox.close()
+
+
+def test_observations_beyond_the_queue_bound_are_dropped_and_counted(agent: Agent,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge import agent as agent_module
+    from protocols.observation import RawObservation
+
+    monkeypatch.setattr(agent_module, "OBS_QUEUE_MAX", 3)
+    for i in range(5):
+        agent._sink(RawObservation(float(i), "rx-1", -60, 0xFFFF, b""))
+    assert agent.obs.qsize() == 3 and agent.counters["obs_dropped"] == 2
+    assert agent.obs.get_nowait().ts == 0.0
+    agent.outbox.close()
