@@ -260,12 +260,10 @@ class Agent:
                 return
 
     def _tick(self, now: float) -> None:
-        # The band pipeline ticks once per whole second, at the agent's first tick in it. Its rules and
-        # window test are built and measured on a 1 Hz clock, the one replay and the quality benchmarks
-        # use (docs/bands.md, "Replay"; the CUSUM rule adds evidence per fix); at every agent tick
-        # (tick_s = 0.2 s) it re-estimated every band five times a second, for CPU and not for any
-        # measured gain (docs/benchmarks.md, the live node). The outbox, health and counters below
-        # keep the faster tick.
+        # The band pipeline ticks once per whole second, at the agent's first tick in it: its rules and
+        # window test are built and measured on the 1 Hz clock replay and the quality benchmarks use
+        # (docs/bands.md, "Replay"), and more often costs CPU for no measured gain (docs/benchmarks.md,
+        # the live node). The outbox, health and counters below keep the faster tick.
         second = math.floor(now)
         if self.pipeline is not None and second != self._band_second:
             self._band_second = second
