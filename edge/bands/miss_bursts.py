@@ -62,8 +62,8 @@ class BurstLearner:
         self.above_floor_db = above_floor_db  # the plateau learner's cut (knee + its sds); margin_db on top
         self.obs = np.zeros(n_rx)
         self.binom = np.zeros(n_rx)
-        self._t = -math.inf
-        self._t0 = self._now = math.nan  # the first look and the last
+        self._t = -math.inf  # the last look
+        self._t0 = math.nan  # the first
 
     @property
     def blocks(self) -> int:
@@ -76,7 +76,11 @@ class BurstLearner:
             return
         if math.isnan(self._t0):
             self._t0 = now
-        self._now = now
+        if math.isfinite(self._t):
+            decay = math.exp(-max(now - self._t, 0.0) / self.p.memory_s)
+            self.obs *= decay
+            self.binom *= decay
+        self._t = now
         if not len(kb):
             return
         n_blk = kb.shape[2]
@@ -88,11 +92,6 @@ class BurstLearner:
                & (xbar >= floor[None, :] + self.above_floor_db + self.p.margin_db))
         dev = ((kb - nsb[:, None, :] * h[:, :, None]) ** 2).sum(axis=2)
         var = n * h * (1.0 - h) * (n_blk - 1) / n_blk
-        if math.isfinite(self._t):
-            decay = math.exp(-max(now - self._t, 0.0) / self.p.memory_s)
-            self.obs *= decay
-            self.binom *= decay
-        self._t = now
         self.obs += np.where(use, dev, 0.0).sum(axis=0)
         self.binom += np.where(use, var, 0.0).sum(axis=0)
 
@@ -120,16 +119,16 @@ class BurstLearner:
     def _start_floor(self) -> float:
         """D at least this while the links are not measured: `start_d` at the start, → 1 as they are, or by
         `start_s` after the first look."""
-        age = self._now - self._t0 if math.isfinite(self._t0) else 0.0
+        age = self._t - self._t0 if math.isfinite(self._t0) else 0.0
         fade = max(1.0 - age / self.p.start_s, 0.0) if self.p.start_s > 0 else 0.0
         return 1.0 + (self.p.start_d - 1.0) * min(1.0 - self._measured(), fade)
 
     def state(self) -> dict[str, float]:
         """The site's pooled dispersion, the largest receiver's and how much of the site's value is measured
         (the share of its weight from the links, not from `start_d`; node telemetry `watchdogs.breach_null`)."""
-        d = self.value()
         if not self.p.learn:
             return {"miss_dispersion": 1.0, "miss_dispersion_max": 1.0, "miss_dispersion_measured": 0.0}
+        d = self.value()
         site = float(np.clip(max(self._site(), self._start_floor()), 1.0, self.p.max_d))
         return {"miss_dispersion": round(site, 3), "miss_dispersion_max": round(float(d.max()) if len(d) else 1.0, 3),
                 "miss_dispersion_measured": round(self._measured(), 3)}

@@ -57,9 +57,7 @@ class DiffHistory:
 
 
 def _median(vs: Sequence[float]) -> float:
-    v = sorted(vs)
-    k = len(v) // 2
-    return v[k] if len(v) % 2 else 0.5 * (v[k - 1] + v[k])
+    return float(np.median(vs))
 
 
 def _fit_line(ts: Sequence[float], vs: Sequence[float]) -> tuple[float, float]:
