@@ -65,6 +65,9 @@ from protocols.site_config import SiteConfig
 
 START = 1_700_000_000.0
 LEARN_ENV = "QWATCH_BENCH_LEARN_BAND_GAINS"
+# Escapes cross no earlier than this many seconds into a recall run (`--cross-after`): a later first crossing lets
+# the learners see the escapee's band for that long as a resident first, as a real site's have for hours.
+CROSS_AFTER_ENV = "QWATCH_BENCH_CROSS_AFTER"
 BAD_KINDS = {"gain-6": ("gain", -6.0), "gain-4": ("gain", -4.0), "deaf-85": ("deaf", -85.0)}
 
 
@@ -149,16 +152,17 @@ class RunResult:
 
 
 def build_scenario(site: SiteConfig, seed: int, n_escapes: int, kinds: Sequence[str], duration: float,
-                   dwell: float) -> tuple[Scenario, list[Escape]]:
-    """Walkers (2/3) and fence-standers (1/3), and the first `n_escapes` bands escaping at staggered times."""
+                   dwell: float, earliest: float = 90.0) -> tuple[Scenario, list[Escape]]:
+    """Walkers (2/3) and fence-standers (1/3), and the first `n_escapes` bands escaping at staggered times
+    (crossings uniform from `earliest` to the latest that leaves the dwell, 30 s and a return in the run)."""
     sc = walking(site, seed)
     rng = np.random.default_rng(seed)
     escapes: list[Escape] = []
-    latest = max(duration - dwell - 30.0 - (260.0 if "return" in kinds else 0.0), 120.0)
+    latest = max(duration - dwell - 30.0 - (260.0 if "return" in kinds else 0.0), earliest + 30.0)
     for k, b in enumerate(site.bands):
         if k < n_escapes:
             kind, how = kinds[k % len(kinds)], HOWS[(k // len(kinds)) % len(HOWS)]
-            cross = float(rng.uniform(90.0, latest))
+            cross = float(rng.uniform(earliest, latest))
             e = make_escape(site, b.id, seed, kind=kind, how=how, cross_at=cross, duration_s=duration)
             sc.scripts[b.id] = e.script
             escapes.append(e)
@@ -182,7 +186,8 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
     site = layout_site(layout, n_bands, shadowing_db=ch.sigma)
     keys = site_demo_keys(site)
     rules = site.rules
-    sc, escapes = build_scenario(site, seed, n_escapes, kinds, duration, rules.breach_dwell_s)
+    earliest = float(os.environ.get(CROSS_AFTER_ENV, "90"))
+    sc, escapes = build_scenario(site, seed, n_escapes, kinds, duration, rules.breach_dwell_s, earliest)
     sim = Simulator(site, keys, seed=seed, start_ts=START, scenario=sc, radio=radio_params(site, ch))
     pipe = BandPipeline(site, keys, node="bench")
     if os.environ.get(LEARN_ENV) == "1" and pipe.detector is not None:  # --learn-band-gains (off by default)
@@ -569,9 +574,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=16_000)
     ap.add_argument("--learn-band-gains", action="store_true",
                     help="turn the band-gain learner on (edge/bands/band_gain.py, off by default)")
+    ap.add_argument("--cross-after", type=float, default=90.0,
+                    help="escapes cross no earlier than this (s into the run; give --duration to fit): the escapee's "
+                         "band is a resident until then, as on a site that has run for hours")
     a = ap.parse_args(argv)
     if a.learn_band_gains:
         os.environ[LEARN_ENV] = "1"  # read by each run, in the worker processes too
+    if a.cross_after != 90.0:
+        os.environ[CROSS_AFTER_ENV] = str(a.cross_after)  # likewise
     if a.quick:
         a.layouts, a.sigmas, a.seeds, a.bad = "demo,compound", "6", 1, "gain-6"
         a.null_hours, a.null_duration, a.null_sigma, a.bad_duration = 50.0, 600.0, "6", 600.0
