@@ -54,6 +54,14 @@ class BurstParams:
     max_d: float = 4.0
 
 
+@dataclass(frozen=True, slots=True)
+class BurstState:
+    """Each receiver's discounted observed and binomial variances of block miss counts, for a restart."""
+
+    obs: F64
+    binom: F64
+
+
 class BurstLearner:
     """Per receiver: the observed and the binomial variance of block miss counts (discounted sums)."""
 
@@ -132,3 +140,16 @@ class BurstLearner:
         site = float(np.clip(max(self._site(), self._start_floor()), 1.0, self.p.max_d))
         return {"miss_dispersion": round(site, 3), "miss_dispersion_max": round(float(d.max()) if len(d) else 1.0, 3),
                 "miss_dispersion_measured": round(self._measured(), 3)}
+
+    def snapshot(self) -> BurstState:
+        return BurstState(self.obs.copy(), self.binom.copy())
+
+    def restore(self, s: BurstState) -> None:
+        """Start from `s`, not discounted for the time the node was off (as `LossLearner.restore`). The start-up
+        floor's clock starts again at the first look, but the restored sums count as measured links, so the floor
+        is already as low as their weight says (`_measured`)."""
+        if s.obs.shape != self.obs.shape or s.binom.shape != self.binom.shape:
+            raise ValueError(f"burst state for {len(s.obs)} receivers, this site has {len(self.obs)}")
+        self.obs = np.maximum(np.asarray(s.obs, dtype=np.float64), 0.0)
+        self.binom = np.maximum(np.asarray(s.binom, dtype=np.float64), 0.0)
+        self._t, self._t0 = -math.inf, math.nan
