@@ -245,3 +245,26 @@ def test_agent_with_a_hostile_file_starts_cold(tmp_path: Path, site: SiteConfig)
         a._tick(a.started_mono)  # the agent's own tick runs on
 
     _run(_agent(tmp_path, site), check)
+
+
+def test_doctor_row_shows_age_and_content_or_why_refused(tmp_path: Path, site: SiteConfig,
+                                                         learned: BandPipeline) -> None:
+    from edge.learned_state_health import check_learned_state
+
+    (row,) = check_learned_state(tmp_path, site, NOW)
+    assert row.status == "pass" and "not written yet" in row.detail
+    f = ls.capture(learned, "n1", NOW - 600.0)
+    assert f is not None
+    ls.write_atomic(tmp_path / ls.FILE, ls.dump(f))
+    (row,) = check_learned_state(tmp_path, site, NOW)
+    assert row.status == "pass" and "saved 10 min ago" in row.detail
+    assert f"{len(site.receivers)} receivers, {len(f.bands)} bands" in row.detail
+    doc = _good(learned)
+    doc["saved_at"] = NOW - 8 * 86400.0
+    (tmp_path / ls.FILE).write_text(json.dumps(doc), encoding="utf-8")
+    (row,) = check_learned_state(tmp_path, site, NOW)
+    assert row.status == "warn" and "refused (too_old)" in row.detail and "8.0 days" in row.detail
+    assert "re-learns" in row.fix
+    (tmp_path / ls.FILE).write_bytes(b"{")
+    (row,) = check_learned_state(tmp_path, site, NOW)
+    assert row.status == "warn" and "corrupt" in row.detail and str(tmp_path / ls.FILE) in row.fix
