@@ -256,8 +256,9 @@ class Refused(Exception):
         self.detail = detail
 
 
-def read(path: Path, site: SiteConfig, now: float) -> LearnedFile:
-    """The file at `path` if it belongs to `site` and is recent; `Refused` otherwise."""
+def read(path: Path, site: SiteConfig, now: float | None) -> LearnedFile:
+    """The file at `path` if it belongs to `site` and is recent (`now` None: any age, for a replay of an old log);
+    `Refused` otherwise."""
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_FILE_BYTES + 1)
@@ -283,12 +284,15 @@ def read(path: Path, site: SiteConfig, now: float) -> LearnedFile:
     return check(f, site, now, str(path))
 
 
-def check(f: LearnedFile, site: SiteConfig, now: float, source: str = "learned state") -> LearnedFile:
-    """`f` if it is this site's (same fingerprint) and within MAX_AGE_S; `Refused` otherwise."""
+def check(f: LearnedFile, site: SiteConfig, now: float | None, source: str = "learned state") -> LearnedFile:
+    """`f` if it is this site's (same fingerprint) and within MAX_AGE_S of `now` (None: any age); `Refused`
+    otherwise."""
     if f.site != site.site.id:
         raise Refused("other_site", f"{source} is for site {f.site!r}, this node runs {site.site.id!r}")
     if f.fingerprint != fingerprint(site):
         raise Refused("site_changed", f"{source} was learned with other receivers, beacons or radio settings")
+    if now is None:
+        return f
     age = now - f.saved_at
     if age > MAX_AGE_S:
         raise Refused("too_old", f"{source} is {age / 86400:.1f} days old (at most {MAX_AGE_S / 86400:.0f})")
