@@ -111,6 +111,7 @@ class SiteLearned(_Model):
     covariance: list[list[Fin]] = Field(max_length=1001)
     receiver_order: list[Key] = Field(max_length=1000)
     band_shared_db: Fin
+    burst_age_s: Count  # how long the burst learner had been looking: its start-up floor's age
     exponent_info: Count
     exponent_info_n: Fin
     exponent_windows: Annotated[int, Field(ge=0, le=10**12)]
@@ -171,7 +172,8 @@ def capture(pipe: BandPipeline, node: str, now: float) -> LearnedFile | None:
     s = SiteLearned(
         levels=tr.rssi_hist.tolist(), exponent=cal.exponent, calibration_updates=cal.updates,
         covariance=cal.cov.tolist(), receiver_order=list(rx_ids), band_shared_db=g.shared_db,
-        exponent_info=d.exponent.info, exponent_info_n=d.exponent.info_n, exponent_windows=d.exponent.windows,
+        burst_age_s=d.bursts.age_s, exponent_info=d.exponent.info, exponent_info_n=d.exponent.info_n,
+        exponent_windows=d.exponent.windows,
         null_scale=d.null.scale, null_beta=d.null.beta if math.isfinite(d.null.beta) else None,
         null_misfit=d.null.misfit, clock_sum=d.clock.sum.tolist(), clock_pairs=d.clock.pairs.tolist(),
         clock_tau_s=d.clock.tau if math.isfinite(d.clock.tau) else None, clock_var_db2=d.clock.var_v)
@@ -239,7 +241,7 @@ def _detector_state(pipe: BandPipeline, f: LearnedFile, cold: DetectorState) -> 
         gains=GainState(mean, sd, updates, evidence, moved, s.band_shared_db),
         hearing=HearingState(col("resid_db"), col("resid_n")),
         loss=LossState(col("loss_sent"), col("loss_heard")),
-        bursts=BurstState(col("burst_obs"), col("burst_binom")),
+        bursts=BurstState(col("burst_obs"), col("burst_binom"), s.burst_age_s),
         exponent=ExponentState(s.exponent_info, s.exponent_info_n, s.exponent_windows),
         null=NullState(s.null_scale, math.nan if s.null_beta is None else s.null_beta, s.null_misfit),
         clock=ClockState(np.array(s.clock_sum), np.array(s.clock_pairs),
