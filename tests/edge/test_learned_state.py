@@ -268,3 +268,16 @@ def test_doctor_row_shows_age_and_content_or_why_refused(tmp_path: Path, site: S
     (tmp_path / ls.FILE).write_bytes(b"{")
     (row,) = check_learned_state(tmp_path, site, NOW)
     assert row.status == "warn" and "corrupt" in row.detail and str(tmp_path / ls.FILE) in row.fix
+
+
+def test_a_config_push_carries_the_state_over_unless_the_receivers_moved(site: SiteConfig,
+                                                                        learned: BandPipeline) -> None:
+    fresh = _fresh(site)
+    assert ls.copy_into(learned, fresh, "n1", NOW) == (len(site.bands), len(site.receivers))
+    assert _same(_state(fresh), _state(learned))
+    rx = [r.model_dump() for r in site.receivers]
+    rx[1]["rssi_offset"] = 4.0
+    other = site.model_copy(update={"receivers": type(site.receivers)(type(site.receivers[0])(**r) for r in rx)})
+    pushed = BandPipeline(other, site_demo_keys(site), node="n1")
+    assert ls.copy_into(learned, pushed, "n1", NOW) is None
+    assert _same(_state(pushed), _state(BandPipeline(other, site_demo_keys(site), node="n1")))
