@@ -7,7 +7,9 @@ simulated world feeds three pipelines for `--after` minutes:
 
 * **no restart**: the first pipeline, going on (what a node that never lost power would do);
 * **cold**: a fresh pipeline (what a restart did before the learned state was kept);
-* **restored**: a fresh pipeline that starts from the file.
+* **restored**: a fresh pipeline that starts from the file;
+* **restored, no start-up margin**: the same without the rules' start-up margin (+3 on the threshold for 90 s,
+  fading over 60 s: it stands in for what is being learned; `learned_state.drop_startup_margin`, not the default).
 
 Escapes (walk out and keep walking, or stand / wander 20-35 m out; over the fence or through the gate) cross
 between 30 s and `--escape-window` s after the restart, when a cold detector is weakest. Measured after the
@@ -17,8 +19,9 @@ are at the end (φ; each receiver's gain correction, floor, plateau loss and bur
 learned only with `--learn-band-gains`).
 
 Usage: nice -n 10 .venv/bin/python -m bench.bands_restart [--layouts demo,compound] [--radios default,alt]
-       [--seeds 1] [--bands 60] [--escapes 10] [--before 20] [--after 10] [--learn-band-gains] [--md FILE]
-Runs one after the other (one core): `--jobs` is not offered.
+       [--sigma 6] [--seeds 1] [--bands 60] [--escapes 10] [--before 20] [--after 10] [--learn-band-gains]
+       [--md FILE] [--jobs 1]
+The runs go one after the other on one core (`--jobs` takes 1 only).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from edge.sim.scenarios import standing_near_fence, walking
 from edge.sim.sites import layout_site
 from protocols.site_config import SiteConfig
 
-STARTS = ("no restart", "cold", "restored")
+STARTS = ("no restart", "cold", "restored", "restored, no start-up margin")
 KINDS = ("walk", "stand")
 FALSE_SPAN_S = 600.0
 
@@ -146,7 +149,9 @@ def run(layout: str, radio: str, sigma: float, seed: int, a: argparse.Namespace)
     t_r = START + restart_s
     cold = BandPipeline(site, keys, node="bench")
     _learn_gains(cold, first)
-    pipes = {"no restart": first, "cold": cold, "restored": restored_copy(first, site, keys, t_r)}
+    bare = restored_copy(first, site, keys, t_r)
+    ls.drop_startup_margin(bare)
+    pipes = {"no restart": first, "cold": cold, "restored": restored_copy(first, site, keys, t_r), STARTS[3]: bare}
     raised: dict[str, dict[int, list[float]]] = {k: {} for k in STARTS}
     start_state: dict[str, Learners] = {}
     for s in range(int(restart_s) + 1, int(duration) + 1):
@@ -226,6 +231,7 @@ def main() -> None:
     ap.add_argument("--after", type=float, default=10.0, help="minutes after it")
     ap.add_argument("--escape-window", type=float, default=240.0, help="escapes cross 30 s … this after the restart")
     ap.add_argument("--learn-band-gains", action="store_true")
+    ap.add_argument("--jobs", type=int, choices=(1,), default=1, help="runs one after the other, on one core")
     ap.add_argument("--md", type=Path, default=None, help="also write the table as markdown here")
     a = ap.parse_args()
     t0 = time.time()

@@ -151,6 +151,8 @@ class Tracker:
             empty = np.zeros(0)
             return Estimates(idx, np.zeros((0, 2)), empty, empty.astype(np.int64), empty)
         med, n, spread = self.windows.filtered(idx, now, self.p.max_age_s, self.locate_params.compiled)
+        if self._next_calibration == math.inf:  # restored: the first round waits for full filter windows (`restore`)
+            self._next_calibration = now + self.p.max_age_s
         if now >= self._next_calibration:
             self._next_calibration = now + self.p.calibrate_every_s
             # The calibration sees the medians with the localiser's own truncation correction: a beacon
@@ -202,3 +204,6 @@ class Tracker:
         self.rssi_hist = np.maximum(np.asarray(s.rssi_hist, dtype=np.int64), 0)
         self.rx_hist = np.maximum(np.asarray(s.rx_hist, dtype=np.int64), 0)
         self._update_floor()
+        # The restored averages weigh each new round by 0.1: a first round over a second or two of samples (a
+        # median of one or two adverts per beacon pair) would move them by a tenth of a fading.
+        self._next_calibration = math.inf

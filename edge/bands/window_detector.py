@@ -399,6 +399,10 @@ class WindowDetector:
         self.exponent.restore(s.exponent)
         self.null.restore(s.null)
         self.clock.restore(s.clock)
+        # The floors from the tracker's (restored) levels now: the first tick's corrections read which receivers
+        # are deaf (their gain is not corrected from the bands), and that needs measured floors.
+        tr = self.tracker
+        self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias)
         self._next_floor = -math.inf
 
     def receivers(self, now: float) -> dict[str, dict[str, float | int | str]]:
