@@ -21,6 +21,7 @@ learned only with `--learn-band-gains`).
 Usage: nice -n 10 .venv/bin/python -m bench.bands_restart [--layouts demo,compound] [--radios default,alt]
        [--sigma 6] [--seeds 1] [--bands 60] [--escapes 10] [--before 20] [--after 10] [--learn-band-gains]
        [--md FILE] [--jobs 1]
+       nice -n 10 .venv/bin/python -m bench.bands_restart --save-cost
 The runs go one after the other on one core (`--jobs` takes 1 only).
 """
 
@@ -49,7 +50,7 @@ from edge.sim import Scenario, Simulator
 from edge.sim.escapes import HOWS, Escape, make_escape
 from edge.sim.keys import site_demo_keys
 from edge.sim.scenarios import standing_near_fence, walking
-from edge.sim.sites import layout_site
+from edge.sim.sites import blocks_site, layout_site
 from protocols.site_config import SiteConfig
 
 STARTS = ("no restart", "cold", "restored", "restored, no start-up margin")
@@ -219,6 +220,37 @@ def merge(parts: list[Outcome]) -> Outcome:
     return o
 
 
+def save_cost(n_bands: int = 500, repeat: int = 5) -> str:
+    """The agent's save and restore on the `n_bands` blocks site, every band with a learned gain (the file's
+    largest form: band gain learning on): file size, capture + JSON, atomic write (this machine's disk), restore."""
+    site = blocks_site(n_bands)
+    keys = site_demo_keys(site)
+    pipe = BandPipeline(site, keys, node="bench")
+    assert pipe.detector is not None
+    g = pipe.detector.gains
+    g.restore(replace(g.snapshot(), updates=np.full(n_bands, 5, dtype=np.int64),
+                      evidence=-50.0 * np.random.default_rng(0).random(g.snapshot().evidence.shape)))
+    dump_ms, write_ms = [], []
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / ls.FILE
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            f = ls.capture(pipe, "bench", START)
+            assert f is not None
+            data = ls.dump(f)
+            t1 = time.perf_counter()
+            ls.write_atomic(path, data)
+            dump_ms.append(1000 * (t1 - t0))
+            write_ms.append(1000 * (time.perf_counter() - t1))
+        fresh = BandPipeline(site, keys, node="bench")
+        t0 = time.perf_counter()
+        assert ls.Keeper(Path(d), "bench").restore(fresh, START, 0.0)
+        restore_ms = 1000 * (time.perf_counter() - t0)
+    return (f"save cost, {n_bands}-band blocks site, {len(site.receivers)} receivers, every band learned: file "
+            f"{len(data)} bytes; capture + JSON {min(dump_ms):.1f}-{max(dump_ms):.1f} ms, atomic write "
+            f"{min(write_ms):.1f}-{max(write_ms):.1f} ms ({repeat} saves); read + check + restore {restore_ms:.1f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--layouts", default="demo,compound")
@@ -233,7 +265,11 @@ def main() -> None:
     ap.add_argument("--learn-band-gains", action="store_true")
     ap.add_argument("--jobs", type=int, choices=(1,), default=1, help="runs one after the other, on one core")
     ap.add_argument("--md", type=Path, default=None, help="also write the table as markdown here")
+    ap.add_argument("--save-cost", action="store_true", help="only measure the save and restore on a 500-band site")
     a = ap.parse_args()
+    if a.save_cost:
+        print(save_cost())
+        return
     t0 = time.time()
     rows = []
     for layout in a.layouts.split(","):

@@ -281,3 +281,11 @@ def test_a_config_push_carries_the_state_over_unless_the_receivers_moved(site: S
     pushed = BandPipeline(other, site_demo_keys(site), node="n1")
     assert ls.copy_into(learned, pushed, "n1", NOW) is None
     assert _same(_state(pushed), _state(BandPipeline(other, site_demo_keys(site), node="n1")))
+
+
+def test_drop_startup_margin_touches_only_the_margin(site: SiteConfig) -> None:
+    pipe = _fresh(site)
+    before = next(iter(pipe.rules.values())).p
+    assert before.window_startup_extra > 0.0
+    ls.drop_startup_margin(pipe)
+    assert all(r.p == dataclasses.replace(before, window_startup_extra=0.0) for r in pipe.rules.values())
