@@ -108,7 +108,7 @@ class SiteLearned(_Model):
     exponent: Annotated[float, Field(ge=1.0, le=6.0, allow_inf_nan=False)]
     calibration_updates: Annotated[int, Field(ge=0, le=10**12)]
     # Posterior covariance of (receiver gains in `receiver_order`, exponent).
-    covariance: list[list[Fin]] = Field(max_length=1001)
+    covariance: list[Annotated[list[Fin], Field(max_length=1001)]] = Field(max_length=1001)
     receiver_order: list[Key] = Field(max_length=1000)
     band_shared_db: Fin
     burst_age_s: Count  # how long the burst learner had been looking: its start-up floor's age
