@@ -111,6 +111,8 @@ def _hostile(case: str, doc: dict[str, Any]) -> bytes:
         return json.dumps(doc).encode()  # json writes a bare NaN: the parser reads it, the model refuses it
     if case == "huge_array":
         doc["receivers"][rx]["levels"] = [1] * 100_000
+    elif case == "short_evidence":
+        doc["bands"][next(iter(doc["bands"]))]["evidence"] = [0.0] * 12  # valid JSON, another grid
     elif case == "extra_key":
         doc["site_state"]["debug"] = 1
     elif case == "too_large":
@@ -127,7 +129,8 @@ def _hostile(case: str, doc: dict[str, Any]) -> bytes:
 
 
 HOSTILE = {"corrupt": "corrupt", "truncated": "corrupt", "nan": "invalid", "huge_array": "invalid",
-           "extra_key": "invalid", "too_large": "too_large", "schema": "schema", "other_site": "other_site",
+           "extra_key": "invalid", "short_evidence": "mismatch", "too_large": "too_large", "schema": "schema",
+           "other_site": "other_site",
            "too_old": "too_old", "from_future": "from_future"}
 
 
