@@ -93,6 +93,7 @@ class Agent:
         self.tick_times = TickTimes()
         self._band_second: int | None = None  # the wall-clock second the band pipeline last ticked in
         self.pipeline: Any = None
+        self.learned: Any = None  # edge.learned_state.Keeper, with the pipeline
         self.sources: list[Any] = []
         self.cameras: dict[str, Any] = {}
         self.alert_source = None if self.hooks.alert_source is None else self.hooks.alert_source(opts, site)
@@ -112,8 +113,12 @@ class Agent:
                 self._restore_state()
                 return  # the injected source alone: no radio, no pipeline (fault-injection suite)
         from edge.bands.pipeline import BandPipeline
+        from edge.learned_state import Keeper
 
         self.pipeline = BandPipeline(self.site, self.keys, node=self.node)
+        # What the detector learned before a restart (power cut): a file that does not fit is refused, cold start.
+        self.learned = Keeper(self.opts.data_dir, self.node)
+        self.learned.restore(self.pipeline, time.time(), time.monotonic())
         self._restore_state()
         if self.opts.record is not None:
             self.recorder = ObservationRecorder(self.opts.record)
@@ -170,6 +175,8 @@ class Agent:
             except Exception:
                 log.exception("event=camera_stop_error node=%s camera=%s", self.node, cam_id)
         self._counter_saver.maybe_save(self._verifier(), time.monotonic(), time.time(), force=True)
+        if self.learned is not None:
+            self.learned.maybe_save(self.pipeline, time.time(), time.monotonic(), force=True)
         self.link.stop(drain_s=2.0)
         self.outbox.close()
         if self.recorder is not None:
@@ -273,6 +280,8 @@ class Agent:
             for alert in alerts:
                 self.emit_alert(alert)
         self._counter_saver.maybe_save(self._verifier(), time.monotonic(), now)
+        if self.learned is not None:
+            self.learned.maybe_save(self.pipeline, now, time.monotonic())
         self.outbox.retry_persist()
         self.health.sync("outbox_", self.outbox.health_errors())
         refusal = self.link.refusal
@@ -365,6 +374,12 @@ class Agent:
         if fresh is not None:
             for alert in fresh.adopt(self.pipeline, time.time()):
                 self.emit_alert(alert)
+            from edge.learned_state import copy_into
+
+            # Learned values carry over by band and receiver id unless the push moved receivers, beacons or radio.
+            carried = copy_into(self.pipeline, fresh, self.node, time.time())
+            log.info("event=learned_state_carried node=%s bands=%s receivers=%s", self.node,
+                     *(carried if carried is not None else ("cold", "cold")))
             self.pipeline = fresh
             log.warning("event=pipeline_reloaded node=%s reason=config_command version=%s bands=%d keys=%d",
                         self.node, pushed.version, len(new.bands), len(keys))

@@ -81,6 +81,8 @@ def build_node_telemetry(agent: Agent, now: float) -> NodeTelemetry:
     }
     if agent.pipeline is not None and (null := agent.pipeline.breach_null()):
         watchdogs["breach_null"] = dict(null)  # the breach threshold's scale on this site (docs/bands.md)
+    if agent.learned is not None and (learned := agent.learned.stats()):
+        watchdogs["learned_state"] = learned  # restored or why not, saves (docs/reliability.md)
     if agent.recorder is not None:
         watchdogs["recorder"] = dict(agent.recorder.stats())
     for src in agent.sources:

@@ -35,6 +35,7 @@ from edge.doctor_checks import (
     check_pi,
     check_site_config,
 )
+from edge.learned_state_health import check_learned_state
 from edge.receiver_health import check_receivers
 from protocols.cli_errors import EXIT_FAILED, EXIT_USAGE, id_option, parse_hostport
 from protocols.errors import ConfigError
@@ -94,6 +95,7 @@ def run_checks(o: DoctorOptions) -> list[Check]:
     checks += check_outbox(o.data_dir, time.time())
     checks += check_receivers(o.data_dir)
     checks += check_breach_model(o.data_dir)
+    checks += check_learned_state(o.data_dir, site)
     checks += check_kernel_cache(warm=o.warm_kernels)
     checks += check_pi()
     return checks

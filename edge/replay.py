@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -169,6 +170,11 @@ def replay(
                                       callback=id_option("node ID"))] = "replay",
     jobs: Annotated[int, typer.Option("--jobs", min=1, max=2,
                                       help="2: parse and verify in a second process (same output)")] = 1,
+    learned_in: Annotated[Path | None, typer.Option(
+        "--learned-state", help="start from this learned-state.json (a node's data dir; any age) instead of cold")
+    ] = None,
+    learned_out: Annotated[Path | None, typer.Option(
+        "--save-learned-state", help="write what the detector learned here at the end (atomically)")] = None,
 ) -> None:
     """Replay an observation log through the wristband pipeline; alerts as JSON lines on stdout."""
     try:
@@ -179,6 +185,8 @@ def replay(
         typer.echo(f"qwatch-edge: configuration error: {err}", err=True)
         raise typer.Exit(2) from None
     pipeline = BandPipeline(site, band_keys, node=node)
+    if learned_in is not None:
+        _restore_learned(pipeline, learned_in)
     out = sys.stdout
     shown = [0]
 
@@ -196,8 +204,38 @@ def replay(
     with fh if fh is not sys.stdin else nullcontext(), progress:
         res = run_replay(pipeline, fh, emit, on_bad=bad, on_progress=advance, jobs=jobs)
     out.flush()
+    if learned_out is not None:
+        _save_learned(pipeline, learned_out, node)
     print(json.dumps({"replay_summary": summary(res, pipeline.counters())}), file=sys.stderr)
     if res.bad_lines and not res.observations:
         print(f"qwatch-edge: {obs}: none of its {res.bad_lines} lines is an observation (docs/protocol.md §2 JSON "
               "Lines: ts, rx, rssi, company_id, data); is it the right file?", file=sys.stderr)
         raise typer.Exit(2)
+
+
+def _restore_learned(pipeline: BandPipeline, path: Path) -> None:
+    """--learned-state: asked for by name, so a file that does not fit is an error, not a cold start."""
+    from edge.learned_state import Refused, apply, read
+
+    try:
+        bands, rxs = apply(pipeline, read(path, pipeline.site, None))
+    except (Refused, ValueError) as exc:
+        typer.echo(f"qwatch-edge: --learned-state refused: {exc}", err=True)
+        raise typer.Exit(2) from None
+    print(f"{path}: learned state of {bands} bands and {rxs} receivers restored", file=sys.stderr)
+
+
+def _save_learned(pipeline: BandPipeline, path: Path, node: str) -> None:
+    """--save-learned-state, time-stamped with the log's last heard advert (the replay's clock)."""
+    from edge.learned_state import capture, dump, write_atomic
+
+    heard = [t for t in pipeline.tracker.rx_last if math.isfinite(t)]
+    f = capture(pipeline, node, max(heard) if heard else 0.0)
+    if f is None:
+        print(f"{path}: not written: this site runs no window breach test (nothing learned)", file=sys.stderr)
+        return
+    try:
+        write_atomic(path, dump(f))
+    except OSError as exc:
+        typer.echo(f"qwatch-edge: cannot write {path}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None

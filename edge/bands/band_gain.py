@@ -37,7 +37,22 @@ from numpy.typing import NDArray
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 GRID_DB = np.arange(-12.0, 12.0 + 1e-9, 2.0)  # the gains the position-free fit is evaluated at
+# The cell a restored band's evidence is kept under: no real place maps to it (coordinates stay within ±100 km).
+_RESTORED = (-(2**40), -(2**40))
 SMOOTH_DB = 1.0  # each grid point's gain is marginalised over N(b, SMOOTH_DB²): a smooth curve between points
+
+
+@dataclass(frozen=True, slots=True)
+class GainState:
+    """What the learner knows of each band (dense rows) that outlives a restart: its gain, the gain's sd and the
+    evidence curve over `GRID_DB`, without the places it came from (a band's places say where it was)."""
+
+    mean: F64  # (N,)
+    sd: F64  # (N,)
+    updates: I64  # (N,) windows folded in; 0 = nothing known (cold)
+    evidence: F64  # (N, G) the sum over places of their mean window curves
+    moved: NDArray[np.bool_]  # (N,) evidence from two places or more (counts towards the shared part)
+    shared_db: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,7 @@ class BandGains:
         self._last = np.full(n_bands, -math.inf)
         self._t0: float | None = None
         self._log_prior = -0.5 * (GRID_DB / self.p.prior_sd_db) ** 2
+        self._moved_before = np.zeros(n_bands, dtype=bool)  # restored: had moved before the restart
 
     def sd(self, rows: I64) -> F64:
         """Prior standard deviation (dB) of bands `rows`."""
@@ -112,7 +128,7 @@ class BandGains:
 
     def _refresh(self) -> None:
         """The shared part (median of the well-travelled bands' own fits), then every band's estimate."""
-        moved = np.array([len(p) >= 2 for p in self._places])
+        moved = np.array([len(p) >= 2 for p in self._places], dtype=bool) | self._moved_before
         if moved.sum() < self.p.shared_min_bands:
             return  # the shared part is not known yet: a gain learned without it is the model's error (v1, docs)
         own = GRID_DB[np.argmax(self._acc[moved], axis=1)]
@@ -133,3 +149,26 @@ class BandGains:
         sd = h / math.sqrt(-d2)
         return (float(np.clip(mean, -self.p.max_abs_db, self.p.max_abs_db)),
                 float(np.clip(sd, self.p.min_sd_db, self.p.prior_sd_db)))
+
+    def snapshot(self) -> GainState:
+        """A copy of what outlives a restart (`GainState`)."""
+        moved = np.array([len(p) >= 2 for p in self._places], dtype=bool) | self._moved_before
+        return GainState(self.mean.copy(), self._sd.copy(), self.updates.copy(), self._acc.copy(), moved,
+                         self.shared_db)
+
+    def restore(self, s: GainState) -> None:
+        """Start from `s` (same bands, same grid). A band's restored evidence becomes one place with no cell of
+        its own: the next places add to it, and it is dropped like the oldest place once `max_places` are newer."""
+        n = len(self.mean)
+        if s.evidence.shape != (n, len(GRID_DB)) or any(len(a) != n for a in (s.mean, s.sd, s.updates, s.moved)):
+            raise ValueError(f"band-gain state for {len(s.mean)} bands and {s.evidence.shape[-1]} grid points, "
+                             f"this learner has {n} and {len(GRID_DB)}")
+        self.mean = np.clip(np.asarray(s.mean, dtype=np.float64), -self.p.max_abs_db, self.p.max_abs_db)
+        self._sd = np.clip(np.asarray(s.sd, dtype=np.float64), self.p.min_sd_db, self.p.prior_sd_db)
+        self.updates = np.asarray(s.updates, dtype=np.int64).copy()
+        self._acc = np.asarray(s.evidence, dtype=np.float64).copy()
+        self._moved_before = np.asarray(s.moved, dtype=bool) & (self.updates > 0)
+        self.shared_db = float(s.shared_db)
+        self._places = [{} for _ in range(n)]
+        for i in np.nonzero(self.updates > 0)[0].tolist():
+            self._places[i][_RESTORED] = (self._acc[i] * self.p.temper, 1)

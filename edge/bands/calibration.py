@@ -10,11 +10,25 @@ site with one beacon, or a pair near the sensitivity floor, cannot drag the mode
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationState:
+    """The beacon pairs' averages and the last solve, for a restart (beacons and receivers in site order)."""
+
+    rx_bias: F64  # (R,)
+    exponent: float
+    cov: F64  # (R + 1, R + 1)
+    updates: int
+    mean: F64  # (B, R) averaged level less the beacon's power
+    level: F64  # (B, R) averaged level
+    count: F64  # (B, R) rounds averaged
 
 
 class Calibration:
@@ -120,3 +134,24 @@ class Calibration:
         var_n = max(float(self.cov[n_r, n_r]), 1e-12)
         var = np.diag(self.cov)[:n_r] - self.cov[:n_r, n_r] ** 2 / var_n
         return np.asarray(np.maximum(var, 0.0))
+
+    def snapshot(self) -> CalibrationState:
+        return CalibrationState(self.rx_bias.copy(), self.exponent, self.cov.copy(), self.updates,
+                                self.mean.copy(), self.level.copy(), self.count.copy())
+
+    def restore(self, s: CalibrationState) -> None:
+        """Start from `s` (the same beacons and receivers): the pairs' averages go on from where they were, so the
+        first solve needs no `first_solve_updates` rounds, and the last solve stands until the next."""
+        n_r, n_b = len(self.rx_pos), len(self.beacon_idx)
+        shapes = (s.rx_bias.shape, s.cov.shape, s.mean.shape, s.level.shape, s.count.shape)
+        if shapes != ((n_r,), (n_r + 1, n_r + 1), (n_b, n_r), (n_b, n_r), (n_b, n_r)):
+            raise ValueError(f"calibration state of shapes {shapes} for {n_b} beacons and {n_r} receivers")
+        if not np.isfinite(s.cov).all() or (np.diag(s.cov) < 0.0).any():
+            raise ValueError("calibration covariance is not finite or has a negative variance")
+        self.rx_bias = np.clip(np.asarray(s.rx_bias, dtype=np.float64), -15.0, 15.0)
+        self.exponent = min(max(float(s.exponent), 1.5), 5.0)
+        self.cov = np.asarray(s.cov, dtype=np.float64).copy()
+        self.updates = max(int(s.updates), 0)
+        self.mean = np.asarray(s.mean, dtype=np.float64).copy()
+        self.level = np.asarray(s.level, dtype=np.float64).copy()
+        self.count = np.maximum(np.asarray(s.count, dtype=np.float64), 0.0)

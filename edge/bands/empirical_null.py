@@ -76,6 +76,16 @@ class NullParams:
     misfit_clear_beta: float = 10.0  # ... and the report clears below this (the alt demo and σ 6 L-wing read 5.4-7.4)
 
 
+@dataclass(frozen=True, slots=True)
+class NullState:
+    """φ, the tail's scale β̂ (NaN: not fitted) and the misfit report, for a restart. The samples are not kept:
+    they are statistics of the bands where they stood; the restored φ holds until `min_tail` new ones are in."""
+
+    scale: float
+    beta: float
+    misfit: bool
+
+
 class EmpiricalNull:
     """Running estimate of the window statistic's dispersion φ over the site's bands."""
 
@@ -139,6 +149,16 @@ class EmpiricalNull:
         beta = round(self.beta, 3) if math.isfinite(self.beta) else 0.0  # 0: not fitted yet (telemetry takes no NaN)
         return {"scale": round(self.scale, 3), "beta": beta, "samples": self.samples, "tail": self.tail,
                 "above_cut": self.above_cut, "misfit": int(self.misfit)}
+
+    def snapshot(self) -> NullState:
+        return NullState(self.scale, self.beta, self.misfit)
+
+    def restore(self, s: NullState) -> None:
+        """Start from `s` (φ bounded as the learner bounds it)."""
+        scale = float(s.scale)
+        self.scale = min(max(scale, 1.0), self.p.max_scale) if math.isfinite(scale) else 1.0
+        self.beta = float(s.beta) if math.isfinite(s.beta) and s.beta >= 0.0 else math.nan
+        self.misfit = bool(s.misfit) and self.p.learn
 
 
 def grouped_scale(share_upper: float, width: float) -> float:

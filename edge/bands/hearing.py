@@ -69,6 +69,15 @@ def miss_table(floor_dbm: float, fast_sd: float, p: HearingParams, loss: float |
     return np.asarray(np.log(np.clip(1.0 - q, 1e-12, 1.0)))
 
 
+@dataclass(frozen=True, slots=True)
+class HearingState:
+    """The receivers' gain errors learned from the bands, for a restart (floors come from the tracker's level
+    histograms, `Tracker.snapshot`; deviations and health are recomputed from these each calibration round)."""
+
+    resid_db: F64  # (R,) the median residual: dB each receiver reads high beyond the beacon calibration
+    resid_n: F64  # (R,) how many residuals it is the median of (at most `resid_keep`)
+
+
 class Hearing:
     """Per-receiver floors, miss tables and gain health."""
 
@@ -207,6 +216,28 @@ class Hearing:
         judged = self._judged() & ~self.deaf()
         off = np.maximum(np.abs(self.relative_dev()) - (self.p.gain_off_db - 1.0), 0.0)
         return np.asarray(np.where(judged, off**2, 0.0))
+
+    def snapshot(self) -> HearingState:
+        """Each receiver's learned gain error and its weight (`HearingState`)."""
+        self._medians()
+        return HearingState(self.resid_mean.copy(), self.resid_n.copy())
+
+    def restore(self, s: HearingState) -> None:
+        """Start from `s`: each receiver's ring holds its median `resid_n` times, so the median and the weight
+        are the restored ones and new residuals replace them one by one, oldest first."""
+        n = len(self.rx_ids)
+        if len(s.resid_db) != n or len(s.resid_n) != n:
+            raise ValueError(f"hearing state for {len(s.resid_db)} receivers, this site has {n}")
+        keep = self.p.resid_keep
+        count = np.clip(np.asarray(s.resid_n), 0, keep).astype(np.int64)
+        value = np.clip(np.asarray(s.resid_db, dtype=np.float64), -20.0, 20.0)
+        self._ring[:] = 0.0
+        for r in range(n):
+            self._ring[r, :count[r]] = value[r]
+        self._ring_at = count.copy()
+        self.resid_n = count.astype(np.float64)
+        self.resid_mean = np.where(count > 0, value, 0.0)
+        self._dirty.clear()
 
     def report(self, alive: NDArray[np.bool_] | None = None) -> dict[str, dict[str, float | int | str]]:
         """Per receiver: floor, gain residual, residual count and state (ok, gain_off, deaf, silent)."""

@@ -54,6 +54,15 @@ class BurstParams:
     max_d: float = 4.0
 
 
+@dataclass(frozen=True, slots=True)
+class BurstState:
+    """Each receiver's discounted observed and binomial variances of block miss counts, for a restart."""
+
+    obs: F64
+    binom: F64
+    age_s: float  # from the first look to the last: how far the start-up floor has faded
+
+
 class BurstLearner:
     """Per receiver: the observed and the binomial variance of block miss counts (discounted sums)."""
 
@@ -64,6 +73,7 @@ class BurstLearner:
         self.binom = np.zeros(n_rx)
         self._t = -math.inf  # the last look
         self._t0 = math.nan  # the first
+        self._age0 = 0.0  # the learner's age before a restart (`restore`)
 
     @property
     def blocks(self) -> int:
@@ -119,7 +129,7 @@ class BurstLearner:
     def _start_floor(self) -> float:
         """D at least this while the links are not measured: `start_d` at the start, → 1 as they are, or by
         `start_s` after the first look."""
-        age = self._t - self._t0 if math.isfinite(self._t0) else 0.0
+        age = self._age0 + (self._t - self._t0 if math.isfinite(self._t0) else 0.0)
         fade = max(1.0 - age / self.p.start_s, 0.0) if self.p.start_s > 0 else 0.0
         return 1.0 + (self.p.start_d - 1.0) * min(1.0 - self._measured(), fade)
 
@@ -132,3 +142,18 @@ class BurstLearner:
         site = float(np.clip(max(self._site(), self._start_floor()), 1.0, self.p.max_d))
         return {"miss_dispersion": round(site, 3), "miss_dispersion_max": round(float(d.max()) if len(d) else 1.0, 3),
                 "miss_dispersion_measured": round(self._measured(), 3)}
+
+    def snapshot(self) -> BurstState:
+        age = self._age0 + (self._t - self._t0 if math.isfinite(self._t0) else 0.0)
+        return BurstState(self.obs.copy(), self.binom.copy(), age)
+
+    def restore(self, s: BurstState) -> None:
+        """Start from `s`, not discounted for the time the node was off (as `LossLearner.restore`). The start-up
+        floor's clock starts again at the first look, but the restored sums count as measured links, so the floor
+        is where the restored age and sums put it."""
+        if s.obs.shape != self.obs.shape or s.binom.shape != self.binom.shape:
+            raise ValueError(f"burst state for {len(s.obs)} receivers, this site has {len(self.obs)}")
+        self.obs = np.maximum(np.asarray(s.obs, dtype=np.float64), 0.0)
+        self.binom = np.maximum(np.asarray(s.binom, dtype=np.float64), 0.0)
+        self._t, self._t0 = -math.inf, math.nan
+        self._age0 = max(float(s.age_s), 0.0) if math.isfinite(s.age_s) else 0.0

@@ -54,6 +54,16 @@ def window_looks(window_s: float, tau_s: float) -> float:
     return 1.0 / max(f, 1e-9)
 
 
+@dataclass(frozen=True, slots=True)
+class ClockState:
+    """The beacon links' summed squared differences and pair counts per lag, and the fit, for a restart."""
+
+    sum: F64
+    pairs: F64
+    tau: float  # inf: no time-varying part
+    var_v: float
+
+
 class ShadowClock:
     """Accumulates beacon-link level differences by lag and fits (σ_v², τ)."""
 
@@ -127,3 +137,15 @@ class ShadowClock:
         if self.var_v <= 0.0:
             return 1
         return int(min(max(round(window_looks(window_s, self.tau)), 1), self.p.max_blocks, max(int(window_s), 1)))
+
+    def snapshot(self) -> ClockState:
+        return ClockState(self.sum.copy(), self.pairs.copy(), self.tau, self.var_v)
+
+    def restore(self, s: ClockState) -> None:
+        """Start from `s` (the same lags). The seconds counted are not kept: the advert bins start empty."""
+        if s.sum.shape != self.sum.shape or s.pairs.shape != self.pairs.shape:
+            raise ValueError(f"shadow-clock state for {len(s.sum)} lags, this learner has {len(self.sum)}")
+        self.sum = np.maximum(np.asarray(s.sum, dtype=np.float64), 0.0)
+        self.pairs = np.maximum(np.asarray(s.pairs, dtype=np.float64), 0.0)
+        ok = s.var_v >= self.p.min_var_db2 and s.tau > 0.0
+        self.tau, self.var_v = (float(s.tau), float(s.var_v)) if ok else (math.inf, 0.0)

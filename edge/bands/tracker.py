@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge.bands.advert_bins import AdvertBins
-from edge.bands.calibration import Calibration
+from edge.bands.calibration import Calibration, CalibrationState
 from edge.bands.locate import LinkModel, LocateParams, locate, truncation_corrected
 from edge.bands.rssi_filter import RssiWindows
 from protocols.site_config import SiteConfig
@@ -53,6 +53,16 @@ class Estimates:
     rx_count: np.ndarray  # (K,) receivers that heard the band in the window
     rssi: np.ndarray  # (K,) strongest filtered RSSI (dBm, offset-corrected)
     model: LinkModel | None = None  # to score candidate positions (the breach likelihood test)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerState:
+    """What the tracker learns of the hardware and the place, for a restart: every level heard (site and per
+    receiver, 1 dB bins from -140 dBm: the floors) and the beacon calibration. Not the bands' samples or fixes."""
+
+    rssi_hist: np.ndarray  # (141,) int64
+    rx_hist: np.ndarray  # (R, 141) int64
+    calibration: CalibrationState
 
 
 def _last_of(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +151,8 @@ class Tracker:
             empty = np.zeros(0)
             return Estimates(idx, np.zeros((0, 2)), empty, empty.astype(np.int64), empty)
         med, n, spread = self.windows.filtered(idx, now, self.p.max_age_s, self.locate_params.compiled)
+        if self._next_calibration == math.inf:  # restored: the first round waits for full filter windows (`restore`)
+            self._next_calibration = now + self.p.max_age_s
         if now >= self._next_calibration:
             self._next_calibration = now + self.p.calibrate_every_s
             # The calibration sees the medians with the localiser's own truncation correction: a beacon
@@ -178,3 +190,20 @@ class Tracker:
         self.floor_dbm = floor
         self.locate_params = replace(self.locate_params, heard_threshold_dbm=floor + self.p.heard_above_floor_db)
         self.calibration.floor_dbm = floor + self.p.calibration_above_floor_db
+
+    def snapshot(self) -> TrackerState:
+        return TrackerState(self.rssi_hist.copy(), self.rx_hist.copy(), self.calibration.snapshot())
+
+    def restore(self, s: TrackerState) -> None:
+        """Start from `s` (the same receivers and beacons): the floors are measured again from the restored levels
+        now, not at the first calibration round."""
+        if s.rssi_hist.shape != self.rssi_hist.shape or s.rx_hist.shape != self.rx_hist.shape:
+            raise ValueError(f"level histograms of shapes {s.rssi_hist.shape}, {s.rx_hist.shape}, "
+                             f"this tracker has {self.rssi_hist.shape}, {self.rx_hist.shape}")
+        self.calibration.restore(s.calibration)
+        self.rssi_hist = np.maximum(np.asarray(s.rssi_hist, dtype=np.int64), 0)
+        self.rx_hist = np.maximum(np.asarray(s.rx_hist, dtype=np.int64), 0)
+        self._update_floor()
+        # The restored averages weigh each new round by 0.1: a first round over a second or two of samples (a
+        # median of one or two adverts per beacon pair) would move them by a tenth of a fading.
+        self._next_calibration = math.inf

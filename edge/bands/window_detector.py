@@ -19,15 +19,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.bands.band_gain import GRID_DB, SMOOTH_DB, BandGains, GainParams
-from edge.bands.empirical_null import EmpiricalNull, NullParams
-from edge.bands.hearing import Hearing, HearingParams
-from edge.bands.miss_bursts import BurstLearner, BurstParams
+from edge.bands.band_gain import GRID_DB, SMOOTH_DB, BandGains, GainParams, GainState
+from edge.bands.empirical_null import EmpiricalNull, NullParams, NullState
+from edge.bands.hearing import Hearing, HearingParams, HearingState
+from edge.bands.miss_bursts import BurstLearner, BurstParams, BurstState
 from edge.bands.receiver_guard import GuardParams, guard
-from edge.bands.shadow_clock import ClockParams, ShadowClock
+from edge.bands.shadow_clock import ClockParams, ClockState, ShadowClock
 from edge.bands.tracker import Tracker
-from edge.bands.window_exponent import ExponentLearner, ExponentParams
-from edge.bands.window_loss import LossLearner, LossParams
+from edge.bands.window_exponent import ExponentLearner, ExponentParams, ExponentState
+from edge.bands.window_loss import LossLearner, LossParams, LossState
 from edge.bands.window_test import Candidates, LinkInputs, WindowParams, WindowResult, fast_sd, run_test, slow_sd
 from protocols.site_config import SiteConfig
 
@@ -77,6 +77,21 @@ class DetectorParams:
     # the same; `last_lr` and Verdict.lr below the threshold are then not the statistic. True = compute it
     # everywhere (the ROC and trace benches read it at other thresholds).
     exact_lr: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorState:
+    """What the detector's learners know of the site's hardware and place (bands and receivers in dense order),
+    for a restart. The receiver-gain correction is not in it: it is recomputed from `hearing` and the beacon
+    calibration (`Tracker.snapshot`) at the first tick. Nothing of the bands' current windows or positions is."""
+
+    gains: GainState
+    hearing: HearingState
+    loss: LossState
+    bursts: BurstState
+    exponent: ExponentState
+    null: NullState
+    clock: ClockState
 
 
 class WindowDetector:
@@ -368,6 +383,27 @@ class WindowDetector:
         hi = run_test(self.cand, replace(sub, exponent=x.exponent + ep.step), inside_only=True).ll_in
         self.exponent.add(now, x.exponent, lo, ll_mid, hi)
         self._exp_last[rows[idx]] = now
+
+    def snapshot(self) -> DetectorState:
+        """Every learner's state (`DetectorState`)."""
+        return DetectorState(self.gains.snapshot(), self.hearing.snapshot(), self.loss.snapshot(),
+                             self.bursts.snapshot(), self.exponent.snapshot(), self.null.snapshot(),
+                             self.clock.snapshot())
+
+    def restore(self, s: DetectorState) -> None:
+        """Every learner from `s`; the corrections, floors and tables are recomputed at the next tick."""
+        self.gains.restore(s.gains)
+        self.hearing.restore(s.hearing)
+        self.loss.restore(s.loss)
+        self.bursts.restore(s.bursts)
+        self.exponent.restore(s.exponent)
+        self.null.restore(s.null)
+        self.clock.restore(s.clock)
+        # The floors from the tracker's (restored) levels now: the first tick's corrections read which receivers
+        # are deaf (their gain is not corrected from the bands), and that needs measured floors.
+        tr = self.tracker
+        self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias)
+        self._next_floor = -math.inf
 
     def receivers(self, now: float) -> dict[str, dict[str, float | int | str]]:
         """Receiver health for telemetry, doctor and plan."""

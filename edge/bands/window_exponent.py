@@ -45,6 +45,15 @@ class ExponentParams:
     hi: float = 4.5
 
 
+@dataclass(frozen=True, slots=True)
+class ExponentState:
+    """The pooled windows' information and information-weighted estimate, for a restart."""
+
+    info: float
+    info_n: float
+    windows: int
+
+
 class ExponentLearner:
     """Pooled quadratic approximations of ℓ(n) from confidently-inside windows."""
 
@@ -91,3 +100,11 @@ class ExponentLearner:
         self.info_n += float((w * (n + x)).sum())
         self.windows += int(ok.sum())
         return int(ok.sum())
+
+    def snapshot(self) -> ExponentState:
+        return ExponentState(self.info, self.info_n, self.windows)
+
+    def restore(self, s: ExponentState) -> None:
+        """Start from `s`, not discounted for the time the node was off (as `LossLearner.restore`)."""
+        self.info, self.info_n, self.windows = max(float(s.info), 0.0), float(s.info_n), max(int(s.windows), 0)
+        self._t = -math.inf

@@ -37,6 +37,14 @@ class LossParams:
     hi: float = 0.8
 
 
+@dataclass(frozen=True, slots=True)
+class LossState:
+    """Each receiver's discounted adverts sent and heard on strong links (its plateau loss), for a restart."""
+
+    sent: F64
+    heard: F64
+
+
 class LossLearner:
     """Per receiver: adverts sent and heard on links far above its floor (discounted sums)."""
 
@@ -67,3 +75,15 @@ class LossLearner:
         w = self.p.prior_adverts
         ok = (self.heard + w * (1.0 - self.base)) / (self.sent + w)
         return np.asarray(np.clip(1.0 - ok, self.p.lo, self.p.hi))
+
+    def snapshot(self) -> LossState:
+        return LossState(self.sent.copy(), self.heard.copy())
+
+    def restore(self, s: LossState) -> None:
+        """Start from `s`. The time of the last look is not kept: the sums are not discounted for the time the
+        node was off (it saw nothing then; a receiver's losses are its hardware's and its place's)."""
+        if s.sent.shape != self.sent.shape or s.heard.shape != self.heard.shape:
+            raise ValueError(f"loss state for {len(s.sent)} receivers, this site has {len(self.sent)}")
+        sent = np.maximum(np.asarray(s.sent, dtype=np.float64), 0.0)
+        self.sent, self.heard = sent, np.clip(np.asarray(s.heard, dtype=np.float64), 0.0, sent)
+        self._t = -math.inf

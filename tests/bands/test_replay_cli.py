@@ -127,3 +127,28 @@ def test_fast_line_parser_agrees_with_the_protocol_parser() -> None:
                 '{"ts": 1, "rx": "a", "rssi": 5, "company_id": 70000, "data": "0"}'):
         with pytest.raises(PayloadError):
             parse_line(bad)
+
+
+def test_replay_saves_and_starts_from_learned_state(tmp_path: Path, demo_site: SiteConfig,
+                                                    demo_keys: dict[int, bytes]) -> None:
+    keys = tmp_path / "keys.json"
+    write_band_keys(keys, demo_keys)
+    sim = Simulator(demo_site, demo_keys, seed=1, start_ts=1_700_000_000.0,
+                    scenario=demo_scenario(demo_site, escape_band=1001, escape_at_s=40.0))
+    log = tmp_path / "obs.jsonl"
+    with log.open("w") as fh:
+        write_log(sim, fh, 90.0)
+    base = ("--config", str(DEMO_SITE), "--keys", str(keys), str(log))
+    plain = _cli(*base)
+    state = tmp_path / "learned-state.json"
+    saved = _cli(*base, "--save-learned-state", str(state))
+    assert saved.returncode == 0 and saved.stdout == plain.stdout  # saving changes nothing of the replay
+    doc = json.loads(state.read_text())
+    assert doc["schema"] == "qwatch.learned/1" and doc["site"] == demo_site.site.id
+    warm = _cli(*base, "--learned-state", str(state))
+    assert warm.returncode == 0, warm.stderr
+    assert "learned state of" in warm.stderr
+    doc["site"] = "elsewhere"
+    state.write_text(json.dumps(doc))
+    refused = _cli(*base, "--learned-state", str(state))
+    assert refused.returncode == 2 and "other_site" in refused.stderr and refused.stdout == ""
