@@ -78,3 +78,43 @@ class ChangeMask:
         global even when no single place changed much; a person fills one or two of 16 cells."""
         cells = cv2.resize(fg, (4, 4), interpolation=cv2.INTER_AREA)
         return int(np.count_nonzero(cells > 0.05 * 255)) >= 11
+
+
+class ChangeActivity:
+    """Per pixel, the share of recent frames in which it changed (after the opening).
+
+    Swaying bushes, grass and flags change the same pixels again and again; ground a person
+    walks or crawls over was still before they came. A running mean with memory `tau_frames`;
+    until it has seen that many frames it is a mean over the frames seen plus a few still ones,
+    so the first frames of a stream neither mark nor clear a place on their own.
+    """
+
+    _PRIOR = 5  # still frames assumed before the first one
+
+    def __init__(self, tau_frames: float) -> None:
+        self._rate = 1.0 / max(tau_frames, 1.0)
+        self._n = 0
+        self.map: np.ndarray | None = None  # share x 255, float32
+
+    def reset(self) -> None:
+        self.map, self._n = None, 0
+
+    def update(self, opened: np.ndarray | None, shape: tuple[int, int]) -> None:
+        """Feed this frame's opened change mask (None or empty: nothing changed)."""
+        if self.map is None:
+            self.map = np.zeros(shape, np.float32)
+        self._n += 1
+        rate = max(self._rate, 1.0 / (self._n + self._PRIOR))
+        if opened is None:
+            cv2.multiply(self.map, 1.0 - rate, dst=self.map)
+        else:
+            cv2.accumulateWeighted(opened, self.map, rate)
+
+    def of(self, x: int, y: int, w: int, h: int, mask: np.ndarray) -> float:
+        """Mean activity (0..1) over the non-zero pixels of `mask` inside the box; 0 if none."""
+        if self.map is None:
+            return 0.0
+        roi = mask[y:y + h, x:x + w]
+        if not cv2.countNonZero(roi):
+            return 0.0
+        return float(cv2.mean(self.map[y:y + h, x:x + w], mask=roi)[0]) / 255.0
