@@ -35,14 +35,14 @@ import cv2
 import numpy as np
 
 from edge.camera.background import LOW, Background
-from edge.camera.changemask import ChangeActivity, ChangeMask
+from edge.camera.changemask import ChangeMask
 from edge.camera.nightmode import NightMode
 from edge.camera.personcheck import HogPersonCheck
 from edge.camera.shake import ShakeEstimator, align
 from edge.camera.stacking import DiffHistory, path_coherence
 from edge.camera.tamper import TAMPER_END, TAMPER_START, TamperDetector
 from edge.camera.threshold import NoiseThreshold
-from edge.camera.tracks import Blob, Perspective, Track, Tracker, TrackParams, find_blobs
+from edge.camera.tracks import Perspective, Track, Tracker, TrackParams, find_blobs
 from edge.camera.walks import WalkEvidence
 from edge.camera.zones import (
     MOTION_END,
@@ -77,7 +77,7 @@ _DETECTOR_BOUNDS = {
     "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
     "walk_blur": Range(ge=1, le=9), "shake_iters": Range(ge=1, le=5),
     "dynamic_k": Range(ge=0, le=20), "dynamic_tau_s": Range(gt=0, le=600), "dynamic_cap": Range(gt=0, le=20),
-    "stack_frames": Range(ge=3, le=25), "sway_tau_s": Range(gt=0, le=600), "blob_person_share": Range(ge=0, le=1),
+    "stack_frames": Range(ge=3, le=25), "blob_person_share": Range(ge=0, le=1),
 }
 
 
@@ -110,9 +110,10 @@ class DetectorSpec:
     tracks: bool = True  # zone events only for tracks that behave like a person
     track_params: TrackParams = field(default_factory=TrackParams)
     min_blob_px: int = 6  # changed pixels of a blob worth following
-    # With a perspective (0 = off): a blob is followed only when its changed pixels are at least this
-    # share of a person's area at its foot row (height h, width 0.35 h there), counted exactly.
-    blob_person_share: float = 0.0
+    # By day, with a perspective (0 = off): a small blob (under the joined-area estimate's ~38 px) is
+    # followed when its changed pixels, counted exactly, are at least this share of a person's area
+    # at its foot row (h x 0.35 h): a far or crawling person's few pixels are a large part of them.
+    blob_person_share: float = 0.06
     # At night the signed difference is averaged over night_box x night_box before the threshold
     # (1 = off): IR noise (sigma 5-9 per pixel) is as large as a person's IR contrast, a person
     # is an extended region and the noise is not (see docs/camera.md, "Night").
@@ -145,8 +146,6 @@ class DetectorSpec:
     # frames kept, and whether patches are also cut at the track's still median foot point.
     stack_frames: int = 5
     stack_still: bool = True
-    # Memory of the change activity map behind TrackParams.max_sway (by day, with tracks).
-    sway_tau_s: float = 10.0
     person_check: str = "off"  # off | night | always: HOG person check on tracks about to be confirmed
     person_check_threshold: float = -1.5  # HOG SVM score (the detector's own decision value is 0)
 
@@ -216,11 +215,6 @@ class MotionDetector:
                                       memory_s=spec.walk_memory_s, clip=spec.walk_clip,
                                       blur=spec.walk_blur)
             self.tracker.walk_score = self.walks.score
-        # Swaying ground (TrackParams.max_sway): how often each pixel changed before this frame.
-        self._activity: ChangeActivity | None = None
-        if spec.tracks and spec.track_params.max_sway > 0:
-            self._activity = ChangeActivity(spec.sway_tau_s * fps)
-            self.tracker.activity = self._blob_activity
         # Coherence along the path (stacking.py): the last frames' raw differences, kept in night box mode.
         self._diffs: DiffHistory | None = None
         if spec.tracks and spec.track_params.min_coherence_night > 0:
@@ -272,7 +266,6 @@ class MotionDetector:
             self.tracker.reset()  # the background is not yet trustworthy: nothing to follow
             return events
         self._track_step(fg, fg_count, ts, night, cur)
-        self._activity_step(night)
         zf = ZoneFrame(fg if fg_count else None,
                        self.change_mask.opened if self.change_mask.prev_count else None,
                        self._person if fg_count else None)
@@ -319,8 +312,6 @@ class MotionDetector:
         """A global change (`counted`) or tamper: re-learn, forget the tracks, freeze the zones."""
         if counted:
             self.counters["global_changes"] += 1
-        elif self._activity is not None:
-            self._activity.reset()  # tamper: the view may have moved, the places are not the same
         self._relearn(cur, low)
         self.tracker.reset()
         self._tracked = None
@@ -407,7 +398,8 @@ class MotionDetector:
             self._person = None
             self._mark_tracked()
             return
-        # By day only: at night the boxed difference makes small blobs of noise (not measured there).
+        # By day only: the night box turns IR noise into small soft blobs, and the rule was measured
+        # by day (docs/camera.md, "Small blobs by their row").
         blobs, _labels = find_blobs(fg, self._join_kernel, self.spec.min_blob_px,
                                     None if night else self._min_blob_at)
         edge_src = self._diff if self._diff_edge is None else self._diff_edge
@@ -432,23 +424,6 @@ class MotionDetector:
             return None
         h = self.spec.height
         return lambda row: share * 0.35 * (persp.height(row / h) * h) ** 2
-
-    def _activity_step(self, night: bool) -> None:
-        """Feed the activity map this frame's change, after the tracks read it (by day only; at night
-        it is forgotten: the rule is day-only and an IR picture's change is another picture's)."""
-        if self._activity is None:
-            return
-        if night:
-            self._activity.reset()
-            return
-        cm = self.change_mask
-        self._activity.update(cm.opened if cm.prev_count else None, (self.spec.height, self.spec.width))
-
-    def _blob_activity(self, b: Blob) -> float:
-        """Activity before this frame over a blob's changed pixels (Tracker.activity)."""
-        if self._activity is None or self.last_fg is None:
-            return 0.0
-        return self._activity.of(b.x, b.y, b.w, b.h, self.last_fg)
 
     def _stack_score(self, t: Track) -> float | None:
         """Coherence of a track's last frames along its path (stacking.py); None: cannot judge (seen in

@@ -37,8 +37,7 @@ PersonCheck = Callable[[np.ndarray, float, float, float], bool]
 
 MAX_BLOBS = 48  # per frame; more means noise everywhere (the global-change test handles it)
 
-_TRACK_BOUNDS = {"walk_hold_frames": Range(ge=1, le=25), "min_coherence_night": Range(ge=-1, le=1),
-                 "max_sway": Range(ge=0, le=1)}
+_TRACK_BOUNDS = {"walk_hold_frames": Range(ge=1, le=25), "min_coherence_night": Range(ge=-1, le=1)}
 
 # (track) -> coherence of its last frames' patches along its path (stacking.py), None: cannot judge
 StackScore = Callable[["Track"], "float | None"]
@@ -85,10 +84,6 @@ class TrackParams:
     max_path_speed_night_h: float = 2.6
     round_lo: float = 0.7  # night: blob height / width in this range (and smaller than a person) is round
     round_hi: float = 1.4
-    round_day: bool = False  # the round rule by day as well
-    # With a perspective: `static` lets a person walking towards or away from the camera move as a
-    # whole although their head moves less than their feet (they grow with the perspective).
-    radial: bool = False
     min_straight: float = 0.55  # net / path length over the last ~1.5 s
     min_move_h: float = 0.2  # net displacement over the life, person heights
     min_move_px: float = 2.5
@@ -122,11 +117,6 @@ class TrackParams:
     # streaks is a new streak every frame; an insect zig-zags off any straight path (docs/camera.md,
     # "Coherence along the path"). Measured, off by default.
     min_coherence_night: float = 0.0
-    # By day: a track is confirmed only once one of its blobs lay on ground that was mostly still
-    # before it came: the share of the last ~10 s in which its changed pixels were already changing
-    # (the detector's activity map) at most this (0 = off). A swaying bush changes the same pixels
-    # over and over, a passing person changes ground that was still (docs/camera.md, "Swaying ground").
-    max_sway: float = 0.0
 
     def __post_init__(self) -> None:
         check_bounds(self, _TRACK_BOUNDS)
@@ -173,7 +163,6 @@ class Track:
     edge: float = -1.0  # median edge sharpness of the recent frames (see `edge_ratio`)
     edges: list[float] = field(default_factory=list)
     blob: Blob | None = None  # this frame's blob (None when missed)
-    grounded: bool = False  # one of its blobs lay on ground that was still before (TrackParams.max_sway)
     path: list[tuple[float, float]] = field(default_factory=list)  # foot points, for the snapshot
 
     @property
@@ -207,15 +196,15 @@ def find_blobs(fg: np.ndarray, kernel: np.ndarray, min_px: int,
                min_px_at: Callable[[float], float] | None = None) -> tuple[list[Blob], np.ndarray]:
     """Blobs of a change mask; parts of one person (head, torso, legs) are joined by `kernel`.
 
-    `min_px_at` (foot row -> changed pixels a blob there needs; with a perspective): each joined
-    region's changed pixels are counted exactly and judged against the size of a person at its
-    row. Without it the joined area minus the dilation margin is the estimate.
+    A blob's changed pixels are estimated as its joined area minus the dilation margin. With
+    `min_px_at` (foot row -> changed pixels a blob there needs), a blob that estimate drops is
+    counted exactly and kept when it has that many.
     Returns the blobs and the label image (labels of the joined regions, 0 outside the mask).
     """
     joined = cv2.dilate(fg, kernel)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8, ltype=cv2.CV_16U)
     kx, ky = kernel.shape[1] // 2, kernel.shape[0] // 2
-    exact = np.bincount(labels[fg > 0], minlength=n) if min_px_at is not None and n > 1 else None
+    exact: np.ndarray | None = None  # changed pixels per joined region, counted when first needed
     blobs: list[Blob] = []
     for i in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[i])
@@ -225,7 +214,9 @@ def find_blobs(fg: np.ndarray, kernel: np.ndarray, min_px: int,
         # few changed pixels are counted exactly and judged against a person's size at that row
         # (near the camera the same share is many pixels: there the estimate decides, as without).
         core = area - (w * 2 * ky + h * 2 * kx)
-        if core < min_px and exact is not None and min_px_at is not None:
+        if core < min_px and min_px_at is not None:
+            if exact is None:
+                exact = np.bincount(labels[fg > 0], minlength=n)
             core = int(exact[i])
             if core < max(min_px, min_px_at(float(by + bh))):
                 continue
@@ -238,19 +229,14 @@ def find_blobs(fg: np.ndarray, kernel: np.ndarray, min_px: int,
 
 
 def _rigid_shift(a: tuple[float, float, float, int, int], b: tuple[float, float, float, int, int],
-                 size: tuple[int, int] | None = None, margin: float = 3.0, slope: float = 0.0) -> float:
+                 size: tuple[int, int] | None = None, margin: float = 3.0) -> float:
     """How far a box moved as a whole: per axis, both edges must move the same way, and the smaller
     move counts. A blob that grows or merges with a neighbour (drops on the lens running together)
     moves one edge only; a walking or crawling person moves both.
 
     With the picture `size` (w, h): an edge within `margin` px of the picture border (in either box)
     is where the picture ends, not where the object ends, so that axis is judged by its other edge
-    alone (a person coming in from the side shows only the edge that leads).
-
-    `slope` (0..1): the perspective's person height per foot row (px per px). A person walking
-    towards or away from the camera moves their feet by d rows and grows by slope x d, so their
-    head moves only (1 - slope) x d: the top edge's move is scaled back by 1 / (1 - slope) before
-    the two edges are compared. A growing drop or a merge still moves one edge only."""
+    alone (a person coming in from the side shows only the edge that leads)."""
     def axis(lo0: float, hi0: float, lo1: float, hi1: float, end: int | None) -> float:
         d0, d1 = lo1 - lo0, hi1 - hi0
         if end is not None:
@@ -260,9 +246,7 @@ def _rigid_shift(a: tuple[float, float, float, int, int], b: tuple[float, float,
         return min(abs(d0), abs(d1)) if d0 * d1 > 0 else 0.0
     ex, ey = (size[0], size[1]) if size is not None else (None, None)
     dx = axis(a[1] - a[3] / 2, a[1] + a[3] / 2, b[1] - b[3] / 2, b[1] + b[3] / 2, ex)
-    k = 1.0 / (1.0 - slope) if 0.0 < slope < 0.9 else 1.0
-    top0, top1 = a[2] - a[4], b[2] - b[4]
-    dy = axis(top0, a[2], top0 + k * (top1 - top0), b[2], ey)
+    dy = axis(a[2] - a[4], a[2], b[2] - b[4], b[2], ey)
     return math.hypot(dx, dy)
 
 
@@ -290,9 +274,6 @@ class Tracker:
         self.walks_active = False  # the detector says the walk evidence is running this frame
         # Coherence of a track's last frames along its path (stacking.py), set by the detector at night.
         self.stack_score: StackScore | None = None
-        # Activity of a blob's changed pixels before this frame (share of recent frames in which they
-        # changed), set by the detector when TrackParams.max_sway is on.
-        self.activity: Callable[[Blob], float] | None = None
 
     def expected_h(self, foot_y: float, blob_h: float) -> float:
         """Person height in detect px at this foot row (perspective), else the blob's own height."""
@@ -364,7 +345,6 @@ class Tracker:
         self.tracks = alive
         for t in alive:
             if not t.confirmed and t.blob is not None:
-                self._ground(t, night)
                 if diff is not None and fg is not None and len(t.hist) >= 2:
                     # Measured every frame until confirmed; the median of the last five decides, so one
                     # noisy frame cannot make an insect look sharp.
@@ -389,12 +369,6 @@ class Tracker:
                     t.confirmed, t.reason = False, "not_person"
                     self.counters["tracks_confirmed"] -= 1
         return alive
-
-    def _ground(self, t: Track, night: bool) -> None:
-        """Whether the track's blob lies on ground that was still before it came (`max_sway`)."""
-        if t.grounded or night or self.activity is None or t.blob is None:
-            return
-        t.grounded = self.activity(t.blob) <= self.p.max_sway
 
     def _walk(self, t: Track, night: bool) -> float | None:
         """Walk evidence that gates this track at night (None: no gate): the smallest of the last
@@ -500,10 +474,9 @@ class Tracker:
             if pv > lim:
                 t.reason = "fast"
                 return
-        if (night or p.round_day) and self.perspective is not None:
+        if night and self.perspective is not None:
             # At night the lamp lights insects near the lens: round, smaller than a person there.
-            # A person is tall (walking) or long (crawling), rarely round; by day a gust-shaken
-            # bush's fragment is a round patch as well (`round_day`).
+            # A person is tall (walking) or long (crawling), rarely round.
             aspects = sorted(bh / max(bw, 1) for _, _, _, bw, bh in hist)
             if p.round_lo < aspects[len(aspects) // 2] < p.round_hi and size < 1.0:
                 t.reason = "round"
@@ -520,9 +493,6 @@ class Tracker:
         if t.seen < p.min_seen * t.frames:
             t.reason = "intermittent"
             return
-        if p.max_sway > 0 and not night and self.activity is not None and not t.grounded:
-            t.reason = "sway"  # so far only on pixels that kept changing before it: swaying ground
-            return
         if len(hist) >= 6:
             # A raindrop slides straight down the lens keeping its size; a person coming down the
             # picture is coming nearer and grows.
@@ -535,9 +505,8 @@ class Tracker:
         # Only with a perspective: the size rule above then bounds what comes in from the border, so
         # a shadow or light front sweeping in from the side is `large`; without one nothing does.
         picture = (self.w, self.h) if p.border_cut and not night and self.perspective is not None else None
-        slope = self.perspective.a if p.radial and self.perspective is not None else 0.0
-        net = _rigid_shift(hist[0], t.last, picture, slope=slope)
-        net_recent = _rigid_shift(recent[0], t.last, picture, slope=slope)
+        net = _rigid_shift(hist[0], t.last, picture)
+        net_recent = _rigid_shift(recent[0], t.last, picture)
         if net < max(p.min_move_px, p.min_move_h * href) or net_recent < max(2.0, 0.1 * href):
             t.reason = "static"
             return
