@@ -90,6 +90,7 @@ class TrackParams:
     size_lo: float = 0.3  # larger blob side / expected person height
     size_hi: float = 1.8
     growth_free: float = 1.3  # expected size change (by perspective) below which growth is not checked
+    rigid_grow_day: bool = True  # by day `rigid` rejects only too little growth (see _grows_like_a_person)
     max_misses: int = 5  # frames without a blob before the track ends
     # By day, with a perspective, a box edge at the picture border is the picture's edge: `static` then
     # judges that axis by the other edge (a person coming in from the side). Not at night: there it
@@ -407,7 +408,7 @@ class Tracker:
         if len(t.path) < 200:
             t.path.append((b.fx / self.w, b.fy / self.h))
 
-    def _grows_like_a_person(self, hist: list[tuple[float, float, float, int, int]]) -> bool:
+    def _grows_like_a_person(self, hist: list[tuple[float, float, float, int, int]], night: bool = True) -> bool:
         """A person who moves up or down the picture moves nearer or farther and changes size with
         the perspective; an insect or a drop at the lens keeps its size wherever it goes."""
         if len(hist) < 6:
@@ -421,6 +422,11 @@ class Tracker:
         size0 = sorted(max(w, h) for _, _, _, w, h in first)[1]
         size1 = sorted(max(w, h) for _, _, _, w, h in last)[1]
         seen = size1 / max(size0, 1)
+        if not night and self.p.rigid_grow_day:
+            # By day a track can start on a fragment (a far person's head, a person coming out from
+            # behind a post) that fills out as it comes nearer: more growth than the move explains
+            # is something coming into view, not a lens object keeping its size.
+            return seen / expect > 0.6
         return 0.6 < seen / expect < 1.7
 
     def _velocity(self, t: Track) -> tuple[float, float]:
@@ -451,7 +457,7 @@ class Tracker:
             if size > p.size_hi:
                 t.reason = "large"
                 return
-            if not self._grows_like_a_person(hist):
+            if not self._grows_like_a_person(hist, night):
                 t.reason = "rigid"
                 return
         # Speed over the last second (robust to a jittery outline: end points of a window).
