@@ -90,7 +90,7 @@ class TrackParams:
     size_lo: float = 0.3  # larger blob side / expected person height
     size_hi: float = 1.8
     growth_free: float = 1.3  # expected size change (by perspective) below which growth is not checked
-    rigid_grow_day: bool = True  # by day `rigid` rejects only too little growth (see _grows_like_a_person)
+    rigid_grow_day: bool = False  # by day `rigid` rejects only too little growth (see _grows_like_a_person)
     max_misses: int = 5  # frames without a blob before the track ends
     # By day, with a perspective, a box edge at the picture border is the picture's edge: `static` then
     # judges that axis by the other edge (a person coming in from the side). Not at night: there it
