@@ -113,8 +113,7 @@ class DetectorSpec:
     # By day, with a perspective (0 = off): a small blob (under the joined-area estimate's ~38 px) is
     # followed when its changed pixels, counted exactly, are at least this share of a person's area
     # at its foot row (h x 0.35 h): a far or crawling person's few pixels are a large part of them.
-    # Measured at 0.06, off by default (docs/camera.md, "Small blobs by their row").
-    blob_person_share: float = 0.0
+    blob_person_share: float = 0.06
     # At night the signed difference is averaged over night_box x night_box before the threshold
     # (1 = off): IR noise (sigma 5-9 per pixel) is as large as a person's IR contrast, a person
     # is an extended region and the noise is not (see docs/camera.md, "Night").
