@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from edge.camera.motion import MOTION_START, DetectorSpec, MotionDetector, ZoneSpec
-from edge.camera.tracks import Perspective, find_blobs
+from edge.camera.tracks import Blob, Perspective, Tracker, TrackParams, find_blobs
 
 W, H, FPS = 320, 180, 5.0
 PERSP = Perspective.fit([(0.5, 0.15), (0.9, 0.38)])  # 19 px tall at row 0.42, 68 px at row 0.9
@@ -69,10 +69,33 @@ def _first_start(frames: list[np.ndarray], **kw: object) -> float | None:
 def test_thin_far_walker_is_found_by_day_with_a_perspective() -> None:
     for seed in (0, 1, 2):
         frames = _thin_far_walker(25, seed)
-        found = _first_start(frames, perspective=PERSP, blob_person_share=0.06)
+        found = _first_start(frames, perspective=PERSP)
         assert found is not None and found <= 2.0 + 2.0, (seed, found)
-        # Its blob is under the joined-area estimate: without the exact count (the default) it is
-        # never followed.
-        assert _first_start(frames, perspective=PERSP) is None
+        # Its blob is under the joined-area estimate: without the exact count it is never followed.
+        assert _first_start(frames, perspective=PERSP, blob_person_share=0.0) is None
         # Without a perspective nothing says how large a person is there: the estimate decides.
-        assert _first_start(frames, blob_person_share=0.06) is None
+        assert _first_start(frames) is None
+
+
+def _who_takes_the_walker(params: TrackParams) -> str:
+    """A confirmed walker (12 x 30 px, walking right) and, since the frame before, a new track started
+    on a fragment at its feet; this frame's blob of the walker, its box shifted down by a frame's
+    fragmenting, lies nearer to the fragment's foot point than to the walker's predicted one."""
+    tracker = Tracker(W, H, FPS, params, PERSP)
+    walker = [Blob(40 + 3 * i, 70, 12, 30, 300, 1) for i in range(6)]
+    for i, b in enumerate(walker):
+        tracker.update([b], i / FPS, night=False)
+    person = tracker.tracks[0]
+    person.confirmed = True  # as the rules would have it after 1.2 s
+    tracker.update([walker[-1], Blob(60, 96, 6, 7, 30, 2)], 6 / FPS, night=False)
+    piece = next(t for t in tracker.tracks if t is not person)
+    moved = Blob(61, 78, 12, 30, 300, 1)
+    tracker.update([moved], 7 / FPS, night=False)
+    return "person" if person.blob == moved else "piece" if piece.blob == moved else "none"
+
+
+def test_a_confirmed_track_keeps_its_person_against_a_new_track_at_its_feet() -> None:
+    assert _who_takes_the_walker(TrackParams()) == "person"
+    # Matched by distance alone, the new track at the feet takes the walker over, and the confirmed
+    # track, left without blobs, ends.
+    assert _who_takes_the_walker(TrackParams(confirmed_first=False)) == "piece"

@@ -248,7 +248,7 @@ def test_size_that_fills_out_as_it_comes_nearer_is_not_rigid_by_day() -> None:
     # (ts, foot x, foot y, w, h) over 2 s, feet from row 90 (a person is 27 px tall there) to row 150
     # (61 px): the perspective expects 2.3x growth.
     rows = np.linspace(90.0, 150.0, 10)
-    tracker = Tracker(W, H, FPS, TrackParams(rigid_grow_day=True), PERSP)
+    tracker = Tracker(W, H, FPS, TrackParams(), PERSP)
 
     def hist(sizes: list[float]) -> list[tuple[float, float, float, int, int]]:
         pairs = enumerate(zip(rows, sizes, strict=True))
@@ -259,8 +259,8 @@ def test_size_that_fills_out_as_it_comes_nearer_is_not_rigid_by_day() -> None:
     assert tracker._grows_like_a_person(fills_out, night=False)
     assert tracker._grows_like_a_person(follows, night=False)
     assert not tracker._grows_like_a_person(keeps, night=False)
-    # At night, and with the rule off (the default), growth beyond the perspective's is still `rigid`
-    # (a lamp-lit insect flying towards the lens grows far faster than any walker).
+    # At night, and with the rule off, growth beyond the perspective's is still `rigid` (a lamp-lit
+    # insect flying towards the lens grows far faster than any walker).
     assert not tracker._grows_like_a_person(fills_out, night=True)
-    off = Tracker(W, H, FPS, TrackParams(), PERSP)
+    off = Tracker(W, H, FPS, TrackParams(rigid_grow_day=False), PERSP)
     assert not off._grows_like_a_person(fills_out, night=False)
