@@ -295,33 +295,7 @@ class Tracker:
         confirmed be checked for a sharp outline."""
         for t in self.tracks:
             t.blob = None
-        pairs: list[tuple[float, int, int]] = []
-        for ti, t in enumerate(self.tracks):
-            t_last, fx, fy, bw, bh = t.last
-            href = self.expected_h(fy, bh)
-            vx, vy = self._velocity(t)
-            el = max(ts - t_last, 1e-3)
-            # Predicted box; the distance is the gap between boxes (0 when they overlap): a partly
-            # seen person's box (only the torso one frame, head to feet the next) moves its foot
-            # point by half a height without moving at all.
-            px0, py1 = fx - bw / 2 + vx * el, fy + vy * el
-            px1, py0 = px0 + bw, py1 - bh
-            # Around the predicted foot point: a person's pace changes little in a fraction of a
-            # second. A new track (no velocity yet) may move at up to a runner's speed. A wide gate
-            # would chain unrelated static things (drops on the lens) into a "walk".
-            rate = 1.0 if len(t.hist) >= 2 else 0.9 * self.p.max_speed_h
-            gate = (0.25 + rate * el) * href + 2.0
-            for bi, b in enumerate(blobs):
-                gx = max(0.0, b.x - px1, px0 - (b.x + b.w))
-                gy = max(0.0, b.y - py1, py0 - (b.y + b.h))
-                d = math.hypot(gx, gy) + 0.1 * math.hypot(b.fx - (px0 + px1) / 2, b.fy - py1)
-                if d <= gate:
-                    # By day confirmed people choose first (`confirmed_first`): a blob in a confirmed
-                    # track's gate is most likely that person, not the piece of them a new track started
-                    # on. Not at night, where most confirmed tracks are insects and streak chains that
-                    # would then keep their blobs (measured: 15 -> 21 false zone events in night clips).
-                    first = 0.0 if t.confirmed or night or not self.p.confirmed_first else 1.0
-                    pairs.append((first + d / gate, ti, bi))
+        pairs = self._candidates(blobs, ts, night)
         pairs.sort()  # best (relative) matches first
         used_t: set[int] = set()
         used_b: set[int] = set()
@@ -376,6 +350,37 @@ class Tracker:
                     t.confirmed, t.reason = False, "not_person"
                     self.counters["tracks_confirmed"] -= 1
         return alive
+
+    def _candidates(self, blobs: list[Blob], ts: float, night: bool) -> list[tuple[float, int, int]]:
+        """(rank, track index, blob index) of every blob within a track's gate; lower ranks first."""
+        pairs: list[tuple[float, int, int]] = []
+        for ti, t in enumerate(self.tracks):
+            t_last, fx, fy, bw, bh = t.last
+            href = self.expected_h(fy, bh)
+            vx, vy = self._velocity(t)
+            el = max(ts - t_last, 1e-3)
+            # Predicted box; the distance is the gap between boxes (0 when they overlap): a partly
+            # seen person's box (only the torso one frame, head to feet the next) moves its foot
+            # point by half a height without moving at all.
+            px0, py1 = fx - bw / 2 + vx * el, fy + vy * el
+            px1, py0 = px0 + bw, py1 - bh
+            # Around the predicted foot point: a person's pace changes little in a fraction of a
+            # second. A new track (no velocity yet) may move at up to a runner's speed. A wide gate
+            # would chain unrelated static things (drops on the lens) into a "walk".
+            rate = 1.0 if len(t.hist) >= 2 else 0.9 * self.p.max_speed_h
+            gate = (0.25 + rate * el) * href + 2.0
+            for bi, b in enumerate(blobs):
+                gx = max(0.0, b.x - px1, px0 - (b.x + b.w))
+                gy = max(0.0, b.y - py1, py0 - (b.y + b.h))
+                d = math.hypot(gx, gy) + 0.1 * math.hypot(b.fx - (px0 + px1) / 2, b.fy - py1)
+                if d <= gate:
+                    # By day confirmed people choose first (`confirmed_first`): a blob in a confirmed
+                    # track's gate is most likely that person, not the piece of them a new track started
+                    # on. Not at night, where most confirmed tracks are insects and streak chains that
+                    # would then keep their blobs (measured: 15 -> 21 false zone events in night clips).
+                    first = 0.0 if t.confirmed or night or not self.p.confirmed_first else 1.0
+                    pairs.append((first + d / gate, ti, bi))
+        return pairs
 
     def _walk(self, t: Track, night: bool) -> float | None:
         """Walk evidence that gates this track at night (None: no gate): the smallest of the last
