@@ -161,7 +161,7 @@ def main() -> None:
     from pathlib import Path
     tmp = Path(tempfile.mkdtemp(prefix="qwatch_misstrace_")) / "site.yaml"
     tmp.write_text(h2.site_yaml("unused.mp4", not args.no_perspective), encoding="utf-8")
-    over = {k: (int(float(v)) if float(v).is_integer() else float(v)) for k, v in (x.split("=", 1) for x in args.set)}
+    over = {k: h2._value(v) for k, v in (x.split("=", 1) for x in args.set)}
     impl = h2.Impl("current", None, tmp, tmp, over)
     recs: list[dict[str, Any]] = []
     for cond, scen, clip in h2.clip_set(args.seeds):

@@ -151,7 +151,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = args.out.with_suffix(".site.yaml")
     tmp.write_text(h2.site_yaml("unused.mp4", True), encoding="utf-8")
-    over = {k: float(v) for k, v in (x.split("=", 1) for x in args.set)}
+    over = {k: h2._value(v) for k, v in (x.split("=", 1) for x in args.set)}
     impl = h2.Impl("current", None, tmp, tmp, over)
     total: Counter[str] = Counter()
     with args.out.open("w", encoding="utf-8") as sink:

@@ -28,6 +28,7 @@ Per frame:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -76,7 +77,7 @@ _DETECTOR_BOUNDS = {
     "walk_memory_s": Range(gt=0, le=10), "walk_clip": Range(gt=0, le=100),
     "walk_blur": Range(ge=1, le=9), "shake_iters": Range(ge=1, le=5),
     "dynamic_k": Range(ge=0, le=20), "dynamic_tau_s": Range(gt=0, le=600), "dynamic_cap": Range(gt=0, le=20),
-    "stack_frames": Range(ge=3, le=25),
+    "stack_frames": Range(ge=3, le=25), "blob_person_share": Range(ge=0, le=1),
 }
 
 
@@ -109,6 +110,10 @@ class DetectorSpec:
     tracks: bool = True  # zone events only for tracks that behave like a person
     track_params: TrackParams = field(default_factory=TrackParams)
     min_blob_px: int = 6  # changed pixels of a blob worth following
+    # By day, with a perspective (0 = off): a small blob (under the joined-area estimate's ~38 px) is
+    # followed when its changed pixels, counted exactly, are at least this share of a person's area
+    # at its foot row (h x 0.35 h): a far or crawling person's few pixels are a large part of them.
+    blob_person_share: float = 0.06
     # At night the signed difference is averaged over night_box x night_box before the threshold
     # (1 = off): IR noise (sigma 5-9 per pixel) is as large as a person's IR contrast, a person
     # is an extended region and the noise is not (see docs/camera.md, "Night").
@@ -393,7 +398,10 @@ class MotionDetector:
             self._person = None
             self._mark_tracked()
             return
-        blobs, _labels = find_blobs(fg, self._join_kernel, self.spec.min_blob_px)
+        # By day only: the night box turns IR noise into small soft blobs, and the rule was measured
+        # by day (docs/camera.md, "Small blobs by their row").
+        blobs, _labels = find_blobs(fg, self._join_kernel, self.spec.min_blob_px,
+                                    None if night else self._min_blob_at)
         edge_src = self._diff if self._diff_edge is None else self._diff_edge
         tracks = self.tracker.update(blobs, ts, night, edge_src, fg, gray)
         self._mark_tracked()
@@ -407,6 +415,15 @@ class MotionDetector:
         for b in keep:
             cv2.rectangle(person, (b.x, b.y), (b.x + b.w - 1, b.y + b.h - 1), 255, -1)
         self._person = cv2.bitwise_and(person, self._valid)
+
+    @property
+    def _min_blob_at(self) -> Callable[[float], float] | None:
+        """Foot row -> changed pixels a blob there needs (`blob_person_share`), None: the old estimate."""
+        share, persp = self.spec.blob_person_share, self.spec.perspective
+        if share <= 0 or persp is None:
+            return None
+        h = self.spec.height
+        return lambda row: share * 0.35 * (persp.height(row / h) * h) ** 2
 
     def _stack_score(self, t: Track) -> float | None:
         """Coherence of a track's last frames along its path (stacking.py); None: cannot judge (seen in

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from edge.camera.motion import MOTION_START, DetectorSpec, MotionDetector, ZoneSpec
 from edge.camera.nightmode import NightMode
-from edge.camera.tracks import Perspective, TrackParams, _rigid_shift
+from edge.camera.tracks import Perspective, Tracker, TrackParams, _rigid_shift
 from protocols.site_config import Camera
 
 W, H, FPS = 320, 180, 5.0
@@ -242,3 +242,25 @@ def test_rigid_shift_reads_the_free_edge_of_a_box_at_the_border() -> None:
     assert _rigid_shift(a, b, (W, H)) == pytest.approx(6.0)
     c, d = (0.0, 100.0, 50.0, 10, 20), (1.0, 103.0, 50.0, 16, 20)  # inside the picture: still growth
     assert _rigid_shift(c, d, (W, H)) == 0.0
+
+
+def test_size_that_fills_out_as_it_comes_nearer_is_not_rigid_by_day() -> None:
+    # (ts, foot x, foot y, w, h) over 2 s, feet from row 90 (a person is 27 px tall there) to row 150
+    # (61 px): the perspective expects 2.3x growth.
+    rows = np.linspace(90.0, 150.0, 10)
+    tracker = Tracker(W, H, FPS, TrackParams(), PERSP)
+
+    def hist(sizes: list[float]) -> list[tuple[float, float, float, int, int]]:
+        pairs = enumerate(zip(rows, sizes, strict=True))
+        return [(i / FPS, 160.0, float(r), max(1, int(s * 0.4)), int(s)) for i, (r, s) in pairs]
+    fills_out = hist([10.0] * 3 + [20.0, 30.0, 40.0, 50.0] + [60.0] * 3)  # a fragment at first, then the person
+    follows = hist([float(PERSP.height(r / H) * H) for r in rows])  # a whole person all along
+    keeps = hist([20.0] * 10)  # an insect or a drop at the lens: the same size wherever it goes
+    assert tracker._grows_like_a_person(fills_out, night=False)
+    assert tracker._grows_like_a_person(follows, night=False)
+    assert not tracker._grows_like_a_person(keeps, night=False)
+    # At night, and with the rule off, growth beyond the perspective's is still `rigid` (a lamp-lit
+    # insect flying towards the lens grows far faster than any walker).
+    assert not tracker._grows_like_a_person(fills_out, night=True)
+    off = Tracker(W, H, FPS, TrackParams(rigid_grow_day=False), PERSP)
+    assert not off._grows_like_a_person(fills_out, night=False)
