@@ -158,12 +158,12 @@ def main() -> None:
         for kind, minutes, blocks in (("night", args.night_min, h2.NIGHT_BLOCKS), ("day", args.day_min, h2.DAY_BLOCKS)):
             if minutes <= 0:
                 continue
-            for bi, (_p, over) in enumerate(blocks):
+            for bi, (_p, block) in enumerate(blocks):
                 clip = Clip2(f"{kind}-block{bi}", minutes * 60, seed=77000 + bi, night=kind == "night",
-                             blocks=((1e9, over),), **({"insects": 3.0} if kind == "night" else {"bushes": 4.0}))  # type: ignore[arg-type]
+                             blocks=((1e9, block),), **({"insects": 3.0} if kind == "night" else {"bushes": 4.0}))  # type: ignore[arg-type]
                 c = run(clip, 0.0, impl, sink, f"{kind}-stream")
                 total.update({f"{kind} block{bi} {k}": v for k, v in c.items()})
-                print(kind, bi, over, dict(c), flush=True)
+                print(kind, bi, block, dict(c), flush=True)
         if args.clips:
             for cond, scen, clip in h2.clip_set(args.seeds):
                 if args.clips in cond and not cond.startswith("tamper"):
