@@ -68,6 +68,7 @@ LEARN_ENV = "QWATCH_BENCH_LEARN_BAND_GAINS"
 # Escapes cross no earlier than this many seconds into a recall run (`--cross-after`): a later first crossing lets
 # the learners see the escapee's band for that long as a resident first, as a real site's have for hours.
 CROSS_AFTER_ENV = "QWATCH_BENCH_CROSS_AFTER"
+MIN_SD_ENV = "QWATCH_BENCH_BAND_GAIN_MIN_SD"  # the band-gain learner's sd floor (`--band-gain-min-sd`)
 BAD_KINDS = {"gain-6": ("gain", -6.0), "gain-4": ("gain", -4.0), "deaf-85": ("deaf", -85.0)}
 
 
@@ -192,6 +193,8 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
     pipe = BandPipeline(site, keys, node="bench")
     if os.environ.get(LEARN_ENV) == "1" and pipe.detector is not None:  # --learn-band-gains (off by default)
         pipe.detector.gains.p = replace(pipe.detector.gains.p, learn=True)
+    if os.environ.get(MIN_SD_ENV) and pipe.detector is not None:  # --band-gain-min-sd
+        pipe.detector.gains.p = replace(pipe.detector.gains.p, min_sd_db=float(os.environ[MIN_SD_ENV]))
     # The ideal observer costs far more than the pipeline: it watches the escapees and as many null bands.
     watched = [b.id for b in site.bands[:2 * n_escapes]] if n_escapes else [b.id for b in site.bands[:16]]
     obs_ideal = (IdealObserver(site, sim, BAND_POWER_DBM, dwell_s=rules.breach_dwell_s, seed=seed, bands=watched)
@@ -577,7 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cross-after", type=float, default=90.0,
                     help="escapes cross no earlier than this (s into the run; give --duration to fit): the escapee's "
                          "band is a resident until then, as on a site that has run for hours")
+    ap.add_argument("--band-gain-min-sd", type=float, default=None,
+                    help="the band-gain learner's sd floor, dB (default: the prior's 2 dB, i.e. the mean alone is "
+                         "learned); narrower is used only while the site's null fits (φ = 1)")
     a = ap.parse_args(argv)
+    if a.band_gain_min_sd is not None:
+        os.environ[MIN_SD_ENV] = str(a.band_gain_min_sd)  # read by each run, in the worker processes too
     if a.learn_band_gains:
         os.environ[LEARN_ENV] = "1"  # read by each run, in the worker processes too
     if a.cross_after != 90.0:

@@ -137,6 +137,17 @@ class WindowDetector:
         self._gain: tuple[F64, F64] = (np.zeros(n_rx), tracker.calibration.link_var_db2())
         self._next_floor = -math.inf
 
+    def _band_sd(self, rows: I64) -> F64:
+        """The band gains' sd: as learned where the site's own null says the model fits (φ = 1), else the prior's.
+
+        A narrow gain is only worth what the model's other terms are: where the null is wider than χ²₂ the shared
+        error a wide gain absorbs is there (docs/bands.md, "Does the learner pay once the escapee has lived on the
+        site a while?"). With the learner's floor at the prior (`GainParams.min_sd_db`, the default) this is a no-op."""
+        sd = self.gains.sd(rows)
+        if self.null.scale > 1.0 + 1e-9 or self.null.misfit:
+            return np.maximum(sd, self.gains.p.prior_sd_db)
+        return sd
+
     def _thresholds(self) -> tuple[float, ...]:
         """What this class and the rules compare a long window's statistic with (see DetectorParams.exact_lr).
 
@@ -158,7 +169,7 @@ class WindowDetector:
         extra = self.hearing.extra_var_db2() + np.maximum(var - budget**2, 0.0)
         sd = slow_sd(self.sigma, self.p, extra)
         x = LinkInputs(k=k, xbar=xbar, n_sent=sent, power=tr.power[rows] + self.gains.mean[rows],
-                       sb=self.gains.sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
+                       sb=self._band_sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
                        listen=listen, floor=self.hearing.floor,
                        logmiss=self.hearing.logmiss * self._miss_weight[:, None],
                        exponent=self.exponent.value(tr.calibration.exponent),

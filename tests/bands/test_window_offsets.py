@@ -97,3 +97,18 @@ def test_the_dwell_window_is_read_against_its_own_threshold(demo_site: SiteConfi
         r0, r1 = BandRules(1001, rules), BandRules(1001, rules)
         assert [d.state for d in r0.on_window(500.0, base, float("nan"), (0.0, 0.0, 20.0))] == ["raised"], dwell
         assert r1.on_window(500.0, off, float("nan"), (0.0, 0.0, 20.0)) == [], dwell
+
+
+def test_band_gain_sd_narrows_only_where_the_site_null_fits(demo_site: SiteConfig) -> None:
+    """A learned band gain's narrow sd is used only while φ = 1; a wider null (or a misfit) takes the prior's."""
+    pipe = BandPipeline(demo_site, site_demo_keys(demo_site), node="t")
+    det = pipe.detector
+    assert isinstance(det, WindowDetector)
+    rows = np.arange(3, dtype=np.int64)
+    prior = det.gains.p.prior_sd_db
+    det.gains._sd[rows] = [1.0, 1.5, prior]
+    assert det._band_sd(rows).tolist() == [1.0, 1.5, prior]
+    det.null.scale = 1.05
+    assert det._band_sd(rows).tolist() == [prior] * 3
+    det.null.scale, det.null.misfit = 1.0, True
+    assert det._band_sd(rows).tolist() == [prior] * 3
