@@ -52,6 +52,7 @@ from rich.table import Table
 
 from bench.bands_ideal import VARIANTS, IdealObserver, calibrate_threshold, first_crossing, model_check
 from edge.bands.pipeline import BandPipeline
+from edge.bands.window_exponent import ExponentLearner
 from edge.sim import AltRadioParams, RadioParams, Scenario, Simulator
 from edge.sim.escapes import HOWS, KINDS, AllowedArea, Escape, make_escape
 from edge.sim.keys import site_demo_keys
@@ -69,6 +70,7 @@ LEARN_ENV = "QWATCH_BENCH_LEARN_BAND_GAINS"
 # the learners see the escapee's band for that long as a resident first, as a real site's have for hours.
 CROSS_AFTER_ENV = "QWATCH_BENCH_CROSS_AFTER"
 MIN_SD_ENV = "QWATCH_BENCH_BAND_GAIN_MIN_SD"  # the band-gain learner's sd floor (`--band-gain-min-sd`)
+TRUE_EXPONENT_ENV = "QWATCH_BENCH_TRUE_EXPONENT"  # `--true-exponent`: a diagnostic, not a product option
 BAD_KINDS = {"gain-6": ("gain", -6.0), "gain-4": ("gain", -4.0), "deaf-85": ("deaf", -85.0)}
 
 
@@ -195,6 +197,8 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
         pipe.detector.gains.p = replace(pipe.detector.gains.p, learn=True)
     if os.environ.get(MIN_SD_ENV) and pipe.detector is not None:  # --band-gain-min-sd
         pipe.detector.gains.p = replace(pipe.detector.gains.p, min_sd_db=float(os.environ[MIN_SD_ENV]))
+    if os.environ.get(TRUE_EXPONENT_ENV) == "1" and pipe.detector is not None:  # --true-exponent (a diagnostic)
+        pipe.detector.exponent = TrueExponent(float(sim.channel.p.path_loss_exponent))
     # The ideal observer costs far more than the pipeline: it watches the escapees and as many null bands.
     watched = [b.id for b in site.bands[:2 * n_escapes]] if n_escapes else [b.id for b in site.bands[:16]]
     obs_ideal = (IdealObserver(site, sim, BAND_POWER_DBM, dwell_s=rules.breach_dwell_s, seed=seed, bands=watched)
@@ -231,6 +235,18 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
         score_ideal(res, obs_ideal, escapes, duration)
     res.cpu_s = time.process_time() - t_cpu
     return res
+
+
+class TrueExponent(ExponentLearner):
+    """The window test's exponent set to the simulator's own (`--true-exponent`): how much of a result is the
+    beacons' censoring bias (docs/bands.md, "Exponent from the bands"). Never a product option."""
+
+    def __init__(self, n: float) -> None:
+        super().__init__()
+        self._n = n
+
+    def value(self, beacon_n: float) -> float:
+        return self._n
 
 
 def learned_bias(pipe: BandPipeline, sim: Simulator, bad: int) -> tuple[float, float] | None:
@@ -583,7 +599,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--band-gain-min-sd", type=float, default=None,
                     help="the band-gain learner's sd floor, dB (default: the prior's 2 dB, i.e. the mean alone is "
                          "learned); narrower is used only while the site's null fits (φ = 1)")
+    ap.add_argument("--true-exponent", action="store_true",
+                    help="diagnostic: the window test uses the simulator's true path-loss exponent, not the beacons'")
     a = ap.parse_args(argv)
+    if a.true_exponent:
+        os.environ[TRUE_EXPONENT_ENV] = "1"  # read by each run, in the worker processes too
     if a.band_gain_min_sd is not None:
         os.environ[MIN_SD_ENV] = str(a.band_gain_min_sd)  # read by each run, in the worker processes too
     if a.learn_band_gains:

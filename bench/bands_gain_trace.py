@@ -8,6 +8,8 @@ error (the simulator's `tx_power_err`):
 * the mean of b̂ − truth over the bands (what all bands absorb alike: the calibrated exponent's bias, a
   body loss), the rms error of b̂, of b̂ less that shared part, and of b̂ = 0 (not learning), per role
   (standers, walkers), and the correlation of the learned gain with the truth;
+* whether the learned sd is honest: the rms of (b̂ − truth − shared part) / sd (1 if it is), the share of
+  bands beyond 2 sd and the sd's quartiles, with `--min-sd` the learner's sd floor (`GainParams.min_sd_db`);
 * the run's false breaches (band, second).
 
 A learner is worth turning on only where its b̂ beats b̂ = 0 here (docs/bands.md, "Tried and not kept:
@@ -55,7 +57,8 @@ class GainTrace:
 
 
 def run(layout: str, radio: str, sigma: float, seed: int, n_bands: int, duration: float, learn: bool = True,
-        loss: float = 0.15, gains: float = 2.0, band_gains: float | None = None) -> GainTrace:
+        loss: float = 0.15, gains: float = 2.0, band_gains: float | None = None,
+        min_sd: float | None = None) -> GainTrace:
     """One null run (nobody escapes) with the band-gain learner on (`learn`) or off."""
     ch = Channel(radio, sigma, loss, gains, band_gains_db=band_gains)
     site = layout_site(layout, n_bands, shadowing_db=sigma)
@@ -66,6 +69,8 @@ def run(layout: str, radio: str, sigma: float, seed: int, n_bands: int, duration
     det = pipe.detector
     assert det is not None
     det.gains.p = replace(det.gains.p, learn=learn)
+    if min_sd is not None:
+        det.gains.p = replace(det.gains.p, min_sd_db=min_sd)
     out = GainTrace()
     for s in range(1, int(duration) + 1):
         now = START + s
@@ -94,9 +99,14 @@ def summary(rows: list[GainRow]) -> dict[str, float]:
     e = b - t
     shared = float(e.mean()) if len(e) else float("nan")
     corr = float(np.corrcoef(t, b)[0, 1]) if len(e) > 2 and b.std() > 0 and t.std() > 0 else float("nan")
+    sd = np.array([r.sd_db for r in rows])
+    z = (e - shared) / sd if len(e) else np.zeros(0)
+    q = np.percentile(sd, [25, 50, 75]) if len(e) else np.full(3, np.nan)
     return {"n": float(len(e)), "shared_db": shared, "rms_learned": float(np.sqrt((e**2).mean())),
             "rms_less_shared": float(np.sqrt(((e - shared) ** 2).mean())), "rms_prior": float(np.sqrt((t**2).mean())),
-            "corr": corr}
+            "corr": corr, "rms_z": float(np.sqrt((z**2).mean())) if len(z) else float("nan"),
+            "beyond_2sd": float((np.abs(z) > 2).mean()) if len(z) else float("nan"),
+            "sd_q1": float(q[0]), "sd_q2": float(q[1]), "sd_q3": float(q[2])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,20 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=900.0)
     ap.add_argument("--off", action="store_true", help="learner off (b̂ stays 0: the false breaches without it)")
     ap.add_argument("--band-gains", type=float, default=None, help="hidden band power spread, ± dB (else ±2, as gains)")
+    ap.add_argument("--min-sd", type=float, default=None, help="the learner's sd floor, dB (default: the prior's)")
     a = ap.parse_args(argv)
     t0 = time.process_time()
-    tr = run(a.layout, a.radio, a.sigma, a.seed, a.bands, a.duration, learn=not a.off, band_gains=a.band_gains)
+    tr = run(a.layout, a.radio, a.sigma, a.seed, a.bands, a.duration, learn=not a.off, band_gains=a.band_gains,
+             min_sd=a.min_sd)
     print(f"# {a.layout} {a.radio} σ {a.sigma:g} seed {a.seed}, {a.bands} bands × {a.duration:g} s, band powers "
           f"±{a.band_gains or 2.0:g} dB, learner "
           f"{'off' if a.off else 'on'}; exponent {tr.exponent:.2f} (true {tr.true_exponent:.2f}); load "
           f"{os.getloadavg()[0]:.1f}")
-    print("| bands | n | learned − true, mean dB | rms learned | rms less the mean | rms of b̂ = 0 | corr |")
-    print("|---|---|---|---|---|---|---|")
+    print("| bands | n | learned − true, mean dB | rms learned | rms less the mean | rms of b̂ = 0 | corr "
+          "| rms z | beyond 2 sd | sd quartiles dB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for role in ("stander", "walker"):
         sel = [r for r in tr.rows if r.role == role and (a.off or r.updates > 0)]
         s = summary(sel)
         print(f"| {role}s (learned at least once) | {int(s['n'])} | {s['shared_db']:+.2f} | {s['rms_learned']:.2f} | "
-              f"{s['rms_less_shared']:.2f} | {s['rms_prior']:.2f} | {s['corr']:+.2f} |")
+              f"{s['rms_less_shared']:.2f} | {s['rms_prior']:.2f} | {s['corr']:+.2f} | {s['rms_z']:.2f} | "
+              f"{s['beyond_2sd']:.0%} | {s['sd_q1']:.2f} / {s['sd_q2']:.2f} / {s['sd_q3']:.2f} |")
     print(f"false breaches (band, s): {tr.false}")
     print(f"# CPU {time.process_time() - t0:.0f} s")
     return 0
