@@ -155,13 +155,15 @@ class RunResult:
 
 
 def build_scenario(site: SiteConfig, seed: int, n_escapes: int, kinds: Sequence[str], duration: float,
-                   dwell: float, earliest: float = 90.0) -> tuple[Scenario, list[Escape]]:
+                   dwell: float, earliest: float = 90.0, latest: float | None = None) -> tuple[Scenario, list[Escape]]:
     """Walkers (2/3) and fence-standers (1/3), and the first `n_escapes` bands escaping at staggered times
-    (crossings uniform from `earliest` to the latest that leaves the dwell, 30 s and a return in the run)."""
+    (crossings uniform from `earliest` to `latest`; by default the latest that leaves the dwell, 30 s and a return
+    in the run). One draw per escapee and per fence-stander, whatever the bounds."""
     sc = walking(site, seed)
     rng = np.random.default_rng(seed)
     escapes: list[Escape] = []
-    latest = max(duration - dwell - 30.0 - (260.0 if "return" in kinds else 0.0), earliest + 30.0)
+    if latest is None:
+        latest = max(duration - dwell - 30.0 - (260.0 if "return" in kinds else 0.0), earliest + 30.0)
     for k, b in enumerate(site.bands):
         if k < n_escapes:
             kind, how = kinds[k % len(kinds)], HOWS[(k // len(kinds)) % len(HOWS)]

@@ -43,13 +43,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench.bands_breach import START, Channel, radio_params
+from bench.bands_breach import START, Channel, build_scenario, radio_params
 from edge import learned_state as ls
 from edge.bands.pipeline import BandPipeline
-from edge.sim import Scenario, Simulator
-from edge.sim.escapes import HOWS, Escape, make_escape
+from edge.sim import Simulator
+from edge.sim.escapes import Escape
 from edge.sim.keys import site_demo_keys
-from edge.sim.scenarios import standing_near_fence, walking
 from edge.sim.sites import blocks_site, layout_site
 from protocols.site_config import SiteConfig
 
@@ -98,24 +97,6 @@ def distance(a: Learners, ref: Learners) -> dict[str, float]:
             "band gain dB rms": float(np.sqrt(np.mean((a.band_gain - ref.band_gain) ** 2)))}
 
 
-def scenario_for(site: SiteConfig, seed: int, n_escapes: int, restart_s: float, window_s: float,
-                 duration: float) -> tuple[Scenario, list[Escape]]:
-    """Walkers and fence-standers; the first `n_escapes` bands escape 30 s … `window_s` after the restart."""
-    sc = walking(site, seed)
-    rng = np.random.default_rng(seed)
-    escapes: list[Escape] = []
-    for k, b in enumerate(site.bands):
-        if k < n_escapes:
-            kind, how = KINDS[k % len(KINDS)], HOWS[(k // len(KINDS)) % len(HOWS)]
-            cross = restart_s + float(rng.uniform(30.0, window_s))
-            e = make_escape(site, b.id, seed, kind=kind, how=how, cross_at=cross, duration_s=duration)
-            sc.scripts[b.id] = e.script
-            escapes.append(e)
-        elif k % 3 == 1:
-            sc.scripts[b.id] = standing_near_fence(site, b.id, seed, float(rng.uniform(0.5, 3.0)))
-    return sc, escapes
-
-
 def restored_copy(pipe: BandPipeline, site: SiteConfig, keys: dict[int, bytes], now: float) -> BandPipeline:
     """A fresh pipeline started from `pipe`'s state, through the real file and its checks."""
     with tempfile.TemporaryDirectory() as d:
@@ -137,7 +118,9 @@ def run(layout: str, radio: str, sigma: float, seed: int, a: argparse.Namespace)
     keys = site_demo_keys(site)
     restart_s, after_s = 60.0 * a.before, 60.0 * a.after
     duration = restart_s + after_s
-    sc, escapes = scenario_for(site, seed, a.escapes, restart_s, a.escape_window, duration)
+    # Escapes cross 30 s … `--escape-window` s after the restart, when a cold detector is weakest.
+    sc, escapes = build_scenario(site, seed, a.escapes, KINDS, duration, site.rules.breach_dwell_s,
+                                 earliest=restart_s + 30.0, latest=restart_s + a.escape_window)
     ch = Channel(radio, sigma, 0.15, 2.0)
     sim = Simulator(site, keys, seed=seed, start_ts=START, scenario=sc, radio=radio_params(site, ch))
     first = BandPipeline(site, keys, node="bench")
