@@ -58,7 +58,7 @@ class GainTrace:
 
 def run(layout: str, radio: str, sigma: float, seed: int, n_bands: int, duration: float, learn: bool = True,
         loss: float = 0.15, gains: float = 2.0, band_gains: float | None = None,
-        min_sd: float | None = None) -> GainTrace:
+        min_sd: float | None = None, inside: bool = False) -> GainTrace:
     """One null run (nobody escapes) with the band-gain learner on (`learn`) or off."""
     ch = Channel(radio, sigma, loss, gains, band_gains_db=band_gains)
     site = layout_site(layout, n_bands, shadowing_db=sigma)
@@ -68,7 +68,7 @@ def run(layout: str, radio: str, sigma: float, seed: int, n_bands: int, duration
     pipe = BandPipeline(site, keys, node="gain-trace")
     det = pipe.detector
     assert det is not None
-    det.gains.p = replace(det.gains.p, learn=learn)
+    det.gains.p = replace(det.gains.p, learn=learn, inside=inside)
     if min_sd is not None:
         det.gains.p = replace(det.gains.p, min_sd_db=min_sd)
     out = GainTrace()
@@ -119,14 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=900.0)
     ap.add_argument("--off", action="store_true", help="learner off (b̂ stays 0: the false breaches without it)")
     ap.add_argument("--band-gains", type=float, default=None, help="hidden band power spread, ± dB (else ±2, as gains)")
+    ap.add_argument("--inside", action="store_true", help="learn from confidently-inside windows only (GainParams)")
     ap.add_argument("--min-sd", type=float, default=None, help="the learner's sd floor, dB (default: the prior's)")
     a = ap.parse_args(argv)
     t0 = time.process_time()
     tr = run(a.layout, a.radio, a.sigma, a.seed, a.bands, a.duration, learn=not a.off, band_gains=a.band_gains,
-             min_sd=a.min_sd)
+             min_sd=a.min_sd, inside=a.inside)
     print(f"# {a.layout} {a.radio} σ {a.sigma:g} seed {a.seed}, {a.bands} bands × {a.duration:g} s, band powers "
           f"±{a.band_gains or 2.0:g} dB, learner "
-          f"{'off' if a.off else 'on'}; exponent {tr.exponent:.2f} (true {tr.true_exponent:.2f}); load "
+          f"{'off' if a.off else 'on'}{', inside only' if a.inside else ''}; exponent {tr.exponent:.2f} "
+          f"(true {tr.true_exponent:.2f}); load "
           f"{os.getloadavg()[0]:.1f}")
     print("| bands | n | learned − true, mean dB | rms learned | rms less the mean | rms of b̂ = 0 | corr "
           "| rms z | beyond 2 sd | sd quartiles dB |")

@@ -78,6 +78,10 @@ class GainParams:
     # bad-receiver runs 11 -> 34), and it costs a third more CPU (docs/bands.md, "Band gains learned from the
     # position-free fit").
     learn: bool = False
+    # Evidence only from windows the test calls confidently inside, fitted over the band's own inside positions
+    # (not position-free). Off by default: being measured (docs/bands.md, "Band gains learned from the
+    # position-free fit", session 18) against what the position-free fit does to a fence-stander at σ 8.
+    inside: bool = False
 
 
 class BandGains:

@@ -252,7 +252,7 @@ class WindowDetector:
             lr_best, xy, om = self._with_blocks(rows, now, order[0], listen, res, decide)
             w_best = np.full(len(rows), order[0])
             self._learn(now, rows, x, res.b_mean, res.in_xy)
-            self._learn_gains(now, rows, x)
+            self._learn_gains(now, rows, x, res.lr - o0)
             self._learn_exponent(now, rows, x, res.lr - o0, res.ll_in, fix_out_m)
             look = now - self._loss_last[rows] >= self.loss.p.every_s
             if self.loss.p.learn and look.any():
@@ -351,21 +351,28 @@ class WindowDetector:
                 # remains after removing the window's median residual.
                 self.hearing.note_residuals(r.astype(np.int64), resid - np.median(resid))
 
-    def _learn_gains(self, now: float, rows: I64, x: LinkInputs) -> None:
-        """Each due band's window likelihood at every gain of `GRID_DB`, its position free (`band_gain`)."""
+    def _learn_gains(self, now: float, rows: I64, x: LinkInputs, lr: F64) -> None:
+        """Each due band's window likelihood at every gain of `GRID_DB`, its position free (`band_gain`); with
+        `GainParams.inside`, only confidently-inside windows (`lr`), over the band's own inside positions."""
         g = self.gains
         if not g.p.learn:
             return  # off by default: nothing on the tick's path
-        pick = np.nonzero(((x.k > 0).sum(axis=1) >= g.p.min_links) & g.due(rows, now))[0]
+        ok = ((x.k > 0).sum(axis=1) >= g.p.min_links) & g.due(rows, now)
+        if g.p.inside:
+            ok &= lr <= self.p.confident_inside
+        pick = np.nonzero(ok)[0]
         if not len(pick):
             return
         n_g = len(GRID_DB)
         rep = np.repeat(pick, n_g)
         y = replace(x.take(rep), power=self.tracker.power[rows[rep]] + np.tile(GRID_DB, len(pick)),
-                    sb=np.full(len(rep), SMOOTH_DB), sets=np.zeros(len(rep), dtype=np.int64), exponent_up=(0.0,))
-        if self._free is None:
-            self._free = self.cand.position_free()
-        res = run_test(self._free, y, inside_only=True)
+                    sb=np.full(len(rep), SMOOTH_DB), exponent_up=(0.0,))
+        if g.p.inside:
+            res = run_test(self.cand, y, inside_only=True)
+        else:
+            if self._free is None:
+                self._free = self.cand.position_free()
+            res = run_test(self._free, replace(y, sets=np.zeros(len(rep), dtype=np.int64)), inside_only=True)
         ll = res.ll_in.reshape(len(pick), n_g)
         # Where the fit puts the band: at the best gain of its curve (the place its evidence is kept under).
         best = np.argmax(np.where(np.isfinite(ll), ll, -np.inf), axis=1)
