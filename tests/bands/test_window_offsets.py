@@ -112,3 +112,37 @@ def test_band_gain_sd_narrows_only_where_the_site_null_fits(demo_site: SiteConfi
     assert det._band_sd(rows).tolist() == [prior] * 3
     det.null.scale, det.null.misfit = 1.0, True
     assert det._band_sd(rows).tolist() == [prior] * 3
+
+
+def test_band_gain_inside_learns_from_confidently_inside_windows_only(demo_site: SiteConfig) -> None:
+    """`GainParams.inside`: an escapee's gain stops learning once its windows are no longer confidently inside,
+    while the residents' go on; position-free, the escapee's outside windows are learned from too."""
+    site = demo_site.model_copy(update={"bands": demo_site.bands[:8]})
+    keys = site_demo_keys(site)
+    cross = 150.0
+    updates: dict[bool, tuple[int, int, int]] = {}
+    for inside in (True, False):
+        sc = walking(site, 11)
+        sc.scripts[1001] = make_escape(site, 1001, 11, kind="stand", how="gate", cross_at=cross).script
+        sim = Simulator(site, keys, seed=11, start_ts=1000.0, scenario=sc,
+                        radio=RadioParams(shadowing_db=4.0, base_loss=0.15))
+        pipe = BandPipeline(site, keys, node="t")
+        det = pipe.detector
+        assert isinstance(det, WindowDetector)
+        det.gains.p = replace(det.gains.p, learn=True, inside=inside, settle_s=0.0, every_s=10.0, shared_min_bands=2)
+        i = pipe.tracker.index[1001]
+        at_out = 0
+        for s in range(1, 600):
+            now = sim.start_ts + s
+            for o in sim.advance(now):
+                pipe.observe_raw(o)
+            pipe.tick(now)
+            if s == int(cross) + 90:  # the longest window holds outside time only from here on
+                at_out = int(det.gains.updates[i])
+        others = int(np.delete(det.gains.updates, i).min())
+        updates[inside] = (at_out, int(det.gains.updates[i]), others)
+    at_out, end, others = updates[True]
+    assert at_out > 0 and end == at_out, updates  # nothing learned from outside
+    assert others > at_out // 2, updates  # the residents go on being learned
+    at_out, end, _ = updates[False]
+    assert end > at_out, updates  # position-free: the outside windows count as well
