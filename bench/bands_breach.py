@@ -71,6 +71,7 @@ LEARN_ENV = "QWATCH_BENCH_LEARN_BAND_GAINS"
 CROSS_AFTER_ENV = "QWATCH_BENCH_CROSS_AFTER"
 MIN_SD_ENV = "QWATCH_BENCH_BAND_GAIN_MIN_SD"  # the band-gain learner's sd floor (`--band-gain-min-sd`)
 GAIN_INSIDE_ENV = "QWATCH_BENCH_BAND_GAIN_INSIDE"  # `--band-gain-inside` (GainParams.inside)
+LEARN_EXPONENT_ENV = "QWATCH_BENCH_LEARN_EXPONENT"  # `--learn-exponent` (ExponentParams.learn)
 TRUE_EXPONENT_ENV = "QWATCH_BENCH_TRUE_EXPONENT"  # `--true-exponent`: a diagnostic, not a product option
 BAD_KINDS = {"gain-6": ("gain", -6.0), "gain-4": ("gain", -4.0), "deaf-85": ("deaf", -85.0)}
 
@@ -202,6 +203,8 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
         pipe.detector.gains.p = replace(pipe.detector.gains.p, min_sd_db=float(os.environ[MIN_SD_ENV]))
     if os.environ.get(GAIN_INSIDE_ENV) == "1" and pipe.detector is not None:  # --band-gain-inside
         pipe.detector.gains.p = replace(pipe.detector.gains.p, inside=True)
+    if os.environ.get(LEARN_EXPONENT_ENV) == "1" and pipe.detector is not None:  # --learn-exponent
+        pipe.detector.exponent.p = replace(pipe.detector.exponent.p, learn=True)
     if os.environ.get(TRUE_EXPONENT_ENV) == "1" and pipe.detector is not None:  # --true-exponent (a diagnostic)
         pipe.detector.exponent = TrueExponent(float(sim.channel.p.path_loss_exponent))
     # The ideal observer costs far more than the pipeline: it watches the escapees and as many null bands.
@@ -608,7 +611,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="diagnostic: the window test uses the simulator's true path-loss exponent, not the beacons'")
     ap.add_argument("--band-gain-inside", action="store_true",
                     help="the band-gain learner looks only at confidently-inside windows, over inside positions")
+    ap.add_argument("--learn-exponent", action="store_true",
+                    help="turn the exponent learner on (edge/bands/window_exponent.py, off by default)")
     a = ap.parse_args(argv)
+    if a.learn_exponent:
+        os.environ[LEARN_EXPONENT_ENV] = "1"  # read by each run, in the worker processes too
     if a.band_gain_inside:
         os.environ[GAIN_INSIDE_ENV] = "1"  # read by each run, in the worker processes too
     if a.true_exponent:
