@@ -7,9 +7,10 @@ simulated world feeds three pipelines for `--after` minutes:
 
 * **no restart**: the first pipeline, going on (what a node that never lost power would do);
 * **cold**: a fresh pipeline (what a restart did before the learned state was kept);
-* **restored**: a fresh pipeline that starts from the file;
-* **restored, no start-up margin**: the same without the rules' start-up margin (+3 on the threshold for 90 s,
-  fading over 60 s: it stands in for what is being learned; `learned_state.drop_startup_margin`, not the default).
+* **restored**: a fresh pipeline that starts from the file, as the agent does: without the rules' start-up margin
+  (+3 on the threshold for 90 s, fading over 60 s: it stands in for what is being learned;
+  `learned_state.drop_startup_margin`, the default since session 18);
+* **restored, start-up margin kept**: the same with the margin put back (what a restore did before).
 
 Escapes (walk out and keep walking, or stand / wander 20-35 m out; over the fence or through the gate) cross
 between 30 s and `--escape-window` s after the restart, when a cold detector is weakest. Measured after the
@@ -19,8 +20,8 @@ are at the end (φ; each receiver's gain correction, floor, plateau loss and bur
 learned only with `--learn-band-gains`).
 
 Usage: nice -n 10 .venv/bin/python -m bench.bands_restart [--layouts demo,compound] [--radios default,alt]
-       [--sigma 6] [--seeds 1] [--bands 60] [--escapes 10] [--before 20] [--after 10] [--learn-band-gains]
-       [--md FILE] [--jobs 1]
+       [--sigma 6] [--seeds 1] [--first-seed 1] [--bands 60] [--escapes 10] [--before 20] [--after 10]
+       [--learn-band-gains] [--md FILE] [--jobs 1]
        nice -n 10 .venv/bin/python -m bench.bands_restart --save-cost
 The runs go one after the other on one core (`--jobs` takes 1 only).
 """
@@ -52,9 +53,10 @@ from edge.sim.keys import site_demo_keys
 from edge.sim.sites import blocks_site, layout_site
 from protocols.site_config import SiteConfig
 
-STARTS = ("no restart", "cold", "restored", "restored, no start-up margin")
+STARTS = ("no restart", "cold", "restored", "restored, start-up margin kept")
 KINDS = ("walk", "stand")
 FALSE_SPAN_S = 600.0
+EARLY_S = 150.0  # the start-up margin's whole span: 90 s held + 60 s fading
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Outcome:
     escapes: int = 0
     latencies: list[float] = field(default_factory=list)
     false_10min: int = 0
+    false_times: list[float] = field(default_factory=list)  # s after the restart, each false breach of the 10 min
     null_bands: int = 0
     dist: dict[str, float] = field(default_factory=dict)
 
@@ -108,6 +111,12 @@ def restored_copy(pipe: BandPipeline, site: SiteConfig, keys: dict[int, bytes], 
     return fresh
 
 
+def keep_startup_margin(pipe: BandPipeline, cold: BandPipeline) -> None:
+    """`pipe`'s rules with the start-up margin of `cold` (a fresh pipeline of the same site) put back."""
+    for band, rules in pipe.rules.items():
+        rules.p = replace(rules.p, window_startup_extra=cold.rules[band].p.window_startup_extra)
+
+
 def _learn_gains(fresh: BandPipeline, like: BandPipeline) -> None:
     if fresh.detector is not None and like.detector is not None:
         fresh.detector.gains.p = like.detector.gains.p
@@ -133,9 +142,9 @@ def run(layout: str, radio: str, sigma: float, seed: int, a: argparse.Namespace)
     t_r = START + restart_s
     cold = BandPipeline(site, keys, node="bench")
     _learn_gains(cold, first)
-    bare = restored_copy(first, site, keys, t_r)
-    ls.drop_startup_margin(bare)
-    pipes = {"no restart": first, "cold": cold, "restored": restored_copy(first, site, keys, t_r), STARTS[3]: bare}
+    kept = restored_copy(first, site, keys, t_r)
+    keep_startup_margin(kept, cold)
+    pipes = {"no restart": first, "cold": cold, "restored": restored_copy(first, site, keys, t_r), STARTS[3]: kept}
     raised: dict[str, dict[int, list[float]]] = {k: {} for k in STARTS}
     start_state: dict[str, Learners] = {}
     for s in range(int(restart_s) + 1, int(duration) + 1):
@@ -160,11 +169,13 @@ def score(site: SiteConfig, escapes: list[Escape], raised: dict[int, list[float]
     for b in site.bands:
         e = by_band.get(b.id)
         ts = raised.get(b.id, [])
+        end = restart_s + FALSE_SPAN_S if e is None else min(e.cross_at, restart_s + FALSE_SPAN_S)
+        false = [t - restart_s for t in ts if restart_s <= t < end]
+        out.false_10min += len(false)
+        out.false_times += false
         if e is None:
             out.null_bands += 1
-            out.false_10min += sum(1 for t in ts if restart_s <= t < restart_s + FALSE_SPAN_S)
             continue
-        out.false_10min += sum(1 for t in ts if restart_s <= t < min(e.cross_at, restart_s + FALSE_SPAN_S))
         hits = [t - e.cross_at for t in ts if t >= e.cross_at]
         out.escapes += 1
         if hits and min(hits) <= deadline:
@@ -175,7 +186,8 @@ def score(site: SiteConfig, escapes: list[Escape], raised: dict[int, list[float]
 
 def table(rows: list[tuple[str, str, float, str, Outcome, int]], band_gains: bool) -> tuple[list[str], list[list[str]]]:
     cols = ["layout", "radio", "σ", "start", "escapes caught ≤ dwell+30 s", "latency p50 s",
-            "false breaches, first 10 min (null bands)", "φ off", "rx gain off dB", "floor off dB", "loss off",
+            "false breaches, first 10 min (null bands)", f"of them in the first {EARLY_S:.0f} s", "φ off",
+            "rx gain off dB", "floor off dB", "loss off",
             "D off"] + (["band gain off dB rms"] if band_gains else [])
     out = []
     for layout, radio, sigma, start, o, seeds in rows:
@@ -184,6 +196,7 @@ def table(rows: list[tuple[str, str, float, str, Outcome, int]], band_gains: boo
         out.append([layout, radio, f"{sigma:g}", start, f"{o.caught}/{o.escapes}", lat,
                     f"{o.false_10min} ({o.null_bands} bands × {seeds} runs)" if seeds > 1 else
                     f"{o.false_10min} ({o.null_bands} bands)",
+                    str(sum(1 for t in o.false_times if t < EARLY_S)),
                     f"{d['φ']:.2f}", f"{d['rx gain dB']:.1f}", f"{d['floor dB']:.1f}", f"{d['loss']:.2f}",
                     f"{d['D']:.2f}"] + ([f"{d['band gain dB rms']:.2f}"] if band_gains else []))
     return cols, out
@@ -197,6 +210,7 @@ def merge(parts: list[Outcome]) -> Outcome:
         o.escapes += p.escapes
         o.latencies += p.latencies
         o.false_10min += p.false_10min
+        o.false_times += p.false_times
         o.null_bands += p.null_bands
         o.dist = {k: max(o.dist.get(k, 0.0), v) for k, v in p.dist.items()}
     o.null_bands = parts[0].null_bands if parts else 0
@@ -240,6 +254,7 @@ def main() -> None:
     ap.add_argument("--radios", default="default,alt")
     ap.add_argument("--sigma", type=float, default=6.0)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=1, help="seeds first-seed … first-seed + seeds - 1")
     ap.add_argument("--bands", type=int, default=60)
     ap.add_argument("--escapes", type=int, default=10)
     ap.add_argument("--before", type=float, default=20.0, help="minutes before the restart")
@@ -257,7 +272,7 @@ def main() -> None:
     rows = []
     for layout in a.layouts.split(","):
         for radio in a.radios.split(","):
-            per = [run(layout, radio, a.sigma, seed, a) for seed in range(1, a.seeds + 1)]
+            per = [run(layout, radio, a.sigma, seed, a) for seed in range(a.first_seed, a.first_seed + a.seeds)]
             for k in STARTS:
                 rows.append((layout, radio, a.sigma, k, merge([p[k] for p in per]), a.seeds))
     cols, body = table(rows, a.learn_band_gains)
@@ -268,12 +283,16 @@ def main() -> None:
         t.add_row(*r)
     Console(width=240).print(t)
     head = (f"{a.bands} bands, {a.escapes} escapes per run, restart after {a.before:g} min, scored {a.after:g} min, "
-            f"seeds {a.seeds}, band gains learned: {a.learn_band_gains}; {platform.machine()}, {os.cpu_count()} "
+            f"seeds {a.first_seed}-{a.first_seed + a.seeds - 1}, band gains learned: {a.learn_band_gains}; "
+            f"{platform.machine()}, {os.cpu_count()} "
             f"cpus; {time.time() - t0:.0f} s wall")
     print(head)
     if a.md is not None:
         md = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         md += ["| " + " | ".join(r) + " |" for r in body]
+        md += ["", "False breaches, s after the restart:"]
+        md += [f"- {layout} {radio} σ {sigma:g} {start}: {', '.join(f'{t:.0f}' for t in sorted(o.false_times))}"
+               for layout, radio, sigma, start, o, _ in rows if o.false_times]
         a.md.write_text("\n".join(md) + "\n", encoding="utf-8")
 
 

@@ -32,6 +32,7 @@ from edge.bands.empirical_null import NullState
 from edge.bands.hearing import HearingState
 from edge.bands.miss_bursts import BurstState
 from edge.bands.pipeline import BandPipeline
+from edge.bands.rules import RuleParams
 from edge.bands.shadow_clock import ClockState
 from edge.bands.tracker import TrackerState
 from edge.bands.window_detector import DetectorState
@@ -183,8 +184,10 @@ def capture(pipe: BandPipeline, node: str, now: float) -> LearnedFile | None:
 
 def apply(pipe: BandPipeline, f: LearnedFile) -> tuple[int, int]:
     """Restore `f` into a fresh pipeline of the site it was checked against (`check`): bands by id (bands added
-    since stay cold, removed ones are dropped), receivers by id. Returns (bands, receivers) restored.
-    ValueError when the file's shapes do not fit this pipeline (the caller refuses it as `mismatch`)."""
+    since stay cold, removed ones are dropped), receivers by id, and the rules' start-up margin dropped
+    (`drop_startup_margin`: the site is learned). Returns (bands, receivers) restored.
+    ValueError when the file's shapes do not fit this pipeline (the caller refuses it as `mismatch`); the margin is
+    dropped only once everything else was restored."""
     det = pipe.detector
     if det is None:
         return 0, 0
@@ -195,17 +198,25 @@ def apply(pipe: BandPipeline, f: LearnedFile) -> tuple[int, int]:
     state = _detector_state(pipe, f, det.snapshot())
     pipe.tracker.restore(tracker)
     det.restore(state)
+    drop_startup_margin(pipe)
     known = sum(1 for b in pipe.band_ids if str(b) in f.bands)
     return known, len(rx_ids)
 
 
+def without_startup_margin(p: RuleParams) -> RuleParams:
+    """`p` with the rules' start-up margin off (+3 on the window threshold for 90 s, fading over 60 s), all else
+    as it was. The margin stands in for floors, receiver gains, burst dispersion and φ still being learned
+    (docs/bands.md, "Losses in bursts at start-up"); a restored pipeline starts with them learned. What a restore
+    does not bring back (each band's windows) was measured not to need it: docs/bands.md, "Learned state kept
+    across restarts"."""
+    return replace(p, window_startup_extra=0.0)
+
+
 def drop_startup_margin(pipe: BandPipeline) -> None:
-    """The rules' start-up margin off (+3 on the window threshold for 90 s, fading over 60 s). It stands in for
-    floors, gains and φ still being learned (docs/bands.md, "Losses in bursts at start-up"); after a restore they
-    are not. Not done by default: its effect on start-up false breaches is not measured well enough (docs/bands.md,
-    "Learned state kept across restarts")."""
+    """Every band's rules without the start-up margin (`without_startup_margin`): what `apply` does once a file
+    was accepted and restored. A cold or refused start keeps the margin."""
     for rules in pipe.rules.values():
-        rules.p = replace(rules.p, window_startup_extra=0.0)
+        rules.p = without_startup_margin(rules.p)
 
 
 def _tracker_state(pipe: BandPipeline, f: LearnedFile) -> TrackerState:
@@ -377,9 +388,9 @@ class Keeper:
             self._refused(Refused("invalid", f"{type(exc).__name__}: {exc}"))
             return False
         age = round(max(now - f.saved_at, 0.0), 1)
-        self.restored = {"restored": 1, "age_s": age, "bands": bands, "receivers": rxs}
-        log.info("event=learned_state_restored node=%s path=%s age_s=%.0f bands=%d receivers=%d",
-                 self.node, self.path, age, bands, rxs)
+        self.restored = {"restored": 1, "age_s": age, "bands": bands, "receivers": rxs, "startup_margin": "off"}
+        log.info("event=learned_state_restored node=%s path=%s age_s=%.0f bands=%d receivers=%d "
+                 "startup_margin=off", self.node, self.path, age, bands, rxs)
         return True
 
     def _apply(self, pipe: BandPipeline, f: LearnedFile) -> tuple[int, int]:

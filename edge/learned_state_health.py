@@ -51,7 +51,8 @@ def check_learned_state(data_dir: Path, site: SiteConfig | None, now: float | No
     stale = " (older than the agent's saves: is it running and can it write the data dir?)" if age > STALE_S else ""
     learned_bands = sum(1 for b in site.bands if str(b.id) in f.bands)
     return [ok("bands", NAME, f"saved {_age(age)} ago{stale}: {len(f.receivers)} receivers, {learned_bands} bands "
-               f"with a learned gain, breach threshold × {f.site_state.null_scale:.2f}; a restart resumes from it")]
+               f"with a learned gain, breach threshold × {f.site_state.null_scale:.2f}; a restart resumes from it, "
+               "without the start-up margin")]
 
 
 def _age(seconds: float) -> str:

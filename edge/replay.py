@@ -222,7 +222,8 @@ def _restore_learned(pipeline: BandPipeline, path: Path) -> None:
     except (Refused, ValueError) as exc:
         typer.echo(f"qwatch-edge: --learned-state refused: {exc}", err=True)
         raise typer.Exit(2) from None
-    print(f"{path}: learned state of {bands} bands and {rxs} receivers restored", file=sys.stderr)
+    print(f"{path}: learned state of {bands} bands and {rxs} receivers restored, no start-up margin",
+          file=sys.stderr)
 
 
 def _save_learned(pipeline: BandPipeline, path: Path, node: str) -> None:

@@ -87,6 +87,7 @@ class RuleParams:
     window_clear: float = 2.0
     # Start-up: receiver floors, calibration and band gains are still being learned and their spread is
     # underestimated; the null runs' only false breaches above the threshold came in the first ~2 min.
+    # A pipeline restored from its learned state runs without it (`learned_state.drop_startup_margin`).
     window_startup_s: float = 90.0
     window_startup_extra: float = 3.0
     window_startup_fade_s: float = 60.0  # ... then fades to 0 over this (0: ends at once)

@@ -234,6 +234,8 @@ def test_agent_saves_at_stop_and_restores_at_start(tmp_path: Path, site: SiteCon
         tel = build_node_telemetry(a, a.started_mono)
         assert tel.watchdogs["learned_state"]["restored"] == 1
         assert tel.watchdogs["learned_state"]["receivers"] == len(site.receivers)
+        assert tel.watchdogs["learned_state"]["startup_margin"] == "off"
+        assert all(r.p.window_startup_extra == 0.0 for r in a.pipeline.rules.values())
 
     _run(_agent(tmp_path, site), check)
 
@@ -245,6 +247,7 @@ def test_agent_with_a_hostile_file_starts_cold(tmp_path: Path, site: SiteConfig)
     def check(a: Agent) -> None:
         assert _same(_state(a.pipeline), _state(_fresh(site)))
         assert build_node_telemetry(a, a.started_mono).watchdogs["learned_state"]["refused_invalid"] == 1
+        assert all(r.p.window_startup_extra == 3.0 for r in a.pipeline.rules.values())  # cold: the margin kept
         a._tick(a.started_mono)  # the agent's own tick runs on
 
     _run(_agent(tmp_path, site), check)
@@ -262,6 +265,7 @@ def test_doctor_row_shows_age_and_content_or_why_refused(tmp_path: Path, site: S
     (row,) = check_learned_state(tmp_path, site, NOW)
     assert row.status == "pass" and "saved 10 min ago" in row.detail
     assert f"{len(site.receivers)} receivers, {len(f.bands)} bands" in row.detail
+    assert "a restart resumes from it, without the start-up margin" in row.detail
     doc = _good(learned)
     doc["saved_at"] = NOW - 8 * 86400.0
     (tmp_path / ls.FILE).write_text(json.dumps(doc), encoding="utf-8")
@@ -286,9 +290,66 @@ def test_a_config_push_carries_the_state_over_unless_the_receivers_moved(site: S
     assert _same(_state(pushed), _state(BandPipeline(other, site_demo_keys(site), node="n1")))
 
 
-def test_drop_startup_margin_touches_only_the_margin(site: SiteConfig) -> None:
-    pipe = _fresh(site)
-    before = next(iter(pipe.rules.values())).p
+def test_without_startup_margin_touches_only_the_margin(site: SiteConfig) -> None:
+    before = next(iter(_fresh(site).rules.values())).p
     assert before.window_startup_extra > 0.0
-    ls.drop_startup_margin(pipe)
-    assert all(r.p == dataclasses.replace(before, window_startup_extra=0.0) for r in pipe.rules.values())
+    assert ls.without_startup_margin(before) == dataclasses.replace(before, window_startup_extra=0.0)
+    assert before.window_startup_extra > 0.0  # pure: the given parameters are unchanged
+
+
+def _raised_at_start(pipe: BandPipeline, lr: float) -> list[int]:
+    """The bands whose rules raise a breach for a window statistic `lr` 5 s after the pipeline's first tick (the
+    start-up margin's hold: threshold 13, +3 with the margin)."""
+    pipe.tick(NOW + 1.0)
+    return [band for band, rules in pipe.rules.items()
+            if any(d.type == "geofence_breach" and d.state == "raised"
+                   for d in rules.on_window(NOW + 6.0, lr, math.nan, (0.0, 0.0, 20.0)))]
+
+
+def test_a_restored_pipeline_has_no_startup_margin(tmp_path: Path, site: SiteConfig, learned: BandPipeline) -> None:
+    f = ls.capture(learned, "n1", NOW)
+    assert f is not None
+    ls.write_atomic(tmp_path / ls.FILE, ls.dump(f))
+    keeper = ls.Keeper(tmp_path, "n1")
+    pipe = _fresh(site)
+    assert keeper.restore(pipe, NOW, 0.0)
+    assert keeper.stats()["startup_margin"] == "off"
+    assert all(r.p.window_startup_extra == 0.0 for r in pipe.rules.values())
+    threshold = next(iter(pipe.rules.values())).p.window_threshold
+    assert _raised_at_start(pipe, threshold + 1.5) == pipe.band_ids  # 14.5 raises from the first second
+
+
+def test_a_cold_pipeline_keeps_the_startup_margin(tmp_path: Path, site: SiteConfig) -> None:
+    keeper = ls.Keeper(tmp_path, "n1")
+    pipe = _fresh(site)
+    assert not keeper.restore(pipe, NOW, 0.0)  # no file: cold
+    assert "startup_margin" not in keeper.stats()
+    p = next(iter(pipe.rules.values())).p
+    assert p.window_startup_extra == 3.0
+    assert _raised_at_start(pipe, p.window_threshold + 1.5) == []  # 14.5 < 13 + 3
+    assert _raised_at_start(_fresh(site), p.window_threshold + 3.5) == pipe.band_ids  # 16.5 raises
+
+
+@pytest.mark.parametrize("case", ["too_old", "short_evidence", "other_site"])
+def test_a_pipeline_whose_file_was_refused_keeps_the_startup_margin(case: str, tmp_path: Path, site: SiteConfig,
+                                                                   learned: BandPipeline) -> None:
+    (tmp_path / ls.FILE).write_bytes(_hostile(case, _good(learned)))
+    keeper = ls.Keeper(tmp_path, "n1")
+    pipe = _fresh(site)
+    assert not keeper.restore(pipe, NOW, 0.0)  # short_evidence: read, then refused by `apply` (mismatch)
+    assert "startup_margin" not in keeper.stats()
+    assert all(r.p.window_startup_extra == 3.0 for r in pipe.rules.values())
+    assert _raised_at_start(pipe, next(iter(pipe.rules.values())).p.window_threshold + 1.5) == []
+
+
+def test_a_config_push_that_carries_the_state_drops_the_margin_one_that_does_not_keeps_it(
+        site: SiteConfig, learned: BandPipeline) -> None:
+    fresh = _fresh(site)
+    assert ls.copy_into(learned, fresh, "n1", NOW) is not None
+    assert all(r.p.window_startup_extra == 0.0 for r in fresh.rules.values())
+    rx = [r.model_dump() for r in site.receivers]
+    rx[1]["rssi_offset"] = 4.0
+    other = site.model_copy(update={"receivers": type(site.receivers)(type(site.receivers[0])(**r) for r in rx)})
+    pushed = BandPipeline(other, site_demo_keys(site), node="n1")
+    assert ls.copy_into(learned, pushed, "n1", NOW) is None
+    assert all(r.p.window_startup_extra == 3.0 for r in pushed.rules.values())
