@@ -56,6 +56,7 @@ class Accepted(NamedTuple):
     flags: int
     battery: int | None
     temp_c: float | None
+    counter: int  # the advert's counter: the band's advert interval is learned from its steps
 
 
 class Security(NamedTuple):
@@ -175,5 +176,5 @@ class AdvertFront:
                 self.dup.pop(old, None)
             self.last_payload[band] = key
             self.dup[key] = (ts, idx, advert.measured_power)
-            events.append(Accepted(ts, band, advert.flags, advert.battery, advert.skin_temp_c))
+            events.append(Accepted(ts, band, advert.flags, advert.battery, advert.skin_temp_c, advert.counter))
         return idx, advert.measured_power

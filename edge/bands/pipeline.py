@@ -197,6 +197,9 @@ class BandPipeline:
         alerts: list[Alert] = []
         for ev in events:
             if isinstance(ev, Accepted):
+                i = self.tracker.index.get(ev.band)
+                if i is not None:  # a band's adverts sent in a window are counted at its own interval
+                    self.tracker.bins.note_counter(i, ev.ts, ev.counter)
                 found = self._accepted(ev.ts, ev.band, ev.flags, ev.battery, ev.temp_c)
             else:
                 found = self._security(ev.ts, ev.band, ev.alarm, ev.outcome)
