@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -96,7 +97,12 @@ def test_round_trip_restores_every_learner(tmp_path: Path, site: SiteConfig, lea
     assert fresh_det is not None
     want = learned_det.hearing.corrections(learned.tracker.calibration.link_var_db2())
     assert np.allclose(fresh_det._gain[0], want[0]) and np.allclose(fresh_det._gain[1], want[1])
-    assert np.array_equal(fresh_det.hearing.floor, learned_det.hearing.floor)
+    # And so are the floors: what the learned pipeline's own hearing gives from its state now (its stored floors
+    # are from its last floor round, before the residuals it gathered since).
+    hearing = copy.deepcopy(learned_det.hearing)
+    hearing.update_floors(learned.tracker.rx_hist, learned.tracker.floor_dbm,
+                          learned.tracker.calibration.rx_bias + want[0])
+    assert np.array_equal(fresh_det.hearing.floor, hearing.floor)
 
 
 def _hostile(case: str, doc: dict[str, Any]) -> bytes:
