@@ -197,16 +197,7 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
     sc, escapes = build_scenario(site, seed, n_escapes, kinds, duration, rules.breach_dwell_s, earliest)
     sim = Simulator(site, keys, seed=seed, start_ts=START, scenario=sc, radio=radio_params(site, ch))
     pipe = BandPipeline(site, keys, node="bench")
-    if os.environ.get(LEARN_ENV) == "1" and pipe.detector is not None:  # --learn-band-gains (off by default)
-        pipe.detector.gains.p = replace(pipe.detector.gains.p, learn=True)
-    if os.environ.get(MIN_SD_ENV) and pipe.detector is not None:  # --band-gain-min-sd
-        pipe.detector.gains.p = replace(pipe.detector.gains.p, min_sd_db=float(os.environ[MIN_SD_ENV]))
-    if os.environ.get(GAIN_INSIDE_ENV) == "1" and pipe.detector is not None:  # --band-gain-inside
-        pipe.detector.gains.p = replace(pipe.detector.gains.p, inside=True)
-    if os.environ.get(LEARN_EXPONENT_ENV) == "1" and pipe.detector is not None:  # --learn-exponent
-        pipe.detector.exponent.p = replace(pipe.detector.exponent.p, learn=True)
-    if os.environ.get(TRUE_EXPONENT_ENV) == "1" and pipe.detector is not None:  # --true-exponent (a diagnostic)
-        pipe.detector.exponent = TrueExponent(float(sim.channel.p.path_loss_exponent))
+    apply_variant(pipe, sim)
     # The ideal observer costs far more than the pipeline: it watches the escapees and as many null bands.
     watched = [b.id for b in site.bands[:2 * n_escapes]] if n_escapes else [b.id for b in site.bands[:16]]
     obs_ideal = (IdealObserver(site, sim, BAND_POWER_DBM, dwell_s=rules.breach_dwell_s, seed=seed, bands=watched)
@@ -243,6 +234,22 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
         score_ideal(res, obs_ideal, escapes, duration)
     res.cpu_s = time.process_time() - t_cpu
     return res
+
+
+def apply_variant(pipe: BandPipeline, sim: Simulator) -> None:
+    """The learners' switches of `main`'s flags, passed to every run (worker processes too) through the
+    environment: all off unless set."""
+    det = pipe.detector
+    if det is None:
+        return
+    on = {env: os.environ.get(env) == "1" for env in (LEARN_ENV, GAIN_INSIDE_ENV, LEARN_EXPONENT_ENV)}
+    min_sd = os.environ.get(MIN_SD_ENV)
+    det.gains.p = replace(det.gains.p, learn=on[LEARN_ENV] or det.gains.p.learn,
+                          inside=on[GAIN_INSIDE_ENV] or det.gains.p.inside,
+                          min_sd_db=float(min_sd) if min_sd else det.gains.p.min_sd_db)
+    det.exponent.p = replace(det.exponent.p, learn=on[LEARN_EXPONENT_ENV] or det.exponent.p.learn)
+    if os.environ.get(TRUE_EXPONENT_ENV) == "1":  # --true-exponent (a diagnostic)
+        det.exponent = TrueExponent(float(sim.channel.p.path_loss_exponent))
 
 
 class TrueExponent(ExponentLearner):
@@ -614,18 +621,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--learn-exponent", action="store_true",
                     help="turn the exponent learner on (edge/bands/window_exponent.py, off by default)")
     a = ap.parse_args(argv)
-    if a.learn_exponent:
-        os.environ[LEARN_EXPONENT_ENV] = "1"  # read by each run, in the worker processes too
-    if a.band_gain_inside:
-        os.environ[GAIN_INSIDE_ENV] = "1"  # read by each run, in the worker processes too
-    if a.true_exponent:
-        os.environ[TRUE_EXPONENT_ENV] = "1"  # read by each run, in the worker processes too
+    # Read by each run (`apply_variant`, `simulate`), in the worker processes too.
+    for flag, env in ((a.learn_band_gains, LEARN_ENV), (a.band_gain_inside, GAIN_INSIDE_ENV),
+                      (a.learn_exponent, LEARN_EXPONENT_ENV), (a.true_exponent, TRUE_EXPONENT_ENV)):
+        if flag:
+            os.environ[env] = "1"
     if a.band_gain_min_sd is not None:
-        os.environ[MIN_SD_ENV] = str(a.band_gain_min_sd)  # read by each run, in the worker processes too
-    if a.learn_band_gains:
-        os.environ[LEARN_ENV] = "1"  # read by each run, in the worker processes too
+        os.environ[MIN_SD_ENV] = str(a.band_gain_min_sd)
     if a.cross_after != 90.0:
-        os.environ[CROSS_AFTER_ENV] = str(a.cross_after)  # likewise
+        os.environ[CROSS_AFTER_ENV] = str(a.cross_after)
     if a.quick:
         a.layouts, a.sigmas, a.seeds, a.bad = "demo,compound", "6", 1, "gain-6"
         a.null_hours, a.null_duration, a.null_sigma, a.bad_duration = 50.0, 600.0, "6", 600.0

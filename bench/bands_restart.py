@@ -211,7 +211,6 @@ def merge(parts: list[Outcome]) -> Outcome:
         o.latencies += p.latencies
         o.false_10min += p.false_10min
         o.false_times += p.false_times
-        o.null_bands += p.null_bands
         o.dist = {k: max(o.dist.get(k, 0.0), v) for k, v in p.dist.items()}
     o.null_bands = parts[0].null_bands if parts else 0
     return o
