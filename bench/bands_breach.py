@@ -73,6 +73,7 @@ MIN_SD_ENV = "QWATCH_BENCH_BAND_GAIN_MIN_SD"  # the band-gain learner's sd floor
 GAIN_INSIDE_ENV = "QWATCH_BENCH_BAND_GAIN_INSIDE"  # `--band-gain-inside` (GainParams.inside)
 LEARN_EXPONENT_ENV = "QWATCH_BENCH_LEARN_EXPONENT"  # `--learn-exponent` (ExponentParams.learn)
 TRUE_EXPONENT_ENV = "QWATCH_BENCH_TRUE_EXPONENT"  # `--true-exponent`: a diagnostic, not a product option
+BEACON_FIT_ENV = "QWATCH_BENCH_BEACON_FIT"  # `--beacon-fit` (BeaconFitParams.learn)
 BAD_KINDS = {"gain-6": ("gain", -6.0), "gain-4": ("gain", -4.0), "deaf-85": ("deaf", -85.0)}
 
 
@@ -248,6 +249,7 @@ def apply_variant(pipe: BandPipeline, sim: Simulator) -> None:
                           inside=on[GAIN_INSIDE_ENV] or det.gains.p.inside,
                           min_sd_db=float(min_sd) if min_sd else det.gains.p.min_sd_db)
     det.exponent.p = replace(det.exponent.p, learn=on[LEARN_EXPONENT_ENV] or det.exponent.p.learn)
+    det.beacon_fit.p = replace(det.beacon_fit.p, learn=os.environ.get(BEACON_FIT_ENV) == "1" or det.beacon_fit.p.learn)
     if os.environ.get(TRUE_EXPONENT_ENV) == "1":  # --true-exponent (a diagnostic)
         det.exponent = TrueExponent(float(sim.channel.p.path_loss_exponent))
 
@@ -620,10 +622,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="the band-gain learner looks only at confidently-inside windows, over inside positions")
     ap.add_argument("--learn-exponent", action="store_true",
                     help="turn the exponent learner on (edge/bands/window_exponent.py, off by default)")
+    ap.add_argument("--beacon-fit", action="store_true",
+                    help="the window test's exponent from the censored beacon fit (edge/bands/beacon_exponent.py)")
     a = ap.parse_args(argv)
     # Read by each run (`apply_variant`, `simulate`), in the worker processes too.
     for flag, env in ((a.learn_band_gains, LEARN_ENV), (a.band_gain_inside, GAIN_INSIDE_ENV),
-                      (a.learn_exponent, LEARN_EXPONENT_ENV), (a.true_exponent, TRUE_EXPONENT_ENV)):
+                      (a.learn_exponent, LEARN_EXPONENT_ENV), (a.true_exponent, TRUE_EXPONENT_ENV),
+                      (a.beacon_fit, BEACON_FIT_ENV)):
         if flag:
             os.environ[env] = "1"
     if a.band_gain_min_sd is not None:

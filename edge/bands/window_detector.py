@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.bands.band_gain import GRID_DB, SMOOTH_DB, BandGains, GainParams, GainState
+from edge.bands.beacon_exponent import BeaconExponent, BeaconFitParams, tables_shifted
 from edge.bands.empirical_null import EmpiricalNull, NullParams, NullState
 from edge.bands.hearing import Hearing, HearingParams, HearingState
 from edge.bands.miss_bursts import BurstLearner, BurstParams, BurstState
@@ -102,7 +103,8 @@ class WindowDetector:
                  hearing: HearingParams | None = None, gains: GainParams | None = None,
                  exponent: ExponentParams | None = None, loss: LossParams | None = None,
                  clock: ClockParams | None = None, rx_guard: GuardParams | None = None,
-                 null: NullParams | None = None, bursts: BurstParams | None = None) -> None:
+                 null: NullParams | None = None, bursts: BurstParams | None = None,
+                 beacon_fit: BeaconFitParams | None = None) -> None:
         self.p = params or WindowParams()
         self.guard = rx_guard or GuardParams()
         self.s = sched or DetectorParams()
@@ -120,6 +122,8 @@ class WindowDetector:
                                default_floor_dbm=tracker.p.assumed_floor_dbm)
         self.gains = BandGains(n_bands, gains)
         self.exponent = ExponentLearner(exponent)
+        cal = tracker.calibration
+        self.beacon_fit = BeaconExponent(cal.log_d, cal.exponent0, site.radio.receiver_gain_sd_db, beacon_fit)
         self._exp_last = np.full(n_bands, -math.inf)
         hp, lp = self.hearing.p, loss or LossParams()
         self.loss = LossLearner(len(tracker.rx_ids), hp.base_loss,
@@ -172,7 +176,7 @@ class WindowDetector:
                        sb=self._band_sd(rows), slow_sd=np.broadcast_to(sd, k.shape), fast_sd=self.hearing.fast_sd,
                        listen=listen, floor=self.hearing.floor,
                        logmiss=self.hearing.logmiss * self._miss_weight[:, None],
-                       exponent=self.exponent.value(tr.calibration.exponent),
+                       exponent=self.exponent.value(self.beacon_fit.value(tr.calibration.exponent)),
                        sets=self.cand.restrict(self.set_of_band[rows], k, sent, listen),
                        exponent_up=self.p.exponent_up, profile_above=self.p.profile_above)
         n_blk = self.clock.blocks(window_s) if blocks else 1
@@ -186,6 +190,25 @@ class WindowDetector:
         xb = np.where(kb > 0, xb + (tr.calibration.rx_bias + corr)[None, :, None], 0.0)
         return replace(x, slow_sd=np.broadcast_to(held, k.shape), kb=kb, xb=xb, nsb=nsb,
                        blk_sd=np.full(k.shape, math.sqrt(var_v)))
+
+    def _fit_beacons(self, now: float) -> None:
+        """Fold the last calibration round of every beacon pair into the censored exponent fit (`beacon_exponent`)."""
+        bf, tr = self.beacon_fit, self.tracker
+        rows = np.asarray(tr.calibration.beacon_idx, dtype=np.int64)
+        if not bf.p.learn or not len(rows):
+            return
+        k, xbar, sent = tr.bins.window(rows, now, tr.p.calibrate_every_s)
+        listen = np.array(tr.rx_last) > now - 5.0
+        # The fit reads levels as stored (offset-corrected, no learned gain: it learns its own), so each
+        # receiver's miss table is moved back by what the window test adds to its levels.
+        logmiss = tables_shifted(self.hearing.logmiss * self._miss_weight[:, None],
+                                 self.hearing.floor - self.hearing.raw_floor)
+        var_v = min(self.clock.var_v, self.sigma**2 * self.p.slow_fraction)
+        if bf.p.round_share is not None:
+            var_v = bf.p.round_share * self.sigma**2 * self.p.slow_fraction
+        bf.add(now, k, xbar, sent, listen, logmiss, self.hearing.fast_sd, math.sqrt(var_v))
+        held = math.sqrt(max(self.sigma**2 * self.p.slow_fraction + self.p.model_error_db**2 - var_v, 0.0))
+        bf.fit(tr.power[rows], held)
 
     def _learn_bursts(self, now: float, rows: I64, listen: NDArray[np.bool_]) -> None:
         """Fold the last minute of `rows`' links into each receiver's miss dispersion (`miss_bursts`)."""
@@ -233,6 +256,7 @@ class WindowDetector:
             # An unmeasured floor is taken keen here: a link nearer the true floor than it looks loses its
             # low samples, which shrinks the measured change with time (fewer blocks), never grows it.
             self.clock.add(tr.bins, now, np.where(self.hearing.measured, self.hearing.raw_floor, -100.0))
+            self._fit_beacons(now)
         listen = np.array(tr.rx_last) > now - 5.0
         out: dict[int, Verdict] = {}
         lr_best = np.full(len(rows), np.nan)

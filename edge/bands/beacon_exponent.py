@@ -1,0 +1,176 @@
+"""The site's path-loss exponent from the beacons, with the adverts they missed counted (issue 16).
+
+The linear calibration (`calibration`) averages the levels that were heard. A long beacon link is
+heard only on its up-fades, and a pair whose average is near the floor is left out, so the long pairs
+that stay in read high and the slope flattens: 2.45-2.59 for a true 2.7 on the default radio. A low
+exponent inflates every distance in the window test, and a person standing just inside a fence is
+then explained better outside (docs/bands.md, "Why the 1 dB sd floods: the exponent's bias").
+
+Here each beacon × receiver pair keeps its log-likelihood on a level grid, built the way the window
+test reads a band: per round of `round_s`, the adverts heard (k, their mean level x̄) and the adverts
+sent while the receiver listened but not heard (m), the latter through the receiver's hearing curve.
+The level carries two shadows: a part that changes from round to round (what the beacons show
+changing, `shadow_clock`), integrated per round, and a part held by the pair (its place, the model
+error), integrated once over all its rounds. The exponent is the maximum of the profile likelihood
+with every receiver's gain free (a prior of the site's receiver-gain sd), on a grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge.bands.hearing import DV, V0, V1
+
+F64 = NDArray[np.float64]
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(15)
+_GH_LW = np.log(_GH_W / _GH_W.sum())
+_GRID = np.arange(V0, V1 + DV / 2, DV)
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconFitParams:
+    """Grids, memory and guards of the censored beacon fit."""
+
+    learn: bool = False
+    memory_s: float = 1800.0  # each round's evidence is forgotten with this time constant
+    min_rounds: int = 6  # rounds before the fit replaces the linear calibration's exponent
+    prior_sd: float = 0.4  # the configured exponent as a prior, as the linear calibration's
+    n_lo: float = 1.6
+    n_hi: float = 4.5
+    n_step: float = 0.05
+    gain_range_db: float = 15.0
+    gain_step_db: float = 0.5
+    # Share of the slow shadowing taken as changing from round to round; None: what the beacons show
+    # (`shadow_clock`'s time-varying part, 0 until it has enough pairs).
+    round_share: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconFitState:
+    """The pairs' accumulated log-likelihoods on the level grid, for a restart."""
+
+    loglik: F64  # (B·R, V)
+    rounds: int
+
+
+def _logsumexp(a: F64, axis: int) -> F64:
+    top = np.max(a, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    return np.asarray(np.squeeze(top, axis=axis) + np.log(np.exp(a - top).sum(axis=axis)))
+
+
+def _shifted(table: F64, sd: float) -> F64:
+    """(P, V) log ∫ exp(table(v + sd·z)) φ(z) dz for each row, on the grid (linear between grid points)."""
+    if sd <= 1e-9:
+        return table
+    v = _GRID[:, None] + sd * _GH_X[None, :]  # (V, Q)
+    f = np.clip((v - V0) / DV, 0.0, len(_GRID) - 1.000001)
+    i0 = f.astype(np.int64)
+    a = f - i0
+    at = table[:, i0] * (1.0 - a) + table[:, i0 + 1] * a  # (P, V, Q)
+    return _logsumexp(at + _GH_LW[None, None, :], axis=2)
+
+
+class BeaconExponent:
+    """Censored beacon pairs → the site's exponent (and each receiver's gain at it)."""
+
+    def __init__(self, log_d: F64, exponent0: float, gain_sd_db: float,
+                 params: BeaconFitParams | None = None) -> None:
+        self.p = params or BeaconFitParams()
+        self.log_d = np.asarray(log_d, dtype=np.float64)  # (B, R) log10 of each pair's distance
+        n_b, n_r = self.log_d.shape
+        self.exponent0 = exponent0
+        self.gain_sd_db = max(gain_sd_db, 0.5)
+        self.loglik = np.zeros((n_b * n_r, len(_GRID)))
+        self.rounds = 0
+        self._t = -math.inf
+        self.n = exponent0
+        self.sd = self.p.prior_sd
+        self.gain = np.zeros(n_r)  # dB each receiver reads above the configured offset, at n
+
+    def ready(self) -> bool:
+        return self.p.learn and self.rounds >= self.p.min_rounds and self.log_d.size > 0
+
+    def value(self, fallback: float) -> float:
+        """The exponent for the window test: this fit's once it has `min_rounds`, else `fallback`."""
+        return self.n if self.ready() else fallback
+
+    def add(self, now: float, k: F64, xbar: F64, sent: F64, listen: NDArray[np.bool_], logmiss: F64,
+            fast_sd: float, round_sd: float) -> None:
+        """One round: heard counts k (B, R), their mean levels x̄ (B, R; offset-corrected, no learned gain),
+        adverts sent (B,), receivers listening (R,), each receiver's log P(miss | level) on the grid in the
+        same terms (R, V), the per-advert sd and the sd of the shadow that changes from round to round."""
+        if not self.p.learn or self.log_d.size == 0:
+            return
+        n_b, n_r = self.log_d.shape
+        miss = np.where(listen[None, :], np.maximum(sent[:, None] - k, 0.0), 0.0).ravel()
+        kk = np.where(listen[None, :], k, 0.0).ravel()
+        xb = xbar.ravel()
+        rx = np.tile(np.arange(n_r), n_b)
+        use = (kk > 0) | (miss > 0)
+        if not use.any():
+            return
+        v = _GRID[None, :]
+        base = -kk[use, None] * (xb[use, None] - v) ** 2 / (2.0 * fast_sd**2) + miss[use, None] * logmiss[rx[use]]
+        rnd = _shifted(base, round_sd)
+        if math.isfinite(self._t):
+            decay = math.exp(-max(now - self._t, 0.0) / self.p.memory_s)
+            self.loglik *= decay
+        self._t = now
+        self.loglik[use] += rnd - rnd.max(axis=1, keepdims=True)  # a constant per round does not move the fit
+        self.rounds += 1
+
+    def fit(self, power: F64, held_sd: float) -> None:
+        """Re-fit from the pairs' log-likelihoods: beacons' advertised 1 m powers (B,), the held shadow's sd."""
+        if not self.ready():
+            return
+        n_b, n_r = self.log_d.shape
+        table = _shifted(self.loglik, held_sd)  # (P, V)
+        ns = np.arange(self.p.n_lo, self.p.n_hi + self.p.n_step / 2, self.p.n_step)
+        gs = np.arange(-self.p.gain_range_db, self.p.gain_range_db + self.p.gain_step_db / 2, self.p.gain_step_db)
+        mu0 = power[:, None] - 10.0 * ns[:, None, None] * self.log_d[None, :, :]  # (N, B, R)
+        mu = mu0[:, None, :, :] + gs[None, :, None, None]  # (N, G, B, R)
+        f = np.clip((mu - V0) / DV, 0.0, len(_GRID) - 1.000001)
+        i0 = f.astype(np.int64)
+        a = f - i0
+        pair = np.arange(n_b * n_r).reshape(n_b, n_r)[None, None, :, :]
+        ll = table[pair, i0] * (1.0 - a) + table[pair, i0 + 1] * a
+        per_rx = ll.sum(axis=2) - 0.5 * (gs[None, :, None] / self.gain_sd_db) ** 2  # (N, G, R)
+        best_g = per_rx.argmax(axis=1)  # (N, R)
+        prof = per_rx.max(axis=1).sum(axis=1) - 0.5 * ((ns - self.exponent0) / self.p.prior_sd) ** 2
+        j = int(np.argmax(prof))
+        n, info = float(ns[j]), 1.0 / self.p.prior_sd**2
+        if 0 < j < len(ns) - 1:
+            c2 = prof[j + 1] + prof[j - 1] - 2.0 * prof[j]
+            if c2 < -1e-12:
+                h = self.p.n_step
+                n += float(np.clip(-h * (prof[j + 1] - prof[j - 1]) / (2.0 * c2), -h / 2, h / 2))
+                info = float(-c2 / h**2)
+        self.n = n
+        self.sd = 1.0 / math.sqrt(info)
+        self.gain = np.asarray(gs[best_g[j]], dtype=np.float64)
+
+    def snapshot(self) -> BeaconFitState:
+        return BeaconFitState(self.loglik.copy(), self.rounds)
+
+    def restore(self, s: BeaconFitState) -> None:
+        """Start from `s` (the same beacons, receivers and grid)."""
+        if s.loglik.shape != self.loglik.shape:
+            raise ValueError(f"beacon fit of shape {s.loglik.shape}, this site has {self.loglik.shape}")
+        if not np.isfinite(s.loglik).all():
+            raise ValueError("beacon fit log-likelihood is not finite")
+        self.loglik = np.asarray(s.loglik, dtype=np.float64).copy()
+        self.rounds = max(int(s.rounds), 0)
+        self._t = -math.inf
+
+
+def tables_shifted(logmiss: F64, shift_db: F64) -> F64:
+    """(R, V) miss tables read `shift_db` (R,) higher: table'(v) = table(v + shift) (levels in other terms)."""
+    out = np.empty_like(logmiss)
+    for r in range(len(logmiss)):
+        out[r] = np.interp(_GRID + float(shift_db[r]), _GRID, logmiss[r])
+    return out
