@@ -44,6 +44,10 @@ class BeaconFitParams:
     n_step: float = 0.05
     gain_range_db: float = 15.0
     gain_step_db: float = 0.5
+    # A beacon's true 1 m power differs from the one it advertises, as a band's does (`band_gain`'s prior):
+    # with two to four beacons on a site, one beacon's error is shared by all its pairs.
+    beacon_power_sd_db: float = 2.0
+    sweeps: int = 3  # rounds of coordinate ascent over the receivers' gains and the beacons' powers
     # Share of the slow shadowing taken as changing from round to round; None: what the beacons show
     # (`shadow_clock`'s time-varying part, 0 until it has enough pairs).
     round_share: float | None = None
@@ -128,20 +132,11 @@ class BeaconExponent:
         """Re-fit from the pairs' log-likelihoods: beacons' advertised 1 m powers (B,), the held shadow's sd."""
         if not self.ready():
             return
-        n_b, n_r = self.log_d.shape
         table = _shifted(self.loglik, held_sd)  # (P, V)
         ns = np.arange(self.p.n_lo, self.p.n_hi + self.p.n_step / 2, self.p.n_step)
-        gs = np.arange(-self.p.gain_range_db, self.p.gain_range_db + self.p.gain_step_db / 2, self.p.gain_step_db)
         mu0 = power[:, None] - 10.0 * ns[:, None, None] * self.log_d[None, :, :]  # (N, B, R)
-        mu = mu0[:, None, :, :] + gs[None, :, None, None]  # (N, G, B, R)
-        f = np.clip((mu - V0) / DV, 0.0, len(_GRID) - 1.000001)
-        i0 = f.astype(np.int64)
-        a = f - i0
-        pair = np.arange(n_b * n_r).reshape(n_b, n_r)[None, None, :, :]
-        ll = table[pair, i0] * (1.0 - a) + table[pair, i0 + 1] * a
-        per_rx = ll.sum(axis=2) - 0.5 * (gs[None, :, None] / self.gain_sd_db) ** 2  # (N, G, R)
-        best_g = per_rx.argmax(axis=1)  # (N, R)
-        prof = per_rx.max(axis=1).sum(axis=1) - 0.5 * ((ns - self.exponent0) / self.p.prior_sd) ** 2
+        prof, gain = self._profile(table, mu0)
+        prof = prof - 0.5 * ((ns - self.exponent0) / self.p.prior_sd) ** 2
         j = int(np.argmax(prof))
         n, info = float(ns[j]), 1.0 / self.p.prior_sd**2
         if 0 < j < len(ns) - 1:
@@ -152,7 +147,34 @@ class BeaconExponent:
                 info = float(-c2 / h**2)
         self.n = n
         self.sd = 1.0 / math.sqrt(info)
-        self.gain = np.asarray(gs[best_g[j]], dtype=np.float64)
+        self.gain = gain[j]
+
+    def _profile(self, table: F64, mu0: F64) -> tuple[F64, F64]:
+        """(N,) log-likelihood at each exponent with the receivers' gains and the beacons' own power errors
+        at their best (a few rounds of coordinate ascent on the gain grid), and the (N, R) gains."""
+        n_b, n_r = self.log_d.shape
+        gs = np.arange(-self.p.gain_range_db, self.p.gain_range_db + self.p.gain_step_db / 2, self.p.gain_step_db)
+        pair = np.arange(n_b * n_r).reshape(n_b, n_r)
+
+        def at(mu: F64) -> F64:  # the pairs' tables at levels mu (..., B, R)
+            f = np.clip((mu - V0) / DV, 0.0, len(_GRID) - 1.000001)
+            i0 = f.astype(np.int64)
+            a = f - i0
+            return np.asarray(table[pair, i0] * (1.0 - a) + table[pair, i0 + 1] * a)
+
+        g = np.zeros((len(mu0), n_r))
+        h = np.zeros((len(mu0), n_b))
+        prior_g = 0.5 * (gs / self.gain_sd_db) ** 2
+        prior_h = 0.5 * (gs / self.p.beacon_power_sd_db) ** 2
+        for _ in range(self.p.sweeps):
+            per_rx = at(mu0[:, None] + h[:, None, :, None] + gs[None, :, None, None]).sum(axis=2)  # (N, G, R)
+            g = gs[np.argmax(per_rx - prior_g[None, :, None], axis=1)]
+            per_b = at(mu0[:, None] + g[:, None, None, :] + gs[None, :, None, None]).sum(axis=3)  # (N, G, B)
+            h = gs[np.argmax(per_b - prior_h[None, :, None], axis=1)]
+        ll = at(mu0 + g[:, None, :] + h[:, :, None]).sum(axis=(1, 2))
+        prof = (ll - 0.5 * ((g / self.gain_sd_db) ** 2).sum(axis=1)
+                - 0.5 * ((h / self.p.beacon_power_sd_db) ** 2).sum(axis=1))
+        return np.asarray(prof), np.asarray(g)
 
     def snapshot(self) -> BeaconFitState:
         return BeaconFitState(self.loglik.copy(), self.rounds)

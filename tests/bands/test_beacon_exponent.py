@@ -1,0 +1,99 @@
+"""The censored beacon fit reads the exponent that the heard adverts' average reads low.
+
+Beacon pairs are drawn from the window test's own reading of a link (a round-level shadow, a per-advert
+fading, each advert heard through a hearing curve), at a site whose long pairs sit near the floor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge.bands.beacon_exponent import BeaconExponent, BeaconFitParams, BeaconFitState, tables_shifted
+from edge.bands.hearing import DV, V0, V1, HearingParams, miss_table
+
+TRUE_N, FLOOR, FAST, ROUND, ADVERTS = 2.7, -100.0, 3.0, 3.0, 10
+
+
+def _pairs(seed: int, rounds: int) -> tuple[BeaconExponent, list[float], list[float], np.ndarray]:
+    """A fit fed `rounds` rounds, and every heard advert's (log10 d, level) for the naive average."""
+    rng = np.random.default_rng(seed)
+    rx = np.array([[0.0, 0.0], [60.0, 0.0], [0.0, 60.0], [60.0, 60.0], [30.0, 30.0]])
+    beacons = np.array([[5.0, 5.0], [50.0, 12.0], [20.0, 55.0]])
+    log_d = np.log10(np.maximum(np.linalg.norm(beacons[:, None] - rx[None], axis=2), 0.5))
+    gain = rng.normal(0.0, 2.0, len(rx))
+    power = np.full(len(beacons), -59.0)
+    mean = power[:, None] + gain[None, :] - 10 * TRUE_N * log_d
+    fit = BeaconExponent(log_d, 2.7, 3.0, BeaconFitParams(learn=True))
+    logmiss = np.tile(miss_table(FLOOR, FAST, HearingParams()), (len(rx), 1))  # per mean level: fading averaged
+    per_advert = miss_table(FLOOR, 1e-6, HearingParams())  # per advert level
+    grid = np.arange(V0, V1 + DV / 2, DV)
+    heard_log_d: list[float] = []
+    heard_level: list[float] = []
+    for t in range(rounds):
+        lvl = mean[:, :, None] + rng.normal(0, ROUND, mean.shape)[:, :, None] + rng.normal(0, FAST, (*mean.shape, ADVERTS))
+        p_heard = 1.0 - np.exp(np.interp(lvl, grid, per_advert))
+        heard = rng.random(lvl.shape) < p_heard
+        k = heard.sum(axis=2).astype(np.float64)
+        xbar = np.where(k > 0, (lvl * heard).sum(axis=2) / np.maximum(k, 1.0), 0.0)
+        fit.add(10.0 * t, k, xbar, np.full(len(beacons), float(ADVERTS)), np.ones(len(rx), dtype=bool), logmiss,
+                FAST, ROUND)
+        b, r, _ = np.nonzero(heard)
+        heard_log_d += log_d[b, r].tolist()
+        heard_level += (lvl[heard] - power[b]).tolist()
+    fit.fit(power, 0.5)
+    return fit, heard_log_d, heard_level, gain
+
+
+def test_censored_fit_reads_the_exponent_the_heard_average_reads_low() -> None:
+    fit, ld, lv, _ = _pairs(seed=3, rounds=60)
+    assert fit.ready()
+    # The heard adverts alone (a plain regression of level on distance) flatten the slope: the long
+    # pairs near the floor are heard only on their up-fades.
+    slope = np.polyfit(np.asarray(ld), np.asarray(lv), 1)[0]
+    naive_n = -slope / 10.0
+    assert naive_n < TRUE_N - 0.2
+    assert abs(fit.n - TRUE_N) < 0.12, fit.n
+    assert fit.sd < 0.2
+
+
+def test_fit_waits_for_its_rounds_and_falls_back() -> None:
+    fit, *_ = _pairs(seed=4, rounds=3)
+    assert not fit.ready()
+    assert fit.value(2.4) == 2.4
+    off = BeaconExponent(np.ones((2, 3)), 2.7, 3.0, BeaconFitParams(learn=False))
+    off.add(0.0, np.ones((2, 3)), np.full((2, 3), -70.0), np.full(2, 10.0), np.ones(3, dtype=bool),
+            np.zeros((3, int(round((V1 - V0) / DV)) + 1)), FAST, ROUND)
+    assert off.rounds == 0 and off.value(2.5) == 2.5
+
+
+def test_a_receiver_not_listening_adds_no_evidence() -> None:
+    fit = BeaconExponent(np.ones((1, 2)), 2.7, 3.0, BeaconFitParams(learn=True))
+    table = np.tile(miss_table(FLOOR, FAST, HearingParams()), (2, 1))
+    fit.add(0.0, np.zeros((1, 2)), np.zeros((1, 2)), np.full(1, 10.0), np.array([True, False]), table, FAST, ROUND)
+    assert np.any(fit.loglik[0] != 0.0)  # ten adverts missed at a listening receiver say "weak"
+    assert np.all(fit.loglik[1] == 0.0)  # a receiver that was down says nothing
+
+
+def test_restore_round_trips_and_refuses_another_site() -> None:
+    fit, *_ = _pairs(seed=5, rounds=8)
+    again = BeaconExponent(fit.log_d, 2.7, 3.0, BeaconFitParams(learn=True))
+    again.restore(fit.snapshot())
+    again.fit(np.full(3, -59.0), 0.5)
+    assert math.isclose(again.n, fit.n) and again.rounds == fit.rounds
+    other = BeaconExponent(np.ones((2, 2)), 2.7, 3.0)
+    try:
+        other.restore(BeaconFitState(fit.loglik, 8))
+    except ValueError as e:
+        assert "shape" in str(e)
+    else:
+        raise AssertionError("a fit for another site was restored")
+
+
+def test_tables_shifted_reads_the_same_curve_in_other_terms() -> None:
+    table = np.tile(miss_table(-95.0, FAST, HearingParams()), (1, 1))
+    moved = tables_shifted(table, np.array([4.0]))
+    grid = np.arange(V0, V1 + DV / 2, DV)
+    # A receiver whose levels are read 4 dB higher elsewhere stops hearing 4 dB lower here.
+    assert np.interp(-99.0, grid, moved[0]) == np.interp(-95.0, grid, table[0])
