@@ -48,6 +48,10 @@ class BeaconFitParams:
     # with two to four beacons on a site, one beacon's error is shared by all its pairs.
     beacon_power_sd_db: float = 2.0
     sweeps: int = 3  # rounds of coordinate ascent over the receivers' gains and the beacons' powers
+    # The exponent moves slowly: after `min_rounds` + `fit_every` rounds it is re-fitted every `fit_every`
+    # rounds, over the last estimate ± `n_window` (the whole range at the first fit).
+    fit_every: int = 6
+    n_window: float = 0.3
     # Share of the slow shadowing taken as changing from round to round; None: what the beacons show
     # (`shadow_clock`'s time-varying part, 0 until it has enough pairs).
     round_share: float | None = None
@@ -68,14 +72,17 @@ def _logsumexp(a: F64, axis: int) -> F64:
 
 
 def _shifted(table: F64, sd: float) -> F64:
-    """(P, V) log ∫ exp(table(v + sd·z)) φ(z) dz for each row, on the grid (linear between grid points)."""
+    """(P, V) log ∫ exp(table(v + sd·z)) φ(z) dz for each row, on the grid.
+
+    The quadrature nodes are rounded to whole grid steps (at most DV/2 off), so every node is a slice of
+    the table, edge values held beyond the grid, instead of an interpolation."""
     if sd <= 1e-9:
         return table
-    v = _GRID[:, None] + sd * _GH_X[None, :]  # (V, Q)
-    f = np.clip((v - V0) / DV, 0.0, len(_GRID) - 1.000001)
-    i0 = f.astype(np.int64)
-    a = f - i0
-    at = table[:, i0] * (1.0 - a) + table[:, i0 + 1] * a  # (P, V, Q)
+    steps = np.rint(sd * _GH_X / DV).astype(np.int64)
+    pad = int(np.abs(steps).max())
+    wide = np.pad(table, ((0, 0), (pad, pad)), mode="edge")
+    n = table.shape[1]
+    at = np.stack([wide[:, pad + s: pad + s + n] for s in steps.tolist()], axis=2)  # (P, V, Q)
     return _logsumexp(at + _GH_LW[None, None, :], axis=2)
 
 
@@ -95,6 +102,7 @@ class BeaconExponent:
         self.n = exponent0
         self.sd = self.p.prior_sd
         self.gain = np.zeros(n_r)  # dB each receiver reads above the configured offset, at n
+        self.fits = 0
 
     def ready(self) -> bool:
         return self.p.learn and self.rounds >= self.p.min_rounds and self.log_d.size > 0
@@ -132,8 +140,13 @@ class BeaconExponent:
         """Re-fit from the pairs' log-likelihoods: beacons' advertised 1 m powers (B,), the held shadow's sd."""
         if not self.ready():
             return
-        table = _shifted(self.loglik, held_sd)  # (P, V)
+        settled = self.rounds >= self.p.min_rounds + self.p.fit_every
+        if settled and self.fits and self.rounds % self.p.fit_every:
+            return
         ns = np.arange(self.p.n_lo, self.p.n_hi + self.p.n_step / 2, self.p.n_step)
+        if self.fits:
+            ns = ns[np.abs(ns - self.n) <= self.p.n_window + 1e-9]
+        table = _shifted(self.loglik, held_sd)  # (P, V)
         mu0 = power[:, None] - 10.0 * ns[:, None, None] * self.log_d[None, :, :]  # (N, B, R)
         prof, gain = self._profile(table, mu0)
         prof = prof - 0.5 * ((ns - self.exponent0) / self.p.prior_sd) ** 2
@@ -148,6 +161,7 @@ class BeaconExponent:
         self.n = n
         self.sd = 1.0 / math.sqrt(info)
         self.gain = gain[j]
+        self.fits += 1
 
     def _profile(self, table: F64, mu0: F64) -> tuple[F64, F64]:
         """(N,) log-likelihood at each exponent with the receivers' gains and the beacons' own power errors
@@ -187,6 +201,7 @@ class BeaconExponent:
             raise ValueError("beacon fit log-likelihood is not finite")
         self.loglik = np.asarray(s.loglik, dtype=np.float64).copy()
         self.rounds = max(int(s.rounds), 0)
+        self.fits = 0  # the first fit after a restart searches the whole range
         self._t = -math.inf
 
 
