@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.bands.band_gain import GRID_DB, GainState
+from edge.bands.beacon_exponent import BeaconFitState
 from edge.bands.calibration import CalibrationState
 from edge.bands.empirical_null import NullState
 from edge.bands.hearing import HearingState
@@ -81,11 +82,13 @@ class BandLearned(_Model):
 
 
 class PairLearned(_Model):
-    """One beacon × receiver pair of the beacon calibration: averaged level less the beacon's power, level, rounds."""
+    """One beacon × receiver pair of the beacon calibration: averaged level less the beacon's power, level, rounds;
+    and, where the censored beacon fit is on, the pair's log-likelihood over the level grid (`beacon_exponent`)."""
 
     mean_db: Fin
     level_dbm: Fin
     count: Count
+    fit: list[Fin] | None = Field(default=None, min_length=1, max_length=1000)
 
 
 class ReceiverLearned(_Model):
@@ -123,6 +126,7 @@ class SiteLearned(_Model):
     clock_pairs: list[Count] = Field(max_length=64)
     clock_tau_s: Annotated[float, Field(gt=0.0, le=1e6, allow_inf_nan=False)] | None  # None: no time-varying part
     clock_var_db2: Count
+    beacon_fit_rounds: Annotated[int, Field(ge=0, le=10**12)] = 0  # rounds the censored beacon fit has folded
 
 
 class LearnedFile(_Model):
@@ -163,8 +167,8 @@ def capture(pipe: BandPipeline, node: str, now: float) -> LearnedFile | None:
         resid_n=float(d.hearing.resid_n[r]), loss_sent=float(d.loss.sent[r]), loss_heard=float(d.loss.heard[r]),
         burst_obs=float(d.bursts.obs[r]), burst_binom=float(d.bursts.binom[r]),
         pairs={b: PairLearned(mean_db=float(cal.mean[j, r]), level_dbm=float(cal.level[j, r]),
-                              count=float(cal.count[j, r]))
-               for j, b in enumerate(beacons) if cal.count[j, r] > 0})
+                              count=float(cal.count[j, r]), fit=_fit_row(d, j * len(rx_ids) + r))
+               for j, b in enumerate(beacons) if cal.count[j, r] > 0 or _fit_row(d, j * len(rx_ids) + r)})
         for r, rx in enumerate(rx_ids)}
     g = d.gains
     bands = {str(b): BandLearned(gain_db=float(g.mean[i]), gain_sd_db=float(g.sd[i]), updates=int(g.updates[i]),
@@ -177,9 +181,16 @@ def capture(pipe: BandPipeline, node: str, now: float) -> LearnedFile | None:
         exponent_windows=d.exponent.windows,
         null_scale=d.null.scale, null_beta=d.null.beta if math.isfinite(d.null.beta) else None,
         null_misfit=d.null.misfit, clock_sum=d.clock.sum.tolist(), clock_pairs=d.clock.pairs.tolist(),
-        clock_tau_s=d.clock.tau if math.isfinite(d.clock.tau) else None, clock_var_db2=d.clock.var_v)
+        clock_tau_s=d.clock.tau if math.isfinite(d.clock.tau) else None, clock_var_db2=d.clock.var_v,
+        beacon_fit_rounds=d.beacon_fit.rounds)
     return LearnedFile(schema_=SCHEMA, site=pipe.site.site.id, node=node, fingerprint=fingerprint(pipe.site),
                        saved_at=now, site_state=s, receivers=receivers, bands=bands)
+
+
+def _fit_row(d: DetectorState, pair: int) -> list[float] | None:
+    """The censored beacon fit's log-likelihood of one pair (0.01 is far finer than it is read), None if it has none."""
+    row = d.beacon_fit.loglik[pair]
+    return [round(float(v), 2) for v in row] if d.beacon_fit.rounds and row.any() else None
 
 
 def apply(pipe: BandPipeline, f: LearnedFile) -> tuple[int, int]:
@@ -257,6 +268,16 @@ def _detector_state(pipe: BandPipeline, f: LearnedFile, cold: DetectorState) -> 
     def col(name: str) -> np.ndarray:
         return np.array([float(getattr(rx, name)) for rx in rxs], dtype=np.float64)
 
+    fit = np.zeros_like(cold.beacon_fit.loglik)
+    beacons = [str(pipe.tracker.ids[int(i)]) for i in pipe.tracker.calibration.beacon_idx]
+    for r, rx in enumerate(rxs):
+        for j, beacon in enumerate(beacons):
+            pair = rx.pairs.get(beacon)
+            if pair is not None and pair.fit is not None:
+                if len(pair.fit) != fit.shape[1]:
+                    raise ValueError(f"beacon fit over {len(pair.fit)} levels, this version has {fit.shape[1]}")
+                fit[j * len(rxs) + r] = pair.fit
+
     return DetectorState(
         gains=GainState(mean, sd, updates, evidence, moved, s.band_shared_db),
         hearing=HearingState(col("resid_db"), col("resid_n")),
@@ -265,7 +286,8 @@ def _detector_state(pipe: BandPipeline, f: LearnedFile, cold: DetectorState) -> 
         exponent=ExponentState(s.exponent_info, s.exponent_info_n, s.exponent_windows),
         null=NullState(s.null_scale, math.nan if s.null_beta is None else s.null_beta, s.null_misfit),
         clock=ClockState(np.array(s.clock_sum), np.array(s.clock_pairs),
-                         math.inf if s.clock_tau_s is None else s.clock_tau_s, s.clock_var_db2))
+                         math.inf if s.clock_tau_s is None else s.clock_tau_s, s.clock_var_db2),
+        beacon_fit=BeaconFitState(fit, s.beacon_fit_rounds))
 
 
 # ---------------------------------------------------------------------- file

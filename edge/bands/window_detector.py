@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.bands.band_gain import GRID_DB, SMOOTH_DB, BandGains, GainParams, GainState
-from edge.bands.beacon_exponent import BeaconExponent, BeaconFitParams, tables_shifted
+from edge.bands.beacon_exponent import BeaconExponent, BeaconFitParams, BeaconFitState, tables_shifted
 from edge.bands.empirical_null import EmpiricalNull, NullParams, NullState
 from edge.bands.hearing import Hearing, HearingParams, HearingState
 from edge.bands.miss_bursts import BurstLearner, BurstParams, BurstState
@@ -93,6 +93,7 @@ class DetectorState:
     exponent: ExponentState
     null: NullState
     clock: ClockState
+    beacon_fit: BeaconFitState
 
 
 class WindowDetector:
@@ -430,7 +431,7 @@ class WindowDetector:
         """Every learner's state (`DetectorState`)."""
         return DetectorState(self.gains.snapshot(), self.hearing.snapshot(), self.loss.snapshot(),
                              self.bursts.snapshot(), self.exponent.snapshot(), self.null.snapshot(),
-                             self.clock.snapshot())
+                             self.clock.snapshot(), self.beacon_fit.snapshot())
 
     def restore(self, s: DetectorState) -> None:
         """Every learner from `s`; the corrections, floors and tables are recomputed at the next tick."""
@@ -441,6 +442,7 @@ class WindowDetector:
         self.exponent.restore(s.exponent)
         self.null.restore(s.null)
         self.clock.restore(s.clock)
+        self.beacon_fit.restore(s.beacon_fit)
         # The floors from the tracker's (restored) levels now: the first tick's corrections read which receivers
         # are deaf (their gain is not corrected from the bands), and that needs measured floors.
         tr = self.tracker

@@ -359,3 +359,36 @@ def test_a_config_push_that_carries_the_state_drops_the_margin_one_that_does_not
     pushed = BandPipeline(other, site_demo_keys(site), node="n1")
     assert ls.copy_into(learned, pushed, "n1", NOW) is None
     assert all(r.p.window_startup_extra == 3.0 for r in pushed.rules.values())
+
+
+def test_censored_beacon_fit_round_trips(tmp_path: Path, site: SiteConfig) -> None:
+    """The censored beacon fit's pairs (`beacon_exponent`, off by default) are kept, missed-only pairs too."""
+    def on(pipe: BandPipeline) -> BandPipeline:
+        assert pipe.detector is not None
+        pipe.detector.beacon_fit.p = dataclasses.replace(pipe.detector.beacon_fit.p, learn=True)
+        return pipe
+
+    learned = on(_fresh(site))
+    _learn(learned, site, 120)
+    det = learned.detector
+    assert det is not None and det.beacon_fit.ready()
+    f = ls.capture(learned, "n1", NOW)
+    assert f is not None and f.site_state.beacon_fit_rounds == det.beacon_fit.rounds
+    ls.write_atomic(tmp_path / ls.FILE, ls.dump(f))
+    fresh = on(_fresh(site))
+    assert ls.Keeper(tmp_path, "n1").restore(fresh, NOW + 60.0, 0.0)
+    got = fresh.detector
+    assert got is not None and got.beacon_fit.rounds == det.beacon_fit.rounds
+    assert np.allclose(got.beacon_fit.loglik, det.beacon_fit.loglik, atol=0.006)  # kept to 0.01
+    rows = np.asarray(learned.tracker.calibration.beacon_idx)
+    power = learned.tracker.power[rows]
+    for d in (det, got):
+        d.beacon_fit.fits = 0  # both search the whole range
+        d.beacon_fit.fit(power, 3.0)
+    assert abs(got.beacon_fit.n - det.beacon_fit.n) < 0.01
+    # A file written by a version with another level grid is refused whole, not half restored.
+    doc = json.loads(ls.dump(f))
+    pair = next(p for rx in doc["receivers"].values() for p in rx["pairs"].values() if p.get("fit"))
+    pair["fit"] = pair["fit"][:-1]
+    ls.write_atomic(tmp_path / ls.FILE, json.dumps(doc).encode())
+    assert not ls.Keeper(tmp_path, "n1").restore(on(_fresh(site)), NOW + 60.0, 0.0)
