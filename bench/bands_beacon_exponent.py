@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bands", type=int, default=20)
     ap.add_argument("--at", default="60,120,300,900")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--runs", action="store_true", help="also print every run's exponents at the last time")
     a = ap.parse_args(argv)
     at = tuple(int(x) for x in a.at.split(","))
     jobs = [(lay, radio, float(sg), a.seed + 50_000 + k, a.bands, at)
@@ -77,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(a.jobs) as ex:
         res = list(ex.map(one, jobs))
     print(f"# {len(jobs)} null runs ({a.bands} bands), seed {a.seed}; {time.time() - t0:.0f} s wall")
+    if a.runs:
+        print("| layout | radio | σ | seed | truth | linear | censored |")
+        print("|---|---|---|---|---|---|---|")
+        for j, r in zip(jobs, res, strict=True):
+            print(f"| {j[0]} | {j[1]} | {j[2]:g} | {j[3]} | {r[-1][3]:.2f} | {r[-1][1]:.2f} | {r[-1][2]:.2f} |")
     print("| radio | σ | s | truth | linear: mean err | rms | censored: mean err | rms |")
     print("|---|---|---|---|---|---|---|---|")
     for radio in a.radios.split(","):

@@ -26,8 +26,6 @@ from numpy.typing import NDArray
 from edge.bands.hearing import DV, V0, V1
 
 F64 = NDArray[np.float64]
-_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(15)
-_GH_LW = np.log(_GH_W / _GH_W.sum())
 _GRID = np.arange(V0, V1 + DV / 2, DV)
 
 
@@ -43,11 +41,11 @@ class BeaconFitParams:
     n_hi: float = 4.5
     n_step: float = 0.05
     gain_range_db: float = 15.0
-    gain_step_db: float = 0.5
     # A beacon's true 1 m power differs from the one it advertises, as a band's does (`band_gain`'s prior):
     # with two to four beacons on a site, one beacon's error is shared by all its pairs.
     beacon_power_sd_db: float = 2.0
-    sweeps: int = 3  # rounds of coordinate ascent over the receivers' gains and the beacons' powers
+    sweeps: int = 10  # Newton steps over the receivers' gains and the beacons' powers together
+    max_step_db: float = 2.0  # each step at most this: a censored pair's table is flat below its floor
     # The exponent moves slowly: after `min_rounds` + `fit_every` rounds it is re-fitted every `fit_every`
     # rounds, over the last estimate ± `n_window` (the whole range at the first fit).
     fit_every: int = 6
@@ -72,18 +70,20 @@ def _logsumexp(a: F64, axis: int) -> F64:
 
 
 def _shifted(table: F64, sd: float) -> F64:
-    """(P, V) log ∫ exp(table(v + sd·z)) φ(z) dz for each row, on the grid.
-
-    The quadrature nodes are rounded to whole grid steps (at most DV/2 off), so every node is a slice of
-    the table, edge values held beyond the grid, instead of an interpolation."""
+    """(P, V) log ∫ exp(table(v + sd·z)) φ(z) dz for each row, on the grid: a Gaussian kernel of every grid step
+    within 4 sd, edge values held beyond the grid. (Fifteen Gauss-Hermite nodes are ~2 dB apart at sd 4 dB, and a
+    pair's accumulated log-likelihood peaks narrower than that: the result then jumped with where the peak fell
+    between two nodes, and the exponent with it.)"""
     if sd <= 1e-9:
         return table
-    steps = np.rint(sd * _GH_X / DV).astype(np.int64)
-    pad = int(np.abs(steps).max())
-    wide = np.pad(table, ((0, 0), (pad, pad)), mode="edge")
+    reach = max(math.ceil(4.0 * sd / DV), 1)
+    offs = np.arange(-reach, reach + 1)
+    logw = -0.5 * (offs * DV / sd) ** 2
+    logw -= np.log(np.exp(logw).sum())
+    wide = np.pad(table, ((0, 0), (reach, reach)), mode="edge")
     n = table.shape[1]
-    at = np.stack([wide[:, pad + s: pad + s + n] for s in steps.tolist()], axis=2)  # (P, V, Q)
-    return _logsumexp(at + _GH_LW[None, None, :], axis=2)
+    at = np.stack([wide[:, reach + o: reach + o + n] for o in offs.tolist()], axis=2)  # (P, V, taps)
+    return _logsumexp(at + logw[None, None, :], axis=2)
 
 
 class BeaconExponent:
@@ -164,30 +164,43 @@ class BeaconExponent:
         self.fits += 1
 
     def _profile(self, table: F64, mu0: F64) -> tuple[F64, F64]:
-        """(N,) log-likelihood at each exponent with the receivers' gains and the beacons' own power errors
-        at their best (a few rounds of coordinate ascent on the gain grid), and the (N, R) gains."""
+        """(N,) log-likelihood at each exponent with the receivers' gains and the beacons' own power errors at
+        their best, and the (N, R) gains: Newton steps on all of them together, from the tables' own slopes (the
+        concave part of each pair's curvature, so every step goes uphill). A search on a gain grid, or Newton on
+        each in turn, left the profile jagged by more than its curvature (the receivers' gains
+        and the beacons' powers share an offset only the priors fix), and the exponent followed the jags."""
         n_b, n_r = self.log_d.shape
-        gs = np.arange(-self.p.gain_range_db, self.p.gain_range_db + self.p.gain_step_db / 2, self.p.gain_step_db)
         pair = np.arange(n_b * n_r).reshape(n_b, n_r)
+        d1 = np.gradient(table, DV, axis=1)
+        d2 = np.gradient(d1, DV, axis=1)
 
-        def at(mu: F64) -> F64:  # the pairs' tables at levels mu (..., B, R)
+        def at(t: F64, mu: F64) -> F64:  # the pairs' table `t` at levels mu (N, B, R)
             f = np.clip((mu - V0) / DV, 0.0, len(_GRID) - 1.000001)
             i0 = f.astype(np.int64)
             a = f - i0
-            return np.asarray(table[pair, i0] * (1.0 - a) + table[pair, i0 + 1] * a)
+            return np.asarray(t[pair, i0] * (1.0 - a) + t[pair, i0 + 1] * a)
 
-        g = np.zeros((len(mu0), n_r))
-        h = np.zeros((len(mu0), n_b))
-        prior_g = 0.5 * (gs / self.gain_sd_db) ** 2
-        prior_h = 0.5 * (gs / self.p.beacon_power_sd_db) ** 2
+        lim, step = self.p.gain_range_db, self.p.max_step_db
+        pg, ph = 1.0 / self.gain_sd_db**2, 1.0 / self.p.beacon_power_sd_db**2
+        n = len(mu0)
+        g = np.zeros((n, n_r))
+        h = np.zeros((n, n_b))
+        eye_g, eye_b = np.arange(n_r), n_r + np.arange(n_b)
         for _ in range(self.p.sweeps):
-            per_rx = at(mu0[:, None] + h[:, None, :, None] + gs[None, :, None, None]).sum(axis=2)  # (N, G, R)
-            g = gs[np.argmax(per_rx - prior_g[None, :, None], axis=1)]
-            per_b = at(mu0[:, None] + g[:, None, None, :] + gs[None, :, None, None]).sum(axis=3)  # (N, G, B)
-            h = gs[np.argmax(per_b - prior_h[None, :, None], axis=1)]
-        ll = at(mu0 + g[:, None, :] + h[:, :, None]).sum(axis=(1, 2))
-        prof = (ll - 0.5 * ((g / self.gain_sd_db) ** 2).sum(axis=1)
-                - 0.5 * ((h / self.p.beacon_power_sd_db) ** 2).sum(axis=1))
+            mu = mu0 + g[:, None, :] + h[:, :, None]
+            slope = at(d1, mu)
+            w = -np.minimum(at(d2, mu), 0.0)  # (N, B, R): each pair's curvature, concave part only
+            grad = np.concatenate([slope.sum(axis=1) - pg * g, slope.sum(axis=2) - ph * h], axis=1)
+            a = np.zeros((n, n_r + n_b, n_r + n_b))
+            a[:, eye_g, eye_g] = w.sum(axis=1) + pg
+            a[:, eye_b, eye_b] = w.sum(axis=2) + ph
+            a[:, n_r:, :n_r] = w
+            a[:, :n_r, n_r:] = np.swapaxes(w, 1, 2)
+            d = np.clip(np.linalg.solve(a, grad[..., None])[..., 0], -step, step)
+            g = np.clip(g + d[:, :n_r], -lim, lim)
+            h = np.clip(h + d[:, n_r:], -lim, lim)
+        ll = at(table, mu0 + g[:, None, :] + h[:, :, None]).sum(axis=(1, 2))
+        prof = ll - 0.5 * pg * (g**2).sum(axis=1) - 0.5 * ph * (h**2).sum(axis=1)
         return np.asarray(prof), np.asarray(g)
 
     def snapshot(self) -> BeaconFitState:
