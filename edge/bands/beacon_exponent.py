@@ -53,6 +53,9 @@ class BeaconFitParams:
     # Share of the slow shadowing taken as changing from round to round; None: what the beacons show
     # (`shadow_clock`'s time-varying part, 0 until it has enough pairs).
     round_share: float | None = None
+    # ... and until the clock has its pairs: all held reads a long pair by its up-fades (the heard rounds'
+    # levels outweigh the missed rounds), the exponent 0.1-0.2 low in the first minutes on the default radio.
+    round_share_unknown: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

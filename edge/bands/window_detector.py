@@ -201,12 +201,15 @@ class WindowDetector:
         k, xbar, sent = tr.bins.window(rows, now, tr.p.calibrate_every_s)
         listen = np.array(tr.rx_last) > now - 5.0
         # The fit reads levels as stored (offset-corrected, no learned gain: it learns its own), so each
-        # receiver's miss table is moved back by what the window test adds to its levels.
-        logmiss = tables_shifted(self.hearing.logmiss * self._miss_weight[:, None],
-                                 self.hearing.floor - self.hearing.raw_floor)
-        var_v = min(self.clock.var_v, self.sigma**2 * self.p.slow_fraction)
-        if bf.p.round_share is not None:
-            var_v = bf.p.round_share * self.sigma**2 * self.p.slow_fraction
+        # receiver's miss table is moved back by what the window test adds to its levels. Misses are not weighed
+        # by the burst dispersion (`miss_bursts`) as in the window test: weighing them and not the heard adverts
+        # reads every censored pair high, and at start-up (D ≥ 3) that read the exponent 0.2 low.
+        logmiss = tables_shifted(self.hearing.logmiss, self.hearing.floor - self.hearing.raw_floor)
+        slow = self.sigma**2 * self.p.slow_fraction
+        share = bf.p.round_share
+        if share is None and self.clock.pairs[-1] < self.clock.p.min_pairs:
+            share = bf.p.round_share_unknown  # the clock has not measured yet: "nothing changes" is not the default
+        var_v = min(self.clock.var_v, slow) if share is None else share * slow
         bf.add(now, k, xbar, sent, listen, logmiss, self.hearing.fast_sd, math.sqrt(var_v))
         held = math.sqrt(max(self.sigma**2 * self.p.slow_fraction + self.p.model_error_db**2 - var_v, 0.0))
         bf.fit(tr.power[rows], held)
