@@ -199,7 +199,9 @@ class WindowDetector:
         if not bf.p.learn or not len(rows):
             return
         k, xbar, sent = tr.bins.window(rows, now, tr.p.calibrate_every_s)
-        listen = np.array(tr.rx_last) > now - 5.0
+        # A receiver whose floor is not measured yet is left out: its assumed -90 dBm floor explains every miss of
+        # a long pair, whose heard up-fades then read it high (the exponent 0.1 low after the first minute).
+        listen = (np.array(tr.rx_last) > now - 5.0) & self.hearing.measured
         # The fit reads levels as stored (offset-corrected, no learned gain: it learns its own), so each
         # receiver's miss table is moved back by what the window test adds to its levels. Misses are not weighed
         # by the burst dispersion (`miss_bursts`) as in the window test: weighing them and not the heard adverts
