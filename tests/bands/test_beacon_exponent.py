@@ -108,3 +108,39 @@ def test_tables_shifted_reads_the_same_curve_in_other_terms() -> None:
     grid = np.arange(V0, V1 + DV / 2, DV)
     # A receiver whose levels are read 4 dB higher elsewhere stops hearing 4 dB lower here.
     assert np.interp(-99.0, grid, moved[0]) == np.interp(-95.0, grid, table[0])
+
+
+def test_pipeline_folds_beacon_rounds_only_at_receivers_with_a_measured_floor() -> None:
+    """In the pipeline, a receiver whose floor is still the assumed one adds nothing: its -90 dBm would explain every
+    miss of a long beacon pair (docs/bands.md, "The exponent from the beacons with their misses counted")."""
+    from dataclasses import replace
+
+    from edge.bands.pipeline import BandPipeline
+    from edge.sim import RadioParams, Simulator
+    from edge.sim.keys import site_demo_keys
+    from edge.sim.scenarios import walking
+    from edge.sim.sites import layout_site
+
+    site = layout_site("demo", 12, shadowing_db=6.0)
+    keys = site_demo_keys(site)
+    sim = Simulator(site, keys, seed=7, start_ts=1000.0, scenario=walking(site, 7),
+                    radio=RadioParams(shadowing_db=6.0, base_loss=0.15))
+    pipe = BandPipeline(site, keys, node="t")
+    det = pipe.detector
+    assert det is not None
+    det.beacon_fit.p = replace(det.beacon_fit.p, learn=True)
+    n_rx = len(site.receivers)
+    seen_unmeasured = False
+    for s in range(1, 241):
+        now = sim.start_ts + s
+        for o in sim.advance(now):
+            pipe.observe_raw(o)
+        pipe.tick(now)
+        unmeasured = ~det.hearing.measured
+        if unmeasured.any():
+            seen_unmeasured = True
+            rows = det.beacon_fit.loglik.reshape(-1, n_rx, det.beacon_fit.loglik.shape[1])
+            assert np.all(rows[:, unmeasured] == 0.0)  # nothing folded for them yet
+    assert seen_unmeasured  # the run did start with floors unmeasured
+    assert det.beacon_fit.ready()
+    assert abs(det.beacon_fit.n - 2.7) < 0.25  # the simulator's exponent (the site's configured one)
