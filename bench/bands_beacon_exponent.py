@@ -13,7 +13,9 @@ Prints, per radio × σ and time: the mean and rms error of each against the tru
 seeds. Few bands are simulated: the beacons are what is measured.
 
 Usage: .venv/bin/python -m bench.bands_beacon_exponent [--radios default,alt] [--sigmas 4,6,8]
-       [--layouts demo,perimeter,compound,lwing] [--seeds 2] [--at 60,120,300,900] [--jobs 2]
+       [--layouts demo,perimeter,compound,lwing] [--seeds 2] [--at 60,120,300,900] [--jobs 2] [--runs]
+       QWATCH_BENCH_ROUND_SHARE=0.7 (a diagnostic): that share of the slow shadow taken as changing from round to
+       round, instead of the shadow clock's reading (`BeaconFitParams.round_share`).
 """
 
 from __future__ import annotations
