@@ -162,13 +162,14 @@ def capture(pipe: BandPipeline, node: str, now: float) -> LearnedFile | None:
     cal = tr.calibration
     beacons = [str(pipe.tracker.ids[int(i)]) for i in pipe.tracker.calibration.beacon_idx]
     rx_ids = pipe.tracker.rx_ids
+    fits = [[_fit_row(d, j * len(rx_ids) + r) for r in range(len(rx_ids))] for j in range(len(beacons))]
     receivers = {rx: ReceiverLearned(
         levels=tr.rx_hist[r].tolist(), bias_db=float(cal.rx_bias[r]), resid_db=float(d.hearing.resid_db[r]),
         resid_n=float(d.hearing.resid_n[r]), loss_sent=float(d.loss.sent[r]), loss_heard=float(d.loss.heard[r]),
         burst_obs=float(d.bursts.obs[r]), burst_binom=float(d.bursts.binom[r]),
         pairs={b: PairLearned(mean_db=float(cal.mean[j, r]), level_dbm=float(cal.level[j, r]),
-                              count=float(cal.count[j, r]), fit=_fit_row(d, j * len(rx_ids) + r))
-               for j, b in enumerate(beacons) if cal.count[j, r] > 0 or _fit_row(d, j * len(rx_ids) + r)})
+                              count=float(cal.count[j, r]), fit=fits[j][r])
+               for j, b in enumerate(beacons) if cal.count[j, r] > 0 or fits[j][r] is not None})
         for r, rx in enumerate(rx_ids)}
     g = d.gains
     bands = {str(b): BandLearned(gain_db=float(g.mean[i]), gain_sd_db=float(g.sd[i]), updates=int(g.updates[i]),

@@ -213,7 +213,7 @@ class WindowDetector:
             share = bf.p.round_share_unknown  # the clock has not measured yet: "nothing changes" is not the default
         var_v = min(self.clock.var_v, slow) if share is None else share * slow
         bf.add(now, k, xbar, sent, listen, logmiss, self.hearing.fast_sd, math.sqrt(var_v))
-        held = math.sqrt(max(self.sigma**2 * self.p.slow_fraction + self.p.model_error_db**2 - var_v, 0.0))
+        held = math.sqrt(max(slow + self.p.model_error_db**2 - var_v, 0.0))
         bf.fit(tr.power[rows], held)
 
     def _learn_bursts(self, now: float, rows: I64, listen: NDArray[np.bool_]) -> None:
