@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
+_DECAY = 0.95  # per accepted advert pair, in the interval's time and counter sums: a memory of ~20 adverts
+
 
 class AdvertBins:
     """Ring of one-second bins: (count, level sum) per band × receiver, and each band's advert interval."""
@@ -30,6 +32,8 @@ class AdvertBins:
         self.interval = np.full(n_bands, interval_s)
         self._last_counter = np.full(n_bands, -1, dtype=np.int64)
         self._last_ts = np.zeros(n_bands)
+        self._span_t = np.zeros(n_bands)  # decayed sums of time and of counter steps: interval = their ratio
+        self._span_c = np.zeros(n_bands)
         self.first = np.full(n_bands, np.inf)  # first second a band was heard (its windows start there)
 
     def _bins(self, seconds: I64) -> I64:
@@ -74,14 +78,21 @@ class AdvertBins:
         np.minimum.at(self.first, b, np.floor(ts[order][ok]))
 
     def note_counter(self, band: int, ts: float, counter: int) -> None:
-        """An accepted advert's counter: learn the band's advert interval (slowly, robust to gaps)."""
+        """An accepted advert's counter: learn the band's advert interval, robust to gaps.
+
+        The interval is time over counter steps, both summed with a decay of 5 % per accepted pair: right from
+        the second advert (a start at the nominal 1 s with a slow average had read a 1.3 s band as missing a
+        fifth of its adverts for its first minutes, which the window test reads as distance), and following a
+        drifting band over ~20 adverts. A long gap is a long baseline and weighs by its counter step.
+        """
         last = int(self._last_counter[band])
         if last >= 0:
             dc = (counter - last) & 0xFFFFFFFF
             dt = ts - float(self._last_ts[band])
             if 1 <= dc <= 60 and 0.0 < dt < 120.0:
-                step = min(max(dt / dc, 0.2), 10.0)
-                self.interval[band] += 0.05 * (step - self.interval[band])
+                self._span_t[band] = _DECAY * self._span_t[band] + min(max(dt, 0.2 * dc), 10.0 * dc)
+                self._span_c[band] = _DECAY * self._span_c[band] + dc
+                self.interval[band] = self._span_t[band] / self._span_c[band]
         self._last_counter[band] = counter
         self._last_ts[band] = ts
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.bands.advert_bins import AdvertBins
 from edge.bands.pipeline import BandPipeline
 from edge.sim import RadioParams, Simulator
 from edge.sim.keys import site_demo_keys
@@ -44,3 +45,25 @@ def test_each_band_interval_is_learned_from_its_counters_on_both_paths(demo_site
     nominal = _run(site, 1.0, batch=False)
     idx = np.array([nominal.tracker.index[b.id] for b in site.bands])
     assert np.allclose(nominal.tracker.bins.interval[idx], 1.0, atol=0.02)
+
+
+def test_interval_is_right_from_the_second_advert_and_follows_a_drift() -> None:
+    """A band at 1.3 s is read at 1.3 s from its first pair, through BLE's 0-10 ms delay and a 12-advert gap,
+    and a band whose clock drifts to 1.1 s is followed within ~60 adverts."""
+    rng = np.random.default_rng(3)
+    bins = AdvertBins(2, 1)
+    ts, counter = 100.0, 7
+    bins.note_counter(0, ts, counter)
+    for i in range(4):
+        step = 12 if i == 2 else 1  # a gap: eleven adverts nobody heard
+        ts += step * 1.3 + rng.uniform(0, 0.01)
+        counter += step
+        bins.note_counter(0, ts, counter)
+        assert abs(bins.interval[0] - 1.305) < 0.01, (i, bins.interval[0])
+    ts = 100.0
+    for i in range(200):
+        ts += (1.0 if i < 100 else 1.1) + rng.uniform(0, 0.01)
+        bins.note_counter(1, ts, i + 1)
+        if i == 99:
+            assert abs(bins.interval[1] - 1.005) < 0.005
+    assert abs(bins.interval[1] - 1.105) < 0.01
