@@ -51,6 +51,10 @@ class BeaconFitParams:
     # rounds, over the last estimate ± `n_window` (the whole range at the first fit).
     fit_every: int = 6
     n_window: float = 0.3
+    # The beacons' misfit (`BeaconExponent.misfit`) above which the model is taken not to explain them: a band's
+    # narrow learned gain is then not used (`WindowDetector._band_sd`). Measured after 300 s: default radio
+    # 0.06-0.20 at σ 4-8, alt 0.27-1.42 (docs/bands.md, "The beacons' misfit").
+    misfit_max: float = 0.25
     # Share of the slow shadowing taken as changing from round to round; None: what the beacons show
     # (`shadow_clock`'s time-varying part, 0 until it has enough pairs).
     round_share: float | None = None
@@ -102,11 +106,13 @@ class BeaconExponent:
         self.exponent0 = exponent0
         self.gain_sd_db = max(gain_sd_db, 0.5)
         self.loglik = np.zeros((n_b * n_r, len(_GRID)))
+        self.used = np.zeros(n_b * n_r)  # each pair's rounds, forgotten as its log-likelihood is
         self.rounds = 0
         self._t = -math.inf
         self.n = exponent0
         self.sd = self.p.prior_sd
         self.fits = 0
+        self.misfit = math.inf  # not measured until the first fit
 
     def ready(self) -> bool:
         return self.p.learn and self.rounds >= self.p.min_rounds and self.log_d.size > 0
@@ -133,11 +139,14 @@ class BeaconExponent:
         v = _GRID[None, :]
         base = -kk[use, None] * (xb[use, None] - v) ** 2 / (2.0 * fast_sd**2) + miss[use, None] * logmiss[rx[use]]
         rnd = _shifted(base, round_sd)
+        decay = math.inf
         if math.isfinite(self._t):
             decay = math.exp(-max(now - self._t, 0.0) / self.p.memory_s)
             self.loglik *= decay
         self._t = now
         self.loglik[use] += rnd - rnd.max(axis=1, keepdims=True)  # a constant per round does not move the fit
+        self.used *= decay if math.isfinite(decay) else 1.0
+        self.used[use] += 1.0
         self.rounds += 1
 
     def fit(self, power: F64, held_sd: float) -> None:
@@ -152,9 +161,10 @@ class BeaconExponent:
             ns = ns[np.abs(ns - self.n) <= self.p.n_window + 1e-9]
         table = _shifted(self.loglik, held_sd)  # (P, V)
         mu0 = power[:, None] - 10.0 * ns[:, None, None] * self.log_d[None, :, :]  # (N, B, R)
-        prof = self._profile(table, mu0)
+        prof, mu = self._profile(table, mu0)
         prof = prof - 0.5 * ((ns - self.exponent0) / self.p.prior_sd) ** 2
         j = int(np.argmax(prof))
+        self.misfit = self._misfit(table, mu[j])
         n, info = float(ns[j]), 1.0 / self.p.prior_sd**2
         if 0 < j < len(ns) - 1:
             c2 = prof[j + 1] + prof[j - 1] - 2.0 * prof[j]
@@ -166,12 +176,31 @@ class BeaconExponent:
         self.sd = 1.0 / math.sqrt(info)
         self.fits += 1
 
-    def _profile(self, table: F64, mu0: F64) -> F64:
-        """(N,) log-likelihood at each exponent with the receivers' gains and the beacons' own power errors at
-        their best: Newton steps on all of them together, from the tables' own slopes (the
-        concave part of each pair's curvature, so every step goes uphill). A search on a gain grid, or Newton on
-        each in turn, left the profile jagged by more than its curvature (the receivers' gains
-        and the beacons' powers share an offset only the priors fix), and the exponent followed the jags."""
+    def _misfit(self, table: F64, mu: F64) -> float:
+        """−2 × each pair's log-likelihood at its fitted level (B, R) against its own best, held shadow integrated,
+        averaged over the pairs heard or missed in 3 rounds or more: how far the distance law, the gains and the
+        hearing curves leave the pairs from where their own adverts put them. The held shadow's allowance
+        (slow part + model error) is generous, so this sits well below χ²₁'s 1 where the model is the channel."""
+        ok = self.used >= 3.0
+        if not ok.any():
+            return math.inf
+        f = np.clip((mu.ravel() - V0) / DV, 0.0, len(_GRID) - 1.000001)
+        i0 = f.astype(np.int64)
+        a = f - i0
+        p = np.arange(len(f))
+        at = table[p, i0] * (1.0 - a) + table[p, i0 + 1] * a
+        return float(np.mean(-2.0 * (at - table.max(axis=1))[ok]))
+
+    def misfits(self) -> bool:
+        """The beacons say the model does not explain them (or the fit has not read them yet)."""
+        return self.p.learn and self.misfit > self.p.misfit_max
+
+    def _profile(self, table: F64, mu0: F64) -> tuple[F64, F64]:
+        """(N,) log-likelihood at each exponent, and the pairs' levels there (N, B, R), with the receivers' gains
+        and the beacons' own power errors at their best: Newton steps on all of them together, from the tables' own
+        slopes (the concave part of each pair's curvature, so every step goes uphill). A search on a gain grid, or
+        Newton on each in turn, left the profile jagged by more than its curvature (the receivers' gains and the
+        beacons' powers share an offset only the priors fix), and the exponent followed the jags."""
         n_b, n_r = self.log_d.shape
         pair = np.arange(n_b * n_r).reshape(n_b, n_r)
         d1 = np.gradient(table, DV, axis=1)
@@ -202,9 +231,10 @@ class BeaconExponent:
             d = np.clip(np.linalg.solve(a, grad[..., None])[..., 0], -step, step)
             g = np.clip(g + d[:, :n_r], -lim, lim)
             h = np.clip(h + d[:, n_r:], -lim, lim)
-        ll = at(table, mu0 + g[:, None, :] + h[:, :, None]).sum(axis=(1, 2))
+        mu = mu0 + g[:, None, :] + h[:, :, None]
+        ll = at(table, mu).sum(axis=(1, 2))
         prof = ll - 0.5 * pg * (g**2).sum(axis=1) - 0.5 * ph * (h**2).sum(axis=1)
-        return np.asarray(prof)
+        return np.asarray(prof), np.asarray(mu)
 
     def snapshot(self) -> BeaconFitState:
         return BeaconFitState(self.loglik.copy(), self.rounds)

@@ -143,13 +143,14 @@ class WindowDetector:
         self._next_floor = -math.inf
 
     def _band_sd(self, rows: I64) -> F64:
-        """The band gains' sd: as learned where the site's own null says the model fits (φ = 1), else the prior's.
+        """The band gains' sd: as learned where the site's own null says the model fits (φ = 1) and the beacons do
+        too (`BeaconExponent.misfits`, with the censored fit on), else the prior's.
 
         A narrow gain is only worth what the model's other terms are: where the null is wider than χ²₂ the shared
         error a wide gain absorbs is there (docs/bands.md, "Does the learner pay once the escapee has lived on the
         site a while?"). With the learner's floor at the prior (`GainParams.min_sd_db`, the default) this is a no-op."""
         sd = self.gains.sd(rows)
-        if self.null.scale > 1.0 + 1e-9 or self.null.misfit:
+        if self.null.scale > 1.0 + 1e-9 or self.null.misfit or self.beacon_fit.misfits():
             return np.maximum(sd, self.gains.p.prior_sd_db)
         return sd
 
