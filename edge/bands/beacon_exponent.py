@@ -247,6 +247,9 @@ class BeaconExponent:
             raise ValueError("beacon fit log-likelihood is not finite")
         self.loglik = np.asarray(s.loglik, dtype=np.float64).copy()
         self.rounds = max(int(s.rounds), 0)
+        # The pairs' round counts are not kept: a pair with evidence is taken to have all the rounds (they only
+        # choose which pairs the misfit reads, `_misfit`), so the misfit is read at the first fit, not rounds later.
+        self.used = np.where(np.any(self.loglik != 0.0, axis=1), float(self.rounds), 0.0)
         self.fits = 0  # the first fit after a restart searches the whole range
         self._t = -math.inf
 

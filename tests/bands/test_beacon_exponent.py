@@ -111,6 +111,7 @@ def test_restore_round_trips_and_refuses_another_site() -> None:
     again.restore(fit.snapshot())
     again.fit(np.full(3, -59.0), 0.5)
     assert math.isclose(again.n, fit.n) and again.rounds == fit.rounds
+    assert math.isclose(again.misfit, fit.misfit)  # read at the first fit after the restore, not rounds later
     other = BeaconExponent(np.ones((2, 2)), 2.7, 3.0)
     with pytest.raises(ValueError, match="shape"):
         other.restore(BeaconFitState(fit.loglik, 8))
