@@ -52,8 +52,8 @@ class BeaconFitParams:
     fit_every: int = 6
     n_window: float = 0.3
     # The beacons' misfit (`BeaconExponent.misfit`) above which the model is taken not to explain them: a band's
-    # narrow learned gain is then not used (`WindowDetector._band_sd`). Measured after 300 s: default radio
-    # 0.06-0.20 at σ 4-8, alt 0.27-1.42 (docs/bands.md, "The beacons' misfit").
+    # learned gain is then not used, neither its narrow sd nor its mean (`WindowDetector._band_sd`, `_inputs`).
+    # Measured at 900 s: default radio 0.03-0.10 at σ 4-8, alt 0.26-1.42 (docs/bands.md, "The beacons' misfit").
     misfit_max: float = 0.25
     # Share of the slow shadowing taken as changing from round to round; None: what the beacons show
     # (`shadow_clock`'s time-varying part, 0 until it has enough pairs).

@@ -159,3 +159,18 @@ def test_pipeline_folds_beacon_rounds_only_at_receivers_with_a_measured_floor() 
     assert seen_unmeasured  # the run did start with floors unmeasured
     assert det.beacon_fit.ready()
     assert abs(det.beacon_fit.n - 2.7) < 0.25  # the simulator's exponent (the site's configured one)
+    assert 0.0 < det.beacon_fit.misfit < 1.0  # the default channel is the model (it falls to ~0.05 by 15 min)
+    # A band gain learned to 1 dB is used where the beacons fit, and neither its sd nor its mean where they do not.
+    band_rows = np.arange(3)
+    det.gains.mean[band_rows] = 3.0
+    det.gains._sd[band_rows] = 1.0
+    listen = np.ones(n_rx, dtype=bool)
+    now = sim.start_ts + 240
+    det.beacon_fit.misfit = 0.5 * det.beacon_fit.p.misfit_max
+    x = det._inputs(band_rows, now, 25.0, listen, blocks=False)
+    assert np.allclose(det._band_sd(band_rows), 1.0)
+    assert np.allclose(x.power, det.tracker.power[band_rows] + 3.0)
+    det.beacon_fit.misfit = 2.0 * det.beacon_fit.p.misfit_max
+    x = det._inputs(band_rows, now, 25.0, listen, blocks=False)
+    assert np.allclose(det._band_sd(band_rows), det.gains.p.prior_sd_db)
+    assert np.allclose(x.power, det.tracker.power[band_rows])
