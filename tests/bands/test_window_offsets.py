@@ -107,10 +107,15 @@ def test_band_gain_sd_narrows_only_where_the_site_null_fits(demo_site: SiteConfi
     rows = np.arange(3, dtype=np.int64)
     prior = det.gains.p.prior_sd_db
     det.gains._sd[rows] = [1.0, 1.5, prior]
+    det.beacon_fit.p = replace(det.beacon_fit.p, learn=True)
+    det.beacon_fit.misfit = 0.0  # the beacons explained by the model
     assert det._band_sd(rows).tolist() == [1.0, 1.5, prior]
     det.null.scale = 1.05
     assert det._band_sd(rows).tolist() == [prior] * 3
     det.null.scale, det.null.misfit = 1.0, True
+    assert det._band_sd(rows).tolist() == [prior] * 3
+    det.null.misfit = False
+    det.beacon_fit.misfit = 2.0 * det.beacon_fit.p.misfit_max  # the beacons say the model does not fit
     assert det._band_sd(rows).tolist() == [prior] * 3
 
 
