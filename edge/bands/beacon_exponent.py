@@ -78,6 +78,14 @@ def _logsumexp(a: F64, axis: int) -> F64:
     return np.asarray(np.squeeze(top, axis=axis) + np.log(np.exp(a - top).sum(axis=axis)))
 
 
+def _at(table: F64, pair: NDArray[np.int64], mu: F64) -> F64:
+    """Rows `pair` of a (P, V) table on the level grid, read at levels `mu` (same shape as `pair`), linearly."""
+    f = np.clip((mu - V0) / DV, 0.0, len(_GRID) - 1.000001)
+    i0 = f.astype(np.int64)
+    a = f - i0
+    return np.asarray(table[pair, i0] * (1.0 - a) + table[pair, i0 + 1] * a)
+
+
 def _shifted(table: F64, sd: float) -> F64:
     """(P, V) log ∫ exp(table(v + sd·z)) φ(z) dz for each row, on the grid: a Gaussian kernel of every grid step
     within 4 sd, edge values held beyond the grid. (Fifteen Gauss-Hermite nodes are ~2 dB apart at sd 4 dB, and a
@@ -139,13 +147,11 @@ class BeaconExponent:
         v = _GRID[None, :]
         base = -kk[use, None] * (xb[use, None] - v) ** 2 / (2.0 * fast_sd**2) + miss[use, None] * logmiss[rx[use]]
         rnd = _shifted(base, round_sd)
-        decay = math.inf
-        if math.isfinite(self._t):
-            decay = math.exp(-max(now - self._t, 0.0) / self.p.memory_s)
-            self.loglik *= decay
+        decay = math.exp(-max(now - self._t, 0.0) / self.p.memory_s) if math.isfinite(self._t) else 1.0
         self._t = now
+        self.loglik *= decay
         self.loglik[use] += rnd - rnd.max(axis=1, keepdims=True)  # a constant per round does not move the fit
-        self.used *= decay if math.isfinite(decay) else 1.0
+        self.used *= decay
         self.used[use] += 1.0
         self.rounds += 1
 
@@ -184,11 +190,7 @@ class BeaconExponent:
         ok = self.used >= 3.0
         if not ok.any():
             return math.inf
-        f = np.clip((mu.ravel() - V0) / DV, 0.0, len(_GRID) - 1.000001)
-        i0 = f.astype(np.int64)
-        a = f - i0
-        p = np.arange(len(f))
-        at = table[p, i0] * (1.0 - a) + table[p, i0 + 1] * a
+        at = _at(table, np.arange(mu.size), mu.ravel())
         return float(np.mean(-2.0 * (at - table.max(axis=1))[ok]))
 
     def misfits(self) -> bool:
@@ -207,10 +209,7 @@ class BeaconExponent:
         d2 = np.gradient(d1, DV, axis=1)
 
         def at(t: F64, mu: F64) -> F64:  # the pairs' table `t` at levels mu (N, B, R)
-            f = np.clip((mu - V0) / DV, 0.0, len(_GRID) - 1.000001)
-            i0 = f.astype(np.int64)
-            a = f - i0
-            return np.asarray(t[pair, i0] * (1.0 - a) + t[pair, i0 + 1] * a)
+            return _at(t, pair, mu)
 
         lim, step = self.p.gain_range_db, self.p.max_step_db
         pg, ph = 1.0 / self.gain_sd_db**2, 1.0 / self.p.beacon_power_sd_db**2
