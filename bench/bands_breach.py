@@ -22,7 +22,7 @@ Runs are independent processes (`--jobs`, default 2: this machine has 2 shared c
 Usage: .venv/bin/python -m bench.bands_breach [--quick] [--layouts demo,perimeter,compound,lwing]
        [--radios default,alt] [--sigmas 4,6,8] [--kinds walk,stand,return,range] [--seeds N]
        [--null-hours BH] [--bad gain-6,gain-4,deaf-85] [--budget 0.5] [--loss 0.15] [--gains 2]
-       [--jobs 2] [--no-ideal] [--md FILE] [--learn-band-gains]
+       [--jobs 2] [--no-ideal] [--md FILE] [--[no-]learn-band-gains] [--[no-]beacon-fit] [--band-gain-min-sd 2]
 """
 
 from __future__ import annotations
@@ -239,17 +239,19 @@ def simulate(layout: str, ch: Channel, seed: int, duration: float, n_bands: int,
 
 def apply_variant(pipe: BandPipeline, sim: Simulator) -> None:
     """The learners' switches of `main`'s flags, passed to every run (worker processes too) through the
-    environment: all off unless set."""
+    environment: "1" on, "0" off, unset the product's default."""
     det = pipe.detector
     if det is None:
         return
-    on = {env: os.environ.get(env) == "1" for env in (LEARN_ENV, GAIN_INSIDE_ENV, LEARN_EXPONENT_ENV)}
+    def switch(env: str, default: bool) -> bool:
+        return {"1": True, "0": False}.get(os.environ.get(env, ""), default)
+
     min_sd = os.environ.get(MIN_SD_ENV)
-    det.gains.p = replace(det.gains.p, learn=on[LEARN_ENV] or det.gains.p.learn,
-                          inside=on[GAIN_INSIDE_ENV] or det.gains.p.inside,
+    det.gains.p = replace(det.gains.p, learn=switch(LEARN_ENV, det.gains.p.learn),
+                          inside=switch(GAIN_INSIDE_ENV, det.gains.p.inside),
                           min_sd_db=float(min_sd) if min_sd else det.gains.p.min_sd_db)
-    det.exponent.p = replace(det.exponent.p, learn=on[LEARN_EXPONENT_ENV] or det.exponent.p.learn)
-    det.beacon_fit.p = replace(det.beacon_fit.p, learn=os.environ.get(BEACON_FIT_ENV) == "1" or det.beacon_fit.p.learn)
+    det.exponent.p = replace(det.exponent.p, learn=switch(LEARN_EXPONENT_ENV, det.exponent.p.learn))
+    det.beacon_fit.p = replace(det.beacon_fit.p, learn=switch(BEACON_FIT_ENV, det.beacon_fit.p.learn))
     if os.environ.get(TRUE_EXPONENT_ENV) == "1":  # --true-exponent (a diagnostic)
         det.exponent = TrueExponent(float(sim.channel.p.path_loss_exponent))
 
@@ -608,29 +610,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=Path, action="append", help="render the tables of a --save file instead of "
                     "running (repeat it to pool several files, e.g. batches of null runs with different --seed)")
     ap.add_argument("--seed", type=int, default=16_000)
-    ap.add_argument("--learn-band-gains", action="store_true",
-                    help="turn the band-gain learner on (edge/bands/band_gain.py, off by default)")
+    ap.add_argument("--learn-band-gains", action=argparse.BooleanOptionalAction, default=None,
+                    help="the band-gain learner on or off (edge/bands/band_gain.py; default: the product's, on)")
     ap.add_argument("--cross-after", type=float, default=90.0,
                     help="escapes cross no earlier than this (s into the run; give --duration to fit): the escapee's "
                          "band is a resident until then, as on a site that has run for hours")
     ap.add_argument("--band-gain-min-sd", type=float, default=None,
-                    help="the band-gain learner's sd floor, dB (default: the prior's 2 dB, i.e. the mean alone is "
-                         "learned); narrower is used only while the site's null fits (φ = 1)")
+                    help="the band-gain learner's sd floor, dB (default: the product's, 1 dB; 2 = the prior's, i.e. "
+                         "the mean alone is learned); narrower is used only while the beacons' misfit is low")
     ap.add_argument("--true-exponent", action="store_true",
                     help="diagnostic: the window test uses the simulator's true path-loss exponent, not the beacons'")
     ap.add_argument("--band-gain-inside", action="store_true",
                     help="the band-gain learner looks only at confidently-inside windows, over inside positions")
-    ap.add_argument("--learn-exponent", action="store_true",
+    ap.add_argument("--learn-exponent", action=argparse.BooleanOptionalAction, default=None,
                     help="turn the exponent learner on (edge/bands/window_exponent.py, off by default)")
-    ap.add_argument("--beacon-fit", action="store_true",
-                    help="the window test's exponent from the censored beacon fit (edge/bands/beacon_exponent.py)")
+    ap.add_argument("--beacon-fit", action=argparse.BooleanOptionalAction, default=None,
+                    help="the window test's exponent from the censored beacon fit (edge/bands/beacon_exponent.py; "
+                         "default: the product's, on); --no-beacon-fit: the linear calibration's")
     a = ap.parse_args(argv)
     # Read by each run (`apply_variant`, `simulate`), in the worker processes too.
     for flag, env in ((a.learn_band_gains, LEARN_ENV), (a.band_gain_inside, GAIN_INSIDE_ENV),
                       (a.learn_exponent, LEARN_EXPONENT_ENV), (a.true_exponent, TRUE_EXPONENT_ENV),
                       (a.beacon_fit, BEACON_FIT_ENV)):
-        if flag:
-            os.environ[env] = "1"
+        if flag is not None:  # None: the product's default
+            os.environ[env] = "1" if flag else "0"
     if a.band_gain_min_sd is not None:
         os.environ[MIN_SD_ENV] = str(a.band_gain_min_sd)
     if a.cross_after != 90.0:

@@ -17,7 +17,7 @@ between 30 s and `--escape-window` s after the restart, when a cold detector is 
 restart: recall within `breach_dwell_s` + 30 s of the crossing, false breaches of null bands in the first
 10 minutes, and how far each pipeline's learners stand, after its first tick, from where the uninterrupted run's
 are at the end (φ; each receiver's gain correction, floor, plateau loss and burst dispersion D; the band gains,
-learned only with `--learn-band-gains`).
+shown while the band-gain learner is on: the product's default, or `--learn-band-gains`).
 
 Usage: nice -n 10 .venv/bin/python -m bench.bands_restart [--layouts demo,compound] [--radios default,alt]
        [--sigma 6] [--seeds 1] [--first-seed 1] [--bands 60] [--escapes 10] [--before 20] [--after 10]
@@ -46,6 +46,7 @@ from rich.table import Table
 
 from bench.bands_breach import START, Channel, build_scenario, radio_params
 from edge import learned_state as ls
+from edge.bands.band_gain import GainParams
 from edge.bands.pipeline import BandPipeline
 from edge.sim import Simulator
 from edge.sim.escapes import Escape
@@ -259,11 +260,12 @@ def main() -> None:
     ap.add_argument("--before", type=float, default=20.0, help="minutes before the restart")
     ap.add_argument("--after", type=float, default=10.0, help="minutes after it")
     ap.add_argument("--escape-window", type=float, default=240.0, help="escapes cross 30 s … this after the restart")
-    ap.add_argument("--learn-band-gains", action="store_true")
+    ap.add_argument("--learn-band-gains", action="store_true", help="turn the band-gain learner on (on by default)")
     ap.add_argument("--jobs", type=int, choices=(1,), default=1, help="runs one after the other, on one core")
     ap.add_argument("--md", type=Path, default=None, help="also write the table as markdown here")
     ap.add_argument("--save-cost", action="store_true", help="only measure the save and restore on a 500-band site")
     a = ap.parse_args()
+    a.learn_band_gains = a.learn_band_gains or GainParams().learn
     if a.save_cost:
         print(save_cost())
         return

@@ -60,9 +60,11 @@ class GainParams:
     """Prior and learning of the band-gain learner."""
 
     prior_sd_db: float = 2.0
-    # Only the mean is learned: with the sd narrowing to 0.8 dB the test lost the width that absorbs what the
-    # model gets wrong for every band (the exponent's bias), and the null runs' false breaches rose 2-5 fold.
-    min_sd_db: float = 2.0
+    # 1 dB, not lower: at 0.8 dB, before the exponent came from the censored beacon fit, the test lost the width
+    # that absorbs what the model gets wrong for every band (the exponent's bias) and the null runs' false breaches
+    # rose 2-5 fold. The narrow sd is used only while the beacons' misfit says the model fits
+    # (`BeaconFitParams.misfit_max`).
+    min_sd_db: float = 1.0
     max_abs_db: float = 8.0
     every_s: float = 20.0
     # No look in the first minute of the test: the beacon solve, the floors and the exponent are still moving, and
@@ -73,11 +75,11 @@ class GainParams:
     max_places: int = 24
     temper: float = 3.0  # each place's curve counts this many times less (one window's curve is too sharp)
     shared_min_bands: int = 10  # bands with evidence from two places or more before any gain is learned
-    # Off by default: its gains beat the prior (±6 dB band powers: rms error 1.35-2.42 dB against 3.1-3.9) and it
-    # halves the ±6 dB flood, but on the usual ±2 dB full bench the alt radio's false breaches rose (null 87 -> 112,
-    # bad-receiver runs 11 -> 34), and it costs a third more CPU (docs/bands.md, "Band gains learned from the
-    # position-free fit").
-    learn: bool = False
+    # On with the censored beacon fit and its misfit gate (measured together, seed 16000, 2,016 null band-h per
+    # radio: alt null false breaches 9 -> 2, default σ <= 6 recall 239 -> 245 of 256, alt recall 166 -> 150 of 384;
+    # docs/bands.md, "Latest full-bench figures"). Alone, on the ±2 dB bench, it raised the alt radio's false
+    # breaches (null 87 -> 112): what its narrower prior trusted was the linear calibration's exponent bias.
+    learn: bool = True
     # Evidence only from windows the test calls confidently inside, fitted over the band's own inside positions
     # (not position-free). Off by default: being measured (docs/bands.md, "Band gains learned from the
     # position-free fit", session 18) against what the position-free fit does to a fence-stander at σ 8.

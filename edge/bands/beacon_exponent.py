@@ -34,7 +34,9 @@ _GRID = np.arange(V0, V1 + DV / 2, DV)
 class BeaconFitParams:
     """Grids, memory and guards of the censored beacon fit."""
 
-    learn: bool = False
+    # On: the exponent the window test uses comes from this fit after `min_rounds` rounds (before: the linear
+    # calibration's, which reads 0.1-0.25 low on the default radio).
+    learn: bool = True
     memory_s: float = 1800.0  # each round's evidence is forgotten with this time constant
     min_rounds: int = 6  # rounds before the fit replaces the linear calibration's exponent
     prior_sd: float = 0.4  # the configured exponent as a prior, as the linear calibration's

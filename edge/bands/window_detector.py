@@ -5,7 +5,7 @@ it is heard by at most two receivers, it was recently unheard, its last test lea
 is in breach) every `suspect_every_s`, and every other band every `others_every_s`, over the long
 windows breach_dwell_s + (0, 10, 20) s; bands in breach also over the short clear window every
 tick. From every tested band it learns each receiver's gain residual (`hearing`) and, where turned
-on, the band's own gain from its position-free fit (`band_gain`, off by default); from bands
+on, the band's own gain from its position-free fit (`band_gain`); from bands
 confidently inside, the site's path-loss exponent (`window_exponent`); and each calibration round it
 re-reads every receiver's floor.
 """
@@ -390,7 +390,7 @@ class WindowDetector:
         `GainParams.inside`, only confidently-inside windows (`lr`), over the band's own inside positions."""
         g = self.gains
         if not g.p.learn:
-            return  # off by default: nothing on the tick's path
+            return  # turned off: nothing on the tick's path
         ok = ((x.k > 0).sum(axis=1) >= g.p.min_links) & g.due(rows, now)
         if g.p.inside:
             ok &= lr <= self.p.confident_inside
