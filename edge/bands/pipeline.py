@@ -469,10 +469,13 @@ class BandPipeline:
 
     def breach_null(self) -> dict[str, float | int]:
         """The window statistic's dispersion learned from the site's bands (`empirical_null`) and the receivers'
-        loss burstiness (`miss_bursts`), or {}."""
+        loss burstiness (`miss_bursts`), the band-gain learner's counts and whether its gains are in use, or {}."""
         if self.detector is None:
             return {}
-        return {**self.detector.null.state(), **self.detector.bursts.state()}
+        det = self.detector
+        # The learned band gains are used only while the beacons say the model fits (`BeaconFitParams.misfit_max`).
+        used = int(det.gains.p.learn and not det.beacon_fit.misfits())
+        return {**det.null.state(), **det.bursts.state(), **det.gains.state(), "band_gains_used": used}
 
     def calibration(self) -> dict[str, Any]:
         """The self-calibration state: exponent and receiver biases (dB)."""

@@ -394,7 +394,7 @@ class WindowDetector:
         ok = ((x.k > 0).sum(axis=1) >= g.p.min_links) & g.due(rows, now)
         if g.p.inside:
             ok &= lr <= self.p.confident_inside
-        pick = np.nonzero(ok)[0]
+        pick = g.choose(rows, ok)
         if not len(pick):
             return
         n_g = len(GRID_DB)

@@ -204,7 +204,7 @@ def test_band_gain_counts_places_not_windows_and_learns_relative_to_the_shared_p
     assert g.updates[0] == 10
 
 
-def test_band_gain_defaults_learn_the_mean_only_and_stay_bounded() -> None:
+def test_band_gain_defaults_stay_bounded() -> None:
     g = BandGains(10, GainParams(learn=True, temper=1.0))
     rows = np.arange(10)
     assert not g.due(rows, 0.0).any()  # the first minute of the test: no look (the model is still settling)
@@ -214,8 +214,10 @@ def test_band_gain_defaults_learn_the_mean_only_and_stay_bounded() -> None:
         g.add(rows, t, curves, np.array([[8.0 * k, 0.0]] * 10))
         t += 20.0
     assert g.mean[0] == pytest.approx(8.0)  # held at max_abs_db
-    assert float(g.sd(np.array([0]))[0]) == pytest.approx(2.0)  # the sd never narrows below the prior's
-    assert not BandGains(1).due(np.array([0]), 0.0).any()  # off by default
+    assert float(g.sd(np.array([0]))[0]) == pytest.approx(2.0)  # no maximum inside the grid: the prior's sd
+    sd = g.sd(np.arange(1, 10))
+    assert (sd >= g.p.min_sd_db - 1e-9).all() and sd.min() == pytest.approx(g.p.min_sd_db)  # narrowed to the floor
+    assert not BandGains(1, GainParams(learn=False, settle_s=0.0)).due(np.array([0]), 100.0).any()  # turned off
     few = BandGains(9, GainParams(learn=True, settle_s=0.0))  # fewer bands than the shared part needs: nothing moves
     for k in range(5):
         few.add(np.arange(9), 20.0 * k, np.stack([_curve(-6.0, 1.0)] * 9), np.array([[8.0 * k, 0.0]] * 9))
@@ -308,3 +310,21 @@ def test_window_rule_below_threshold_never_raises(lr: float) -> None:
     r = BandRules(1, P)
     out = [d for t in range(200) for d in r.on_window(float(t), lr, 0.0, (0.0, 0.0, 5.0))]
     assert _states(out) == []
+
+
+def test_band_gain_looks_per_tick_are_bounded_oldest_first_and_every_band_gets_its_turn() -> None:
+    g = BandGains(7, GainParams(learn=True, settle_s=0.0, every_s=0.0, max_per_tick=3))
+    rows = np.array([6, 5, 4, 3, 2, 1, 0])
+    looked: list[int] = []
+    for tick in range(3):  # 7 bands due each tick, 3 looked at: after 3 ticks every band at least once
+        pick = g.choose(rows, g.due(rows, float(tick)))
+        assert len(pick) == 3 and (np.diff(pick) > 0).all()
+        g.add(rows[pick], float(tick), np.stack([_curve(0.0, 2.0)] * 3), np.zeros((3, 2)))
+        looked += rows[pick].tolist()
+    assert set(looked) == set(range(7)) and g.deferred == 3 * 4
+    # Never looked at first, then those looked at longest ago (ties in the order given).
+    assert [set(looked[i:i + 3]) for i in (0, 3, 6)] == [{6, 5, 4}, {3, 2, 1}, {0, 6, 5}]
+    assert set(rows[g.choose(rows, np.ones(7, dtype=bool))].tolist()) == {4, 3, 2}
+    few = g.choose(rows, np.array([True, False, True, False, False, False, False]))
+    assert few.tolist() == [0, 2]  # under the bound: every band that is due, nothing deferred
+    assert g.state() == {"band_gains_learned": 7, "band_gain_looks_deferred": 3 * 4 + 4}
