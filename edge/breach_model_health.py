@@ -11,6 +11,7 @@ threshold, so the technician is told what to check.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from edge.agent_telemetry import NODE_TELEMETRY_FILE
@@ -59,4 +60,16 @@ def breach_model_row(path: Path, now: float | None = None) -> Check:
     else:
         lost = ""
     return ok("bands", NAME, f"fits: breach threshold × {scale:.2f} (tail scale {beta:.1f}, 2 where the model "
-              f"fits, {tail} samples{lost}; {when})")
+              f"fits, {tail} samples{lost}{_band_gains(null)}; {when})")
+
+
+def _band_gains(null: Mapping[str, float | int | str]) -> str:
+    """The band-gain learner's part of the row (older nodes omit it)."""
+    if "band_gains_used" not in null:
+        return ""
+    if not null["band_gains_used"]:
+        # Not a fault to fix at once: the test then keeps every band's 2 dB prior, as before the learner.
+        return ("; the bands' own gains are not used: the reference beacons do not fit the radio model (check "
+                "the beacons' positions in the site file)")
+    return f"; {int(null.get('band_gains_learned', 0))} bands' own gains learned"
+

@@ -305,6 +305,13 @@ def test_breach_model_row_warns_when_the_sites_bands_do_not_fit_the_model(tmp_pa
     row = check_breach_model(tmp_path / "c", now)[0]
     assert row.status == "pass" and "lost in bursts" in row.detail
     assert "lost in bursts" not in check_breach_model(tmp_path / "a", now)[0].detail
+    save_breach_null(tmp_path / "e", {**fits.state(), "band_gains_learned": 37, "band_gain_looks_deferred": 0,
+                                      "band_gains_used": 1}, ts=now - 20)
+    assert "37 bands' own gains learned" in check_breach_model(tmp_path / "e", now)[0].detail
+    save_breach_null(tmp_path / "e", {**fits.state(), "band_gains_learned": 37, "band_gain_looks_deferred": 0,
+                                      "band_gains_used": 0}, ts=now - 20)
+    row = check_breach_model(tmp_path / "e", now)[0]
+    assert row.status == "pass" and "not used" in row.detail and "learned" not in row.detail
     save_breach_null(tmp_path / "d", {**fits.state(), **BurstLearner(1, 12.0).state()}, ts=now - 20)
     row = check_breach_model(tmp_path / "d", now)[0]  # a node just started: D is its start-up value, not a finding
     assert row.status == "pass" and "not measured yet" in row.detail and "lost in bursts" not in row.detail
