@@ -80,10 +80,11 @@ class GainParams:
     max_places: int = 24
     temper: float = 3.0  # each place's curve counts this many times less (one window's curve is too sharp)
     shared_min_bands: int = 10  # bands with evidence from two places or more before any gain is learned
-    # On with the censored beacon fit and its misfit gate (measured together, seed 16000, 2,016 null band-h per
-    # radio: alt null false breaches 9 -> 2, default σ <= 6 recall 239 -> 245 of 256, alt recall 166 -> 150 of 384;
-    # docs/bands.md, "Latest full-bench figures"). Alone, on the ±2 dB bench, it raised the alt radio's false
-    # breaches (null 87 -> 112): what its narrower prior trusted was the linear calibration's exponent bias.
+    # On with the censored beacon fit and its misfit gate, measured together against all three off (seed 16000,
+    # 2,016 null band-h per radio): null false breaches default 3 -> 8, alt 9 -> 2; default σ <= 6 recall
+    # 239 -> 245 of 256 (233 -> 249 after 30 minutes of residence); alt recall 166 -> 150 of 384 (docs/bands.md,
+    # "The censored fit, the learner and the misfit gate turned on"). Alone, on the ±2 dB bench, it had raised the
+    # alt radio's false breaches (null 87 -> 112): its narrower prior trusted the linear calibration's exponent bias.
     learn: bool = True
     # Evidence only from windows the test calls confidently inside, fitted over the band's own inside positions
     # (not position-free). Off by default: being measured (docs/bands.md, "Band gains learned from the
