@@ -473,9 +473,7 @@ class BandPipeline:
         if self.detector is None:
             return {}
         det = self.detector
-        # The learned band gains are used only while the beacons say the model fits (`BeaconFitParams.misfit_max`).
-        used = int(det.gains.p.learn and not det.beacon_fit.misfits())
-        return {**det.null.state(), **det.bursts.state(), **det.gains.state(), "band_gains_used": used}
+        return {**det.null.state(), **det.bursts.state(), **det.gain_state()}
 
     def calibration(self) -> dict[str, Any]:
         """The self-calibration state: exponent and receiver biases (dB)."""

@@ -148,11 +148,16 @@ class WindowDetector:
 
         A narrow gain is only worth what the model's other terms are: where the null is wider than χ²₂ the shared
         error a wide gain absorbs is there (docs/bands.md, "Does the learner pay once the escapee has lived on the
-        site a while?"). With the learner's floor at the prior (`GainParams.min_sd_db`, the default) this is a no-op."""
+        site a while?"). With the learner's floor at the prior (`GainParams.min_sd_db` 2 dB) this is a no-op."""
         sd = self.gains.sd(rows)
         if self.null.scale > 1.0 + 1e-9 or self.null.misfit or self.beacon_fit.misfits():
             return np.maximum(sd, self.gains.p.prior_sd_db)
         return sd
+
+    def gain_state(self) -> dict[str, int]:
+        """For node telemetry: the band-gain learner's counts, and whether its gains are used (1) or every band keeps
+        the prior because the beacons say the model does not fit (0; `_inputs`, `_band_sd`)."""
+        return {**self.gains.state(), "band_gains_used": int(self.gains.p.learn and not self.beacon_fit.misfits())}
 
     def _thresholds(self) -> tuple[float, ...]:
         """What this class and the rules compare a long window's statistic with (see DetectorParams.exact_lr).

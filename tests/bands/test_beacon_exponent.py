@@ -170,7 +170,9 @@ def test_pipeline_folds_beacon_rounds_only_at_receivers_with_a_measured_floor() 
     x = det._inputs(band_rows, now, 25.0, listen, blocks=False)
     assert np.allclose(det._band_sd(band_rows), 1.0)
     assert np.allclose(x.power, det.tracker.power[band_rows] + 3.0)
+    assert det.gain_state()["band_gains_used"] == 1  # what node telemetry and doctor report
     det.beacon_fit.misfit = 2.0 * det.beacon_fit.p.misfit_max
     x = det._inputs(band_rows, now, 25.0, listen, blocks=False)
     assert np.allclose(det._band_sd(band_rows), det.gains.p.prior_sd_db)
     assert np.allclose(x.power, det.tracker.power[band_rows])
+    assert det.gain_state()["band_gains_used"] == 0
