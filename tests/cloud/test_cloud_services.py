@@ -98,8 +98,16 @@ def test_stop_frees_port(tmp_path: Path) -> None:
     assert pid is not None
     svc.stop()
     assert not _pid_alive(pid)
+    # Nothing listens any more...
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", svc.port))
+    # ...and a restarted server can bind the port. SO_REUSEADDR, as every server sets it: without it a
+    # TIME_WAIT socket, or another process's outgoing connection that drew this number from the
+    # ephemeral range, would make a plain bind fail although the broker is gone.
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", svc.port))
+        s.listen()
 
 
 def test_no_orphan_when_parent_is_killed(tmp_path: Path) -> None:
