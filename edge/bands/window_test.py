@@ -38,6 +38,10 @@ _B_X, _B_W = np.polynomial.hermite_e.hermegauss(5)  # band-gain prior nodes
 _B_LW = np.log(_B_W / _B_W.sum())
 CELL_M = 12.0  # side of the kernel's fine search cells (speed settings only: the result does not depend on them)
 CELL_RATIO = 1  # fine cells a side of a coarse cell
+# The band-gain learner's position-free set (`position_free`): its likelihood is flat over wide areas (no fence
+# splits it, every gain is tried), so the bounds prune little and fewer, larger cells cost less. Measured on the
+# 500-band site's learner calls (x86_64): 12 m × 1 126 ms a call, 16 m × 4 72 ms, 8 m × 4 85 ms, one cell 199 ms.
+FREE_CELL_M, FREE_CELL_RATIO = 16.0, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +221,7 @@ class Candidates:
         free.logd = np.ascontiguousarray(self.logd[rows])
         free.lo, free.mid, free.hi = (np.array([v], dtype=np.int64) for v in (0, len(rows), len(rows)))
         free.n_full, free.set_of, free.allowed_zones = 1, {}, []
-        free.set_cells(CELL_M, CELL_RATIO)
+        free.set_cells(FREE_CELL_M, FREE_CELL_RATIO)
         free.logd_min, free.logd_max = free.logd.min(axis=0)[None], free.logd.max(axis=0)[None]
         return free
 

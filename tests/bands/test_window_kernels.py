@@ -48,7 +48,7 @@ def test_pruned_search_and_memo_equal_the_exhaustive_search_bit_for_bit(seed: in
     ref = run_test(every, x)
     assert np.isfinite(ref.lr).sum() >= 30
     _same(run_test(cand, x), ref)
-    for fine_m, ratio in ((2.0, 1), (5.0, 3), (30.0, 1)):  # other cell sizes: the same numbers
+    for fine_m, ratio in ((2.0, 1), (5.0, 3), (30.0, 1), (16.0, 4)):  # other cell sizes: the same numbers
         other = copy.deepcopy(cand)
         other.set_cells(fine_m, ratio)
         _same(run_test(other, x), ref)
@@ -62,6 +62,12 @@ def test_pruned_search_and_memo_equal_the_exhaustive_search_bit_for_bit(seed: in
         assert np.array_equal(getattr(back, f)[::-1], getattr(ref, f), equal_nan=True), f
     inner, inner_ref = run_test(cand, x, inside_only=True), run_test(every, x, inside_only=True)
     _same(inner, inner_ref)
+    # The band-gain learner's position-free set, with its own (larger) cells.
+    free = cand.position_free()
+    free_every = copy.deepcopy(free)
+    free_every.set_cells(1e9)
+    anywhere = replace(x, sets=np.zeros(len(x.sets), dtype=np.int64))
+    _same(run_test(free, anywhere, inside_only=True), run_test(free_every, anywhere, inside_only=True))
     # The exponent profiled over three values (each hypothesis keeps its best over exponents and rows).
     prof = replace(x, exponent_up=(0.0, 0.2, 0.4), profile_above=-2.0 if seed % 2 else -math.inf)
     _same(run_test(cand, prof), run_test(every, prof))
