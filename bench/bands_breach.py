@@ -22,7 +22,8 @@ Runs are independent processes (`--jobs`, default 2: this machine has 2 shared c
 Usage: .venv/bin/python -m bench.bands_breach [--quick] [--layouts demo,perimeter,compound,lwing]
        [--radios default,alt] [--sigmas 4,6,8] [--kinds walk,stand,return,range] [--seeds N]
        [--null-hours BH] [--bad gain-6,gain-4,deaf-85] [--budget 0.5] [--loss 0.15] [--gains 2]
-       [--jobs 2] [--no-ideal] [--md FILE] [--[no-]learn-band-gains] [--[no-]beacon-fit] [--band-gain-min-sd 2]
+       [--jobs 2] [--no-ideal] [--md FILE] [--[no-]learn-band-gains] [--[no-]beacon-fit] [--[no-]beacon-fit-gains]
+       [--band-gain-min-sd 2] [--resid-bias-sd 2] [--band-gain-place-tau S]
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ LEARN_ENV = "QWATCH_BENCH_LEARN_BAND_GAINS"
 # the learners see the escapee's band for that long as a resident first, as a real site's have for hours.
 CROSS_AFTER_ENV = "QWATCH_BENCH_CROSS_AFTER"
 MIN_SD_ENV = "QWATCH_BENCH_BAND_GAIN_MIN_SD"  # the band-gain learner's sd floor (`--band-gain-min-sd`)
+PLACE_TAU_ENV = "QWATCH_BENCH_BAND_GAIN_PLACE_TAU"  # `--band-gain-place-tau` (GainParams.place_tau_s)
+RESID_BIAS_ENV = "QWATCH_BENCH_RESID_BIAS_SD"  # `--resid-bias-sd` (HearingParams.resid_bias_sd_db)
 GAIN_INSIDE_ENV = "QWATCH_BENCH_BAND_GAIN_INSIDE"  # `--band-gain-inside` (GainParams.inside)
 LEARN_EXPONENT_ENV = "QWATCH_BENCH_LEARN_EXPONENT"  # `--learn-exponent` (ExponentParams.learn)
 TRUE_EXPONENT_ENV = "QWATCH_BENCH_TRUE_EXPONENT"  # `--true-exponent`: a diagnostic, not a product option
 BEACON_FIT_ENV = "QWATCH_BENCH_BEACON_FIT"  # `--beacon-fit` (BeaconFitParams.learn)
+BEACON_GAINS_ENV = "QWATCH_BENCH_BEACON_FIT_GAINS"  # `--beacon-fit-gains` (BeaconFitParams.use_gains)
 BAD_KINDS = {"gain-6": ("gain", -6.0), "gain-4": ("gain", -4.0), "deaf-85": ("deaf", -85.0)}
 
 
@@ -249,9 +253,14 @@ def apply_variant(pipe: BandPipeline, sim: Simulator) -> None:
     min_sd = os.environ.get(MIN_SD_ENV)
     det.gains.p = replace(det.gains.p, learn=switch(LEARN_ENV, det.gains.p.learn),
                           inside=switch(GAIN_INSIDE_ENV, det.gains.p.inside),
-                          min_sd_db=float(min_sd) if min_sd else det.gains.p.min_sd_db)
+                          min_sd_db=float(min_sd) if min_sd else det.gains.p.min_sd_db,
+                          place_tau_s=float(os.environ.get(PLACE_TAU_ENV) or det.gains.p.place_tau_s))
     det.exponent.p = replace(det.exponent.p, learn=switch(LEARN_EXPONENT_ENV, det.exponent.p.learn))
-    det.beacon_fit.p = replace(det.beacon_fit.p, learn=switch(BEACON_FIT_ENV, det.beacon_fit.p.learn))
+    resid_bias = os.environ.get(RESID_BIAS_ENV)
+    if resid_bias:
+        det.hearing.p = replace(det.hearing.p, resid_bias_sd_db=float(resid_bias))
+    det.beacon_fit.p = replace(det.beacon_fit.p, learn=switch(BEACON_FIT_ENV, det.beacon_fit.p.learn),
+                               use_gains=switch(BEACON_GAINS_ENV, det.beacon_fit.p.use_gains))
     if os.environ.get(TRUE_EXPONENT_ENV) == "1":  # --true-exponent (a diagnostic)
         det.exponent = TrueExponent(float(sim.channel.p.path_loss_exponent))
 
@@ -618,6 +627,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--band-gain-min-sd", type=float, default=None,
                     help="the band-gain learner's sd floor, dB (default: the product's, 1 dB; 2 = the prior's, i.e. "
                          "the mean alone is learned); narrower is used only while the beacons' misfit is low")
+    ap.add_argument("--band-gain-place-tau", type=float, default=None,
+                    help="keep each look's gain evidence under the cell of the band's tracker fixes averaged over this "
+                         "many seconds (GainParams.place_tau_s; default: the product's, 0 = the fit's best point)")
+    ap.add_argument("--resid-bias-sd", type=float, default=None,
+                    help="the band residuals' receiver-gain estimate is never surer than this, dB (HearingParams."
+                         "resid_bias_sd_db; default: the product's, 2; 0 = before session 22)")
     ap.add_argument("--true-exponent", action="store_true",
                     help="diagnostic: the window test uses the simulator's true path-loss exponent, not the beacons'")
     ap.add_argument("--band-gain-inside", action="store_true",
@@ -627,15 +642,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--beacon-fit", action=argparse.BooleanOptionalAction, default=None,
                     help="the window test's exponent from the censored beacon fit (edge/bands/beacon_exponent.py; "
                          "default: the product's, on); --no-beacon-fit: the linear calibration's")
+    ap.add_argument("--beacon-fit-gains", action=argparse.BooleanOptionalAction, default=None,
+                    help="the window test's receiver gains from the censored beacon fit too (default: the product's, "
+                         "on); --no-beacon-fit-gains: the linear calibration's, solved at its own exponent")
     a = ap.parse_args(argv)
     # Read by each run (`apply_variant`, `simulate`), in the worker processes too.
     for flag, env in ((a.learn_band_gains, LEARN_ENV), (a.band_gain_inside, GAIN_INSIDE_ENV),
                       (a.learn_exponent, LEARN_EXPONENT_ENV), (a.true_exponent, TRUE_EXPONENT_ENV),
-                      (a.beacon_fit, BEACON_FIT_ENV)):
+                      (a.beacon_fit, BEACON_FIT_ENV), (a.beacon_fit_gains, BEACON_GAINS_ENV)):
         if flag is not None:  # None: the product's default
             os.environ[env] = "1" if flag else "0"
     if a.band_gain_min_sd is not None:
         os.environ[MIN_SD_ENV] = str(a.band_gain_min_sd)
+    if a.band_gain_place_tau is not None:
+        os.environ[PLACE_TAU_ENV] = str(a.band_gain_place_tau)
+    if a.resid_bias_sd is not None:
+        os.environ[RESID_BIAS_ENV] = str(a.resid_bias_sd)
     if a.cross_after != 90.0:
         os.environ[CROSS_AFTER_ENV] = str(a.cross_after)
     if a.quick:

@@ -90,6 +90,30 @@ class GainParams:
     # (not position-free). Off by default: being measured (docs/bands.md, "Band gains learned from the
     # position-free fit", session 18) against what the position-free fit does to a fence-stander at σ 8.
     inside: bool = False
+    # Where a look's evidence is kept: 0 = the 8 m cell of the position-free fit's best point; > 0 = the cell of the
+    # tracker's fixes averaged over this many seconds (`PlaceTrack`). The fit's best point of a band that never moves
+    # wanders over tens of metres, so a stander's looks fell in 4-15 cells, each counted as an independent place
+    # with its own held shadow (docs/bands.md, "Where the default null's fence-standers come from"). Off: measured.
+    place_tau_s: float = 0.0
+
+
+class PlaceTrack:
+    """Each band's tracker fix averaged over `tau_s` (exponentially, one update a tick): where it is, not where one
+    window's fit puts it. NaN until its first fix."""
+
+    def __init__(self, n_bands: int, tau_s: float) -> None:
+        self.tau_s = tau_s
+        self.xy = np.full((n_bands, 2), np.nan)
+        self._t = np.full(n_bands, np.nan)
+
+    def update(self, now: float, rows: I64, xy: F64) -> None:
+        """Fold this tick's fixes `xy` (K, 2) of bands `rows` in; non-finite fixes are skipped."""
+        ok = np.isfinite(xy).all(axis=1)
+        rows, xy = rows[ok], xy[ok]
+        old, t = self.xy[rows], self._t[rows]
+        a = np.where(np.isfinite(t), 1.0 - np.exp(-np.maximum(now - t, 0.0) / self.tau_s), 1.0)
+        self.xy[rows] = np.where(np.isfinite(old), old + a[:, None] * (xy - old), xy)
+        self._t[rows] = now
 
 
 class BandGains:

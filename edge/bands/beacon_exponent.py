@@ -13,7 +13,9 @@ The level carries two shadows: a part that changes from round to round (what the
 changing, `shadow_clock`), integrated per round, and a part held by the pair (its place, the model
 error), integrated once over all its rounds. The exponent is the maximum of the profile likelihood
 with every receiver's gain and every beacon's own power error free (priors: the site's receiver-gain sd,
-a band's power sd), on a grid.
+a band's power sd), on a grid. The receivers' gains at that exponent are what the window test adds to their
+levels (`rx_bias`): gains solved at another exponent would carry each receiver's distance-weighted share of
+the difference.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ class BeaconFitParams:
     # learned gain is then not used, neither its narrow sd nor its mean (`WindowDetector._band_sd`, `_inputs`).
     # Measured at 900 s: default radio 0.03-0.10 at σ 4-8, alt 0.26-1.42 (docs/bands.md, "The beacons' misfit").
     misfit_max: float = 0.25
+    # The receivers' gains the window test adds to their levels from this fit too, at its exponent (`rx_bias`),
+    # not the linear calibration's: those were solved with the linear exponent, 0.1-0.25 lower, so with this
+    # exponent every receiver's distance-weighted share of the difference was left in its gain.
+    use_gains: bool = True
     # Share of the slow shadowing taken as changing from round to round; None: what the beacons show
     # (`shadow_clock`'s time-varying part, 0 until it has enough pairs).
     round_share: float | None = None
@@ -123,6 +129,10 @@ class BeaconExponent:
         self.sd = self.p.prior_sd
         self.fits = 0
         self.misfit = math.inf  # not measured until the first fit
+        # The receivers' gains at the fitted exponent (dB the pairs' levels carry above the model) and their
+        # variance given the exponent, the beacons' powers integrated (the inverse Newton matrix's diagonal).
+        self.gain = np.zeros(n_r)
+        self.gain_var = np.full(n_r, self.gain_sd_db**2)
 
     def ready(self) -> bool:
         return self.p.learn and self.rounds >= self.p.min_rounds and self.log_d.size > 0
@@ -130,6 +140,13 @@ class BeaconExponent:
     def value(self, fallback: float) -> float:
         """The exponent for the window test: this fit's once it has `min_rounds`, else `fallback`."""
         return self.n if self.ready() else fallback
+
+    def rx_bias(self, fallback: F64, fallback_var: F64) -> tuple[F64, F64]:
+        """(R,) dB to add to each receiver's stored levels and the (R,) variance of that gain: this fit's, with its
+        exponent (`value`), once it has fitted and `use_gains` is on; else the fallback (the linear calibration's)."""
+        if not (self.ready() and self.fits and self.p.use_gains):
+            return fallback, fallback_var
+        return -self.gain, self.gain_var
 
     def add(self, now: float, k: F64, xbar: F64, sent: F64, listen: NDArray[np.bool_], logmiss: F64,
             fast_sd: float, round_sd: float) -> None:
@@ -169,9 +186,10 @@ class BeaconExponent:
             ns = ns[np.abs(ns - self.n) <= self.p.n_window + 1e-9]
         table = _shifted(self.loglik, held_sd)  # (P, V)
         mu0 = power[:, None] - 10.0 * ns[:, None, None] * self.log_d[None, :, :]  # (N, B, R)
-        prof, mu = self._profile(table, mu0)
+        prof, mu, gain, gain_var = self._profile(table, mu0)
         prof = prof - 0.5 * ((ns - self.exponent0) / self.p.prior_sd) ** 2
         j = int(np.argmax(prof))
+        self.gain, self.gain_var = gain[j], gain_var[j]
         self.misfit = self._misfit(table, mu[j])
         n, info = float(ns[j]), 1.0 / self.p.prior_sd**2
         if 0 < j < len(ns) - 1:
@@ -199,12 +217,13 @@ class BeaconExponent:
         """The beacons say the model does not explain them (or the fit has not read them yet)."""
         return self.p.learn and self.misfit > self.p.misfit_max
 
-    def _profile(self, table: F64, mu0: F64) -> tuple[F64, F64]:
-        """(N,) log-likelihood at each exponent, and the pairs' levels there (N, B, R), with the receivers' gains
-        and the beacons' own power errors at their best: Newton steps on all of them together, from the tables' own
-        slopes (the concave part of each pair's curvature, so every step goes uphill). A search on a gain grid, or
-        Newton on each in turn, left the profile jagged by more than its curvature (the receivers' gains and the
-        beacons' powers share an offset only the priors fix), and the exponent followed the jags."""
+    def _profile(self, table: F64, mu0: F64) -> tuple[F64, F64, F64, F64]:
+        """(N,) log-likelihood at each exponent, the pairs' levels there (N, B, R), and the receivers' gains (N, R)
+        with their variance (N, R), the beacons' own power errors at their best: Newton steps on all of them
+        together, from the tables' own slopes (the concave part of each pair's curvature, so every step goes
+        uphill). The variance is the last step's matrix inverted, the beacons' powers integrated. A search on a
+        gain grid, or Newton on each in turn, left the profile jagged by more than its curvature (the receivers'
+        gains and the beacons' powers share an offset only the priors fix), and the exponent followed the jags."""
         n_b, n_r = self.log_d.shape
         pair = np.arange(n_b * n_r).reshape(n_b, n_r)
         d1 = np.gradient(table, DV, axis=1)
@@ -235,7 +254,8 @@ class BeaconExponent:
         mu = mu0 + g[:, None, :] + h[:, :, None]
         ll = at(table, mu).sum(axis=(1, 2))
         prof = ll - 0.5 * pg * (g**2).sum(axis=1) - 0.5 * ph * (h**2).sum(axis=1)
-        return np.asarray(prof), np.asarray(mu)
+        var = np.diagonal(np.linalg.inv(a), axis1=1, axis2=2)[:, :n_r]
+        return np.asarray(prof), np.asarray(mu), np.asarray(g), np.asarray(var)
 
     def snapshot(self) -> BeaconFitState:
         return BeaconFitState(self.loglik.copy(), self.rounds)

@@ -14,7 +14,8 @@
   over each receiver's last `resid_keep` is the gain error the beacons did not catch (an outside
   receiver far from every beacon is not pinned by them at all; a real escapee's few windows cannot
   move a median). It corrects the receiver's levels, shrunk by how much it knows against the beacons'
-  variance, and the combined variance replaces the beacons' alone (`corrections`). Not for a deaf
+  variance (never surer than `resid_bias_sd_db`: the residuals' reference is censored), and the combined
+  variance replaces the beacons' alone (`corrections`). Not for a deaf
   receiver: its links near the floor read high (only the lucky packets arrive).
 * **Health.** A receiver whose learned gain (beacons + bands) is `gain_off_db` or more from the
   receivers' median deviation is reported `gain_off` and down-weighted; one whose floor is
@@ -50,6 +51,11 @@ class HearingParams:
     judge_sd_db: float = 2.0  # ... its learned gain known this well (beacons and bands together)
     resid_var_db2: float = 16.0  # variance of one link residual (slow shadowing, position error)
     resid_correlation: float = 3.0  # residuals of one receiver share shadowing and geometry
+    # What no number of residuals removes: their reference is censored. Each look's residuals are taken less the
+    # window's median, and far links near the floor read high (only the up-fades arrive), so a layout's inside
+    # receivers look 2-3 dB low and its outside ones high (docs/bands.md, "Receiver gains from the censored
+    # beacon fit"). Their median's variance is at least this squared.
+    resid_bias_sd_db: float = 2.0
     resid_keep: int = 400  # the gain error is the median of each receiver's last this many residuals
     # Until a receiver's floor is measured it is assumed this high: an unknown floor must not turn a
     # deaf receiver's misses into evidence (at start-up on a site with floors of -98 … -88 dBm the
@@ -170,7 +176,8 @@ class Hearing:
         self._medians()
         n_eff = self.resid_n / self.p.resid_correlation
         prec_b = 1.0 / np.maximum(beacon_var_db2, 1e-3)
-        prec_r = n_eff / self.p.resid_var_db2
+        prec_r = np.where(n_eff > 0, 1.0 / (self.p.resid_var_db2 / np.maximum(n_eff, 1e-9)
+                                            + self.p.resid_bias_sd_db**2), 0.0)
         # A deaf receiver hears only the bands close to it, the links near its floor read high (only the
         # lucky packets arrive) and its residuals say "reads high": corrected by them, it pushed every
         # band near it away (alt L-wing, floor -84 dBm: learned 7 dB high, 7 false breaches in 10 min).

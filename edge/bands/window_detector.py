@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from edge.bands.band_gain import GRID_DB, SMOOTH_DB, BandGains, GainParams, GainState
+from edge.bands.band_gain import GRID_DB, SMOOTH_DB, BandGains, GainParams, GainState, PlaceTrack
 from edge.bands.beacon_exponent import BeaconExponent, BeaconFitParams, BeaconFitState, tables_shifted
 from edge.bands.empirical_null import EmpiricalNull, NullParams, NullState
 from edge.bands.hearing import Hearing, HearingParams, HearingState
@@ -122,6 +122,7 @@ class WindowDetector:
         self.hearing = Hearing(tracker.rx_ids, fast_sd(self.sigma, self.p), hearing,
                                default_floor_dbm=tracker.p.assumed_floor_dbm)
         self.gains = BandGains(n_bands, gains)
+        self.places = PlaceTrack(n_bands, self.gains.p.place_tau_s)  # read only with `GainParams.place_tau_s` > 0
         self.exponent = ExponentLearner(exponent)
         cal = tracker.calibration
         self.beacon_fit = BeaconExponent(cal.log_d, cal.exponent0, site.radio.receiver_gain_sd_db, beacon_fit)
@@ -140,6 +141,8 @@ class WindowDetector:
         n_rx = len(tracker.rx_ids)
         # Band-learned correction and the gain's variance after it: the site's prior until the first round.
         self._gain: tuple[F64, F64] = (np.zeros(n_rx), tracker.calibration.link_var_db2())
+        # The receivers' gains added to their levels: the censored fit's once it has run (`BeaconExponent.rx_bias`).
+        self._rx_bias = np.asarray(tracker.calibration.rx_bias)
         self._next_floor = -math.inf
 
     def _band_sd(self, rows: I64) -> F64:
@@ -175,7 +178,7 @@ class WindowDetector:
         tr = self.tracker
         k, xbar, sent = tr.bins.window(rows, now, window_s)
         corr, var = self._gain
-        xbar = np.where(k > 0, xbar + (tr.calibration.rx_bias + corr)[None, :], 0.0)
+        xbar = np.where(k > 0, xbar + (self._rx_bias + corr)[None, :], 0.0)
         budget = tr.p.calibration_budget_db or 0.0
         extra = self.hearing.extra_var_db2() + np.maximum(var - budget**2, 0.0)
         sd = slow_sd(self.sigma, self.p, extra)
@@ -197,7 +200,7 @@ class WindowDetector:
         var_v = min(self.clock.var_v, self.sigma**2 * self.p.slow_fraction)
         held = np.sqrt(np.maximum(sd**2 - var_v, 0.0))
         kb, xb, nsb = tr.bins.window_blocks(rows, now, window_s, n_blk)
-        xb = np.where(kb > 0, xb + (tr.calibration.rx_bias + corr)[None, :, None], 0.0)
+        xb = np.where(kb > 0, xb + (self._rx_bias + corr)[None, :, None], 0.0)
         return replace(x, slow_sd=np.broadcast_to(held, k.shape), kb=kb, xb=xb, nsb=nsb,
                        blk_sd=np.full(k.shape, math.sqrt(var_v)))
 
@@ -235,7 +238,7 @@ class WindowDetector:
         k = kb.sum(axis=2)
         corr, _ = self._gain
         span_mean = (kb * xb).sum(axis=2) / np.maximum(k, 1.0)  # the span's mean level, from its blocks
-        xbar = np.where(k > 0, span_mean + (tr.calibration.rx_bias + corr)[None, :], -math.inf)
+        xbar = np.where(k > 0, span_mean + (self._rx_bias + corr)[None, :], -math.inf)
         b.add(now, kb, xbar, nsb, self.hearing.floor, listen)
 
     def due(self, now: float, out_m: Mapping[int, float], rx_count: Mapping[int, int], active: set[int]) -> I64:
@@ -261,9 +264,10 @@ class WindowDetector:
         tr = self.tracker
         if now >= self._next_floor:
             self._next_floor = now + tr.p.calibrate_every_s
-            self._gain = self.hearing.corrections(tr.calibration.link_var_db2())
-            self.hearing.note_deviation(tr.calibration.rx_bias + self._gain[0], self._gain[1])
-            self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, tr.calibration.rx_bias + self._gain[0])
+            self._rx_bias, rx_var = self.beacon_fit.rx_bias(tr.calibration.rx_bias, tr.calibration.link_var_db2())
+            self._gain = self.hearing.corrections(rx_var)
+            self.hearing.note_deviation(self._rx_bias + self._gain[0], self._gain[1])
+            self.hearing.update_floors(tr.rx_hist, tr.floor_dbm, self._rx_bias + self._gain[0])
             if self.loss.p.learn:
                 self.hearing.set_loss(self.loss.value())
             if self.bursts.p.learn:
@@ -272,6 +276,10 @@ class WindowDetector:
             # low samples, which shrinks the measured change with time (fewer blocks), never grows it.
             self.clock.add(tr.bins, now, np.where(self.hearing.measured, self.hearing.raw_floor, -100.0))
             self._fit_beacons(now)
+        if self.gains.p.place_tau_s > 0:
+            fresh = np.nonzero(tr.last_xy_ts[:self.n] >= now - 1.0)[0]
+            self.places.tau_s = self.gains.p.place_tau_s
+            self.places.update(now, fresh, tr.last_xy[fresh])
         listen = np.array(tr.rx_last) > now - 5.0
         out: dict[int, Verdict] = {}
         lr_best = np.full(len(rows), np.nan)
@@ -416,6 +424,9 @@ class WindowDetector:
         # Where the fit puts the band: at the best gain of its curve (the place its evidence is kept under).
         best = np.argmax(np.where(np.isfinite(ll), ll, -np.inf), axis=1)
         xy = res.in_xy.reshape(len(pick), n_g, 2)[np.arange(len(pick)), best]
+        if g.p.place_tau_s > 0:  # kept under where the band is (its averaged fixes), where known
+            track = self.places.xy[rows[pick]]
+            xy = np.where(np.isfinite(track).all(axis=1)[:, None], track, xy)
         g.add(rows[pick], now, ll, xy)
 
     def _learn_exponent(self, now: float, rows: I64, x: LinkInputs, lr: F64, ll_in: F64,

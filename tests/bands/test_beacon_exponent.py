@@ -176,3 +176,28 @@ def test_pipeline_folds_beacon_rounds_only_at_receivers_with_a_measured_floor() 
     assert np.allclose(det._band_sd(band_rows), det.gains.p.prior_sd_db)
     assert np.allclose(x.power, det.tracker.power[band_rows])
     assert det.gain_state()["band_gains_used"] == 0
+
+
+def test_fit_reads_each_receivers_gain_with_an_honest_sd() -> None:
+    # The window test adds these gains at this fit's exponent (`rx_bias`): they must be the receivers' own, less
+    # what all share with the beacons' powers (only the priors split that offset; the band gains absorb it).
+    own_err, z = [], []
+    for seed in range(3, 19):
+        fit, _, _, gain = _pairs(seed, 60)
+        err = fit.gain - gain
+        own_err += (err - err.mean()).tolist()
+        z += (err / np.sqrt(fit.gain_var)).tolist()  # the sd is the whole gain's, the shared offset's included
+    rms = math.sqrt(float(np.mean(np.square(own_err))))
+    assert rms < 0.6, rms  # the truth's own spread is 2 dB (measured 0.37 over seeds 3-10)
+    assert 0.6 < math.sqrt(float(np.mean(np.square(z)))) < 1.4, z  # measured 0.90
+    bias, var = fit.rx_bias(np.full(5, 9.0), np.full(5, 4.0))
+    assert np.array_equal(bias, -fit.gain) and np.array_equal(var, fit.gain_var)
+
+
+def test_receiver_gains_fall_back_until_the_fit_has_run_or_when_not_used() -> None:
+    early, *_ = _pairs(seed=4, rounds=3)
+    fallback = (np.full(5, 1.5), np.full(5, 4.0))
+    assert early.rx_bias(*fallback) == fallback
+    fit, *_ = _pairs(seed=4, rounds=60)
+    fit.p = BeaconFitParams(learn=True, use_gains=False)
+    assert fit.rx_bias(*fallback) == fallback
