@@ -90,11 +90,13 @@ class GainParams:
     # (not position-free). Off by default: being measured (docs/bands.md, "Band gains learned from the
     # position-free fit", session 18) against what the position-free fit does to a fence-stander at σ 8.
     inside: bool = False
-    # Where a look's evidence is kept: 0 = the 8 m cell of the position-free fit's best point; > 0 = the cell of the
-    # tracker's fixes averaged over this many seconds (`PlaceTrack`). The fit's best point of a band that never moves
-    # wanders over tens of metres, so a stander's looks fell in 4-15 cells, each counted as an independent place
-    # with its own held shadow (docs/bands.md, "Where the default null's fence-standers come from"). Off: measured.
-    place_tau_s: float = 0.0
+    # Where a look's evidence is kept: the 8 m cell of the band's tracker fixes averaged over this many seconds
+    # (`PlaceTrack`); 0 = the cell of the position-free fit's best point, as before session 22. That point wanders
+    # over tens of metres for a band that never moves, so a stander's looks fell in 4-15 cells, each counted as an
+    # independent place with its own held shadow. Measured (seed 16000): default null 9 -> 4 false breaches in
+    # 2,016 band-h, default recall 349 -> 340 of 384 (docs/bands.md, "Where the default null's fence-standers come
+    # from").
+    place_tau_s: float = 60.0
 
 
 class PlaceTrack:
