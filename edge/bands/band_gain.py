@@ -100,20 +100,20 @@ class GainParams:
 
 
 class PlaceTrack:
-    """Each band's tracker fix averaged over `tau_s` (exponentially, one update a tick): where it is, not where one
-    window's fit puts it. NaN until its first fix."""
+    """Each band's tracker fix averaged exponentially (one update a tick): where it is, not where one window's fit
+    puts it. NaN until its first fix."""
 
-    def __init__(self, n_bands: int, tau_s: float) -> None:
-        self.tau_s = tau_s
+    def __init__(self, n_bands: int) -> None:
         self.xy = np.full((n_bands, 2), np.nan)
         self._t = np.full(n_bands, np.nan)
 
-    def update(self, now: float, rows: I64, xy: F64) -> None:
-        """Fold this tick's fixes `xy` (K, 2) of bands `rows` in; non-finite fixes are skipped."""
+    def update(self, now: float, rows: I64, xy: F64, tau_s: float) -> None:
+        """Fold this tick's fixes `xy` (K, 2) of bands `rows` in, averaged over `tau_s`; non-finite fixes are
+        skipped."""
         ok = np.isfinite(xy).all(axis=1)
         rows, xy = rows[ok], xy[ok]
         old, t = self.xy[rows], self._t[rows]
-        a = np.where(np.isfinite(t), 1.0 - np.exp(-np.maximum(now - t, 0.0) / self.tau_s), 1.0)
+        a = np.where(np.isfinite(t), 1.0 - np.exp(-np.maximum(now - t, 0.0) / tau_s), 1.0)
         self.xy[rows] = np.where(np.isfinite(old), old + a[:, None] * (xy - old), xy)
         self._t[rows] = now
 

@@ -122,7 +122,7 @@ class WindowDetector:
         self.hearing = Hearing(tracker.rx_ids, fast_sd(self.sigma, self.p), hearing,
                                default_floor_dbm=tracker.p.assumed_floor_dbm)
         self.gains = BandGains(n_bands, gains)
-        self.places = PlaceTrack(n_bands, self.gains.p.place_tau_s)  # read only with `GainParams.place_tau_s` > 0
+        self.places = PlaceTrack(n_bands)  # where the learner keeps a look's evidence (`GainParams.place_tau_s`)
         self.exponent = ExponentLearner(exponent)
         cal = tracker.calibration
         self.beacon_fit = BeaconExponent(cal.log_d, cal.exponent0, site.radio.receiver_gain_sd_db, beacon_fit)
@@ -276,10 +276,9 @@ class WindowDetector:
             # low samples, which shrinks the measured change with time (fewer blocks), never grows it.
             self.clock.add(tr.bins, now, np.where(self.hearing.measured, self.hearing.raw_floor, -100.0))
             self._fit_beacons(now)
-        if self.gains.p.place_tau_s > 0:
+        if self.gains.p.learn and self.gains.p.place_tau_s > 0:
             fresh = np.nonzero(tr.last_xy_ts[:self.n] >= now - 1.0)[0]
-            self.places.tau_s = self.gains.p.place_tau_s
-            self.places.update(now, fresh, tr.last_xy[fresh])
+            self.places.update(now, fresh, tr.last_xy[fresh], self.gains.p.place_tau_s)
         listen = np.array(tr.rx_last) > now - 5.0
         out: dict[int, Verdict] = {}
         lr_best = np.full(len(rows), np.nan)
@@ -421,10 +420,11 @@ class WindowDetector:
                 self._free = self.cand.position_free()
             res = run_test(self._free, replace(y, sets=np.zeros(len(rep), dtype=np.int64)), inside_only=True)
         ll = res.ll_in.reshape(len(pick), n_g)
-        # Where the fit puts the band: at the best gain of its curve (the place its evidence is kept under).
+        # The place the evidence is kept under: where the band is (its averaged fixes) where known, else where the
+        # fit puts it at the best gain of its curve.
         best = np.argmax(np.where(np.isfinite(ll), ll, -np.inf), axis=1)
         xy = res.in_xy.reshape(len(pick), n_g, 2)[np.arange(len(pick)), best]
-        if g.p.place_tau_s > 0:  # kept under where the band is (its averaged fixes), where known
+        if g.p.place_tau_s > 0:
             track = self.places.xy[rows[pick]]
             xy = np.where(np.isfinite(track).all(axis=1)[:, None], track, xy)
         g.add(rows[pick], now, ll, xy)

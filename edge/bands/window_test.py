@@ -40,7 +40,8 @@ CELL_M = 12.0  # side of the kernel's fine search cells (speed settings only: th
 CELL_RATIO = 1  # fine cells a side of a coarse cell
 # The band-gain learner's position-free set (`position_free`): its likelihood is flat over wide areas (no fence
 # splits it, every gain is tried), so the bounds prune little and fewer, larger cells cost less. Measured on the
-# 500-band site's learner calls (x86_64): 12 m × 1 126 ms a call, 16 m × 4 72 ms, 8 m × 4 85 ms, one cell 199 ms.
+# 500-band site's learner calls (x86_64): 12 m × 1 126 ms a call, 16 m × 4 72 ms, 8 m × 4 85 ms, no pruning 199 ms
+# (`bench.bands_gain_cost`).
 FREE_CELL_M, FREE_CELL_RATIO = 16.0, 4
 
 

@@ -207,11 +207,11 @@ def test_band_gain_counts_places_not_windows_and_learns_relative_to_the_shared_p
 def test_place_track_holds_a_stander_in_one_place_and_follows_a_walker() -> None:
     # A stander's fixes scatter ±15 m a tick (as the fit's best point did over 4-15 cells of 8 m); a walker goes 1 m/s.
     rng = np.random.default_rng(5)
-    track = PlaceTrack(3, tau_s=60.0)
+    track = PlaceTrack(3)
     cells: set[tuple[int, int]] = set()
     for s in range(600):
         fixes = np.array([[20.0, 20.0], [float(s), 0.0], [np.nan, np.nan]]) + rng.normal(0.0, 15.0, (3, 2))
-        track.update(float(s), np.arange(3), fixes)
+        track.update(float(s), np.arange(3), fixes, tau_s=60.0)
         if s >= 120:
             cells.add((math.floor(track.xy[0, 0] / 8.0), math.floor(track.xy[0, 1] / 8.0)))
     assert np.linalg.norm(track.xy[0] - 20.0) < 6.0 and len(cells) <= 2  # its raw fixes: 80 cells
